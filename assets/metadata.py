@@ -1,0 +1,21 @@
+"""Metadata every table asset shows first in the UI: rows, schema, a preview."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import MetadataValue, TableColumn, TableSchema
+
+from labelops.reporting import markdown_table
+
+
+def column_schema(frame: pd.DataFrame) -> TableSchema:
+    return TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()])
+
+
+def table_metadata(frame: pd.DataFrame, *, preview_columns: list[str] | None = None) -> dict[str, object]:
+    shown = frame[[c for c in (preview_columns or list(frame.columns)) if c in frame.columns]]
+    return {
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": column_schema(frame),
+        "preview": MetadataValue.md(markdown_table(shown, max_rows=10)),
+    }

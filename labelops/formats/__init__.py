@@ -1,0 +1,91 @@
+"""Export formats: detection and dispatch to the parser that reads each one.
+
+A landing file is detected by content first and extension second, because
+vendors name files freely. Whatever goes wrong inside a parser surfaces as an
+:class:`~labelops.errors.ExportError` that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from labelops.errors import ExportError
+from labelops.formats import coco, cvat, label_studio, table, yolo
+from labelops.formats.common import Parsed, objects_frame
+
+FORMATS = ("label_studio", "coco", "cvat", "yolo", "table")
+TABLE_EXTENSIONS = table.TABLE_FILES
+IGNORED_NAMES = (".ds_store", "thumbs.db", "readme.md", "readme.txt", "license", "license.txt")
+
+
+def parse_file(
+    source_file: str,
+    data: bytes,
+    image_sizes: Mapping[str, tuple[float, float]] | None = None,
+    *,
+    require_annotator: bool = True,
+) -> Parsed:
+    """Parse one export file (a zip is a YOLO export).
+
+    Gold files may omit the annotator column (``require_annotator=False``).
+    """
+    sizes = dict(image_sizes or {})
+    if not data.strip():
+        raise ExportError(source_file, "the file is empty")
+    lower = source_file.lower()
+    try:
+        if lower.endswith(".json"):
+            return _parse_json(source_file, data, sizes)
+        if lower.endswith(".xml"):
+            root = cvat.root_of(source_file, data)
+            if cvat.looks_like(root):
+                return cvat.parse(source_file, root)
+            raise ExportError(source_file, f"XML with root <{root.tag}> is not a CVAT for images 1.1 export")
+        if lower.endswith(".zip"):
+            return parse_folder(source_file, yolo.unzip(source_file, data), sizes)
+        if lower.endswith(TABLE_EXTENSIONS):
+            return table.parse(source_file, data, require_annotator=require_annotator)
+    except ExportError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as error:
+        raise ExportError(source_file, f"malformed export ({type(error).__name__}: {error})") from None
+    raise ExportError(source_file, "unknown export format (expected Label Studio/COCO JSON, CVAT XML, YOLO zip or folder, CSV/TSV/Parquet)")
+
+
+def parse_folder(
+    source_file: str, files: Mapping[str, bytes], image_sizes: Mapping[str, tuple[float, float]] | None = None
+) -> Parsed:
+    """Parse a folder export: today that is YOLO, the one format spread over many files."""
+    if not yolo.looks_like(files):
+        raise ExportError(source_file, "a folder export must be YOLO with a class list (obj.names, classes.txt or data.yaml)")
+    try:
+        return yolo.parse(source_file, files, dict(image_sizes or {}))
+    except ExportError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ExportError(source_file, f"malformed YOLO export ({type(error).__name__}: {error})") from None
+
+
+def _parse_json(source_file: str, data: bytes, sizes: dict[str, tuple[float, float]]) -> Parsed:
+    try:
+        document = json.loads(data)
+    except UnicodeDecodeError:
+        raise ExportError(source_file, "not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ExportError(source_file, f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    if label_studio.looks_like(document):
+        return label_studio.parse(source_file, document, sizes)
+    if coco.looks_like(document):
+        return coco.parse(source_file, document)
+    if coco.looks_like_results(document):
+        raise ExportError(source_file, "COCO detection results (model output) are not an annotation export")
+    if isinstance(document, list) and not document:
+        return Parsed(format="label_studio", objects=objects_frame([]))
+    raise ExportError(source_file, "JSON is neither a Label Studio export nor a COCO instances file")
+
+
+def is_ignored(name: str) -> bool:
+    """Files that travel with exports but hold no labels."""
+    base = name.rsplit("/", 1)[-1].lower()
+    return base.startswith(".") or base in IGNORED_NAMES

@@ -1,0 +1,132 @@
+"""COCO instances JSON (``images``, ``annotations``, ``categories``).
+
+``bbox`` is already in pixels with a top-left origin, so it is taken as is. Polygon
+segmentations become polygons; RLE masks (crowd regions) stay boxes with the mask
+kept in ``attributes`` rather than being dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelops.errors import ExportError
+from labelops.formats.common import Parsed, item_id_from_reference, objects_frame, to_json
+
+
+def looks_like(document: Any) -> bool:
+    return isinstance(document, dict) and {"images", "annotations", "categories"} <= document.keys()
+
+
+def looks_like_results(document: Any) -> bool:
+    return (
+        isinstance(document, list)
+        and bool(document)
+        and isinstance(document[0], dict)
+        and {"image_id", "category_id", "score"} <= document[0].keys()
+    )
+
+
+def parse(source_file: str, document: dict[str, Any]) -> Parsed:
+    images = _frame(source_file, document, "images", ("id", "file_name"))
+    categories = _frame(source_file, document, "categories", ("id", "name"))
+    annotations = _frame(source_file, document, "annotations", ("id", "image_id", "category_id", "bbox"))
+    if images["id"].duplicated().any():
+        raise ExportError(source_file, "duplicate image ids in 'images'")
+    info = document.get("info") if isinstance(document.get("info"), dict) else {}
+    default_annotator = str(info.get("contributor") or "unknown")
+
+    images = images.assign(
+        item_id=[item_id_from_reference(source_file, name) for name in images["file_name"].astype(str)]
+    ).set_index("id")
+    category_names = categories.set_index("id")["name"].astype(str)
+
+    missing_images = ~annotations["image_id"].isin(images.index)
+    if missing_images.any():
+        bad = annotations.loc[missing_images, "id"].iloc[0]
+        raise ExportError(source_file, f"annotation {bad} references an image id not in 'images'")
+    missing_categories = ~annotations["category_id"].isin(category_names.index)
+    if missing_categories.any():
+        bad = annotations.loc[missing_categories, "id"].iloc[0]
+        raise ExportError(source_file, f"annotation {bad} references a category id not in 'categories'")
+
+    boxes = _boxes(source_file, annotations)
+    image_rows = images.loc[annotations["image_id"].to_numpy()]
+    segmentation = annotations["segmentation"] if "segmentation" in annotations else pd.Series([None] * len(annotations))
+    crowd = annotations["iscrowd"].fillna(0).astype(int) if "iscrowd" in annotations else pd.Series(np.zeros(len(annotations), int))
+    is_polygon = segmentation.map(lambda s: isinstance(s, list) and len(s) > 0 and isinstance(s[0], list) and len(s[0]) >= 6)
+    annotator = (
+        annotations["annotator_id"].astype(str) if "annotator_id" in annotations else pd.Series([default_annotator] * len(annotations))
+    )
+
+    attributes = [
+        _attributes(seg, poly, c, area)
+        for seg, poly, c, area in zip(
+            segmentation,
+            is_polygon,
+            crowd,
+            annotations["area"] if "area" in annotations else [None] * len(annotations),
+        )
+    ]
+    objects = pd.DataFrame(
+        {
+            "item_id": image_rows["item_id"].to_numpy(),
+            "annotator_id": annotator.to_numpy(),
+            "kind": np.where(is_polygon.to_numpy(), "polygon", "bbox"),
+            "label": category_names.loc[annotations["category_id"].to_numpy()].to_numpy(),
+            "x": boxes[:, 0],
+            "y": boxes[:, 1],
+            "w": boxes[:, 2],
+            "h": boxes[:, 3],
+            "points": [
+                [float(v) for v in seg[0]] if poly else None for seg, poly in zip(segmentation, is_polygon)
+            ],
+            "image_width": pd.to_numeric(image_rows.get("width"), errors="coerce").to_numpy() if "width" in image_rows else np.nan,
+            "image_height": pd.to_numeric(image_rows.get("height"), errors="coerce").to_numpy() if "height" in image_rows else np.nan,
+            "attributes": attributes,
+            "annotated_at": None,
+            "guideline_version": None,
+            "source_ref": "annotation=" + annotations["id"].astype(str),
+        }
+    )
+    return Parsed(format="coco", objects=objects_frame(objects))
+
+
+def _frame(source_file: str, document: dict[str, Any], key: str, required: tuple[str, ...]) -> pd.DataFrame:
+    records = document.get(key)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ExportError(source_file, f"'{key}' must be a list of objects")
+    frame = pd.DataFrame(records)
+    if records:
+        missing = [c for c in required if c not in frame.columns or frame[c].isna().any()]
+        if missing:
+            raise ExportError(source_file, f"every entry of '{key}' needs {missing}")
+    else:
+        frame = pd.DataFrame(columns=list(required))
+    return frame
+
+
+def _boxes(source_file: str, annotations: pd.DataFrame) -> np.ndarray:
+    if annotations.empty:
+        return np.empty((0, 4))
+    lengths = annotations["bbox"].map(lambda b: len(b) if isinstance(b, list) else -1)
+    if (lengths != 4).any():
+        bad = annotations.loc[lengths != 4, "id"].iloc[0]
+        raise ExportError(source_file, f"annotation {bad}: 'bbox' must be [x, y, width, height]")
+    try:
+        return np.asarray(annotations["bbox"].tolist(), dtype=float)
+    except (TypeError, ValueError):
+        raise ExportError(source_file, "a 'bbox' holds a value that is not a number") from None
+
+
+def _attributes(segmentation: Any, is_polygon: bool, iscrowd: int, area: Any) -> str:
+    attributes: dict[str, Any] = {"iscrowd": int(iscrowd)}
+    if area is not None and not (isinstance(area, float) and np.isnan(area)):
+        attributes["area"] = float(area)
+    if is_polygon and len(segmentation) > 1:
+        attributes["polygon_parts"] = segmentation
+    elif isinstance(segmentation, dict):
+        attributes["rle"] = segmentation
+    return to_json(attributes)

@@ -1,0 +1,186 @@
+"""Label Studio JSON export (the full "JSON" format, not JSON-MIN).
+
+One task holds several annotations; each annotation is one annotator's work
+(``completed_by``). Region coordinates are percentages of the original image,
+converted to pixels here. Cancelled (skipped) annotations and model predictions
+are not labels: they are counted in ``skipped``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from labelops.errors import ExportError
+from labelops.formats.common import Parsed, item_id_from_reference, objects_frame, polygon_bounds, to_json
+
+MEDIA_KEYS = ("image", "img", "url", "uri", "video", "audio", "ocr", "pdf")
+REGION_TYPES = {"rectanglelabels": "bbox", "polygonlabels": "polygon"}
+# Result types that describe a region rather than stand alone (per-region attributes).
+REGION_ATTRIBUTE_TYPES = ("choices", "taxonomy", "textarea", "number", "rating", "datetime")
+
+
+def looks_like(document: Any) -> bool:
+    return (
+        isinstance(document, list)
+        and bool(document)
+        and isinstance(document[0], dict)
+        and "data" in document[0]
+        and ("annotations" in document[0] or "completions" in document[0])
+    )
+
+
+def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[str, tuple[float, float]]) -> Parsed:
+    parsed = Parsed(format="label_studio", objects=objects_frame([]))
+    records: list[dict[str, Any]] = []
+    for t_index, task in enumerate(document):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise ExportError(source_file, f"task #{t_index} has no 'data' object")
+        task_id = task.get("id", t_index)
+        item_id = _item_id(source_file, task, task_id)
+        parsed.skip("prediction", len(task.get("predictions") or []))
+        annotations = task.get("annotations", task.get("completions")) or []
+        if not isinstance(annotations, list):
+            raise ExportError(source_file, f"task {task_id}: 'annotations' is not a list")
+        for annotation in annotations:
+            if not isinstance(annotation, dict):
+                raise ExportError(source_file, f"task {task_id}: an annotation is not an object")
+            results = annotation.get("result") or []
+            if annotation.get("was_cancelled"):
+                parsed.skip("cancelled annotation", max(len(results), 1))
+                continue
+            records.extend(_annotation_records(source_file, item_id, task_id, annotation, image_sizes, parsed))
+    parsed.objects = objects_frame(records)
+    return parsed
+
+
+def _item_id(source_file: str, task: dict[str, Any], task_id: Any) -> str:
+    data = task["data"]
+    if data.get("item_id") not in (None, ""):
+        return str(data["item_id"])
+    for key in MEDIA_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return item_id_from_reference(source_file, value, url=True)
+    return f"ls-task-{task_id}"
+
+
+def _annotator(annotation: dict[str, Any]) -> str:
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):  # newer exports embed the user; the email is what teams recognize
+        who = who.get("email") or who.get("id")
+    return "unknown" if who is None else str(who)
+
+
+def _annotation_records(
+    source_file: str,
+    item_id: str,
+    task_id: Any,
+    annotation: dict[str, Any],
+    image_sizes: dict[str, tuple[float, float]],
+    parsed: Parsed,
+) -> list[dict[str, Any]]:
+    annotator = _annotator(annotation)
+    annotated_at = annotation.get("updated_at") or annotation.get("created_at")
+    base_ref = f"task={task_id}/annotation={annotation.get('id')}"
+    results = annotation.get("result") or []
+    if not isinstance(results, list):
+        raise ExportError(source_file, f"{base_ref}: 'result' is not a list")
+    region_ids = {r.get("id") for r in results if isinstance(r, dict) and r.get("type") in REGION_TYPES}
+    extra: dict[Any, dict[str, Any]] = {}
+    for result in results:
+        if isinstance(result, dict) and result.get("id") in region_ids and result.get("type") in REGION_ATTRIBUTE_TYPES:
+            value = result.get("value") or {}
+            extra.setdefault(result["id"], {})[result.get("from_name", result["type"])] = value.get(result["type"])
+    records = []
+    for r_index, result in enumerate(results):
+        if not isinstance(result, dict):
+            raise ExportError(source_file, f"{base_ref}: result #{r_index} is not an object")
+        rtype = result.get("type")
+        ref = f"{base_ref}/result={result.get('id', r_index)}"
+        value = result.get("value")
+        if not isinstance(value, dict):
+            raise ExportError(source_file, f"{ref}: 'value' is not an object")
+        attributes = {"from_name": result.get("from_name"), "origin": result.get("origin")}
+        if annotation.get("ground_truth"):
+            attributes["ground_truth"] = True
+        common = {
+            "item_id": item_id,
+            "annotator_id": annotator,
+            "annotated_at": annotated_at,
+            "guideline_version": None,
+        }
+        if rtype == "choices" and result.get("id") not in region_ids:
+            choices = value.get("choices") or []
+            if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+                raise ExportError(source_file, f"{ref}: 'choices' must be a list of strings")
+            for choice in choices:
+                records.append(
+                    {**common, "kind": "classification", "label": choice, "attributes": to_json(attributes),
+                     "source_ref": f"{ref}/choice={choice}"}
+                )
+            continue
+        if rtype in REGION_TYPES:
+            records.append(
+                _region(source_file, ref, rtype, value, result, item_id, image_sizes, common,
+                        {**attributes, **extra.get(result.get("id"), {})})
+            )
+            continue
+        if result.get("id") in region_ids and rtype in REGION_ATTRIBUTE_TYPES:
+            continue  # folded into its region's attributes above
+        parsed.skip(f"unsupported result type {rtype}")
+    return records
+
+
+def _region(
+    source_file: str,
+    ref: str,
+    rtype: str,
+    value: dict[str, Any],
+    result: dict[str, Any],
+    item_id: str,
+    image_sizes: dict[str, tuple[float, float]],
+    common: dict[str, Any],
+    attributes: dict[str, Any],
+) -> dict[str, Any]:
+    labels = value.get(rtype)
+    if not isinstance(labels, list) or len(labels) != 1 or not isinstance(labels[0], str):
+        raise ExportError(source_file, f"{ref}: '{rtype}' must hold exactly one label, got {labels!r}")
+    width, height = result.get("original_width"), result.get("original_height")
+    if width is None or height is None:
+        if item_id not in image_sizes:
+            raise ExportError(source_file, f"{ref}: no original_width/height and item {item_id!r} is not in the item catalog")
+        width, height = image_sizes[item_id]
+    try:
+        width, height = float(width), float(height)
+        sx, sy = width / 100.0, height / 100.0
+        if rtype == "rectanglelabels":
+            x, y = float(value["x"]) * sx, float(value["y"]) * sy
+            w, h = float(value["width"]) * sx, float(value["height"]) * sy
+            points = None
+            if float(value.get("rotation") or 0.0):
+                attributes["rotation"] = float(value["rotation"])
+        else:
+            raw = np.asarray(value["points"], dtype=float)
+            if raw.ndim != 2 or raw.shape[1] != 2:
+                raise ValueError("points must be [[x, y], ...]")
+            points = (raw * [sx, sy]).ravel()
+            x, y, w, h = polygon_bounds(points) if len(points) else (np.nan,) * 4
+            points = points.tolist()
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportError(source_file, f"{ref}: bad {rtype} value ({error})") from None
+    return {
+        **common,
+        "kind": REGION_TYPES[rtype],
+        "label": labels[0],
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "points": points,
+        "image_width": width,
+        "image_height": height,
+        "attributes": to_json(attributes),
+        "source_ref": ref,
+    }

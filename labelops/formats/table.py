@@ -1,0 +1,151 @@
+"""Long tables, one row per judgment, as crowd platforms export them (CSV, TSV, Parquet).
+
+Column names vary by platform, so a few well-known aliases are accepted (MTurk's
+``!amt_worker_ids``, Snow et al.'s ``orig_id``/``response``, Toloka's
+``INPUT:``/``OUTPUT:`` prefixes stripped). A headerless three-column file is read
+the way Get-Another-Label writes it: worker, object, label.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labelops.errors import ExportError
+from labelops.formats.common import Parsed, objects_frame
+
+ALIASES = {
+    "item_id": ("item_id", "item", "orig_id", "object", "object_id", "task", "task_id", "image_id", "unit_id", "image"),
+    "annotator_id": ("annotator_id", "annotator", "worker", "worker_id", "!amt_worker_ids", "_worker_id", "user", "performer"),
+    "label": ("label", "response", "answer", "class", "category", "result"),
+    "x": ("x", "xmin", "x_min", "left"),
+    "y": ("y", "ymin", "y_min", "top"),
+    "w": ("w", "box_width", "bbox_width"),
+    "h": ("h", "box_height", "bbox_height"),
+    "annotated_at": ("annotated_at", "timestamp", "created_at", "submitted_at"),
+    "guideline_version": ("guideline_version",),
+    "image_width": ("image_width",),
+    "image_height": ("image_height",),
+}
+HEADERLESS_ORDER = ("annotator_id", "item_id", "label")
+BOX = ("x", "y", "w", "h")
+TABLE_FILES = (".csv", ".tsv", ".txt", ".parquet")
+
+
+def read_frame(source_file: str, data: bytes) -> pd.DataFrame:
+    """The file as a frame of text columns (Parquet keeps its own types)."""
+    lower = source_file.lower()
+    try:
+        if lower.endswith(".parquet"):
+            return pq.read_table(pa.BufferReader(data)).to_pandas()
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ExportError(source_file, "not UTF-8 text") from None
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ExportError(source_file, f"invalid Parquet file ({error})") from None
+    first = text.split("\n", 1)[0]
+    sep = "\t" if lower.endswith((".tsv", ".txt")) or ("\t" in first and "," not in first) else ","
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""], header=None)
+    except (pd.errors.ParserError, ValueError) as error:
+        raise ExportError(source_file, f"malformed delimited text ({error})") from None
+    header = [str(v).strip() for v in frame.iloc[0]] if len(frame) else []
+    known = {alias for aliases in ALIASES.values() for alias in aliases}
+    if any(_canonical(h) in known for h in header):
+        frame = frame.iloc[1:].reset_index(drop=True)
+        frame.columns = header
+        frame.index = frame.index + 2  # file line numbers: the header is line 1
+    else:
+        if frame.shape[1] == 3:
+            frame.columns = list(HEADERLESS_ORDER)
+        elif frame.shape[1] == 2:
+            frame.columns = ["item_id", "label"]
+        else:
+            raise ExportError(source_file, f"no header with item_id/annotator_id/label and {frame.shape[1]} columns")
+        frame.index = frame.index + 1
+    return frame
+
+
+def _canonical(name: str) -> str:
+    lowered = name.strip().lower()
+    for prefix in ("input:", "output:", "golden:"):
+        if lowered.startswith(prefix):
+            return lowered[len(prefix):]
+    return lowered
+
+
+def rename_aliases(source_file: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Map platform column names onto canonical names; the rest stay as attributes."""
+    lowered = {_canonical(str(c)): c for c in frame.columns}
+    renames: dict[str, str] = {}
+    for canonical, aliases in ALIASES.items():
+        found = [lowered[a] for a in aliases if a in lowered]
+        if len(found) > 1 and canonical in ("item_id", "annotator_id", "label"):
+            raise ExportError(source_file, f"columns {found} all look like '{canonical}': rename all but one")
+        if found:
+            renames[found[0]] = canonical
+    return frame.rename(columns=renames)
+
+
+def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> Parsed:
+    frame = rename_aliases(source_file, read_frame(source_file, data))
+    required = ["item_id", "label"] + (["annotator_id"] if require_annotator else [])
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ExportError(source_file, f"missing column(s) {missing}; columns are {list(frame.columns)[:12]}")
+    empty_ids = frame["item_id"].isna() | (frame["item_id"].astype(str).str.strip() == "")
+    if empty_ids.any():
+        raise ExportError(source_file, f"line {frame.index[empty_ids][0]}: empty item_id")
+
+    has_box = all(c in frame.columns for c in BOX)
+    numbers: dict[str, np.ndarray] = {}
+    for column in [*BOX, "image_width", "image_height"]:
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if bad.any():
+            line = frame.index[bad][0]
+            raise ExportError(source_file, f"line {line}: column '{column}' holds {frame.loc[line, column]!r}, not a number")
+        numbers[column] = values.to_numpy(dtype=float)
+    is_box = np.zeros(len(frame), bool)
+    if has_box:
+        present = np.column_stack([~np.isnan(numbers[c]) for c in BOX])
+        partial = present.any(axis=1) & ~present.all(axis=1)
+        if partial.any():
+            raise ExportError(source_file, f"line {frame.index[partial][0]}: a box needs all of x, y, w, h")
+        is_box = present.all(axis=1)
+
+    extras = [c for c in frame.columns if c not in ALIASES]
+    attributes = _attributes_json(frame[extras]) if extras else np.full(len(frame), "{}", dtype=object)
+    annotated_at = frame["annotated_at"] if "annotated_at" in frame else None
+    objects = pd.DataFrame(
+        {
+            "item_id": frame["item_id"].astype(str).str.strip().to_numpy(),
+            "annotator_id": frame["annotator_id"].astype(str).str.strip().to_numpy() if "annotator_id" in frame else "unknown",
+            "kind": np.where(is_box, "bbox", "classification"),
+            "label": frame["label"].astype(str).to_numpy(),
+            **{c: numbers.get(c, np.full(len(frame), np.nan)) for c in BOX},
+            "points": None,
+            "image_width": numbers.get("image_width", np.nan),
+            "image_height": numbers.get("image_height", np.nan),
+            "attributes": attributes,
+            "annotated_at": annotated_at.to_numpy() if annotated_at is not None else None,
+            "guideline_version": frame["guideline_version"].to_numpy() if "guideline_version" in frame else None,
+            "source_ref": "line=" + pd.Series(frame.index.astype(str), dtype=object).to_numpy(),
+        }
+    )
+    return Parsed(format="table", objects=objects_frame(objects))
+
+
+def _attributes_json(extras: pd.DataFrame) -> Any:
+    """Extra columns as one sorted-key JSON object per row, built without a row loop."""
+    ordered = extras[sorted(extras.columns, key=str)].astype(object).where(extras.notna(), None)
+    ordered.columns = [str(c) for c in ordered.columns]
+    lines = ordered.to_json(orient="records", lines=True, force_ascii=False).splitlines()
+    return np.asarray(lines, dtype=object)

@@ -1,0 +1,114 @@
+"""Canonical tables: every export format normalizes into these Arrow schemas.
+
+The schemas are the contract between ingestion and everything downstream, so a
+parser that produces a column of the wrong type fails here, at the boundary, and
+not three assets later.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+KINDS = ("classification", "bbox", "polygon")
+
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        pa.field("annotation_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("annotator_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("x", pa.float64()),
+        pa.field("y", pa.float64()),
+        pa.field("w", pa.float64()),
+        pa.field("h", pa.float64()),
+        pa.field("points", pa.list_(pa.float64())),
+        pa.field("image_width", pa.float64()),
+        pa.field("image_height", pa.float64()),
+        pa.field("attributes", pa.string()),
+        pa.field("annotated_at", pa.timestamp("us", tz="UTC")),
+        pa.field("guideline_version", pa.string()),
+        pa.field("source_format", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("source_ref", pa.string(), nullable=False),
+        pa.field("export_date", pa.date32()),
+    ]
+)
+
+GOLD_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("x", pa.float64()),
+        pa.field("y", pa.float64()),
+        pa.field("w", pa.float64()),
+        pa.field("h", pa.float64()),
+        pa.field("points", pa.list_(pa.float64())),
+        pa.field("source_format", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("source_ref", pa.string(), nullable=False),
+    ]
+)
+
+# Items and predictions carry open-ended extra columns (slice attributes, model
+# input features) after these core columns.
+ITEM_CORE_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string()),
+        pa.field("width", pa.float64()),
+        pa.field("height", pa.float64()),
+        pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("export_date", pa.date32()),
+    ]
+)
+
+PREDICTION_CORE_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC")),
+        pa.field("model_version", pa.string()),
+        pa.field("predicted_label", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("export_date", pa.date32()),
+    ]
+)
+
+
+def empty_frame(schema: pa.Schema) -> pd.DataFrame:
+    """An empty table with the right columns and dtypes: a day with no files."""
+    return schema.empty_table().to_pandas()
+
+
+def conform(frame: pd.DataFrame, schema: pa.Schema, *, extra: str = "forbid") -> pd.DataFrame:
+    """Cast a frame to a schema through Arrow, so dtypes are identical for every source.
+
+    ``extra`` says what to do with columns the schema does not name: ``forbid``
+    raises, ``keep`` appends them after the schema's columns (slice attributes and
+    model features), ``drop`` ignores them.
+    """
+    missing = [name for name in schema.names if name not in frame.columns]
+    for name in missing:
+        frame = frame.assign(**{name: None})
+    others = [c for c in frame.columns if c not in schema.names]
+    if others and extra == "forbid":
+        raise ValueError(f"unexpected columns {others}")
+    fields = list(schema)
+    if extra == "keep":
+        fields += [pa.field(c, _arrow_type_of(frame[c])) for c in others]
+    target = pa.schema(fields)
+    table = pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False)
+    return table.to_pandas()
+
+
+def _arrow_type_of(column: pd.Series) -> pa.DataType:
+    """Numbers stay numbers (drift needs them); everything else is text."""
+    if pd.api.types.is_bool_dtype(column):
+        return pa.bool_()
+    if pd.api.types.is_numeric_dtype(column):
+        return pa.float64()
+    return pa.string()

@@ -1,0 +1,185 @@
+"""One interface for the landing zone and the warehouse: a local folder or an S3 prefix.
+
+Keys are always relative POSIX paths. A key that is absolute or climbs with ``..``
+is refused, so a name taken from an export can never reach outside its root.
+Writes are atomic: a reader sees the old object or the whole new one, never a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+
+class PathEscapeError(ValueError):
+    """A key that would leave the store's root."""
+
+
+def safe_key(key: str) -> str:
+    """Normalize a relative key and refuse anything that escapes the root."""
+    if not key or "\x00" in key:
+        raise PathEscapeError(f"invalid path {key!r}")
+    posix = key.replace("\\", "/")
+    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
+        raise PathEscapeError(f"absolute path {key!r} is not allowed")
+    parts = [p for p in posix.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise PathEscapeError(f"path {key!r} points outside the root")
+    if not parts:
+        raise PathEscapeError(f"invalid path {key!r}")
+    return "/".join(parts)
+
+
+class Store(Protocol):
+    """What the pipeline needs from storage, whatever the backend."""
+
+    url: str
+
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    def size(self, key: str) -> int: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass
+class LocalStore:
+    """A folder on local disk."""
+
+    root: Path
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root / safe_key(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / safe_key(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = [
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        ]
+        return sorted(keys)
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+
+@dataclass
+class S3Store:
+    """A prefix in an S3 bucket, through boto3 (AWS or any S3-compatible endpoint).
+
+    A PutObject is atomic on S3, so writes need no temporary object.
+    """
+
+    bucket: str
+    prefix: str
+    endpoint_url: str | None = None
+    _client: object = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def client(self):  # boto3's client type is generated at run time
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            )
+        return self._client
+
+    def _full(self, key: str) -> str:
+        return posixpath.join(self.prefix, safe_key(key)) if self.prefix else safe_key(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._full(prefix) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def size(self, key: str) -> int:
+        return int(self.client.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+
+def open_store(url: str, *, endpoint_url: str | None = None, base: Path | None = None) -> Store:
+    """A store for ``s3://bucket/prefix`` or a local path (relative to ``base``)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"{url!r}: an S3 location needs a bucket, as s3://bucket/prefix")
+        return S3Store(bucket=parsed.netloc, prefix=parsed.path.strip("/"), endpoint_url=endpoint_url)
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"{url!r}: only local paths and s3:// locations are supported")
+    path = Path(parsed.path if parsed.scheme == "file" else url).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return LocalStore(root=path)

@@ -1,0 +1,21 @@
+"""The one Definitions object of the labelops code location."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from assets.ingest import ingest_assets
+from resources import build_resources
+from resources.settings import Settings
+
+ingest_job = define_asset_job(
+    "ingest_job",
+    selection=AssetSelection.groups("ingest"),
+    description="Read one day's landing files into the canonical tables.",
+)
+
+defs = Definitions(
+    assets=ingest_assets,
+    jobs=[ingest_job],
+    resources=build_resources(Settings.from_env()),
+)

@@ -1,0 +1,16 @@
+"""Resources chosen per environment: the embedded default or S3, from the same settings."""
+
+from __future__ import annotations
+
+from resources.io_manager import ParquetIOManager
+from resources.settings import Settings
+from resources.storage import StorageResource
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    storage = StorageResource(
+        landing=settings.landing,
+        warehouse=settings.warehouse,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
+    return {"storage": storage, "io_manager": ParquetIOManager(storage=storage)}
