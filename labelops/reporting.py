@@ -12,9 +12,10 @@ import pandas as pd
 
 
 def escape_markdown(value: object) -> str:
+    """Cell text that renders as itself: HTML is neutralized, markdown syntax is escaped."""
     text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-    text = html.escape(text, quote=True).replace("|", "&#124;").replace("\n", " ")
-    for char in "\\`*_[]()#!":
+    text = html.escape(text, quote=False).replace("\n", " ")
+    for char in "\\`*[]|":
         text = text.replace(char, "\\" + char)
     return text
 

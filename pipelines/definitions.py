@@ -14,8 +14,14 @@ ingest_job = define_asset_job(
     description="Read one day's landing files into the canonical tables.",
 )
 
+nightly_job = define_asset_job(
+    "nightly_job",
+    selection=AssetSelection.all(),
+    description="The nightly refresh of one day: every asset of the pipeline for that partition.",
+)
+
 defs = Definitions(
     assets=ingest_assets,
-    jobs=[ingest_job],
+    jobs=[ingest_job, nightly_job],
     resources=build_resources(Settings.from_env()),
 )

@@ -1,0 +1,59 @@
+"""Shared fixtures: the shipped real data, a seeded demo landing zone, and a real S3 server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labelops.demo import seed_landing
+from labelops.storage import LocalStore, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def demo_landing(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    """The demo landing zone, seeded once per session (read-only for tests)."""
+    store = LocalStore(tmp_path_factory.mktemp("demo-landing"))
+    seed_landing(store)
+    return store
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 endpoint over HTTP on 127.0.0.1 (moto in server mode), not a mock."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test."""
+    import boto3
+
+    name = "labelops-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+def copy_store(source: LocalStore, target_url: str, endpoint: str | None = None) -> None:
+    target = open_store(target_url, endpoint_url=endpoint)
+    for key in source.list():
+        target.write_bytes(key, source.read_bytes(key))

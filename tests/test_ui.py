@@ -1,0 +1,106 @@
+"""The Dagster UI in a real headless Chromium: `dagster dev` starts, shows the ingest assets, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from labelops.storage import LocalStore
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = REPO / "test-output"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def dagster_dev(demo_landing: LocalStore, tmp_path: Path) -> Iterator[str]:
+    """`dagster dev` in its own process group; SIGINT to the whole group on the way out."""
+    port = free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, LABELOPS_LANDING=str(demo_landing.root), LABELOPS_WAREHOUSE=str(tmp_path / "wh"), DAGSTER_HOME=str(home))
+    log = (tmp_path / "dagster-dev.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("dagster dev did not start:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:])
+                time.sleep(1)
+        yield url
+    finally:
+        pgid = process.pid
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        leftover = group_alive(pgid)
+        if leftover:
+            os.killpg(pgid, signal.SIGKILL)
+        log.close()
+        assert not leftover, "dagster dev left processes behind after SIGINT"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is installed by `make test`")
+def test_asset_graph_lists_ingest_assets(dagster_dev: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{dagster_dev}/asset-groups/ingest@labelops", wait_until="domcontentloaded")
+            for name in ("label_exports", "item_catalog", "gold_labels", "production_predictions"):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(SCREENSHOTS / "asset-graph-ingest.png"))
+        finally:
+            browser.close()
