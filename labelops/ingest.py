@@ -60,13 +60,25 @@ def annotation_ids(source_file: pd.Series, source_ref: pd.Series) -> np.ndarray:
     """Stable ids: a 64-bit hash of the export's name within its day and the record's ref.
 
     The day folder is left out, so a vendor re-delivering the same export on a
-    later day produces the same ids, and repeated refs get an occurrence number.
+    later day produces the same ids; a ref repeated within a file gets an
+    occurrence number so that ids stay unique.
     """
     scope = source_file.str.replace(r"^exports/\d{4}-\d{2}-\d{2}/", "", regex=True)
-    occurrence = pd.DataFrame({"f": scope, "r": source_ref}).groupby(["f", "r"], sort=False).cumcount()
-    keyed = pd.DataFrame({"f": scope, "r": source_ref + "#" + occurrence.astype(str)})
+    keyed = pd.DataFrame({"f": scope.to_numpy(), "r": source_ref.to_numpy()})
     hashed = pd.util.hash_pandas_object(keyed, index=False).to_numpy()
-    return np.char.mod("%016x", hashed).astype(object)
+    if pd.Series(hashed).duplicated().any():
+        occurrence = keyed.groupby(["f", "r"], sort=False).cumcount()
+        keyed["r"] = keyed["r"].where(occurrence == 0, keyed["r"] + "#" + occurrence.astype(str))
+        hashed = pd.util.hash_pandas_object(keyed, index=False).to_numpy()
+    return hex_strings(hashed)
+
+
+def hex_strings(values: np.ndarray) -> np.ndarray:
+    """uint64 values as 16-character lowercase hex, without a Python loop."""
+    shifts = np.arange(60, -1, -4, dtype=np.uint64)
+    nibbles = ((values.astype(np.uint64)[:, None] >> shifts) & np.uint64(0xF)).astype(np.uint8)
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles]
+    return np.ascontiguousarray(digits).view("S16").ravel().astype(str).astype(object)
 
 
 def canonical_annotations(parsed: Parsed, source_file: str, export_date: date) -> pd.DataFrame:
@@ -110,7 +122,9 @@ def read_exports(
             else:
                 parsed = parse_file(unit.name, _read(store, unit.name, max_file_bytes), image_sizes)
             frame = canonical_annotations(parsed, unit.name, export_date)
-        except ExportError as error:
+        except (ValueError, TypeError) as error:
+            if not isinstance(error, ExportError):
+                error = ExportError(unit.name, f"malformed values ({type(error).__name__}: {error})")
             rows.append(_error_row(unit.name, error))
             continue
         frames.append(frame)
@@ -191,15 +205,6 @@ def _record_frame(key: str, data: bytes) -> pd.DataFrame:
     return frame
 
 
-def _numeric(key: str, frame: pd.DataFrame, column: str) -> pd.Series:
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() & frame[column].notna()
-    if bad.any():
-        line = frame.index[bad][0]
-        raise ExportError(key, f"line {line}: column '{column}' holds {frame.loc[line, column]!r}, not a number")
-    return values.astype(float)
-
-
 def _timestamp_column(key: str, frame: pd.DataFrame, column: str) -> pd.Series:
     values = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
     bad = values.isna() & frame[column].notna()
@@ -213,7 +218,7 @@ def _items_frame(key: str, frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for column in ("width", "height"):
         if column in frame:
-            frame[column] = _numeric(key, frame, column)
+            frame[column] = table.numeric_column(key, frame, column)
     if "captured_at" in frame:
         frame["captured_at"] = _timestamp_column(key, frame, "captured_at")
     core = set(ITEM_CORE_SCHEMA.names)
@@ -227,7 +232,7 @@ def _items_frame(key: str, frame: pd.DataFrame) -> pd.DataFrame:
 def _predictions_frame(key: str, frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     if "confidence" in frame:
-        frame["confidence"] = _numeric(key, frame, "confidence")
+        frame["confidence"] = table.numeric_column(key, frame, "confidence")
     if "ts" in frame:
         frame["ts"] = _timestamp_column(key, frame, "ts")
     core = set(PREDICTION_CORE_SCHEMA.names)

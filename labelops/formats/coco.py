@@ -7,13 +7,14 @@ kept in ``attributes`` rather than being dropped.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from labelops.errors import ExportError
-from labelops.formats.common import Parsed, item_id_from_reference, objects_frame, to_json
+from labelops.formats.common import Parsed, item_ids_from_paths, objects_frame, to_json
 
 
 def looks_like(document: Any) -> bool:
@@ -38,9 +39,7 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
     info = document.get("info") if isinstance(document.get("info"), dict) else {}
     default_annotator = str(info.get("contributor") or "unknown")
 
-    images = images.assign(
-        item_id=[item_id_from_reference(source_file, name) for name in images["file_name"].astype(str)]
-    ).set_index("id")
+    images = images.assign(item_id=item_ids_from_paths(source_file, images["file_name"])).set_index("id")
     category_names = categories.set_index("id")["name"].astype(str)
 
     missing_images = ~annotations["image_id"].isin(images.index)
@@ -61,15 +60,8 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
         annotations["annotator_id"].astype(str) if "annotator_id" in annotations else pd.Series([default_annotator] * len(annotations))
     )
 
-    attributes = [
-        _attributes(seg, poly, c, area)
-        for seg, poly, c, area in zip(
-            segmentation,
-            is_polygon,
-            crowd,
-            annotations["area"] if "area" in annotations else [None] * len(annotations),
-        )
-    ]
+    area = pd.to_numeric(annotations["area"], errors="coerce") if "area" in annotations else pd.Series(np.nan, index=annotations.index)
+    attributes = _attributes(segmentation, is_polygon, crowd, area)
     objects = pd.DataFrame(
         {
             "item_id": image_rows["item_id"].to_numpy(),
@@ -80,9 +72,7 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
             "y": boxes[:, 1],
             "w": boxes[:, 2],
             "h": boxes[:, 3],
-            "points": [
-                [float(v) for v in seg[0]] if poly else None for seg, poly in zip(segmentation, is_polygon)
-            ],
+            "points": _first_parts(segmentation, is_polygon),
             "image_width": pd.to_numeric(image_rows.get("width"), errors="coerce").to_numpy() if "width" in image_rows else np.nan,
             "image_height": pd.to_numeric(image_rows.get("height"), errors="coerce").to_numpy() if "height" in image_rows else np.nan,
             "attributes": attributes,
@@ -121,12 +111,27 @@ def _boxes(source_file: str, annotations: pd.DataFrame) -> np.ndarray:
         raise ExportError(source_file, "a 'bbox' holds a value that is not a number") from None
 
 
-def _attributes(segmentation: Any, is_polygon: bool, iscrowd: int, area: Any) -> str:
-    attributes: dict[str, Any] = {"iscrowd": int(iscrowd)}
-    if area is not None and not (isinstance(area, float) and np.isnan(area)):
-        attributes["area"] = float(area)
-    if is_polygon and len(segmentation) > 1:
-        attributes["polygon_parts"] = segmentation
-    elif isinstance(segmentation, dict):
-        attributes["rle"] = segmentation
-    return to_json(attributes)
+def _first_parts(segmentation: pd.Series, is_polygon: pd.Series) -> np.ndarray:
+    """The first polygon of each polygon segmentation (the others go to attributes)."""
+    points = np.full(len(segmentation), None, dtype=object)
+    if is_polygon.any():
+        points[is_polygon.to_numpy()] = segmentation[is_polygon].str[0].to_numpy()
+    return points
+
+
+def _attributes(segmentation: pd.Series, is_polygon: pd.Series, iscrowd: pd.Series, area: pd.Series) -> np.ndarray:
+    """Per-object attributes as JSON: area and iscrowd for all, the mask or extra parts where they exist.
+
+    Built column-wise; only multi-part polygons and RLE masks (a few per cent of
+    COCO) need a JSON object of their own.
+    """
+    plain = pd.DataFrame({"area": area.to_numpy(), "iscrowd": iscrowd.to_numpy()})
+    out = np.asarray(plain.to_json(orient="records", lines=True, double_precision=15).splitlines(), dtype=object)
+    if not len(out):
+        return out
+    parts = segmentation.map(lambda s: len(s) if isinstance(s, list) else 0).to_numpy()
+    rle = segmentation.map(lambda s: isinstance(s, dict)).to_numpy()
+    for index in np.flatnonzero((is_polygon.to_numpy() & (parts > 1)) | rle):
+        extra = {"rle": segmentation.iloc[index]} if rle[index] else {"polygon_parts": segmentation.iloc[index]}
+        out[index] = to_json({**json.loads(out[index]), **extra})
+    return out

@@ -91,6 +91,22 @@ def item_id_from_reference(source_file: str, reference: str, *, url: bool = Fals
     return stem
 
 
+BAD_PATH = r"(?:^|[/\\])\.\.(?:[/\\]|$)|^[/\\]|^[A-Za-z]:|\x00"
+
+
+def item_ids_from_paths(source_file: str, paths: pd.Series) -> np.ndarray:
+    """:func:`item_id_from_reference` for a whole column of relative paths at once."""
+    text = paths.astype(str).str.strip()
+    bad = text.str.contains(BAD_PATH, regex=True) | (text == "")
+    if bad.any():
+        item_id_from_reference(source_file, text[bad].iloc[0])  # raises, naming the reference
+    stems = text.str.replace("\\", "/", regex=False).str.rsplit("/", n=1).str[-1]
+    stems = stems.str.replace(r"(?<=.)\.[^.]*$", "", regex=True)
+    if (stems == "").any():
+        raise ExportError(source_file, f"media reference {text[stems == ''].iloc[0]!r} names no file")
+    return stems.to_numpy(dtype=object)
+
+
 def to_json(value: dict[str, Any]) -> str:
     """Attributes as canonical JSON (sorted keys), so equal attributes compare equal."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

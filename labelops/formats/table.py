@@ -8,12 +8,13 @@ the way Get-Another-Label writes it: worker, object, label.
 
 from __future__ import annotations
 
-import io
+import csv
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from labelops.errors import ExportError
@@ -38,36 +39,52 @@ TABLE_FILES = (".csv", ".tsv", ".txt", ".parquet")
 
 
 def read_frame(source_file: str, data: bytes) -> pd.DataFrame:
-    """The file as a frame of text columns (Parquet keeps its own types)."""
+    """The file as a frame of text columns (Parquet keeps its own types).
+
+    The index holds the file's line numbers, so errors can point at a line.
+    Delimited text goes through Arrow's multi-threaded CSV reader; only the empty
+    string is null, so a label such as "NA" or "null" stays a label.
+    """
     lower = source_file.lower()
-    try:
-        if lower.endswith(".parquet"):
+    if lower.endswith(".parquet"):
+        try:
             return pq.read_table(pa.BufferReader(data)).to_pandas()
-        text = data.decode("utf-8-sig")
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ExportError(source_file, f"invalid Parquet file ({error})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        first = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
     except UnicodeDecodeError:
         raise ExportError(source_file, "not UTF-8 text") from None
-    except (pa.ArrowInvalid, OSError) as error:
-        raise ExportError(source_file, f"invalid Parquet file ({error})") from None
-    first = text.split("\n", 1)[0]
     sep = "\t" if lower.endswith((".tsv", ".txt")) or ("\t" in first and "," not in first) else ","
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""], header=None)
-    except (pd.errors.ParserError, ValueError) as error:
-        raise ExportError(source_file, f"malformed delimited text ({error})") from None
-    header = [str(v).strip() for v in frame.iloc[0]] if len(frame) else []
+    header = [cell.strip() for cell in next(csv.reader([first], delimiter=sep), [])]
     known = {alias for aliases in ALIASES.values() for alias in aliases}
-    if any(_canonical(h) in known for h in header):
-        frame = frame.iloc[1:].reset_index(drop=True)
-        frame.columns = header
-        frame.index = frame.index + 2  # file line numbers: the header is line 1
+    has_header = any(_canonical(h) in known for h in header)
+    if has_header:
+        names = header
+    elif len(header) == 3:
+        names = list(HEADERLESS_ORDER)
+    elif len(header) == 2:
+        names = ["item_id", "label"]
     else:
-        if frame.shape[1] == 3:
-            frame.columns = list(HEADERLESS_ORDER)
-        elif frame.shape[1] == 2:
-            frame.columns = ["item_id", "label"]
-        else:
-            raise ExportError(source_file, f"no header with item_id/annotator_id/label and {frame.shape[1]} columns")
-        frame.index = frame.index + 1
+        raise ExportError(source_file, f"no header with item_id/annotator_id/label and {len(header)} columns")
+    if len(set(names)) != len(names):
+        raise ExportError(source_file, f"duplicate column names in the header {names}")
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, null_values=[""], strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        problem = "not UTF-8 text" if "UTF8" in str(error) else f"malformed delimited text ({error})"
+        raise ExportError(source_file, problem) from None
+    frame = table.to_pandas()
+    frame.index = frame.index + (2 if has_header else 1)
     return frame
 
 
@@ -92,6 +109,16 @@ def rename_aliases(source_file: str, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns=renames)
 
 
+def numeric_column(source_file: str, frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as float64; the first value that is not a number is named with its line."""
+    try:
+        return frame[column].astype("float64").to_numpy()
+    except (TypeError, ValueError):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        line = frame.index[values.isna() & frame[column].notna()][0]
+        raise ExportError(source_file, f"line {line}: column '{column}' holds {frame.loc[line, column]!r}, not a number") from None
+
+
 def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> Parsed:
     frame = rename_aliases(source_file, read_frame(source_file, data))
     required = ["item_id", "label"] + (["annotator_id"] if require_annotator else [])
@@ -107,12 +134,7 @@ def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> P
     for column in [*BOX, "image_width", "image_height"]:
         if column not in frame.columns:
             continue
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() & frame[column].notna()
-        if bad.any():
-            line = frame.index[bad][0]
-            raise ExportError(source_file, f"line {line}: column '{column}' holds {frame.loc[line, column]!r}, not a number")
-        numbers[column] = values.to_numpy(dtype=float)
+        numbers[column] = numeric_column(source_file, frame, column)
     is_box = np.zeros(len(frame), bool)
     if has_box:
         present = np.column_stack([~np.isnan(numbers[c]) for c in BOX])

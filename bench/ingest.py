@@ -1,0 +1,105 @@
+"""Ingest throughput per export format: parse + canonicalize, rows per second.
+
+Run with `make bench` (or `python -m bench.ingest --rows 1000000`). Each format is
+written once from the same synthetic boxes, then read back through labelops'
+parser the way `label_exports` reads it; the pyarrow CSV read of the long table
+is printed beside it as the I/O floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow.csv as pacsv
+
+from labelops.formats import parse_file
+from labelops.ingest import canonical_annotations
+
+
+def synthetic(rows: int, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    items = rows // 5
+    return pd.DataFrame(
+        {
+            "item_id": np.char.add("img-", (np.arange(rows) // 5).astype(str)),
+            "annotator_id": np.char.add("ann", rng.integers(0, 100, rows).astype(str)),
+            "label": rng.choice(["car", "truck", "bus", "pedestrian", "cyclist"], rows),
+            "x": rng.uniform(0, 1500, rows).round(2),
+            "y": rng.uniform(0, 800, rows).round(2),
+            "w": rng.uniform(5, 300, rows).round(2),
+            "h": rng.uniform(5, 200, rows).round(2),
+        }
+    ).assign(items=items)
+
+
+def as_csv(frame: pd.DataFrame) -> bytes:
+    return frame.drop(columns="items").to_csv(index=False).encode()
+
+
+def as_coco(frame: pd.DataFrame) -> bytes:
+    items = sorted(frame["item_id"].unique())
+    image_ids = {item: n for n, item in enumerate(items, start=1)}
+    labels = sorted(frame["label"].unique())
+    document = {
+        "images": [{"id": i, "file_name": f"{item}.jpg", "width": 1920, "height": 1080} for item, i in image_ids.items()],
+        "categories": [{"id": n, "name": name} for n, name in enumerate(labels, start=1)],
+        "annotations": [
+            {"id": n, "image_id": image_ids[item], "category_id": labels.index(label) + 1, "bbox": [x, y, w, h], "iscrowd": 0}
+            for n, (item, label, x, y, w, h) in enumerate(
+                zip(frame["item_id"], frame["label"], frame["x"], frame["y"], frame["w"], frame["h"]), start=1
+            )
+        ],
+    }
+    return json.dumps(document).encode()
+
+
+def as_label_studio(frame: pd.DataFrame) -> bytes:
+    tasks = []
+    for t, (item, group) in enumerate(frame.groupby("item_id", sort=False), start=1):
+        annotations = []
+        for a, (annotator, objects) in enumerate(group.groupby("annotator_id", sort=False), start=1):
+            annotations.append({"id": t * 100 + a, "completed_by": annotator, "result": [
+                {"id": f"r{n}", "type": "rectanglelabels", "original_width": 1920, "original_height": 1080,
+                 "value": {"x": x / 19.2, "y": y / 10.8, "width": w / 19.2, "height": h / 10.8, "rotation": 0, "rectanglelabels": [label]}}
+                for n, (label, x, y, w, h) in enumerate(zip(objects["label"], objects["x"], objects["y"], objects["w"], objects["h"]))
+            ]})
+        tasks.append({"id": t, "data": {"image": f"/data/upload/{item}.jpg"}, "annotations": annotations})
+    return json.dumps(tasks).encode()
+
+
+def measure(name: str, data: bytes, rows: int) -> dict[str, object]:
+    start = time.perf_counter()
+    parsed = parse_file(name, data)
+    table = canonical_annotations(parsed, f"exports/2024-06-01/{name}", date(2024, 6, 1))
+    seconds = time.perf_counter() - start
+    assert len(table) == rows, (name, len(table), rows)
+    return {"format": parsed.format, "rows": rows, "MB": round(len(data) / 1e6, 1), "seconds": round(seconds, 2),
+            "rows_per_s": int(rows / seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    frame = synthetic(args.rows)
+    results = []
+    csv = as_csv(frame)
+    start = time.perf_counter()
+    pacsv.read_csv(io.BytesIO(csv))
+    floor = time.perf_counter() - start
+    results.append(measure("crowd.csv", csv, args.rows))
+    results.append(measure("coco.json", as_coco(frame), args.rows))
+    results.append(measure("label_studio.json", as_label_studio(frame), args.rows))
+    report = pd.DataFrame(results)
+    print(report.to_string(index=False))
+    print(f"I/O floor: pyarrow reads the CSV in {floor:.2f} s ({int(args.rows / floor)} rows/s)")
+
+
+if __name__ == "__main__":
+    main()
