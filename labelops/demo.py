@@ -32,6 +32,10 @@ UNLABELED_PER_DAY = 30
 PRODUCTION_PER_DAY = 1500
 GOLD_SHARE = 0.08
 SEED = 20240601
+# Guideline v2 (config/guidelines/v2.yaml) takes effect on this day and renames traffic_light.
+V2_DAY = "2024-06-12"
+V2_RENAMES = {"traffic_light": "traffic_signal"}
+LAGGING_VENDOR = "ann06"  # keeps delivering v1 labels after v2, and says so in its COCO files
 
 BOX_CLASSES = ("car", "truck", "bus", "pedestrian", "cyclist", "traffic_light")
 BOX_WEIGHTS = (0.42, 0.14, 0.06, 0.2, 0.08, 0.1)
@@ -89,7 +93,10 @@ def seed_landing(store: Store, *, seed: int = SEED) -> dict[str, int]:
         _write(store, f"items/{day}/items.csv", items.drop(columns="labeled").to_csv(index=False).encode(), counts)
         _write_exports(store, rng, day, items, truth, counts)
         gold_items = items.loc[items["labeled"], "item_id"].sample(frac=GOLD_SHARE, random_state=int(rng.integers(1 << 31)))
-        gold_rows.extend(_gold_rows(truth[truth["item_id"].isin(gold_items)], items[items["item_id"].isin(gold_items)]))
+        gold_truth = truth[truth["item_id"].isin(gold_items)]
+        if day >= V2_DAY:
+            gold_truth = gold_truth.assign(label=gold_truth["label"].replace(V2_RENAMES))
+        gold_rows.extend(_gold_rows(gold_truth))
         production = _production(rng, day, drift)
         counts["production"] += len(production)
         _write(store, f"production/{day}/predictions.csv", production.to_csv(index=False).encode(), counts)
@@ -186,6 +193,10 @@ def _write_exports(store: Store, rng: np.random.Generator, day: str, items: pd.D
         a.name: _annotate(rng, a, truth[truth["item_id"].isin([i for i, chosen in assignment.items() if k in chosen])])
         for k, a in enumerate(ANNOTATORS)
     }
+    if day >= V2_DAY:
+        for name, frame in work.items():
+            if name != LAGGING_VENDOR:
+                frame["label"] = frame["label"].replace(V2_RENAMES)
     stamp = f"{day}T18:00:00Z"
     ls = {a.name: work[a.name] for a in ANNOTATORS if a.tool == "label_studio"}
     _write(store, f"exports/{day}/label_studio_project-12.json", _label_studio(ls, labeled, stamp), counts)
@@ -196,7 +207,7 @@ def _write_exports(store: Store, rng: np.random.Generator, day: str, items: pd.D
     if day == days()[4]:
         _write(store, f"exports/{day}/partner_prelabels_yolo.zip", _yolo_zip(work[coco_name], labeled), counts)
     else:
-        _write(store, f"exports/{day}/coco_{coco_name}.json", _coco(coco_name, work[coco_name], labeled), counts)
+        _write(store, f"exports/{day}/coco_{coco_name}.json", _coco(coco_name, work[coco_name], labeled, "v1"), counts)
     _write(store, f"exports/{day}/crowd_scene_judgments.csv", _crowd(rng, truth, day), counts)
 
 
@@ -261,7 +272,7 @@ def _cvat(name: str, frame: pd.DataFrame, items: pd.DataFrame, day: str) -> byte
     return "\n".join(lines).encode()
 
 
-def _coco(name: str, frame: pd.DataFrame, items: pd.DataFrame) -> bytes:
+def _coco(name: str, frame: pd.DataFrame, items: pd.DataFrame, guideline_version: str) -> bytes:
     categories = [{"id": i + 1, "name": c, "supercategory": "road"} for i, c in enumerate((*BOX_CLASSES, POLYGON_CLASS))]
     category_ids = {c["name"]: c["id"] for c in categories}
     geometry = frame[frame["kind"] != "classification"]
@@ -278,7 +289,7 @@ def _coco(name: str, frame: pd.DataFrame, items: pd.DataFrame) -> bytes:
             bbox, segmentation = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], [list(map(float, o.points))]
         annotations.append({"id": n, "image_id": image_ids[o.item_id], "category_id": category_ids[o.label], "bbox": [round(v, 2) for v in bbox],
                             "area": round(bbox[2] * bbox[3], 2), "iscrowd": 0, "segmentation": segmentation})
-    document = {"info": {"contributor": email(name), "description": "driving scenes"}, "licenses": [], "images": images,
+    document = {"info": {"contributor": email(name), "description": "driving scenes", "guideline_version": guideline_version}, "licenses": [], "images": images,
                 "annotations": annotations, "categories": categories}
     return json.dumps(document).encode()
 
@@ -309,7 +320,7 @@ def _crowd(rng: np.random.Generator, truth: pd.DataFrame, day: str) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
-def _gold_rows(truth: pd.DataFrame, items: pd.DataFrame) -> list[dict]:
+def _gold_rows(truth: pd.DataFrame) -> list[dict]:
     rows = []
     for o in truth[truth["kind"] != "polygon"].itertuples(index=False):
         row = {"item_id": o.item_id, "label": o.label}

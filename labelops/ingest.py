@@ -88,6 +88,8 @@ def canonical_annotations(parsed: Parsed, source_file: str, export_date: date) -
     frame["source_file"] = source_file
     frame["export_date"] = export_date
     frame["annotated_at"] = _timestamps(source_file, frame["annotated_at"], frame["source_ref"])
+    label = frame["label"].astype(object)
+    frame["label"] = label.where(label.notna() & (label.astype(str).str.strip() != ""), None)  # "" is no label
     frame["annotation_id"] = annotation_ids(frame["source_file"], frame["source_ref"])
     return conform(frame, ANNOTATION_SCHEMA)
 

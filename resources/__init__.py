@@ -5,6 +5,7 @@ from __future__ import annotations
 from resources.io_manager import ParquetIOManager
 from resources.settings import Settings
 from resources.storage import StorageResource
+from resources.validation import GreatExpectationsResource, GuidelinesResource
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -13,4 +14,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
         warehouse=settings.warehouse,
         s3_endpoint_url=settings.s3_endpoint_url,
     )
-    return {"storage": storage, "io_manager": ParquetIOManager(storage=storage)}
+    return {
+        "storage": storage,
+        "io_manager": ParquetIOManager(storage=storage),
+        "guidelines": GuidelinesResource(config_dir=settings.config_dir, s3_endpoint_url=settings.s3_endpoint_url),
+        "great_expectations": GreatExpectationsResource(suites_dir=settings.suites_dir),
+    }

@@ -20,6 +20,7 @@ class Settings:
     s3_endpoint_url: str | None
     config_dir: str
     start_date: str
+    suites_dir: str = str(PROJECT_ROOT / "expectations")
 
     @classmethod
     def from_env(cls) -> "Settings":

@@ -77,7 +77,7 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
             "image_height": pd.to_numeric(image_rows.get("height"), errors="coerce").to_numpy() if "height" in image_rows else np.nan,
             "attributes": attributes,
             "annotated_at": None,
-            "guideline_version": None,
+            "guideline_version": info.get("guideline_version"),
             "source_ref": "annotation=" + annotations["id"].astype(str),
         }
     )

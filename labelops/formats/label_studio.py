@@ -39,6 +39,7 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
             raise ExportError(source_file, f"task #{t_index} has no 'data' object")
         task_id = task.get("id", t_index)
         item_id = _item_id(source_file, task, task_id)
+        version = task["data"].get("guideline_version")
         parsed.skip("prediction", len(task.get("predictions") or []))
         annotations = task.get("annotations", task.get("completions")) or []
         if not isinstance(annotations, list):
@@ -50,7 +51,7 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
             if annotation.get("was_cancelled"):
                 parsed.skip("cancelled annotation", max(len(results), 1))
                 continue
-            records.extend(_annotation_records(source_file, item_id, task_id, annotation, image_sizes, parsed))
+            records.extend(_annotation_records(source_file, item_id, task_id, annotation, image_sizes, parsed, version))
     parsed.objects = objects_frame(records)
     return parsed
 
@@ -80,6 +81,7 @@ def _annotation_records(
     annotation: dict[str, Any],
     image_sizes: dict[str, tuple[float, float]],
     parsed: Parsed,
+    version: str | None,
 ) -> list[dict[str, Any]]:
     annotator = _annotator(annotation)
     annotated_at = annotation.get("updated_at") or annotation.get("created_at")
@@ -109,7 +111,7 @@ def _annotation_records(
             "item_id": item_id,
             "annotator_id": annotator,
             "annotated_at": annotated_at,
-            "guideline_version": None,
+            "guideline_version": None if version is None else str(version),
         }
         if rtype == "choices" and result.get("id") not in region_ids:
             choices = value.get("choices") or []

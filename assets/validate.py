@@ -1,0 +1,156 @@
+"""Validate: the Great Expectations suites gate the day's annotations; failing rows go to quarantine.
+
+The asset reads the day's annotations and item catalog, lets labelops read every label
+under the guideline in force and compute the geometry facts, runs the suites, and
+splits the rows. Critical expectations are a blocking check: when one fails, quality
+and curation assets downstream do not run for the day. Warnings are shown and never block.
+"""
+
+from datetime import datetime, timezone
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetOut,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
+
+from assets.metadata import table_metadata
+from labelops import validation
+from labelops.expectations import SuiteOutcome
+from labelops.reporting import counts_table, markdown_table
+from pipelines.partitions import daily_partitions
+from resources.storage import StorageResource
+from resources.validation import GreatExpectationsResource, GuidelinesResource
+
+GROUP = "validate"
+KINDS = {"python", "pandas", "parquet", "great_expectations"}
+PREVIEW = ["annotation_id", "item_id", "annotator_id", "kind", "label", "guideline_version", "source_file"]
+EXPECTATION_COLUMNS = ["suite", "rule", "column", "severity", "success", "unexpected_count", "unexpected_percent", "examples", "error"]
+
+
+@multi_asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    outs={
+        "validated_annotations": AssetOut(
+            kinds=KINDS,
+            code_version="1",
+            description="The day's annotations that passed every critical expectation, read under the guideline "
+            "in force (renamed and merged labels remapped, with `remapped_from`). Warnings travel with the row in "
+            "`validation_warnings`.",
+        ),
+        "quarantined_annotations": AssetOut(
+            kinds=KINDS,
+            code_version="1",
+            description="Annotations that failed a critical row-level rule, unchanged, with `rule` and `reason` "
+            "(the expectation that failed, in words). `needs_relabel` rows were made under an older guideline "
+            "whose class was split or redefined.",
+        ),
+    },
+    check_specs=[
+        AssetCheckSpec(
+            "critical_expectations",
+            asset="validated_annotations",
+            blocking=True,
+            description="Every critical expectation of the suites in expectations/ succeeded (row rules within "
+            "their `mostly` tolerance). Blocks quality and curation for the day when it fails.",
+        ),
+        AssetCheckSpec(
+            "warning_expectations",
+            asset="validated_annotations",
+            description="Warning-level expectations (tiny boxes, undeclared attribute values). Never blocks.",
+        ),
+        AssetCheckSpec(
+            "rows_reconcile",
+            asset="validated_annotations",
+            blocking=True,
+            description="Nothing is lost: label_exports rows = validated rows + quarantined rows.",
+        ),
+    ],
+)
+def validate_annotations(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    guidelines: GuidelinesResource,
+    great_expectations: GreatExpectationsResource,
+    label_exports: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+):
+    day = context.partition_key
+    guideline_set = guidelines.load()
+    frame = validation.validation_frame(label_exports, item_catalog, guideline_set, day, datetime.now(timezone.utc))
+    outcome = great_expectations.validate(frame, asset_name="annotations")
+    validated, quarantined = validation.split_validated(frame, outcome.failures)
+    docs = _publish_docs(storage, day, outcome)
+    summary = validation.summary(validated, quarantined)
+    context.log.info(f"{day}: {summary['input_rows']} rows -> {summary['validated_rows']} validated, {summary['quarantined_rows']} quarantined")
+
+    yield Output(
+        validated,
+        output_name="validated_annotations",
+        metadata={
+            **table_metadata(validated, preview_columns=PREVIEW),
+            **{k: v for k, v in summary.items() if k != "quarantined_by_rule"},
+            "guideline_in_force": guideline_set.in_force(day).version,
+            "by_label": MetadataValue.md(counts_table(validated["label"], "label")),
+            "rows_with_warnings": int(validated["validation_warnings"].notna().sum()),
+            "data_docs": docs,
+        },
+    )
+    yield Output(
+        quarantined,
+        output_name="quarantined_annotations",
+        metadata={
+            **table_metadata(quarantined, preview_columns=["annotation_id", "item_id", "label", "rule", "reason", "source_file"]),
+            "by_rule": MetadataValue.json(summary["quarantined_by_rule"]),
+            "by_annotator": MetadataValue.md(counts_table(quarantined["annotator_id"], "annotator_id")),
+        },
+    )
+    for severity, name, level in (("critical", "critical_expectations", AssetCheckSeverity.ERROR),
+                                  ("warning", "warning_expectations", AssetCheckSeverity.WARN)):
+        rows = outcome.expectations[outcome.expectations["severity"] == severity]
+        failed = rows[~rows["success"]]
+        yield AssetCheckResult(
+            asset_key="validated_annotations",
+            check_name=name,
+            passed=failed.empty,
+            severity=level,
+            metadata={
+                "expectations": len(rows),
+                "failed": len(failed),
+                "failed_rules": ", ".join(failed["rule"].unique()) or "none",
+                "rows_flagged": int(rows["unexpected_count"].sum()),
+                "results": MetadataValue.md(markdown_table(_sorted(rows)[EXPECTATION_COLUMNS], max_rows=60)),
+                "data_docs": docs,
+            },
+        )
+    yield AssetCheckResult(
+        asset_key="validated_annotations",
+        check_name="rows_reconcile",
+        passed=summary["input_rows"] == len(label_exports),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"label_exports_rows": len(label_exports), **{k: v for k, v in summary.items() if k.endswith("_rows")}},
+    )
+
+
+def _sorted(rows: pd.DataFrame) -> pd.DataFrame:
+    """Failures first, then the most unexpected rows."""
+    return rows.sort_values(["success", "unexpected_count"], ascending=[True, False], kind="stable")
+
+
+def _publish_docs(storage: StorageResource, day: str, outcome: SuiteOutcome) -> MetadataValue:
+    """Great Expectations Data Docs for the day, replacing the previous run's, in the warehouse."""
+    prefix = f"reports/data_docs/{day}"
+    store = storage.warehouse_store
+    for key in store.list(prefix):
+        store.delete(key)
+    for relative, data in outcome.docs.items():
+        store.write_bytes(f"{prefix}/{relative}", data)
+    index = f"{storage.warehouse}/{prefix}/index.html"
+    return MetadataValue.url(index) if index.startswith("s3://") else MetadataValue.path(index)

@@ -1,0 +1,145 @@
+"""Running the Great Expectations suites in ``expectations/`` on a pandas frame.
+
+Suites are GX 1.x ``ExpectationSuite`` JSON, one file per suite, loaded at run time
+into an ephemeral context. Each expectation carries its ``severity`` (critical or
+warning) and, in ``meta.rule``, the short rule name that quarantine reports. Great
+Expectations is imported inside :func:`run_suites` only: it takes seconds to import,
+and most code paths never validate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from labelops.storage import Store
+
+RESULT_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": 5}
+EXAMPLES = 5
+
+
+class SuiteError(ValueError):
+    """A suite file that is not a valid GX suite; the message names the file."""
+
+
+@dataclass
+class SuiteOutcome:
+    """What the suites said, per expectation and per failing row."""
+
+    expectations: pd.DataFrame  # suite, rule, type, column, severity, description, success, unexpected_count, …
+    failures: pd.DataFrame  # row, annotation_id, rule, severity, reason
+    docs: dict[str, bytes]  # Data Docs site files, relative path -> content
+
+    def failed(self, severity: str) -> pd.DataFrame:
+        e = self.expectations
+        return e[(e["severity"] == severity) & ~e["success"]]
+
+
+def load_suites(store: Store, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Suite documents from ``<name>.json`` files, checked for the fields the runner relies on."""
+    keys = sorted(k for k in store.list() if k.endswith(".json"))
+    if names is not None:
+        keys = [k for k in keys if k[: -len(".json")] in names]
+    suites = []
+    for key in keys:
+        where = f"{store.url}/{key}"
+        try:
+            document = json.loads(store.read_bytes(key))
+        except json.JSONDecodeError as error:
+            raise SuiteError(f"{where}: invalid JSON ({error})") from None
+        if not isinstance(document, dict) or not isinstance(document.get("expectations"), list):
+            raise SuiteError(f"{where}: a suite needs a name and a list of expectations")
+        for expectation in document["expectations"]:
+            if expectation.get("severity") not in ("critical", "warning", "info"):
+                raise SuiteError(f"{where}: {expectation.get('type')} needs a severity (critical, warning or info)")
+            if not (expectation.get("meta") or {}).get("rule") or not expectation.get("description"):
+                raise SuiteError(f"{where}: {expectation.get('type')} needs meta.rule and a description")
+        suites.append(document)
+    if not suites:
+        raise SuiteError(f"{store.url}: no expectation suites found")
+    return suites
+
+
+def run_suites(frame: pd.DataFrame, suites: list[dict[str, Any]], *, asset_name: str, id_column: str = "annotation_id") -> SuiteOutcome:
+    """Validate ``frame`` against every suite through a GX checkpoint that also renders Data Docs."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    with tempfile.TemporaryDirectory(prefix="labelops-docs-") as docs_dir:
+        context.add_data_docs_site(
+            site_name="labelops",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        batch_definition = (
+            context.data_sources.add_pandas("labelops").add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("partition")
+        )
+        definitions = []
+        for document in suites:
+            suite = context.suites.add(gx.ExpectationSuite(**document))
+            definitions.append(context.validation_definitions.add(gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)))
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{asset_name}_checkpoint",
+                validation_definitions=definitions,
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["labelops"])],
+                result_format=RESULT_FORMAT,
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        docs = {p.relative_to(docs_dir).as_posix(): p.read_bytes() for p in Path(docs_dir).rglob("*") if p.is_file()}
+
+    ids = frame[id_column].to_numpy(dtype=object) if id_column in frame else None
+    rows, failures = [], []
+    for run in result.run_results.values():
+        for item in run.results:
+            config = item.expectation_config
+            rule = config.meta["rule"]
+            severity = config.severity.value if hasattr(config.severity, "value") else str(config.severity)
+            detail = item.result or {}
+            raised = item.exception_info.get("raised_exception") if isinstance(item.exception_info, dict) else False
+            rows.append(
+                {
+                    "suite": run.suite_name,
+                    "rule": rule,
+                    "type": config.type,
+                    "column": config.kwargs.get("column"),
+                    "severity": severity,
+                    "description": config.description,
+                    "success": bool(item.success),
+                    "unexpected_count": int(detail.get("unexpected_count") or 0),
+                    "unexpected_percent": _finite(detail.get("unexpected_percent")),
+                    "observed": _clean(detail.get("observed_value")),
+                    "examples": _clean((detail.get("partial_unexpected_list") or [])[:EXAMPLES]),
+                    "error": item.exception_info.get("exception_message") if raised else None,
+                }
+            )
+            for position in detail.get("unexpected_index_list") or []:
+                failures.append((int(position), rule, severity, config.description))
+    failure_frame = pd.DataFrame(failures, columns=["row", "rule", "severity", "reason"])
+    if ids is not None:
+        failure_frame.insert(1, "annotation_id", ids[failure_frame["row"].to_numpy(dtype=int)] if len(failure_frame) else [])
+    return SuiteOutcome(expectations=pd.DataFrame(rows), failures=failure_frame, docs=docs)
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe values for Dagster metadata: no NaN, no numpy scalars."""
+    return json.loads(json.dumps(value, default=str), parse_constant=lambda _: None)

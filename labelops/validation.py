@@ -1,0 +1,242 @@
+"""Row-level validation of canonical annotations: guideline remapping and the facts the suites assert.
+
+Great Expectations checks columns; some rules need geometry or the guideline in force
+(is the polygon simple, is the label in *this annotation's* taxonomy). Those facts are
+computed here as boolean columns — True passes, False fails, null means the rule does
+not apply to the row — and the suites in ``expectations/`` assert them. Quarantine is
+then a join of the suites' unexpected rows back onto the table.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import shapely
+
+from labelops.guidelines import GuidelineSet
+from labelops.schema import ANNOTATION_SCHEMA
+
+# Boxes may overhang the image border by this much (pixels) before they count as outside:
+# tools round coordinates, and a half-pixel overhang is not a labeling error.
+BORDER_TOLERANCE = 1.0
+CLOCK_SKEW = timedelta(minutes=5)
+RULE_COLUMNS = (
+    "annotation_id_first",
+    "guideline_known",
+    "not_needs_relabel",
+    "label_in_taxonomy",
+    "geometry_allowed",
+    "box_positive",
+    "box_inside_image",
+    "box_min_size",
+    "polygon_min_points",
+    "polygon_closed",
+    "polygon_simple",
+    "not_in_future",
+    "attributes_valid",
+)
+
+
+def fill_image_sizes(frame: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Image sizes the export did not carry (long tables, some COCO files), from the item catalog."""
+    if items.empty or not (frame["image_width"].isna() | frame["image_height"].isna()).any():
+        return frame
+    sizes = items.drop_duplicates("item_id", keep="last").set_index("item_id")[["width", "height"]]
+    out = frame.copy()
+    out["image_width"] = out["image_width"].fillna(out["item_id"].map(sizes["width"]))
+    out["image_height"] = out["image_height"].fillna(out["item_id"].map(sizes["height"]))
+    return out
+
+
+def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) -> pd.DataFrame:
+    """Stamp each annotation with the version it was made under and read it under the version in force.
+
+    An annotation without a declared version was made under the version in force on
+    its export day. Labels from an ancestor version are renamed where the change was a
+    rename or merge, and marked ``needs_relabel`` where a split, redefinition or
+    removal made them ambiguous. Versions newer than the day's are left as they are.
+    """
+    out = frame.copy()
+    by_day = {d: guidelines.in_force(d).version for d in out["export_date"].dropna().unique()}
+    declared = out["guideline_version"].astype(object)
+    out["guideline_version"] = declared.where(declared.notna(), out["export_date"].map(by_day)).astype(object)
+    current = guidelines.in_force(day)
+    out["remapped_from"] = None
+    out["needs_relabel"] = None
+    for version in out["guideline_version"].dropna().unique():
+        if version == current.version or version not in guidelines.by_version:
+            continue
+        if version not in {g.version for g in guidelines.lineage(current.version)}:
+            continue  # made under a newer (or parallel) version: judged by its own taxonomy
+        remap = guidelines.remap(version, current.version)
+        rows = out["guideline_version"] == version
+        relabel = rows & out["label"].isin(list(remap.relabel))
+        mapped = rows & out["label"].isin(list(remap.mapping)) & ~relabel
+        out.loc[relabel, "needs_relabel"] = out.loc[relabel, "label"].map(remap.relabel)
+        out.loc[mapped, "remapped_from"] = version + ":" + out.loc[mapped, "label"]
+        out.loc[mapped, "label"] = out.loc[mapped, "label"].map(remap.mapping)
+        out.loc[rows & ~relabel, "guideline_version"] = current.version
+    return out
+
+
+def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -> pd.DataFrame:
+    """The facts the suites assert, one nullable boolean column per rule."""
+    out = frame.copy()
+    n = len(out)
+    kind = out["kind"].to_numpy(dtype=object)
+    version = out["guideline_version"].astype(object).fillna("").to_numpy(dtype=object)
+    label = out["label"].astype(object).fillna("").to_numpy(dtype=object)
+    key = pd.Series(version + "\x1f" + label)
+
+    known = pd.Series(version).isin(list(guidelines.by_version)).to_numpy()
+    taxonomy = {f"{g.version}\x1f{c}" for g in guidelines.by_version.values() for c in g.classes}
+    allowed = {f"{g.version}\x1f{c.name}\x1f{geo}" for g in guidelines.by_version.values()
+               for c in g.classes.values() for geo in c.geometry}
+    in_taxonomy = key.isin(taxonomy).to_numpy()
+    geometry_ok = (key + "\x1f" + pd.Series(kind)).isin(allowed).to_numpy()
+
+    is_region = (kind == "bbox") | (kind == "polygon")
+    is_polygon = kind == "polygon"
+    x, y, w, h = (out[c].to_numpy(dtype=float) for c in ("x", "y", "w", "h"))
+    width, height = out["image_width"].to_numpy(dtype=float), out["image_height"].to_numpy(dtype=float)
+    finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(w) & np.isfinite(h)
+    positive = finite & (w > 0) & (h > 0)
+    with np.errstate(invalid="ignore"):
+        inside = (x >= -BORDER_TOLERANCE) & (y >= -BORDER_TOLERANCE) & (x + w <= width + BORDER_TOLERANCE) & (
+            y + h <= height + BORDER_TOLERANCE)
+    size_known = np.isfinite(width) & np.isfinite(height)
+    min_sizes = {f"{g.version}\x1f{c}": g.min_size(c) for g in guidelines.by_version.values() for c in g.classes}
+    min_w = key.map({k: v[0] for k, v in min_sizes.items()}).to_numpy(dtype=float)
+    min_h = key.map({k: v[1] for k, v in min_sizes.items()}).to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        big_enough = (w >= min_w) & (h >= min_h)
+
+    n_points, simple = _polygon_facts(out["points"], is_polygon)
+    closed = ~out["attributes"].astype(object).fillna("").str.contains('"closed":false', regex=False).to_numpy()
+
+    stamps = pd.to_datetime(out["annotated_at"], utc=True)
+    future = (stamps > pd.Timestamp(now) + CLOCK_SKEW).to_numpy()
+
+    rules = {
+        "annotation_id_first": _where(out["annotation_id"].notna().to_numpy(), ~out["annotation_id"].duplicated().to_numpy()),
+        "guideline_known": _where(np.ones(n, bool), known),
+        "not_needs_relabel": _where(known, out["needs_relabel"].isna().to_numpy()),
+        "label_in_taxonomy": _where(known & out["needs_relabel"].isna().to_numpy(), in_taxonomy),
+        "geometry_allowed": _where(in_taxonomy, geometry_ok),
+        "box_positive": _where(is_region, positive),
+        "box_inside_image": _where(is_region & positive & size_known, inside),
+        "box_min_size": _where(is_region & positive & in_taxonomy, big_enough),
+        "polygon_min_points": _where(is_polygon, n_points >= 3),
+        "polygon_closed": _where(is_polygon, closed),
+        "polygon_simple": _where(is_polygon & (n_points >= 3), simple),
+        "not_in_future": _where(stamps.notna().to_numpy(), ~future),
+        "attributes_valid": _attribute_rule(out, guidelines, in_taxonomy),
+    }
+    for name, values in rules.items():
+        out[name] = values
+    return out
+
+
+def _where(applies: np.ndarray, passes: np.ndarray) -> pd.Series:
+    """A nullable boolean column: the rule's verdict where it applies, null elsewhere."""
+    return pd.Series(pd.array(np.where(applies, passes, False), dtype="boolean")).mask(~pd.Series(applies))
+
+
+def _polygon_facts(points: pd.Series, is_polygon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex counts and simplicity (no self-intersection) of every polygon, without a row loop."""
+    n = len(points)
+    n_points = np.zeros(n, dtype=np.int64)
+    simple = np.ones(n, dtype=bool)
+    if not is_polygon.any():
+        return n_points, simple
+    index = np.flatnonzero(is_polygon)
+    lists = pa.array(points.iloc[index].tolist(), type=pa.list_(pa.float64()))
+    lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    n_points[index] = lengths // 2
+    ok = (lengths >= 6) & (lengths % 2 == 0)
+    if ok.any():
+        chosen = lists.filter(pa.array(ok))
+        coords = chosen.flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+        ring_of_vertex = np.repeat(np.arange(len(chosen)), chosen.value_lengths().to_numpy() // 2)
+        rings = shapely.linearrings(coords, indices=ring_of_vertex)
+        simple[index[ok]] = shapely.is_simple(rings)
+    n_points[index[(lengths % 2) == 1]] = 0  # an odd coordinate count is not a polygon
+    return n_points, simple
+
+
+def _attribute_rule(frame: pd.DataFrame, guidelines: GuidelineSet, in_taxonomy: np.ndarray) -> pd.Series:
+    """Declared attributes hold one of their declared values (undeclared attributes are free)."""
+    declared = {
+        (g.version, c.name, name): set(values)
+        for g in guidelines.by_version.values() for c in g.classes.values() for name, values in c.attributes.items()
+    }
+    n = len(frame)
+    applies = np.zeros(n, dtype=bool)
+    passes = np.ones(n, dtype=bool)
+    attributes = frame["attributes"].astype(object).fillna("{}")
+    for (version, label, name), values in declared.items():
+        rows = ((frame["guideline_version"] == version) & (frame["label"] == label)).to_numpy() & in_taxonomy
+        if not rows.any():
+            continue
+        pattern = '"' + name + r'":(?:"((?:[^"\\]|\\.)*)"|([^,}\]]+))'
+        found = attributes[rows].str.extract(pattern)
+        value = found[0].fillna(found[1])
+        present = value.notna().to_numpy()
+        applies[np.flatnonzero(rows)[present]] = True
+        passes[np.flatnonzero(rows)[present]] &= value[present].isin(list(values)).to_numpy()
+    return _where(applies, passes)
+
+
+def validation_frame(
+    annotations: pd.DataFrame, items: pd.DataFrame, guidelines: GuidelineSet, day: str, now: datetime
+) -> pd.DataFrame:
+    """Everything the suites need: the canonical row, the remap columns and the rule facts."""
+    frame = fill_image_sizes(annotations, items)
+    frame = apply_guidelines(frame, guidelines, day)
+    return rule_columns(frame, guidelines, now)
+
+
+def split_validated(frame: pd.DataFrame, failures: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validated rows and quarantined rows; every input row lands in exactly one of them.
+
+    ``failures`` has one row per (annotation_id, rule) that a suite found unexpected,
+    with its ``severity`` and ``reason``. A critical failure quarantines the row with
+    every reason it collected; warnings travel with the validated row. Failures are
+    keyed by row position (``row``), so a repeated annotation id cannot pull its
+    first, valid occurrence into quarantine.
+    """
+    columns = list(ANNOTATION_SCHEMA.names) + ["remapped_from", "needs_relabel"]
+    critical = failures[failures["severity"] == "critical"]
+    warning = failures[failures["severity"] != "critical"]
+    is_bad = np.zeros(len(frame), dtype=bool)
+    is_bad[critical["row"].to_numpy(dtype=np.int64)] = True
+
+    positions = pd.Series(np.arange(len(frame)))
+    validated = frame.loc[~is_bad, columns].copy()
+    validated["validation_warnings"] = positions[~is_bad].map(_joined(warning, "reason")).to_numpy(dtype=object)
+    quarantined = frame.loc[is_bad, columns].copy()
+    quarantined["rule"] = positions[is_bad].map(_joined(critical, "rule")).to_numpy(dtype=object)
+    quarantined["reason"] = positions[is_bad].map(_joined(critical, "reason")).to_numpy(dtype=object)
+    return validated.reset_index(drop=True), quarantined.reset_index(drop=True)
+
+
+def _joined(failures: pd.DataFrame, column: str) -> pd.Series:
+    if failures.empty:
+        return pd.Series(dtype=object)
+    return failures.drop_duplicates(["row", column]).groupby("row", sort=True)[column].agg("; ".join)
+
+
+def summary(validated: pd.DataFrame, quarantined: pd.DataFrame) -> dict[str, object]:
+    """The reconciliation an engineer checks first: input = validated + quarantined."""
+    by_rule = quarantined["rule"].str.split("; ").explode().value_counts().to_dict() if len(quarantined) else {}
+    return {
+        "input_rows": len(validated) + len(quarantined),
+        "validated_rows": len(validated),
+        "quarantined_rows": len(quarantined),
+        "quarantined_by_rule": json.loads(json.dumps(by_rule)),
+        "remapped_rows": int(validated["remapped_from"].notna().sum()),
+    }

@@ -1,0 +1,106 @@
+"""Guideline versions: loading, validation of the change log, and what a change does to old labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from labelops.guidelines import GuidelineError, GuidelineSet, load_guidelines, parse_guideline
+from labelops.storage import LocalStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = """
+version: a
+effective_from: 2024-01-01
+classes:
+  - {name: car}
+  - {name: truck}
+  - {name: van}
+  - {name: person, critical: true, severity: 10}
+  - {name: bike}
+"""
+
+
+def version(name: str, parent: str, day: str, classes: list[str], changes: str) -> str:
+    listed = "\n".join(f"  - {{name: {c}}}" for c in classes)
+    return f"version: {name}\nparent: {parent}\neffective_from: {day}\nclasses:\n{listed}\nchanges:\n{dedent(changes)}"
+
+
+def guideline_set(*documents: str) -> GuidelineSet:
+    return GuidelineSet([parse_guideline(f"g{i}.yaml", d) for i, d in enumerate(documents)])
+
+
+def test_shipped_guidelines_load_and_v2_remaps_v1() -> None:
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    assert guidelines.in_force("2024-06-11").version == "v1"
+    assert guidelines.in_force("2024-06-12").version == "v2"
+    remap = guidelines.remap("v1", "v2")
+    assert remap.mapping == {"traffic_light": "traffic_signal"}
+    assert set(remap.relabel) == {"cyclist"}
+    assert guidelines.by_version["v2"].classes["pedestrian"].critical
+
+
+def test_rename_merge_split_redefine_remove() -> None:
+    b = version("b", "a", "2024-02-01", ["automobile", "vehicle", "person", "cyclist", "scooter"], """
+      - {op: rename, from: car, to: automobile}
+      - {op: merge, from: [truck, van], into: vehicle}
+      - {op: split, from: bike, into: [cyclist, scooter]}
+      - {op: redefine, class: person}
+    """)
+    c = version("c", "b", "2024-03-01", ["auto", "vehicle", "person", "cyclist"], """
+      - {op: rename, from: automobile, to: auto}
+      - {op: remove, class: scooter}
+    """)
+    guidelines = guideline_set(BASE, b, c)
+    ab = guidelines.remap("a", "b")
+    assert ab.mapping == {"car": "automobile", "truck": "vehicle", "van": "vehicle"}
+    assert set(ab.relabel) == {"bike", "person"}
+    assert "split" in ab.relabel["bike"] and "redefine" in ab.relabel["person"]
+    ac = guidelines.remap("a", "c")  # changes compose across versions
+    assert ac.mapping == {"car": "auto", "truck": "vehicle", "van": "vehicle"}
+    bc = guidelines.remap("b", "c")
+    assert bc.mapping == {"automobile": "auto"} and set(bc.relabel) == {"scooter"}
+    assert guidelines.remap("c", "c").mapping == {}
+    assert guidelines.in_force("2024-02-15").version == "b"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (version("b", "a", "2024-02-01", ["car"], "  - {op: rename, from: lorry, to: car}"), "unknown class 'lorry'"),
+        (version("b", "a", "2024-02-01", ["car"], "  - {op: split, from: bike}"), "split of 'bike' has no targets"),
+        (version("b", "a", "2024-02-01", ["car"], "  - {op: split, from: bike, into: [cyclist]}"), "at least two targets"),
+        (version("b", "a", "2024-02-01", ["car"], "  - {op: merge, from: [car], into: auto}"), "at least two classes"),
+        (version("b", "a", "2024-02-01", ["car"], "  - {op: teleport, class: car}"), "needs an op out of"),
+        (version("b", "a", "2024-02-01", ["car", "truck", "van", "person", "bike"], "  - {op: add, class: car}"), "'car' already exists"),
+        (version("b", "a", "2024-02-01", ["car", "truck", "van", "person"], "  - {op: rename, from: bike, to: cycle}"),
+         "listed but not derived: \\[\\]; derived but not listed: \\['cycle'\\]"),
+    ],
+)
+def test_bad_change_logs_are_clear_errors(document: str, message: str) -> None:
+    with pytest.raises(GuidelineError, match=message):
+        guideline_set(BASE, document)
+
+
+def test_cycles_and_missing_parents() -> None:
+    b = version("b", "c", "2024-02-01", ["car"], "[]").replace("changes:\n[]", "")
+    c = version("c", "b", "2024-03-01", ["car"], "[]").replace("changes:\n[]", "")
+    with pytest.raises(GuidelineError, match="cycle"):
+        guideline_set(BASE, b, c)
+    orphan = version("d", "zz", "2024-03-01", ["car"], "[]").replace("changes:\n[]", "")
+    with pytest.raises(GuidelineError, match="parent version 'zz' does not exist"):
+        guideline_set(BASE, orphan)
+
+
+def test_yaml_tags_are_refused_and_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "guidelines").mkdir()
+    (tmp_path / "guidelines" / "evil.yaml").write_text("version: !!python/object/apply:os.system ['echo pwned']\nclasses: []\n")
+    with pytest.raises(GuidelineError, match=r"evil.yaml: not valid YAML for the safe loader"):
+        load_guidelines(LocalStore(tmp_path))
+    for text, message in [("- a list", "a guideline is a mapping"), ("version: x\neffective_from: soon\nclasses: [{name: a}]", "not a date"),
+                          ("version: x\neffective_from: 2024-01-01\nclasses: [{name: a, geometry: [cuboid]}]", "geometry must be")]:
+        with pytest.raises(GuidelineError, match=message):
+            parse_guideline("bad.yaml", text)
