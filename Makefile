@@ -40,6 +40,7 @@ ui: install
 
 bench: install
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.validate
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

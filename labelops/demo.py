@@ -7,7 +7,9 @@ What it contains, and why:
 - boxes with jitter, crosswalk polygons and a scene classification, exported the way
   real teams deliver them: Label Studio JSON, CVAT XML, COCO JSON, a crowd CSV and a YOLO zip;
 - 8 % gold items, a few malformed files, and production logs whose inputs drift in the
-  last three days (more night and rain traffic, darker images, a new object type).
+  last three days (more night and rain traffic, darker images, a new object type);
+- guideline v2 from 2024-06-12, with one vendor still delivering v1 labels, so that
+  validation has renamed labels to remap and split ones to send back.
 """
 
 from __future__ import annotations

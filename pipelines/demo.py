@@ -30,11 +30,27 @@ def main() -> int:
         )
         checks = result.get_asset_check_evaluations()
         failing = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]
-        print(f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}; failed checks: {failing or 'none'}")
+        counts = _row_counts(result)
+        print(
+            f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}; "
+            f"{counts}; failed checks: {failing or 'none'}"
+        )
         if not result.success:
             failed.append(day)
     print(f"warehouse: {storage.warehouse}")
     return 1 if failed else 0
+
+
+def _row_counts(result) -> str:
+    """Rows per table asset of the run, as the operator would read them off the UI."""
+    shown = ("label_exports", "validated_annotations", "quarantined_annotations")
+    counts = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        name = materialization.asset_key.to_user_string()
+        if name in shown:
+            counts[name] = materialization.metadata["dagster/row_count"].value
+    return ", ".join(f"{name} {counts[name]}" for name in shown if name in counts)
 
 
 if __name__ == "__main__":
