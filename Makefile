@@ -41,6 +41,7 @@ ui: install
 bench: install
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.validate
+	$(BIN)/python -m bench.quality
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from assets.ingest import ingest_assets
+from assets.quality import quality_assets
 from assets.validate import validate_annotations
 from resources import build_resources
 from resources.settings import Settings
@@ -22,7 +23,7 @@ nightly_job = define_asset_job(
 )
 
 defs = Definitions(
-    assets=[*ingest_assets, validate_annotations],
+    assets=[*ingest_assets, validate_annotations, *quality_assets],
     jobs=[ingest_job, nightly_job],
     resources=build_resources(Settings.from_env()),
 )

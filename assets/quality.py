@@ -1,0 +1,130 @@
+"""Quality: agreement between annotators, consensus labels, annotator scores and the review queue.
+
+These assets read `validated_annotations`, so the blocking validation check stops them
+on a day whose critical expectations failed. All statistics come from labelops.
+"""
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, asset, multi_asset
+
+from assets.metadata import table_metadata
+from labelops import quality
+from labelops.annotators import Thresholds
+from labelops.reporting import markdown_table
+from pipelines.partitions import daily_partitions
+from resources.validation import GuidelinesResource
+
+GROUP = "quality"
+KINDS = {"python", "pandas", "parquet"}
+SLICE_EXCLUDE = {"item_id", "uri", "width", "height", "captured_at", "source_file", "export_date", "session_id"}
+
+
+class AgreementConfig(Config):
+    bootstrap_resamples: int = 200
+    seed: int = 0
+
+
+class ConsensusConfig(Config):
+    method: str = "dawid_skene"  # or "majority_vote"
+    box_quorum: int = 2
+    box_cluster_iou: float = 0.5
+    min_gold_accuracy: float = 0.8
+    min_estimated_accuracy: float = 0.7
+    min_gold_box_recall: float = 0.7
+
+
+class ReviewConfig(Config):
+    min_confidence: float = 0.7
+    min_agreement: float = 0.6
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    code_version="1",
+    description="Inter-annotator agreement for the day: Krippendorff's alpha, Fleiss' kappa, mean pairwise "
+    "Cohen's kappa and percent agreement (overall, per label, per slice value) with bootstrap 95 % intervals "
+    "over items; for boxes, Hungarian-matched mean IoU, F1 at IoU 0.5, label-conflict rate and box alpha "
+    "(distance 1 - IoU).",
+)
+def annotator_agreement(
+    context: AssetExecutionContext, config: AgreementConfig, validated_annotations: pd.DataFrame, item_catalog: pd.DataFrame
+) -> Output[pd.DataFrame]:
+    slices = [c for c in item_catalog.columns if c not in SLICE_EXCLUDE]
+    table = quality.agreement_table(validated_annotations, item_catalog, slices, n_boot=config.bootstrap_resamples, seed=config.seed)
+    overall = table[table["scope"] == "overall"][["metric", "value", "ci_low", "ci_high", "n_items"]]
+    values = dict(zip(overall["metric"], overall["value"]))
+    return Output(
+        table,
+        metadata={
+            **table_metadata(table),
+            "overall": MetadataValue.md(markdown_table(overall, max_rows=20)),
+            **{f"overall/{k}": float(v) for k, v in values.items() if pd.notna(v)},
+        },
+    )
+
+
+@multi_asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    outs={
+        "consensus_labels": AssetOut(kinds=KINDS, code_version="1", description="One consensus label per item "
+            "(Dawid-Skene by default, majority vote on request; confidence = posterior) and one fused box per "
+            "object (clusters of matched boxes, weighted by annotator accuracy, `support` annotators, quorum)."),
+        "annotator_scores": AssetOut(kinds=KINDS, code_version="1", description="Per annotator: gold accuracy, "
+            "gold box precision/recall/IoU, agreement with consensus, Dawid-Skene estimated accuracy, and a "
+            "flag with its reason when below the thresholds."),
+    },
+)
+def consensus_and_scores(
+    context: AssetExecutionContext, config: ConsensusConfig, validated_annotations: pd.DataFrame, gold_labels: pd.DataFrame
+):
+    thresholds = Thresholds(min_gold_accuracy=config.min_gold_accuracy, min_estimated_accuracy=config.min_estimated_accuracy,
+                            min_gold_box_recall=config.min_gold_box_recall)
+    table, scores = quality.consensus_and_scores(
+        validated_annotations, gold_labels, method=config.method, quorum=config.box_quorum,
+        cluster_iou=config.box_cluster_iou, thresholds=thresholds,
+    )
+    flagged = scores[scores["flagged"]]
+    for annotator, reason in zip(flagged["annotator_id"], flagged["flag_reason"]):
+        context.log.warning(f"annotator {annotator} flagged: {reason}")
+    yield Output(table, output_name="consensus_labels", metadata={
+        **table_metadata(table),
+        "method": config.method,
+        "items": int(table["item_id"].nunique()),
+        "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
+        "low_confidence_items": int((table["confidence"] < 0.7).sum()),
+    })
+    yield Output(scores, output_name="annotator_scores", metadata={
+        **table_metadata(scores),
+        "flagged": len(flagged),
+        "flagged_annotators": MetadataValue.md(markdown_table(flagged[["annotator_id", "flag_reason"]], max_rows=50)),
+    })
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    code_version="1",
+    description="Items a human must decide: low consensus confidence, split annotators, box label conflicts, "
+    "boxes only some annotators drew. Safety-critical classes first, then by severity-weighted uncertainty.",
+)
+def review_queue(
+    context: AssetExecutionContext,
+    config: ReviewConfig,
+    guidelines: GuidelinesResource,
+    validated_annotations: pd.DataFrame,
+    consensus_labels: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    guideline = guidelines.load().in_force(context.partition_key)
+    queue = quality.review(validated_annotations, consensus_labels, guideline,
+                           min_confidence=config.min_confidence, min_agreement=config.min_agreement)
+    return Output(queue, metadata={
+        **table_metadata(queue),
+        "critical_items": int(queue["critical"].sum()) if len(queue) else 0,
+    })
+
+
+quality_assets = [annotator_agreement, consensus_and_scores, review_queue]

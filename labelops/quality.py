@@ -1,0 +1,93 @@
+"""The quality stage end to end: agreement rows, consensus, annotator scores and review queue
+for one day's validated annotations. Each function takes and returns plain frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labelops import agreement, boxes, consensus
+from labelops.annotators import Thresholds, annotator_scores
+from labelops.guidelines import Guideline
+from labelops.review import review_queue, unmatched_boxes
+
+AGREEMENT_COLUMNS = ["scope", "metric", "value", "ci_low", "ci_high", "n_items", "n_annotations"]
+CONSENSUS_COLUMNS = ["item_id", "kind", "label", "confidence", "n_votes", "agreement", "method", "x", "y", "w", "h", "support"]
+METHODS = ("dawid_skene", "majority_vote")
+
+
+def _classification(annotations: pd.DataFrame) -> pd.DataFrame:
+    return annotations.loc[annotations["kind"] == "classification", ["item_id", "annotator_id", "label"]]
+
+
+def _boxes(annotations: pd.DataFrame) -> pd.DataFrame:
+    return annotations.loc[annotations["kind"] == "bbox", ["item_id", "annotator_id", "label", "x", "y", "w", "h"]]
+
+
+def agreement_table(annotations: pd.DataFrame, items: pd.DataFrame, slice_columns: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
+    """Classification agreement (overall, per label, per slice value) and box agreement (overall, per label)."""
+    slices = items[["item_id", *slice_columns]] if slice_columns else None
+    frames = [agreement.classification_agreement(_classification(annotations), slices=slices, n_boot=n_boot, seed=seed)]
+    box_frame = _boxes(annotations)
+    if len(box_frame):
+        matching = boxes.match_boxes(box_frame)
+        rows = [("overall", matching)]
+        for label in sorted(box_frame["label"].unique()):
+            rows.append((f"label={label}", boxes.match_boxes(box_frame[box_frame["label"] == label])))
+        for scope, scoped in rows:
+            in_scope = scoped.boxes
+            metrics = boxes.box_metrics(scoped, seed=seed)
+            for metric, value in metrics.items():
+                frames.append(pd.DataFrame([(scope, metric, value, np.nan, np.nan, in_scope["item_id"].nunique(), len(in_scope))],
+                                           columns=AGREEMENT_COLUMNS))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=AGREEMENT_COLUMNS)
+
+
+def consensus_and_scores(
+    annotations: pd.DataFrame,
+    gold: pd.DataFrame,
+    *,
+    method: str = "dawid_skene",
+    quorum: int = 2,
+    cluster_iou: float = 0.5,
+    thresholds: Thresholds = Thresholds(),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``consensus_labels`` (classification and fused boxes) and ``annotator_scores``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown consensus method {method!r}; use one of {METHODS}")
+    answers = _classification(annotations)
+    estimated = pd.Series(dtype=float)
+    tables = []
+    if len(answers):
+        votes = agreement.Votes.from_frame(answers)
+        gold_labels = gold[gold["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")["label"]
+        if method == "dawid_skene":
+            aggregate = consensus.dawid_skene(votes, gold=gold_labels)
+            estimated = consensus.estimated_accuracy(aggregate)
+        else:
+            aggregate = consensus.majority_vote(votes)
+        tables.append(aggregate.table(votes).assign(kind="classification"))
+    box_frame = _boxes(annotations)
+    if len(box_frame):
+        weights = estimated if len(estimated) else None
+        fused = boxes.fuse_boxes(boxes.match_boxes(box_frame), weights=weights, cluster_iou=cluster_iou, quorum=quorum)
+        tables.append(fused.assign(kind="bbox"))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=CONSENSUS_COLUMNS)
+    for column in CONSENSUS_COLUMNS:
+        if column not in table:
+            table[column] = np.nan
+    table = table[CONSENSUS_COLUMNS].astype({"support": "float64", "x": "float64", "y": "float64", "w": "float64", "h": "float64"})
+    classification_consensus = table[table["kind"] == "classification"]
+    scores = annotator_scores(annotations, gold, classification_consensus, estimated, thresholds)
+    return table, scores
+
+
+def review(annotations: pd.DataFrame, consensus_table: pd.DataFrame, guideline: Guideline, *, min_confidence: float, min_agreement: float) -> pd.DataFrame:
+    box_frame = _boxes(annotations)
+    matching = boxes.match_boxes(box_frame)
+    severity = {name: c.severity for name, c in guideline.classes.items()}
+    critical = {name for name, c in guideline.classes.items() if c.critical}
+    classification = consensus_table[consensus_table["kind"] == "classification"]
+    return review_queue(classification, matching.conflicts, unmatched_boxes(matching), severity, critical,
+                        min_confidence=min_confidence, min_agreement=min_agreement)

@@ -1,0 +1,65 @@
+"""The review queue: items a human must decide, with the reason and a priority.
+
+Priority puts safety-critical classes first: it is the guideline's severity weight of the
+most severe class involved (critical classes at least 10), times how uncertain the item is.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+CRITICAL_FLOOR = 10.0
+
+
+def review_queue(
+    consensus: pd.DataFrame,
+    conflicts: pd.DataFrame,
+    unmatched: pd.DataFrame,
+    severity: dict[str, float],
+    critical: set[str],
+    *,
+    min_confidence: float = 0.7,
+    min_agreement: float = 0.6,
+) -> pd.DataFrame:
+    """``consensus``: classification consensus rows; ``conflicts``: box label conflicts
+    (item_id, label_a, label_b); ``unmatched``: boxes only some annotators drew (item_id, label)."""
+    weight = {label: max(w, CRITICAL_FLOOR) if label in critical else w for label, w in severity.items()}
+    rows = []
+    votes = consensus[consensus["n_votes"] >= 2]
+    low = votes[votes["confidence"] < min_confidence]
+    rows.append(pd.DataFrame({"item_id": low["item_id"], "reason": "low consensus confidence (" + low["confidence"].round(3).astype(str) + ")",
+                              "labels": low["label"], "uncertainty": 1 - low["confidence"]}))
+    split = votes[(votes["agreement"] < min_agreement) & (votes["confidence"] >= min_confidence)]
+    rows.append(pd.DataFrame({"item_id": split["item_id"], "reason": "annotators split (agreement " + split["agreement"].round(3).astype(str) + ")",
+                              "labels": split["label"], "uncertainty": 1 - split["agreement"]}))
+    if len(conflicts):
+        grouped = conflicts.assign(pair=conflicts["label_a"] + " vs " + conflicts["label_b"]).groupby("item_id")
+        summary = grouped["pair"].agg(lambda s: ", ".join(sorted(set(s))))
+        rows.append(pd.DataFrame({"item_id": summary.index, "reason": "box label conflict: " + summary.to_numpy(),
+                                  "labels": summary.to_numpy(), "uncertainty": 1.0}))
+    if len(unmatched):
+        grouped = unmatched.groupby("item_id")["label"]
+        summary = grouped.agg(lambda s: ", ".join(sorted(set(s))))
+        rows.append(pd.DataFrame({"item_id": summary.index, "reason": "boxes drawn by only some annotators: " + summary.to_numpy(),
+                                  "labels": summary.to_numpy(), "uncertainty": 0.5}))
+    queue = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else pd.DataFrame(columns=["item_id", "reason", "labels", "uncertainty"])
+    labels = queue["labels"].astype(str).str.replace(" vs ", ", ").str.split(", ")
+    exploded = labels.explode()
+    item_weight = exploded.map(weight).fillna(1.0).groupby(level=0).max()
+    queue["critical"] = exploded.isin(critical).groupby(level=0).any() if len(queue) else pd.Series(dtype=bool)
+    queue["priority"] = (item_weight.reindex(queue.index).fillna(1.0) * queue["uncertainty"].astype(float)).round(6)
+    queue = (
+        queue.groupby("item_id", sort=False)
+        .agg(reason=("reason", "; ".join), priority=("priority", "sum"), critical=("critical", "any"), labels=("labels", ", ".join))
+        .reset_index()
+    )
+    return queue.sort_values(["critical", "priority", "item_id"], ascending=[False, False, True], kind="stable").reset_index(drop=True)
+
+
+def unmatched_boxes(matching) -> pd.DataFrame:
+    """Boxes that no other annotator on the item matched, where the item had other annotators."""
+    boxes = matching.boxes
+    paired = set(matching.matches["index_a"]).union(matching.matches["index_b"])
+    multi = boxes.groupby("item_id")["annotator_id"].transform("nunique") >= 2
+    lonely = boxes[multi & ~boxes["index"].isin(paired)]
+    return lonely[["item_id", "annotator_id", "label"]].reset_index(drop=True)

@@ -1,0 +1,114 @@
+"""Box matching and agreement: KSCGR's published numbers, pycocotools IoU, krippendorff for box alpha."""
+
+from __future__ import annotations
+
+import itertools
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+from pycocotools import mask as mask_utils
+from scipy.optimize import linear_sum_assignment
+
+from crowd_data import kscgr
+from labelops import boxes
+
+
+@pytest.fixture(scope="module")
+def kscgr_matching() -> boxes.Matching:
+    return boxes.match_boxes(kscgr())
+
+
+def test_kscgr_reproduces_the_published_agreement(kscgr_matching: boxes.Matching) -> None:
+    same = kscgr_matching.same_label
+    data = kscgr_matching.boxes
+    assert len(same) == 61_427
+    assert (data["annotator_id"] == "annotator_1").sum() - len(same) == 197
+    assert (data["annotator_id"] == "annotator_2").sum() - len(same) == 29
+    assert same["iou"].mean() == pytest.approx(0.914, abs=1e-3)
+    assert (same["iou"] >= 0.7).mean() == pytest.approx(0.993, abs=5e-4)
+    inclusive = boxes.match_boxes(kscgr(inclusive=True)).same_label
+    assert inclusive["iou"].mean() == pytest.approx(0.916, abs=1e-3)  # the published 0.92 counts pixels inclusively
+    metrics = boxes.box_metrics(kscgr_matching)
+    assert metrics["label_conflict_rate"] == 0.0
+    assert metrics["box_f1@0.5"] > 0.99 and 0.85 < metrics["box_alpha"] < 1
+
+
+def test_iou_equals_pycocotools() -> None:
+    rng = np.random.default_rng(1)
+    a = np.column_stack([rng.uniform(0, 100, (200, 2)), rng.uniform(1, 60, (200, 2))])
+    b = np.column_stack([rng.uniform(0, 100, (150, 2)), rng.uniform(1, 60, (150, 2))])
+    ours = boxes.iou(a[:, None], b[None, :])
+    reference = mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b))
+    np.testing.assert_allclose(ours, reference, atol=1e-12)
+
+
+def test_box_alpha_equals_krippendorff_with_iou_distance(kscgr_matching: boxes.Matching) -> None:
+    first = kscgr_matching.boxes[kscgr_matching.boxes["item_id"].astype(int) < 8]  # krippendorff needs units x values² memory
+    matching = boxes.match_boxes(first)
+    same = matching.same_label
+    coords = matching.boxes[["x", "y", "w", "h"]].to_numpy(float)
+    values = np.concatenate([same["index_a"], same["index_b"]]).astype(int)
+    domain = np.arange(len(coords))
+    data = np.vstack([same["index_a"].to_numpy(float), same["index_b"].to_numpy(float)])
+
+    def distance(v1, v2, i1, i2, n_v, dtype):
+        return 1 - boxes.iou(coords[np.asarray(v1, int)], coords[np.asarray(v2, int)])
+
+    expected = krippendorff.alpha(reliability_data=data, value_domain=domain[np.isin(domain, values)], level_of_measurement=distance)
+    assert len(values) <= boxes.EXACT_EXPECTED_LIMIT
+    assert boxes.box_alpha(matching) == pytest.approx(expected, abs=1e-9)
+
+
+def test_hungarian_matches_brute_force_and_conflicts_are_labelled() -> None:
+    rng = np.random.default_rng(5)
+    rows = []
+    for item in range(30):
+        base = np.column_stack([rng.uniform(0, 400, (4, 2)), rng.uniform(20, 80, (4, 2))])
+        for annotator in ("a", "b"):
+            jitter = base + rng.normal(0, 6, base.shape)
+            for n, box in enumerate(jitter):
+                rows.append((str(item), annotator, "car", *box))
+    frame = pd.DataFrame(rows, columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
+    matching = boxes.match_boxes(frame)
+    for item, group in frame.groupby("item_id"):
+        a = group[group["annotator_id"] == "a"][["x", "y", "w", "h"]].to_numpy()
+        b = group[group["annotator_id"] == "b"][["x", "y", "w", "h"]].to_numpy()
+        scores = boxes.iou(a[:, None], b[None, :])
+        best = max(sum(scores[i, p[i]] for i in range(4)) for p in itertools.permutations(range(4)))
+        ra, rb = linear_sum_assignment(scores, maximize=True)
+        got = matching.same_label[matching.same_label["item_id"] == item]["iou"].sum()
+        assert got == pytest.approx(best) == pytest.approx(scores[ra, rb].sum())
+
+    conflict = pd.DataFrame([("1", "a", "truck", 10, 10, 50, 50), ("1", "b", "car", 12, 11, 50, 49), ("1", "b", "bus", 300, 300, 20, 20)],
+                            columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
+    found = boxes.match_boxes(conflict)
+    assert found.same_label.empty
+    assert found.conflicts[["label_a", "label_b"]].values.tolist() == [["truck", "car"]]
+    assert boxes.box_metrics(found)["label_conflict_rate"] == 1.0
+
+
+def test_pairs_are_matched_independently() -> None:
+    """A box matched with one annotator is still free to match another annotator's box."""
+    frame = pd.DataFrame([
+        ("1", "a", "car", 10, 10, 50, 50), ("1", "a", "car", 200, 10, 50, 50),
+        ("1", "b", "car", 11, 10, 50, 50), ("1", "c", "car", 12, 10, 50, 50), ("1", "c", "car", 201, 10, 50, 50),
+    ], columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
+    matching = boxes.match_boxes(frame)
+    pairs = sorted(zip(matching.same_label["annotator_a"], matching.same_label["annotator_b"]))
+    assert pairs == [("a", "b"), ("a", "c"), ("a", "c"), ("b", "c")]
+
+
+def test_fusion_averages_clusters_and_applies_the_quorum() -> None:
+    frame = pd.DataFrame([
+        ("1", "a", "car", 10, 10, 50, 50), ("1", "b", "car", 14, 10, 50, 50), ("1", "c", "car", 12, 10, 50, 50),
+        ("1", "a", "bus", 300, 300, 40, 40),  # only one annotator: below the quorum
+    ], columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
+    fused = boxes.fuse_boxes(boxes.match_boxes(frame), quorum=2)
+    assert len(fused) == 1
+    row = fused.iloc[0]
+    assert (row["label"], row["support"], row["x"], row["w"]) == ("car", 3, pytest.approx(12.0), pytest.approx(50.0))
+    weighted = boxes.fuse_boxes(boxes.match_boxes(frame), weights=pd.Series({"a": 1.0, "b": 0.0, "c": 0.0}), quorum=2)
+    assert weighted.iloc[0]["x"] == pytest.approx(10.0, abs=1e-4)
+    assert len(boxes.fuse_boxes(boxes.match_boxes(frame), quorum=1)) == 2
