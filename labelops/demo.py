@@ -102,6 +102,9 @@ def seed_landing(store: Store, *, seed: int = SEED) -> dict[str, int]:
         production = _production(rng, day, drift)
         counts["production"] += len(production)
         _write(store, f"production/{day}/predictions.csv", production.to_csv(index=False).encode(), counts)
+        detections = _detections(np.random.default_rng([seed, index]), day, items[items["labeled"]], truth)
+        counts["production"] += len(detections)
+        _write(store, f"production/{day}/detections_labeled_items.csv", detections.to_csv(index=False).encode(), counts)
     gold = pd.DataFrame(gold_rows)
     counts["gold"] = len(gold)
     _write(store, "gold/gold_labels.csv", gold.to_csv(index=False).encode(), counts)
@@ -362,6 +365,40 @@ def _production(rng: np.random.Generator, day: str, drift: bool) -> pd.DataFrame
             "region": rng.choice(REGIONS, n, p=[0.45, 0.35, 0.2]),
         }
     )
+
+
+def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """The production detector's output on the images that were sent to labeling, one row per box.
+
+    Labeled images are sampled from production traffic, so the model's detections on them are
+    logged like any other; against the consensus they give the model's real per-class risk. The
+    detector is good overall and weak exactly where it hurts: it misses most cyclists at night.
+    """
+    boxes = truth[truth["kind"] == "bbox"].merge(items[["item_id", "lighting", "weather", "device", "region"]], on="item_id")
+    if day >= V2_DAY:
+        boxes = boxes.assign(label=boxes["label"].replace(V2_RENAMES))
+    night = (boxes["lighting"] == "night").to_numpy()
+    miss = np.full(len(boxes), 0.04)
+    miss[(boxes["label"] == "cyclist").to_numpy() & night] = 0.6
+    miss[(boxes["label"] == "pedestrian").to_numpy() & night] = 0.15
+    kept = boxes[rng.random(len(boxes)) >= miss].copy()
+    confuse = (kept["label"] == "truck").to_numpy() & (rng.random(len(kept)) < 0.15)
+    kept.loc[confuse, "label"] = "car"
+    jitter = rng.normal(0, 4, (len(kept), 4))
+    kept[["x", "y"]] = kept[["x", "y"]].to_numpy() + jitter[:, :2]
+    kept[["w", "h"]] = np.maximum(kept[["w", "h"]].to_numpy() + jitter[:, 2:], 2)
+    start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    return pd.DataFrame({
+        "item_id": kept["item_id"].to_numpy(),
+        "ts": (start + timedelta(hours=12)).isoformat(),
+        "model_version": "detector-1.4.0",
+        "predicted_label": kept["label"].to_numpy(),
+        "confidence": np.clip(rng.beta(8, 2, len(kept)), 0.01, 0.999).round(4),
+        "x": kept["x"].round(2).to_numpy(), "y": kept["y"].round(2).to_numpy(),
+        "w": kept["w"].round(2).to_numpy(), "h": kept["h"].round(2).to_numpy(),
+        "lighting": kept["lighting"].to_numpy(), "weather": kept["weather"].to_numpy(),
+        "device": kept["device"].to_numpy(), "region": kept["region"].to_numpy(),
+    })
 
 
 def _write_malformed(store: Store, counts: dict[str, int]) -> None:

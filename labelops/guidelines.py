@@ -152,6 +152,14 @@ class GuidelineSet:
         return Remap(from_version, to_version, mapping, relabel)
 
 
+    def renames_into(self, version: str) -> dict[str, str]:
+        """Every older label that ``version`` reads under another name (rename and merge, composed)."""
+        mapping: dict[str, str] = {}
+        for ancestor in self.lineage(version)[:-1]:
+            mapping.update(self.remap(ancestor.version, version).mapping)
+        return mapping
+
+
 def _check_changes(guideline: Guideline, parent: Guideline) -> None:
     names = set(parent.classes)
     for change in guideline.changes:

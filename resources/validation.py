@@ -1,11 +1,12 @@
-"""Configuration the validation step reads: guideline versions and Great Expectations suites."""
+"""Configuration the checks read: guideline versions, the coverage spec and Great Expectations suites."""
 
 from functools import cached_property
 
 from dagster import ConfigurableResource
 
+from labelops.coverage import CoverageSpec, load_coverage_spec
 from labelops.expectations import SuiteOutcome, load_suites, run_suites
-from labelops.guidelines import GuidelineSet, load_guidelines
+from labelops.guidelines import Guideline, GuidelineSet, load_guidelines
 from labelops.storage import Store, open_store
 
 
@@ -21,6 +22,10 @@ class GuidelinesResource(ConfigurableResource):
 
     def load(self) -> GuidelineSet:
         return load_guidelines(self.store)
+
+    def coverage_spec(self, guideline: Guideline) -> CoverageSpec:
+        """The coverage spec, checked against ``guideline`` (the one in force)."""
+        return load_coverage_spec(self.store, guideline)
 
 
 class GreatExpectationsResource(ConfigurableResource):

@@ -41,6 +41,8 @@ def test_shipped_guidelines_load_and_v2_remaps_v1() -> None:
     assert remap.mapping == {"traffic_light": "traffic_signal"}
     assert set(remap.relabel) == {"cyclist"}
     assert guidelines.by_version["v2"].classes["pedestrian"].critical
+    assert guidelines.renames_into("v2") == {"traffic_light": "traffic_signal"}
+    assert guidelines.renames_into("v1") == {}
 
 
 def test_rename_merge_split_redefine_remove() -> None:

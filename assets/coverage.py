@@ -1,0 +1,147 @@
+"""Coverage and risk: the slices and rare, critical errors that overall accuracy hides.
+
+`coverage_report` compares the labeled data of the last LOOKBACK_DAYS days (consensus objects
+and scene labels, with their items' slices) with the spec's minimums and with the day's
+production traffic. `risk_report` scores the production model's detections on the day's
+labeled items against gold boxes where they exist and consensus boxes elsewhere.
+"""
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from assets.metadata import table_metadata
+from labelops import coverage
+from labelops.reporting import coverage_heatmap, markdown_table
+from pipelines.partitions import daily_partitions
+from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
+
+GROUP = "coverage"
+KINDS = {"python", "pandas", "parquet"}
+LOOKBACK_DAYS = 365
+LOOKBACK = TimeWindowPartitionMapping(start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
+def _severity(blocking: bool) -> AssetCheckSeverity:
+    return AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
+
+
+def _link(storage: StorageResource, key: str) -> MetadataValue:
+    location = f"{storage.warehouse}/{key}"
+    return MetadataValue.url(location) if location.startswith("s3://") else MetadataValue.path(location)
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    code_version="1",
+    ins={
+        "consensus_labels": AssetIn(partition_mapping=LOOKBACK),
+        "item_catalog": AssetIn(partition_mapping=LOOKBACK),
+        "production_predictions": AssetIn(),
+    },
+    check_specs=[AssetCheckSpec("critical_classes_covered", asset="coverage_report",
+                                description="Every critical class reaches its minimum labeled count in every value of the "
+                                "spec's required slices (config/coverage.yaml). Warning unless the spec says blocking.")],
+    description=f"Labeled objects per class x slice value (and per slice value alone, class '*') over the last "
+    f"{LOOKBACK_DAYS} days, against the spec's minimum and the day's production traffic: counts, shares, gap and "
+    "under-representation (production share / training share). Cells production reaches but training barely "
+    "covers come first; values and classes production shows but training never saw are flagged.",
+)
+def coverage_report(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    guidelines: GuidelinesResource,
+    consensus_labels: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    production_predictions: pd.DataFrame,
+):
+    day = context.partition_key
+    guideline_set = guidelines.load()
+    current = guideline_set.in_force(day)
+    spec = guidelines.coverage_spec(current)
+    # Labels of earlier days are read under today's guideline (renamed and merged classes).
+    renames = guideline_set.renames_into(current.version)
+    labels = consensus_labels[["item_id", "label", "x", "y", "w", "h"]].assign(label=consensus_labels["label"].replace(renames))
+    labeled = coverage.slice_values(labels, item_catalog, spec)
+    production = production_predictions.rename(columns={"predicted_label": "label"})
+    production = coverage.slice_values(production[[c for c in production.columns if c in {"item_id", "label", "x", "y", "w", "h", *spec.dimensions}]], pd.DataFrame({"item_id": []}), spec)
+    report = coverage.coverage_report(labeled, production, spec)
+    missing = coverage.missing_critical_cells(report, spec)
+    unseen = report[report["unseen_in_training"]]
+    heatmap_key = f"reports/coverage/{day}/heatmap.png"
+    storage.warehouse_store.write_bytes(heatmap_key, coverage_heatmap(report, list(spec.required) or list(spec.dimensions)))
+    yield Output(report, metadata={
+        **table_metadata(report),
+        "worst_gaps": MetadataValue.md(markdown_table(report[report["label"] != coverage.ALL].head(15), max_rows=15)),
+        "unseen_in_training": MetadataValue.md(markdown_table(unseen[["label", "dimension", "value", "production_count"]], max_rows=20)),
+        "heatmap": _link(storage, heatmap_key),
+        "labeled_objects": len(labeled),
+        "production_predictions": len(production),
+    })
+    yield AssetCheckResult(
+        check_name="critical_classes_covered",
+        passed=missing.empty,
+        severity=_severity(spec.blocking),
+        metadata={"cells_below_minimum": len(missing), "cells": MetadataValue.md(markdown_table(missing, max_rows=40))},
+    )
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    code_version="1",
+    check_specs=[AssetCheckSpec("critical_recall", asset="risk_report",
+                                description="The Wilson 95 % lower bound of every critical class's recall reaches its "
+                                "threshold, so a rare class with few examples is not taken as safe. Warning unless the "
+                                "spec says blocking.")],
+    description="The production model on the day's labeled items: per class and slice, precision, recall with a "
+    "Wilson interval and cost-weighted error (cost matrix from the spec and the guideline's severities), "
+    "against gold boxes where they exist and consensus boxes elsewhere. Misses are predicted 'background'.",
+)
+def risk_report(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    guidelines: GuidelinesResource,
+    consensus_labels: pd.DataFrame,
+    gold_labels: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    production_predictions: pd.DataFrame,
+):
+    day = context.partition_key
+    spec = guidelines.coverage_spec(guidelines.load().in_force(day))
+    reference = coverage.reference_boxes(consensus_labels, gold_labels)
+    detections = coverage.detections(production_predictions, reference)
+    pairs = coverage.confusion_pairs(reference, detections)
+    report = coverage.risk_report(pairs, item_catalog, spec)
+    confusion = pd.crosstab(pairs["true"], pairs["predicted"]) if len(pairs) else pd.DataFrame()
+    storage.warehouse_store.write_bytes(f"reports/risk/{day}/confusion.csv", confusion.to_csv().encode())
+    failing = coverage.failing_critical_recall(report, spec)
+    overall = report[report["scope"] == "overall"]
+    yield Output(report, metadata={
+        **table_metadata(report),
+        "overall": MetadataValue.md(markdown_table(overall, max_rows=30)),
+        "confusion_matrix": MetadataValue.md(markdown_table(confusion.reset_index(), max_rows=30)),
+        "objects_scored": len(pairs),
+    })
+    yield AssetCheckResult(
+        check_name="critical_recall",
+        passed=failing.empty,
+        severity=_severity(spec.blocking),
+        metadata={"failing_classes": MetadataValue.md(markdown_table(failing, max_rows=20))},
+    )
+
+
+coverage_assets = [coverage_report, risk_report]
