@@ -109,7 +109,7 @@ def consensus_and_scores(
     kinds=KINDS,
     code_version="1",
     description="Items a human must decide: low consensus confidence, split annotators, box label conflicts, "
-    "boxes only some annotators drew. Safety-critical classes first, then by severity-weighted uncertainty.",
+    "critical-class boxes only some annotators drew. Safety-critical classes first, then by severity-weighted uncertainty.",
 )
 def review_queue(
     context: AssetExecutionContext,

@@ -89,5 +89,5 @@ def review(annotations: pd.DataFrame, consensus_table: pd.DataFrame, guideline: 
     severity = {name: c.severity for name, c in guideline.classes.items()}
     critical = {name for name, c in guideline.classes.items() if c.critical}
     classification = consensus_table[consensus_table["kind"] == "classification"]
-    return review_queue(classification, matching.conflicts, unmatched_boxes(matching), severity, critical,
+    return review_queue(classification, matching.conflicts, unmatched_boxes(matching, critical), severity, critical,
                         min_confidence=min_confidence, min_agreement=min_agreement)

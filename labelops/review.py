@@ -22,7 +22,7 @@ def review_queue(
     min_agreement: float = 0.6,
 ) -> pd.DataFrame:
     """``consensus``: classification consensus rows; ``conflicts``: box label conflicts
-    (item_id, label_a, label_b); ``unmatched``: boxes only some annotators drew (item_id, label)."""
+    (item_id, label_a, label_b); ``unmatched``: critical boxes only some annotators drew (item_id, label)."""
     weight = {label: max(w, CRITICAL_FLOOR) if label in critical else w for label, w in severity.items()}
     rows = []
     votes = consensus[consensus["n_votes"] >= 2]
@@ -40,7 +40,7 @@ def review_queue(
     if len(unmatched):
         grouped = unmatched.groupby("item_id")["label"]
         summary = grouped.agg(lambda s: ", ".join(sorted(set(s))))
-        rows.append(pd.DataFrame({"item_id": summary.index, "reason": "boxes drawn by only some annotators: " + summary.to_numpy(),
+        rows.append(pd.DataFrame({"item_id": summary.index, "reason": "critical boxes drawn by only some annotators: " + summary.to_numpy(),
                                   "labels": summary.to_numpy(), "uncertainty": 0.5}))
     queue = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else pd.DataFrame(columns=["item_id", "reason", "labels", "uncertainty"])
     labels = queue["labels"].astype(str).str.replace(" vs ", ", ").str.split(", ")
@@ -56,10 +56,14 @@ def review_queue(
     return queue.sort_values(["critical", "priority", "item_id"], ascending=[False, False, True], kind="stable").reset_index(drop=True)
 
 
-def unmatched_boxes(matching) -> pd.DataFrame:
-    """Boxes that no other annotator on the item matched, where the item had other annotators."""
+def unmatched_boxes(matching, critical: set[str]) -> pd.DataFrame:
+    """Boxes of critical classes that no other annotator on the item matched.
+
+    A lone box of a minor class is settled by the consensus quorum; a pedestrian that only
+    one of three annotators saw is worth a human look.
+    """
     boxes = matching.boxes
     paired = set(matching.matches["index_a"]).union(matching.matches["index_b"])
     multi = boxes.groupby("item_id")["annotator_id"].transform("nunique") >= 2
-    lonely = boxes[multi & ~boxes["index"].isin(paired)]
+    lonely = boxes[multi & ~boxes["index"].isin(paired) & boxes["label"].isin(critical)]
     return lonely[["item_id", "annotator_id", "label"]].reset_index(drop=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from assets.coverage import coverage_assets
+from assets.curate import dataset_snapshot
 from assets.ingest import ingest_assets
 from assets.quality import quality_assets
 from assets.validate import validate_annotations
@@ -24,7 +25,7 @@ nightly_job = define_asset_job(
 )
 
 defs = Definitions(
-    assets=[*ingest_assets, validate_annotations, *quality_assets, *coverage_assets],
+    assets=[*ingest_assets, validate_annotations, *quality_assets, *coverage_assets, dataset_snapshot],
     jobs=[ingest_job, nightly_job],
     resources=build_resources(Settings.from_env()),
 )

@@ -43,7 +43,7 @@ def main() -> int:
 
 def _row_counts(result) -> str:
     """Rows per table asset of the run, as the operator would read them off the UI."""
-    shown = ("label_exports", "validated_annotations", "quarantined_annotations")
+    shown = ("label_exports", "validated_annotations", "quarantined_annotations", "dataset_snapshot")
     counts = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization

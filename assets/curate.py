@@ -1,0 +1,85 @@
+"""Curate: the versioned dataset snapshot that training reads.
+
+Unpartitioned: it reads every day that exists of its inputs, so `--select '*' --partition DAY`
+works on a fresh warehouse, and writes `snapshots/<version>/` through labelops.snapshots.
+"""
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
+
+from labelops import snapshots
+from labelops.export import to_coco, to_yolo
+from labelops.reporting import markdown_table
+from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
+
+CODE_VERSION = "1"
+
+
+class SnapshotConfig(Config):
+    min_confidence: float = 0.7
+    group_key: str = "session_id"
+    stratify_by: list[str] = ["label", "lighting"]
+    split_ratios: list[float] = [0.8, 0.1, 0.1]
+    seed: int = 0
+
+
+@asset(
+    group_name="curate",
+    kinds={"python", "parquet", "json"},
+    code_version=CODE_VERSION,
+    ins={name: AssetIn() for name in ("consensus_labels", "item_catalog", "review_queue", "quarantined_annotations", "annotator_agreement")},
+    description="An immutable, content-addressed dataset version in snapshots/<version>/: items with their "
+    "split and consensus labels (Parquet), a diff against the parent, COCO and YOLO exports, and manifest.json "
+    "(hash, parent, guideline and code version, counts per split and class, QA summary, source partitions), "
+    "written last. Items below the confidence threshold, waiting for review or relabel, and duplicates are "
+    "left out and counted. Identical content publishes no new version.",
+)
+def dataset_snapshot(
+    context: AssetExecutionContext,
+    config: SnapshotConfig,
+    storage: StorageResource,
+    guidelines: GuidelinesResource,
+    consensus_labels: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    review_queue: pd.DataFrame,
+    quarantined_annotations: pd.DataFrame,
+    annotator_agreement: pd.DataFrame,
+) -> MaterializeResult:
+    store = storage.warehouse_store
+    parent = snapshots.latest(store)
+    parent_splits = snapshots.read_table(store, parent, "items.parquet").set_index("item_id")["split"] if parent else pd.Series(dtype=object)
+    curation = snapshots.CurationConfig(config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed)
+    empty = pd.DataFrame(columns=["item_id", "rule", "reason"])
+    curated = snapshots.curate(consensus_labels, item_catalog, review_queue if len(review_queue) else empty,
+                               quarantined_annotations if len(quarantined_annotations) else empty, parent_splits, curation)
+    days = sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
+    overall = annotator_agreement[annotator_agreement["scope"] == "overall"] if len(annotator_agreement) else annotator_agreement
+    metadata = {
+        "guideline_version": guidelines.load().in_force(days[-1]).version if days else None,
+        "code_version": CODE_VERSION,
+        "source_partitions": days,
+        "qa": {
+            "quarantined_rows": len(quarantined_annotations),
+            "review_queue_items": len(review_queue),
+            "agreement_mean_by_metric": {m: float(v) for m, v in overall.groupby("metric")["value"].mean().items()} if len(overall) else {},
+        },
+        "curation": {**config.model_dump()},
+    }
+    exports = {"coco.json": to_coco(curated.items, curated.labels, description="labelops snapshot")}
+    exports.update({f"yolo/{k}": v for k, v in to_yolo(curated.items, curated.labels).items()})
+    version, manifest, created = snapshots.publish(store, curated, metadata, exports=exports)
+    context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
+    changes = manifest["diff_summary"]
+    return MaterializeResult(metadata={
+        "version": version,
+        "created": created,
+        "content_hash": manifest["content_hash"],
+        "parent_version": str(manifest["parent_version"]),
+        "dagster/row_count": manifest["rows"]["items"],
+        "labels": manifest["rows"]["labels"],
+        "split_sizes": MetadataValue.json(manifest["split_sizes"]),
+        "excluded": MetadataValue.json(manifest["excluded"]),
+        "diff": MetadataValue.md(markdown_table(pd.DataFrame([changes]), max_rows=1)),
+        "manifest": MetadataValue.path(f"{storage.warehouse}/{snapshots.ROOT}/{version}/manifest.json"),
+    })

@@ -1,0 +1,55 @@
+"""Snapshot exports in the formats training code reads: COCO instances JSON and YOLO label folders.
+
+Both round-trip through labelops' own parsers, which the tests check: export, ingest, same boxes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+
+def to_coco(items: pd.DataFrame, labels: pd.DataFrame, *, description: str) -> bytes:
+    """Box and polygon-free COCO: images with their split, boxes with category names."""
+    boxes = labels[labels["kind"] == "bbox"]
+    names = sorted(boxes["label"].unique())
+    category = {name: i + 1 for i, name in enumerate(names)}
+    image_id = {item: i + 1 for i, item in enumerate(items["item_id"])}
+    images = pd.DataFrame({
+        "id": items["item_id"].map(image_id).to_numpy(), "file_name": items["item_id"].astype(str) + ".jpg",
+        "width": items["width"].to_numpy(), "height": items["height"].to_numpy(), "split": items["split"].to_numpy(),
+    })
+    annotations = pd.DataFrame({
+        "id": np.arange(1, len(boxes) + 1), "image_id": boxes["item_id"].map(image_id).to_numpy(),
+        "category_id": boxes["label"].map(category).to_numpy(),
+        "bbox": boxes[["x", "y", "w", "h"]].to_numpy().tolist(),
+        "area": (boxes["w"] * boxes["h"]).to_numpy(), "iscrowd": 0,
+    })
+    document = {
+        "info": {"description": description},
+        "images": json.loads(images.to_json(orient="records", double_precision=15)),
+        "annotations": json.loads(annotations.to_json(orient="records", double_precision=15)),
+        "categories": [{"id": i, "name": n} for n, i in category.items()],
+    }
+    return json.dumps(document, sort_keys=True).encode()
+
+
+def to_yolo(items: pd.DataFrame, labels: pd.DataFrame) -> dict[str, bytes]:
+    """``classes.txt`` and ``labels/<split>/<item>.txt`` with normalized centre boxes, one line per box."""
+    boxes = labels[labels["kind"] == "bbox"].merge(items[["item_id", "width", "height", "split"]], on="item_id")
+    names = sorted(boxes["label"].unique())
+    index = {name: i for i, name in enumerate(names)}
+    lines = (
+        boxes["label"].map(index).astype(str) + " "
+        + ((boxes["x"] + boxes["w"] / 2) / boxes["width"]).map("{:.10f}".format) + " "
+        + ((boxes["y"] + boxes["h"] / 2) / boxes["height"]).map("{:.10f}".format) + " "
+        + (boxes["w"] / boxes["width"]).map("{:.10f}".format) + " "
+        + (boxes["h"] / boxes["height"]).map("{:.10f}".format)
+    )
+    files = {"classes.txt": ("\n".join(names) + "\n").encode()}
+    grouped = pd.DataFrame({"path": "labels/" + boxes["split"] + "/" + boxes["item_id"].astype(str) + ".txt", "line": lines})
+    for path, group in grouped.groupby("path", sort=True):
+        files[path] = ("\n".join(group["line"]) + "\n").encode()
+    return files

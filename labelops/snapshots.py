@@ -1,0 +1,220 @@
+"""Curated dataset snapshots: immutable, content-addressed, versioned, diffable.
+
+A snapshot is ``snapshots/<version>/`` in the warehouse: ``items.parquet`` and ``labels.parquet``,
+``diff.json`` against its parent, and ``manifest.json`` — written last, so a snapshot exists
+exactly when its manifest does. ``snapshots/latest`` names the newest version. A version is never
+rewritten; publishing content whose hash equals the latest snapshot's publishes nothing.
+
+Splits are assigned per group (a capture session, by default), so a group never straddles splits;
+a group already in the parent keeps its split, and new groups are spread over the splits in
+proportion within each stratum, in an order fixed by a seeded hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labelops.storage import Store
+
+ROOT = "snapshots"
+LATEST = f"{ROOT}/latest"
+DATA_FILES = ("items.parquet", "labels.parquet")
+SPLITS = ("train", "val", "test")
+
+
+class SnapshotExistsError(RuntimeError):
+    """A published version cannot be written again."""
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    min_confidence: float = 0.7
+    group_key: str = "session_id"
+    stratify_by: tuple[str, ...] = ("label", "lighting")
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+
+@dataclass
+class Curated:
+    items: pd.DataFrame
+    labels: pd.DataFrame
+    excluded: dict[str, int] = field(default_factory=dict)
+
+
+def curate(
+    consensus: pd.DataFrame,
+    items: pd.DataFrame,
+    review: pd.DataFrame,
+    quarantined: pd.DataFrame,
+    parent_splits: pd.Series,
+    config: CurationConfig,
+) -> Curated:
+    """Items and labels that go into the snapshot, with their splits, and what was left out and why."""
+    consensus = consensus.drop_duplicates(["item_id", "kind", "label", "x", "y", "w", "h"], keep="last")
+    catalog = items.drop_duplicates("item_id", keep="last")
+    labeled = catalog[catalog["item_id"].isin(consensus["item_id"])]
+    excluded: dict[str, int] = {}
+
+    def drop(mask: pd.Series, reason: str) -> None:
+        nonlocal labeled
+        excluded[reason] = int(mask.sum())
+        labeled = labeled[~mask]
+
+    classification = consensus[consensus["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")
+    drop(labeled["item_id"].map(classification["confidence"]).lt(config.min_confidence), "low_confidence")
+    drop(labeled["item_id"].isin(review["item_id"]), "waiting_for_review")
+    relabel = quarantined.loc[quarantined["rule"].astype(str).str.contains("needs_relabel"), "item_id"] if len(quarantined) else pd.Series(dtype=object)
+    drop(labeled["item_id"].isin(relabel), "waiting_for_relabel")
+    identity = labeled["content_hash"] if "content_hash" in labeled else labeled["uri"]
+    drop(identity.notna() & identity.duplicated(keep="first"), "duplicate")
+
+    labeled = labeled.sort_values("item_id").reset_index(drop=True)
+    labels = consensus[consensus["item_id"].isin(labeled["item_id"])]
+    labels = labels.sort_values(["item_id", "kind", "label", "x", "y", "w", "h"], kind="stable").reset_index(drop=True)
+    labeled["split"] = assign_splits(labeled, labels, parent_splits, config)
+    return Curated(labeled, labels, excluded)
+
+
+def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, config: CurationConfig) -> np.ndarray:
+    """One split per group; groups from the parent keep theirs, new groups are stratified.
+
+    Within each stratum (the group's scene label and slice values), new groups are taken in a
+    seeded hash order and each goes to the split furthest below its target share of the stratum,
+    counting the groups the stratum already has. Small daily increments therefore still fill
+    val and test over time, and the same inputs always give the same assignment.
+    """
+    group = items[config.group_key].fillna(items["item_id"]) if config.group_key in items else items["item_id"]
+    group = group.astype(str)
+    group_split = items["item_id"].map(parent).groupby(group).first().dropna()  # a group that reappears keeps its split
+    primary = labels[labels["kind"] == "classification"].drop_duplicates("item_id").set_index("item_id")["label"]
+    strata = pd.DataFrame({"group": group})
+    for column in config.stratify_by:
+        values = items["item_id"].map(primary) if column == "label" else items.get(column, pd.Series(None, index=items.index))
+        strata[column] = values.astype(str).to_numpy()
+    per_group = strata.groupby("group", sort=True).first()
+    stratum = per_group[list(config.stratify_by)].astype(str).agg("|".join, axis=1) if config.stratify_by else pd.Series("", index=per_group.index)
+    ratios = np.asarray(config.split_ratios, dtype=float) / sum(config.split_ratios)
+    chosen = dict(group_split)
+    known = stratum[stratum.index.isin(group_split.index)]
+    counts = {s: np.array([(group_split[known.index[known == s]] == name).sum() for name in SPLITS], dtype=float) for s in stratum.unique()}
+    new = stratum[~stratum.index.isin(group_split.index)].to_frame("stratum")
+    new["order"] = _hash(new.index.to_series(), config.seed)
+    for name, row in new.sort_values(["stratum", "order"]).iterrows():  # one step per new group, not per row
+        have = counts[row["stratum"]]
+        pick = int(np.argmax(ratios * (have.sum() + 1) - have))
+        have[pick] += 1
+        chosen[name] = SPLITS[pick]
+    return group.map(chosen).to_numpy(dtype=object)
+
+
+def _hash(values: pd.Series, seed: int) -> np.ndarray:
+    return pd.util.hash_pandas_object(values.astype(str) + f"#{seed}", index=False).to_numpy()
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Deterministic Parquet: same frame, same bytes."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def content_hash(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+def versions(store: Store) -> list[str]:
+    """Published versions (those with a manifest), oldest first."""
+    return sorted(k.split("/")[1] for k in store.list(ROOT) if k.count("/") == 2 and k.endswith("/manifest.json"))
+
+
+def latest(store: Store) -> str | None:
+    if store.exists(LATEST):
+        return store.read_bytes(LATEST).decode().strip()
+    published = versions(store)
+    return published[-1] if published else None
+
+
+def manifest(store: Store, version: str) -> dict:
+    return json.loads(store.read_bytes(f"{ROOT}/{version}/manifest.json"))
+
+
+def read_table(store: Store, version: str, name: str) -> pd.DataFrame:
+    return pq.read_table(pa.BufferReader(store.read_bytes(f"{ROOT}/{version}/{name}"))).to_pandas()
+
+
+def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, items: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """Items added and removed, scene labels changed (old and new), and split moves."""
+    if parent_items is None:
+        return {"added": sorted(items["item_id"]), "removed": [], "label_changes": [], "split_moves": []}
+    old, new = set(parent_items["item_id"]), set(items["item_id"])
+
+    def scene(frame: pd.DataFrame) -> pd.Series:
+        return frame[frame["kind"] == "classification"].drop_duplicates("item_id").set_index("item_id")["label"]
+
+    def changes(before: pd.Series, after: pd.Series) -> list[dict]:
+        both = pd.concat([before.rename("old"), after.rename("new")], axis=1, join="inner").sort_index()
+        return both[both["old"] != both["new"]].rename_axis("item_id").reset_index().to_dict("records")
+
+    return {
+        "added": sorted(new - old),
+        "removed": sorted(old - new),
+        "label_changes": changes(scene(parent_labels), scene(labels)),
+        "split_moves": changes(parent_items.set_index("item_id")["split"], items.set_index("item_id")["split"]),
+    }
+
+
+def publish(
+    store: Store, curated: Curated, metadata: dict, *, exports: dict[str, bytes] | None = None, version: str | None = None
+) -> tuple[str, dict, bool]:
+    """Write a snapshot (data and exports first, manifest last, then ``latest``); returns (version, manifest, created).
+
+    Content equal to the latest snapshot's publishes nothing. An explicit ``version`` that is
+    already published raises :class:`SnapshotExistsError`.
+    """
+    files = {"items.parquet": parquet_bytes(curated.items), "labels.parquet": parquet_bytes(curated.labels)}
+    digest = content_hash(files)
+    parent = latest(store)
+    if parent is not None and manifest(store, parent)["content_hash"] == digest and version is None:
+        return parent, manifest(store, parent), False
+    published = versions(store)
+    if version is None:
+        version = f"v{len(published) + 1:04d}"
+    if version in published or store.exists(f"{ROOT}/{version}/manifest.json"):
+        raise SnapshotExistsError(f"snapshot {version} is already published and is never rewritten")
+    parent_items = read_table(store, parent, "items.parquet") if parent else None
+    parent_labels = read_table(store, parent, "labels.parquet") if parent else None
+    changes = diff(parent_items, parent_labels, curated.items, curated.labels)
+    for name, data in files.items():
+        store.write_bytes(f"{ROOT}/{version}/{name}", data)
+    store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(changes, indent=1).encode())
+    for name, data in (exports or {}).items():
+        store.write_bytes(f"{ROOT}/{version}/export/{name}", data)
+    split_counts = curated.items["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    by_split = curated.labels.merge(curated.items[["item_id", "split"]], on="item_id")
+    document = {
+        "version": version,
+        "content_hash": digest,
+        "parent_version": parent,
+        **metadata,
+        "rows": {"items": len(curated.items), "labels": len(curated.labels)},
+        "split_sizes": {k: int(v) for k, v in split_counts.items()},
+        "class_counts": {s: {k: int(v) for k, v in g["label"].value_counts().sort_index().items()} for s, g in by_split.groupby("split")},
+        "excluded": curated.excluded,
+        "diff_summary": {k: len(v) for k, v in changes.items()},
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+    }
+    store.write_bytes(f"{ROOT}/{version}/manifest.json", json.dumps(document, indent=1, sort_keys=True, default=str).encode())
+    store.write_bytes(LATEST, version.encode())
+    return version, document, True

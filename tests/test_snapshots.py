@@ -1,0 +1,165 @@
+"""Snapshots: deterministic, immutable, atomic, leak-free, diffable, and exportable round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelops import snapshots
+from labelops.export import to_coco, to_yolo
+from labelops.formats import parse_file, parse_folder
+from labelops.storage import LocalStore, open_store
+
+CONFIG = snapshots.CurationConfig()
+EMPTY = pd.DataFrame(columns=["item_id", "rule", "reason"])
+
+
+def inputs(n_items: int, start: int = 0, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    ids = [f"img-{i:04d}" for i in range(start, start + n_items)]
+    items = pd.DataFrame({
+        "item_id": ids, "uri": [f"s3://b/{i}.jpg" for i in ids], "width": 1280.0, "height": 720.0,
+        "lighting": rng.choice(["day", "night"], n_items), "session_id": [f"s{(start + i) // 5}" for i in range(n_items)],
+        "export_date": "2024-06-01",
+    })
+    scenes = pd.DataFrame({"item_id": ids, "kind": "classification", "label": rng.choice(["urban", "highway"], n_items),
+                           "confidence": 0.95, "n_votes": 3, "agreement": 1.0, "method": "dawid_skene"})
+    boxes = pd.DataFrame({"item_id": np.repeat(ids, 2), "kind": "bbox", "label": rng.choice(["car", "pedestrian"], 2 * n_items),
+                          "x": rng.uniform(0, 800, 2 * n_items).round(2), "y": rng.uniform(0, 400, 2 * n_items).round(2),
+                          "w": rng.uniform(10, 300, 2 * n_items).round(2), "h": rng.uniform(10, 300, 2 * n_items).round(2),
+                          "support": 3.0, "confidence": 1.0, "n_votes": 3, "agreement": 1.0, "method": "box_fusion"})
+    return pd.concat([scenes, boxes], ignore_index=True), items
+
+
+def curate(consensus, items, parent=pd.Series(dtype=object), review=EMPTY, quarantined=EMPTY):
+    return snapshots.curate(consensus, items, review, quarantined, parent, CONFIG)
+
+
+def test_same_inputs_give_identical_bytes_and_hash_on_disk_and_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
+    consensus, items = inputs(120)
+    stores = [LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b"), open_store(f"s3://{s3_bucket}/wh", endpoint_url=s3_endpoint)]
+    published = [snapshots.publish(store, curate(consensus, items), {"guideline_version": "v1"}) for store in stores]
+    hashes = {document["content_hash"] for _, document, _ in published}
+    assert len(hashes) == 1 and all(created for _, _, created in published)
+    for name in snapshots.DATA_FILES:
+        contents = {store.read_bytes(f"snapshots/v0001/{name}") for store in stores}
+        assert len(contents) == 1
+    again = snapshots.publish(stores[0], curate(consensus, items), {"guideline_version": "v1"})
+    assert again[0] == "v0001" and again[2] is False  # same content: no new version
+    assert snapshots.versions(stores[0]) == ["v0001"]
+
+
+def test_a_crash_before_the_manifest_leaves_nothing_visible_and_a_rerun_completes(tmp_path: Path) -> None:
+    consensus, items = inputs(60)
+    store = LocalStore(tmp_path)
+
+    class Crash(RuntimeError):
+        pass
+
+    original = store.write_bytes
+
+    def crash_at_manifest(key: str, data: bytes) -> None:
+        if key.endswith("manifest.json"):
+            raise Crash("killed between data and manifest")
+        original(key, data)
+
+    store.write_bytes = crash_at_manifest  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        snapshots.publish(store, curate(consensus, items), {})
+    assert store.exists("snapshots/v0001/items.parquet")  # data was written …
+    assert snapshots.versions(store) == [] and snapshots.latest(store) is None  # … but no snapshot is visible
+    store.write_bytes = original  # type: ignore[method-assign]
+    version, document, created = snapshots.publish(store, curate(consensus, items), {})
+    assert (version, created) == ("v0001", True) and snapshots.latest(store) == "v0001"
+    with pytest.raises(snapshots.SnapshotExistsError, match="v0001 is already published"):
+        snapshots.publish(store, curate(*inputs(61)), {}, version="v0001")
+    assert snapshots.manifest(store, "v0001")["content_hash"] == document["content_hash"]
+
+
+def test_no_leakage_and_stable_splits(tmp_path: Path) -> None:
+    consensus, items = inputs(200)
+    first = curate(consensus, items)
+    splits = first.items.set_index("item_id")["split"]
+    assert first.items.groupby("session_id")["split"].nunique().max() == 1
+    assert set(first.items["split"]) == {"train", "val", "test"}
+    more_consensus, more_items = inputs(100, start=198, seed=1)  # overlaps: img-0198/0199 share session s39
+    second = curate(pd.concat([consensus, more_consensus]), pd.concat([items, more_items]), parent=splits)
+    after = second.items.set_index("item_id")["split"]
+    assert (after.loc[splits.index] == splits).all()  # existing items keep their split
+    assert second.items.groupby("session_id")["split"].nunique().max() == 1  # a session never straddles
+
+
+def test_duplicates_review_and_relabel_items_are_left_out_and_counted() -> None:
+    consensus, items = inputs(30)
+    items.loc[items["item_id"] == "img-0003", "uri"] = items.loc[items["item_id"] == "img-0002", "uri"].iloc[0]
+    consensus.loc[(consensus["item_id"] == "img-0004") & (consensus["kind"] == "classification"), "confidence"] = 0.5
+    review = pd.DataFrame({"item_id": ["img-0005"], "reason": ["split"]})
+    quarantined = pd.DataFrame({"item_id": ["img-0006"], "rule": ["needs_relabel"], "reason": ["needs_relabel: …"]})
+    curated = curate(consensus, items, review=review, quarantined=quarantined)
+    assert curated.excluded == {"low_confidence": 1, "waiting_for_review": 1, "waiting_for_relabel": 1, "duplicate": 1}
+    assert len(curated.items) == 26 and not {"img-0003", "img-0004", "img-0005", "img-0006"} & set(curated.items["item_id"])
+
+
+def test_diff_lists_exactly_the_changed_labels(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    consensus, items = inputs(80)
+    snapshots.publish(store, curate(consensus, items), {})
+    changed = consensus.copy()
+    targets = ["img-0007", "img-0030", "img-0051"]
+    scene = (changed["kind"] == "classification") & changed["item_id"].isin(targets)
+    old = changed.loc[scene].set_index("item_id")["label"]
+    changed.loc[scene, "label"] = changed.loc[scene, "label"].map({"urban": "highway", "highway": "urban"})
+    parent = snapshots.read_table(store, "v0001", "items.parquet").set_index("item_id")["split"]
+    version, document, _ = snapshots.publish(store, curate(changed, items, parent=parent), {})
+    diff = __import__("json").loads(store.read_bytes(f"snapshots/{version}/diff.json"))
+    assert [c["item_id"] for c in diff["label_changes"]] == targets
+    assert all(c["old"] == old[c["item_id"]] and c["new"] != c["old"] for c in diff["label_changes"])
+    assert diff["added"] == [] and diff["removed"] == [] and diff["split_moves"] == []
+    assert document["parent_version"] == "v0001" and snapshots.read_table(store, "v0001", "labels.parquet") is not None
+
+
+def test_coco_and_yolo_exports_round_trip_through_the_parsers() -> None:
+    consensus, items = inputs(40)
+    curated = curate(consensus, items)
+    boxes = curated.labels[curated.labels["kind"] == "bbox"][["item_id", "label", "x", "y", "w", "h"]]
+    expected = boxes.sort_values(["item_id", "label", "x"]).reset_index(drop=True)
+
+    coco = parse_file("coco.json", to_coco(curated.items, curated.labels, description="test")).objects
+    got = coco[["item_id", "label", "x", "y", "w", "h"]].sort_values(["item_id", "label", "x"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+    sizes = dict(zip(curated.items["item_id"], zip(curated.items["width"], curated.items["height"])))
+    yolo = parse_folder("yolo", to_yolo(curated.items, curated.labels), sizes).objects
+    got = yolo[["item_id", "label", "x", "y", "w", "h"]].sort_values(["item_id", "label", "x"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=1e-5)
+
+
+def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path) -> None:
+    """Two nightly runs publish v0001 and v0002; the second adds exactly the new day's curated items."""
+    from dagster import DagsterInstance, materialize
+
+    from pipelines.definitions import defs
+    from resources import build_resources
+    from resources.settings import Settings
+
+    repo = Path(__file__).resolve().parents[1]
+    settings = Settings(landing=str(demo_landing.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
+                        config_dir=str(repo / "config"), start_date="2024-01-01")
+    resources, instance = build_resources(settings), DagsterInstance.ephemeral()
+    for day in ("2024-06-04", "2024-06-05"):
+        assert materialize(list(defs.assets), partition_key=day, resources=resources, instance=instance).success
+    store = LocalStore(tmp_path / "wh")
+    assert snapshots.versions(store) == ["v0001", "v0002"] and snapshots.latest(store) == "v0002"
+    manifest = snapshots.manifest(store, "v0002")
+    assert manifest["parent_version"] == "v0001" and manifest["source_partitions"] == ["2024-06-04", "2024-06-05"]
+    assert {"content_hash", "guideline_version", "code_version", "rows", "split_sizes", "class_counts", "qa", "excluded"} <= set(manifest)
+    first = snapshots.read_table(store, "v0001", "items.parquet").set_index("item_id")["split"]
+    second = snapshots.read_table(store, "v0002", "items.parquet")
+    diff = __import__("json").loads(store.read_bytes("snapshots/v0002/diff.json"))
+    assert set(diff["added"]) == set(second["item_id"]) - set(first.index)
+    assert all(item.startswith("img-20240605") for item in diff["added"]) and diff["removed"] == []
+    assert (second.set_index("item_id")["split"].loc[first.index] == first).all()
+    assert store.exists("snapshots/v0002/export/coco.json") and store.exists("snapshots/v0002/export/yolo/classes.txt")
