@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.validate
 	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.drift
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

@@ -7,8 +7,11 @@ from dagster import AssetSelection, Definitions, define_asset_job
 from assets.coverage import coverage_assets
 from assets.curate import dataset_snapshot
 from assets.ingest import ingest_assets
+from assets.labeling import labeling_tasks, relabel_batch
+from assets.monitor import production_drift
 from assets.quality import quality_assets
 from assets.validate import validate_annotations
+from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
 from resources import build_resources
 from resources.settings import Settings
 
@@ -20,12 +23,24 @@ ingest_job = define_asset_job(
 
 nightly_job = define_asset_job(
     "nightly_job",
-    selection=AssetSelection.all(),
-    description="The nightly refresh of one day: every asset of the pipeline for that partition.",
+    selection=AssetSelection.all() - AssetSelection.assets("relabel_batch"),
+    description="The nightly refresh of one day: ingest, validate, quality, coverage, snapshot, drift and new "
+    "labeling tasks. relabel_batch runs when the drift sensor sees drift.",
 )
 
 defs = Definitions(
-    assets=[*ingest_assets, validate_annotations, *quality_assets, *coverage_assets, dataset_snapshot],
+    assets=[
+        *ingest_assets,
+        validate_annotations,
+        *quality_assets,
+        *coverage_assets,
+        dataset_snapshot,
+        production_drift,
+        relabel_batch,
+        labeling_tasks,
+    ],
     jobs=[ingest_job, nightly_job],
+    schedules=[nightly_schedule],
+    sensors=[drift_sensor, guideline_sensor, landing_sensor],
     resources=build_resources(Settings.from_env()),
 )

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, build_sensor_context, materialize
 
 from labelops.demo import days, seed_landing
+from pipelines.automation import drift_sensor
 from pipelines.definitions import defs
 
 
@@ -24,6 +25,7 @@ def main() -> int:
     job = defs.resolve_job_def("nightly_job")
     instance = DagsterInstance.get()
     failed = []
+    cursor = None
     for day in days():
         result = job.execute_in_process(
             partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET
@@ -37,8 +39,22 @@ def main() -> int:
         )
         if not result.success:
             failed.append(day)
+        cursor = _drift_tick(instance, cursor)
     print(f"warehouse: {storage.warehouse}")
     return 1 if failed else 0
+
+
+def _drift_tick(instance: DagsterInstance, cursor: str | None) -> str | None:
+    """What the daemon's drift sensor would do after the run: request relabel_batch for a drifted day."""
+    context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    result = drift_sensor.evaluate_tick(context)
+    for request in result.run_requests or []:
+        run = materialize(list(defs.assets), selection=request.asset_selection, partition_key=request.partition_key,
+                          instance=instance, resources=defs.resources, tags=request.tags, run_config=QUIET)
+        batch = run.asset_materializations_for_node("relabel_batch")[0].metadata
+        print(f"  drift on {request.partition_key}: relabel_batch sent {batch['dagster/row_count'].value} items "
+              f"{batch['by_kind'].value} ({request.run_key})")
+    return result.cursor or cursor
 
 
 def _row_counts(result) -> str:

@@ -1,0 +1,123 @@
+"""Labeling: the items that go back to labelers (relabel_batch) and the raw items that go out (labeling_tasks).
+
+Both write a Label Studio import file (with the model's predictions as pre-annotations) and a CSV
+manifest into the warehouse's outbox, and append to a ledger so an item is not sent twice while open.
+"""
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
+
+from assets.coverage import LOOKBACK
+from assets.metadata import table_metadata
+from labelops import labeling
+from labelops.reporting import markdown_table
+from pipelines.partitions import daily_partitions
+from resources.storage import StorageResource
+
+GROUP = "labeling"
+KINDS = {"python", "pandas", "labelstudio"}
+
+
+class RelabelConfig(Config):
+    budget: int = 200
+    drift_ratio: float = 1.5
+
+
+class TasksConfig(Config):
+    budget: int = 100
+    expire_days: int = 14
+    dimensions: list[str] = ["lighting", "weather", "device", "region"]
+
+
+def _ledger(storage: StorageResource, key: str) -> pd.DataFrame:
+    store = storage.warehouse_store
+    return pd.read_csv(__import__("io").BytesIO(store.read_bytes(key)), dtype=str) if store.exists(key) else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
+
+
+def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: pd.DataFrame, tasks: bytes) -> dict:
+    """Files first, ledger last: a rerun of the day replaces the same batch instead of adding a second one."""
+    store = storage.warehouse_store
+    prefix = f"outbox/{area}/{day}"
+    store.write_bytes(f"{prefix}/{batch_id}.label_studio.json", tasks)
+    store.write_bytes(f"{prefix}/{batch_id}.csv", chosen.to_csv(index=False).encode())
+    ledger_key = f"outbox/{area}/ledger.csv"
+    ledger = _ledger(storage, ledger_key)
+    ledger = pd.concat([ledger[ledger["batch_id"] != batch_id],
+                        pd.DataFrame({"item_id": chosen["item_id"], "batch_id": batch_id, "sent_on": day})], ignore_index=True)
+    store.write_bytes(ledger_key, ledger.to_csv(index=False).encode())
+    return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json")}
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    code_version="1",
+    ins={"label_exports": AssetIn(partition_mapping=LOOKBACK)},
+    description="Items to send back to labelers, under a budget, each with its reason: production items from "
+    "drifted slices (stratified across them, least confident first) and with classes training never saw, "
+    "review-queue items, and items whose class a guideline change split or redefined. Written to "
+    "outbox/relabel/<day>/ as a Label Studio import (model predictions as pre-annotations) and a CSV.",
+)
+def relabel_batch(
+    context: AssetExecutionContext,
+    config: RelabelConfig,
+    storage: StorageResource,
+    production_drift: pd.DataFrame,
+    production_predictions: pd.DataFrame,
+    coverage_report: pd.DataFrame,
+    review_queue: pd.DataFrame,
+    quarantined_annotations: pd.DataFrame,
+    item_catalog: pd.DataFrame,
+    label_exports: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    day = context.partition_key
+    batch_id = f"relabel-{day}"
+    ledger = _ledger(storage, "outbox/relabel/ledger.csv")
+    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=None)
+    candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
+                                             quarantined_annotations, drift_ratio=config.drift_ratio)
+    chosen = labeling.select(candidates, config.budget, open_items).assign(batch_id=batch_id)
+    chosen = chosen[["item_id", "reason", "kind", "priority", "batch_id", "rank"]]
+    tasks = labeling.label_studio_tasks(chosen, item_catalog, production_predictions, batch_id=batch_id)
+    links = _send(storage, "relabel", day, batch_id, chosen, tasks)
+    return Output(chosen, metadata={
+        **table_metadata(chosen), **links,
+        "candidates": len(candidates), "skipped_open": len(open_items),
+        "by_kind": MetadataValue.json(chosen["kind"].value_counts().to_dict()),
+        "top": MetadataValue.md(markdown_table(chosen[["item_id", "reason", "priority"]], max_rows=15)),
+    })
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    code_version="1",
+    ins={"label_exports": AssetIn(partition_mapping=LOOKBACK)},
+    description="New raw items of the day's item catalog that nobody has labeled, exported as labeling tasks "
+    "under a budget, most valuable first: items in slices production reaches more than training covers, then "
+    "the model's least confident. An item is not exported again until its labels come back or the export "
+    "expires. Written to outbox/tasks/<day>/ as a Label Studio import and a CSV manifest.",
+)
+def labeling_tasks(
+    context: AssetExecutionContext,
+    config: TasksConfig,
+    storage: StorageResource,
+    item_catalog: pd.DataFrame,
+    label_exports: pd.DataFrame,
+    coverage_report: pd.DataFrame,
+    production_predictions: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    day = context.partition_key
+    batch_id = f"tasks-{day}"
+    ledger = _ledger(storage, "outbox/tasks/ledger.csv")
+    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
+    labeled = set(label_exports["item_id"]) if len(label_exports) else set()
+    candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, list(config.dimensions))
+    chosen = candidates[~candidates["item_id"].isin(open_items)].head(config.budget).reset_index(drop=True)
+    chosen = chosen.assign(batch_id=batch_id, rank=range(1, len(chosen) + 1))
+    manifest = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *[d for d in config.dimensions if d in chosen]]]
+    tasks = labeling.label_studio_tasks(manifest, item_catalog, production_predictions, batch_id=batch_id)
+    links = _send(storage, "tasks", day, batch_id, manifest, tasks)
+    return Output(manifest, metadata={**table_metadata(manifest), **links, "raw_items": len(candidates), "skipped_open": len(open_items)})

@@ -1,0 +1,64 @@
+"""Monitor: drift of a production day against the reference the current snapshot was trained on."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
+
+from assets.coverage import LOOKBACK
+from assets.metadata import table_metadata
+from labelops import drift, snapshots
+from labelops.reporting import markdown_table
+from pipelines.partitions import daily_partitions
+from resources.storage import StorageResource
+
+FIRST_DAYS = 7
+
+
+class DriftRunConfig(Config):
+    p_value: float = 0.05
+    distance: float = 0.1
+    dataset_share: float = 0.5
+    methods: dict[str, str] = {}  # column -> ks | chisquare | z | wasserstein | jensenshannon
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name="monitor",
+    kinds={"python", "pandas", "parquet", "scipy"},
+    code_version="1",
+    ins={"production_predictions": AssetIn(partition_mapping=LOOKBACK)},
+    deps=["dataset_snapshot"],
+    description="Drift of the day's production inputs and predictions (every production column but ids, time and "
+    "boxes) against the reference: production of the days the current snapshot was built from (before this day), "
+    f"or the first {FIRST_DAYS} production days while no snapshot exists. Evidently's default tests and thresholds "
+    "(KS / chi-square / z-test up to 1,000 reference rows, Wasserstein / Jensen-Shannon above), PSI beside them, "
+    "and a `__dataset__` row that drifts when half of the columns do.",
+)
+def production_drift(
+    context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, production_predictions: pd.DataFrame
+) -> Output[pd.DataFrame]:
+    day = context.partition_key
+    history = production_predictions
+    dates = history["export_date"].astype(str) if len(history) else pd.Series(dtype=str)
+    current = history[dates == day] if len(history) else history
+    store = storage.warehouse_store
+    version = snapshots.latest(store)
+    reference_days = [d for d in snapshots.manifest(store, version)["source_partitions"] if d < day] if version else []
+    if not reference_days:
+        reference_days = sorted(d for d in dates.unique() if d < day)[:FIRST_DAYS]
+    reference = history[dates.isin(reference_days)] if len(history) else history
+    settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
+    columns = drift.monitored_columns(current) if len(current) and len(reference) else []
+    table = drift.dataset_drift(reference, current, columns, settings)
+    drifted = table[table["drifted"] & (table["feature"] != "__dataset__")]["feature"].tolist()
+    dataset = bool(table.loc[table["feature"] == "__dataset__", "drifted"].iloc[0])
+    if dataset:
+        context.log.warning(f"{day}: dataset drift in {drifted}")
+    return Output(table, metadata={
+        **table_metadata(table),
+        "dataset_drift": dataset,
+        "drifted_features": ", ".join(drifted) or "none",
+        "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+        "by_feature": MetadataValue.md(markdown_table(table[["feature", "method", "statistic", "p_value", "drifted", "psi_band"]], max_rows=40)),
+    })

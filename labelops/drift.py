@@ -1,0 +1,188 @@
+"""Drift of production inputs and predictions against a reference, with the rules users know from Evidently.
+
+Per column (Evidently's defaults, reproduced with scipy): with a reference of at most 1,000 rows,
+numeric columns with more than 5 distinct values use the two-sample Kolmogorov-Smirnov test
+(drift when p < 0.05), other columns with more than 2 values chi-square (p < 0.05), binary columns
+a two-proportion z-test (p < 0.05); above 1,000 reference rows, numeric columns use the Wasserstein
+distance over the reference standard deviation (drift at ≥ 0.1) and the others the Jensen-Shannon
+distance (natural log, drift at ≥ 0.1). The dataset drifts when at least half of the columns do.
+PSI (10 reference-quantile bins, shares clipped at 1e-4) is reported beside every column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial import distance
+
+SMALL_REFERENCE = 1000
+EPS = 1e-4
+PSI_BANDS = (0.1, 0.25)
+COLUMNS = ["feature", "kind", "method", "statistic", "p_value", "threshold", "drifted", "psi", "psi_band", "unseen_rate",
+           "reference_rows", "current_rows"]
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds and per-column overrides (column -> method)."""
+
+    p_value: float = 0.05
+    distance: float = 0.1
+    dataset_share: float = 0.5
+    methods: dict[str, str] = field(default_factory=dict)
+
+
+def column_kind(reference: pd.Series, current: pd.Series) -> str:
+    return "numeric" if pd.api.types.is_numeric_dtype(reference) and pd.api.types.is_numeric_dtype(current) else "categorical"
+
+
+def choose_method(reference: pd.Series, kind: str) -> str:
+    values = reference.dropna()
+    if kind == "numeric" and len(values) > 100_000 and values.iloc[:100_000].nunique() > 5:
+        unique = 6  # more than five distinct values already in the first 100,000: no need to hash them all
+    else:
+        unique = values.nunique()
+    if len(values) <= SMALL_REFERENCE:
+        if kind == "numeric" and unique > 5:
+            return "ks"
+        return "chisquare" if unique > 2 else "z"
+    return "wasserstein" if kind == "numeric" and unique > 5 else "jensenshannon"
+
+
+def _counts(values: pd.Series) -> pd.Series:
+    """Category counts keyed by text; counted before converting, so 1M rows cost one pass."""
+    counts = values.value_counts(dropna=True)
+    counts.index = counts.index.astype(str)
+    return counts.groupby(level=0).sum()
+
+
+def _shares(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ref_counts, cur_counts = _counts(reference), _counts(current)
+    keys = sorted(set(ref_counts.index) | set(cur_counts.index))
+    ref = ref_counts.reindex(keys, fill_value=0).to_numpy(float)
+    cur = cur_counts.reindex(keys, fill_value=0).to_numpy(float)
+    return ref, cur, ref / max(ref.sum(), 1), cur / max(cur.sum(), 1)
+
+
+def ks(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    result = stats.ks_2samp(reference.dropna().to_numpy(float), current.dropna().to_numpy(float))
+    return float(result.statistic), float(result.pvalue)
+
+
+def chisquare(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    """Evidently's chi-square: current counts against reference counts scaled to the current size."""
+    ref, cur, _, _ = _shares(reference, current)
+    expected = ref * (cur.sum() / ref.sum())
+    if (expected == 0).any():  # a category the reference never had: certain drift
+        return float("inf"), 0.0
+    result = stats.chisquare(cur, expected)
+    return float(result.statistic), float(result.pvalue)
+
+
+def z_test(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    """Two-proportion z-test on the share of the reference's first value."""
+    ref, cur, _, _ = _shares(reference, current)
+    if len(ref) == 1:
+        return 0.0, 1.0
+    n1, n2 = ref.sum(), cur.sum()
+    p1, p2 = ref[0] / n1, cur[0] / n2
+    pooled = (ref[0] + cur[0]) / (n1 + n2)
+    scale = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if scale == 0:
+        return 0.0, 1.0
+    z = (p1 - p2) / scale
+    return float(z), float(2 * stats.norm.sf(abs(z)))
+
+
+def wasserstein(reference: pd.Series, current: pd.Series) -> float:
+    """Wasserstein-1 distance over the reference standard deviation (scipy's value, computed from sorted samples).
+
+    W1 = ∫ |F⁻¹_ref(t) − F⁻¹_cur(t)| dt, summed over the merged quantile breakpoints.
+    """
+    ref = np.sort(reference.dropna().to_numpy(float))
+    cur = np.sort(current.dropna().to_numpy(float))
+    n, m = len(ref), len(cur)
+    if n == m:
+        value = float(np.abs(ref - cur).mean())
+    else:
+        breaks = np.sort(np.concatenate([np.arange(1, n + 1) / n, np.arange(1, m + 1) / m]))
+        widths = np.diff(breaks, prepend=0.0)
+        i = np.minimum(np.ceil(breaks * n - 1e-9).astype(np.int64) - 1, n - 1)
+        j = np.minimum(np.ceil(breaks * m - 1e-9).astype(np.int64) - 1, m - 1)
+        value = float((widths * np.abs(ref[np.maximum(i, 0)] - cur[np.maximum(j, 0)])).sum())
+    spread = ref.std()
+    return value / spread if spread > 0 else float(value > 0)
+
+
+def jensen_shannon(reference: pd.Series, current: pd.Series) -> float:
+    _, _, ref, cur = _shares(reference, current)
+    return float(distance.jensenshannon(np.maximum(ref, EPS), np.maximum(cur, EPS)))
+
+
+def psi(reference: pd.Series, current: pd.Series, kind: str) -> float:
+    """Population stability index over 10 reference-quantile bins (categories for categorical columns)."""
+    if kind == "numeric":
+        ref, cur = reference.dropna().to_numpy(float), current.dropna().to_numpy(float)
+        edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11)))
+        edges[0], edges[-1] = -np.inf, np.inf
+        ref_share = np.histogram(ref, edges)[0] / max(len(ref), 1)
+        cur_share = np.histogram(cur, edges)[0] / max(len(cur), 1)
+    else:
+        _, _, ref_share, cur_share = _shares(reference, current)
+    ref_share, cur_share = np.maximum(ref_share, EPS), np.maximum(cur_share, EPS)
+    return float(((cur_share - ref_share) * np.log(cur_share / ref_share)).sum())
+
+
+def column_drift(reference: pd.Series, current: pd.Series, config: DriftConfig, method: str | None = None) -> dict:
+    kind = column_kind(reference, current)
+    method = method or config.methods.get(str(reference.name)) or choose_method(reference, kind)
+    p_value = np.nan
+    if method == "ks":
+        statistic, p_value = ks(reference, current)
+    elif method == "chisquare":
+        statistic, p_value = chisquare(reference, current)
+    elif method == "z":
+        statistic, p_value = z_test(reference, current)
+    elif method == "wasserstein":
+        statistic = wasserstein(reference, current)
+    elif method == "jensenshannon":
+        statistic = jensen_shannon(reference, current)
+    else:
+        raise ValueError(f"unknown drift method {method!r} for column {reference.name!r}")
+    by_p = method in ("ks", "chisquare", "z")
+    threshold = config.p_value if by_p else config.distance
+    drifted = bool(p_value < threshold) if by_p else bool(statistic >= threshold)
+    value = psi(reference, current, kind)
+    unseen = np.nan
+    if kind == "categorical":
+        ref_counts, cur_counts = _counts(reference), _counts(current)
+        total = cur_counts.sum()
+        unseen = float(cur_counts[~cur_counts.index.isin(ref_counts.index)].sum() / total) if total else 0.0
+    return {
+        "feature": str(reference.name), "kind": kind, "method": method, "statistic": float(statistic),
+        "p_value": float(p_value), "threshold": threshold, "drifted": drifted, "psi": value,
+        "psi_band": "major" if value >= PSI_BANDS[1] else "moderate" if value >= PSI_BANDS[0] else "none",
+        "unseen_rate": unseen, "reference_rows": int(reference.notna().sum()), "current_rows": int(current.notna().sum()),
+    }
+
+
+def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], config: DriftConfig = DriftConfig()) -> pd.DataFrame:
+    """One row per column, then ``__dataset__``: statistic = share of drifted columns."""
+    rows = [column_drift(reference[c].rename(c), current[c].rename(c), config) for c in columns if c in reference and c in current]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    share = float(table["drifted"].mean()) if len(table) else 0.0
+    summary = {"feature": "__dataset__", "kind": "dataset", "method": "share_of_drifted_columns", "statistic": share,
+               "p_value": np.nan, "threshold": config.dataset_share, "drifted": bool(len(table) and share >= config.dataset_share),
+               "psi": np.nan, "psi_band": None, "unseen_rate": np.nan, "reference_rows": len(reference), "current_rows": len(current)}
+    return pd.concat([table, pd.DataFrame([summary], columns=COLUMNS)], ignore_index=True)
+
+
+PRODUCTION_META = {"item_id", "ts", "model_version", "source_file", "export_date", "x", "y", "w", "h"}
+
+
+def monitored_columns(production: pd.DataFrame) -> list[str]:
+    """Model inputs and outputs: every production column except identifiers, time and box geometry."""
+    return [c for c in production.columns if c not in PRODUCTION_META]

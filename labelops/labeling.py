@@ -1,0 +1,156 @@
+"""The labeling loop's outbound side: which items go (back) to labelers, and the files labelers import.
+
+Both selections are plain ranked tables with a `reason` per row; a ledger of what was sent keeps an
+item from being sent again while it is still out (until its labels come back or the export expires).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+LEDGER_COLUMNS = ["item_id", "batch_id", "sent_on"]
+PRIORITY = {"guideline_change": 5.0, "review_queue": 4.0, "unseen_in_training": 3.5, "drifted_slice": 3.0, "coverage_gap": 2.0}
+
+
+def still_open(ledger: pd.DataFrame, labeled_since: pd.DataFrame, today: str, expire_days: int | None) -> set[str]:
+    """Items sent earlier whose labels have not come back (and, with ``expire_days``, not expired)."""
+    if ledger.empty:
+        return set()
+    sent = ledger.assign(sent_on=pd.to_datetime(ledger["sent_on"]).dt.date)
+    if expire_days is not None:
+        sent = sent[sent["sent_on"] > date.fromisoformat(today) - timedelta(days=expire_days)]
+    returned = labeled_since.groupby("item_id")["export_date"].max() if len(labeled_since) else pd.Series(dtype=object)
+    back = sent["item_id"].map(returned)
+    back_dates = pd.to_datetime(back).dt.date
+    still = back.isna() | (back_dates <= sent["sent_on"])
+    return set(sent.loc[still.to_numpy(), "item_id"])
+
+
+def relabel_candidates(
+    production: pd.DataFrame,
+    drift: pd.DataFrame,
+    coverage: pd.DataFrame,
+    review: pd.DataFrame,
+    quarantined: pd.DataFrame,
+    *,
+    drift_ratio: float = 1.5,
+) -> pd.DataFrame:
+    """Every reason an item should go back to labelers, one row per (item, reason), with a priority.
+
+    Production items from drifted slices (slice values whose production share grew by ``drift_ratio``
+    over their training share, in a drifted column) and with unseen predicted classes come least
+    confident first; review-queue and guideline-relabel items come from the day's quality stage.
+    """
+    rows = []
+    traffic = production[~production["item_id"].isin(review["item_id"])] if len(production) else production
+    drifted = set(drift.loc[drift["drifted"] & (drift["feature"] != "__dataset__"), "feature"]) if len(drift) else set()
+    cells = coverage[(coverage["label"] == "*") & coverage["dimension"].isin(drifted) & (coverage["underrepresentation"] >= drift_ratio)] if len(coverage) else coverage
+    for dimension, value in cells[["dimension", "value"]].itertuples(index=False) if len(cells) else []:
+        if dimension not in traffic:
+            continue
+        hits = traffic[traffic[dimension].astype(str) == value]
+        rows.append(pd.DataFrame({"item_id": hits["item_id"], "reason": f"drifted_slice:{dimension}={value}", "kind": "drifted_slice",
+                                  "stratum": f"{dimension}={value}", "uncertainty": 1 - hits["confidence"].fillna(0.5)}))
+    unseen = unseen_classes(coverage)
+    if unseen and len(traffic):
+        hits = traffic[traffic["predicted_label"].isin(unseen)]
+        rows.append(pd.DataFrame({"item_id": hits["item_id"], "reason": "unseen_in_training:" + hits["predicted_label"].astype(str),
+                                  "kind": "unseen_in_training", "stratum": "predicted=" + hits["predicted_label"].astype(str),
+                                  "uncertainty": 1 - hits["confidence"].fillna(0.5)}))
+    if len(review):
+        rows.append(pd.DataFrame({"item_id": review["item_id"], "reason": "review_queue:" + review["reason"].astype(str),
+                                  "kind": "review_queue", "stratum": "review", "uncertainty": review["priority"].astype(float)}))
+    if len(quarantined):
+        relabel = quarantined[quarantined["rule"].astype(str).str.contains("needs_relabel")]
+        rows.append(pd.DataFrame({"item_id": relabel["item_id"], "reason": "guideline_change:" + relabel["needs_relabel"].astype(str),
+                                  "kind": "guideline_change", "stratum": "guideline", "uncertainty": 1.0}))
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        return pd.DataFrame(columns=["item_id", "reason", "kind", "stratum", "uncertainty", "priority"])
+    candidates = pd.concat(rows, ignore_index=True)
+    candidates["priority"] = candidates["kind"].map(PRIORITY) + candidates["uncertainty"].clip(0, 1) * 0.999
+    return candidates
+
+
+def unseen_classes(coverage: pd.DataFrame) -> set[str]:
+    """Classes production predicts that the labeled data has none of, in any slice."""
+    if coverage.empty:
+        return set()
+    cells = coverage[coverage["label"] != "*"]
+    first = cells[cells["dimension"] == cells["dimension"].iloc[0]] if len(cells) else cells
+    totals = first.groupby("label")[["labeled_count", "production_count"]].sum()
+    return set(totals.index[(totals["labeled_count"] == 0) & (totals["production_count"] > 0)])
+
+
+def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataFrame:
+    """Round-robin over (kind, stratum) groups — every reason and every drifted slice gets its share —
+    taking the most important kind first within a turn and the highest priority within a group."""
+    if candidates.empty:
+        return candidates.assign(rank=pd.Series(dtype=np.int64))
+    pool = candidates[~candidates["item_id"].isin(exclude)].copy()
+    pool = pool.sort_values(["priority", "item_id"], ascending=[False, True], kind="stable")
+    pool["turn"] = pool.groupby(["kind", "stratum"]).cumcount()  # round-robin across strata within a kind
+    pool["kind_rank"] = pool["kind"].map(PRIORITY)
+    pool = pool.sort_values(["turn", "kind_rank", "priority", "item_id"], ascending=[True, False, False, True], kind="stable")
+    reasons = pool.groupby("item_id", sort=False)["reason"].agg(lambda s: "; ".join(dict.fromkeys(s)))
+    first = pool.drop_duplicates("item_id").head(budget).copy()
+    first["reason"] = first["item_id"].map(reasons)
+    first["rank"] = np.arange(1, len(first) + 1)
+    return first.reset_index(drop=True)
+
+
+def label_studio_tasks(batch: pd.DataFrame, items: pd.DataFrame, predictions: pd.DataFrame, *, batch_id: str) -> bytes:
+    """A Label Studio import file: one task per item, the model's predictions as pre-annotations."""
+    catalog = items.drop_duplicates("item_id", keep="last").set_index("item_id") if len(items) else pd.DataFrame()
+    by_item = {k: g for k, g in predictions.groupby("item_id")} if len(predictions) else {}
+    tasks = []
+    for row in batch.itertuples(index=False):  # one task per selected item: the batch is budget-sized
+        uri = catalog["uri"].get(row.item_id) if "uri" in catalog else None
+        data = {"image": uri if isinstance(uri, str) else row.item_id, "item_id": row.item_id, "batch_id": batch_id, "reason": row.reason}
+        task = {"data": data}
+        model = by_item.get(row.item_id)
+        if model is not None:
+            width = catalog["width"].get(row.item_id) if "width" in catalog else None
+            height = catalog["height"].get(row.item_id) if "height" in catalog else None
+            results = []
+            for n, p in enumerate(model.itertuples(index=False)):
+                has_box = all(hasattr(p, c) and pd.notna(getattr(p, c)) for c in ("x", "y", "w", "h")) and width and height
+                if has_box:
+                    results.append({"id": f"p{n}", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+                                    "original_width": float(width), "original_height": float(height),
+                                    "value": {"x": 100 * p.x / width, "y": 100 * p.y / height, "width": 100 * p.w / width,
+                                              "height": 100 * p.h / height, "rotation": 0, "rectanglelabels": [p.predicted_label]},
+                                    "score": float(p.confidence)})
+                else:
+                    results.append({"id": f"p{n}", "type": "choices", "from_name": "prediction", "to_name": "image",
+                                    "value": {"choices": [p.predicted_label]}, "score": float(p.confidence)})
+            version = str(model["model_version"].iloc[0]) if "model_version" in model else "unknown"
+            task["predictions"] = [{"model_version": version, "score": float(model["confidence"].mean()), "result": results}]
+        tasks.append(task)
+    return json.dumps(tasks, indent=1, sort_keys=True, default=str).encode()
+
+
+def task_candidates(items: pd.DataFrame, labeled_ids: set[str], coverage: pd.DataFrame, predictions: pd.DataFrame, dimensions: list[str]) -> pd.DataFrame:
+    """Raw items without annotations, valued by how under-covered their slices are, then model uncertainty."""
+    raw = items[~items["item_id"].isin(labeled_ids)].drop_duplicates("item_id", keep="last").copy()
+    if raw.empty:
+        return raw.assign(reason=pd.Series(dtype=object), priority=pd.Series(dtype=float))
+    cells = coverage[coverage["label"] == "*"].set_index(["dimension", "value"])["underrepresentation"] if len(coverage) else pd.Series(dtype=float)
+    value = np.zeros(len(raw))
+    reasons = [[] for _ in range(len(raw))]
+    for dimension in dimensions:
+        if dimension not in raw:
+            continue
+        ratio = pd.MultiIndex.from_arrays([np.full(len(raw), dimension), raw[dimension].astype(str)]).map(cells).to_numpy(dtype=float)
+        ratio = np.where(np.isfinite(ratio), ratio, 0.0)
+        value += np.clip(ratio - 1, 0, None)
+        for i in np.flatnonzero(ratio > 1):
+            reasons[i].append(f"under-covered {dimension}={raw[dimension].iat[i]} (x{ratio[i]:.2f})")
+    confidence = raw["item_id"].map(predictions.groupby("item_id")["confidence"].min()) if len(predictions) else pd.Series(np.nan, index=raw.index)
+    raw["priority"] = value + (1 - confidence.fillna(0.5).to_numpy()) * 0.5
+    raw["reason"] = ["; ".join(r) or "new raw item" for r in reasons]
+    return raw.sort_values(["priority", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)

@@ -1,0 +1,117 @@
+"""Schedules and sensors: the nightly refresh, drift -> relabel, guideline changes -> backfill, new files -> ingest."""
+
+import hashlib
+import json
+import os
+from datetime import timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterEventType,
+    EventRecordsFilter,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    schedule,
+    sensor,
+)
+
+from labelops import landing
+from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
+
+NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
+
+
+@schedule(cron_schedule="0 2 * * *", job_name="nightly_job", execution_timezone=NIGHTLY_TIMEZONE,
+          description="02:00 every night: the whole pipeline for the day that just ended.")
+def nightly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+    return RunRequest(run_key=f"nightly-{day}", partition_key=day, tags={"labelops/trigger": "nightly"})
+
+
+@sensor(target=AssetSelection.assets("relabel_batch"), minimum_interval_seconds=300,
+        description="When a day's production_drift shows dataset drift, request that day's relabel_batch, once.")
+def drift_sensor(context: SensorEvaluationContext):
+    after = int(context.cursor or 0)
+    records = context.instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("production_drift"), after_cursor=after),
+        ascending=True, limit=500,
+    )
+    if not records:
+        return SkipReason("no new production_drift materializations")
+    requests = []
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        drifted = materialization.metadata.get("dataset_drift")
+        if drifted is not None and drifted.value and materialization.partition:
+            day = materialization.partition
+            requests.append(RunRequest(run_key=f"relabel_batch-{day}", partition_key=day, asset_selection=[AssetKey("relabel_batch")],
+                                       tags={"labelops/trigger": "drift"}))
+    cursor = str(records[-1].storage_id)
+    if not requests:
+        return SensorResult(skip_reason=SkipReason(f"no drift in {len(records)} new production_drift materialization(s)"), cursor=cursor)
+    return SensorResult(run_requests=requests, cursor=cursor)
+
+
+@sensor(target=AssetSelection.groups("validate", "quality", "coverage"), minimum_interval_seconds=300,
+        description="When a new guideline version appears, re-run exactly the partitions on or after its effective "
+        "date that hold labels its changes touch.")
+def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesResource, storage: StorageResource):
+    known = set(json.loads(context.cursor)) if context.cursor else None
+    current = guidelines.load()
+    versions = set(current.by_version)
+    if known is None:  # first evaluation: remember what exists, backfill nothing
+        return SensorResult(skip_reason=SkipReason(f"tracking guideline versions {sorted(versions)}"), cursor=json.dumps(sorted(versions)))
+    new = sorted(versions - known)
+    if not new:
+        return SkipReason("no new guideline version")
+    labels_by_day = labels_by_partition(storage)
+    requests = []
+    for version in new:
+        for day in current.affected_partitions(version, labels_by_day):
+            requests.append(RunRequest(run_key=f"guideline-{version}-{day}", partition_key=day, tags={"labelops/trigger": f"guideline {version}"}))
+    return SensorResult(run_requests=requests, cursor=json.dumps(sorted(versions)))
+
+
+@sensor(target=AssetSelection.groups("ingest"), minimum_interval_seconds=120,
+        description="When a day's exports land (or change), ingest that day without waiting for the night.")
+def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
+    seen = json.loads(context.cursor) if context.cursor else {}
+    store = storage.landing_store
+    by_day: dict[str, list[str]] = {}
+    for key in store.list("exports"):
+        parts = key.split("/")
+        if len(parts) >= 3 and landing.DAY.match(parts[1]):
+            by_day.setdefault(parts[1], []).append(f"{key}:{store.size(key)}")
+    requests = []
+    for day, files in sorted(by_day.items()):
+        fingerprint = _fingerprint(files)
+        if seen.get(day) != fingerprint:
+            requests.append(RunRequest(run_key=f"ingest-{day}-{fingerprint}", partition_key=day, tags={"labelops/trigger": "landing"}))
+            seen[day] = fingerprint
+    if not requests:
+        return SkipReason("no new or changed exports")
+    return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def _fingerprint(files: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:16]
+
+
+def labels_by_partition(storage: StorageResource) -> dict[str, set[str]]:
+    """The labels each ingested day holds, read from the warehouse's label_exports tables."""
+    store = storage.warehouse_store
+    days = {}
+    for key in store.list("tables/label_exports"):
+        day = key.rsplit("/", 1)[-1].removesuffix(".parquet")
+        if landing.DAY.match(day):
+            table = pq.read_table(pa.BufferReader(store.read_bytes(key)), columns=["label"])
+            days[day] = set(table.column("label").drop_null().unique().to_pylist())
+    return days

@@ -1,0 +1,124 @@
+"""The nightly schedule, the drift, guideline and landing sensors, and the labeling outbox, for real."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
+
+from labelops.storage import LocalStore
+from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
+from resources import build_resources
+from resources.settings import Settings
+from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_nightly_schedule_requests_the_previous_day() -> None:
+    context = build_schedule_context(scheduled_execution_time=datetime(2024, 6, 15, 2, 0, tzinfo=timezone.utc))
+    request = nightly_schedule(context)
+    assert request.partition_key == "2024-06-14" and request.run_key == "nightly-2024-06-14"
+
+
+@pytest.fixture(scope="module")
+def demo_runs(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory):
+    """Nightly runs for a quiet day and a drift day, in one instance."""
+    from pipelines.definitions import defs
+
+    warehouse = tmp_path_factory.mktemp("wh")
+    settings = Settings(landing=str(demo_landing.root), warehouse=str(warehouse), s3_endpoint_url=None,
+                        config_dir=str(REPO / "config"), start_date="2024-01-01")
+    resources, instance = build_resources(settings), DagsterInstance.ephemeral()
+    job_assets = [a for a in defs.assets if "relabel_batch" not in {k.to_user_string() for k in a.keys}]
+    for day in ("2024-06-10", "2024-06-11", "2024-06-13"):
+        assert materialize(job_assets, partition_key=day, resources=resources, instance=instance).success
+    return defs, resources, instance, warehouse
+
+
+def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs) -> None:
+    defs, resources, instance, warehouse = demo_runs
+    result = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
+    assert [r.partition_key for r in result.run_requests] == ["2024-06-13"]
+    request = result.run_requests[0]
+    assert request.run_key == "relabel_batch-2024-06-13" and request.asset_selection == [AssetKey("relabel_batch")]
+    again = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor))
+    assert not again.run_requests and "no new production_drift" in again.skip_message
+
+    run = materialize(list(defs.assets), selection=request.asset_selection, partition_key="2024-06-13", resources=resources, instance=instance)
+    assert run.success
+    batch = pd.read_csv(warehouse / "outbox" / "relabel" / "2024-06-13" / "relabel-2024-06-13.csv")
+    drifted = batch[batch["kind"] == "drifted_slice"]
+    assert len(drifted) > 0 and drifted["reason"].str.contains("lighting=night|weather=rain").all()
+    production = pd.read_parquet(warehouse / "tables" / "production_predictions" / "2024-06-13.parquet").set_index("item_id")
+    sliced = production.loc[drifted["item_id"]]
+    assert ((sliced["lighting"] == "night") | (sliced["weather"] == "rain")).all()  # items come from the drifted slices
+    tasks = json.loads((warehouse / "outbox" / "relabel" / "2024-06-13" / "relabel-2024-06-13.label_studio.json").read_text())
+    assert len(tasks) == len(batch) and any("predictions" in t for t in tasks)
+    assert batch["item_id"].is_unique
+
+
+def test_quiet_day_gives_a_skip_reason(demo_runs) -> None:
+    defs, _, instance, _ = demo_runs
+    records = instance.get_event_records(
+        __import__("dagster").EventRecordsFilter(event_type=__import__("dagster").DagsterEventType.ASSET_MATERIALIZATION,
+                                                  asset_key=AssetKey("production_drift")), ascending=True)
+    quiet_cursor = str(records[0].storage_id - 1)  # only the quiet days are new
+    limited = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=quiet_cursor))
+    assert [r.partition_key for r in limited.run_requests] == ["2024-06-13"]
+    after_drift = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=str(records[-1].storage_id)))
+    assert not after_drift.run_requests
+
+
+def test_labeling_tasks_put_under_covered_slices_first(demo_runs) -> None:
+    _, _, _, warehouse = demo_runs
+    tasks = pd.read_csv(warehouse / "outbox" / "tasks" / "2024-06-13" / "tasks-2024-06-13.csv")
+    assert len(tasks) == 30 and tasks["item_id"].str.startswith("img-20240613-01").all()  # the day's unlabeled items
+    top = tasks.head(5)
+    assert ((top["lighting"] == "night") | (top["weather"] == "rain")).all()
+    assert tasks["priority"].is_monotonic_decreasing
+
+
+def test_guideline_sensor_backfills_exactly_the_affected_days(tmp_path: Path, demo_runs) -> None:
+    defs, _, _, warehouse = demo_runs
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    guidelines = GuidelinesResource(config_dir=str(config))
+    storage = StorageResource(landing=str(tmp_path / "landing"), warehouse=str(warehouse))
+    first = guideline_sensor.evaluate_tick(build_sensor_context(resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
+    assert not first.run_requests and json.loads(first.cursor) == ["v1", "v2"]
+    v2 = (config / "guidelines" / "v2.yaml").read_text()
+    classes = v2[v2.index("classes:"):].replace("name: bus\n", "name: coach\n")
+    (config / "guidelines" / "v3.yaml").write_text(
+        "version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n  - {op: rename, from: bus, to: coach}\n" + classes)
+    result = guideline_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
+    # days 10, 11 and 13 are ingested and all hold buses; v3 takes effect on the 13th
+    assert [r.partition_key for r in result.run_requests] == ["2024-06-13"]
+    assert result.run_requests[0].run_key == "guideline-v3-2024-06-13"
+    added = v2[v2.index("classes:"):].rstrip("\n") + "\n  - name: coach\n    geometry: [bbox]\n"
+    (config / "guidelines" / "v3.yaml").write_text(
+        "version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n  - {op: add, class: coach}\n" + added)
+    nothing = guideline_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
+    assert not nothing.run_requests  # adding a class touches no existing label: no backfill
+
+
+def test_landing_sensor_ingests_new_and_changed_days(tmp_path: Path) -> None:
+    from pipelines.definitions import defs
+
+    landing = LocalStore(tmp_path / "landing")
+    landing.write_bytes("exports/2024-06-01/a.csv", b"item_id,annotator_id,label\nx,u,car\n")
+    storage = StorageResource(landing=str(landing.root), warehouse=str(tmp_path / "wh"))
+    first = landing_sensor.evaluate_tick(build_sensor_context(resources={"storage": storage}, definitions=defs))
+    assert [r.partition_key for r in first.run_requests] == ["2024-06-01"]
+    same = landing_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"storage": storage}, definitions=defs))
+    assert not same.run_requests
+    landing.write_bytes("exports/2024-06-02/b.csv", b"item_id,annotator_id,label\ny,u,car\n")
+    landing.write_bytes("exports/2024-06-01/c.csv", b"item_id,annotator_id,label\nz,u,bus\n")
+    later = landing_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"storage": storage}, definitions=defs))
+    assert [r.partition_key for r in later.run_requests] == ["2024-06-01", "2024-06-02"]
