@@ -13,6 +13,7 @@ from labelops import labeling
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
 
 GROUP = "labeling"
 KINDS = {"python", "pandas", "labelstudio"}
@@ -55,8 +56,8 @@ def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: 
     code_version="1",
     ins={"label_exports": AssetIn(partition_mapping=LOOKBACK)},
     description="Items to send back to labelers, under a budget, each with its reason: production items from "
-    "drifted slices (stratified across them, least confident first) and with classes training never saw, "
-    "review-queue items, and items whose class a guideline change split or redefined. Written to "
+    "drifted slices (stratified across them, least confident first), with classes training never saw, or "
+    "predicted as a critical class in a slice below its coverage minimum, review-queue items, and items whose class a guideline change split or redefined. Written to "
     "outbox/relabel/<day>/ as a Label Studio import (model predictions as pre-annotations) and a CSV.",
 )
 def relabel_batch(
@@ -98,7 +99,8 @@ def relabel_batch(
     description="New raw items of the day's item catalog that nobody has labeled, exported as labeling tasks "
     "under a budget, most valuable first: items in slices production reaches more than training covers, then "
     "the model's least confident. An item is not exported again until its labels come back or the export "
-    "expires. Written to outbox/tasks/<day>/ as a Label Studio import and a CSV manifest.",
+    "expires (items the model sees a critical class in rank higher). Written to outbox/tasks/<day>/ as a "
+    "Label Studio import and a CSV manifest.",
 )
 def labeling_tasks(
     context: AssetExecutionContext,
@@ -106,15 +108,17 @@ def labeling_tasks(
     storage: StorageResource,
     item_catalog: pd.DataFrame,
     label_exports: pd.DataFrame,
+    guidelines: GuidelinesResource,
     coverage_report: pd.DataFrame,
     production_predictions: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     day = context.partition_key
     batch_id = f"tasks-{day}"
+    critical = set(guidelines.coverage_spec(guidelines.load().in_force(day)).critical)
     ledger = _ledger(storage, "outbox/tasks/ledger.csv")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
     labeled = set(label_exports["item_id"]) if len(label_exports) else set()
-    candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, list(config.dimensions))
+    candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, list(config.dimensions), critical)
     chosen = candidates[~candidates["item_id"].isin(open_items)].head(config.budget).reset_index(drop=True)
     chosen = chosen.assign(batch_id=batch_id, rank=range(1, len(chosen) + 1))
     manifest = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *[d for d in config.dimensions if d in chosen]]]

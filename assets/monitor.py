@@ -59,6 +59,8 @@ def production_drift(
         "drifted_features": ", ".join(drifted) or "none",
         "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
         "reference_rows": len(reference),
+        "mean_confidence": float(current["confidence"].mean()) if len(current) else 0.0,
+        "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
         "current_rows": len(current),
         "by_feature": MetadataValue.md(markdown_table(table[["feature", "method", "statistic", "p_value", "drifted", "psi_band"]], max_rows=40)),
     })

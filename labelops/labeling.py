@@ -42,8 +42,9 @@ def relabel_candidates(
     """Every reason an item should go back to labelers, one row per (item, reason), with a priority.
 
     Production items from drifted slices (slice values whose production share grew by ``drift_ratio``
-    over their training share, in a drifted column) and with unseen predicted classes come least
-    confident first; review-queue and guideline-relabel items come from the day's quality stage.
+    over their training share, in a drifted column), with unseen predicted classes, or predicted as a
+    critical class in a slice below its coverage minimum come least confident first; review-queue and
+    guideline-relabel items come from the day's quality stage.
     """
     rows = []
     traffic = production[~production["item_id"].isin(review["item_id"])] if len(production) else production
@@ -61,6 +62,13 @@ def relabel_candidates(
         rows.append(pd.DataFrame({"item_id": hits["item_id"], "reason": "unseen_in_training:" + hits["predicted_label"].astype(str),
                                   "kind": "unseen_in_training", "stratum": "predicted=" + hits["predicted_label"].astype(str),
                                   "uncertainty": 1 - hits["confidence"].fillna(0.5)}))
+    gaps = coverage[(coverage["label"] != "*") & coverage["critical"] & (coverage["gap"] > 0)] if len(coverage) else coverage
+    for label, dimension, value in gaps[["label", "dimension", "value"]].itertuples(index=False) if len(gaps) else []:
+        if dimension not in traffic:
+            continue
+        hits = traffic[(traffic["predicted_label"] == label) & (traffic[dimension].astype(str) == value)]
+        rows.append(pd.DataFrame({"item_id": hits["item_id"], "reason": f"coverage_gap:{label} at {dimension}={value}", "kind": "coverage_gap",
+                                  "stratum": f"{label}|{dimension}={value}", "uncertainty": 1 - hits["confidence"].fillna(0.5)}))
     if len(review):
         rows.append(pd.DataFrame({"item_id": review["item_id"], "reason": "review_queue:" + review["reason"].astype(str),
                                   "kind": "review_queue", "stratum": "review", "uncertainty": review["priority"].astype(float)}))
@@ -134,8 +142,11 @@ def label_studio_tasks(batch: pd.DataFrame, items: pd.DataFrame, predictions: pd
     return json.dumps(tasks, indent=1, sort_keys=True, default=str).encode()
 
 
-def task_candidates(items: pd.DataFrame, labeled_ids: set[str], coverage: pd.DataFrame, predictions: pd.DataFrame, dimensions: list[str]) -> pd.DataFrame:
-    """Raw items without annotations, valued by how under-covered their slices are, then model uncertainty."""
+def task_candidates(
+    items: pd.DataFrame, labeled_ids: set[str], coverage: pd.DataFrame, predictions: pd.DataFrame, dimensions: list[str], critical: set[str]
+) -> pd.DataFrame:
+    """Raw items without annotations, valued by how under-covered their slices are and whether the model
+    sees a critical class in them, then by model uncertainty."""
     raw = items[~items["item_id"].isin(labeled_ids)].drop_duplicates("item_id", keep="last").copy()
     if raw.empty:
         return raw.assign(reason=pd.Series(dtype=object), priority=pd.Series(dtype=float))
@@ -151,6 +162,9 @@ def task_candidates(items: pd.DataFrame, labeled_ids: set[str], coverage: pd.Dat
         for i in np.flatnonzero(ratio > 1):
             reasons[i].append(f"under-covered {dimension}={raw[dimension].iat[i]} (x{ratio[i]:.2f})")
     confidence = raw["item_id"].map(predictions.groupby("item_id")["confidence"].min()) if len(predictions) else pd.Series(np.nan, index=raw.index)
-    raw["priority"] = value + (1 - confidence.fillna(0.5).to_numpy()) * 0.5
+    sees_critical = raw["item_id"].isin(predictions.loc[predictions["predicted_label"].isin(critical), "item_id"]).to_numpy() if len(predictions) else np.zeros(len(raw), bool)
+    for i in np.flatnonzero(sees_critical):
+        reasons[i].append("model sees a critical class")
+    raw["priority"] = value + sees_critical + (1 - confidence.fillna(0.5).to_numpy()) * 0.5
     raw["reason"] = ["; ".join(r) or "new raw item" for r in reasons]
     return raw.sort_values(["priority", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)

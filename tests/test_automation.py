@@ -122,3 +122,15 @@ def test_landing_sensor_ingests_new_and_changed_days(tmp_path: Path) -> None:
     landing.write_bytes("exports/2024-06-01/c.csv", b"item_id,annotator_id,label\nz,u,bus\n")
     later = landing_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"storage": storage}, definitions=defs))
     assert [r.partition_key for r in later.run_requests] == ["2024-06-01", "2024-06-02"]
+
+
+def test_items_still_out_are_not_sent_again() -> None:
+    from labelops import labeling
+
+    ledger = pd.DataFrame({"item_id": ["a", "b", "c"], "batch_id": "relabel-2024-06-10", "sent_on": ["2024-06-10", "2024-06-10", "2024-05-01"]})
+    came_back = pd.DataFrame({"item_id": ["b"], "export_date": ["2024-06-12"]})
+    assert labeling.still_open(ledger, came_back, "2024-06-13", expire_days=None) == {"a", "c"}
+    assert labeling.still_open(ledger, came_back, "2024-06-13", expire_days=14) == {"a"}  # c expired
+    candidates = pd.DataFrame({"item_id": ["a", "b", "d"], "reason": "r", "kind": "review_queue", "stratum": "review",
+                               "uncertainty": 0.5, "priority": 4.5})
+    assert list(labeling.select(candidates, 10, {"a", "c"})["item_id"]) == ["b", "d"]
