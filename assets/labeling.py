@@ -4,6 +4,8 @@ Both write a Label Studio import file (with the model's predictions as pre-annot
 manifest into the warehouse's outbox, and append to a ledger so an item is not sent twice while open.
 """
 
+import io
+
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
@@ -32,7 +34,7 @@ class TasksConfig(Config):
 
 def _ledger(storage: StorageResource, key: str) -> pd.DataFrame:
     store = storage.warehouse_store
-    return pd.read_csv(__import__("io").BytesIO(store.read_bytes(key)), dtype=str) if store.exists(key) else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
+    return pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=str) if store.exists(key) else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
 
 
 def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: pd.DataFrame, tasks: bytes) -> dict:

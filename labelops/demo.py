@@ -257,7 +257,7 @@ def _label_studio(work: dict[str, pd.DataFrame], items: pd.DataFrame, stamp: str
 def _cvat(name: str, frame: pd.DataFrame, items: pd.DataFrame, day: str) -> bytes:
     lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>", "  <meta>", "    <task>",
              f"      <id>{int(name[-2:]) + 400}</id>", f"      <name>driving-{day}</name>", f"      <updated>{day} 17:30:00+00:00</updated>",
-             f"      <owner><username>lead</username></owner>", f"      <assignee><username>{email(name)}</username></assignee>",
+             "      <owner><username>lead</username></owner>", f"      <assignee><username>{email(name)}</username></assignee>",
              "    </task>", "  </meta>"]
     for n, (item_id, objects) in enumerate(frame.groupby("item_id", sort=True)):
         width, height = int(items.at[item_id, "width"]), int(items.at[item_id, "height"])

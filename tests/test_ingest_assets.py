@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+from io import BytesIO
 import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.ingest import ingest_assets
@@ -31,10 +31,10 @@ def run_days(config: Settings, days: list[str]) -> dict[str, dict[str, pd.DataFr
     for day in days:
         result = materialize(ingest_assets, partition_key=day, resources=resources, instance=instance)
         assert result.success
-    io = resources["io_manager"]
+    io_manager = resources["io_manager"]
     store = resources["storage"].warehouse_store
     return {
-        day: {name: pd.read_parquet(__import__("io").BytesIO(store.read_bytes(io.key([name], day)))) for name in TABLES}
+        day: {name: pd.read_parquet(BytesIO(store.read_bytes(io_manager.key([name], day)))) for name in TABLES}
         for day in days
     }
 

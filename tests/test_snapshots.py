@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_diff_lists_exactly_the_changed_labels(tmp_path: Path) -> None:
     changed.loc[scene, "label"] = changed.loc[scene, "label"].map({"urban": "highway", "highway": "urban"})
     parent = snapshots.read_table(store, "v0001", "items.parquet").set_index("item_id")["split"]
     version, document, _ = snapshots.publish(store, curate(changed, items, parent=parent), {})
-    diff = __import__("json").loads(store.read_bytes(f"snapshots/{version}/diff.json"))
+    diff = json.loads(store.read_bytes(f"snapshots/{version}/diff.json"))
     assert [c["item_id"] for c in diff["label_changes"]] == targets
     assert all(c["old"] == old[c["item_id"]] and c["new"] != c["old"] for c in diff["label_changes"])
     assert diff["added"] == [] and diff["removed"] == [] and diff["split_moves"] == []
@@ -158,7 +159,7 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
     assert {"content_hash", "guideline_version", "code_version", "rows", "split_sizes", "class_counts", "qa", "excluded"} <= set(manifest)
     first = snapshots.read_table(store, "v0001", "items.parquet").set_index("item_id")["split"]
     second = snapshots.read_table(store, "v0002", "items.parquet")
-    diff = __import__("json").loads(store.read_bytes("snapshots/v0002/diff.json"))
+    diff = json.loads(store.read_bytes("snapshots/v0002/diff.json"))
     assert set(diff["added"]) == set(second["item_id"]) - set(first.index)
     assert all(item.startswith("img-20240605") for item in diff["added"]) and diff["removed"] == []
     assert (second.set_index("item_id")["split"].loc[first.index] == first).all()
