@@ -34,6 +34,43 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
+class BoxOverlap:
+    """IoU between boxes of a frame, by row position (broadcasting like numpy)."""
+
+    exact_limit = EXACT_EXPECTED_LIMIT
+    sample = EXPECTED_SAMPLE
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.coords = frame[["x", "y", "w", "h"]].to_numpy(dtype=float)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return iou(self.coords[a], self.coords[b])
+
+
+class PolygonOverlap:
+    """IoU between polygons of a frame (shapely, vectorized; invalid outlines are repaired first)."""
+
+    exact_limit = 0  # all-pairs polygon intersections are too slow: box alpha samples pairs instead
+    sample = 200_000
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import shapely
+
+        lists = pa.array(frame["points"].tolist(), type=pa.list_(pa.float64()))
+        coords = lists.flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+        ring = np.repeat(np.arange(len(frame)), lists.value_lengths().to_numpy(zero_copy_only=False) // 2)
+        self.shapes = shapely.make_valid(shapely.polygons(shapely.linearrings(coords, indices=ring)))
+        self.areas = shapely.area(self.shapes)
+        self._shapely = shapely
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        inter = self._shapely.area(self._shapely.intersection(self.shapes[a], self.shapes[b]))
+        union = self.areas[a] + self.areas[b] - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, inter / union, 0.0)
+
+
 @dataclass
 class Matching:
     """Box pairs between annotator pairs, and the boxes each pair left unmatched."""
@@ -41,6 +78,7 @@ class Matching:
     matches: pd.DataFrame  # MATCH_COLUMNS; label_a != label_b marks a label conflict
     boxes: pd.DataFrame  # the input boxes, with `index` = row position used in matches
     pair_boxes: pd.DataFrame  # per (item, annotator_a, annotator_b): n_a, n_b
+    overlap: BoxOverlap | PolygonOverlap | None = None
 
     @property
     def same_label(self) -> pd.DataFrame:
@@ -51,26 +89,26 @@ class Matching:
         return self.matches[self.matches["label_a"] != self.matches["label_b"]]
 
 
-def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: float = 0.5) -> Matching:
-    """Match the boxes of every annotator pair on every item.
+def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: float = 0.5, polygons: bool = False) -> Matching:
+    """Match the boxes (or, with ``polygons``, the polygons) of every annotator pair on every item.
 
-    ``boxes`` has item_id, annotator_id, label, x, y, w, h. Same-label pairs need an
-    IoU above ``min_iou``; a cross-label pair needs ``conflict_iou`` to count as a conflict.
+    ``boxes`` has item_id, annotator_id, label, x, y, w, h (and points for polygons). Same-label
+    pairs need an IoU above ``min_iou``; a cross-label pair needs ``conflict_iou`` to count as a conflict.
     """
     boxes = boxes.reset_index(drop=True).assign(index=lambda f: np.arange(len(f)))
+    overlap = PolygonOverlap(boxes) if polygons else BoxOverlap(boxes)
     per = boxes.groupby(["item_id", "annotator_id"], sort=True).size().rename("n").reset_index()
     pairs = per.merge(per, on="item_id", suffixes=("_a", "_b"))
     pairs = pairs[pairs["annotator_id_a"] < pairs["annotator_id_b"]]
     pair_boxes = pairs.rename(columns={"annotator_id_a": "annotator_a", "annotator_id_b": "annotator_b"})
     if pairs.empty:
-        return Matching(pd.DataFrame(columns=MATCH_COLUMNS), boxes, pair_boxes)
+        return Matching(pd.DataFrame(columns=MATCH_COLUMNS), boxes, pair_boxes, overlap)
 
     counts = boxes.groupby(["item_id", "annotator_id", "label"], sort=False)["index"].transform("size")
     single = boxes[counts == 1]
     direct = single.merge(single, on=["item_id", "label"], suffixes=("_a", "_b"))
     direct = direct[direct["annotator_id_a"] < direct["annotator_id_b"]]
-    coords = boxes[["x", "y", "w", "h"]].to_numpy(dtype=float)
-    direct_iou = iou(coords[direct["index_a"].to_numpy()], coords[direct["index_b"].to_numpy()])
+    direct_iou = overlap(direct["index_a"].to_numpy(), direct["index_b"].to_numpy())
     keep = direct_iou > min_iou
     found = [pd.DataFrame({
         "item_id": direct["item_id"].to_numpy()[keep], "annotator_a": direct["annotator_id_a"].to_numpy()[keep],
@@ -85,7 +123,7 @@ def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: floa
     multi = boxes[counts > 1]
     if not multi.empty:
         groups = boxes[boxes.set_index(["item_id", "label"]).index.isin(multi.set_index(["item_id", "label"]).index)]
-        found.append(_assign(groups, coords, ["item_id", "label"], min_iou, matched, skip_single_pairs=True))
+        found.append(_assign(groups, overlap, ["item_id", "label"], min_iou, matched, skip_single_pairs=True))
     # Label-agnostic pass over what each pair left: label conflicts. Only items where boxes of
     # two or more annotators still lack a partner can hold one.
     partners = boxes.groupby("item_id")["annotator_id"].transform("nunique") - 1
@@ -93,15 +131,15 @@ def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: floa
     leftover = boxes[boxes["index"].map(done).fillna(0).to_numpy() < partners.to_numpy()]
     open_items = leftover.groupby("item_id")["annotator_id"].nunique()
     candidates = boxes[boxes["item_id"].isin(open_items[open_items >= 2].index)]
-    found.append(_assign(candidates, coords, ["item_id"], conflict_iou - 1e-12, matched, cross_label_only=True))
+    found.append(_assign(candidates, overlap, ["item_id"], conflict_iou - 1e-12, matched, cross_label_only=True))
     found = [f for f in found if len(f)]
     matches = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=MATCH_COLUMNS)
-    return Matching(matches[MATCH_COLUMNS], boxes, pair_boxes)
+    return Matching(matches[MATCH_COLUMNS], boxes, pair_boxes, overlap)
 
 
 def _assign(
     boxes: pd.DataFrame,
-    coords: np.ndarray,
+    overlap: BoxOverlap | PolygonOverlap,
     keys: list[str],
     min_iou: float,
     matched: set[tuple[int, str]],
@@ -123,7 +161,7 @@ def _assign(
                 gb = gb[[(x, a) not in matched for x in gb["index"]]]
                 if ga.empty or gb.empty:
                     continue
-                scores = iou(coords[ga["index"].to_numpy()][:, None], coords[gb["index"].to_numpy()][None, :])
+                scores = overlap(ga["index"].to_numpy()[:, None], gb["index"].to_numpy()[None, :])
                 if cross_label_only:
                     scores = np.where(ga["label"].to_numpy()[:, None] != gb["label"].to_numpy()[None, :], scores, 0.0)
                 ra, rb = linear_sum_assignment(scores, maximize=True)
@@ -154,26 +192,26 @@ def box_alpha(matching: Matching, *, seed: int = 0) -> float:
 
     Each same-label match is a unit of two values. D_o is the mean within-unit
     distance; D_e the mean distance over all ordered pairs of values, computed exactly
-    up to EXACT_EXPECTED_LIMIT values and from a seeded sample of pairs above.
+    up to EXACT_EXPECTED_LIMIT boxes and from a seeded sample of pairs above (and for
+    polygons, whose pairwise intersections are costly).
     """
     same = matching.same_label
     if len(same) < 2:
         return float("nan")
-    coords = matching.boxes[["x", "y", "w", "h"]].to_numpy(dtype=float)
-    values = coords[np.concatenate([same["index_a"].to_numpy(), same["index_b"].to_numpy()]).astype(int)]
+    values = np.concatenate([same["index_a"].to_numpy(), same["index_b"].to_numpy()]).astype(int)
+    overlap = matching.overlap
     observed = float((1 - same["iou"]).mean())
     n = len(values)
-    if n <= EXACT_EXPECTED_LIMIT:
+    if n <= overlap.exact_limit:
         total = 0.0
         for start in range(0, n, 512):
-            block = 1 - iou(values[start:start + 512, None], values[None, :])
-            total += block.sum()  # the diagonal is 1 - 1 = 0
+            total += (1 - overlap(values[start:start + 512, None], values[None, :])).sum()  # the diagonal is 0
         expected = total / (n * (n - 1))
     else:
         rng = np.random.default_rng(seed)
-        i = rng.integers(0, n, EXPECTED_SAMPLE)
-        j = (i + rng.integers(1, n, EXPECTED_SAMPLE)) % n  # j != i
-        expected = float((1 - iou(values[i], values[j])).mean())
+        i = rng.integers(0, n, overlap.sample)
+        j = (i + rng.integers(1, n, overlap.sample)) % n  # j != i
+        expected = float((1 - overlap(values[i], values[j])).mean())
     return 1 - observed / expected if expected > 0 else float("nan")
 
 

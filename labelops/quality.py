@@ -25,15 +25,22 @@ def _boxes(annotations: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement_table(annotations: pd.DataFrame, items: pd.DataFrame, slice_columns: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
-    """Classification agreement (overall, per label, per slice value) and box agreement (overall, per label)."""
+    """Classification agreement (overall, per label, per slice value), box agreement (overall, per label)
+    and polygon agreement (``kind=polygon``, per label)."""
     slices = items[["item_id", *slice_columns]] if slice_columns else None
     frames = [agreement.classification_agreement(_classification(annotations), slices=slices, n_boot=n_boot, seed=seed)]
     box_frame = _boxes(annotations)
+    polygon_frame = annotations.loc[annotations["kind"] == "polygon", ["item_id", "annotator_id", "label", "x", "y", "w", "h", "points"]]
+    rows = []
     if len(box_frame):
-        matching = boxes.match_boxes(box_frame)
-        rows = [("overall", matching)]
+        rows.append(("overall", boxes.match_boxes(box_frame)))
         for label in sorted(box_frame["label"].unique()):
             rows.append((f"label={label}", boxes.match_boxes(box_frame[box_frame["label"] == label])))
+    if len(polygon_frame):  # polygons are matched on polygon IoU, in scopes of their own
+        rows.append(("kind=polygon", boxes.match_boxes(polygon_frame, polygons=True)))
+        for label in sorted(polygon_frame["label"].unique()):
+            rows.append((f"label={label}", boxes.match_boxes(polygon_frame[polygon_frame["label"] == label], polygons=True)))
+    if rows:
         for scope, scoped in rows:
             in_scope = scoped.boxes
             metrics = boxes.box_metrics(scoped, seed=seed)

@@ -112,3 +112,23 @@ def test_fusion_averages_clusters_and_applies_the_quorum() -> None:
     weighted = boxes.fuse_boxes(boxes.match_boxes(frame), weights=pd.Series({"a": 1.0, "b": 0.0, "c": 0.0}), quorum=2)
     assert weighted.iloc[0]["x"] == pytest.approx(10.0, abs=1e-4)
     assert len(boxes.fuse_boxes(boxes.match_boxes(frame), quorum=1)) == 2
+
+
+def test_polygons_are_matched_on_polygon_iou() -> None:
+    square = [0, 0, 10, 0, 10, 10, 0, 10]
+    shifted = [5, 0, 15, 0, 15, 10, 5, 10]  # half overlapping: IoU 50 / 150
+    far = [100, 100, 110, 100, 110, 110, 100, 110]
+    frame = pd.DataFrame({
+        "item_id": ["1", "1", "1", "2", "2"], "annotator_id": ["a", "b", "c", "a", "b"], "label": "crosswalk",
+        "points": [square, shifted, square, square, far],
+    })
+    frame[["x", "y", "w", "h"]] = [[min(p[0::2]), min(p[1::2]), max(p[0::2]) - min(p[0::2]), max(p[1::2]) - min(p[1::2])] for p in frame["points"]]
+    matching = boxes.match_boxes(frame, polygons=True)
+    by_pair = {(m.item_id, m.annotator_a, m.annotator_b): m.iou for m in matching.same_label.itertuples()}
+    assert by_pair[("1", "a", "b")] == pytest.approx(1 / 3)
+    assert by_pair[("1", "a", "c")] == pytest.approx(1.0)
+    assert ("2", "a", "b") not in by_pair  # disjoint polygons do not match
+    # a triangle inside the square: IoU is the triangle's share, not the enclosing boxes' (which would be 1)
+    triangle = pd.DataFrame({"item_id": ["3", "3"], "annotator_id": ["a", "b"], "label": "crosswalk",
+                             "points": [square, [0, 0, 10, 0, 0, 10]], "x": 0.0, "y": 0.0, "w": 10.0, "h": 10.0})
+    assert boxes.match_boxes(triangle, polygons=True).same_label["iou"].iloc[0] == pytest.approx(0.5)

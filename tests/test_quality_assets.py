@@ -34,7 +34,9 @@ def test_agreement_contract(outputs) -> None:
     metrics = set(table.loc[table["scope"] == "overall", "metric"])
     assert {"krippendorff_alpha", "fleiss_kappa", "mean_pairwise_cohen_kappa", "percent_agreement",
             "box_alpha", "mean_matched_iou", "box_f1@0.5", "label_conflict_rate"} <= metrics
-    assert {"lighting=night", "weather=rain", "label=urban", "label=car"} <= set(table["scope"])
+    assert {"lighting=night", "weather=rain", "label=urban", "label=car", "kind=polygon", "label=crosswalk"} <= set(table["scope"])
+    polygons = table[table["scope"] == "kind=polygon"].set_index("metric")["value"]
+    assert 0.5 < polygons["mean_matched_iou"] <= 1 and 0 < polygons["box_alpha"] <= 1
     alpha = table.query("scope == 'overall' and metric == 'krippendorff_alpha'").iloc[0]
     assert alpha["ci_low"] < alpha["value"] < alpha["ci_high"]
 
