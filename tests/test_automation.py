@@ -7,6 +7,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter, build_schedule_context, build_sensor_context, materialize
@@ -134,3 +135,25 @@ def test_items_still_out_are_not_sent_again() -> None:
     candidates = pd.DataFrame({"item_id": ["a", "b", "d"], "reason": "r", "kind": "review_queue", "stratum": "review",
                                "uncertainty": 0.5, "priority": 4.5})
     assert list(labeling.select(candidates, 10, {"a", "c"})["item_id"]) == ["b", "d"]
+
+
+def test_relabel_candidates_cover_every_reason() -> None:
+    from labelops import labeling
+
+    production = pd.DataFrame({"item_id": ["p1", "p2", "p3", "p4"], "predicted_label": ["pedestrian", "car", "e_scooter", "car"],
+                               "confidence": [0.4, 0.9, 0.5, 0.2], "lighting": ["night", "night", "day", "day"]})
+    drift = pd.DataFrame({"feature": ["lighting", "__dataset__"], "drifted": [True, True]})
+    coverage = pd.DataFrame({
+        "label": ["*", "pedestrian", "e_scooter", "car"], "dimension": ["lighting"] * 4, "value": ["night", "night", "day", "day"],
+        "labeled_count": [10, 2, 0, 50], "production_count": [2, 1, 1, 1], "underrepresentation": [3.0, 5.0, np.inf, 0.5],
+        "unseen_in_training": [False, False, True, False], "critical": [False, True, False, False], "gap": [0, 38, 20, 0],
+    })
+    review = pd.DataFrame({"item_id": ["img-1"], "reason": ["box label conflict: car vs truck"], "priority": [0.8]})
+    quarantined = pd.DataFrame({"item_id": ["img-2"], "rule": ["needs_relabel"], "needs_relabel": ["v2: split of 'cyclist'"]})
+    candidates = labeling.relabel_candidates(production, drift, coverage, review, quarantined)
+    kinds = candidates.groupby("kind")["item_id"].apply(set).to_dict()
+    assert kinds == {"drifted_slice": {"p1", "p2"}, "unseen_in_training": {"p3"}, "coverage_gap": {"p1"},
+                     "review_queue": {"img-1"}, "guideline_change": {"img-2"}}
+    chosen = labeling.select(candidates, 3, set())
+    assert list(chosen["kind"]) == ["guideline_change", "review_queue", "unseen_in_training"]  # one of each kind per turn
+    assert "coverage_gap" in labeling.select(candidates, 10, set()).set_index("item_id").loc["p1", "reason"]
