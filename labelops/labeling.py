@@ -25,7 +25,7 @@ def still_open(ledger: pd.DataFrame, labeled_since: pd.DataFrame, today: str, ex
         sent = sent[sent["sent_on"] > date.fromisoformat(today) - timedelta(days=expire_days)]
     returned = labeled_since.groupby("item_id")["export_date"].max() if len(labeled_since) else pd.Series(dtype=object)
     back = sent["item_id"].map(returned)
-    back_dates = pd.to_datetime(back).dt.date
+    back_dates = pd.to_datetime(back.astype("string")).dt.date
     still = back.isna() | (back_dates <= sent["sent_on"])
     return set(sent.loc[still.to_numpy(), "item_id"])
 

@@ -10,9 +10,8 @@ import pyarrow.parquet as pq
 
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
     AssetSelection,
-    DagsterEventType,
-    EventRecordsFilter,
     RunRequest,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
@@ -40,15 +39,14 @@ def nightly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
         description="When a day's production_drift shows dataset drift, request that day's relabel_batch, once.")
 def drift_sensor(context: SensorEvaluationContext):
     after = int(context.cursor or 0)
-    records = context.instance.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("production_drift"), after_cursor=after),
-        ascending=True, limit=500,
-    )
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("production_drift"), after_storage_id=after), limit=500, ascending=True
+    ).records
     if not records:
         return SkipReason("no new production_drift materializations")
     requests = []
     for record in records:
-        materialization = record.event_log_entry.asset_materialization
+        materialization = record.asset_materialization
         drifted = materialization.metadata.get("dataset_drift")
         if drifted is not None and drifted.value and materialization.partition:
             day = materialization.partition

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter, build_schedule_context, build_sensor_context, materialize
+from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
 
 from labelops.storage import LocalStore
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
@@ -67,9 +67,7 @@ def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs) -> Non
 
 def test_quiet_day_gives_a_skip_reason(demo_runs) -> None:
     defs, _, instance, _ = demo_runs
-    records = instance.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION,
-                                                  asset_key=AssetKey("production_drift")), ascending=True)
+    records = instance.fetch_materializations(AssetKey("production_drift"), limit=100, ascending=True).records
     quiet_cursor = str(records[0].storage_id - 1)  # only the quiet days are new
     limited = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=quiet_cursor))
     assert [r.partition_key for r in limited.run_requests] == ["2024-06-13"]
