@@ -7,7 +7,6 @@ item from being sent again while it is still out (until its labels come back or 
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -20,13 +19,12 @@ def still_open(ledger: pd.DataFrame, labeled_since: pd.DataFrame, today: str, ex
     """Items sent earlier whose labels have not come back (and, with ``expire_days``, not expired)."""
     if ledger.empty:
         return set()
-    sent = ledger.assign(sent_on=pd.to_datetime(ledger["sent_on"]).dt.date)
+    sent = ledger.assign(sent_on=pd.to_datetime(ledger["sent_on"].astype("string")))
     if expire_days is not None:
-        sent = sent[sent["sent_on"] > date.fromisoformat(today) - timedelta(days=expire_days)]
+        sent = sent[sent["sent_on"] > pd.Timestamp(today) - pd.Timedelta(days=expire_days)]
     returned = labeled_since.groupby("item_id")["export_date"].max() if len(labeled_since) else pd.Series(dtype=object)
-    back = sent["item_id"].map(returned)
-    back_dates = pd.to_datetime(back.astype("string")).dt.date
-    still = back.isna() | (back_dates <= sent["sent_on"])
+    back = pd.to_datetime(sent["item_id"].map(returned).astype("string"))
+    still = back.isna() | (back <= sent["sent_on"])
     return set(sent.loc[still.to_numpy(), "item_id"])
 
 
