@@ -10,8 +10,6 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-KINDS = ("classification", "bbox", "polygon")
-
 ANNOTATION_SCHEMA = pa.schema(
     [
         pa.field("annotation_id", pa.string(), nullable=False),
@@ -77,11 +75,6 @@ PREDICTION_CORE_SCHEMA = pa.schema(
         pa.field("export_date", pa.date32()),
     ]
 )
-
-
-def empty_frame(schema: pa.Schema) -> pd.DataFrame:
-    """An empty table with the right columns and dtypes: a day with no files."""
-    return schema.empty_table().to_pandas()
 
 
 def conform(frame: pd.DataFrame, schema: pa.Schema, *, extra: str = "forbid") -> pd.DataFrame:

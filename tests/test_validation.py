@@ -128,3 +128,10 @@ def test_polygon_facts_match_shapely_on_real_coco(real: Path) -> None:
     expected = [shapely.LinearRing(np.asarray(p).reshape(-1, 2)).is_simple for p in polygons["points"]]
     assert list(simple) == expected
     assert list(n_points) == [len(p) // 2 for p in polygons["points"]]
+
+
+def test_schema_suite_lists_every_rule_column() -> None:
+    """A rule computed in labelops must be declared in the schema suite, or the schema check fails."""
+    suite = next(s for s in load_suites(LocalStore(REPO / "expectations")) if s["name"] == "annotations_schema")
+    columns = next(e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set")["kwargs"]["column_set"]
+    assert columns == [*ANNOTATION_SCHEMA.names, "remapped_from", "needs_relabel", *validation.RULE_COLUMNS]
