@@ -19,6 +19,14 @@ from resources.validation import GuidelinesResource
 
 GROUP = "labeling"
 KINDS = {"python", "pandas", "labelstudio"}
+# Both outbox assets are daily and read the labels of the lookback window, to know what came back.
+OUTBOX_ASSET = {
+    "partitions_def": daily_partitions,
+    "group_name": GROUP,
+    "kinds": KINDS,
+    "code_version": "1",
+    "ins": {"label_exports": AssetIn(partition_mapping=LOOKBACK)},
+}
 
 
 class RelabelConfig(Config):
@@ -52,11 +60,7 @@ def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: 
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
-    ins={"label_exports": AssetIn(partition_mapping=LOOKBACK)},
+    **OUTBOX_ASSET,
     description="Items to send back to labelers, under a budget, each with its reason: production items from "
     "drifted slices (stratified across them, least confident first), with classes training never saw, or "
     "predicted as a critical class in a slice below its coverage minimum, review-queue items, and items whose class a guideline change split or redefined. Written to "
@@ -93,11 +97,7 @@ def relabel_batch(
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
-    ins={"label_exports": AssetIn(partition_mapping=LOOKBACK)},
+    **OUTBOX_ASSET,
     description="New raw items of the day's item catalog that nobody has labeled, exported as labeling tasks "
     "under a budget, most valuable first: items in slices production reaches more than training covers, then "
     "the model's least confident. An item is not exported again until its labels come back or the export "

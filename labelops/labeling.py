@@ -150,19 +150,18 @@ def task_candidates(
         return raw.assign(reason=pd.Series(dtype=object), priority=pd.Series(dtype=float))
     cells = coverage[coverage["label"] == "*"].set_index(["dimension", "value"])["underrepresentation"] if len(coverage) else pd.Series(dtype=float)
     value = np.zeros(len(raw))
-    reasons = [[] for _ in range(len(raw))]
+    reasons = pd.Series("", index=raw.index, dtype=object)
     for dimension in dimensions:
         if dimension not in raw:
             continue
         ratio = pd.MultiIndex.from_arrays([np.full(len(raw), dimension), raw[dimension].astype(str)]).map(cells).to_numpy(dtype=float)
         ratio = np.where(np.isfinite(ratio), ratio, 0.0)
         value += np.clip(ratio - 1, 0, None)
-        for i in np.flatnonzero(ratio > 1):
-            reasons[i].append(f"under-covered {dimension}={raw[dimension].iat[i]} (x{ratio[i]:.2f})")
+        text = f"under-covered {dimension}=" + raw[dimension].astype(str) + " (x" + pd.Series(ratio, index=raw.index).map("{:.2f}".format) + "); "
+        reasons = reasons + text.where(ratio > 1, "")
     confidence = raw["item_id"].map(predictions.groupby("item_id")["confidence"].min()) if len(predictions) else pd.Series(np.nan, index=raw.index)
     sees_critical = raw["item_id"].isin(predictions.loc[predictions["predicted_label"].isin(critical), "item_id"]).to_numpy() if len(predictions) else np.zeros(len(raw), bool)
-    for i in np.flatnonzero(sees_critical):
-        reasons[i].append("model sees a critical class")
+    reasons = reasons + np.where(sees_critical, "model sees a critical class; ", "")
     raw["priority"] = value + sees_critical + (1 - confidence.fillna(0.5).to_numpy()) * 0.5
-    raw["reason"] = ["; ".join(r) or "new raw item" for r in reasons]
+    raw["reason"] = reasons.str.rstrip("; ").replace("", "new raw item")
     return raw.sort_values(["priority", "item_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
