@@ -19,7 +19,8 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import table_metadata
+from assets.metadata import OWNERS, table_metadata
+from assets.partitioned import Frames, concat_days, for_day
 from labelops import coverage
 from labelops.reporting import coverage_heatmap, markdown_table
 from pipelines.partitions import daily_partitions
@@ -44,6 +45,7 @@ def _link(storage: StorageResource, key: str) -> MetadataValue:
 @asset(
     partitions_def=daily_partitions,
     group_name=GROUP,
+    owners=OWNERS[GROUP],
     kinds=KINDS,
     code_version="1",
     ins={
@@ -63,11 +65,13 @@ def coverage_report(
     context: AssetExecutionContext,
     storage: StorageResource,
     guidelines: GuidelinesResource,
-    consensus_labels: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    production_predictions: pd.DataFrame,
+    consensus_labels: Frames,
+    item_catalog: Frames,
+    production_predictions: Frames,
 ):
     day = context.partition_key
+    consensus_labels, item_catalog = concat_days(consensus_labels), concat_days(item_catalog)
+    production_predictions = for_day(production_predictions, day, "production_predictions")
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
@@ -82,7 +86,7 @@ def coverage_report(
     unseen = report[report["unseen_in_training"]]
     heatmap_key = f"reports/coverage/{day}/heatmap.png"
     storage.warehouse_store.write_bytes(heatmap_key, coverage_heatmap(report, list(spec.required) or list(spec.dimensions)))
-    yield Output(report, metadata={
+    yield Output({day: report}, metadata={
         **table_metadata(report),
         "worst_gaps": MetadataValue.md(markdown_table(report[report["label"] != coverage.ALL].head(15), max_rows=15)),
         "unseen_in_training": MetadataValue.md(markdown_table(unseen[["label", "dimension", "value", "production_count"]], max_rows=20)),
@@ -101,6 +105,7 @@ def coverage_report(
 @asset(
     partitions_def=daily_partitions,
     group_name=GROUP,
+    owners=OWNERS[GROUP],
     kinds=KINDS,
     code_version="1",
     check_specs=[AssetCheckSpec("critical_recall", asset="risk_report",
@@ -115,12 +120,15 @@ def risk_report(
     context: AssetExecutionContext,
     storage: StorageResource,
     guidelines: GuidelinesResource,
-    consensus_labels: pd.DataFrame,
-    gold_labels: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    production_predictions: pd.DataFrame,
+    consensus_labels: Frames,
+    gold_labels: Frames,
+    item_catalog: Frames,
+    production_predictions: Frames,
 ):
     day = context.partition_key
+    consensus_labels, gold_labels = for_day(consensus_labels, day, "consensus_labels"), for_day(gold_labels, day, "gold_labels")
+    item_catalog = for_day(item_catalog, day, "item_catalog")
+    production_predictions = for_day(production_predictions, day, "production_predictions")
     spec = guidelines.coverage_spec(guidelines.load().in_force(day))
     reference = coverage.reference_boxes(consensus_labels, gold_labels)
     detections = coverage.detections(production_predictions, reference)
@@ -130,7 +138,7 @@ def risk_report(
     storage.warehouse_store.write_bytes(f"reports/risk/{day}/confusion.csv", confusion.to_csv().encode())
     failing = coverage.failing_critical_recall(report, spec)
     overall = report[report["scope"] == "overall"]
-    yield Output(report, metadata={
+    yield Output({day: report}, metadata={
         **table_metadata(report),
         "overall": MetadataValue.md(markdown_table(overall, max_rows=30)),
         "confusion_matrix": MetadataValue.md(markdown_table(confusion.reset_index(), max_rows=30)),

@@ -7,6 +7,8 @@ works on a fresh warehouse, and writes `snapshots/<version>/` through labelops.s
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
 
+from assets.metadata import OWNERS
+from assets.partitioned import Frames, concat_days
 from labelops import snapshots
 from labelops.export import to_coco, to_yolo
 from labelops.reporting import markdown_table
@@ -26,6 +28,7 @@ class SnapshotConfig(Config):
 
 @asset(
     group_name="curate",
+    owners=OWNERS["curate"],
     kinds={"python", "parquet", "json"},
     code_version=CODE_VERSION,
     ins={name: AssetIn() for name in ("consensus_labels", "item_catalog", "review_queue", "quarantined_annotations", "annotator_agreement")},
@@ -40,12 +43,14 @@ def dataset_snapshot(
     config: SnapshotConfig,
     storage: StorageResource,
     guidelines: GuidelinesResource,
-    consensus_labels: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    review_queue: pd.DataFrame,
-    quarantined_annotations: pd.DataFrame,
-    annotator_agreement: pd.DataFrame,
+    consensus_labels: Frames,
+    item_catalog: Frames,
+    review_queue: Frames,
+    quarantined_annotations: Frames,
+    annotator_agreement: Frames,
 ) -> MaterializeResult:
+    consensus_labels, item_catalog, review_queue = concat_days(consensus_labels), concat_days(item_catalog), concat_days(review_queue)
+    quarantined_annotations, annotator_agreement = concat_days(quarantined_annotations), concat_days(annotator_agreement)
     store = storage.warehouse_store
     parent = snapshots.latest(store)
     parent_splits = snapshots.read_table(store, parent, "items.parquet").set_index("item_id")["split"] if parent else pd.Series(dtype=object)

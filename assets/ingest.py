@@ -21,14 +21,22 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import table_metadata
+from assets.metadata import OWNERS, table_metadata
+from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from labelops import ingest
 from labelops.reporting import counts_table, markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 
 GROUP = "ingest"
-KINDS = {"python", "pandas", "parquet"}
+INGEST_ASSET = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": SINGLE_RUN,
+    "group_name": GROUP,
+    "owners": OWNERS[GROUP],
+    "kinds": {"python", "pandas", "parquet"},
+    "code_version": "1",
+}
 
 
 def _readable_check(asset_name: str) -> AssetCheckSpec:
@@ -44,24 +52,25 @@ def _report(
     context: AssetExecutionContext,
     storage: StorageResource,
     name: str,
-    result: ingest.Ingested,
+    results: dict[str, ingest.Ingested],
     metadata: dict[str, object],
 ):
-    """Write the file ledger, log bad files, and yield the output with its check."""
-    day = context.partition_key
-    ledger_key = f"ledgers/{name}/{day}.csv"
-    storage.warehouse_store.write_bytes(ledger_key, result.ledger.to_csv(index=False).encode())
-    errors = result.errors
+    """Write each day's file ledger, log bad files, and yield the output with its check."""
+    for day, result in results.items():
+        storage.warehouse_store.write_bytes(f"ledgers/{name}/{day}.csv", result.ledger.to_csv(index=False).encode())
+    table = concat_days({day: r.table for day, r in results.items()})
+    ledger = pd.concat([r.ledger for r in results.values()], ignore_index=True)
+    errors = ledger[ledger["status"] == "error"]
     for message in errors["error"]:
         context.log.error(message)
     yield Output(
-        result.table,
+        {day: r.table for day, r in results.items()},
         metadata={
-            **table_metadata(result.table, preview_columns=metadata.pop("preview_columns", None)),
-            "files": len(result.ledger),
+            **table_metadata(table, preview_columns=metadata.pop("preview_columns", None)),
+            "files": len(ledger),
             "files_rejected": len(errors),
-            "file_ledger": MetadataValue.md(markdown_table(result.ledger.drop(columns="error"), max_rows=30)),
-            "ledger_path": MetadataValue.path(f"{storage.warehouse}/{ledger_key}"),
+            "file_ledger": MetadataValue.md(markdown_table(ledger.drop(columns="error"), max_rows=30)),
+            "ledger_path": MetadataValue.path(f"{storage.warehouse}/ledgers/{name}/" + (f"{day}.csv" if len(results) == 1 else "")),
             **metadata,
         },
     )
@@ -70,7 +79,7 @@ def _report(
         passed=errors.empty,
         severity=AssetCheckSeverity.ERROR,
         metadata={
-            "files": len(result.ledger),
+            "files": len(ledger),
             "rejected": len(errors),
             "rejected_files": MetadataValue.md(markdown_table(errors[["source_file", "error"]], max_rows=50)),
         },
@@ -78,37 +87,34 @@ def _report(
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
+    **INGEST_ASSET,
     check_specs=[_readable_check("item_catalog")],
     description="Item metadata delivered on the day (items/YYYY-MM-DD/): item_id, uri, image size, capture "
     "time, and slice attributes (lighting, weather, device, region, …) as extra text columns. One row per item.",
 )
 def item_catalog(context: AssetExecutionContext, storage: StorageResource):
-    result = ingest.read_items(storage.landing_store, context.partition_key)
-    slices = [c for c in result.table.columns if c not in ingest.ITEM_CORE_SCHEMA.names]
-    yield from _report(context, storage, "item_catalog", result, {"slice_columns": ", ".join(slices) or "none"})
+    results = {day: ingest.read_items(storage.landing_store, day) for day in days(context)}
+    slices = sorted({c for r in results.values() for c in r.table.columns if c not in ingest.ITEM_CORE_SCHEMA.names})
+    yield from _report(context, storage, "item_catalog", results, {"slice_columns": ", ".join(slices) or "none"})
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
+    **INGEST_ASSET,
     ins={"item_catalog": AssetIn()},
     check_specs=[_readable_check("label_exports")],
     description="Every annotation export of the day (exports/YYYY-MM-DD/) — Label Studio JSON, COCO, CVAT 1.1 "
     "XML, YOLO folders or zips, CSV/TSV/Parquet long tables — normalized to the canonical annotation table "
     "with stable annotation ids. YOLO boxes take image sizes from the day's item catalog.",
 )
-def label_exports(context: AssetExecutionContext, storage: StorageResource, item_catalog: pd.DataFrame):
-    sizes = dict(zip(item_catalog["item_id"], zip(item_catalog["width"], item_catalog["height"])))
-    result = ingest.read_exports(storage.landing_store, context.partition_key, sizes)
-    table = result.table
+def label_exports(context: AssetExecutionContext, storage: StorageResource, item_catalog: Frames):
+    results = {}
+    for day in days(context):
+        items = for_day(item_catalog, day, "item_catalog")
+        sizes = dict(zip(items["item_id"], zip(items["width"], items["height"])))
+        results[day] = ingest.read_exports(storage.landing_store, day, sizes)
+    table = concat_days({day: r.table for day, r in results.items()})
     skipped: dict[str, int] = {}
-    for entry in result.ledger["skipped"]:
+    for entry in pd.concat([r.ledger["skipped"] for r in results.values()]):
         for reason, count in json.loads(entry).items():
             skipped[reason] = skipped.get(reason, 0) + count
     metadata = {
@@ -120,46 +126,41 @@ def label_exports(context: AssetExecutionContext, storage: StorageResource, item
         "annotators": int(table["annotator_id"].nunique()),
         "skipped_records": MetadataValue.json(skipped),
     }
-    yield from _report(context, storage, "label_exports", result, metadata)
+    yield from _report(context, storage, "label_exports", results, metadata)
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
+    **INGEST_ASSET,
     check_specs=[_readable_check("gold_labels")],
     description="Gold / honeypot reference labels in force on the day: undated files under gold/ hold for "
     "every day, gold/YYYY-MM-DD/ from that day on. Any export format; classification and boxes.",
 )
 def gold_labels(context: AssetExecutionContext, storage: StorageResource):
-    result = ingest.read_gold(storage.landing_store, context.partition_key)
+    results = {day: ingest.read_gold(storage.landing_store, day) for day in days(context)}
+    table = concat_days({day: r.table for day, r in results.items()})
     metadata = {
-        "gold_items": int(result.table["item_id"].nunique()),
-        "by_kind": MetadataValue.json(result.table["kind"].value_counts().to_dict()),
+        "gold_items": int(table["item_id"].nunique()),
+        "by_kind": MetadataValue.json(table["kind"].value_counts().to_dict()),
     }
-    yield from _report(context, storage, "gold_labels", result, metadata)
+    yield from _report(context, storage, "gold_labels", results, metadata)
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
+    **INGEST_ASSET,
     check_specs=[_readable_check("production_predictions")],
     description="Model inference logs of the day (production/YYYY-MM-DD/): item_id, ts, model_version, "
     "predicted_label, confidence, and the model's input features as extra columns (numbers stay numeric).",
 )
 def production_predictions(context: AssetExecutionContext, storage: StorageResource):
-    result = ingest.read_predictions(storage.landing_store, context.partition_key)
-    table = result.table
+    results = {day: ingest.read_predictions(storage.landing_store, day) for day in days(context)}
+    table = concat_days({day: r.table for day, r in results.items()})
     metadata = {
         "preview_columns": [c for c in table.columns if c not in ("source_file", "export_date")],
         "by_predicted_label": MetadataValue.md(counts_table(table["predicted_label"], "predicted_label")),
         "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
         "model_versions": ", ".join(sorted(table["model_version"].dropna().astype(str).unique())) or "none",
     }
-    yield from _report(context, storage, "production_predictions", result, metadata)
+    yield from _report(context, storage, "production_predictions", results, metadata)
 
 
 ingest_assets = [item_catalog, label_exports, gold_labels, production_predictions]

@@ -10,7 +10,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from assets.coverage import LOOKBACK
-from assets.metadata import table_metadata
+from assets.metadata import OWNERS, table_metadata
+from assets.partitioned import Frames, concat_days, for_day
 from labelops import labeling
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -23,6 +24,7 @@ KINDS = {"python", "pandas", "labelstudio"}
 OUTBOX_ASSET = {
     "partitions_def": daily_partitions,
     "group_name": GROUP,
+    "owners": OWNERS[GROUP],
     "kinds": KINDS,
     "code_version": "1",
     "ins": {"label_exports": AssetIn(partition_mapping=LOOKBACK)},
@@ -70,16 +72,22 @@ def relabel_batch(
     context: AssetExecutionContext,
     config: RelabelConfig,
     storage: StorageResource,
-    production_drift: pd.DataFrame,
-    production_predictions: pd.DataFrame,
-    coverage_report: pd.DataFrame,
-    review_queue: pd.DataFrame,
-    quarantined_annotations: pd.DataFrame,
-    item_catalog: pd.DataFrame,
-    label_exports: pd.DataFrame,
-) -> Output[pd.DataFrame]:
+    production_drift: Frames,
+    production_predictions: Frames,
+    coverage_report: Frames,
+    review_queue: Frames,
+    quarantined_annotations: Frames,
+    item_catalog: Frames,
+    label_exports: Frames,
+) -> Output[Frames]:
     day = context.partition_key
     batch_id = f"relabel-{day}"
+    production_drift = for_day(production_drift, day, "production_drift")
+    production_predictions = for_day(production_predictions, day, "production_predictions")
+    coverage_report, review_queue = for_day(coverage_report, day, "coverage_report"), for_day(review_queue, day, "review_queue")
+    quarantined_annotations = for_day(quarantined_annotations, day, "quarantined_annotations")
+    item_catalog = for_day(item_catalog, day, "item_catalog")
+    label_exports = concat_days(label_exports)
     ledger = _ledger(storage, "outbox/relabel/ledger.csv")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=None)
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
@@ -88,7 +96,7 @@ def relabel_batch(
     chosen = chosen[["item_id", "reason", "kind", "priority", "batch_id", "rank"]]
     tasks = labeling.label_studio_tasks(chosen, item_catalog, production_predictions, batch_id=batch_id)
     links = _send(storage, "relabel", day, batch_id, chosen, tasks)
-    return Output(chosen, metadata={
+    return Output({day: chosen}, metadata={
         **table_metadata(chosen), **links,
         "candidates": len(candidates), "skipped_open": len(open_items),
         "by_kind": MetadataValue.json(chosen["kind"].value_counts().to_dict()),
@@ -108,14 +116,17 @@ def labeling_tasks(
     context: AssetExecutionContext,
     config: TasksConfig,
     storage: StorageResource,
-    item_catalog: pd.DataFrame,
-    label_exports: pd.DataFrame,
+    item_catalog: Frames,
+    label_exports: Frames,
     guidelines: GuidelinesResource,
-    coverage_report: pd.DataFrame,
-    production_predictions: pd.DataFrame,
-) -> Output[pd.DataFrame]:
+    coverage_report: Frames,
+    production_predictions: Frames,
+) -> Output[Frames]:
     day = context.partition_key
     batch_id = f"tasks-{day}"
+    item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
+    production_predictions = for_day(production_predictions, day, "production_predictions")
+    label_exports = concat_days(label_exports)
     critical = set(guidelines.coverage_spec(guidelines.load().in_force(day)).critical)
     ledger = _ledger(storage, "outbox/tasks/ledger.csv")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
@@ -126,4 +137,4 @@ def labeling_tasks(
     manifest = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *[d for d in config.dimensions if d in chosen]]]
     tasks = labeling.label_studio_tasks(manifest, item_catalog, production_predictions, batch_id=batch_id)
     links = _send(storage, "tasks", day, batch_id, manifest, tasks)
-    return Output(manifest, metadata={**table_metadata(manifest), **links, "raw_items": len(candidates), "skipped_open": len(open_items)})
+    return Output({day: manifest}, metadata={**table_metadata(manifest), **links, "raw_items": len(candidates), "skipped_open": len(open_items)})

@@ -7,6 +7,17 @@ from dagster import MetadataValue, TableColumn, TableSchema
 
 from labelops.reporting import markdown_table
 
+# Who to ask about an asset, by group: shown on every asset page and searchable in the catalog.
+OWNERS = {
+    "ingest": ["team:data-platform"],
+    "validate": ["team:data-platform"],
+    "quality": ["team:labeling-ops"],
+    "labeling": ["team:labeling-ops"],
+    "coverage": ["team:ml-quality"],
+    "monitor": ["team:ml-quality"],
+    "curate": ["team:ml-quality"],
+}
+
 
 def column_schema(frame: pd.DataFrame) -> TableSchema:
     return TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()])

@@ -4,7 +4,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from assets.coverage import LOOKBACK
-from assets.metadata import table_metadata
+from assets.metadata import OWNERS, table_metadata
+from assets.partitioned import Frames, concat_days
 from labelops import drift, snapshots
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -23,6 +24,7 @@ class DriftRunConfig(Config):
 @asset(
     partitions_def=daily_partitions,
     group_name="monitor",
+    owners=OWNERS["monitor"],
     kinds={"python", "pandas", "parquet", "scipy"},
     code_version="1",
     ins={"production_predictions": AssetIn(partition_mapping=LOOKBACK)},
@@ -34,10 +36,10 @@ class DriftRunConfig(Config):
     "and a `__dataset__` row that drifts when half of the columns do.",
 )
 def production_drift(
-    context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, production_predictions: pd.DataFrame
-) -> Output[pd.DataFrame]:
+    context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, production_predictions: Frames
+) -> Output[Frames]:
     day = context.partition_key
-    history = production_predictions
+    history = concat_days(production_predictions)
     dates = history["export_date"].astype(str) if len(history) else pd.Series(dtype=str)
     current = history[dates == day] if len(history) else history
     store = storage.warehouse_store
@@ -53,7 +55,7 @@ def production_drift(
     dataset = bool(table.loc[table["feature"] == "__dataset__", "drifted"].iloc[0])
     if dataset:
         context.log.warning(f"{day}: dataset drift in {drifted}")
-    return Output(table, metadata={
+    return Output({day: table}, metadata={
         **table_metadata(table),
         "dataset_drift": dataset,
         "drifted_features": ", ".join(drifted) or "none",

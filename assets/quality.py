@@ -7,7 +7,8 @@ on a day whose critical expectations failed. All statistics come from labelops.
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, asset, multi_asset
 
-from assets.metadata import table_metadata
+from assets.metadata import OWNERS, table_metadata
+from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from labelops import quality
 from labelops.annotators import Thresholds
 from labelops.reporting import markdown_table
@@ -16,6 +17,14 @@ from resources.validation import GuidelinesResource
 
 GROUP = "quality"
 KINDS = {"python", "pandas", "parquet"}
+QUALITY_ASSET = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": SINGLE_RUN,
+    "group_name": GROUP,
+    "owners": OWNERS[GROUP],
+    "kinds": KINDS,
+    "code_version": "1",
+}
 SLICE_EXCLUDE = {"item_id", "uri", "width", "height", "captured_at", "source_file", "export_date", "session_id"}
 
 
@@ -39,64 +48,67 @@ class ReviewConfig(Config):
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
+    **QUALITY_ASSET,
     description="Inter-annotator agreement for the day: Krippendorff's alpha, Fleiss' kappa, mean pairwise "
     "Cohen's kappa and percent agreement (overall, per label, per slice value) with bootstrap 95 % intervals "
     "over items; for boxes, Hungarian-matched mean IoU, F1 at IoU 0.5, label-conflict rate and box alpha "
     "(distance 1 - IoU).",
 )
 def annotator_agreement(
-    context: AssetExecutionContext, config: AgreementConfig, validated_annotations: pd.DataFrame, item_catalog: pd.DataFrame
-) -> Output[pd.DataFrame]:
-    slices = [c for c in item_catalog.columns if c not in SLICE_EXCLUDE]
-    table = quality.agreement_table(validated_annotations, item_catalog, slices, n_boot=config.bootstrap_resamples, seed=config.seed)
+    context: AssetExecutionContext, config: AgreementConfig, validated_annotations: Frames, item_catalog: Frames
+) -> Output[Frames]:
+    tables = {}
+    for day in days(context):
+        items = for_day(item_catalog, day, "item_catalog")
+        slices = [c for c in items.columns if c not in SLICE_EXCLUDE]
+        tables[day] = quality.agreement_table(for_day(validated_annotations, day, "validated_annotations"), items, slices,
+                                              n_boot=config.bootstrap_resamples, seed=config.seed)
+        context.log.info(f"{day}: agreement over {len(slices)} slice dimensions, {config.bootstrap_resamples} bootstrap resamples")
+    table = concat_days(tables)
     overall = table[table["scope"] == "overall"][["metric", "value", "ci_low", "ci_high", "n_items"]]
-    values = dict(zip(overall["metric"], overall["value"]))
-    return Output(
-        table,
-        metadata={
-            **table_metadata(table),
-            "overall": MetadataValue.md(markdown_table(overall, max_rows=20)),
-            **{f"overall/{k}": float(v) for k, v in values.items() if pd.notna(v)},
-        },
-    )
+    metadata = {**table_metadata(table), "overall": MetadataValue.md(markdown_table(overall, max_rows=20))}
+    if len(tables) == 1:
+        metadata.update({f"overall/{k}": float(v) for k, v in zip(overall["metric"], overall["value"]) if pd.notna(v)})
+    return Output(tables, metadata=metadata)
 
 
 @multi_asset(
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     outs={
-        "consensus_labels": AssetOut(kinds=KINDS, code_version="1", description="One consensus label per item "
+        "consensus_labels": AssetOut(kinds=KINDS, owners=OWNERS[GROUP], code_version="1", description="One consensus label per item "
             "(Dawid-Skene by default, majority vote on request; confidence = posterior) and one fused box per "
             "object (clusters of matched boxes, weighted by annotator accuracy, `support` annotators, quorum)."),
-        "annotator_scores": AssetOut(kinds=KINDS, code_version="1", description="Per annotator: gold accuracy, "
+        "annotator_scores": AssetOut(kinds=KINDS, owners=OWNERS[GROUP], code_version="1", description="Per annotator: gold accuracy, "
             "gold box precision/recall/IoU, agreement with consensus, Dawid-Skene estimated accuracy, and a "
             "flag with its reason when below the thresholds."),
     },
 )
 def consensus_and_scores(
-    context: AssetExecutionContext, config: ConsensusConfig, validated_annotations: pd.DataFrame, gold_labels: pd.DataFrame
+    context: AssetExecutionContext, config: ConsensusConfig, validated_annotations: Frames, gold_labels: Frames
 ):
     thresholds = Thresholds(min_gold_accuracy=config.min_gold_accuracy, min_estimated_accuracy=config.min_estimated_accuracy,
                             min_gold_box_recall=config.min_gold_box_recall)
-    table, scores = quality.consensus_and_scores(
-        validated_annotations, gold_labels, method=config.method, quorum=config.box_quorum,
-        cluster_iou=config.box_cluster_iou, thresholds=thresholds,
-    )
+    labels, scored = {}, {}
+    for day in days(context):
+        labels[day], scored[day] = quality.consensus_and_scores(
+            for_day(validated_annotations, day, "validated_annotations"), for_day(gold_labels, day, "gold_labels"),
+            method=config.method, quorum=config.box_quorum, cluster_iou=config.box_cluster_iou, thresholds=thresholds,
+        )
+        flagged = scored[day][scored[day]["flagged"]]
+        for annotator, reason in zip(flagged["annotator_id"], flagged["flag_reason"]):
+            context.log.warning(f"{day}: annotator {annotator} flagged: {reason}")
+    table, scores = concat_days(labels), concat_days(scored)
     flagged = scores[scores["flagged"]]
-    for annotator, reason in zip(flagged["annotator_id"], flagged["flag_reason"]):
-        context.log.warning(f"annotator {annotator} flagged: {reason}")
-    yield Output(table, output_name="consensus_labels", metadata={
+    yield Output(labels, output_name="consensus_labels", metadata={
         **table_metadata(table),
         "method": config.method,
         "items": int(table["item_id"].nunique()),
         "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
         "low_confidence_items": int((table["confidence"] < 0.7).sum()),
     })
-    yield Output(scores, output_name="annotator_scores", metadata={
+    yield Output(scored, output_name="annotator_scores", metadata={
         **table_metadata(scores),
         "flagged": len(flagged),
         "flagged_annotators": MetadataValue.md(markdown_table(flagged[["annotator_id", "flag_reason"]], max_rows=50)),
@@ -104,10 +116,7 @@ def consensus_and_scores(
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    code_version="1",
+    **QUALITY_ASSET,
     description="Items a human must decide: low consensus confidence, split annotators, box label conflicts, "
     "critical-class boxes only some annotators drew. Safety-critical classes first, then by severity-weighted uncertainty.",
 )
@@ -115,13 +124,18 @@ def review_queue(
     context: AssetExecutionContext,
     config: ReviewConfig,
     guidelines: GuidelinesResource,
-    validated_annotations: pd.DataFrame,
-    consensus_labels: pd.DataFrame,
-) -> Output[pd.DataFrame]:
-    guideline = guidelines.load().in_force(context.partition_key)
-    queue = quality.review(validated_annotations, consensus_labels, guideline,
-                           min_confidence=config.min_confidence, min_agreement=config.min_agreement)
-    return Output(queue, metadata={
+    validated_annotations: Frames,
+    consensus_labels: Frames,
+) -> Output[Frames]:
+    guideline_set = guidelines.load()
+    queues = {
+        day: quality.review(for_day(validated_annotations, day, "validated_annotations"),
+                            for_day(consensus_labels, day, "consensus_labels"), guideline_set.in_force(day),
+                            min_confidence=config.min_confidence, min_agreement=config.min_agreement)
+        for day in days(context)
+    }
+    queue = concat_days(queues)
+    return Output(queues, metadata={
         **table_metadata(queue),
         "critical_items": int(queue["critical"].sum()) if len(queue) else 0,
     })

@@ -20,7 +20,8 @@ from dagster import (
     multi_asset,
 )
 
-from assets.metadata import table_metadata
+from assets.metadata import OWNERS, table_metadata
+from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from labelops import validation
 from labelops.expectations import SuiteOutcome
 from labelops.reporting import counts_table, markdown_table
@@ -31,15 +32,18 @@ from resources.validation import GreatExpectationsResource, GuidelinesResource
 GROUP = "validate"
 KINDS = {"python", "pandas", "parquet", "great_expectations"}
 PREVIEW = ["annotation_id", "item_id", "annotator_id", "kind", "label", "guideline_version", "source_file"]
+EXPECTATION_KEY = ["suite", "rule", "column"]
 EXPECTATION_COLUMNS = ["suite", "rule", "column", "severity", "success", "unexpected_count", "unexpected_percent", "examples", "error"]
 
 
 @multi_asset(
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     outs={
         "validated_annotations": AssetOut(
             kinds=KINDS,
+            owners=OWNERS[GROUP],
             code_version="1",
             description="The day's annotations that passed every critical expectation, read under the guideline "
             "in force (renamed and merged labels remapped, with `remapped_from`). Warnings travel with the row in "
@@ -47,6 +51,7 @@ EXPECTATION_COLUMNS = ["suite", "rule", "column", "severity", "success", "unexpe
         ),
         "quarantined_annotations": AssetOut(
             kinds=KINDS,
+            owners=OWNERS[GROUP],
             code_version="1",
             description="Annotations that failed a critical row-level rule, unchanged, with `rule` and `reason` "
             "(the expectation that failed, in words). `needs_relabel` rows were made under an older guideline "
@@ -79,42 +84,55 @@ def validate_annotations(
     storage: StorageResource,
     guidelines: GuidelinesResource,
     great_expectations: GreatExpectationsResource,
-    label_exports: pd.DataFrame,
-    item_catalog: pd.DataFrame,
+    label_exports: Frames,
+    item_catalog: Frames,
 ):
-    day = context.partition_key
     guideline_set = guidelines.load()
-    frame = validation.validation_frame(label_exports, item_catalog, guideline_set, day, datetime.now(timezone.utc))
-    outcome = great_expectations.validate(frame, asset_name="annotations")
-    validated, quarantined = validation.split_validated(frame, outcome.failures)
-    docs = _publish_docs(storage, day, outcome)
-    summary = validation.summary(validated, quarantined)
-    context.log.info(f"{day}: {summary['input_rows']} rows -> {summary['validated_rows']} validated, {summary['quarantined_rows']} quarantined")
+    validated, quarantined, expectations, summaries, docs = {}, {}, [], [], {}
+    for day in days(context):
+        exports = for_day(label_exports, day, "label_exports")
+        frame = validation.validation_frame(exports, for_day(item_catalog, day, "item_catalog"), guideline_set, day,
+                                            datetime.now(timezone.utc))
+        outcome = great_expectations.validate(frame, asset_name="annotations")
+        validated[day], quarantined[day] = validation.split_validated(frame, outcome.failures)
+        docs[day] = _publish_docs(storage, day, outcome)
+        summary = validation.summary(validated[day], quarantined[day])
+        context.log.info(f"{day}: {summary['input_rows']} rows -> {summary['validated_rows']} validated, "
+                         f"{summary['quarantined_rows']} quarantined")
+        summaries.append({"day": day, "label_exports_rows": len(exports), **summary})
+        expectations.append(outcome.expectations.assign(day=day))
+    by_day = pd.DataFrame(summaries)
+    results = pd.concat(expectations, ignore_index=True)
+    all_validated, all_quarantined = concat_days(validated), concat_days(quarantined)
+    summary = validation.summary(all_validated, all_quarantined)
+    links = {"data_docs": docs[day]} if len(docs) == 1 else {f"data_docs/{d}": link for d, link in docs.items()}
 
     yield Output(
         validated,
         output_name="validated_annotations",
         metadata={
-            **table_metadata(validated, preview_columns=PREVIEW),
+            **table_metadata(all_validated, preview_columns=PREVIEW),
             **{k: v for k, v in summary.items() if k != "quarantined_by_rule"},
-            "guideline_in_force": guideline_set.in_force(day).version,
-            "by_label": MetadataValue.md(counts_table(validated["label"], "label")),
-            "rows_with_warnings": int(validated["validation_warnings"].notna().sum()),
-            "data_docs": docs,
+            "guideline_in_force": ", ".join(sorted({guideline_set.in_force(d).version for d in validated})),
+            "by_label": MetadataValue.md(counts_table(all_validated["label"], "label")),
+            "rows_with_warnings": int(all_validated["validation_warnings"].notna().sum()),
+            **({"by_day": MetadataValue.md(markdown_table(by_day.drop(columns="quarantined_by_rule"), max_rows=400))} if len(by_day) > 1 else {}),
+            **links,
         },
     )
     yield Output(
         quarantined,
         output_name="quarantined_annotations",
         metadata={
-            **table_metadata(quarantined, preview_columns=["annotation_id", "item_id", "label", "rule", "reason", "source_file"]),
+            **table_metadata(all_quarantined, preview_columns=["annotation_id", "item_id", "label", "rule", "reason", "source_file"]),
             "by_rule": MetadataValue.json(summary["quarantined_by_rule"]),
-            "by_annotator": MetadataValue.md(counts_table(quarantined["annotator_id"], "annotator_id")),
+            "by_annotator": MetadataValue.md(counts_table(all_quarantined["annotator_id"], "annotator_id")),
         },
     )
+    shown = EXPECTATION_COLUMNS if len(by_day) == 1 else ["day", *EXPECTATION_COLUMNS]
     for severity, name, level in (("critical", "critical_expectations", AssetCheckSeverity.ERROR),
                                   ("warning", "warning_expectations", AssetCheckSeverity.WARN)):
-        rows = outcome.expectations[outcome.expectations["severity"] == severity]
+        rows = results[results["severity"] == severity]
         failed = rows[~rows["success"]]
         yield AssetCheckResult(
             asset_key="validated_annotations",
@@ -122,20 +140,24 @@ def validate_annotations(
             passed=failed.empty,
             severity=level,
             metadata={
-                "expectations": len(rows),
-                "failed": len(failed),
+                "expectations": len(rows.drop_duplicates(EXPECTATION_KEY)),
+                "failed": len(failed.drop_duplicates(EXPECTATION_KEY)),
                 "failed_rules": ", ".join(failed["rule"].unique()) or "none",
+                "days_failed": ", ".join(sorted(failed["day"].unique())) or "none",
                 "rows_flagged": int(rows["unexpected_count"].sum()),
-                "results": MetadataValue.md(markdown_table(_sorted(rows)[EXPECTATION_COLUMNS], max_rows=60)),
-                "data_docs": docs,
+                "results": MetadataValue.md(markdown_table(_sorted(rows)[shown], max_rows=60)),
+                **links,
             },
         )
+    lost = by_day[by_day["input_rows"] != by_day["label_exports_rows"]]
     yield AssetCheckResult(
         asset_key="validated_annotations",
         check_name="rows_reconcile",
-        passed=summary["input_rows"] == len(label_exports),
+        passed=lost.empty,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"label_exports_rows": len(label_exports), **{k: v for k, v in summary.items() if k.endswith("_rows")}},
+        metadata={"label_exports_rows": int(by_day["label_exports_rows"].sum()),
+                  **{k: v for k, v in summary.items() if k.endswith("_rows")},
+                  "days_not_reconciled": ", ".join(lost["day"]) or "none"},
     )
 
 

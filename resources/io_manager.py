@@ -4,12 +4,15 @@ Layout: ``tables/<asset>/<YYYY-MM-DD>.parquet`` per partition and
 ``tables/<asset>/all.parquet`` for unpartitioned assets. Writes go through the
 store's atomic write, so a crashed run leaves the previous file or none.
 
-An unpartitioned asset reading a daily one receives the days that exist,
-concatenated in day order; a day never materialized is simply absent, so a fresh
-warehouse does not break ``--select '*' --partition DAY``.
+A daily asset returns ``{day: frame}`` for the days of its run (several in a
+single-run backfill) and gets one file per day. A daily input is loaded the same
+way, ``{day: frame}`` for the days that exist; a day never materialized is simply
+absent, so a fresh warehouse does not break ``--select '*' --partition DAY``
+(see assets/partitioned.py).
 """
 
 import io
+from collections.abc import Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -30,34 +33,32 @@ class ParquetIOManager(ConfigurableIOManager):
     def key(asset_path: list[str], partition: str | None) -> str:
         return "/".join(["tables", *asset_path, f"{partition or UNPARTITIONED}.parquet"])
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame] | None) -> None:
         if obj is None:
             return
-        if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj).__name__}")
-        partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
-        if len(partitions) > 1:
-            raise ValueError(
-                f"{context.asset_key.to_user_string()}: one output for {len(partitions)} partitions; "
-                "this asset is materialized one partition per run"
-            )
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(obj, preserve_index=False), buffer, compression="zstd")
-        self.storage.warehouse_store.write_bytes(self.key(context.asset_key.path, partitions[0]), buffer.getvalue())
+        name = context.asset_key.to_user_string()
+        if context.has_asset_partitions:
+            days = sorted(context.asset_partition_keys)
+            if not isinstance(obj, Mapping) or sorted(obj) != days:
+                got = f"days {sorted(obj)}" if isinstance(obj, Mapping) else type(obj).__name__
+                raise TypeError(f"{name}: expected {{day: DataFrame}} for days {days}, got {got}")
+            frames = dict(obj)
+        else:
+            frames = {None: obj}
+        for partition, frame in frames.items():
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(f"{name} {partition or ''}: expected a pandas DataFrame, got {type(frame).__name__}")
+            buffer = io.BytesIO()
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
+            self.storage.warehouse_store.write_bytes(self.key(context.asset_key.path, partition), buffer.getvalue())
 
-    def load_input(self, context: InputContext) -> pd.DataFrame:
+    def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
         path = context.asset_key.path
-        store = self.storage.warehouse_store
         if not context.has_asset_partitions:
             return self._read(self.key(path, None))
         wanted = context.asset_partition_keys
-        if len(wanted) == 1:
-            return self._read(self.key(path, wanted[0]))
-        existing = set(store.list("/".join(["tables", *path])))
-        frames = [self._read(k) for k in (self.key(path, p) for p in sorted(wanted)) if k in existing]
-        if not frames:
-            return pd.DataFrame()
-        return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+        existing = set(self.storage.warehouse_store.list("/".join(["tables", *path])))
+        return {p: self._read(self.key(path, p)) for p in sorted(wanted) if self.key(path, p) in existing}
 
     def _read(self, key: str) -> pd.DataFrame:
         data = self.storage.warehouse_store.read_bytes(key)
