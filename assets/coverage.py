@@ -19,10 +19,11 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import OWNERS, table_metadata
+from assets.metadata import OWNERS, link, table_metadata
 from assets.partitioned import Frames, concat_days, for_day
 from labelops import coverage
-from labelops.reporting import coverage_heatmap, markdown_table
+from labelops.plots import coverage_heatmap
+from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
@@ -35,11 +36,6 @@ LOOKBACK = TimeWindowPartitionMapping(start_offset=-(LOOKBACK_DAYS - 1), end_off
 
 def _severity(blocking: bool) -> AssetCheckSeverity:
     return AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
-
-
-def _link(storage: StorageResource, key: str) -> MetadataValue:
-    location = f"{storage.warehouse}/{key}"
-    return MetadataValue.url(location) if location.startswith("s3://") else MetadataValue.path(location)
 
 
 @asset(
@@ -90,7 +86,7 @@ def coverage_report(
         **table_metadata(report),
         "worst_gaps": MetadataValue.md(markdown_table(report[report["label"] != coverage.ALL].head(15), max_rows=15)),
         "unseen_in_training": MetadataValue.md(markdown_table(unseen[["label", "dimension", "value", "production_count"]], max_rows=20)),
-        "heatmap": _link(storage, heatmap_key),
+        "heatmap": link(storage, heatmap_key),
         "labeled_objects": len(labeled),
         "production_predictions": len(production),
     })

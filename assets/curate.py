@@ -7,10 +7,11 @@ works on a fresh warehouse, and writes `snapshots/<version>/` through labelops.s
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
 
-from assets.metadata import OWNERS
+from assets.metadata import OWNERS, link
 from assets.partitioned import Frames, concat_days
 from labelops import snapshots
 from labelops.export import to_coco, to_yolo
+from labelops.report import snapshot_report
 from labelops.reporting import markdown_table
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
@@ -56,12 +57,16 @@ def dataset_snapshot(
     parent_splits = snapshots.read_table(store, parent, "items.parquet").set_index("item_id")["split"] if parent else pd.Series(dtype=object)
     curation = snapshots.CurationConfig(config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed)
     empty = pd.DataFrame(columns=["item_id", "rule", "reason"])
+    guideline_set = guidelines.load()
+    delivered = sorted(str(d) for d in item_catalog["export_date"].dropna().unique()) if "export_date" in item_catalog else []
+    guideline = guideline_set.in_force(delivered[-1]) if delivered else None
     curated = snapshots.curate(consensus_labels, item_catalog, review_queue if len(review_queue) else empty,
-                               quarantined_annotations if len(quarantined_annotations) else empty, parent_splits, curation)
+                               quarantined_annotations if len(quarantined_annotations) else empty, parent_splits, curation,
+                               renames=guideline_set.renames_into(guideline.version) if guideline else None)
     days = sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
     overall = annotator_agreement[annotator_agreement["scope"] == "overall"] if len(annotator_agreement) else annotator_agreement
     metadata = {
-        "guideline_version": guidelines.load().in_force(days[-1]).version if days else None,
+        "guideline_version": guideline.version if guideline else None,
         "code_version": CODE_VERSION,
         "source_partitions": days,
         "qa": {
@@ -75,6 +80,10 @@ def dataset_snapshot(
     exports.update({f"yolo/{k}": v for k, v in to_yolo(curated.items, curated.labels).items()})
     version, manifest, created = snapshots.publish(store, curated, metadata, exports=exports)
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
+    report = f"reports/snapshots/{version}.html"
+    if created or not store.exists(report):
+        # equal content hashes mean equal tables, so the curated ones describe the version either way
+        store.write_bytes(report, snapshot_report(manifest, curated.items, curated.labels).encode())
     changes = manifest["diff_summary"]
     return MaterializeResult(metadata={
         "version": version,
@@ -86,5 +95,6 @@ def dataset_snapshot(
         "split_sizes": MetadataValue.json(manifest["split_sizes"]),
         "excluded": MetadataValue.json(manifest["excluded"]),
         "diff": MetadataValue.md(markdown_table(pd.DataFrame([changes]), max_rows=1)),
-        "manifest": MetadataValue.path(f"{storage.warehouse}/{snapshots.ROOT}/{version}/manifest.json"),
+        "manifest": link(storage, f"{snapshots.ROOT}/{version}/manifest.json"),
+        "report": link(storage, report),
     })

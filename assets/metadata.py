@@ -6,6 +6,7 @@ import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
 
 from labelops.reporting import markdown_table
+from resources.storage import StorageResource
 
 # Who to ask about an asset, by group: shown on every asset page and searchable in the catalog.
 OWNERS = {
@@ -16,7 +17,14 @@ OWNERS = {
     "coverage": ["team:ml-quality"],
     "monitor": ["team:ml-quality"],
     "curate": ["team:ml-quality"],
+    "reports": ["team:ml-quality"],
 }
+
+
+def link(storage: StorageResource, key: str) -> MetadataValue:
+    """A warehouse file as a clickable link: a URL on S3, a path on local disk."""
+    location = f"{storage.warehouse}/{key}"
+    return MetadataValue.url(location) if location.startswith("s3://") else MetadataValue.path(location)
 
 
 def column_schema(frame: pd.DataFrame) -> TableSchema:

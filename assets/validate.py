@@ -20,7 +20,7 @@ from dagster import (
     multi_asset,
 )
 
-from assets.metadata import OWNERS, table_metadata
+from assets.metadata import OWNERS, link, table_metadata
 from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from labelops import validation
 from labelops.expectations import SuiteOutcome
@@ -174,5 +174,4 @@ def _publish_docs(storage: StorageResource, day: str, outcome: SuiteOutcome) -> 
         store.delete(key)
     for relative, data in outcome.docs.items():
         store.write_bytes(f"{prefix}/{relative}", data)
-    index = f"{storage.warehouse}/{prefix}/index.html"
-    return MetadataValue.url(index) if index.startswith("s3://") else MetadataValue.path(index)
+    return link(storage, f"{prefix}/index.html")

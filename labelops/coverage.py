@@ -116,7 +116,10 @@ def load_coverage_spec(store: Store, guideline: Guideline, key: str = "coverage.
 def slice_values(objects: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec) -> pd.DataFrame:
     """Objects (item_id, label[, x, y, w, h]) with one column per spec dimension."""
     attributes = [d for d, dim in spec.dimensions.items() if dim.source == "item" and d in items.columns and d not in objects.columns]
-    out = objects.merge(items.drop_duplicates("item_id", keep="last")[["item_id", *attributes]], on="item_id", how="left")
+    if attributes:
+        out = objects.merge(items.drop_duplicates("item_id", keep="last")[["item_id", *attributes]], on="item_id", how="left")
+    else:
+        out = objects.copy()
     for name, dimension in spec.dimensions.items():
         if dimension.source == "derived":
             size = np.sqrt(out["w"].astype(float) * out["h"].astype(float)) if {"w", "h"} <= set(out.columns) else pd.Series(np.nan, index=out.index)

@@ -41,6 +41,9 @@ def to_yolo(items: pd.DataFrame, labels: pd.DataFrame) -> dict[str, bytes]:
     boxes = labels[labels["kind"] == "bbox"].merge(items[["item_id", "width", "height", "split"]], on="item_id")
     names = sorted(boxes["label"].unique())
     index = {name: i for i, name in enumerate(names)}
+    files = {"classes.txt": ("\n".join(names) + "\n").encode()}
+    if boxes.empty:
+        return files
     lines = (
         boxes["label"].map(index).astype(str) + " "
         + ((boxes["x"] + boxes["w"] / 2) / boxes["width"]).map("{:.10f}".format) + " "
@@ -48,7 +51,6 @@ def to_yolo(items: pd.DataFrame, labels: pd.DataFrame) -> dict[str, bytes]:
         + (boxes["w"] / boxes["width"]).map("{:.10f}".format) + " "
         + (boxes["h"] / boxes["height"]).map("{:.10f}".format)
     )
-    files = {"classes.txt": ("\n".join(names) + "\n").encode()}
     grouped = pd.DataFrame({"path": "labels/" + boxes["split"] + "/" + boxes["item_id"].astype(str) + ".txt", "line": lines})
     for path, group in grouped.groupby("path", sort=True):
         files[path] = ("\n".join(group["line"]) + "\n").encode()

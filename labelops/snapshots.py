@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,8 +58,15 @@ def curate(
     quarantined: pd.DataFrame,
     parent_splits: pd.Series,
     config: CurationConfig,
+    renames: Mapping[str, str] | None = None,
 ) -> Curated:
-    """Items and labels that go into the snapshot, with their splits, and what was left out and why."""
+    """Items and labels that go into the snapshot, with their splits, and what was left out and why.
+
+    ``renames`` reads labels of older days under the snapshot's guideline (renamed and merged
+    classes), so one class never appears under two names in one dataset.
+    """
+    if renames:
+        consensus = consensus.assign(label=consensus["label"].replace(dict(renames)))
     consensus = consensus.drop_duplicates(["item_id", "kind", "label", "x", "y", "w", "h"], keep="last")
     catalog = items.drop_duplicates("item_id", keep="last")
     labeled = catalog[catalog["item_id"].isin(consensus["item_id"])]
@@ -92,6 +100,8 @@ def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, 
     counting the groups the stratum already has. Small daily increments therefore still fill
     val and test over time, and the same inputs always give the same assignment.
     """
+    if items.empty:
+        return np.array([], dtype=object)
     group = items[config.group_key].fillna(items["item_id"]) if config.group_key in items else items["item_id"]
     group = group.astype(str)
     group_split = items["item_id"].map(parent).groupby(group).first().dropna()  # a group that reappears keeps its split

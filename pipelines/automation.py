@@ -25,6 +25,7 @@ from labelops import landing
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
+RELABEL_SELECTION = [AssetKey("relabel_batch"), AssetKey("quality_report")]
 NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
 
 
@@ -35,8 +36,9 @@ def nightly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     return RunRequest(run_key=f"nightly-{day}", partition_key=day, tags={"labelops/trigger": "nightly"})
 
 
-@sensor(target=AssetSelection.assets("relabel_batch"), minimum_interval_seconds=300,
-        description="When a day's production_drift shows dataset drift, request that day's relabel_batch, once.")
+@sensor(target=AssetSelection.assets(*RELABEL_SELECTION), minimum_interval_seconds=300,
+        description="When a day's production_drift shows dataset drift, request that day's relabel_batch (and the "
+        "day's quality report again, to show the batch), once.")
 def drift_sensor(context: SensorEvaluationContext):
     after = int(context.cursor or 0)
     records = context.instance.fetch_materializations(
@@ -50,7 +52,7 @@ def drift_sensor(context: SensorEvaluationContext):
         drifted = materialization.metadata.get("dataset_drift")
         if drifted is not None and drifted.value and materialization.partition:
             day = materialization.partition
-            requests.append(RunRequest(run_key=f"relabel_batch-{day}", partition_key=day, asset_selection=[AssetKey("relabel_batch")],
+            requests.append(RunRequest(run_key=f"relabel_batch-{day}", partition_key=day, asset_selection=RELABEL_SELECTION,
                                        tags={"labelops/trigger": "drift"}))
     cursor = str(records[-1].storage_id)
     if not requests:

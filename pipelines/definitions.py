@@ -12,6 +12,7 @@ from assets.ingest import ingest_assets
 from assets.labeling import labeling_tasks, relabel_batch
 from assets.monitor import production_drift
 from assets.quality import quality_assets
+from assets.reports import quality_report
 from assets.validate import validate_annotations
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
 from resources import build_resources
@@ -44,6 +45,7 @@ defs = Definitions(
         production_drift,
         relabel_batch,
         labeling_tasks,
+        quality_report,
     ],
     jobs=[ingest_job, nightly_job],
     schedules=[nightly_schedule],

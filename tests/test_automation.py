@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
+from dagster import AssetKey, AssetSelection, DagsterInstance, build_schedule_context, build_sensor_context, materialize
 
 from labelops.storage import LocalStore
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
@@ -37,9 +37,9 @@ def demo_runs(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory
     settings = Settings(landing=str(demo_landing.root), warehouse=str(warehouse), s3_endpoint_url=None,
                         config_dir=str(REPO / "config"), start_date="2024-01-01")
     resources, instance = build_resources(settings), DagsterInstance.ephemeral()
-    job_assets = [a for a in defs.assets if "relabel_batch" not in {k.to_user_string() for k in a.keys}]
+    nightly = AssetSelection.all() - AssetSelection.assets("relabel_batch")
     for day in ("2024-06-10", "2024-06-11", "2024-06-13"):
-        assert materialize(job_assets, partition_key=day, resources=resources, instance=instance).success
+        assert materialize(list(defs.assets), selection=nightly, partition_key=day, resources=resources, instance=instance).success
     return defs, resources, instance, warehouse
 
 
@@ -48,7 +48,7 @@ def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs) -> Non
     result = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
     assert [r.partition_key for r in result.run_requests] == ["2024-06-13"]
     request = result.run_requests[0]
-    assert request.run_key == "relabel_batch-2024-06-13" and request.asset_selection == [AssetKey("relabel_batch")]
+    assert request.run_key == "relabel_batch-2024-06-13" and request.asset_selection == [AssetKey("relabel_batch"), AssetKey("quality_report")]
     again = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor))
     assert not again.run_requests and "no new production_drift" in again.skip_message
 
@@ -155,3 +155,18 @@ def test_relabel_candidates_cover_every_reason() -> None:
     chosen = labeling.select(candidates, 3, set())
     assert list(chosen["kind"]) == ["guideline_change", "review_queue", "unseen_in_training"]  # one of each kind per turn
     assert "coverage_gap" in labeling.select(candidates, 10, set()).set_index("item_id").loc["p1", "reason"]
+
+
+def test_quality_report_of_a_drift_day_shows_every_section_and_the_batch(demo_runs) -> None:
+    defs, resources, instance, warehouse = demo_runs
+    quiet = (warehouse / "reports" / "quality" / "2024-06-10.html").read_text()
+    assert "no relabel batch for the day" in quiet and "no dataset drift" in quiet
+    assert (warehouse / "reports" / "snapshots" / "v0001.html").is_file()
+    # after the drift sensor's run (previous test) the drift day's report lists the batch
+    drift_day = (warehouse / "reports" / "quality" / "2024-06-13.html").read_text()
+    for section in ("Validation", "Agreement between annotators", "Annotators", "Consensus confidence", "Coverage",
+                    "Production drift", "Relabel batch"):
+        assert f"<h2>{section}</h2>" in drift_day
+    assert "dataset drift" in drift_day and "kind: drifted_slice" in drift_day
+    record = instance.fetch_materializations(AssetKey("quality_report"), limit=1).records[0]
+    assert record.asset_materialization.metadata["report"].value.endswith("reports/quality/2024-06-13.html")

@@ -164,3 +164,11 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
     assert all(item.startswith("img-20240605") for item in diff["added"]) and diff["removed"] == []
     assert (second.set_index("item_id")["split"].loc[first.index] == first).all()
     assert store.exists("snapshots/v0002/export/coco.json") and store.exists("snapshots/v0002/export/yolo/classes.txt")
+
+
+def test_older_labels_are_read_under_the_snapshot_guideline() -> None:
+    consensus, items = inputs(40)
+    consensus.loc[consensus["label"] == "car", "label"] = "traffic_light"  # delivered under v1, renamed by v2
+    renamed = snapshots.curate(consensus, items, EMPTY, EMPTY, pd.Series(dtype=object), CONFIG, renames={"traffic_light": "traffic_signal"})
+    assert "traffic_light" not in set(renamed.labels["label"])
+    assert (renamed.labels["label"] == "traffic_signal").sum() == (consensus["label"] == "traffic_light").sum()

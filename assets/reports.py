@@ -1,0 +1,78 @@
+"""Reports: the day's self-contained HTML quality report, written to the warehouse and linked from the UI.
+
+The snapshot's report is written by dataset_snapshot itself, next to the version it describes.
+"""
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, asset
+
+from assets.metadata import OWNERS, link
+from assets.partitioned import SINGLE_RUN, Frames, days, for_day
+from labelops.report import quality_report as render_quality_report
+from pipelines.partitions import daily_partitions
+from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
+
+INPUTS = ("validated_annotations", "quarantined_annotations", "annotator_agreement", "annotator_scores", "consensus_labels",
+          "coverage_report", "production_drift", "relabel_batch")
+
+
+class QualityReportConfig(Config):
+    min_confidence: float = 0.7
+
+
+def report_key(day: str) -> str:
+    return f"reports/quality/{day}.html"
+
+
+@asset(
+    partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name="reports",
+    owners=OWNERS["reports"],
+    kinds={"python", "html", "matplotlib"},
+    code_version="1",
+    ins={name: AssetIn() for name in INPUTS},
+    description="The day's quality report for people who do not open Dagster: one self-contained HTML file "
+    "(reports/quality/<day>.html, plots inlined, no scripts, every label escaped) with the validation summary, "
+    "agreement with bootstrap intervals, annotator scores, the consensus confidence distribution, the coverage "
+    "heatmap, drift per feature and the relabel batch (when the drift sensor requested one).",
+)
+def quality_report(
+    context: AssetExecutionContext,
+    config: QualityReportConfig,
+    storage: StorageResource,
+    guidelines: GuidelinesResource,
+    validated_annotations: Frames,
+    quarantined_annotations: Frames,
+    annotator_agreement: Frames,
+    annotator_scores: Frames,
+    consensus_labels: Frames,
+    coverage_report: Frames,
+    production_drift: Frames,
+    relabel_batch: Frames,
+) -> MaterializeResult:
+    guideline_set = guidelines.load()
+    links = {}
+    for day in days(context):
+        guideline = guideline_set.in_force(day)
+        spec = guidelines.coverage_spec(guideline)
+        html = render_quality_report(
+            day,
+            guideline=guideline.version,
+            validated=for_day(validated_annotations, day, "validated_annotations"),
+            quarantined=for_day(quarantined_annotations, day, "quarantined_annotations"),
+            agreement=for_day(annotator_agreement, day, "annotator_agreement"),
+            scores=for_day(annotator_scores, day, "annotator_scores"),
+            consensus=for_day(consensus_labels, day, "consensus_labels"),
+            coverage=for_day(coverage_report, day, "coverage_report"),
+            coverage_dimensions=list(spec.required) or list(spec.dimensions),
+            drift=for_day(production_drift, day, "production_drift"),
+            relabel=relabel_batch.get(day),
+            min_confidence=config.min_confidence,
+            data_docs=f"../data_docs/{day}/index.html",
+            progress=lambda section, day=day: context.log.info(f"{day}: report section {section}"),
+        )
+        storage.warehouse_store.write_bytes(report_key(day), html.encode())
+        links[day] = link(storage, report_key(day))
+    return MaterializeResult(metadata={"report": links[day]} if len(links) == 1 else {f"report/{d}": v for d, v in links.items()})
