@@ -60,7 +60,7 @@ def drift_sensor(context: SensorEvaluationContext):
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
-@sensor(target=AssetSelection.groups("validate", "quality", "coverage"), minimum_interval_seconds=300,
+@sensor(target=AssetSelection.groups("validate", "quality", "coverage", "reports"), minimum_interval_seconds=300,
         description="When a new guideline version appears, re-run exactly the partitions on or after its effective "
         "date that hold labels its changes touch.")
 def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesResource, storage: StorageResource):
