@@ -25,7 +25,8 @@ def test_backfill_policies() -> None:
     single = {k.to_user_string() for k in graph.get_all_asset_keys()
               if graph.get(k).backfill_policy == BackfillPolicy.single_run()}
     assert single == {"item_catalog", "label_exports", "gold_labels", "production_predictions", "validated_annotations",
-                      "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores", "review_queue"}
+                      "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores", "review_queue",
+                      "quality_report"}
     for key in graph.get_all_asset_keys():
         assert graph.get(key).owners, f"{key.to_user_string()} has no owner"
 

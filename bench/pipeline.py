@@ -1,0 +1,272 @@
+"""The nightly pipeline end to end, at scale: landing files to a published snapshot and a drift report.
+
+`python -m bench.pipeline` (default 1,000,000 annotations; `--annotations 100000 1000000 5000000` for the
+growth). For each size a fresh process generates a landing zone — N annotations (N/5 items × 5 of 100
+annotators, half the items scene-classified, half with one box each; the guideline's 10 classes), the item
+catalog, 2 % gold, and 1,000,000 production rows for the day and for the day before (the drift reference,
+ingested before the clock starts) — and a second fresh process runs the nightly job for the day through a
+real Dagster materialization on a local warehouse. Per asset it reports wall time, rows per second and peak
+memory (RSS sampled every 20 ms), and splits the asset's time into compute, IO manager and Dagster; beside
+the total it prints the floor, pyarrow alone reading the landing files and writing every output table.
+Results are also written to bench/results/pipeline-<N>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DAY, REFERENCE_DAY = "2024-06-03", "2024-06-02"
+SCENES = ["urban", "highway", "residential"]
+OBJECTS = ["car", "truck", "bus", "pedestrian", "cyclist", "traffic_light"]
+SLICES = {"lighting": ["day", "dusk", "night"], "weather": ["clear", "rain", "fog"], "device": ["cam_a", "cam_b", "cam_c"],
+          "region": ["eu", "us", "apac"]}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def generate(root: Path, annotations: int, production_rows: int = 1_000_000, seed: int = 3) -> dict[str, int]:
+    """Write the landing zone for DAY (and REFERENCE_DAY's production) under ``root``."""
+    rng = np.random.default_rng(seed)
+    per_item, n_annotators = 5, 100
+    n_items = annotations // per_item
+    item_ids = np.char.add(f"img-{DAY}-", np.char.zfill(np.arange(n_items).astype(str), 7))
+    width, height = 1920.0, 1080.0
+    items = pd.DataFrame({"item_id": item_ids, "uri": np.char.add("s3://acme-raw/", np.char.add(item_ids, ".jpg")),
+                          "width": width, "height": height, "captured_at": f"{DAY}T12:00:00+00:00",
+                          "session_id": np.char.add("s", (np.arange(n_items) // 20).astype(str)),
+                          **{k: rng.choice(v, n_items) for k, v in SLICES.items()}})
+    boxed = np.arange(n_items) % 2 == 1
+    skill = rng.uniform(0.75, 0.98, n_annotators)
+    who = np.argsort(rng.random((n_items, n_annotators)), axis=1)[:, :per_item].ravel()
+    item = np.repeat(np.arange(n_items), per_item)
+    correct = rng.random(len(item)) < skill[who]
+    scene_truth, object_truth = rng.integers(0, len(SCENES), n_items), rng.integers(0, len(OBJECTS), n_items)
+    scene = np.where(correct, scene_truth[item], rng.integers(0, len(SCENES), len(item)))
+    obj = np.where(correct, object_truth[item], rng.integers(0, len(OBJECTS), len(item)))
+    x0, y0 = rng.uniform(0, 1500, n_items), rng.uniform(0, 700, n_items)
+    w0, h0 = rng.uniform(30, 400, n_items), rng.uniform(30, 350, n_items)
+    jitter = rng.normal(0, 3, (4, len(item)))
+    is_box = boxed[item]
+    frame = pd.DataFrame({
+        "item_id": item_ids[item], "annotator_id": np.char.add("ann", np.char.zfill(who.astype(str), 3)),
+        "label": np.where(is_box, np.asarray(OBJECTS)[obj], np.asarray(SCENES)[scene]),
+        "x": np.where(is_box, np.clip(x0[item] + jitter[0], 0, None).round(2), np.nan),
+        "y": np.where(is_box, np.clip(y0[item] + jitter[1], 0, None).round(2), np.nan),
+        "w": np.where(is_box, (w0[item] + jitter[2]).round(2), np.nan),
+        "h": np.where(is_box, (h0[item] + jitter[3]).round(2), np.nan),
+        "annotated_at": f"{DAY}T10:00:00+00:00",
+    })
+    gold_items = np.flatnonzero(rng.random(n_items) < 0.02)
+    gold = pd.DataFrame({
+        "item_id": item_ids[gold_items],
+        "label": np.where(boxed[gold_items], np.asarray(OBJECTS)[object_truth[gold_items]], np.asarray(SCENES)[scene_truth[gold_items]]),
+        **{c: np.where(boxed[gold_items], v[gold_items].round(2), np.nan) for c, v in (("x", x0), ("y", y0), ("w", w0), ("h", h0))},
+    })
+    write = _writer(root)
+    write(f"items/{DAY}/items.csv", items)
+    half = len(frame) // 2
+    write(f"exports/{DAY}/vendor_a.csv", frame.iloc[:half])
+    write(f"exports/{DAY}/vendor_b.csv", frame.iloc[half:])
+    write(f"gold/{DAY}/gold.csv", gold)
+    # The detector on the labeled box items (one detection each), and the rest of the day's traffic.
+    detections = pd.DataFrame({"item_id": item_ids[boxed], "ts": f"{DAY}T12:00:00+00:00", "model_version": "detector-2.0",
+                               "predicted_label": np.asarray(OBJECTS)[object_truth[boxed]],
+                               "confidence": rng.uniform(0.3, 1.0, int(boxed.sum())).round(4),
+                               "x": x0[boxed].round(2), "y": y0[boxed].round(2), "w": w0[boxed].round(2), "h": h0[boxed].round(2),
+                               **{k: items.loc[boxed, k].to_numpy() for k in SLICES}})
+    write(f"production/{DAY}/detections_labeled_items.csv", detections)
+    for day, shift in ((REFERENCE_DAY, 0.0), (DAY, 0.3)):
+        n = production_rows - (len(detections) if day == DAY else 0)
+        write(f"production/{day}/predictions.csv", _production(rng, day, n, shift))
+    return {"items": n_items, "annotations": len(frame), "gold": len(gold), "production": production_rows}
+
+
+def _production(rng: np.random.Generator, day: str, n: int, shift: float) -> pd.DataFrame:
+    night = [0.6 - shift, 0.2, 0.2 + shift]
+    return pd.DataFrame({
+        "item_id": np.char.add(f"prod-{day}-", np.arange(n).astype(str)), "ts": f"{day}T12:00:00+00:00",
+        "model_version": "detector-2.0", "predicted_label": rng.choice(OBJECTS, n), "confidence": rng.uniform(0.2, 1.0, n).round(4),
+        "brightness": rng.normal(120 - 40 * shift, 25, n).round(2), "blur": rng.gamma(2.0, 2.0, n).round(3),
+        "speed_kmh": rng.uniform(0, 120, n).round(1), "lighting": rng.choice(SLICES["lighting"], n, p=night),
+        "weather": rng.choice(SLICES["weather"], n), "device": rng.choice(SLICES["device"], n), "region": rng.choice(SLICES["region"], n),
+    })
+
+
+def _writer(root: Path):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    def write(key: str, frame: pd.DataFrame) -> None:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return write
+
+
+class Sampler(threading.Thread):
+    """RSS of this process every 20 ms, so each asset's peak memory can be read off its time window."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.process, self.samples, self.running = psutil.Process(), [], True
+
+    def run(self) -> None:
+        while self.running:
+            self.samples.append((time.time(), self.process.memory_info().rss))
+            time.sleep(0.02)
+
+    def peak(self, start: float, end: float) -> int:
+        return max((rss for t, rss in self.samples if start <= t <= end + 0.02), default=0)
+
+
+def run_pipeline(landing: Path, warehouse: Path) -> dict:
+    """The nightly job for DAY in this process; returns per-asset timings from the run's events."""
+    os.environ.update(LABELOPS_LANDING=str(landing), LABELOPS_WAREHOUSE=str(warehouse), LABELOPS_START_DATE="2024-06-01")
+    from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
+
+    from pipelines.definitions import defs
+    from resources.io_manager import ParquetIOManager
+
+    intervals: list[tuple[str, str, float, float]] = []
+
+    class TimedIOManager(ParquetIOManager):
+        def handle_output(self, context, obj):
+            start = time.time()
+            super().handle_output(context, obj)
+            intervals.append((context.asset_key.to_user_string(), "write", start, time.time()))
+
+        def load_input(self, context):
+            start = time.time()
+            value = super().load_input(context)
+            intervals.append((context.asset_key.to_user_string(), "read", start, time.time()))
+            return value
+
+    resources = dict(defs.resources)
+    resources["io_manager"] = TimedIOManager(storage=resources["storage"])
+    instance = DagsterInstance.ephemeral()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # the drift reference: yesterday's production, ingested before the clock starts
+    assert materialize(list(defs.assets), selection=AssetSelection.assets("production_predictions"), partition_key=REFERENCE_DAY,
+                       resources=resources, instance=instance, run_config=quiet).success
+    import great_expectations  # noqa: F401  imported once per process; not counted as pipeline time (bench.validate shows it)
+
+    intervals.clear()
+    sampler = Sampler()
+    sampler.start()
+    start = time.time()
+    result = materialize(list(defs.assets), selection=AssetSelection.all() - AssetSelection.assets("relabel_batch"),
+                         partition_key=DAY, resources=resources, instance=instance, run_config=quiet)
+    total = time.time() - start
+    sampler.running = False
+    assert result.success
+    events = instance.all_logs(result.run_id)
+    steps: dict[str, dict] = {}
+    for record in events:
+        event = record.dagster_event
+        if event is None or not event.step_key:
+            continue
+        step = steps.setdefault(event.step_key, {"outputs": []})
+        if event.event_type == DagsterEventType.STEP_START:
+            step["start"] = record.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            step["end"] = record.timestamp
+        elif event.event_type == DagsterEventType.STEP_INPUT:
+            step["inputs_done"] = record.timestamp
+        elif event.event_type == DagsterEventType.STEP_OUTPUT:
+            step["outputs"].append(record.timestamp)
+    rows = {}
+    for materialization in result.get_asset_materialization_events():
+        m = materialization.event_specific_data.materialization
+        count = m.metadata.get("dagster/row_count")
+        rows[materialization.step_key] = rows.get(materialization.step_key, 0) + (int(count.value) if count else 0)
+    report = []
+    for key, step in sorted(steps.items(), key=lambda kv: kv[1]["start"]):
+        wall = step["end"] - step["start"]
+        inside = [(s, e) for _, _, s, e in intervals if step["start"] <= s <= step["end"]]
+        io = sum(e - s for s, e in inside)
+        compute_start = step.get("inputs_done", step["start"])
+        compute_end = max(step["outputs"]) if step["outputs"] else step["end"]
+        compute = max(0.0, (compute_end - compute_start) - sum(e - s for s, e in inside if s >= compute_start and e <= compute_end))
+        report.append({"asset": key, "wall_s": wall, "compute_s": compute, "io_manager_s": io,
+                       "dagster_s": max(0.0, wall - compute - io), "rows": rows.get(key, 0),
+                       "peak_rss_mb": sampler.peak(step["start"], step["end"]) / 2**20})
+    return {"total_s": total, "steps": report, "peak_rss_mb": max(rss for _, rss in sampler.samples) / 2**20,
+            "outputs": [str(p) for p in (warehouse / "tables").rglob(f"{DAY}.parquet")] + [str(p) for p in (warehouse / "tables").rglob("all.parquet")]}
+
+
+def floor(landing: Path, outputs: list[str]) -> float:
+    """pyarrow alone: read every landing file of the day, write every output table once."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p) for p in outputs]
+    start = time.perf_counter()
+    for path in sorted(landing.rglob("*.csv")):
+        if REFERENCE_DAY not in str(path):
+            pacsv.read_csv(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        for n, table in enumerate(tables):
+            pq.write_table(table, f"{scratch}/{n}.parquet", compression="zstd")
+    return time.perf_counter() - start
+
+
+def measure(annotations: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="labelops-bench-") as scratch:
+        root = Path(scratch)
+        subprocess.run([sys.executable, "-m", "bench.pipeline", "--generate", str(root / "landing"), "--annotations", str(annotations)], check=True)
+        worker = subprocess.run([sys.executable, "-m", "bench.pipeline", "--run", str(root)], check=True, capture_output=True, text=True)
+        measured = json.loads(worker.stdout.strip().splitlines()[-1])
+        measured["floor_s"] = floor(root / "landing", measured.pop("outputs"))
+    measured["annotations"] = annotations
+    return measured
+
+
+def show(m: dict) -> None:
+    print(f"\n{m['annotations']:,} annotations: {m['total_s']:.1f} s wall, peak RSS {m['peak_rss_mb']:,.0f} MB; "
+          f"pyarrow floor {m['floor_s']:.1f} s (pipeline / pure I/O = {m['total_s'] / m['floor_s']:.1f})")
+    print(f"{'asset':<34}{'wall s':>8}{'compute':>9}{'IO mgr':>8}{'dagster':>9}{'overhead':>9}{'rows':>11}{'rows/s':>12}{'peak MB':>9}")
+    for s in m["steps"]:
+        overhead = (s["io_manager_s"] + s["dagster_s"]) / s["wall_s"] if s["wall_s"] else 0
+        rate = s["rows"] / s["wall_s"] if s["wall_s"] and s["rows"] else 0
+        print(f"{s['asset']:<34}{s['wall_s']:>8.2f}{s['compute_s']:>9.2f}{s['io_manager_s']:>8.2f}{s['dagster_s']:>9.2f}"
+              f"{overhead:>9.0%}{s['rows']:>11,}{rate:>12,.0f}{s['peak_rss_mb']:>9,.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--annotations", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--generate", help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generate:
+        print(generate(Path(args.generate), args.annotations[0]), file=sys.stderr)
+        return
+    if args.run:
+        root = Path(args.run)
+        print(json.dumps(run_pipeline(root / "landing", root / "warehouse")))
+        return
+    RESULTS.mkdir(exist_ok=True)
+    runs = []
+    for n in args.annotations:
+        runs.append(measure(n))
+        show(runs[-1])
+        (RESULTS / f"pipeline-{n}.json").write_text(json.dumps(runs[-1], indent=1))
+    if len(runs) > 1:
+        for a, b in zip(runs, runs[1:]):
+            print(f"{a['annotations']:,} -> {b['annotations']:,}: time x{b['total_s'] / a['total_s']:.2f} for data x{b['annotations'] / a['annotations']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
