@@ -77,7 +77,7 @@ def dataset_snapshot(
         "curation": {**config.model_dump()},
     }
     exports = {"coco.json": to_coco(curated.items, curated.labels, description="labelops snapshot")}
-    exports.update({f"yolo/{k}": v for k, v in to_yolo(curated.items, curated.labels).items()})
+    exports["yolo.zip"] = to_yolo(curated.items, curated.labels)
     version, manifest, created = snapshots.publish(store, curated, metadata, exports=exports)
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
     report = f"reports/snapshots/{version}.html"

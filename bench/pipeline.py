@@ -118,14 +118,16 @@ class Sampler(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        import psutil
-
-        self.process, self.samples, self.running = psutil.Process(), [], True
+        self.samples: list[tuple[float, int]] = []
+        self.running = True
 
     def run(self) -> None:
-        while self.running:
-            self.samples.append((time.time(), self.process.memory_info().rss))
-            time.sleep(0.02)
+        page = os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/statm") as statm:  # Linux: resident pages are the second field
+            while self.running:
+                statm.seek(0)
+                self.samples.append((time.time(), int(statm.read().split()[1]) * page))
+                time.sleep(0.02)
 
     def peak(self, start: float, end: float) -> int:
         return max((rss for t, rss in self.samples if start <= t <= end + 0.02), default=0)

@@ -4,7 +4,8 @@ mean pairwise Cohen's kappa and percent agreement, with seeded bootstrap interva
 Everything is computed from two encodings of the judgments, never by looping over rows:
 an item × label count matrix (alpha, Fleiss, percent agreement) and a per annotator-pair
 confusion tensor (Cohen). Both are sums over items, so a bootstrap replicate is the same
-sums with items re-weighted by how often the resample drew them.
+sums with items re-weighted by how often the resample drew them — and a batch of replicates
+is one matrix product of the replicates' item weights with those per-item terms.
 
 Items that only one annotator labeled cannot show (dis)agreement; they are excluded from
 the statistics, as the references do, but counted: every scope reports how many there are.
@@ -19,6 +20,7 @@ import pandas as pd
 
 METRICS = ("krippendorff_alpha", "fleiss_kappa", "mean_pairwise_cohen_kappa", "percent_agreement")
 CI_LEVEL = 0.95
+BOOT_CELLS = 20_000_000  # bootstrap replicates are computed in batches of about this many confusion cells
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ItemStats:
     """
 
     index: np.ndarray  # positions of the pairable items
+    every_item: bool  # all items are pairable: weights need no selection
     counts: np.ndarray
     m: np.ndarray
     disagreement: np.ndarray
@@ -72,33 +75,47 @@ class ItemStats:
         index = np.flatnonzero(m >= 2)
         c, m = counts[index], m[index]
         squares = (c * c).sum(axis=1)
-        return cls(index, c, m, (m * m - squares) / (m - 1), (squares - m) / (m * (m - 1)))
+        return cls(index, len(index) == len(counts), c, m, (m * m - squares) / (m - 1), (squares - m) / (m * (m - 1)))
+
+    def _weights(self, weights: np.ndarray | None) -> np.ndarray:
+        """Item weights as replicates × pairable items (one row of ones by default)."""
+        if weights is None:
+            return np.ones((1, len(self.m)))
+        weights = np.atleast_2d(weights)
+        return weights if self.every_item else weights[:, self.index]
 
     def alpha(self, weights: np.ndarray | None = None) -> float:
         """Krippendorff's alpha (nominal). Perfect agreement is 1 even when only one label occurs
         (the references leave that case undefined)."""
-        w = np.ones(len(self.m)) if weights is None else weights[self.index]
+        return float(self.alphas(weights)[0])
+
+    def alphas(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """Alpha for each row of a replicates × items weight matrix."""
+        w = self._weights(weights)
         n_c = w @ self.counts
-        n = n_c.sum()
-        if n <= 1:
-            return float("nan")
+        n = n_c.sum(axis=1)
         observed = w @ self.disagreement
-        if observed == 0:
-            return 1.0
-        expected = (n * n - (n_c * n_c).sum()) / (n - 1)
-        return float(1.0 - observed / expected) if expected > 0 else float("nan")
+        expected = (n * n - (n_c * n_c).sum(axis=1)) / np.where(n > 1, n - 1, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(expected > 0, 1.0 - observed / expected, np.nan)
+        return np.where(n <= 1, np.nan, np.where(observed == 0, 1.0, value))
 
     def fleiss(self, weights: np.ndarray | None = None) -> tuple[float, float]:
         """Fleiss' kappa and percent agreement (Fleiss' P̄). With the same number of raters on every
         item this is statsmodels' ``fleiss_kappa``; otherwise each item's agreement is over its own pairs."""
-        w = np.ones(len(self.m)) if weights is None else weights[self.index]
-        if w.sum() == 0:
-            return float("nan"), float("nan")
-        observed = float(w @ self.agreement / w.sum())
-        shares = (w @ self.counts) / (w @ self.m)
-        chance = float((shares * shares).sum())
-        kappa = (observed - chance) / (1 - chance) if chance < 1 else (1.0 if observed == 1 else float("nan"))
-        return float(kappa), observed
+        kappa, observed = self.fleiss_batch(weights)
+        return float(kappa[0]), float(observed[0])
+
+    def fleiss_batch(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        w = self._weights(weights)
+        total = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            observed = (w @ self.agreement) / total
+            shares = (w @ self.counts) / (w @ self.m)[:, None]
+            chance = (shares * shares).sum(axis=1)
+            kappa = np.where(chance < 1, (observed - chance) / (1 - chance), np.where(observed == 1, 1.0, np.nan))
+        empty = total == 0
+        return np.where(empty, np.nan, kappa), np.where(empty, np.nan, observed)
 
 
 def alpha_from_counts(counts: np.ndarray) -> float:
@@ -120,6 +137,7 @@ class PairTable:
     label_a: np.ndarray
     label_b: np.ndarray
     n_pairs: int
+    n_items: int
 
     @classmethod
     def from_votes(cls, votes: Votes) -> "PairTable":
@@ -136,7 +154,7 @@ class PairTable:
         right_i = np.concatenate(right) if right else np.empty(0, int)
         a, b = annotator[left_i], annotator[right_i]  # a < b: sorted by annotator within items
         pair, _ = pd.factorize(a.astype(np.int64) * len(votes.annotators) + b, sort=True)
-        return cls(item[left_i], pair, label[left_i], label[right_i], int(pair.max(initial=-1)) + 1)
+        return cls(item[left_i], pair, label[left_i], label[right_i], int(pair.max(initial=-1)) + 1, len(votes.items))
 
     def confusion(self, n_labels: int, weights: np.ndarray | None = None) -> np.ndarray:
         """Pairs × labels × labels confusion counts (optionally item-weighted)."""
@@ -145,33 +163,45 @@ class PairTable:
         size = self.n_pairs * n_labels * n_labels
         return np.bincount(key, weights=w, minlength=size).reshape(self.n_pairs, n_labels, n_labels)
 
+    def by_item(self, n_labels: int):
+        """Items × (pair, label_a, label_b) counts as a sparse matrix: weights @ it is a batch of confusions."""
+        from scipy.sparse import csr_matrix
+
+        key = (self.pair * n_labels + self.label_a) * n_labels + self.label_b
+        return csr_matrix((np.ones(len(key)), (self.item, key)), shape=(self.n_items, self.n_pairs * n_labels * n_labels))
+
 
 def cohen_kappas(confusion: np.ndarray) -> np.ndarray:
-    """Cohen's kappa of every annotator pair; NaN where chance agreement is 1 (as scikit-learn)."""
-    n = confusion.sum(axis=(1, 2))
+    """Cohen's kappa of every annotator pair (the last three axes: pairs × labels × labels);
+    NaN where chance agreement is 1 (as scikit-learn)."""
+    n = confusion.sum(axis=(-2, -1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        observed = np.trace(confusion, axis1=1, axis2=2) / n
-        chance = (confusion.sum(axis=2) * confusion.sum(axis=1)).sum(axis=1) / (n * n)
+        observed = np.trace(confusion, axis1=-2, axis2=-1) / n
+        chance = (confusion.sum(axis=-1) * confusion.sum(axis=-2)).sum(axis=-1) / (n * n)
         return (observed - chance) / (1 - chance)
 
 
 def binary_confusion(confusion: np.ndarray, label: int) -> np.ndarray:
-    """Collapse a K-label confusion to "label vs. any other" for per-label agreement."""
-    both = confusion[:, label, label]
-    a_only = confusion[:, label, :].sum(axis=1) - both
-    b_only = confusion[:, :, label].sum(axis=1) - both
-    neither = confusion.sum(axis=(1, 2)) - both - a_only - b_only
-    return np.stack([np.stack([both, a_only], axis=1), np.stack([b_only, neither], axis=1)], axis=1)
+    """Collapse a K-label confusion (last two axes) to "label vs. any other" for per-label agreement."""
+    both = confusion[..., label, label]
+    a_only = confusion[..., label, :].sum(axis=-1) - both
+    b_only = confusion[..., :, label].sum(axis=-1) - both
+    neither = confusion.sum(axis=(-2, -1)) - both - a_only - b_only
+    return np.stack([np.stack([both, a_only], axis=-1), np.stack([b_only, neither], axis=-1)], axis=-2)
 
 
-def _scope_metrics(stats: ItemStats, confusion: np.ndarray, weights: np.ndarray) -> dict[str, float]:
-    kappa, agreement = stats.fleiss(weights)
+def _scope_metrics(stats: ItemStats, confusion: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """The four metrics for each replicate: ``weights`` is replicates × items, ``confusion`` replicates × pairs × L × L."""
+    kappa, agreement = stats.fleiss_batch(weights)
     kappas = cohen_kappas(confusion)
-    valid = np.isfinite(kappas) & (confusion.sum(axis=(1, 2)) > 0)
+    valid = np.isfinite(kappas) & (confusion.sum(axis=(-2, -1)) > 0)
+    n_valid = valid.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_kappa = np.where(valid, kappas, 0.0).sum(axis=-1) / n_valid
     return {
-        "krippendorff_alpha": stats.alpha(weights),
+        "krippendorff_alpha": stats.alphas(weights),
         "fleiss_kappa": kappa,
-        "mean_pairwise_cohen_kappa": float(kappas[valid].mean()) if valid.any() else float("nan"),
+        "mean_pairwise_cohen_kappa": np.where(n_valid > 0, mean_kappa, np.nan),
         "percent_agreement": agreement,
     }
 
@@ -205,27 +235,34 @@ def classification_agreement(
             for value in sorted(table[dimension].dropna().astype(str).unique()):
                 slice_masks.append((f"{dimension}={value}", (table[dimension].astype(str) == value).to_numpy()))
     pairs = PairTable.from_votes(votes)
+    by_item = pairs.by_item(n_labels)
+    slice_rows = [(scope, np.flatnonzero(mask)) for scope, mask in slice_masks]
+    slice_matrices = [by_item[rows] for _, rows in slice_rows]
 
-    def every_scope(weights: np.ndarray) -> dict[str, dict[str, float]]:
-        """All scopes for one set of item weights; per-label scopes reuse the overall confusion."""
-        confusion = pairs.confusion(n_labels, weights)
+    def every_scope(weights: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """All scopes for a batch of item weights (replicates × items); per-label scopes reuse the overall confusion."""
+        shape = (len(weights), pairs.n_pairs, n_labels, n_labels)
+        confusion = np.asarray((by_item.T @ weights.T).T).reshape(shape)
         out = {"overall": _scope_metrics(stats, confusion, weights)}
         for k, name in enumerate(votes.labels):
             out[f"label={name}"] = _scope_metrics(binary[k], binary_confusion(confusion, k), weights)
-        for scope, mask in slice_masks:
-            scoped = weights * mask
-            out[scope] = _scope_metrics(stats, pairs.confusion(n_labels, scoped), scoped)
+        for (scope, rows), matrix in zip(slice_rows, slice_matrices):
+            scoped = np.zeros_like(weights)
+            scoped[:, rows] = weights[:, rows]
+            out[scope] = _scope_metrics(stats, np.asarray((matrix.T @ weights[:, rows].T).T).reshape(shape), scoped)
         return out
 
     rng = np.random.default_rng(seed)
-    point = every_scope(np.ones(n_items))
-    replicates = [every_scope(np.bincount(rng.integers(0, n_items, n_items), minlength=n_items).astype(float)) for _ in range(n_boot)]
+    point = {scope: {m: float(v[0]) for m, v in metrics.items()} for scope, metrics in every_scope(np.ones((1, n_items))).items()}
+    draws = [np.bincount(rng.integers(0, n_items, n_items), minlength=n_items).astype(float) for _ in range(n_boot)]
+    batch = int(max(1, min(50, BOOT_CELLS // max(1, pairs.n_pairs * n_labels * n_labels), BOOT_CELLS // max(1, 8 * n_items))))
+    batches = [every_scope(np.stack(draws[i:i + batch])) for i in range(0, n_boot, batch)]
     masks = {"overall": np.ones(n_items, bool), **{f"label={n}": np.ones(n_items, bool) for n in votes.labels}, **dict(slice_masks)}
     rows = []
     for scope, mask in masks.items():
         n_scope_items, n_annotations = int(mask.sum()), int(per_item[mask].sum())
         for metric in METRICS:
-            samples = np.array([r[scope][metric] for r in replicates], dtype=float)
+            samples = np.concatenate([b[scope][metric] for b in batches]) if batches else np.zeros(0)
             samples = samples[np.isfinite(samples)]
             low, high = np.quantile(samples, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2]) if len(samples) else (np.nan, np.nan)
             rows.append((scope, metric, point[scope][metric], float(low), float(high), n_scope_items, n_annotations))

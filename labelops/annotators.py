@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from labelops.boxes import match_boxes
+from labelops.columns import isin
 
 GOLD_ANNOTATOR = "\x00gold"  # sorts before every real annotator id, so gold is always side "a"
 
@@ -38,7 +39,7 @@ def gold_classification(answers: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFra
 def gold_boxes(boxes: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
     """Precision, recall and mean IoU of each annotator's boxes against gold boxes (IoU ≥ 0.5, same label)."""
     gold = gold[gold["kind"] == "bbox"]
-    boxes = boxes[boxes["item_id"].isin(gold["item_id"])]
+    boxes = boxes[isin(boxes["item_id"], gold["item_id"])]
     if boxes.empty:
         return pd.DataFrame(columns=["gold_box_n", "gold_box_precision", "gold_box_recall", "gold_box_mean_iou"])
     reference = gold[["item_id", "label", "x", "y", "w", "h"]].assign(annotator_id=GOLD_ANNOTATOR)

@@ -88,6 +88,21 @@ class Matching:
     def conflicts(self) -> pd.DataFrame:
         return self.matches[self.matches["label_a"] != self.matches["label_b"]]
 
+    def only_label(self, label: str) -> "Matching":
+        """The matching ``match_boxes`` gives for this label's boxes alone: its same-label matches
+        (groups are per item and label, so they do not depend on other labels) and no conflicts."""
+        boxes = self.boxes[self.boxes["label"] == label]
+        same = self.matches[(self.matches["label_a"] == label) & (self.matches["label_b"] == label)]
+        return Matching(same.reset_index(drop=True), boxes, _pair_boxes(boxes), self.overlap)
+
+
+def _pair_boxes(boxes: pd.DataFrame) -> pd.DataFrame:
+    """Per (item, annotator a < annotator b): how many boxes each drew."""
+    per = boxes.groupby(["item_id", "annotator_id"], sort=True).size().rename("n").reset_index()
+    pairs = per.merge(per, on="item_id", suffixes=("_a", "_b"))
+    pairs = pairs[pairs["annotator_id_a"] < pairs["annotator_id_b"]]
+    return pairs.rename(columns={"annotator_id_a": "annotator_a", "annotator_id_b": "annotator_b"})
+
 
 def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: float = 0.5, polygons: bool = False) -> Matching:
     """Match the boxes (or, with ``polygons``, the polygons) of every annotator pair on every item.
@@ -97,80 +112,125 @@ def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: floa
     """
     boxes = boxes.reset_index(drop=True).assign(index=lambda f: np.arange(len(f)))
     overlap = PolygonOverlap(boxes) if polygons else BoxOverlap(boxes)
-    per = boxes.groupby(["item_id", "annotator_id"], sort=True).size().rename("n").reset_index()
-    pairs = per.merge(per, on="item_id", suffixes=("_a", "_b"))
-    pairs = pairs[pairs["annotator_id_a"] < pairs["annotator_id_b"]]
-    pair_boxes = pairs.rename(columns={"annotator_id_a": "annotator_a", "annotator_id_b": "annotator_b"})
-    if pairs.empty:
+    pair_boxes = _pair_boxes(boxes)
+    if pair_boxes.empty:
         return Matching(pd.DataFrame(columns=MATCH_COLUMNS), boxes, pair_boxes, overlap)
+    # Integer codes: items and annotators in sorted order, so "a < b" keeps its meaning.
+    annotator_code = pd.Categorical(boxes["annotator_id"], categories=sorted(boxes["annotator_id"].unique())).codes.astype(np.int64)
+    item_code = pd.Categorical(boxes["item_id"], categories=sorted(boxes["item_id"].unique())).codes.astype(np.int64)
+    label_code = pd.factorize(boxes["label"])[0].astype(np.int64)
+    codes = _Codes(item_code, annotator_code, label_code, n_annotators=int(annotator_code.max()) + 1)
+    matched = np.zeros(0, dtype=np.int64)  # sorted index * n_annotators + partner: a box is matched at most once per partner
 
-    counts = boxes.groupby(["item_id", "annotator_id", "label"], sort=False)["index"].transform("size")
-    single = boxes[counts == 1]
-    direct = single.merge(single, on=["item_id", "label"], suffixes=("_a", "_b"))
-    direct = direct[direct["annotator_id_a"] < direct["annotator_id_b"]]
-    direct_iou = overlap(direct["index_a"].to_numpy(), direct["index_b"].to_numpy())
-    keep = direct_iou > min_iou
-    found = [pd.DataFrame({
-        "item_id": direct["item_id"].to_numpy()[keep], "annotator_a": direct["annotator_id_a"].to_numpy()[keep],
-        "annotator_b": direct["annotator_id_b"].to_numpy()[keep], "index_a": direct["index_a"].to_numpy()[keep],
-        "index_b": direct["index_b"].to_numpy()[keep], "label_a": direct["label"].to_numpy()[keep],
-        "label_b": direct["label"].to_numpy()[keep], "iou": direct_iou[keep],
-    })]
-    # A box is matched at most once per partner annotator: pairs are judged independently.
-    matched = set(zip(found[0]["index_a"], found[0]["annotator_b"])) | set(zip(found[0]["index_b"], found[0]["annotator_a"]))
-
-    # Same-label groups where an annotator drew several boxes: an assignment problem per pair.
-    multi = boxes[counts > 1]
-    if not multi.empty:
-        groups = boxes[boxes.set_index(["item_id", "label"]).index.isin(multi.set_index(["item_id", "label"]).index)]
-        found.append(_assign(groups, overlap, ["item_id", "label"], min_iou, matched, skip_single_pairs=True))
+    # Same-label groups (item, label): a box pairs with the boxes of the same label of each other annotator.
+    found = []
+    same = _assign(codes, overlap, np.arange(len(boxes)), by_label=True, min_iou=min_iou, matched=matched)
+    found.append(same)
+    matched = np.sort(codes.matched_keys(same))
     # Label-agnostic pass over what each pair left: label conflicts. Only items where boxes of
     # two or more annotators still lack a partner can hold one.
-    partners = boxes.groupby("item_id")["annotator_id"].transform("nunique") - 1
-    done = pd.Series([i for i, _ in matched], dtype=np.int64).value_counts()
-    leftover = boxes[boxes["index"].map(done).fillna(0).to_numpy() < partners.to_numpy()]
-    open_items = leftover.groupby("item_id")["annotator_id"].nunique()
-    candidates = boxes[boxes["item_id"].isin(open_items[open_items >= 2].index)]
-    found.append(_assign(candidates, overlap, ["item_id"], conflict_iou - 1e-12, matched, cross_label_only=True))
-    found = [f for f in found if len(f)]
-    matches = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=MATCH_COLUMNS)
+    partners = pd.Series(annotator_code).groupby(item_code).transform("nunique").to_numpy() - 1
+    done = np.bincount(matched // codes.n_annotators, minlength=len(boxes)) if len(matched) else np.zeros(len(boxes), dtype=np.int64)
+    open_box = done < partners
+    open_annotators = pd.Series(annotator_code[open_box]).groupby(item_code[open_box]).nunique()
+    open_items = np.isin(item_code, open_annotators[open_annotators >= 2].index.to_numpy())
+    found.append(_assign(codes, overlap, np.flatnonzero(open_items), by_label=False, min_iou=conflict_iou - 1e-12,
+                         matched=matched, cross_label_only=True))
+    rows = pd.concat([f for f in found if len(f)] or found[:1], ignore_index=True).sort_values(["index_a", "index_b"], kind="stable")
+    index_a, index_b = rows["index_a"].to_numpy(), rows["index_b"].to_numpy()
+    matches = pd.DataFrame({
+        "item_id": boxes["item_id"].to_numpy()[index_a], "annotator_a": boxes["annotator_id"].to_numpy()[index_a],
+        "annotator_b": boxes["annotator_id"].to_numpy()[index_b], "index_a": index_a, "index_b": index_b,
+        "label_a": boxes["label"].to_numpy()[index_a], "label_b": boxes["label"].to_numpy()[index_b], "iou": rows["iou"].to_numpy(),
+    })
     return Matching(matches[MATCH_COLUMNS], boxes, pair_boxes, overlap)
 
 
+@dataclass
+class _Codes:
+    item: np.ndarray
+    annotator: np.ndarray
+    label: np.ndarray
+    n_annotators: int
+
+    def matched_keys(self, pairs: pd.DataFrame) -> np.ndarray:
+        a, b = pairs["index_a"].to_numpy(), pairs["index_b"].to_numpy()
+        return np.concatenate([a * self.n_annotators + self.annotator[b], b * self.n_annotators + self.annotator[a]])
+
+
+PAIR_CHUNK = 4_000_000  # candidate box pairs held at once
+
+
 def _assign(
-    boxes: pd.DataFrame,
+    codes: _Codes,
     overlap: BoxOverlap | PolygonOverlap,
-    keys: list[str],
-    min_iou: float,
-    matched: set[tuple[int, str]],
+    rows: np.ndarray,
     *,
+    by_label: bool,
+    min_iou: float,
+    matched: np.ndarray,
     cross_label_only: bool = False,
-    skip_single_pairs: bool = False,
 ) -> pd.DataFrame:
-    """Hungarian matching per group and annotator pair, over boxes the pair has not matched yet."""
-    rows = []
-    for _, group in boxes.groupby(keys, sort=False):
-        annotators = sorted(group["annotator_id"].unique())
-        by_annotator = {a: group[group["annotator_id"] == a] for a in annotators}
-        for i, a in enumerate(annotators):
-            for b in annotators[i + 1:]:
-                ga, gb = by_annotator[a], by_annotator[b]
-                if skip_single_pairs and len(ga) == 1 and len(gb) == 1:
-                    continue  # matched directly
-                ga = ga[[(x, b) not in matched for x in ga["index"]]]
-                gb = gb[[(x, a) not in matched for x in gb["index"]]]
-                if ga.empty or gb.empty:
-                    continue
-                scores = overlap(ga["index"].to_numpy()[:, None], gb["index"].to_numpy()[None, :])
-                if cross_label_only:
-                    scores = np.where(ga["label"].to_numpy()[:, None] != gb["label"].to_numpy()[None, :], scores, 0.0)
-                ra, rb = linear_sum_assignment(scores, maximize=True)
-                ok = scores[ra, rb] > min_iou
-                for x, y in zip(ra[ok], rb[ok]):
-                    index_a, index_b = int(ga["index"].iat[x]), int(gb["index"].iat[y])
-                    rows.append((group["item_id"].iat[0], a, b, index_a, index_b, ga["label"].iat[x], gb["label"].iat[y], float(scores[x, y])))
-                    matched.update(((index_a, b), (index_b, a)))
-    return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+    """Hungarian matching per group and annotator pair, over boxes the pair has not matched yet.
+
+    Every (group, annotator a < annotator b) problem is independent of the others, so all of
+    them are built at once as candidate pairs; a 1 x 1 problem (the common case) is decided by
+    its IoU alone and only larger ones go to the assignment solver.
+    """
+    if len(rows) == 0:
+        return pd.DataFrame({"index_a": np.zeros(0, np.int64), "index_b": np.zeros(0, np.int64), "iou": np.zeros(0)})
+    group = codes.item[rows] * (int(codes.label.max()) + 1) + codes.label[rows] if by_label else codes.item[rows]
+    order = np.lexsort((rows, group))
+    rows, group = rows[order], group[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sizes = np.diff(np.r_[starts, len(rows)]).astype(np.int64)
+    chunk = np.cumsum(sizes ** 2) // PAIR_CHUNK  # whole groups, about PAIR_CHUNK candidate pairs at a time
+    parts = [_assign_groups(codes, overlap, rows, starts[chunk == c], sizes[chunk == c], min_iou, matched, cross_label_only)
+             for c in np.unique(chunk)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _contains(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+    return sorted_keys[at] == queries
+
+
+def _assign_groups(codes: _Codes, overlap, rows, starts, sizes, min_iou, matched, cross_label_only) -> pd.DataFrame:
+    pairs = sizes ** 2
+    group = np.repeat(np.arange(len(starts)), pairs)
+    offset = np.arange(int(pairs.sum())) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+    a, b = rows[starts[group] + offset // sizes[group]], rows[starts[group] + offset % sizes[group]]
+    keep = codes.annotator[a] < codes.annotator[b]
+    if len(matched):
+        keep &= ~_contains(matched, a * codes.n_annotators + codes.annotator[b])
+        keep &= ~_contains(matched, b * codes.n_annotators + codes.annotator[a])
+    a, b, group = a[keep], b[keep], group[keep]
+    scores = overlap(a, b) if len(a) else np.zeros(0)
+    if cross_label_only:
+        scores = np.where(codes.label[a] != codes.label[b], scores, 0.0)
+    n = codes.n_annotators
+    problem = pd.factorize((group * n + codes.annotator[a]) * n + codes.annotator[b])[0]
+    n_a = pd.Series(a).groupby(problem).transform("nunique").to_numpy()
+    n_b = pd.Series(b).groupby(problem).transform("nunique").to_numpy()
+    single = (n_a == 1) & (n_b == 1)
+    ok = single & (scores > min_iou)
+    index_a, index_b, iou_ = [a[ok]], [b[ok]], [scores[ok]]
+    several = np.flatnonzero(~single)
+    if len(several):
+        order = several[np.lexsort((b[several], a[several], problem[several]))]
+        bounds = np.flatnonzero(np.r_[True, problem[order][1:] != problem[order][:-1], True])
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            block = order[start:end]
+            ua, ia = np.unique(a[block], return_inverse=True)
+            ub, ib = np.unique(b[block], return_inverse=True)
+            matrix = np.zeros((len(ua), len(ub)))
+            matrix[ia, ib] = scores[block]
+            ra, rb = linear_sum_assignment(matrix, maximize=True)
+            good = matrix[ra, rb] > min_iou
+            index_a.append(ua[ra[good]])
+            index_b.append(ub[rb[good]])
+            iou_.append(matrix[ra[good], rb[good]])
+    return pd.DataFrame({"index_a": np.concatenate(index_a), "index_b": np.concatenate(index_b), "iou": np.concatenate(iou_)})
 
 
 def box_metrics(matching: Matching, *, seed: int = 0) -> dict[str, float]:

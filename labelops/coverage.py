@@ -17,6 +17,7 @@ import yaml
 from scipy.stats import norm
 
 from labelops.boxes import match_boxes
+from labelops.columns import isin
 from labelops.guidelines import Guideline
 from labelops.storage import Store
 
@@ -263,8 +264,8 @@ def failing_critical_recall(report: pd.DataFrame, spec: CoverageSpec) -> pd.Data
 def reference_boxes(consensus: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
     """The boxes the model is scored against, on the day's labeled items: gold boxes on gold items,
     consensus boxes elsewhere."""
-    gold_boxes = gold[(gold["kind"] == "bbox") & gold["item_id"].isin(consensus["item_id"])][["item_id", "label", "x", "y", "w", "h"]]
-    fused = consensus[(consensus["kind"] == "bbox") & ~consensus["item_id"].isin(gold_boxes["item_id"])]
+    gold_boxes = gold[(gold["kind"] == "bbox") & isin(gold["item_id"], consensus["item_id"])][["item_id", "label", "x", "y", "w", "h"]]
+    fused = consensus[(consensus["kind"] == "bbox") & ~isin(consensus["item_id"], gold_boxes["item_id"])]
     return pd.concat([gold_boxes, fused[["item_id", "label", "x", "y", "w", "h"]]], ignore_index=True)
 
 
@@ -272,5 +273,5 @@ def detections(predictions: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFra
     """The model's box predictions on items that have reference boxes."""
     if not {"x", "y", "w", "h"} <= set(predictions.columns):
         return pd.DataFrame(columns=["item_id", "label", "x", "y", "w", "h"])
-    boxed = predictions[predictions[["x", "y", "w", "h"]].notna().all(axis=1) & predictions["item_id"].isin(reference["item_id"])]
+    boxed = predictions[predictions[["x", "y", "w", "h"]].notna().all(axis=1) & isin(predictions["item_id"], reference["item_id"])]
     return boxed.rename(columns={"predicted_label": "label"})[["item_id", "label", "x", "y", "w", "h"]]

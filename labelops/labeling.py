@@ -11,6 +11,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from labelops.columns import isin
+
 LEDGER_COLUMNS = ["item_id", "batch_id", "sent_on"]
 PRIORITY = {"guideline_change": 5.0, "review_queue": 4.0, "unseen_in_training": 3.5, "drifted_slice": 3.0, "coverage_gap": 2.0}
 
@@ -45,7 +47,7 @@ def relabel_candidates(
     guideline-relabel items come from the day's quality stage.
     """
     rows = []
-    traffic = production[~production["item_id"].isin(review["item_id"])] if len(production) else production
+    traffic = production[~isin(production["item_id"], review["item_id"])] if len(production) else production
     drifted = set(drift.loc[drift["drifted"] & (drift["feature"] != "__dataset__"), "feature"]) if len(drift) else set()
     cells = coverage[(coverage["label"] == "*") & coverage["dimension"].isin(drifted) & (coverage["underrepresentation"] >= drift_ratio)] if len(coverage) else coverage
     for dimension, value in cells[["dimension", "value"]].itertuples(index=False) if len(cells) else []:
@@ -97,7 +99,7 @@ def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataF
     taking the most important kind first within a turn and the highest priority within a group."""
     if candidates.empty:
         return candidates.assign(rank=pd.Series(dtype=np.int64))
-    pool = candidates[~candidates["item_id"].isin(exclude)].copy()
+    pool = candidates[~isin(candidates["item_id"], exclude)].copy()
     pool = pool.sort_values(["priority", "item_id"], ascending=[False, True], kind="stable")
     pool["turn"] = pool.groupby(["kind", "stratum"]).cumcount()  # round-robin across strata within a kind
     pool["kind_rank"] = pool["kind"].map(PRIORITY)
@@ -112,7 +114,8 @@ def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataF
 def label_studio_tasks(batch: pd.DataFrame, items: pd.DataFrame, predictions: pd.DataFrame, *, batch_id: str) -> bytes:
     """A Label Studio import file: one task per item, the model's predictions as pre-annotations."""
     catalog = items.drop_duplicates("item_id", keep="last").set_index("item_id") if len(items) else pd.DataFrame()
-    by_item = {k: g for k, g in predictions.groupby("item_id")} if len(predictions) else {}
+    chosen = predictions[isin(predictions["item_id"], batch["item_id"])] if len(predictions) else predictions
+    by_item = {k: g for k, g in chosen.groupby("item_id")} if len(chosen) else {}
     tasks = []
     for row in batch.itertuples(index=False):  # one task per selected item: the batch is budget-sized
         uri = catalog["uri"].get(row.item_id) if "uri" in catalog else None
@@ -145,7 +148,7 @@ def task_candidates(
 ) -> pd.DataFrame:
     """Raw items without annotations, valued by how under-covered their slices are and whether the model
     sees a critical class in them, then by model uncertainty."""
-    raw = items[~items["item_id"].isin(labeled_ids)].drop_duplicates("item_id", keep="last").copy()
+    raw = items[~isin(items["item_id"], labeled_ids)].drop_duplicates("item_id", keep="last").copy()
     if raw.empty:
         return raw.assign(reason=pd.Series(dtype=object), priority=pd.Series(dtype=float))
     cells = coverage[coverage["label"] == "*"].set_index(["dimension", "value"])["underrepresentation"] if len(coverage) else pd.Series(dtype=float)
@@ -160,7 +163,7 @@ def task_candidates(
         text = f"under-covered {dimension}=" + raw[dimension].astype(str) + " (x" + pd.Series(ratio, index=raw.index).map("{:.2f}".format) + "); "
         reasons = reasons + text.where(ratio > 1, "")
     confidence = raw["item_id"].map(predictions.groupby("item_id")["confidence"].min()) if len(predictions) else pd.Series(np.nan, index=raw.index)
-    sees_critical = raw["item_id"].isin(predictions.loc[predictions["predicted_label"].isin(critical), "item_id"]).to_numpy() if len(predictions) else np.zeros(len(raw), bool)
+    sees_critical = isin(raw["item_id"], predictions.loc[predictions["predicted_label"].isin(critical), "item_id"]) if len(predictions) else np.zeros(len(raw), bool)
     reasons = reasons + np.where(sees_critical, "model sees a critical class; ", "")
     raw["priority"] = value + sees_critical + (1 - confidence.fillna(0.5).to_numpy()) * 0.5
     raw["reason"] = reasons.str.rstrip("; ").replace("", "new raw item")

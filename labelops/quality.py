@@ -32,14 +32,11 @@ def agreement_table(annotations: pd.DataFrame, items: pd.DataFrame, slice_column
     box_frame = _boxes(annotations)
     polygon_frame = annotations.loc[annotations["kind"] == "polygon", ["item_id", "annotator_id", "label", "x", "y", "w", "h", "points"]]
     rows = []
-    if len(box_frame):
-        rows.append(("overall", boxes.match_boxes(box_frame)))
-        for label in sorted(box_frame["label"].unique()):
-            rows.append((f"label={label}", boxes.match_boxes(box_frame[box_frame["label"] == label])))
-    if len(polygon_frame):  # polygons are matched on polygon IoU, in scopes of their own
-        rows.append(("kind=polygon", boxes.match_boxes(polygon_frame, polygons=True)))
-        for label in sorted(polygon_frame["label"].unique()):
-            rows.append((f"label={label}", boxes.match_boxes(polygon_frame[polygon_frame["label"] == label], polygons=True)))
+    for scope, frame, polygons in (("overall", box_frame, False), ("kind=polygon", polygon_frame, True)):
+        if len(frame):  # polygons are matched on polygon IoU, in scopes of their own
+            matching = boxes.match_boxes(frame, polygons=polygons)
+            rows.append((scope, matching))
+            rows.extend((f"label={label}", matching.only_label(label)) for label in sorted(frame["label"].unique()))
     if rows:
         for scope, scoped in rows:
             in_scope = scoped.boxes

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from labelops.columns import isin
 from labelops.storage import Store
 
 ROOT = "snapshots"
@@ -69,7 +70,7 @@ def curate(
         consensus = consensus.assign(label=consensus["label"].replace(dict(renames)))
     consensus = consensus.drop_duplicates(["item_id", "kind", "label", "x", "y", "w", "h"], keep="last")
     catalog = items.drop_duplicates("item_id", keep="last")
-    labeled = catalog[catalog["item_id"].isin(consensus["item_id"])]
+    labeled = catalog[isin(catalog["item_id"], consensus["item_id"])]
     excluded: dict[str, int] = {}
 
     def drop(mask: pd.Series, reason: str) -> None:
@@ -79,14 +80,14 @@ def curate(
 
     classification = consensus[consensus["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")
     drop(labeled["item_id"].map(classification["confidence"]).lt(config.min_confidence), "low_confidence")
-    drop(labeled["item_id"].isin(review["item_id"]), "waiting_for_review")
+    drop(pd.Series(isin(labeled["item_id"], review["item_id"]), index=labeled.index), "waiting_for_review")
     relabel = quarantined.loc[quarantined["rule"].astype(str).str.contains("needs_relabel"), "item_id"] if len(quarantined) else pd.Series(dtype=object)
     drop(labeled["item_id"].isin(relabel), "waiting_for_relabel")
     identity = labeled["content_hash"] if "content_hash" in labeled else labeled["uri"]
     drop(identity.notna() & identity.duplicated(keep="first"), "duplicate")
 
     labeled = labeled.sort_values("item_id").reset_index(drop=True)
-    labels = consensus[consensus["item_id"].isin(labeled["item_id"])]
+    labels = consensus[isin(consensus["item_id"], labeled["item_id"])]
     labels = labels.sort_values(["item_id", "kind", "label", "x", "y", "w", "h"], kind="stable").reset_index(drop=True)
     labeled["split"] = assign_splits(labeled, labels, parent_splits, config)
     return Curated(labeled, labels, excluded)

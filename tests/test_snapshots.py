@@ -11,7 +11,7 @@ import pytest
 
 from labelops import snapshots
 from labelops.export import to_coco, to_yolo
-from labelops.formats import parse_file, parse_folder
+from labelops.formats import parse_file
 from labelops.storage import LocalStore, open_store
 
 CONFIG = snapshots.CurationConfig()
@@ -133,7 +133,7 @@ def test_coco_and_yolo_exports_round_trip_through_the_parsers() -> None:
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
     sizes = dict(zip(curated.items["item_id"], zip(curated.items["width"], curated.items["height"])))
-    yolo = parse_folder("yolo", to_yolo(curated.items, curated.labels), sizes).objects
+    yolo = parse_file("yolo.zip", to_yolo(curated.items, curated.labels), sizes).objects
     got = yolo[["item_id", "label", "x", "y", "w", "h"]].sort_values(["item_id", "label", "x"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=1e-5)
 
@@ -163,7 +163,7 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
     assert set(diff["added"]) == set(second["item_id"]) - set(first.index)
     assert all(item.startswith("img-20240605") for item in diff["added"]) and diff["removed"] == []
     assert (second.set_index("item_id")["split"].loc[first.index] == first).all()
-    assert store.exists("snapshots/v0002/export/coco.json") and store.exists("snapshots/v0002/export/yolo/classes.txt")
+    assert store.exists("snapshots/v0002/export/coco.json") and store.exists("snapshots/v0002/export/yolo.zip")
 
 
 def test_older_labels_are_read_under_the_snapshot_guideline() -> None:
