@@ -1,7 +1,9 @@
 """Labeling: the items that go back to labelers (relabel_batch) and the raw items that go out (labeling_tasks).
 
 Both write a Label Studio import file (with the model's predictions as pre-annotations) and a CSV
-manifest into the warehouse's outbox, and append to a ledger so an item is not sent twice while open.
+manifest into the warehouse's outbox, and record the batch in the outbox's ledger (one file per day,
+outbox/<area>/ledger/<day>.csv, so runs of different days never overwrite each other's entries) so an
+item is not sent twice while open.
 """
 
 import io
@@ -11,7 +13,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 
 from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, table_metadata
-from assets.partitioned import Frames, concat_days, for_day
+from assets.partitioned import DayFrames, Frames, concat_days, for_day
 from labelops import labeling
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -42,9 +44,10 @@ class TasksConfig(Config):
     dimensions: list[str] = ["lighting", "weather", "device", "region"]
 
 
-def _ledger(storage: StorageResource, key: str) -> pd.DataFrame:
+def _ledger(storage: StorageResource, area: str) -> pd.DataFrame:
     store = storage.warehouse_store
-    return pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=str) if store.exists(key) else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
+    frames = [pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=str) for key in store.list(f"outbox/{area}/ledger")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
 
 
 def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: pd.DataFrame, tasks: bytes) -> dict:
@@ -53,11 +56,8 @@ def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: 
     prefix = f"outbox/{area}/{day}"
     store.write_bytes(f"{prefix}/{batch_id}.label_studio.json", tasks)
     store.write_bytes(f"{prefix}/{batch_id}.csv", chosen.to_csv(index=False).encode())
-    ledger_key = f"outbox/{area}/ledger.csv"
-    ledger = _ledger(storage, ledger_key)
-    ledger = pd.concat([ledger[ledger["batch_id"] != batch_id],
-                        pd.DataFrame({"item_id": chosen["item_id"], "batch_id": batch_id, "sent_on": day})], ignore_index=True)
-    store.write_bytes(ledger_key, ledger.to_csv(index=False).encode())
+    ledger = pd.DataFrame({"item_id": chosen["item_id"], "batch_id": batch_id, "sent_on": day})
+    store.write_bytes(f"outbox/{area}/ledger/{day}.csv", ledger.to_csv(index=False).encode())
     return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json")}
 
 
@@ -79,7 +79,7 @@ def relabel_batch(
     quarantined_annotations: Frames,
     item_catalog: Frames,
     label_exports: Frames,
-) -> Output[Frames]:
+) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"relabel-{day}"
     production_drift = for_day(production_drift, day, "production_drift")
@@ -88,7 +88,7 @@ def relabel_batch(
     quarantined_annotations = for_day(quarantined_annotations, day, "quarantined_annotations")
     item_catalog = for_day(item_catalog, day, "item_catalog")
     label_exports = concat_days(label_exports)
-    ledger = _ledger(storage, "outbox/relabel/ledger.csv")
+    ledger = _ledger(storage, "relabel")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=None)
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
                                              quarantined_annotations, drift_ratio=config.drift_ratio)
@@ -121,14 +121,14 @@ def labeling_tasks(
     guidelines: GuidelinesResource,
     coverage_report: Frames,
     production_predictions: Frames,
-) -> Output[Frames]:
+) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"tasks-{day}"
     item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
     production_predictions = for_day(production_predictions, day, "production_predictions")
     label_exports = concat_days(label_exports)
     critical = set(guidelines.coverage_spec(guidelines.load().in_force(day)).critical)
-    ledger = _ledger(storage, "outbox/tasks/ledger.csv")
+    ledger = _ledger(storage, "tasks")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
     labeled = set(label_exports["item_id"]) if len(label_exports) else set()
     candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, list(config.dimensions), critical)

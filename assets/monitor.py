@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 
 from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, table_metadata
-from assets.partitioned import Frames, concat_days
+from assets.partitioned import DayFrames, Frames, concat_days
 from labelops import drift, snapshots
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -37,17 +37,15 @@ class DriftRunConfig(Config):
 )
 def production_drift(
     context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, production_predictions: Frames
-) -> Output[Frames]:
+) -> Output[DayFrames]:
     day = context.partition_key
-    history = concat_days(production_predictions)
-    dates = history["export_date"].astype(str) if len(history) else pd.Series(dtype=str)
-    current = history[dates == day] if len(history) else history
+    current = production_predictions.get(day, pd.DataFrame())
     store = storage.warehouse_store
     version = snapshots.latest(store)
     reference_days = [d for d in snapshots.manifest(store, version)["source_partitions"] if d < day] if version else []
     if not reference_days:
-        reference_days = sorted(d for d in dates.unique() if d < day)[:FIRST_DAYS]
-    reference = history[dates.isin(reference_days)] if len(history) else history
+        reference_days = sorted(d for d in production_predictions if d < day)[:FIRST_DAYS]
+    reference = concat_days({d: production_predictions[d] for d in reference_days if d in production_predictions})
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
     columns = drift.monitored_columns(current) if len(current) and len(reference) else []
     table = drift.dataset_drift(reference, current, columns, settings)

@@ -3,31 +3,36 @@
 With ``BackfillPolicy.single_run()`` Dagster hands an asset every day of a backfill range at
 once (``context.partition_keys``). Each asset still computes day by day, exactly as a one-day
 run does, and returns ``{day: frame}`` for the days of its run; the IO manager writes one
-Parquet file per day. Every daily input arrives the same way, as ``{day: frame}`` for the days
-that exist: `for_day` picks one day, `concat_days` joins a window. Assets whose inputs look
+Parquet file per day. Every daily input arrives as `DayTables`, the days that exist mapped to
+their tables, read when used: `for_day` picks one day, `concat_days` joins a window. Assets whose inputs look
 back over a window (coverage, drift, the outboxes) keep one run per day, since a window per
 day cannot be cut from the union of windows.
 """
 
+from collections.abc import Mapping
+
 import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy
 
+from resources.io_manager import DayTables
+
 SINGLE_RUN = BackfillPolicy.single_run()
 
-Frames = dict[str, pd.DataFrame]
+Frames = DayTables  # what a daily input is; a daily asset returns DayFrames
+DayFrames = dict[str, pd.DataFrame]
 
 
 def days(context: AssetExecutionContext) -> list[str]:
     return sorted(context.partition_keys)
 
 
-def for_day(frames: Frames, day: str, asset: str) -> pd.DataFrame:
+def for_day(frames: Mapping[str, pd.DataFrame], day: str, asset: str) -> pd.DataFrame:
     if day not in frames:
         raise LookupError(f"{asset} has not been materialized for {day}; materialize it for that day first")
     return frames[day]
 
 
-def concat_days(frames: Frames) -> pd.DataFrame:
+def concat_days(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """A window of days as one table, in day order (days never materialized are absent)."""
     parts = [frames[day] for day in sorted(frames)]
     if not parts:

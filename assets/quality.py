@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, asset, multi_asset
 
 from assets.metadata import OWNERS, table_metadata
-from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
+from assets.partitioned import SINGLE_RUN, DayFrames, Frames, concat_days, days, for_day
 from labelops import quality
 from labelops.annotators import Thresholds
 from labelops.reporting import markdown_table
@@ -56,7 +56,7 @@ class ReviewConfig(Config):
 )
 def annotator_agreement(
     context: AssetExecutionContext, config: AgreementConfig, validated_annotations: Frames, item_catalog: Frames
-) -> Output[Frames]:
+) -> Output[DayFrames]:
     tables = {}
     for day in days(context):
         items = for_day(item_catalog, day, "item_catalog")
@@ -126,7 +126,7 @@ def review_queue(
     guidelines: GuidelinesResource,
     validated_annotations: Frames,
     consensus_labels: Frames,
-) -> Output[Frames]:
+) -> Output[DayFrames]:
     guideline_set = guidelines.load()
     queues = {
         day: quality.review(for_day(validated_annotations, day, "validated_annotations"),

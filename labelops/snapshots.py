@@ -32,6 +32,10 @@ DATA_FILES = ("items.parquet", "labels.parquet")
 SPLITS = ("train", "val", "test")
 
 
+class SnapshotConflictError(RuntimeError):
+    """Another run is publishing different content under the same version."""
+
+
 class SnapshotExistsError(RuntimeError):
     """A published version cannot be written again."""
 
@@ -151,8 +155,8 @@ def versions(store: Store) -> list[str]:
 
 
 def latest(store: Store) -> str | None:
-    if store.exists(LATEST):
-        return store.read_bytes(LATEST).decode().strip()
+    """The newest published version. ``snapshots/latest`` names it for readers outside labelops;
+    the manifests are the truth, so a crash between a manifest and that pointer changes nothing."""
     published = versions(store)
     return published[-1] if published else None
 
@@ -204,6 +208,14 @@ def publish(
         version = f"v{len(published) + 1:04d}"
     if version in published or store.exists(f"{ROOT}/{version}/manifest.json"):
         raise SnapshotExistsError(f"snapshot {version} is already published and is never rewritten")
+    # Claim the version before writing into it: a run racing for the same version with other content
+    # stops here; a rerun after a crash (or a twin run) with the same content goes on, writing the same bytes.
+    claim = f"{ROOT}/{version}/claim.json"
+    if not store.create(claim, json.dumps({"content_hash": digest}).encode()):
+        owner = json.loads(store.read_bytes(claim))["content_hash"]
+        if owner != digest:
+            raise SnapshotConflictError(f"snapshot {version} is being published by another run (content {owner[:12]}); "
+                                        "this run's content will be the next version when it runs again")
     parent_items = read_table(store, parent, "items.parquet") if parent else None
     parent_labels = read_table(store, parent, "labels.parquet") if parent else None
     changes = diff(parent_items, parent_labels, curated.items, curated.labels)
@@ -226,6 +238,7 @@ def publish(
         "diff_summary": {k: len(v) for k, v in changes.items()},
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
-    store.write_bytes(f"{ROOT}/{version}/manifest.json", json.dumps(document, indent=1, sort_keys=True, default=str).encode())
+    if not store.create(f"{ROOT}/{version}/manifest.json", json.dumps(document, indent=1, sort_keys=True, default=str).encode()):
+        return version, manifest(store, version), False  # a twin with the same content published it first
     store.write_bytes(LATEST, version.encode())
     return version, document, True

@@ -21,6 +21,10 @@ class PathEscapeError(ValueError):
     """A key that would leave the store's root."""
 
 
+class StorageUnavailableError(OSError):
+    """The store could not be reached, after the client's bounded retries with backoff."""
+
+
 def safe_key(key: str) -> str:
     """Normalize a relative key and refuse anything that escapes the root."""
     if not key or "\x00" in key:
@@ -50,6 +54,10 @@ class Store(Protocol):
     def read_bytes(self, key: str) -> bytes: ...
 
     def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist yet, atomically; False when it already existed."""
+        ...
 
     def delete(self, key: str) -> None: ...
 
@@ -101,6 +109,22 @@ class LocalStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def create(self, key: str, data: bytes) -> bool:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, target)  # atomic, and fails when the target exists: one creator wins
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
@@ -109,7 +133,10 @@ class LocalStore:
 class S3Store:
     """A prefix in an S3 bucket, through boto3 (AWS or any S3-compatible endpoint).
 
-    A PutObject is atomic on S3, so writes need no temporary object.
+    A PutObject is atomic on S3, so writes need no temporary object. Transient failures (connection
+    refused or reset, timeouts, throttling, 5xx) are retried by botocore's standard mode with
+    exponential backoff and jitter, a bounded number of times; what still fails is raised as
+    StorageUnavailableError naming the object, never the credentials.
     """
 
     bucket: str
@@ -130,9 +157,22 @@ class S3Store:
             self._client = boto3.client(
                 "s3",
                 endpoint_url=self.endpoint_url,
-                config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+                config=Config(retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60),
             )
         return self._client
+
+    def _call(self, operation: str, key: str, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
+        except ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status >= 500 or error.response.get("Error", {}).get("Code") in ("SlowDown", "Throttling", "RequestTimeout"):
+                raise StorageUnavailableError(f"{self.url}/{key}: {operation} failed after {S3_ATTEMPTS} attempts: {error}") from None
+            raise
+        except BotoCoreError as error:
+            raise StorageUnavailableError(f"{self.url}/{key}: {operation} failed after {S3_ATTEMPTS} attempts: {error}") from None
 
     def _full(self, key: str) -> str:
         return posixpath.join(self.prefix, safe_key(key)) if self.prefix else safe_key(key)
@@ -141,19 +181,22 @@ class S3Store:
         full = self._full(prefix) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+        token = None
+        while True:
+            page = self._call("list_objects_v2", prefix, Prefix=full, **({"ContinuationToken": token} if token else {}))
             keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
-        return sorted(keys)
+            token = page.get("NextContinuationToken")
+            if not token:
+                return sorted(keys)
 
     def size(self, key: str) -> int:
-        return int(self.client.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"])
+        return int(self._call("head_object", key, Key=self._full(key))["ContentLength"])
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+            self._call("head_object", key, Key=self._full(key))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
@@ -161,13 +204,32 @@ class S3Store:
         return True
 
     def read_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self._call("get_object", key, Key=self._full(key))["Body"].read()
+        except BotoCoreError as error:  # the connection dropped while the body streamed
+            raise StorageUnavailableError(f"{self.url}/{key}: reading failed: {error}") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+        self._call("put_object", key, Key=self._full(key), Body=data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call("put_object", key, Key=self._full(key), Body=data, IfNoneMatch="*")  # S3 conditional write
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        self._call("delete_object", key, Key=self._full(key))
+
+
+S3_ATTEMPTS = 6  # botocore standard retries: about 40 s of backoff in all before giving up
 
 
 def open_store(url: str, *, endpoint_url: str | None = None, base: Path | None = None) -> Store:

@@ -5,14 +5,15 @@ Layout: ``tables/<asset>/<YYYY-MM-DD>.parquet`` per partition and
 store's atomic write, so a crashed run leaves the previous file or none.
 
 A daily asset returns ``{day: frame}`` for the days of its run (several in a
-single-run backfill) and gets one file per day. A daily input is loaded the same
-way, ``{day: frame}`` for the days that exist; a day never materialized is simply
-absent, so a fresh warehouse does not break ``--select '*' --partition DAY``
-(see assets/partitioned.py).
+single-run backfill) and gets one file per day. A daily input arrives as
+`DayTables`, a mapping of the days that exist to their tables, each read when it
+is used: a year of look-back costs a directory listing, not a year of tables in
+memory. A day never materialized is simply absent, so a fresh warehouse does not
+break ``--select '*' --partition DAY`` (see assets/partitioned.py).
 """
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +23,27 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext, Resource
 from resources.storage import StorageResource
 
 UNPARTITIONED = "all"
+
+
+class DayTables(Mapping[str, pd.DataFrame]):
+    """Days of a daily table that exist, in day order; a day's table is read on each access."""
+
+    def __init__(self, days: list[str], read: Callable[[str], pd.DataFrame]) -> None:
+        self._days, self._read = sorted(days), read
+
+    def __getitem__(self, day: str) -> pd.DataFrame:
+        if day not in self._days:
+            raise KeyError(day)
+        return self._read(day)
+
+    def __contains__(self, day: object) -> bool:  # without reading the table
+        return day in self._days
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._days)
+
+    def __len__(self) -> int:
+        return len(self._days)
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -52,13 +74,13 @@ class ParquetIOManager(ConfigurableIOManager):
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
             self.storage.warehouse_store.write_bytes(self.key(context.asset_key.path, partition), buffer.getvalue())
 
-    def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    def load_input(self, context: InputContext) -> pd.DataFrame | DayTables:
         path = context.asset_key.path
         if not context.has_asset_partitions:
             return self._read(self.key(path, None))
-        wanted = context.asset_partition_keys
         existing = set(self.storage.warehouse_store.list("/".join(["tables", *path])))
-        return {p: self._read(self.key(path, p)) for p in sorted(wanted) if self.key(path, p) in existing}
+        days = [p for p in context.asset_partition_keys if self.key(path, p) in existing]
+        return DayTables(days, lambda day: self._read(self.key(path, day)))
 
     def _read(self, key: str) -> pd.DataFrame:
         data = self.storage.warehouse_store.read_bytes(key)

@@ -12,7 +12,7 @@ import pandas as pd
 from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.ingest import ingest_assets
-from assets.partitioned import concat_days
+from assets.partitioned import Frames, concat_days
 from conftest import REPO, copy_store
 from labelops.storage import LocalStore
 from resources import build_resources
@@ -88,7 +88,7 @@ def test_unpartitioned_reader_gets_the_days_that_exist(demo_landing: LocalStore,
     from dagster import asset
 
     @asset
-    def all_exports(label_exports: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    def all_exports(label_exports: Frames) -> pd.DataFrame:
         assert list(label_exports) == [DAYS[0]]
         return concat_days(label_exports)
 

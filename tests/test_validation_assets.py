@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import AssetKey, DagsterInstance, asset, materialize
 
 from assets.ingest import item_catalog, label_exports
-from assets.partitioned import SINGLE_RUN
+from assets.partitioned import SINGLE_RUN, Frames
 from assets.validate import validate_annotations
 from labelops.storage import LocalStore
 from pipelines.partitions import daily_partitions
@@ -20,7 +20,7 @@ DAY = "2024-06-03"  # guideline v1 in force
 
 
 @asset(partitions_def=daily_partitions, backfill_policy=SINGLE_RUN, group_name="quality")
-def downstream_quality(validated_annotations: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def downstream_quality(validated_annotations: Frames) -> dict[str, pd.DataFrame]:
     """Stands in for the quality assets that a blocking check must stop."""
     return {day: frame.head(1) for day, frame in validated_annotations.items()}
 
