@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -134,9 +135,9 @@ class S3Store:
     """A prefix in an S3 bucket, through boto3 (AWS or any S3-compatible endpoint).
 
     A PutObject is atomic on S3, so writes need no temporary object. Transient failures (connection
-    refused or reset, timeouts, throttling, 5xx) are retried by botocore's standard mode with
-    exponential backoff and jitter, a bounded number of times; what still fails is raised as
-    StorageUnavailableError naming the object, never the credentials.
+    refused or reset, timeouts, throttling, 5xx) are retried: quickly by botocore, then on the
+    S3_BACKOFF schedule (about 30 s in all), so a store that restarts or fails over is ridden out;
+    what still fails is raised as StorageUnavailableError naming the object, never the credentials.
     """
 
     bucket: str
@@ -157,22 +158,29 @@ class S3Store:
             self._client = boto3.client(
                 "s3",
                 endpoint_url=self.endpoint_url,
-                config=Config(retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+                config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
             )
         return self._client
 
-    def _call(self, operation: str, key: str, **kwargs):
+    def _call(self, operation: str, key: str, read_body: bool = False, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
-        except ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status >= 500 or error.response.get("Error", {}).get("Code") in ("SlowDown", "Throttling", "RequestTimeout"):
-                raise StorageUnavailableError(f"{self.url}/{key}: {operation} failed after {S3_ATTEMPTS} attempts: {error}") from None
-            raise
-        except BotoCoreError as error:
-            raise StorageUnavailableError(f"{self.url}/{key}: {operation} failed after {S3_ATTEMPTS} attempts: {error}") from None
+        schedule = (*S3_BACKOFF, None)
+        for pause in schedule:
+            try:
+                response = getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
+                return response["Body"].read() if read_body else response
+            except ClientError as error:
+                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if status < 500 and error.response.get("Error", {}).get("Code") not in ("SlowDown", "Throttling", "RequestTimeout"):
+                    raise
+                failure = error
+            except BotoCoreError as error:
+                failure = error
+            if pause is None:
+                raise StorageUnavailableError(f"{self.url}/{key}: {operation} failed after {len(schedule)} attempts "
+                                              f"over {sum(S3_BACKOFF):g} s: {failure}") from None
+            time.sleep(pause)
 
     def _full(self, key: str) -> str:
         return posixpath.join(self.prefix, safe_key(key)) if self.prefix else safe_key(key)
@@ -204,12 +212,7 @@ class S3Store:
         return True
 
     def read_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError
-
-        try:
-            return self._call("get_object", key, Key=self._full(key))["Body"].read()
-        except BotoCoreError as error:  # the connection dropped while the body streamed
-            raise StorageUnavailableError(f"{self.url}/{key}: reading failed: {error}") from None
+        return self._call("get_object", key, read_body=True, Key=self._full(key))  # a body cut off mid-stream is retried too
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._call("put_object", key, Key=self._full(key), Body=data)
@@ -229,7 +232,7 @@ class S3Store:
         self._call("delete_object", key, Key=self._full(key))
 
 
-S3_ATTEMPTS = 6  # botocore standard retries: about 40 s of backoff in all before giving up
+S3_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between attempts when S3 cannot be reached
 
 
 def open_store(url: str, *, endpoint_url: str | None = None, base: Path | None = None) -> Store:

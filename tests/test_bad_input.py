@@ -49,6 +49,11 @@ BAD_FILES = {
         b"<annotations><version>1.1</version></annotations>",
         r"bomb.xml: unsafe XML refused",
     ),
+    "xxe.xml": (
+        lambda good: b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b"<annotations><version>1.1</version><meta>&x;</meta></annotations>",
+        r"xxe.xml: unsafe XML refused",
+    ),
     "latin1.csv": (lambda good: "item_id,annotator_id,label\nx,u,caf\xe9\n".encode("latin-1"), r"latin1.csv: not UTF-8 text"),
 }
 

@@ -216,7 +216,8 @@ def test_s3_outage_is_retried_then_fails_clearly_and_a_rerun_matches(demo_landin
     copy_store(demo_landing, "s3://outage/landing", endpoint)
     store = S3Store("outage", "probe", endpoint)
     try:
-        # down for a moment: the client's retries with backoff ride it out
+        # down for a moment: retries with backoff ride it out
+        monkeypatch.setattr(labelops.storage, "S3_BACKOFF", (0.5, 1.0, 2.0))
         servers[-1].stop()
         later = threading.Timer(1.5, restart)
         later.start()
@@ -226,9 +227,9 @@ def test_s3_outage_is_retried_then_fails_clearly_and_a_rerun_matches(demo_landin
         assert store.read_bytes("k") == b"survived" and time.monotonic() - started >= 1.0
 
         # down for good during a run: bounded retries, then a clear failure naming the object
-        monkeypatch.setattr(labelops.storage, "S3_ATTEMPTS", 2)
+        monkeypatch.setattr(labelops.storage, "S3_BACKOFF", (0.2,))
         servers[-1].stop()
-        with pytest.raises(StorageUnavailableError, match=r"s3://outage/probe/k: get_object failed after 2 attempts"):
+        with pytest.raises(StorageUnavailableError, match=r"s3://outage/probe/k: get_object failed after 2 attempts over 0.2 s"):
             S3Store("outage", "probe", endpoint).read_bytes("k")
         from pipelines.definitions import defs
 

@@ -44,6 +44,8 @@ BAD = {  # annotation_id -> (overrides, the rule that must quarantine it)
     "bad-geometry": ({"label": "crosswalk", "attributes": "{}"}, "geometry_allowed"),
     "bad-size": ({"w": 0.0}, "box_positive"),
     "bad-nan": ({"x": float("nan")}, "box_positive"),
+    "bad-inf": ({"w": float("inf")}, "box_positive"),
+    "bad-negative": ({"x": -5.0}, "box_inside_image"),
     "bad-outside": ({"x": 1900.0, "w": 100.0}, "box_inside_image"),
     "bad-points": (polygon([10, 10, 50, 60]), "polygon_min_points"),
     "bad-open": ({**polygon([10, 10, 90, 10, 90, 50, 10, 50]), "attributes": '{"closed":false}'}, "polygon_closed"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import posixpath
 import zipfile
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,9 +36,13 @@ def unzip(source_file: str, data: bytes) -> dict[str, bytes]:
     when unpacked, or compressed at an implausible ratio.
     """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as error:
-        raise ExportError(source_file, f"not a valid zip archive ({error})") from None
+        return _unzip(source_file, data)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as error:
+        raise ExportError(source_file, f"not a valid zip archive ({type(error).__name__}: {error})") from None
+
+
+def _unzip(source_file: str, data: bytes) -> dict[str, bytes]:
+    archive = zipfile.ZipFile(io.BytesIO(data))
     members = [m for m in archive.infolist() if not m.is_dir()]
     if len(members) > MAX_ZIP_MEMBERS:
         raise ExportError(source_file, f"zip holds {len(members)} files (limit {MAX_ZIP_MEMBERS})")
@@ -50,7 +55,10 @@ def unzip(source_file: str, data: bytes) -> dict[str, bytes]:
             name = safe_key(member.filename)
         except PathEscapeError as error:
             raise ExportError(source_file, f"zip member {member.filename!r}: {error}") from None
-        files[name] = archive.read(member)
+        with archive.open(member) as handle:  # never more than the member declared, whatever the stream says
+            files[name] = handle.read(member.file_size + 1)
+        if len(files[name]) > member.file_size:
+            raise ExportError(source_file, f"zip member {member.filename!r} unpacks beyond its declared size")
     return files
 
 
