@@ -12,6 +12,8 @@ import os
 import posixpath
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -97,20 +99,20 @@ class LocalStore:
         return self.path(key).read_bytes()
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with self._staged(key, data) as (tmp, target):
             os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def create(self, key: str, data: bytes) -> bool:
+        with self._staged(key, data) as (tmp, target):
+            try:
+                os.link(tmp, target)  # atomic, and fails when the target exists: one creator wins
+            except FileExistsError:
+                return False
+        return True
+
+    @contextmanager
+    def _staged(self, key: str, data: bytes) -> Iterator[tuple[str, Path]]:
+        """The data in a synced temporary file beside the target, removed afterwards whatever happens."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
@@ -119,10 +121,7 @@ class LocalStore:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.link(tmp, target)  # atomic, and fails when the target exists: one creator wins
-            return True
-        except FileExistsError:
-            return False
+            yield tmp, target
         finally:
             Path(tmp).unlink(missing_ok=True)
 

@@ -60,19 +60,19 @@ def test_a_crash_before_the_manifest_leaves_nothing_visible_and_a_rerun_complete
     class Crash(RuntimeError):
         pass
 
-    original = store.write_bytes
+    original = store.create
 
-    def crash_at_manifest(key: str, data: bytes) -> None:
+    def crash_at_manifest(key: str, data: bytes) -> bool:
         if key.endswith("manifest.json"):
             raise Crash("killed between data and manifest")
-        original(key, data)
+        return original(key, data)
 
-    store.write_bytes = crash_at_manifest  # type: ignore[method-assign]
+    store.create = crash_at_manifest  # type: ignore[method-assign]
     with pytest.raises(Crash):
         snapshots.publish(store, curate(consensus, items), {})
     assert store.exists("snapshots/v0001/items.parquet")  # data was written …
     assert snapshots.versions(store) == [] and snapshots.latest(store) is None  # … but no snapshot is visible
-    store.write_bytes = original  # type: ignore[method-assign]
+    store.create = original  # type: ignore[method-assign]
     version, document, created = snapshots.publish(store, curate(consensus, items), {})
     assert (version, created) == ("v0001", True) and snapshots.latest(store) == "v0001"
     with pytest.raises(snapshots.SnapshotExistsError, match="v0001 is already published"):
