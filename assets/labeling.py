@@ -33,6 +33,10 @@ OUTBOX_ASSET = {
 }
 
 
+# what the task ranking and the Label Studio pre-annotations read of the production log
+PREDICTION_COLUMNS = ["item_id", "model_version", "predicted_label", "confidence", "x", "y", "w", "h"]
+
+
 class RelabelConfig(Config):
     budget: int = 200
     drift_ratio: float = 1.5
@@ -87,7 +91,7 @@ def relabel_batch(
     coverage_report, review_queue = for_day(coverage_report, day, "coverage_report"), for_day(review_queue, day, "review_queue")
     quarantined_annotations = for_day(quarantined_annotations, day, "quarantined_annotations")
     item_catalog = for_day(item_catalog, day, "item_catalog")
-    label_exports = concat_days(label_exports)
+    label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
     ledger = _ledger(storage, "relabel")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=None)
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
@@ -125,8 +129,8 @@ def labeling_tasks(
     day = context.partition_key
     batch_id = f"tasks-{day}"
     item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
-    production_predictions = for_day(production_predictions, day, "production_predictions")
-    label_exports = concat_days(label_exports)
+    production_predictions = for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions")
+    label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
     critical = set(guidelines.coverage_spec(guidelines.load().in_force(day)).critical)
     ledger = _ledger(storage, "tasks")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)

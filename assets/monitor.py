@@ -39,6 +39,7 @@ def production_drift(
     context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, production_predictions: Frames
 ) -> Output[DayFrames]:
     day = context.partition_key
+    production_predictions = production_predictions.select(drop=drift.PRODUCTION_META)  # ids, time, boxes: not monitored
     current = production_predictions.get(day, pd.DataFrame())
     store = storage.warehouse_store
     version = snapshots.latest(store)

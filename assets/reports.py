@@ -60,7 +60,8 @@ def quality_report(
         html = render_quality_report(
             day,
             guideline=guideline.version,
-            validated=for_day(validated_annotations, day, "validated_annotations"),
+            validated=for_day(validated_annotations.select(keep=["validation_warnings", "remapped_from"]), day,
+                              "validated_annotations"),
             quarantined=for_day(quarantined_annotations, day, "quarantined_annotations"),
             agreement=for_day(annotator_agreement, day, "annotator_agreement"),
             scores=for_day(annotator_scores, day, "annotator_scores"),

@@ -155,9 +155,9 @@ def run_pipeline(landing: Path, warehouse: Path) -> dict:
             intervals.append((context.asset_key.to_user_string(), "list", start, time.time()))
             return value
 
-        def _read(self, key):
+        def _read(self, key, **columns):
             start = time.time()
-            value = super()._read(key)
+            value = super()._read(key, **columns)
             intervals.append((key, "read", start, time.time()))
             return value
 
