@@ -4,9 +4,9 @@ With ``BackfillPolicy.single_run()`` Dagster hands an asset every day of a backf
 once (``context.partition_keys``). Each asset still computes day by day, exactly as a one-day
 run does, and returns ``{day: frame}`` for the days of its run; the IO manager writes one
 Parquet file per day. Every daily input arrives as `DayTables`, the days that exist mapped to
-their tables, read when used: `for_day` picks one day, `concat_days` joins a window. Assets whose inputs look
-back over a window (coverage, drift, the outboxes) keep one run per day, since a window per
-day cannot be cut from the union of windows.
+their tables, read when used (``select`` reads only some columns): `for_day` picks one day,
+`concat_days` joins a window. Assets whose inputs look back over a window (coverage, drift, the
+outboxes) keep one run per day, since a window per day cannot be cut from the union of windows.
 """
 
 from collections.abc import Mapping

@@ -3,7 +3,6 @@
 The snapshot's report is written by dataset_snapshot itself, next to the version it describes.
 """
 
-import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, asset
 
 from assets.metadata import OWNERS, link

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, AssetSelection, DagsterInstance, materialize
+from dagster import AssetSelection, DagsterInstance, materialize
 
 from conftest import REPO, copy_store, free_port
 from labelops import snapshots
