@@ -31,6 +31,7 @@ from resources.validation import GuidelinesResource
 GROUP = "coverage"
 KINDS = {"python", "pandas", "parquet"}
 LOOKBACK_DAYS = 365
+COVERAGE_ASSET = {"partitions_def": daily_partitions, "group_name": GROUP, "owners": OWNERS[GROUP], "kinds": KINDS, "code_version": "1"}
 LOOKBACK = TimeWindowPartitionMapping(start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True)
 
 
@@ -39,11 +40,7 @@ def _severity(blocking: bool) -> AssetCheckSeverity:
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    owners=OWNERS[GROUP],
-    kinds=KINDS,
-    code_version="1",
+    **COVERAGE_ASSET,
     ins={
         "consensus_labels": AssetIn(partition_mapping=LOOKBACK),
         "item_catalog": AssetIn(partition_mapping=LOOKBACK),
@@ -99,11 +96,7 @@ def coverage_report(
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    owners=OWNERS[GROUP],
-    kinds=KINDS,
-    code_version="1",
+    **COVERAGE_ASSET,
     check_specs=[AssetCheckSpec("critical_recall", asset="risk_report",
                                 description="The Wilson 95 % lower bound of every critical class's recall reaches its "
                                 "threshold, so a rare class with few examples is not taken as safe. Warning unless the "
