@@ -44,7 +44,8 @@ def _readable_check(asset_name: str) -> AssetCheckSpec:
         name="files_readable",
         asset=asset_name,
         description="Every landing file of the day was read. A failure names each unreadable file and why; "
-        "the readable files were still loaded, so downstream runs on them.",
+        "the readable files were still loaded, so downstream runs on them. Files still being written "
+        "(modified within the settle time) are deferred to a later run: a warning, not an error.",
     )
 
 
@@ -61,14 +62,19 @@ def _report(
     table = concat_days({day: r.table for day, r in results.items()})
     ledger = pd.concat([r.ledger for r in results.values()], ignore_index=True)
     errors = ledger[ledger["status"] == "error"]
+    arriving = ledger[ledger["status"] == ingest.STILL_ARRIVING]
     for message in errors["error"]:
         context.log.error(message)
+    for file in arriving["source_file"]:
+        context.log.warning(f"{file}: still arriving (modified less than {storage.settle_seconds:g} s ago); "
+                            "deferred to the next run")
     yield Output(
         {day: r.table for day, r in results.items()},
         metadata={
             **table_metadata(table, preview_columns=metadata.pop("preview_columns", None)),
             "files": len(ledger),
             "files_rejected": len(errors),
+            "files_still_arriving": len(arriving),
             "file_ledger": MetadataValue.md(markdown_table(ledger.drop(columns="error"), max_rows=30)),
             "ledger_path": MetadataValue.path(f"{storage.warehouse}/ledgers/{name}/" + (f"{day}.csv" if len(results) == 1 else "")),
             **metadata,
@@ -76,12 +82,14 @@ def _report(
     )
     yield AssetCheckResult(
         check_name="files_readable",
-        passed=errors.empty,
-        severity=AssetCheckSeverity.ERROR,
+        passed=errors.empty and arriving.empty,
+        severity=AssetCheckSeverity.ERROR if len(errors) else AssetCheckSeverity.WARN,
         metadata={
             "files": len(ledger),
             "rejected": len(errors),
+            "still_arriving": len(arriving),
             "rejected_files": MetadataValue.md(markdown_table(errors[["source_file", "error"]], max_rows=50)),
+            "files_still_arriving": MetadataValue.md(markdown_table(arriving[["source_file"]], max_rows=50)),
         },
     )
 
@@ -93,7 +101,7 @@ def _report(
     "time, and slice attributes (lighting, weather, device, region, …) as extra text columns. One row per item.",
 )
 def item_catalog(context: AssetExecutionContext, storage: StorageResource):
-    results = {day: ingest.read_items(storage.landing_store, day) for day in days(context)}
+    results = {day: ingest.read_items(storage.landing_store, day, policy=storage.read_policy()) for day in days(context)}
     slices = sorted({c for r in results.values() for c in r.table.columns if c not in ingest.ITEM_CORE_SCHEMA.names})
     yield from _report(context, storage, "item_catalog", results, {"slice_columns": ", ".join(slices) or "none"})
 
@@ -104,14 +112,19 @@ def item_catalog(context: AssetExecutionContext, storage: StorageResource):
     check_specs=[_readable_check("label_exports")],
     description="Every annotation export of the day (exports/YYYY-MM-DD/) — Label Studio JSON, COCO, CVAT 1.1 "
     "XML, YOLO folders or zips, CSV/TSV/Parquet long tables — normalized to the canonical annotation table "
-    "with stable annotation ids. YOLO boxes take image sizes from the day's item catalog.",
+    "with stable annotation ids. YOLO boxes take image sizes from the day's item catalog. A judgment "
+    "(annotator, item, kind, label, geometry) delivered before — in the same file, another file of the day or "
+    "an earlier day — keeps its row with `duplicate_of` set; validation quarantines it as `duplicate`.",
 )
 def label_exports(context: AssetExecutionContext, storage: StorageResource, item_catalog: Frames):
     results = {}
-    for day in days(context):
+    warehouse = storage.warehouse_store
+    for day in days(context):  # in day order: a range's later days compare against its earlier ones
         items = for_day(item_catalog, day, "item_catalog")
         sizes = dict(zip(items["item_id"], zip(items["width"], items["height"])))
-        results[day] = ingest.read_exports(storage.landing_store, day, sizes)
+        results[day] = ingest.read_exports(storage.landing_store, day, sizes, policy=storage.read_policy(),
+                                           known=ingest.known_judgments(warehouse, day))
+        ingest.record_judgments(warehouse, day, results[day].table)
     table = concat_days({day: r.table for day, r in results.items()})
     skipped: dict[str, int] = {}
     for entry in pd.concat([r.ledger["skipped"] for r in results.values()]):
@@ -124,6 +137,7 @@ def label_exports(context: AssetExecutionContext, storage: StorageResource, item
         "by_kind": MetadataValue.json(table["kind"].value_counts().to_dict()),
         "items": int(table["item_id"].nunique()),
         "annotators": int(table["annotator_id"].nunique()),
+        "duplicate_rows": int(table["duplicate_of"].notna().sum()),
         "skipped_records": MetadataValue.json(skipped),
     }
     yield from _report(context, storage, "label_exports", results, metadata)
@@ -136,7 +150,7 @@ def label_exports(context: AssetExecutionContext, storage: StorageResource, item
     "every day, gold/YYYY-MM-DD/ from that day on. Any export format; classification and boxes.",
 )
 def gold_labels(context: AssetExecutionContext, storage: StorageResource):
-    results = {day: ingest.read_gold(storage.landing_store, day) for day in days(context)}
+    results = {day: ingest.read_gold(storage.landing_store, day, policy=storage.read_policy()) for day in days(context)}
     table = concat_days({day: r.table for day, r in results.items()})
     metadata = {
         "gold_items": int(table["item_id"].nunique()),
@@ -152,7 +166,8 @@ def gold_labels(context: AssetExecutionContext, storage: StorageResource):
     "predicted_label, confidence, and the model's input features as extra columns (numbers stay numeric).",
 )
 def production_predictions(context: AssetExecutionContext, storage: StorageResource):
-    results = {day: ingest.read_predictions(storage.landing_store, day) for day in days(context)}
+    results = {day: ingest.read_predictions(storage.landing_store, day, policy=storage.read_policy())
+               for day in days(context)}
     table = concat_days({day: r.table for day, r in results.items()})
     metadata = {
         "preview_columns": [c for c in table.columns if c not in ("source_file", "export_date")],

@@ -135,7 +135,8 @@ class Sampler(threading.Thread):
 
 def run_pipeline(landing: Path, warehouse: Path) -> dict:
     """The nightly job for DAY in this process; returns per-asset timings from the run's events."""
-    os.environ.update(LABELOPS_LANDING=str(landing), LABELOPS_WAREHOUSE=str(warehouse), LABELOPS_START_DATE="2024-06-01")
+    os.environ.update(LABELOPS_LANDING=str(landing), LABELOPS_WAREHOUSE=str(warehouse), LABELOPS_START_DATE="2024-06-01",
+                      LABELOPS_SETTLE_SECONDS="0")
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
     from pipelines.definitions import defs

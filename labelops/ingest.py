@@ -7,8 +7,10 @@ error that names it, and the other files still load.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from labelops import landing
 from labelops.errors import ExportError
@@ -27,11 +30,49 @@ from labelops.schema import (
     ITEM_CORE_SCHEMA,
     PREDICTION_CORE_SCHEMA,
     conform,
+    normalize_item_ids,
 )
-from labelops.storage import Store
+from labelops.storage import FileInfo, StorageUnavailableError, Store
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
-LEDGER_COLUMNS = ["source_file", "format", "status", "rows", "skipped", "error"]
+DEFAULT_MAX_EXPORT_BYTES = 1024 * 1024 * 1024
+LEDGER_COLUMNS = ["source_file", "format", "status", "rows", "skipped", "duplicates", "error"]
+STILL_ARRIVING = "still arriving"
+JUDGMENTS = "ledgers/judgments"  # warehouse prefix: each day's first deliveries, by content
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """What the readers refuse or put off before reading a byte.
+
+    Limits are checked against the listing, so an oversized export costs nothing to
+    refuse: one file may not exceed ``max_file_bytes``, and an export (a file, or a YOLO
+    folder's files together) may not exceed ``max_export_bytes``. A file modified at or
+    after ``settled_before`` (seconds since the epoch) may still be being written: it is
+    deferred with the ledger status "still arriving" and read by a later run.
+    """
+
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_export_bytes: int = DEFAULT_MAX_EXPORT_BYTES
+    settled_before: float | None = None
+
+    @classmethod
+    def settling(cls, seconds: float, now: float | None = None, **limits: int) -> ReadPolicy:
+        """A policy that defers files younger than ``seconds`` (0 reads everything)."""
+        cutoff = (time.time() if now is None else now) - seconds if seconds > 0 else None
+        return cls(settled_before=cutoff, **limits)
+
+    def arriving(self, files: list[FileInfo]) -> bool:
+        return self.settled_before is not None and any(f.modified >= self.settled_before for f in files)
+
+    def check_sizes(self, name: str, files: Mapping[str, FileInfo]) -> None:
+        for key, info in files.items():
+            if info.size > self.max_file_bytes:
+                raise ExportError(key, f"file is {info.size} bytes, above the {self.max_file_bytes}-byte limit")
+        total = sum(info.size for info in files.values())
+        if total > self.max_export_bytes:
+            raise ExportError(name, f"export is {total} bytes in {len(files)} file(s), above the "
+                                    f"{self.max_export_bytes}-byte limit for one export")
 
 
 @dataclass
@@ -41,21 +82,34 @@ class Ingested:
     table: pd.DataFrame
     ledger: pd.DataFrame
 
-    @property
-    def errors(self) -> pd.DataFrame:
-        return self.ledger[self.ledger["status"] == "error"]
-
 
 def _ledger(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
-    return frame.astype({"rows": "int64"})
+    return frame.astype({"rows": "int64", "duplicates": "int64"})
 
 
-def _read(store: Store, key: str, max_bytes: int) -> bytes:
-    size = store.size(key)
-    if size > max_bytes:
-        raise ExportError(key, f"file is {size} bytes, above the {max_bytes}-byte limit")
-    return store.read_bytes(key)
+def _ok_row(name: str, fmt: str, rows: int, skipped: Mapping[str, int] | None = None) -> dict:
+    return {"source_file": name, "format": fmt, "status": "ok", "rows": rows,
+            "skipped": json.dumps(dict(skipped or {}), sort_keys=True), "duplicates": 0, "error": None}
+
+
+def _error_row(name: str, error: ExportError) -> dict:
+    return {"source_file": name, "format": None, "status": "error", "rows": 0, "skipped": "{}", "duplicates": 0,
+            "error": str(error)}
+
+
+def _deferred_row(name: str) -> dict:
+    return {"source_file": name, "format": None, "status": STILL_ARRIVING, "rows": 0, "skipped": "{}",
+            "duplicates": 0, "error": None}
+
+
+def _as_export_error(name: str, error: Exception) -> ExportError:
+    """Whatever a parser raised fails its file alone; an unreachable store still fails the run."""
+    if isinstance(error, StorageUnavailableError):
+        raise error
+    if isinstance(error, ExportError):
+        return error
+    return ExportError(name, f"malformed values ({type(error).__name__}: {error})")
 
 
 def annotation_ids(source_file: pd.Series, source_ref: pd.Series) -> np.ndarray:
@@ -105,90 +159,175 @@ def _timestamps(source_file: str, values: pd.Series, refs: pd.Series) -> pd.Seri
     return parsed
 
 
+def content_ids(frame: pd.DataFrame) -> np.ndarray:
+    """Identity by content: a 64-bit hash of (annotator, item, kind, label, geometry) as hex.
+
+    Coordinates are compared to a hundredth of a pixel, so the same judgment converted
+    twice from percentages (Label Studio) or re-exported by a tool hashes the same, while
+    a box moved by a pixel is a new judgment. Attributes, file names and refs are not part
+    of the identity: the same export under two names is the same set of judgments.
+    """
+    if frame.empty:
+        return np.empty(0, dtype=object)
+    geometry = frame[["x", "y", "w", "h"]].astype(float).round(2) + 0.0  # + 0.0 folds -0.0 into 0.0
+    points = pa.array(frame["points"].to_numpy(dtype=object), type=pa.list_(pa.float64()))
+    rounded = pc.add(pc.round(points.flatten(), 2), 0.0)
+    as_text = pa.ListArray.from_arrays(points.offsets, pc.cast(rounded, pa.string()), mask=points.is_null())
+    keyed = pd.DataFrame({
+        "annotator": frame["annotator_id"].to_numpy(dtype=object),
+        "item": frame["item_id"].to_numpy(dtype=object),
+        "kind": frame["kind"].to_numpy(dtype=object),
+        "label": frame["label"].astype(object).fillna("\x00").to_numpy(dtype=object),
+        **{c: geometry[c].to_numpy() for c in geometry},
+        "points": pc.fill_null(pc.binary_join(as_text, ","), "").to_numpy(zero_copy_only=False).astype(object),
+    })
+    return hex_strings(pd.util.hash_pandas_object(keyed, index=False).to_numpy())
+
+
+def mark_duplicates(frame: pd.DataFrame, known: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``content_id`` for every row, and ``duplicate_of`` for every judgment delivered before.
+
+    ``known`` holds earlier days' first deliveries (content_id, annotation_id); within the
+    day, the first row in file order is the delivery and later copies point at it. A copy
+    is kept in the table (and quarantined by validation with rule ``duplicate``) so every
+    input row stays accounted for, but it is never counted twice.
+    """
+    out = frame.copy()
+    out["content_id"] = content_ids(out)
+    ids = out["content_id"]
+    first_today = ~ids.duplicated()
+    firsts = pd.Series(out["annotation_id"].to_numpy()[first_today.to_numpy()], index=ids[first_today].to_numpy())
+    duplicate_of = ids.map(firsts).where(~first_today)
+    if known is not None and len(known):
+        earlier = known.drop_duplicates("content_id").set_index("content_id")["annotation_id"]
+        duplicate_of = ids.map(earlier).fillna(duplicate_of)
+    out["duplicate_of"] = duplicate_of.astype(object).where(duplicate_of.notna(), None)
+    return out
+
+
+def record_judgments(warehouse: Store, day: str, table: pd.DataFrame) -> None:
+    """Keep the day's first deliveries (copies excluded), which later days compare against."""
+    firsts = table.loc[table["duplicate_of"].isna(), ["content_id", "annotation_id"]]
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(firsts, preserve_index=False), buffer, compression="zstd")
+    warehouse.write_bytes(f"{JUDGMENTS}/{day}.parquet", buffer.getvalue())
+
+
+def known_judgments(warehouse: Store, day: str) -> pd.DataFrame:
+    """First deliveries of every day before ``day``, as recorded by :func:`record_judgments`."""
+    keys = [k for k in warehouse.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < day]
+    if not keys:
+        return pd.DataFrame({"content_id": pd.Series(dtype=object), "annotation_id": pd.Series(dtype=object)})
+    tables = [pq.read_table(pa.BufferReader(warehouse.read_bytes(k)), columns=["content_id", "annotation_id"])
+              for k in sorted(keys)]
+    return pa.concat_tables(tables).to_pandas()
+
+
 def read_exports(
     store: Store,
     day: str,
     image_sizes: Mapping[str, tuple[float, float]] | None = None,
     *,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    policy: ReadPolicy = ReadPolicy(),
+    known: pd.DataFrame | None = None,
 ) -> Ingested:
-    """All annotation exports of one day, normalized."""
-    keys = [k for k in landing.day_keys(store.list(f"exports/{day}"), "exports", day) if not is_ignored(k)]
+    """All annotation exports of one day, normalized, with judgments delivered before marked.
+
+    ``known`` is :func:`known_judgments` for the day; without it only copies within the
+    day are found.
+    """
+    listing = store.stat(f"exports/{day}")
+    keys = [k for k in landing.day_keys(list(listing), "exports", day) if not is_ignored(k)]
     units = landing.export_units(keys, day, folder_markers=yolo.CLASS_LISTS)
     export_date = date.fromisoformat(day)
     frames: list[pd.DataFrame] = []
     rows: list[dict] = []
     for unit in units:
+        files = {k: listing[k] for k in unit.keys}
+        if policy.arriving(list(files.values())):
+            rows.append(_deferred_row(unit.name))
+            continue
         try:
+            policy.check_sizes(unit.name, files)
             if unit.is_folder:
-                files = {k[len(unit.name) + 1:]: _read(store, k, max_file_bytes) for k in unit.keys}
-                parsed = parse_folder(unit.name, files, image_sizes)
+                parsed = parse_folder(unit.name, {k[len(unit.name) + 1:]: store.read_bytes(k) for k in unit.keys},
+                                      image_sizes)
             else:
-                parsed = parse_file(unit.name, _read(store, unit.name, max_file_bytes), image_sizes)
+                parsed = parse_file(unit.name, store.read_bytes(unit.name), image_sizes)
             frame = canonical_annotations(parsed, unit.name, export_date)
-        except (ValueError, TypeError) as error:
-            if not isinstance(error, ExportError):
-                error = ExportError(unit.name, f"malformed values ({type(error).__name__}: {error})")
-            rows.append(_error_row(unit.name, error))
+        except Exception as error:  # noqa: BLE001 - any failure of one file fails that file alone
+            rows.append(_error_row(unit.name, _as_export_error(unit.name, error)))
             continue
         frames.append(frame)
-        rows.append(
-            {"source_file": unit.name, "format": parsed.format, "status": "ok", "rows": len(frame),
-             "skipped": json.dumps(parsed.skipped, sort_keys=True), "error": None}
-        )
+        rows.append(_ok_row(unit.name, parsed.format, len(frame), parsed.skipped))
     table_ = pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), ANNOTATION_SCHEMA)
-    return Ingested(table=table_, ledger=_ledger(rows))
+    table_ = mark_duplicates(table_, known)
+    ledger = _ledger(rows)
+    copies = table_.loc[table_["duplicate_of"].notna(), "source_file"].value_counts()
+    ledger["duplicates"] = ledger["source_file"].map(copies).fillna(0).astype("int64")
+    return Ingested(table=table_, ledger=ledger)
 
 
-def _error_row(name: str, error: ExportError) -> dict:
-    return {"source_file": name, "format": None, "status": "error", "rows": 0, "skipped": "{}", "error": str(error)}
-
-
-def read_gold(store: Store, day: str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Ingested:
+def read_gold(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> Ingested:
     """Gold labels in force on ``day``, in any export format."""
     frames, rows = [], []
-    for key in landing.gold_keys(store.list("gold"), day):
+    listing = store.stat("gold")
+    for key in landing.gold_keys(list(listing), day):
         if is_ignored(key):
             continue
-        try:
-            parsed = parse_file(key, _read(store, key, max_file_bytes), require_annotator=False)
-        except ExportError as error:
-            rows.append(_error_row(key, error))
+        if policy.arriving([listing[key]]):
+            rows.append(_deferred_row(key))
             continue
-        frame = parsed.objects.assign(source_format=parsed.format, source_file=key)
-        frames.append(conform(frame, GOLD_SCHEMA, extra="drop"))
-        rows.append({"source_file": key, "format": parsed.format, "status": "ok", "rows": len(frame),
-                     "skipped": json.dumps(parsed.skipped, sort_keys=True), "error": None})
+        try:
+            policy.check_sizes(key, {key: listing[key]})
+            parsed = parse_file(key, store.read_bytes(key), require_annotator=False)
+            frame = conform(parsed.objects.assign(source_format=parsed.format, source_file=key), GOLD_SCHEMA,
+                            extra="drop")
+        except Exception as error:  # noqa: BLE001 - any failure of one file fails that file alone
+            rows.append(_error_row(key, _as_export_error(key, error)))
+            continue
+        frames.append(frame)
+        rows.append(_ok_row(key, parsed.format, len(frame), parsed.skipped))
     table_ = pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), GOLD_SCHEMA)
     return Ingested(table=table_, ledger=_ledger(rows))
 
 
-def read_items(store: Store, day: str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Ingested:
+def read_items(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> Ingested:
     """The item catalog delivered on ``day``; extra columns are slice attributes (text)."""
-    return _read_records(store, "items", day, ITEM_CORE_SCHEMA, _items_frame, max_file_bytes)
+    return _read_records(store, "items", day, ITEM_CORE_SCHEMA, _items_frame, policy)
 
 
-def read_predictions(store: Store, day: str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Ingested:
+def read_predictions(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> Ingested:
     """Production inference logs of ``day``; extra columns are model input features."""
-    return _read_records(store, "production", day, PREDICTION_CORE_SCHEMA, _predictions_frame, max_file_bytes)
+    return _read_records(store, "production", day, PREDICTION_CORE_SCHEMA, _predictions_frame, policy)
 
 
-def _read_records(store, area, day, schema, shape, max_file_bytes) -> Ingested:
+def _read_records(
+    store: Store,
+    area: str,
+    day: str,
+    schema: pa.Schema,
+    shape: Callable[[str, pd.DataFrame], pd.DataFrame],
+    policy: ReadPolicy,
+) -> Ingested:
     frames, rows = [], []
     export_date = date.fromisoformat(day)
-    for key in landing.day_keys(store.list(f"{area}/{day}"), area, day):
+    listing = store.stat(f"{area}/{day}")
+    for key in landing.day_keys(list(listing), area, day):
         if is_ignored(key):
             continue
+        if policy.arriving([listing[key]]):
+            rows.append(_deferred_row(key))
+            continue
         try:
-            frame = shape(key, _record_frame(key, _read(store, key, max_file_bytes)))
-            frame = frame.assign(source_file=key, export_date=export_date)
-            frame = conform(frame, schema, extra="keep")
-        except ExportError as error:
-            rows.append(_error_row(key, error))
+            policy.check_sizes(key, {key: listing[key]})
+            frame = shape(key, _record_frame(key, store.read_bytes(key)))
+            frame = conform(frame.assign(source_file=key, export_date=export_date), schema, extra="keep")
+        except Exception as error:  # noqa: BLE001 - any failure of one file fails that file alone
+            rows.append(_error_row(key, _as_export_error(key, error)))
             continue
         frames.append(frame)
-        rows.append({"source_file": key, "format": key.rsplit(".", 1)[-1].lower(), "status": "ok",
-                     "rows": len(frame), "skipped": "{}", "error": None})
+        rows.append(_ok_row(key, key.rsplit(".", 1)[-1].lower(), len(frame)))
     table_ = pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), schema)
     return Ingested(table=table_, ledger=_ledger(rows))
 
@@ -229,7 +368,7 @@ def _items_frame(key: str, frame: pd.DataFrame) -> pd.DataFrame:
     for column in frame.columns:
         if column not in core:
             frame[column] = frame[column].astype("string").astype(object).where(frame[column].notna(), None)
-    frame["item_id"] = frame["item_id"].astype(str)
+    frame["item_id"] = normalize_item_ids(frame["item_id"])
     return frame.drop_duplicates("item_id", keep="last")
 
 
@@ -266,5 +405,5 @@ def _predictions_frame(key: str, frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = numbers
         else:
             frame[column] = frame[column].astype("string").astype(object).where(frame[column].notna(), None)
-    frame["item_id"] = frame["item_id"].astype(str)
+    frame["item_id"] = normalize_item_ids(frame["item_id"])
     return frame

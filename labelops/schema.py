@@ -31,6 +31,10 @@ ANNOTATION_SCHEMA = pa.schema(
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_ref", pa.string(), nullable=False),
         pa.field("export_date", pa.date32()),
+        # Identity by content: a hash of (annotator, item, kind, label, geometry), and for a judgment
+        # delivered before (in this file, another file of the day, or an earlier day) the id of its first copy.
+        pa.field("content_id", pa.string()),
+        pa.field("duplicate_of", pa.string()),
     ]
 )
 
@@ -77,16 +81,34 @@ PREDICTION_CORE_SCHEMA = pa.schema(
 )
 
 
+def normalize_item_ids(ids: pd.Series) -> pd.Series:
+    """The one spelling of an item id: text without surrounding white space.
+
+    Exports, catalogs, gold files and production logs are typed by different people and
+    tools; ``" img-1"`` and ``"img-1"`` are the same item, so every canonical table
+    (through :func:`conform`) stores the stripped form and joins never miss silently.
+    """
+    return ids.astype("string").str.strip().astype(object).where(ids.notna(), None)
+
+
 def conform(frame: pd.DataFrame, schema: pa.Schema, *, extra: str = "forbid") -> pd.DataFrame:
     """Cast a frame to a schema through Arrow, so dtypes are identical for every source.
 
     ``extra`` says what to do with columns the schema does not name: ``forbid``
     raises, ``keep`` appends them after the schema's columns (slice attributes and
-    model features), ``drop`` ignores them.
+    model features), ``drop`` ignores them. Item ids are normalized here, once for
+    every table; list columns that a parser left all-empty become object columns of
+    nulls (pandas infers float64 for them, which Arrow cannot read as a list).
     """
     missing = [name for name in schema.names if name not in frame.columns]
     for name in missing:
         frame = frame.assign(**{name: None})
+    if "item_id" in schema.names and len(frame):
+        frame = frame.assign(item_id=normalize_item_ids(frame["item_id"]))
+    for field in schema:
+        if pa.types.is_list(field.type) and frame[field.name].dtype != object:
+            column = frame[field.name]
+            frame = frame.assign(**{field.name: column.astype(object).where(column.notna(), None)})
     others = [c for c in frame.columns if c not in schema.names]
     if others and extra == "forbid":
         raise ValueError(f"unexpected columns {others}")

@@ -43,12 +43,24 @@ def safe_key(key: str) -> str:
     return "/".join(parts)
 
 
+@dataclass(frozen=True)
+class FileInfo:
+    """What a listing knows of a file without reading it: enough to refuse or defer it."""
+
+    size: int
+    modified: float  # seconds since the epoch (local mtime, S3 LastModified)
+
+
 class Store(Protocol):
     """What the pipeline needs from storage, whatever the backend."""
 
     url: str
 
     def list(self, prefix: str = "") -> list[str]: ...
+
+    def stat(self, prefix: str = "") -> dict[str, FileInfo]:
+        """Every key below ``prefix`` with its size and modification time, from one listing."""
+        ...
 
     def size(self, key: str) -> int: ...
 
@@ -88,6 +100,16 @@ class LocalStore:
             if p.is_file() and not p.name.startswith(".tmp-")
         ]
         return sorted(keys)
+
+    def stat(self, prefix: str = "") -> dict[str, FileInfo]:
+        info = {}
+        for key in self.list(prefix):
+            try:
+                found = self.path(key).stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            info[key] = FileInfo(size=found.st_size, modified=found.st_mtime)
+        return info
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
@@ -185,16 +207,20 @@ class S3Store:
         return posixpath.join(self.prefix, safe_key(key)) if self.prefix else safe_key(key)
 
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(self.stat(prefix))
+
+    def stat(self, prefix: str = "") -> dict[str, FileInfo]:
         full = self._full(prefix) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
+        info: dict[str, FileInfo] = {}
         token = None
         while True:
             page = self._call("list_objects_v2", prefix, Prefix=full, **({"ContinuationToken": token} if token else {}))
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+            for obj in page.get("Contents", []):
+                info[obj["Key"][strip:]] = FileInfo(size=int(obj["Size"]), modified=obj["LastModified"].timestamp())
             token = page.get("NextContinuationToken")
             if not token:
-                return sorted(keys)
+                return dict(sorted(info.items()))
 
     def size(self, key: str) -> int:
         return int(self._call("head_object", key, Key=self._full(key))["ContentLength"])

@@ -26,6 +26,8 @@ BORDER_TOLERANCE = 1.0
 CLOCK_SKEW = timedelta(minutes=5)
 RULE_COLUMNS = (
     "annotation_id_first",
+    "not_duplicate",
+    "source_ref_first",
     "guideline_known",
     "not_needs_relabel",
     "label_in_taxonomy",
@@ -36,6 +38,8 @@ RULE_COLUMNS = (
     "polygon_min_points",
     "polygon_closed",
     "polygon_simple",
+    "polygon_matches_box",
+    "area_non_negative",
     "not_in_future",
     "attributes_valid",
 )
@@ -115,14 +119,25 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
     with np.errstate(invalid="ignore"):
         big_enough = (w >= min_w) & (h >= min_h)
 
-    n_points, simple = _polygon_facts(out["points"], is_polygon)
-    closed = ~out["attributes"].astype(object).fillna("").str.contains('"closed":false', regex=False).to_numpy()
+    n_points, simple, bounds = _polygon_facts(out["points"], is_polygon)
+    attributes = out["attributes"].astype(object).fillna("")
+    single_part = ~attributes.str.contains('"polygon_parts"', regex=False).to_numpy()
+    with np.errstate(invalid="ignore"):  # every point inside the box; a one-part polygon also fills it
+        within = (bounds[:, 0] >= x - BORDER_TOLERANCE) & (bounds[:, 1] >= y - BORDER_TOLERANCE) & (
+            bounds[:, 2] <= x + w + BORDER_TOLERANCE) & (bounds[:, 3] <= y + h + BORDER_TOLERANCE)
+        fills = (bounds[:, 0] <= x + BORDER_TOLERANCE) & (bounds[:, 1] <= y + BORDER_TOLERANCE) & (
+            bounds[:, 2] >= x + w - BORDER_TOLERANCE) & (bounds[:, 3] >= y + h - BORDER_TOLERANCE)
+    area = pd.to_numeric(attributes.str.extract(r'"area":(-?[0-9.eE+-]+)', expand=False), errors="coerce")
+    closed = ~attributes.str.contains('"closed":false', regex=False).to_numpy()
 
     stamps = pd.to_datetime(out["annotated_at"], utc=True)
     future = (stamps > pd.Timestamp(now) + CLOCK_SKEW).to_numpy()
 
     rules = {
         "annotation_id_first": _where(out["annotation_id"].notna().to_numpy(), ~out["annotation_id"].duplicated().to_numpy()),
+        "not_duplicate": _where(np.ones(n, bool), out["duplicate_of"].isna().to_numpy()),
+        "source_ref_first": _where(out["duplicate_of"].isna().to_numpy(),
+                                   ~out[["source_file", "source_ref"]].duplicated().to_numpy()),
         "guideline_known": _where(np.ones(n, bool), known),
         "not_needs_relabel": _where(known, out["needs_relabel"].isna().to_numpy()),
         "label_in_taxonomy": _where(known & out["needs_relabel"].isna().to_numpy(), in_taxonomy),
@@ -133,6 +148,8 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
         "polygon_min_points": _where(is_polygon, n_points >= 3),
         "polygon_closed": _where(is_polygon, closed),
         "polygon_simple": _where(is_polygon & (n_points >= 3), simple),
+        "polygon_matches_box": _where(is_polygon & (n_points >= 3) & finite, within & (fills | ~single_part)),
+        "area_non_negative": _where(area.notna().to_numpy(), (area >= 0).to_numpy()),
         "not_in_future": _where(stamps.notna().to_numpy(), ~future),
         "attributes_valid": _attribute_rule(out, guidelines, in_taxonomy),
     }
@@ -146,13 +163,18 @@ def _where(applies: np.ndarray, passes: np.ndarray) -> pd.Series:
     return pd.Series(pd.array(np.where(applies, passes, False), dtype="boolean")).mask(~pd.Series(applies))
 
 
-def _polygon_facts(points: pd.Series, is_polygon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vertex counts and simplicity (no self-intersection) of every polygon, without a row loop."""
+def _polygon_facts(points: pd.Series, is_polygon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertex counts, simplicity (no self-intersection) and bounds (x0, y0, x1, y1) of every polygon.
+
+    Computed over all polygons at once: the vertices are one flat array and each
+    polygon a run of it, so there is no loop over rows.
+    """
     n = len(points)
     n_points = np.zeros(n, dtype=np.int64)
     simple = np.ones(n, dtype=bool)
+    bounds = np.full((n, 4), np.nan)
     if not is_polygon.any():
-        return n_points, simple
+        return n_points, simple, bounds
     index = np.flatnonzero(is_polygon)
     lists = pa.array(points.iloc[index].tolist(), type=pa.list_(pa.float64()))
     lengths = lists.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
@@ -164,8 +186,13 @@ def _polygon_facts(points: pd.Series, is_polygon: np.ndarray) -> tuple[np.ndarra
         ring_of_vertex = np.repeat(np.arange(len(chosen)), chosen.value_lengths().to_numpy() // 2)
         rings = shapely.linearrings(coords, indices=ring_of_vertex)
         simple[index[ok]] = shapely.is_simple(rings)
+        starts = np.concatenate([[0], np.cumsum(chosen.value_lengths().to_numpy() // 2)[:-1]])
+        bounds[index[ok]] = np.column_stack([
+            np.minimum.reduceat(coords[:, 0], starts), np.minimum.reduceat(coords[:, 1], starts),
+            np.maximum.reduceat(coords[:, 0], starts), np.maximum.reduceat(coords[:, 1], starts),
+        ])
     n_points[index[(lengths % 2) == 1]] = 0  # an odd coordinate count is not a polygon
-    return n_points, simple
+    return n_points, simple, bounds
 
 
 def _attribute_rule(frame: pd.DataFrame, guidelines: GuidelineSet, in_taxonomy: np.ndarray) -> pd.Series:

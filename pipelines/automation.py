@@ -1,8 +1,9 @@
-"""Schedules and sensors: the nightly refresh, drift -> relabel, guideline changes -> backfill, new files -> ingest."""
+"""Schedules and sensors: the nightly refresh, drift -> relabel, guideline changes -> backfill, new files -> the day's run."""
 
 import hashlib
 import json
 import os
+import time
 from datetime import timedelta
 
 import pyarrow as pa
@@ -25,6 +26,7 @@ from labelops import landing
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
+LANDING_AREAS = ("exports", "items", "production")
 RELABEL_SELECTION = [AssetKey("relabel_batch"), AssetKey("quality_report")]
 NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
 
@@ -80,24 +82,35 @@ def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesRes
     return SensorResult(run_requests=requests, cursor=json.dumps(sorted(versions)))
 
 
-@sensor(target=AssetSelection.groups("ingest"), minimum_interval_seconds=120,
-        description="When a day's exports land (or change), ingest that day without waiting for the night.")
+@sensor(job_name="nightly_job", minimum_interval_seconds=120,
+        description="When a day's landing files (exports, items, production logs) are new or change, run that day's "
+        "nightly job — ingest and everything downstream — without waiting for the night. A day whose files are "
+        "still arriving (modified within the settle time) waits for a later tick.")
 def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
     seen = json.loads(context.cursor) if context.cursor else {}
-    store = storage.landing_store
+    settled_before = time.time() - storage.settle_seconds
     by_day: dict[str, list[str]] = {}
-    for key in store.list("exports"):
-        parts = key.split("/")
-        if len(parts) >= 3 and landing.DAY.match(parts[1]):
-            by_day.setdefault(parts[1], []).append(f"{key}:{store.size(key)}")
+    arriving: set[str] = set()
+    for area in LANDING_AREAS:
+        for key, info in storage.landing_store.stat(area).items():
+            parts = key.split("/")
+            if len(parts) >= 3 and landing.DAY.match(parts[1]):
+                by_day.setdefault(parts[1], []).append(f"{key}:{info.size}:{info.modified}")
+                if storage.settle_seconds > 0 and info.modified >= settled_before:
+                    arriving.add(parts[1])
     requests = []
     for day, files in sorted(by_day.items()):
         fingerprint = _fingerprint(files)
-        if seen.get(day) != fingerprint:
-            requests.append(RunRequest(run_key=f"ingest-{day}-{fingerprint}", partition_key=day, tags={"labelops/trigger": "landing"}))
+        if seen.get(day) != fingerprint and day not in arriving:
+            requests.append(RunRequest(run_key=f"landing-{day}-{fingerprint}", partition_key=day,
+                                       tags={"labelops/trigger": "landing"}))
             seen[day] = fingerprint
+    waiting = f"; still arriving: {', '.join(sorted(arriving))}" if arriving else ""
     if not requests:
-        return SkipReason("no new or changed exports")
+        return SensorResult(skip_reason=SkipReason(f"no new or changed landing files{waiting}"),
+                            cursor=json.dumps(seen, sort_keys=True))
+    if waiting:
+        context.log.info(f"waiting for files{waiting}")
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
 

@@ -5,13 +5,17 @@ Runs go into the persistent instance in DAGSTER_HOME, so `make ui` shows them af
 
 from __future__ import annotations
 
+import os
 import sys
 
-from dagster import DagsterInstance, build_sensor_context, materialize
+# The demo writes its landing zone moments before the first run: nothing is still arriving.
+os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
 
-from labelops.demo import days, seed_landing
-from pipelines.automation import drift_sensor
-from pipelines.definitions import defs
+from dagster import DagsterInstance, build_sensor_context, materialize  # noqa: E402
+
+from labelops.demo import days, seed_landing  # noqa: E402
+from pipelines.automation import drift_sensor  # noqa: E402
+from pipelines.definitions import defs  # noqa: E402
 
 
 # Step-level debug logs stay in the instance (and the UI); the terminal gets a line per day.

@@ -13,6 +13,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         landing=settings.landing,
         warehouse=settings.warehouse,
         s3_endpoint_url=settings.s3_endpoint_url,
+        settle_seconds=settings.settle_seconds,
     )
     return {
         "storage": storage,

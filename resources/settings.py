@@ -20,6 +20,7 @@ class Settings:
     s3_endpoint_url: str | None
     config_dir: str
     start_date: str
+    settle_seconds: float = 0.0  # LABELOPS_SETTLE_SECONDS, 60 s when unset; 0 reads files at once
     suites_dir: str = str(PROJECT_ROOT / "expectations")
 
     @classmethod
@@ -30,6 +31,7 @@ class Settings:
             s3_endpoint_url=os.environ.get("LABELOPS_S3_ENDPOINT_URL") or None,
             config_dir=_local_or_s3(os.environ.get("LABELOPS_CONFIG", "config")),
             start_date=os.environ.get("LABELOPS_START_DATE", "2024-01-01"),
+            settle_seconds=float(os.environ.get("LABELOPS_SETTLE_SECONDS", "60")),
         )
 
 

@@ -9,15 +9,28 @@ from functools import cached_property
 
 from dagster import ConfigurableResource
 
+from labelops.ingest import DEFAULT_MAX_EXPORT_BYTES, DEFAULT_MAX_FILE_BYTES, ReadPolicy
 from labelops.storage import Store, open_store
 
 
 class StorageResource(ConfigurableResource):
-    """Where exports land and where every asset output is written."""
+    """Where exports land and where every asset output is written, and how landing files are read.
+
+    ``settle_seconds``: a landing file modified more recently than this may still be being
+    uploaded, so ingest defers it to a later run (0 reads everything at once).
+    """
 
     landing: str
     warehouse: str
     s3_endpoint_url: str | None = None
+    settle_seconds: float = 0.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_export_bytes: int = DEFAULT_MAX_EXPORT_BYTES
+
+    def read_policy(self) -> ReadPolicy:
+        """Limits, and the cut-off for files still arriving, as of now."""
+        return ReadPolicy.settling(self.settle_seconds, max_file_bytes=self.max_file_bytes,
+                                   max_export_bytes=self.max_export_bytes)
 
     @cached_property
     def landing_store(self) -> Store:

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from labelops.demo import seed_landing
-from labelops.storage import LocalStore, open_store
+# Tests write landing files moments before they ingest them: read them at once (the settle time that defers
+# files still being uploaded is tested on its own, with its own setting).
+os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
+
+from labelops.demo import seed_landing  # noqa: E402
+from labelops.storage import LocalStore, open_store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "data" / "real"

@@ -107,20 +107,28 @@ def test_guideline_sensor_backfills_exactly_the_affected_days(tmp_path: Path, de
     assert not nothing.run_requests  # adding a class touches no existing label: no backfill
 
 
-def test_landing_sensor_ingests_new_and_changed_days(tmp_path: Path) -> None:
+def test_landing_sensor_runs_new_and_changed_days_once_settled(tmp_path: Path) -> None:
     from pipelines.definitions import defs
 
     landing = LocalStore(tmp_path / "landing")
     landing.write_bytes("exports/2024-06-01/a.csv", b"item_id,annotator_id,label\nx,u,car\n")
-    storage = StorageResource(landing=str(landing.root), warehouse=str(tmp_path / "wh"))
-    first = landing_sensor.evaluate_tick(build_sensor_context(resources={"storage": storage}, definitions=defs))
+
+    def tick(cursor: str | None, settle: float = 0.0):
+        resource = StorageResource(landing=str(landing.root), warehouse=str(tmp_path / "wh"), settle_seconds=settle)
+        return landing_sensor.evaluate_tick(build_sensor_context(cursor=cursor, resources={"storage": resource},
+                                                                 definitions=defs))
+
+    first = tick(None)
     assert [r.partition_key for r in first.run_requests] == ["2024-06-01"]
-    same = landing_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"storage": storage}, definitions=defs))
-    assert not same.run_requests
+    assert landing_sensor.job_name == "nightly_job"  # ingest and everything downstream of it
+    assert not tick(first.cursor).run_requests
     landing.write_bytes("exports/2024-06-02/b.csv", b"item_id,annotator_id,label\ny,u,car\n")
-    landing.write_bytes("exports/2024-06-01/c.csv", b"item_id,annotator_id,label\nz,u,bus\n")
-    later = landing_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"storage": storage}, definitions=defs))
+    landing.write_bytes("items/2024-06-01/items.csv", b"item_id,width,height\nz,10,10\n")
+    waiting = tick(first.cursor, settle=3600)  # just written: still arriving, no run yet
+    assert not waiting.run_requests and "still arriving: 2024-06-01, 2024-06-02" in waiting.skip_message
+    later = tick(waiting.cursor)
     assert [r.partition_key for r in later.run_requests] == ["2024-06-01", "2024-06-02"]
+    assert not tick(later.cursor).run_requests
 
 
 def test_items_still_out_are_not_sent_again() -> None:

@@ -81,8 +81,9 @@ def test_bad_files_do_not_take_the_day_down(real: Path, tmp_path: Path) -> None:
     assert ledger.loc[f"exports/{DAY}/good_ls.json", "rows"] == 6
     assert ledger.loc[f"exports/{DAY}/good_cvat.xml", "rows"] == 2
     assert len(result.table) == 8
-    assert set(result.errors["source_file"]) == {f"exports/{DAY}/{n}" for n in BAD_FILES}
-    for source_file, error in zip(result.errors["source_file"], result.errors["error"]):
+    errors = result.ledger[result.ledger["status"] == "error"]
+    assert set(errors["source_file"]) == {f"exports/{DAY}/{n}" for n in BAD_FILES}
+    for source_file, error in zip(errors["source_file"], errors["error"]):
         assert error.startswith(source_file + ": ")
     assert f"exports/{DAY}/.DS_Store" not in ledger.index
 
@@ -128,5 +129,5 @@ def test_yolo_bad_class_index_names_file_and_line() -> None:
 def test_oversized_file_is_refused_before_reading(real: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.write_bytes(f"exports/{DAY}/big.json", (real / GOOD_LS).read_bytes())
-    result = ingest.read_exports(store, DAY, max_file_bytes=100)
-    assert result.errors["error"].iloc[0].startswith(f"exports/{DAY}/big.json: file is ")
+    result = ingest.read_exports(store, DAY, policy=ingest.ReadPolicy(max_file_bytes=100))
+    assert result.ledger["error"].iloc[0].startswith(f"exports/{DAY}/big.json: file is ")

@@ -126,9 +126,10 @@ def test_polygon_facts_match_shapely_on_real_coco(real: Path) -> None:
 
     objects = parse_file("coco.json", (real / "faster_coco_eval/tests/dataset/cocoapi/instances_val2014_100.json").read_bytes()).objects
     polygons = objects[objects["kind"] == "polygon"].reset_index(drop=True)
-    n_points, simple = validation._polygon_facts(polygons["points"], np.ones(len(polygons), bool))
+    n_points, simple, bounds = validation._polygon_facts(polygons["points"], np.ones(len(polygons), bool))
     expected = [shapely.LinearRing(np.asarray(p).reshape(-1, 2)).is_simple for p in polygons["points"]]
     assert list(simple) == expected
+    assert bounds.tolist() == [list(shapely.LinearRing(np.asarray(p).reshape(-1, 2)).bounds) for p in polygons["points"]]
     assert list(n_points) == [len(p) // 2 for p in polygons["points"]]
 
 

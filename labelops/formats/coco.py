@@ -1,8 +1,10 @@
 """COCO instances JSON (``images``, ``annotations``, ``categories``).
 
 ``bbox`` is already in pixels with a top-left origin, so it is taken as is. Polygon
-segmentations become polygons; RLE masks (crowd regions) stay boxes with the mask
-kept in ``attributes`` rather than being dropped.
+segmentations become polygons (their ``bbox`` kept as the enclosing box, which
+validation checks against the points); RLE masks (crowd regions) stay boxes with the
+mask kept in ``attributes`` rather than being dropped. ``area`` travels in ``attributes``
+and a negative one is quarantined by validation.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
     image_rows = images.loc[annotations["image_id"].to_numpy()]
     segmentation = annotations["segmentation"] if "segmentation" in annotations else pd.Series([None] * len(annotations))
     crowd = annotations["iscrowd"].fillna(0).astype(int) if "iscrowd" in annotations else pd.Series(np.zeros(len(annotations), int))
-    is_polygon = segmentation.map(lambda s: isinstance(s, list) and len(s) > 0 and isinstance(s[0], list) and len(s[0]) >= 6)
+    # Any polygon segmentation stays a polygon, however few its points: validation quarantines a
+    # degenerate one with its reason instead of it silently becoming a plain box.
+    is_polygon = segmentation.map(lambda s: isinstance(s, list) and len(s) > 0 and isinstance(s[0], list))
     annotator = (
         annotations["annotator_id"].astype(str) if "annotator_id" in annotations else pd.Series([default_annotator] * len(annotations))
     )

@@ -3,11 +3,15 @@
 One task holds several annotations; each annotation is one annotator's work
 (``completed_by``). Region coordinates are percentages of the original image,
 converted to pixels here. Cancelled (skipped) annotations and model predictions
-are not labels: they are counted in ``skipped``.
+are not labels: they are counted in ``skipped``. When an export holds an annotation
+twice (the same task and annotation id, as concatenated or re-exported snapshots do),
+the version with the latest ``updated_at`` is read, wherever it stands in the file,
+and the older versions are counted as superseded.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -34,20 +38,17 @@ def looks_like(document: Any) -> bool:
 def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[str, tuple[float, float]]) -> Parsed:
     parsed = Parsed(format="label_studio", objects=objects_frame([]))
     records: list[dict[str, Any]] = []
+    latest = _latest_versions(source_file, document)
     for t_index, task in enumerate(document):
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise ExportError(source_file, f"task #{t_index} has no 'data' object")
         task_id = task.get("id", t_index)
         item_id = _item_id(source_file, task, task_id)
         version = task["data"].get("guideline_version")
         parsed.skip("prediction", len(task.get("predictions") or []))
-        annotations = task.get("annotations", task.get("completions")) or []
-        if not isinstance(annotations, list):
-            raise ExportError(source_file, f"task {task_id}: 'annotations' is not a list")
-        for annotation in annotations:
-            if not isinstance(annotation, dict):
-                raise ExportError(source_file, f"task {task_id}: an annotation is not an object")
+        for a_index, annotation in enumerate(_annotations(source_file, task, task_id)):
             results = annotation.get("result") or []
+            if latest.get((task_id, annotation.get("id"))) not in (None, (t_index, a_index)):
+                parsed.skip("superseded annotation version", max(len(results) if isinstance(results, list) else 1, 1))
+                continue
             if annotation.get("was_cancelled"):
                 parsed.skip("cancelled annotation", max(len(results), 1))
                 continue
@@ -56,10 +57,45 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
     return parsed
 
 
+def _annotations(source_file: str, task: dict[str, Any], task_id: Any) -> list[dict[str, Any]]:
+    annotations = task.get("annotations", task.get("completions")) or []
+    if not isinstance(annotations, list):
+        raise ExportError(source_file, f"task {task_id}: 'annotations' is not a list")
+    if not all(isinstance(a, dict) for a in annotations):
+        raise ExportError(source_file, f"task {task_id}: an annotation is not an object")
+    return annotations
+
+
+def _latest_versions(source_file: str, document: list[Any]) -> dict[tuple[Any, Any], tuple[int, int]]:
+    """For each (task id, annotation id), the position of its latest version (ties: the last one)."""
+    best: dict[tuple[Any, Any], tuple[datetime, tuple[int, int]]] = {}
+    for t_index, task in enumerate(document):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise ExportError(source_file, f"task #{t_index} has no 'data' object")
+        task_id = task.get("id", t_index)
+        for a_index, annotation in enumerate(_annotations(source_file, task, task_id)):
+            if annotation.get("id") is None:
+                continue
+            stamp = _stamp(annotation.get("updated_at") or annotation.get("created_at"))
+            key = (task_id, annotation["id"])
+            if key not in best or stamp >= best[key][0]:
+                best[key] = (stamp, (t_index, a_index))
+    return {key: position for key, (_, position) in best.items()}
+
+
+def _stamp(value: Any) -> datetime:
+    """An annotation's time for ordering its versions; a missing or unreadable one sorts first."""
+    try:
+        stamp = datetime.fromisoformat(str(value))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
 def _item_id(source_file: str, task: dict[str, Any], task_id: Any) -> str:
     data = task["data"]
-    if data.get("item_id") not in (None, ""):
-        return str(data["item_id"])
+    if str(data.get("item_id") or "").strip():
+        return str(data["item_id"]).strip()
     for key in MEDIA_KEYS:
         value = data.get(key)
         if isinstance(value, str) and value:
