@@ -214,8 +214,9 @@ def test_a_catalog_without_a_configured_slice_column_snapshots_and_reports_it(tm
     assert document["stratification"]["skipped"] == ["lighting"] and sum(document["split_sizes"].values()) == 80
 
 
-def test_a_coco_detection_set_without_lighting_snapshots_through_dagster(tmp_path: Path) -> None:
-    """Three vendors' COCO files with two boxes on each of 20 images and no scene label; a catalog without lighting."""
+def test_a_coco_detection_set_without_lighting_snapshots_and_gets_tasks_through_dagster(tmp_path: Path) -> None:
+    """Three vendors' COCO files with two boxes on each of 20 images and no scene label; a catalog of 24 items
+    (4 still raw) without any of the demo's slice columns."""
     from dagster import AssetSelection, DagsterInstance, materialize
 
     from pipelines.definitions import defs
@@ -224,7 +225,7 @@ def test_a_coco_detection_set_without_lighting_snapshots_through_dagster(tmp_pat
 
     day, landing = "2024-06-03", LocalStore(tmp_path / "landing")
     landing.write_bytes(f"items/{day}/items.csv", b"item_id,uri,width,height,session_id\n" + b"".join(
-        f"img-{n:02d},s3://b/img-{n:02d}.jpg,1920,1080,s{n // 4}\n".encode() for n in range(20)))
+        f"img-{n:02d},s3://b/img-{n:02d}.jpg,1920,1080,s{n // 4}\n".encode() for n in range(24)))
     images = [{"id": n + 1, "file_name": f"img-{n:02d}.jpg", "width": 1920, "height": 1080} for n in range(20)]
     for vendor in range(3):
         boxes = [{"id": 2 * n + k + 1, "image_id": n + 1, "category_id": k + 1,
@@ -236,7 +237,7 @@ def test_a_coco_detection_set_without_lighting_snapshots_through_dagster(tmp_pat
     repo = Path(__file__).resolve().parents[1]
     settings = Settings(landing=str(landing.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
                         config_dir=str(repo / "config"), start_date="2024-01-01")
-    upstream = AssetSelection.assets("dataset_snapshot").upstream().required_multi_asset_neighbors()
+    upstream = AssetSelection.assets("dataset_snapshot", "labeling_tasks").upstream().required_multi_asset_neighbors()
     result = materialize(list(defs.assets), selection=upstream, partition_key=day, resources=build_resources(settings),
                          instance=DagsterInstance.ephemeral(),
                          run_config={"ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lighting"]}}}})
@@ -252,3 +253,6 @@ def test_a_coco_detection_set_without_lighting_snapshots_through_dagster(tmp_pat
     assert len(items) == 20 and items["split"].isin(snapshots.SPLITS).all()
     sizes = {item: (1920.0, 1080.0) for item in items["item_id"]}  # safe ids: their own file stems
     assert len(parse_file("yolo.zip", store.read_bytes("snapshots/v0001/export/yolo.zip"), sizes).objects) == 40
+    tasks = result.asset_materializations_for_node("labeling_tasks")[0].metadata
+    assert tasks["dagster/row_count"].value == 4  # the raw items, ranked without slices: the spec's are all missing
+    assert tasks["dimensions"].value == {"used": [], "skipped": ["lighting", "weather", "device", "region"]}
