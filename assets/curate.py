@@ -16,13 +16,14 @@ from labelops.reporting import markdown_table
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 
 class SnapshotConfig(Config):
     min_confidence: float = 0.7
     group_key: str = "session_id"
-    stratify_by: list[str] = ["label", "lighting"]
+    # The scene label; slice columns (the demo adds lighting) are skipped, and reported, where the catalog lacks them.
+    stratify_by: list[str] = ["label"]
     split_ratios: list[float] = [0.8, 0.1, 0.1]
     seed: int = 0
 
@@ -78,6 +79,8 @@ def dataset_snapshot(
     }
     exports = {"coco.json": to_coco(curated.items, curated.labels, description="labelops snapshot")}
     exports["yolo.zip"] = to_yolo(curated.items, curated.labels)
+    if curated.stratification["skipped"]:
+        context.log.warning(f"stratify_by columns the item catalog lacks, skipped: {curated.stratification['skipped']}")
     version, manifest, created = snapshots.publish(store, curated, metadata, exports=exports)
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
     report = f"reports/snapshots/{version}.html"
@@ -94,6 +97,7 @@ def dataset_snapshot(
         "labels": manifest["rows"]["labels"],
         "split_sizes": MetadataValue.json(manifest["split_sizes"]),
         "excluded": MetadataValue.json(manifest["excluded"]),
+        "stratification": MetadataValue.json(curated.stratification),
         "diff": MetadataValue.md(markdown_table(pd.DataFrame([changes]), max_rows=1)),
         "manifest": link(storage, f"{snapshots.ROOT}/{version}/manifest.json"),
         "report": link(storage, report),

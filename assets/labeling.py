@@ -45,7 +45,9 @@ class RelabelConfig(Config):
 class TasksConfig(Config):
     budget: int = 100
     expire_days: int = 14
-    dimensions: list[str] = ["lighting", "weather", "device", "region"]
+    # Item attributes whose under-coverage ranks the tasks. Unset, they are the coverage spec's item dimensions, so
+    # the ranking follows config/coverage.yaml; either way those the catalog lacks are skipped and reported.
+    dimensions: list[str] | None = None
 
 
 def _ledger(storage: StorageResource, area: str) -> pd.DataFrame:
@@ -131,14 +133,22 @@ def labeling_tasks(
     item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
     production_predictions = for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions")
     label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
-    critical = set(guidelines.coverage_spec(guidelines.load().in_force(day)).critical)
+    spec = guidelines.coverage_spec(guidelines.load().in_force(day))
+    critical = set(spec.critical)
+    spec_dimensions = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
+    wanted = spec_dimensions if config.dimensions is None else config.dimensions
+    dimensions = [d for d in wanted if d in item_catalog.columns]
     ledger = _ledger(storage, "tasks")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
     labeled = set(label_exports["item_id"]) if len(label_exports) else set()
-    candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, list(config.dimensions), critical)
+    candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, dimensions,
+                                          critical)
     chosen = candidates[~candidates["item_id"].isin(open_items)].head(config.budget).reset_index(drop=True)
     chosen = chosen.assign(batch_id=batch_id, rank=range(1, len(chosen) + 1))
-    manifest = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *[d for d in config.dimensions if d in chosen]]]
+    manifest = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *dimensions]]
     tasks = labeling.label_studio_tasks(manifest, item_catalog, production_predictions, batch_id=batch_id)
     links = _send(storage, "tasks", day, batch_id, manifest, tasks)
-    return Output({day: manifest}, metadata={**table_metadata(manifest), **links, "raw_items": len(candidates), "skipped_open": len(open_items)})
+    return Output({day: manifest}, metadata={
+        **table_metadata(manifest), **links, "raw_items": len(candidates), "skipped_open": len(open_items),
+        "dimensions": MetadataValue.json({"used": dimensions, "skipped": [d for d in wanted if d not in dimensions]}),
+    })

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,8 @@ ROOT = "snapshots"
 LATEST = f"{ROOT}/latest"
 DATA_FILES = ("items.parquet", "labels.parquet")
 SPLITS = ("train", "val", "test")
+# The stratum value of an item without a scene label (every detection-only dataset) or without a slice value.
+NO_LABEL = "(no label)"
 
 
 class SnapshotConflictError(RuntimeError):
@@ -44,7 +46,7 @@ class SnapshotExistsError(RuntimeError):
 class CurationConfig:
     min_confidence: float = 0.7
     group_key: str = "session_id"
-    stratify_by: tuple[str, ...] = ("label", "lighting")
+    stratify_by: tuple[str, ...] = ("label",)
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
 
@@ -54,6 +56,7 @@ class Curated:
     items: pd.DataFrame
     labels: pd.DataFrame
     excluded: dict[str, int] = field(default_factory=dict)
+    stratification: dict[str, list[str]] = field(default_factory=dict)
 
 
 def curate(
@@ -94,16 +97,29 @@ def curate(
     labels = consensus[isin(consensus["item_id"], labeled["item_id"])]
     labels = labels.sort_values(["item_id", "kind", "label", "x", "y", "w", "h"], kind="stable").reset_index(drop=True)
     labeled["split"] = assign_splits(labeled, labels, parent_splits, config)
-    return Curated(labeled, labels, excluded)
+    used, skipped = strata_columns(config.stratify_by, labeled)
+    return Curated(labeled, labels, excluded, {"by": used, "skipped": skipped})
+
+
+def strata_columns(stratify_by: Sequence[str], items: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The configured strata this catalog can serve, and the slice columns it lacks.
+
+    Slice columns differ between catalogs (only some have ``lighting``), so a missing one is skipped and
+    reported rather than failing the snapshot; ``label`` is the scene label, which every dataset has a
+    stratum for, if only :data:`NO_LABEL`.
+    """
+    used = [column for column in stratify_by if column == "label" or column in items.columns]
+    return used, [column for column in stratify_by if column not in used]
 
 
 def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, config: CurationConfig) -> np.ndarray:
     """One split per group; groups from the parent keep theirs, new groups are stratified.
 
-    Within each stratum (the group's scene label and slice values), new groups are taken in a
-    seeded hash order and each goes to the split furthest below its target share of the stratum,
-    counting the groups the stratum already has. Small daily increments therefore still fill
-    val and test over time, and the same inputs always give the same assignment.
+    Within each stratum (the group's scene label and slice values, the first present in the group,
+    :data:`NO_LABEL` where it has none), new groups are taken in a seeded hash order and each goes
+    to the split furthest below its target share of the stratum, counting the groups the stratum
+    already has. Small daily increments therefore still fill val and test over time, and the same
+    inputs always give the same assignment. Slice columns the catalog lacks are skipped.
     """
     if items.empty:
         return np.array([], dtype=object)
@@ -111,12 +127,12 @@ def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, 
     group = group.astype(str)
     group_split = items["item_id"].map(parent).groupby(group).first().dropna()  # a group that reappears keeps its split
     primary = labels[labels["kind"] == "classification"].drop_duplicates("item_id").set_index("item_id")["label"]
+    columns, _ = strata_columns(config.stratify_by, items)
     strata = pd.DataFrame({"group": group})
-    for column in config.stratify_by:
-        values = items["item_id"].map(primary) if column == "label" else items.get(column, pd.Series(None, index=items.index))
-        strata[column] = values.astype(str).to_numpy()
-    per_group = strata.groupby("group", sort=True).first()
-    stratum = per_group[list(config.stratify_by)].astype(str).agg("|".join, axis=1) if config.stratify_by else pd.Series("", index=per_group.index)
+    for column in columns:
+        strata[column] = (items["item_id"].map(primary) if column == "label" else items[column]).to_numpy(dtype=object)
+    per_group = strata.groupby("group", sort=True).first().fillna(NO_LABEL)  # first() skips missing values
+    stratum = per_group[columns].astype(str).agg("|".join, axis=1) if columns else pd.Series("", index=per_group.index)
     ratios = np.asarray(config.split_ratios, dtype=float) / sum(config.split_ratios)
     chosen = dict(group_split)
     known = stratum[stratum.index.isin(group_split.index)]
@@ -235,6 +251,7 @@ def publish(
         "split_sizes": {k: int(v) for k, v in split_counts.items()},
         "class_counts": {s: {k: int(v) for k, v in g["label"].value_counts().sort_index().items()} for s, g in by_split.groupby("split")},
         "excluded": curated.excluded,
+        "stratification": curated.stratification,
         "diff_summary": {k: len(v) for k, v in changes.items()},
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }

@@ -143,6 +143,7 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
     from dagster import DagsterInstance, materialize
 
     from pipelines.definitions import defs
+    from pipelines.demo import NIGHTLY
     from resources import build_resources
     from resources.settings import Settings
 
@@ -151,11 +152,13 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
                         config_dir=str(repo / "config"), start_date="2024-01-01")
     resources, instance = build_resources(settings), DagsterInstance.ephemeral()
     for day in ("2024-06-04", "2024-06-05"):
-        assert materialize(list(defs.assets), partition_key=day, resources=resources, instance=instance).success
+        assert materialize(list(defs.assets), partition_key=day, resources=resources, instance=instance,
+                           run_config=NIGHTLY).success
     store = LocalStore(tmp_path / "wh")
     assert snapshots.versions(store) == ["v0001", "v0002"] and snapshots.latest(store) == "v0002"
     manifest = snapshots.manifest(store, "v0002")
     assert manifest["parent_version"] == "v0001" and manifest["source_partitions"] == ["2024-06-04", "2024-06-05"]
+    assert manifest["stratification"] == {"by": ["label", "lighting"], "skipped": []}  # the demo's run config
     assert {"content_hash", "guideline_version", "code_version", "rows", "split_sizes", "class_counts", "qa", "excluded"} <= set(manifest)
     first = snapshots.read_table(store, "v0001", "items.parquet").set_index("item_id")["split"]
     second = snapshots.read_table(store, "v0002", "items.parquet")
@@ -172,3 +175,84 @@ def test_older_labels_are_read_under_the_snapshot_guideline() -> None:
     renamed = snapshots.curate(consensus, items, EMPTY, EMPTY, pd.Series(dtype=object), CONFIG, renames={"traffic_light": "traffic_signal"})
     assert "traffic_light" not in set(renamed.labels["label"])
     assert (renamed.labels["label"] == "traffic_signal").sum() == (consensus["label"] == "traffic_light").sum()
+
+
+def test_box_only_items_are_split_and_keep_their_boxes(tmp_path: Path) -> None:
+    """A detection dataset, as COCO delivers it: boxes, and no scene label on any item."""
+    consensus, items = inputs(60)  # 12 sessions of 5, all in the one "(no label)" stratum
+    curated = curate(consensus[consensus["kind"] == "bbox"], items)
+    assert len(curated.items) == 60 and curated.items["split"].isin(snapshots.SPLITS).all()
+    assert curated.stratification == {"by": ["label"], "skipped": []}
+    store = LocalStore(tmp_path)
+    _, document, _ = snapshots.publish(store, curated, {}, exports={"yolo.zip": to_yolo(curated.items, curated.labels)})
+    assert document["rows"] == {"items": 60, "labels": 120}
+    assert document["split_sizes"] == {"train": 50, "val": 5, "test": 5}  # 10, 1 and 1 sessions
+    labels = snapshots.read_table(store, "v0001", "labels.parquet")
+    assert (labels["kind"] == "bbox").sum() == 120 and labels["item_id"].nunique() == 60
+    sizes = dict(zip(curated.items["item_id"], zip(curated.items["width"], curated.items["height"])))
+    assert len(parse_file("yolo.zip", store.read_bytes("snapshots/v0001/export/yolo.zip"), sizes).objects) == 120
+
+
+def test_items_with_and_without_a_scene_label_are_all_split() -> None:
+    consensus, items = inputs(60)
+    unlabeled = consensus["item_id"].isin(items["item_id"][:30]) & (consensus["kind"] == "classification")
+    curated = curate(consensus[~unlabeled], items)
+    assert len(curated.items) == 60 and curated.items["split"].isin(snapshots.SPLITS).all()
+    assert (curated.labels["kind"] == "bbox").sum() == 120 and (curated.labels["kind"] == "classification").sum() == 30
+
+
+def test_a_catalog_without_a_configured_slice_column_snapshots_and_reports_it(tmp_path: Path) -> None:
+    consensus, items = inputs(80)
+    items = items.drop(columns="lighting")
+    configured = snapshots.CurationConfig(stratify_by=("label", "lighting"))
+    curated = snapshots.curate(consensus, items, EMPTY, EMPTY, pd.Series(dtype=object), configured)
+    assert len(curated.items) == 80 and curated.items["split"].isin(snapshots.SPLITS).all()
+    assert curated.stratification == {"by": ["label"], "skipped": ["lighting"]}
+    by_label = curate(consensus, items)  # skipping the column splits as not configuring it does
+    assert curated.items["split"].tolist() == by_label.items["split"].tolist()
+    _, document, _ = snapshots.publish(LocalStore(tmp_path), curated, {})
+    assert document["stratification"]["skipped"] == ["lighting"] and sum(document["split_sizes"].values()) == 80
+
+
+def test_a_coco_detection_set_without_lighting_snapshots_and_gets_tasks_through_dagster(tmp_path: Path) -> None:
+    """Three vendors' COCO files with two boxes on each of 20 images and no scene label; a catalog of 24 items
+    (4 still raw) without any of the demo's slice columns."""
+    from dagster import AssetSelection, DagsterInstance, materialize
+
+    from pipelines.definitions import defs
+    from resources import build_resources
+    from resources.settings import Settings
+
+    day, landing = "2024-06-03", LocalStore(tmp_path / "landing")
+    landing.write_bytes(f"items/{day}/items.csv", b"item_id,uri,width,height,session_id\n" + b"".join(
+        f"img-{n:02d},s3://b/img-{n:02d}.jpg,1920,1080,s{n // 4}\n".encode() for n in range(24)))
+    images = [{"id": n + 1, "file_name": f"img-{n:02d}.jpg", "width": 1920, "height": 1080} for n in range(20)]
+    for vendor in range(3):
+        boxes = [{"id": 2 * n + k + 1, "image_id": n + 1, "category_id": k + 1,
+                  "bbox": [100 + 400 * k + vendor, 200 + vendor, 120, 80]} for n in range(20) for k in range(2)]
+        landing.write_bytes(f"exports/{day}/vendor-{vendor}.json", json.dumps({
+            "info": {"contributor": f"ann{vendor}"}, "images": images, "annotations": boxes,
+            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "pedestrian"}],
+        }).encode())
+    repo = Path(__file__).resolve().parents[1]
+    settings = Settings(landing=str(landing.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
+                        config_dir=str(repo / "config"), start_date="2024-01-01")
+    upstream = AssetSelection.assets("dataset_snapshot", "labeling_tasks").upstream().required_multi_asset_neighbors()
+    result = materialize(list(defs.assets), selection=upstream, partition_key=day, resources=build_resources(settings),
+                         instance=DagsterInstance.ephemeral(),
+                         run_config={"ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lighting"]}}}})
+    assert result.success
+    metadata = result.asset_materializations_for_node("dataset_snapshot")[0].metadata
+    assert metadata["stratification"].value == {"by": ["label"], "skipped": ["lighting"]}
+    store = LocalStore(tmp_path / "wh")
+    manifest = snapshots.manifest(store, "v0001")
+    assert manifest["rows"] == {"items": 20, "labels": 40} and manifest["stratification"]["skipped"] == ["lighting"]
+    assert manifest["split_sizes"] == {"train": 16, "val": 4, "test": 0}  # 5 sessions of 4: 4 to train, 1 to val
+    assert manifest["class_counts"] == {"train": {"car": 16, "pedestrian": 16}, "val": {"car": 4, "pedestrian": 4}}
+    items = snapshots.read_table(store, "v0001", "items.parquet")
+    assert len(items) == 20 and items["split"].isin(snapshots.SPLITS).all()
+    sizes = {item: (1920.0, 1080.0) for item in items["item_id"]}  # safe ids: their own file stems
+    assert len(parse_file("yolo.zip", store.read_bytes("snapshots/v0001/export/yolo.zip"), sizes).objects) == 40
+    tasks = result.asset_materializations_for_node("labeling_tasks")[0].metadata
+    assert tasks["dagster/row_count"].value == 4  # the raw items, ranked without slices: the spec's are all missing
+    assert tasks["dimensions"].value == {"used": [], "skipped": ["lighting", "weather", "device", "region"]}
