@@ -47,7 +47,9 @@ def test_coco_file_names_are_unique_stems_and_keep_the_original_ids() -> None:
     assert all(safe_key(name) == name and "/" not in name for name in names)
     assert sorted(image["item_id"] for image in document["images"]) == sorted(HOSTILE)
     assert len(document["annotations"]) == 10
-    assert len(parse_file("coco.json", json.dumps(document).encode()).objects) == 10
+    objects = parse_file("coco.json", json.dumps(document).encode()).objects
+    assert len(objects) == 10
+    assert set(objects["item_id"].str.strip()) == {h.strip() for h in HOSTILE}  # read back as the original ids
 
 
 def test_safe_stem_keeps_safe_ids_and_alters_the_rest_safely_and_stably() -> None:

@@ -41,7 +41,11 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
     info = document.get("info") if isinstance(document.get("info"), dict) else {}
     default_annotator = str(info.get("contributor") or "unknown")
 
-    images = images.assign(item_id=item_ids_from_paths(source_file, images["file_name"])).set_index("id")
+    stems = pd.Series(item_ids_from_paths(source_file, images["file_name"]), index=images.index)
+    if "item_id" in images:  # our own snapshots name files by a safe stem and keep the id beside it
+        declared = images["item_id"].astype(object)
+        stems = declared.where(declared.notna() & (declared.astype(str).str.strip() != ""), stems).astype(str)
+    images = images.assign(item_id=stems.to_numpy(dtype=object)).set_index("id")
     category_names = categories.set_index("id")["name"].astype(str)
 
     missing_images = ~annotations["image_id"].isin(images.index)
