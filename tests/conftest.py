@@ -18,6 +18,9 @@ from labelops.storage import LocalStore, open_store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "data" / "real"
+# A subprocess (a `dagster` CLI run, a killed run) gets this long before it counts as hung: on a loaded 2-core
+# machine a full materialization can take several times its quiet-machine duration.
+SUBPROCESS_TIMEOUT = 900
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import AssetKey, BackfillPolicy, DagsterInstance, materialize
 
-from conftest import REPO
+from conftest import REPO, SUBPROCESS_TIMEOUT
 from labelops.storage import LocalStore
 from pipelines.definitions import defs
 from resources import build_resources
@@ -38,7 +38,7 @@ def test_range_in_one_run_equals_one_run_per_day(demo_landing: LocalStore, tmp_p
     run = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "pipelines.definitions",
          "--select", RANGE_GROUPS, "--partition-range", f"{DAYS[0]}...{DAYS[-1]}"],
-        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     instance = DagsterInstance.from_config(str(tmp_path / "home"))

@@ -13,7 +13,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.ingest import ingest_assets
 from assets.partitioned import Frames, concat_days
-from conftest import REPO, copy_store
+from conftest import REPO, SUBPROCESS_TIMEOUT, copy_store
 from labelops.storage import LocalStore
 from resources import build_resources
 from resources.settings import Settings
@@ -116,12 +116,12 @@ def test_cli_validate_and_materialize_everything_for_a_day(demo_landing: LocalSt
     bin_dir = Path(sys.executable).parent
     validate = subprocess.run(
         [str(bin_dir / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )
     assert validate.returncode == 0, validate.stderr[-3000:]
     run = subprocess.run(
         [str(bin_dir / "dagster"), "asset", "materialize", "-m", "pipelines.definitions", "--select", "*", "--partition", "2024-06-10"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "wh" / "tables" / "label_exports" / "2024-06-10.parquet").is_file()

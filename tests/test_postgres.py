@@ -21,7 +21,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterEventType, DagsterInstance, build_sensor_context
 
-from conftest import REPO, free_port
+from conftest import REPO, SUBPROCESS_TIMEOUT, free_port
 from labelops.storage import LocalStore
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -72,7 +72,7 @@ def test_a_materialization_is_stored_in_postgres(postgres: str, postgres_home: P
     run = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "pipelines.definitions",
          "--select", "group:ingest", "--partition", "2024-06-13"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
 

@@ -4,6 +4,7 @@ undisturbed run's bytes; a snapshot is whole or invisible; a batch is recorded o
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -11,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from conftest import REPO, copy_store, free_port
+from conftest import REPO, SUBPROCESS_TIMEOUT, copy_store, free_port
 from labelops import snapshots
 from labelops.storage import LocalStore, S3Store, StorageUnavailableError
 from resources import build_resources
@@ -46,7 +48,7 @@ def run(landing: Path, warehouse: Path, selection, day: str = DAY):
 def killed_run(landing: Path, warehouse: Path, pattern: str, assets: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "LABELOPS_LANDING": str(landing), "LABELOPS_WAREHOUSE": str(warehouse)}
     return subprocess.run([sys.executable, str(REPO / "tests" / "kill_at.py"), pattern, DAY, *assets],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
 
 
 def files(root: Path, under: str) -> dict[str, bytes]:
@@ -117,11 +119,36 @@ def test_two_runs_of_the_same_partition_at_once(demo_landing: LocalStore, refere
     env = {**os.environ, "LABELOPS_LANDING": str(demo_landing.root), "LABELOPS_WAREHOUSE": str(tmp_path)}
     command = [sys.executable, str(REPO / "tests" / "kill_at.py"), "^never$", DAY, *assets]
     runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
-    assert [p.wait(timeout=600) for p in runs] == [0, 0]
+    assert [p.wait(timeout=SUBPROCESS_TIMEOUT) for p in runs] == [0, 0]
     for name in ("item_catalog", "label_exports", "validated_annotations", "quarantined_annotations"):
         key = f"tables/{name}/{DAY}.parquet"
         assert (tmp_path / key).read_bytes() == (reference / key).read_bytes()
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+RENDEZVOUS_GUARD = 900.0  # seconds; never reached unless a publisher died before its claim
+
+
+@dataclass
+class MeetAtTheClaim:
+    """A store on which every publisher waits at its version claim until all of them have reached it.
+
+    By then each has read the published versions and chosen the same next one, so both claims are
+    attempted for one version: the exclusive create decides, whatever the scheduler does. (Without
+    the rendezvous a busy machine may run one publication to its end before the other starts, and
+    the second then simply becomes the next version.)
+    """
+
+    inner: LocalStore
+    rendezvous: threading.Barrier
+
+    def create(self, key: str, data: bytes) -> bool:
+        if key.endswith("/claim.json"):
+            self.rendezvous.wait(timeout=RENDEZVOUS_GUARD)  # only a guard against a hang if the other thread died
+        return self.inner.create(key, data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
 
 def test_racing_snapshot_publications(tmp_path: Path) -> None:
@@ -130,15 +157,14 @@ def test_racing_snapshot_publications(tmp_path: Path) -> None:
 
     for attempt in range(5):
         store = LocalStore(tmp_path / str(attempt))
+        racing = MeetAtTheClaim(store, threading.Barrier(2))
         contents = [snapshots.curate(*inputs(300, seed=s), EMPTY, EMPTY, pd.Series(dtype=object), CONFIG) for s in (1, 2)]
         outcomes: list[object] = [None, None]
-        barrier = threading.Barrier(2)
 
         def publish(n: int) -> None:
-            barrier.wait()
             try:
-                outcomes[n] = snapshots.publish(store, contents[n], {})[0]
-            except snapshots.SnapshotConflictError as error:
+                outcomes[n] = snapshots.publish(racing, contents[n], {})[0]
+            except (snapshots.SnapshotConflictError, threading.BrokenBarrierError) as error:
                 outcomes[n] = error
 
         threads = [threading.Thread(target=publish, args=(n,)) for n in range(2)]
@@ -147,10 +173,10 @@ def test_racing_snapshot_publications(tmp_path: Path) -> None:
         for thread in threads:
             thread.join()
         winners = [o for o in outcomes if o == "v0001"]
-        assert len(winners) == 1 and sum(isinstance(o, snapshots.SnapshotConflictError) for o in outcomes) == 1
+        conflicts = [o for o in outcomes if isinstance(o, snapshots.SnapshotConflictError)]
+        assert len(winners) == 1 and len(conflicts) == 1, outcomes
         manifest = snapshots.manifest(store, "v0001")
         for name, digest in manifest["files"].items():  # the winner's files are the winner's
-            import hashlib
             assert hashlib.sha256(store.read_bytes(f"snapshots/v0001/{name}")).hexdigest() == digest
         assert snapshots.versions(store) == ["v0001"]
         # the loser runs again later and becomes the next version, on top of the winner
