@@ -33,11 +33,13 @@ class SnapshotConfig(Config):
     owners=OWNERS["curate"],
     kinds={"python", "parquet", "json"},
     code_version=CODE_VERSION,
-    ins={name: AssetIn() for name in ("consensus_labels", "item_catalog", "review_queue", "quarantined_annotations", "annotator_agreement")},
+    ins={name: AssetIn() for name in ("consensus_labels", "item_catalog", "review_queue", "quarantined_annotations",
+                                      "annotator_agreement", "validated_annotations")},
     description="An immutable, content-addressed dataset version in snapshots/<version>/: items with their "
     "split and consensus labels (Parquet), a diff against the parent, COCO and YOLO exports, and manifest.json "
     "(hash, parent, guideline and code version, counts per split and class, QA summary, source partitions), "
-    "written last. Items below the confidence threshold, waiting for review or relabel, and duplicates are "
+    "written last. Items below the confidence threshold, waiting for review or relabel, duplicates, validated "
+    "items without consensus (polygons only, a single annotator's boxes) and items missing from the catalog are "
     "left out and counted. Identical content publishes no new version.",
 )
 def dataset_snapshot(
@@ -50,6 +52,7 @@ def dataset_snapshot(
     review_queue: Frames,
     quarantined_annotations: Frames,
     annotator_agreement: Frames,
+    validated_annotations: Frames,
 ) -> MaterializeResult:
     consensus_labels, item_catalog, review_queue = concat_days(consensus_labels), concat_days(item_catalog), concat_days(review_queue)
     quarantined_annotations, annotator_agreement = concat_days(quarantined_annotations), concat_days(annotator_agreement)
@@ -63,7 +66,8 @@ def dataset_snapshot(
     guideline = guideline_set.in_force(delivered[-1]) if delivered else None
     curated = snapshots.curate(consensus_labels, item_catalog, review_queue if len(review_queue) else empty,
                                quarantined_annotations if len(quarantined_annotations) else empty, parent_splits, curation,
-                               renames=guideline_set.renames_into(guideline.version) if guideline else None)
+                               renames=guideline_set.renames_into(guideline.version) if guideline else None,
+                               annotated=concat_days(validated_annotations.select(["item_id"])).get("item_id"))
     days = sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
     overall = annotator_agreement[annotator_agreement["scope"] == "overall"] if len(annotator_agreement) else annotator_agreement
     metadata = {

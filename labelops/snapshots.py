@@ -67,11 +67,15 @@ def curate(
     parent_splits: pd.Series,
     config: CurationConfig,
     renames: Mapping[str, str] | None = None,
+    annotated: pd.Series | None = None,
 ) -> Curated:
     """Items and labels that go into the snapshot, with their splits, and what was left out and why.
 
     ``renames`` reads labels of older days under the snapshot's guideline (renamed and merged
-    classes), so one class never appears under two names in one dataset.
+    classes), so one class never appears under two names in one dataset. ``annotated`` are the
+    items with validated annotations: those that reach no consensus (polygons only, boxes from a
+    single annotator) or are missing from the item catalog are counted in ``excluded`` too, so
+    every validated item is in the snapshot or counted.
     """
     if renames:
         consensus = consensus.assign(label=consensus["label"].replace(dict(renames)))
@@ -79,6 +83,11 @@ def curate(
     catalog = items.drop_duplicates("item_id", keep="last")
     labeled = catalog[isin(catalog["item_id"], consensus["item_id"])]
     excluded: dict[str, int] = {}
+    if annotated is not None:
+        annotated = pd.Series(annotated.dropna().unique(), dtype=object)
+        in_catalog = pd.Series(isin(annotated, catalog["item_id"]), index=annotated.index)
+        excluded["not_in_catalog"] = int((~in_catalog).sum())
+        excluded["no_consensus"] = int((in_catalog & ~isin(annotated, consensus["item_id"])).sum())
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal labeled

@@ -23,6 +23,10 @@ MEDIA_KEYS = ("image", "img", "url", "uri", "video", "audio", "ocr", "pdf")
 REGION_TYPES = {"rectanglelabels": "bbox", "polygonlabels": "polygon"}
 # Result types that describe a region rather than stand alone (per-region attributes).
 REGION_ATTRIBUTE_TYPES = ("choices", "taxonomy", "textarea", "number", "rating", "datetime")
+# Where each attribute type keeps its value: Label Studio names the key after the type, except for text areas.
+VALUE_KEYS = {"textarea": "text"}
+# Result types that hold no value to read: links between regions, not labels (counted as skipped).
+VALUELESS_TYPES = ("relation",)
 
 
 def looks_like(document: Any) -> bool:
@@ -130,12 +134,16 @@ def _annotation_records(
     for result in results:
         if isinstance(result, dict) and result.get("id") in region_ids and result.get("type") in REGION_ATTRIBUTE_TYPES:
             value = result.get("value") or {}
-            extra.setdefault(result["id"], {})[result.get("from_name", result["type"])] = value.get(result["type"])
+            key = VALUE_KEYS.get(result["type"], result["type"])
+            extra.setdefault(result["id"], {})[result.get("from_name", result["type"])] = value.get(key)
     records = []
     for r_index, result in enumerate(results):
         if not isinstance(result, dict):
             raise ExportError(source_file, f"{base_ref}: result #{r_index} is not an object")
         rtype = result.get("type")
+        if rtype in VALUELESS_TYPES:
+            parsed.skip(f"{rtype} result")
+            continue
         ref = f"{base_ref}/result={result.get('id', r_index)}"
         value = result.get("value")
         if not isinstance(value, dict):
