@@ -26,6 +26,7 @@ from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from labelops import ingest
 from labelops.reporting import counts_table, markdown_table
 from pipelines.partitions import daily_partitions
+from resources.privacy import AnnotatorIdsResource
 from resources.storage import StorageResource
 
 GROUP = "ingest"
@@ -106,12 +107,15 @@ def item_catalog(context: AssetExecutionContext, storage: StorageResource):
     "XML, YOLO folders or zips, CSV/TSV/Parquet long tables — normalized to the canonical annotation table "
     "with stable annotation ids. YOLO boxes take image sizes from the day's item catalog.",
 )
-def label_exports(context: AssetExecutionContext, storage: StorageResource, item_catalog: Frames):
+def label_exports(
+    context: AssetExecutionContext, storage: StorageResource, annotator_ids: AnnotatorIdsResource, item_catalog: Frames
+):
     results = {}
     for day in days(context):
         items = for_day(item_catalog, day, "item_catalog")
         sizes = dict(zip(items["item_id"], zip(items["width"], items["height"])))
-        results[day] = ingest.read_exports(storage.landing_store, day, sizes)
+        # pseudonyms before anything is written, logged or reported: every later table derives from this one
+        results[day] = annotator_ids.protect(ingest.read_exports(storage.landing_store, day, sizes))
     table = concat_days({day: r.table for day, r in results.items()})
     skipped: dict[str, int] = {}
     for entry in pd.concat([r.ledger["skipped"] for r in results.values()]):
@@ -124,6 +128,7 @@ def label_exports(context: AssetExecutionContext, storage: StorageResource, item
         "by_kind": MetadataValue.json(table["kind"].value_counts().to_dict()),
         "items": int(table["item_id"].nunique()),
         "annotators": int(table["annotator_id"].nunique()),
+        "annotator_ids": annotator_ids.mode,
         "skipped_records": MetadataValue.json(skipped),
     }
     yield from _report(context, storage, "label_exports", results, metadata)
