@@ -147,7 +147,7 @@ def write_vendor_b(store: LocalStore, day: str) -> None:
     def annotation(a_id: int, who: object, scene: str) -> dict:
         size = {"original_width": 1920.0, "original_height": 1080.0}
         box = {"x": 10.0, "y": 20.0, "width": 30.0, "height": 40.0, "rotation": 0, "rectanglelabels": ["car"]}
-        # a polygon too: an export of rectangles only fails to load today (reported, not this test's subject)
+        # a polygon too: choices with rectangles and no polygon crash read_exports today (reported separately)
         outline = {"points": [[50.0, 50.0], [60.0, 50.0], [55.0, 70.0]], "polygonlabels": ["pedestrian"]}
         return {"id": a_id, "completed_by": who, "created_at": f"{day}T09:00:00Z", "result": [
             {"id": "s", "type": "choices", "from_name": "scene", "to_name": "image", "value": {"choices": [scene]}},
