@@ -26,6 +26,7 @@ from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from labelops import ingest
 from labelops.reporting import counts_table, markdown_table
 from pipelines.partitions import daily_partitions
+from resources.privacy import AnnotatorIdsResource
 from resources.storage import StorageResource
 
 GROUP = "ingest"
@@ -116,14 +117,17 @@ def item_catalog(context: AssetExecutionContext, storage: StorageResource):
     "(annotator, item, kind, label, geometry) delivered before — in the same file, another file of the day or "
     "an earlier day — keeps its row with `duplicate_of` set; validation quarantines it as `duplicate`.",
 )
-def label_exports(context: AssetExecutionContext, storage: StorageResource, item_catalog: Frames):
+def label_exports(
+    context: AssetExecutionContext, storage: StorageResource, annotator_ids: AnnotatorIdsResource, item_catalog: Frames
+):
     results = {}
     warehouse = storage.warehouse_store
     for day in days(context):  # in day order: a range's later days compare against its earlier ones
         items = for_day(item_catalog, day, "item_catalog")
         sizes = dict(zip(items["item_id"], zip(items["width"], items["height"])))
+        # pseudonyms before anything is written, logged or reported: every later table derives from this one
         results[day] = ingest.read_exports(storage.landing_store, day, sizes, policy=storage.read_policy(),
-                                           known=ingest.known_judgments(warehouse, day))
+                                           known=ingest.known_judgments(warehouse, day), protect=annotator_ids.protect)
         ingest.record_judgments(warehouse, day, results[day].table)
     table = concat_days({day: r.table for day, r in results.items()})
     skipped: dict[str, int] = {}
@@ -138,6 +142,7 @@ def label_exports(context: AssetExecutionContext, storage: StorageResource, item
         "items": int(table["item_id"].nunique()),
         "annotators": int(table["annotator_id"].nunique()),
         "duplicate_rows": int(table["duplicate_of"].notna().sum()),
+        "annotator_ids": annotator_ids.mode,
         "skipped_records": MetadataValue.json(skipped),
     }
     yield from _report(context, storage, "label_exports", results, metadata)

@@ -230,11 +230,13 @@ def read_exports(
     *,
     policy: ReadPolicy = ReadPolicy(),
     known: pd.DataFrame | None = None,
+    protect: Callable[[Ingested], Ingested] | None = None,
 ) -> Ingested:
     """All annotation exports of one day, normalized, with judgments delivered before marked.
 
     ``known`` is :func:`known_judgments` for the day; without it only copies within the
-    day are found.
+    day are found. ``protect`` (the deployment's annotator id policy) is applied before
+    judgments get their content ids, so no id is ever derived from a raw annotator id.
     """
     listing = store.stat(f"exports/{day}")
     keys = [k for k in landing.day_keys(list(listing), "exports", day) if not is_ignored(k)]
@@ -261,10 +263,12 @@ def read_exports(
         frames.append(frame)
         rows.append(_ok_row(unit.name, parsed.format, len(frame), parsed.skipped))
     table_ = pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), ANNOTATION_SCHEMA)
-    table_ = mark_duplicates(table_, known)
-    ledger = _ledger(rows)
+    exports = Ingested(table=table_, ledger=_ledger(rows))
+    if protect is not None:
+        exports = protect(exports)
+    table_ = mark_duplicates(exports.table, known)
     copies = table_.loc[table_["duplicate_of"].notna(), "source_file"].value_counts()
-    ledger["duplicates"] = ledger["source_file"].map(copies).fillna(0).astype("int64")
+    ledger = exports.ledger.assign(duplicates=exports.ledger["source_file"].map(copies).fillna(0).astype("int64"))
     return Ingested(table=table_, ledger=ledger)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dagster import EnvVar
+
+from labelops.privacy import PSEUDONYMIZE
 from resources.io_manager import ParquetIOManager
-from resources.settings import Settings
+from resources.privacy import AnnotatorIdsResource
+from resources.settings import ANNOTATOR_KEY, Settings
 from resources.storage import StorageResource
 from resources.validation import GreatExpectationsResource, GuidelinesResource
 
@@ -20,4 +24,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "io_manager": ParquetIOManager(storage=storage),
         "guidelines": GuidelinesResource(config_dir=settings.config_dir, s3_endpoint_url=settings.s3_endpoint_url),
         "great_expectations": GreatExpectationsResource(suites_dir=settings.suites_dir),
+        "annotator_ids": AnnotatorIdsResource(
+            mode=settings.annotator_ids,
+            key=EnvVar(ANNOTATOR_KEY) if settings.annotator_ids == PSEUDONYMIZE else "",
+        ),
     }
