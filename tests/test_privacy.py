@@ -96,8 +96,12 @@ def test_protect_exports_by_mode(tmp_path: Path) -> None:
     assert privacy.pseudonym(MARIA, KEY) in "".join(protected.table["attributes"])  # the reviewer column
     others = [c for c in delivered.table.columns if c not in ("annotator_id", "attributes")]
     pd.testing.assert_frame_equal(protected.table[others], delivered.table[others])  # annotation ids are unchanged
-    error = protected.errors["error"].item()
+    error = protected.ledger.loc[protected.ledger["status"] == "error", "error"].item()
     assert OLGA not in error and privacy.pseudonym(OLGA, KEY) in error and "Expected 3 columns" in error
+    # as ingest applies it: before content ids, so no id is derived from an e-mail
+    ingested = ingest.read_exports(landing, DAY, protect=lambda e: privacy.protect_exports(e, privacy.PSEUDONYMIZE, KEY))
+    assert list(ingested.table["annotator_id"]) == list(protected.table["annotator_id"])
+    assert not set(ingested.table["content_id"]) & set(delivered.table["content_id"])
 
 
 def test_settings_modes(monkeypatch: pytest.MonkeyPatch) -> None:
