@@ -306,6 +306,10 @@ def test_an_export_delivered_again_counts_each_judgment_once(spec: CaseSpec, tmp
     judged_scenes = corpus.judgments[corpus.judgments["kind"] == "classification"]
     expected_votes = judged_scenes.groupby("item_id").size().sort_index()
     pd.testing.assert_series_equal(votes, expected_votes, check_names=False, check_dtype=False)
+    # coverage looks back over both days: the re-delivery adds no labeled object
+    coverage = {d: run[d].table("coverage_report").set_index(["label", "dimension", "value"])["labeled_count"]
+                for d in days}
+    pd.testing.assert_series_equal(coverage[later], coverage[corpus.day])
 
 
 def test_generated_corpus_is_reproducible() -> None:
