@@ -1,10 +1,11 @@
 """State: one current label state per item, folded day by day (labelops.state).
 
-Both assets depend on their own previous day (a time-window partition mapping with offset -1): the state
-at the end of a day is the previous day's state folded with the day's validated annotations. That is the
-Dagster-native form of an incremental table: each partition is a complete, immutable state as of its day,
-so a day can be rerun or read on its own, and re-materializing an earlier day asks for the later days in
-order (Dagster marks them stale). A missing previous day is an error, never a silent reset.
+Both assets depend on their own earlier days (a time-window partition mapping ending at offset -1): the
+state at the end of a day is the most recent earlier state (normally the previous day's) folded with the
+day's validated annotations. That is the Dagster-native form of an incremental table: each partition is a
+complete, immutable state as of its day, so a day can be rerun or read on its own, and re-materializing an
+earlier day asks for the later days in order (Dagster marks them stale). Only the latest earlier day is
+read; the others cost a listing.
 """
 
 import io
@@ -29,7 +30,8 @@ from resources.storage import StorageResource
 
 GROUP = "state"
 KINDS = {"python", "pandas", "parquet"}
-PREVIOUS_DAY = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+# The days before this one (a year): the state folds into the most recent of them that exists.
+EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-365, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 DEFAULTS = state.StateConfig()
 
 
@@ -40,15 +42,16 @@ class LabelStateConfig(Config):
     answer_quorum: int = DEFAULTS.answer_quorum
 
 
-def _previous(storage: StorageResource, asset_name: str, day: str, frames: Frames) -> pd.DataFrame | None:
-    """The previous day's table; None on the first day ever; an error when an earlier day exists but not it."""
-    if frames:
-        return frames[sorted(frames)[-1]]
-    earlier = [k for k in storage.warehouse_store.list(f"tables/{asset_name}") if k.rsplit("/", 1)[-1][:10] < day]
-    if earlier:
-        raise LookupError(f"{asset_name} for the day before {day} was never materialized, but earlier days were: "
-                          "materialize the days in order (a backfill of the range does)")
-    return None
+def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.DataFrame | None:
+    """The most recent earlier state (None before the first day); a gap of days never run is logged."""
+    if not len(frames):
+        return None
+    latest = sorted(frames)[-1]
+    expected = (pd.Timestamp(day) - pd.Timedelta(days=1)).date().isoformat()
+    if latest != expected:
+        context.log.warning(f"the state folds {day} into {latest}'s: the days between were never materialized "
+                            "(materialize them, and Dagster marks the later days stale)")
+    return frames[latest]
 
 
 @asset(
@@ -57,17 +60,15 @@ def _previous(storage: StorageResource, asset_name: str, day: str, frames: Frame
     owners=OWNERS[GROUP],
     kinds=KINDS,
     code_version="1",
-    ins={"label_votes": AssetIn(partition_mapping=PREVIOUS_DAY), "validated_annotations": AssetIn()},
+    ins={"label_votes": AssetIn(partition_mapping=EARLIER_DAYS), "validated_annotations": AssetIn()},
     description="Every judgment that counts for an item, across days: the previous day's vote sets plus the "
     "day's validated annotations (a judgment already in the state is not added again). Ordinary rounds pool; "
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier "
     "judgments of the kinds it covers (`superseded_by`), which stay as lineage.",
 )
-def label_votes(
-    context: AssetExecutionContext, storage: StorageResource, label_votes: Frames, validated_annotations: Frames
-) -> Output[DayFrames]:
+def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_annotations: Frames) -> Output[DayFrames]:
     day = context.partition_key
-    previous = _previous(storage, "label_votes", day, label_votes)
+    previous = _previous(context, day, label_votes)
     today = for_day(validated_annotations, day, "validated_annotations")
     votes = state.fold_votes(previous if previous is not None else state.empty_votes(), today)
     live = state.current(votes)
@@ -87,7 +88,7 @@ def label_votes(
     owners=OWNERS[GROUP],
     kinds=KINDS,
     code_version="1",
-    ins={"label_state": AssetIn(partition_mapping=PREVIOUS_DAY), "label_votes": AssetIn(), "gold_labels": AssetIn(),
+    ins={"label_state": AssetIn(partition_mapping=EARLIER_DAYS), "label_votes": AssetIn(), "gold_labels": AssetIn(),
          "review_queue": AssetIn(), "quarantined_annotations": AssetIn()},
     description="One current label state per item: its consensus (one row per scene label and fused box; "
     "Dawid-Skene over every current vote, boxes fused again for the items the day touched, answered items "
@@ -105,7 +106,7 @@ def label_state(
     quarantined_annotations: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
-    previous = _previous(storage, "label_state", day, label_state)
+    previous = _previous(context, day, label_state)
     previous = previous if previous is not None else pd.DataFrame(columns=[*state.quality.CONSENSUS_COLUMNS, "status"])
     votes = for_day(label_votes, day, "label_votes")
     settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum)
