@@ -33,50 +33,47 @@ class SnapshotConfig(Config):
     owners=OWNERS["curate"],
     kinds={"python", "parquet", "json"},
     code_version=CODE_VERSION,
-    ins={name: AssetIn() for name in ("consensus_labels", "item_catalog", "review_queue", "quarantined_annotations",
-                                      "annotator_agreement", "validated_annotations")},
-    description="An immutable, content-addressed dataset version in snapshots/<version>/: items with their "
-    "split and consensus labels (Parquet), a diff against the parent, COCO and YOLO exports, and manifest.json "
-    "(hash, parent, guideline and code version, counts per split and class, QA summary, source partitions), "
-    "written last. Items below the confidence threshold, waiting for review or relabel, duplicates, validated "
-    "items without consensus (polygons only, a single annotator's boxes) and items missing from the catalog are "
-    "left out and counted. Identical content publishes no new version.",
+    ins={name: AssetIn() for name in ("label_state", "item_catalog", "annotator_agreement")},
+    description="An immutable, content-addressed dataset version in snapshots/<version>/, built from the current "
+    "label state (the latest label_state day): items with their split and consensus labels (Parquet), a diff "
+    "against the parent, COCO and YOLO exports, and manifest.json (hash, parent, guideline and code version, "
+    "counts per split and class, QA summary, source partitions), written last. Items below the confidence "
+    "threshold, in review, waiting for a relabel (requested or needed), without consensus, missing from the "
+    "catalog, and duplicates are left out and counted. Identical content publishes no new version.",
 )
 def dataset_snapshot(
     context: AssetExecutionContext,
     config: SnapshotConfig,
     storage: StorageResource,
     guidelines: GuidelinesResource,
-    consensus_labels: Frames,
+    label_state: Frames,
     item_catalog: Frames,
-    review_queue: Frames,
-    quarantined_annotations: Frames,
     annotator_agreement: Frames,
-    validated_annotations: Frames,
 ) -> MaterializeResult:
-    consensus_labels, item_catalog, review_queue = concat_days(consensus_labels), concat_days(item_catalog), concat_days(review_queue)
-    quarantined_annotations, annotator_agreement = concat_days(quarantined_annotations), concat_days(annotator_agreement)
+    state_day = sorted(label_state)[-1] if len(label_state) else None
+    current = label_state[state_day] if state_day else pd.DataFrame(columns=["item_id", "kind", "status"])
+    item_catalog, annotator_agreement = concat_days(item_catalog), concat_days(annotator_agreement)
     store = storage.warehouse_store
     parent = snapshots.latest(store)
     parent_splits = snapshots.read_table(store, parent, "items.parquet").set_index("item_id")["split"] if parent else pd.Series(dtype=object)
     curation = snapshots.CurationConfig(config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed)
-    empty = pd.DataFrame(columns=["item_id", "rule", "reason"])
+    inputs = snapshots.state_inputs(current)
     guideline_set = guidelines.load()
     delivered = sorted(str(d) for d in item_catalog["export_date"].dropna().unique()) if "export_date" in item_catalog else []
     guideline = guideline_set.in_force(delivered[-1]) if delivered else None
-    curated = snapshots.curate(consensus_labels, item_catalog, review_queue if len(review_queue) else empty,
-                               quarantined_annotations if len(quarantined_annotations) else empty, parent_splits, curation,
+    curated = snapshots.curate(inputs.consensus, item_catalog, inputs.review, inputs.relabel, parent_splits, curation,
                                renames=guideline_set.renames_into(guideline.version) if guideline else None,
-                               annotated=concat_days(validated_annotations.select(["item_id"])).get("item_id"))
+                               annotated=inputs.items)
     days = sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
     overall = annotator_agreement[annotator_agreement["scope"] == "overall"] if len(annotator_agreement) else annotator_agreement
     metadata = {
         "guideline_version": guideline.version if guideline else None,
         "code_version": CODE_VERSION,
         "source_partitions": days,
+        "label_state_day": state_day,
         "qa": {
-            "quarantined_rows": len(quarantined_annotations),
-            "review_queue_items": len(review_queue),
+            "review_queue_items": len(inputs.review),
+            "waiting_for_relabel_items": len(inputs.relabel),
             "agreement_mean_by_metric": {m: float(v) for m, v in overall.groupby("metric")["value"].mean().items()} if len(overall) else {},
         },
         "curation": {**config.model_dump()},

@@ -9,7 +9,7 @@ item is not sent twice while open.
 import io
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, table_metadata
@@ -56,6 +56,15 @@ def _ledger(storage: StorageResource, area: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
 
 
+def _answered(label_state: Frames) -> set[str]:
+    """Items whose relabel answer is in the latest label state: sent once, answered, never sent again (also
+    when an earlier day's batch is rerun after the answers came back)."""
+    if not len(label_state):
+        return set()
+    latest = label_state.select(keep=["item_id", "status"])[sorted(label_state)[-1]]
+    return set(latest.loc[latest["status"] == "answered", "item_id"])
+
+
 def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: pd.DataFrame, tasks: bytes) -> dict:
     """Files first, ledger last: a rerun of the day replaces the same batch instead of adding a second one."""
     store = storage.warehouse_store
@@ -85,6 +94,7 @@ def relabel_batch(
     quarantined_annotations: Frames,
     item_catalog: Frames,
     label_exports: Frames,
+    label_state: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"relabel-{day}"
@@ -96,15 +106,16 @@ def relabel_batch(
     label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
     ledger = _ledger(storage, "relabel")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=None)
+    answered = _answered(label_state)
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
                                              quarantined_annotations, drift_ratio=config.drift_ratio)
-    chosen = labeling.select(candidates, config.budget, open_items).assign(batch_id=batch_id)
+    chosen = labeling.select(candidates, config.budget, open_items | answered).assign(batch_id=batch_id)
     chosen = chosen[["item_id", "reason", "kind", "priority", "batch_id", "rank"]]
     tasks = labeling.label_studio_tasks(chosen, item_catalog, production_predictions, batch_id=batch_id)
     links = _send(storage, "relabel", day, batch_id, chosen, tasks)
     return Output({day: chosen}, metadata={
         **table_metadata(chosen), **links,
-        "candidates": len(candidates), "skipped_open": len(open_items),
+        "candidates": len(candidates), "skipped_open": len(open_items), "skipped_answered": len(answered),
         "by_kind": MetadataValue.json(chosen["kind"].value_counts().to_dict()),
         "top": MetadataValue.md(markdown_table(chosen[["item_id", "reason", "priority"]], max_rows=15)),
     })
@@ -127,6 +138,7 @@ def labeling_tasks(
     guidelines: GuidelinesResource,
     coverage_report: Frames,
     production_predictions: Frames,
+    label_state: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"tasks-{day}"
@@ -141,6 +153,8 @@ def labeling_tasks(
     ledger = _ledger(storage, "tasks")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
     labeled = set(label_exports["item_id"]) if len(label_exports) else set()
+    if len(label_state):  # every item with a label state, however long ago it was labeled
+        labeled |= set(label_state.select(keep=["item_id"])[sorted(label_state)[-1]]["item_id"])
     candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, dimensions,
                                           critical)
     chosen = candidates[~candidates["item_id"].isin(open_items)].head(config.budget).reset_index(drop=True)

@@ -13,6 +13,7 @@ OWNERS = {
     "ingest": ["team:data-platform"],
     "validate": ["team:data-platform"],
     "quality": ["team:labeling-ops"],
+    "state": ["team:labeling-ops"],
     "labeling": ["team:labeling-ops"],
     "coverage": ["team:ml-quality"],
     "monitor": ["team:ml-quality"],

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelops.columns import isin
+from labelops.quality import CONSENSUS_COLUMNS
 from labelops.storage import Store
 
 ROOT = "snapshots"
@@ -57,6 +58,28 @@ class Curated:
     labels: pd.DataFrame
     excluded: dict[str, int] = field(default_factory=dict)
     stratification: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StateInputs:
+    """What curation reads of the label state: consensus rows, and the items still waiting for a decision."""
+
+    consensus: pd.DataFrame
+    review: pd.DataFrame  # item_id
+    relabel: pd.DataFrame  # item_id, rule
+    items: pd.Series
+
+
+def state_inputs(state: pd.DataFrame) -> StateInputs:
+    """The current label state as curation's inputs: answered items are no longer waiting for anything."""
+    items = state.drop_duplicates("item_id")
+    waiting = items[items["status"].isin(["relabel_requested", "needs_relabel"])]
+    return StateInputs(
+        consensus=state.loc[state["kind"].notna(), CONSENSUS_COLUMNS].reset_index(drop=True),
+        review=items.loc[items["status"] == "in_review", ["item_id"]].reset_index(drop=True),
+        relabel=pd.DataFrame({"item_id": waiting["item_id"].to_numpy(), "rule": "needs_relabel"}),
+        items=items["item_id"].reset_index(drop=True),
+    )
 
 
 def curate(

@@ -13,6 +13,7 @@ from assets.labeling import labeling_tasks, relabel_batch
 from assets.monitor import production_drift
 from assets.quality import quality_assets
 from assets.reports import quality_report
+from assets.state import state_assets
 from assets.validate import validate_annotations
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
 from resources import build_resources
@@ -40,6 +41,7 @@ defs = Definitions(
         *ingest_assets,
         validate_annotations,
         *quality_assets,
+        *state_assets,
         *coverage_assets,
         dataset_snapshot,
         production_drift,

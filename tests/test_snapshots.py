@@ -164,8 +164,17 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
     second = snapshots.read_table(store, "v0002", "items.parquet")
     diff = json.loads(store.read_bytes("snapshots/v0002/diff.json"))
     assert set(diff["added"]) == set(second["item_id"]) - set(first.index)
-    assert all(item.startswith("img-20240605") for item in diff["added"]) and diff["removed"] == []
-    assert (second.set_index("item_id")["split"].loc[first.index] == first).all()
+    assert all(item.startswith("img-20240605") for item in diff["added"])
+    # the first night's relabel batch (materialized after its snapshot) sent some of its items back to labelers:
+    # they leave the snapshot until their answers come, and every other item keeps its split
+    state = pd.read_parquet(tmp_path / "wh" / "tables" / "label_state" / "2024-06-05.parquet")
+    status = state.drop_duplicates("item_id").set_index("item_id")["status"]
+    sent = pd.read_csv(tmp_path / "wh" / "outbox" / "relabel" / "ledger" / "2024-06-04.csv")["item_id"]
+    assert diff["removed"] and set(diff["removed"]) <= set(sent)
+    assert (status.loc[diff["removed"]] == "relabel_requested").all()
+    assert manifest["excluded"]["waiting_for_relabel"] == int((status == "relabel_requested").sum())
+    kept = first.drop(diff["removed"])
+    assert (second.set_index("item_id")["split"].loc[kept.index] == kept).all()
     assert store.exists("snapshots/v0002/export/coco.json") and store.exists("snapshots/v0002/export/yolo.zip")
 
 

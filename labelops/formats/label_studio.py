@@ -47,6 +47,7 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
         task_id = task.get("id", t_index)
         item_id = _item_id(source_file, task, task_id)
         version = task["data"].get("guideline_version")
+        batch = task["data"].get("batch_id")  # our own outbox tasks: the answer names the request it answers
         parsed.skip("prediction", len(task.get("predictions") or []))
         for a_index, annotation in enumerate(_annotations(source_file, task, task_id)):
             results = annotation.get("result") or []
@@ -56,7 +57,8 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
             if annotation.get("was_cancelled"):
                 parsed.skip("cancelled annotation", max(len(results), 1))
                 continue
-            records.extend(_annotation_records(source_file, item_id, task_id, annotation, image_sizes, parsed, version))
+            records.extend(_annotation_records(source_file, item_id, task_id, annotation, image_sizes, parsed, version,
+                                               None if batch is None else str(batch)))
     parsed.objects = objects_frame(records)
     return parsed
 
@@ -122,6 +124,7 @@ def _annotation_records(
     image_sizes: dict[str, tuple[float, float]],
     parsed: Parsed,
     version: str | None,
+    batch: str | None = None,
 ) -> list[dict[str, Any]]:
     annotator = _annotator(annotation)
     annotated_at = annotation.get("updated_at") or annotation.get("created_at")
@@ -151,6 +154,8 @@ def _annotation_records(
         attributes = {"from_name": result.get("from_name"), "origin": result.get("origin")}
         if annotation.get("ground_truth"):
             attributes["ground_truth"] = True
+        if batch is not None:
+            attributes["batch_id"] = batch
         common = {
             "item_id": item_id,
             "annotator_id": annotator,

@@ -1,0 +1,144 @@
+"""State: one current label state per item, folded day by day (labelops.state).
+
+Both assets depend on their own earlier days (a time-window partition mapping ending at offset -1): the
+state at the end of a day is the most recent earlier state (normally the previous day's) folded with the
+day's validated annotations. That is the Dagster-native form of an incremental table: each partition is a
+complete, immutable state as of its day, so a day can be rerun or read on its own, and re-materializing an
+earlier day asks for the later days in order (Dagster marks them stale). Only the latest earlier day is
+read; the others cost a listing.
+"""
+
+import io
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from assets.metadata import OWNERS, table_metadata
+from assets.partitioned import DayFrames, Frames, for_day
+from labelops import labeling, state
+from labelops.reporting import markdown_table
+from pipelines.partitions import daily_partitions
+from resources.storage import StorageResource
+
+GROUP = "state"
+KINDS = {"python", "pandas", "parquet"}
+# The days before this one (a year): the state folds into the most recent of them that exists.
+EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-365, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+DEFAULTS = state.StateConfig()
+
+
+class LabelStateConfig(Config):
+    method: str = DEFAULTS.method
+    box_quorum: int = DEFAULTS.box_quorum
+    cluster_iou: float = DEFAULTS.cluster_iou
+    answer_quorum: int = DEFAULTS.answer_quorum
+
+
+def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.DataFrame | None:
+    """The most recent earlier state (None before the first day); a gap of days never run is logged."""
+    if not len(frames):
+        return None
+    latest = sorted(frames)[-1]
+    expected = (pd.Timestamp(day) - pd.Timedelta(days=1)).date().isoformat()
+    if latest != expected:
+        context.log.warning(f"the state folds {day} into {latest}'s: the days between were never materialized "
+                            "(materialize them, and Dagster marks the later days stale)")
+    return frames[latest]
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS[GROUP],
+    kinds=KINDS,
+    code_version="1",
+    ins={"label_votes": AssetIn(partition_mapping=EARLIER_DAYS), "validated_annotations": AssetIn()},
+    description="Every judgment that counts for an item, across days: the previous day's vote sets plus the "
+    "day's validated annotations (a judgment already in the state is not added again). Ordinary rounds pool; "
+    "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier "
+    "judgments of the kinds it covers (`superseded_by`), which stay as lineage.",
+)
+def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_annotations: Frames) -> Output[DayFrames]:
+    day = context.partition_key
+    previous = _previous(context, day, label_votes)
+    today = for_day(validated_annotations, day, "validated_annotations")
+    votes = state.fold_votes(previous if previous is not None else state.empty_votes(), today)
+    live = state.current(votes)
+    return Output({day: votes}, metadata={
+        **table_metadata(votes, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]),
+        "items": int(votes["item_id"].nunique()),
+        "added_today": int((votes["export_date"] == day).sum()),
+        "current_judgments": len(live),
+        "superseded": int(votes["superseded_by"].notna().sum()),
+        "answers": int(votes["answer_to"].notna().sum()),
+    })
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS[GROUP],
+    kinds=KINDS,
+    code_version="1",
+    ins={"label_state": AssetIn(partition_mapping=EARLIER_DAYS), "label_votes": AssetIn(), "gold_labels": AssetIn(),
+         "review_queue": AssetIn(), "quarantined_annotations": AssetIn()},
+    description="One current label state per item: its consensus (one row per scene label and fused box; "
+    "Dawid-Skene over every current vote, boxes fused again for the items the day touched, answered items "
+    "with one authoritative reviewer), its status (labeled, in_review, needs_relabel, relabel_requested with "
+    "the batch, answered, no_consensus) and lineage (rounds, days, files, judgments). dataset_snapshot reads it.",
+)
+def label_state(
+    context: AssetExecutionContext,
+    config: LabelStateConfig,
+    storage: StorageResource,
+    label_state: Frames,
+    label_votes: Frames,
+    gold_labels: Frames,
+    review_queue: Frames,
+    quarantined_annotations: Frames,
+) -> Output[DayFrames]:
+    day = context.partition_key
+    previous = _previous(context, day, label_state)
+    previous = previous if previous is not None else pd.DataFrame(columns=[*state.quality.CONSENSUS_COLUMNS, "status"])
+    votes = for_day(label_votes, day, "label_votes")
+    settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum)
+    touched = votes.loc[votes["export_date"] == day, "item_id"]
+    labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
+                             for_day(gold_labels, day, "gold_labels"), settings)
+    quarantined = for_day(quarantined_annotations, day, "quarantined_annotations")
+    waiting = {  # decisions still to come: carried from day to day until an answer arrives
+        "in_review": for_day(review_queue, day, "review_queue")["item_id"],
+        "needs_relabel": quarantined.loc[quarantined["needs_relabel"].notna(), "item_id"],
+    }
+    waiting = {status: pd.concat([previous.loc[previous["status"] == status, "item_id"] if len(previous) else
+                                  pd.Series(dtype=object), items]) for status, items in waiting.items()}
+    table = state.item_state(votes, labels, _requests(storage, day), waiting["in_review"], waiting["needs_relabel"])
+    statuses = table.drop_duplicates("item_id")["status"].value_counts().to_dict()
+    return Output({day: table}, metadata={
+        **table_metadata(table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]),
+        "items": int(table["item_id"].nunique()),
+        "touched_today": int(touched.nunique()),
+        "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
+        "answered": MetadataValue.md(markdown_table(
+            table.loc[table["status"] == "answered"].drop_duplicates("item_id")[["item_id", "answered_batch", "days"]],
+            max_rows=20)),
+    })
+
+
+def _requests(storage: StorageResource, day: str) -> pd.DataFrame:
+    """Relabel requests sent up to the day, from the outbox ledger (what was sent, not who launched it)."""
+    store = storage.warehouse_store
+    keys = [k for k in store.list("outbox/relabel/ledger") if k.rsplit("/", 1)[-1][:10] <= day]
+    frames = [pd.read_csv(io.BytesIO(store.read_bytes(k)), dtype=str) for k in keys]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
+
+
+state_assets = [label_votes, label_state]

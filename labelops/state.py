@@ -1,0 +1,145 @@
+"""The label state: one current set of labels per item, folded in day by day.
+
+Partitions are export days, but labels belong to items: an item is labeled on one day, judged by more
+annotators the next, sent back to labelers and answered later. The state at the end of day D is the state
+at D-1 folded with day D's validated annotations, in two tables:
+
+- ``votes``: every judgment that ever counted for an item (its vote set across days), with the round it
+  belongs to (``answer_to``: the relabel batch it answers, else an ordinary round) and, when a later answer
+  replaced it, ``superseded_by``. Ordinary rounds pool: judgments of one item delivered on different days
+  are one vote set. An answer to a relabel or review request supersedes the item's earlier judgments of
+  the kinds it covers (a scene-label answer replaces scene labels, an answer with boxes replaces boxes).
+- ``items``: one row per current consensus label of every item (its scene label, its fused boxes), with
+  the item's status and lineage (rounds, days, files, judgments that decide it).
+
+Scene labels are re-aggregated over the whole current vote set every night, since Dawid-Skene is a global
+model (an annotator's confusion matrix comes from all their items); boxes are fused per item, so only the
+items a day touched are fused again and the others keep their boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from labelops import quality
+from labelops.columns import isin
+
+ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'  # attributes of an answer to one of our relabel tasks
+VOTE_COLUMNS = ["item_id", "annotation_id", "content_id", "annotator_id", "kind", "label", "x", "y", "w", "h",
+                "export_date", "source_file", "answer_to", "superseded_by"]
+STATUSES = ("labeled", "answered", "relabel_requested", "needs_relabel", "in_review", "no_consensus")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    method: str = "dawid_skene"
+    box_quorum: int = 2
+    cluster_iou: float = 0.5
+    answer_quorum: int = 1  # one reviewer's answer is authoritative
+
+
+def empty_votes() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in "xywh" else object) for c in VOTE_COLUMNS})
+
+
+def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
+    """The day's validated annotations as votes: answers to our relabel batches name their batch."""
+    if validated.empty:
+        return empty_votes()
+    answer = validated["attributes"].astype(object).fillna("").str.extract(ANSWER_BATCH, expand=False)
+    votes = validated.assign(answer_to=answer.astype(object).where(answer.notna(), None), superseded_by=None)
+    return votes[VOTE_COLUMNS].assign(export_date=votes["export_date"].astype(str))
+
+
+def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame) -> pd.DataFrame:
+    """The vote sets after the day: the previous ones, the day's votes, and supersession recomputed.
+
+    A judgment already in the state (same ``content_id``) is not added again, so rerunning a day or
+    delivering a copy leaves the state as it was.
+    """
+    today = votes_of(validated)
+    combined = pd.concat([df for df in (previous[VOTE_COLUMNS], today) if len(df)] or [empty_votes()],
+                         ignore_index=True)
+    combined = combined.drop_duplicates("content_id", keep="first")
+    key = combined["item_id"].astype(str) + "\x1f" + combined["kind"].astype(str)
+    is_answer = combined["answer_to"].notna()
+    answers = combined[is_answer].assign(key=key[is_answer]).sort_values(["export_date", "answer_to"], kind="stable")
+    latest = answers.groupby("key").last()
+    answer_day = key.map(latest["export_date"]).astype(object)
+    answered = answer_day.notna().to_numpy()
+    day = combined["export_date"].astype(str).to_numpy()
+    cutoff = answer_day.fillna("").astype(str).to_numpy()
+    answer = is_answer.to_numpy()
+    superseded = answered & ((~answer & (day <= cutoff)) | (answer & (day < cutoff)))
+    batch = key.map(latest["answer_to"]).astype(object)
+    combined["superseded_by"] = batch.where(superseded, None)
+    return combined.sort_values(["item_id", "export_date", "annotation_id"], kind="stable").reset_index(drop=True)
+
+
+def current(votes: pd.DataFrame) -> pd.DataFrame:
+    return votes[votes["superseded_by"].isna()]
+
+
+def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame,
+              config: StateConfig) -> pd.DataFrame:
+    """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
+    items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``)."""
+    live = current(votes)
+    answered = set(live.loc[live["answer_to"].notna(), "item_id"])
+    is_answered = pd.Series(isin(live["item_id"], list(answered)), index=live.index)
+    tables = []
+    for part, quorum, method in ((live[~is_answered], config.box_quorum, config.method),
+                                 (live[is_answered], config.answer_quorum, "majority_vote")):
+        if len(part):
+            table, _ = quality.consensus_and_scores(part, gold, method=method, quorum=quorum,
+                                                    cluster_iou=config.cluster_iou)
+            tables.append(table)
+    fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
+    scenes = fresh[fresh["kind"] == "classification"]
+    touched_ids = list(pd.unique(touched))
+    new_boxes = fresh[(fresh["kind"] != "classification") & isin(fresh["item_id"], touched_ids)]
+    kept = previous_items[(previous_items["kind"] != "classification") & ~isin(previous_items["item_id"], touched_ids)]
+    kept = kept[quality.CONSENSUS_COLUMNS] if len(kept) else kept.reindex(columns=quality.CONSENSUS_COLUMNS)
+    parts = [df for df in (scenes[quality.CONSENSUS_COLUMNS], new_boxes[quality.CONSENSUS_COLUMNS], kept) if len(df)]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
+    return out.sort_values(["item_id", "kind", "label", "x", "y"], kind="stable").reset_index(drop=True)
+
+
+def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFrame, in_review: pd.Series,
+               needs_relabel: pd.Series) -> pd.DataFrame:
+    """Consensus rows with their item's status and lineage; items with votes but no consensus get one row.
+
+    ``requested`` holds relabel requests (item_id, batch_id, sent_on) from the outbox ledger; an item is
+    ``answered`` when its current votes hold an answer to its latest request (or to any, without one),
+    and ``relabel_requested`` while a later request is open. ``in_review`` items wait for a reviewer and
+    ``needs_relabel`` items (a guideline split or redefined their class) for a relabel; an answer ends both.
+    """
+    live = current(votes)
+    per_item = votes.groupby("item_id", sort=True).agg(
+        rounds=("answer_to", lambda s: int(s.nunique()) + 1),
+        days=("export_date", lambda s: ",".join(sorted(set(s)))),
+        files=("source_file", "nunique"),
+        judgments=("annotation_id", "size"),
+    )
+    per_item["current_judgments"] = live.groupby("item_id").size().reindex(per_item.index).fillna(0).astype("int64")
+    answers = live[live["answer_to"].notna()].groupby("item_id")["answer_to"].max()
+    per_item["answered_batch"] = answers.reindex(per_item.index).astype(object)
+    last_request = requested.sort_values("sent_on").groupby("item_id")["batch_id"].last() if len(requested) else (
+        pd.Series(dtype=object))
+    per_item["requested_batch"] = last_request.reindex(per_item.index).astype(object)
+    has_label = pd.Series(isin(per_item.index.to_series(), labels["item_id"]), index=per_item.index)
+    answered = per_item["answered_batch"].notna() & (
+        per_item["requested_batch"].isna() | (per_item["answered_batch"] >= per_item["requested_batch"]))
+    requested_open = per_item["requested_batch"].notna() & ~answered
+    index = per_item.index.to_series()
+    reviewing = pd.Series(isin(index, in_review), index=per_item.index) & ~answered
+    relabel = pd.Series(isin(index, needs_relabel), index=per_item.index) & ~answered
+    per_item["status"] = np.select([requested_open, answered, relabel, reviewing, ~has_label],
+                                   ["relabel_requested", "answered", "needs_relabel", "in_review", "no_consensus"],
+                                   "labeled")
+    per_item = per_item.reset_index()
+    rows = labels.merge(per_item, on="item_id", how="right")
+    return rows.sort_values(["item_id", "kind", "label", "x", "y"], kind="stable").reset_index(drop=True)
