@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from labelops import boxes
 from labelops.columns import isin
 from labelops.quality import CONSENSUS_COLUMNS
 from labelops.storage import Store
@@ -218,9 +219,10 @@ def read_table(store: Store, version: str, name: str) -> pd.DataFrame:
 
 
 def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, items: pd.DataFrame, labels: pd.DataFrame) -> dict:
-    """Items added and removed, scene labels changed (old and new), and split moves."""
+    """Items added and removed, scene labels changed (old and new), box changes, and split moves."""
     if parent_items is None:
-        return {"added": sorted(items["item_id"]), "removed": [], "label_changes": [], "split_moves": []}
+        return {"added": sorted(items["item_id"]), "removed": [], "label_changes": [], "object_changes": [],
+                "split_moves": []}
     old, new = set(parent_items["item_id"]), set(items["item_id"])
 
     def scene(frame: pd.DataFrame) -> pd.Series:
@@ -234,8 +236,36 @@ def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, 
         "added": sorted(new - old),
         "removed": sorted(old - new),
         "label_changes": changes(scene(parent_labels), scene(labels)),
+        "object_changes": object_changes(parent_labels, labels, sorted(old & new)),
         "split_moves": changes(parent_items.set_index("item_id")["split"], items.set_index("item_id")["split"]),
     }
+
+
+def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], *, moved_iou: float = 0.5) -> list[dict]:
+    """Boxes of items in both versions that changed: added, removed, relabelled, or moved below ``moved_iou``.
+
+    The parent's and the new version's boxes of each item are matched like two annotators' (Hungarian on IoU,
+    same label first, then a different label at IoU >= 0.5, which is a relabelled box).
+    """
+    parts = [frame[(frame["kind"] == "bbox") & isin(frame["item_id"], items)].assign(annotator_id=side)
+             for frame, side in ((before, "0-parent"), (after, "1-new"))]
+    frame = pd.concat(parts, ignore_index=True)[["item_id", "annotator_id", "label", "x", "y", "w", "h"]]
+    if frame.empty:
+        return []
+    matches = boxes.match_boxes(frame).matches
+    records = frame.assign(change=np.where(frame["annotator_id"] == "0-parent", "removed", "added"), old_label=None,
+                           iou=np.nan)
+    records.loc[matches["index_a"].to_numpy(dtype=int), "change"] = None  # matched: judged on the new side
+    matched = records.loc[matches["index_b"].to_numpy(dtype=int)].copy()
+    matched["old_label"] = matches["label_a"].to_numpy()
+    matched["iou"] = matches["iou"].to_numpy(dtype=float)
+    matched["change"] = np.where(matched["old_label"] != matched["label"], "relabelled",
+                                 np.where(matched["iou"] < moved_iou, "moved", None))
+    records.loc[matched.index, ["change", "old_label", "iou"]] = matched[["change", "old_label", "iou"]]
+    changed = records[records["change"].notna()].drop(columns="annotator_id")
+    changed = changed.sort_values(["item_id", "change", "label", "x", "y"], kind="stable")
+    changed["iou"] = changed["iou"].round(4)
+    return json.loads(changed.to_json(orient="records"))
 
 
 def publish(

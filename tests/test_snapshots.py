@@ -265,3 +265,24 @@ def test_a_coco_detection_set_without_lighting_snapshots_and_gets_tasks_through_
     tasks = result.asset_materializations_for_node("labeling_tasks")[0].metadata
     assert tasks["dagster/row_count"].value == 4  # the raw items, ranked without slices: the spec's are all missing
     assert tasks["dimensions"].value == {"used": [], "skipped": ["lighting", "weather", "device", "region"]}
+
+
+def test_diff_lists_box_changes() -> None:
+    items = pd.DataFrame({"item_id": ["a", "b"], "split": "train"})
+
+    def labels(rows: list[tuple]) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=["item_id", "kind", "label", "x", "y", "w", "h"])
+
+    before = labels([("a", "bbox", "car", 0, 0, 100, 100), ("a", "bbox", "car", 300, 0, 100, 100),
+                     ("a", "bbox", "bus", 600, 0, 100, 100), ("a", "bbox", "truck", 900, 0, 50, 50),
+                     ("b", "classification", "urban", None, None, None, None)])
+    after = labels([("a", "bbox", "car", 0, 0, 100, 100),  # unchanged
+                    ("a", "bbox", "car", 360, 0, 100, 100),  # moved: IoU 40/160 = 0.25
+                    ("a", "bbox", "truck", 600, 0, 100, 100),  # relabelled in place
+                    ("a", "bbox", "pedestrian", 1200, 0, 20, 50),  # added; the old truck box is gone
+                    ("b", "classification", "urban", None, None, None, None)])
+    changes = snapshots.diff(items, before, items, after)["object_changes"]
+    assert [(c["item_id"], c["change"], c["label"], c["old_label"]) for c in changes] == [
+        ("a", "added", "pedestrian", None), ("a", "moved", "car", "car"), ("a", "relabelled", "truck", "bus"),
+        ("a", "removed", "truck", None)]
+    assert [c["iou"] for c in changes] == [None, 0.25, 1.0, None]
