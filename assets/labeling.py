@@ -14,7 +14,7 @@ from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config,
 from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import DayFrames, Frames, concat_days, for_day
-from labelops import labeling
+from labelops import labeling, state
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
@@ -40,6 +40,7 @@ PREDICTION_COLUMNS = ["item_id", "model_version", "predicted_label", "confidence
 class RelabelConfig(Config):
     budget: int = 200
     drift_ratio: float = 1.5
+    expire_days: int = state.StateConfig().request_expire_days  # an unanswered request lapses after this
 
 
 class TasksConfig(Config):
@@ -105,7 +106,8 @@ def relabel_batch(
     item_catalog = for_day(item_catalog, day, "item_catalog")
     label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
     ledger = _ledger(storage, "relabel")
-    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=None)
+    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day,
+                                     expire_days=config.expire_days)
     answered = _answered(label_state)
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
                                              quarantined_annotations, drift_ratio=config.drift_ratio)

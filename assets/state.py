@@ -40,6 +40,7 @@ class LabelStateConfig(Config):
     box_quorum: int = DEFAULTS.box_quorum
     cluster_iou: float = DEFAULTS.cluster_iou
     answer_quorum: int = DEFAULTS.answer_quorum
+    request_expire_days: int = DEFAULTS.request_expire_days
 
 
 def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.DataFrame | None:
@@ -109,7 +110,8 @@ def label_state(
     previous = _previous(context, day, label_state)
     previous = previous if previous is not None else pd.DataFrame(columns=[*state.quality.CONSENSUS_COLUMNS, "status"])
     votes = for_day(label_votes, day, "label_votes")
-    settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum)
+    settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum,
+                                 config.request_expire_days)
     touched = votes.loc[votes["export_date"] == day, "item_id"]
     labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
                              for_day(gold_labels, day, "gold_labels"), settings)
@@ -120,7 +122,8 @@ def label_state(
     }
     waiting = {status: pd.concat([previous.loc[previous["status"] == status, "item_id"] if len(previous) else
                                   pd.Series(dtype=object), items]) for status, items in waiting.items()}
-    table = state.item_state(votes, labels, _requests(storage, day), waiting["in_review"], waiting["needs_relabel"])
+    requests = state.open_requests(_ledger(storage, day), day, settings.request_expire_days)
+    table = state.item_state(votes, labels, requests, waiting["in_review"], waiting["needs_relabel"])
     statuses = table.drop_duplicates("item_id")["status"].value_counts().to_dict()
     return Output({day: table}, metadata={
         **table_metadata(table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]),
@@ -133,7 +136,7 @@ def label_state(
     })
 
 
-def _requests(storage: StorageResource, day: str) -> pd.DataFrame:
+def _ledger(storage: StorageResource, day: str) -> pd.DataFrame:
     """Relabel requests sent up to the day, from the outbox ledger (what was sent, not who launched it)."""
     store = storage.warehouse_store
     keys = [k for k in store.list("outbox/relabel/ledger") if k.rsplit("/", 1)[-1][:10] <= day]

@@ -39,6 +39,16 @@ class StateConfig:
     box_quorum: int = 2
     cluster_iou: float = 0.5
     answer_quorum: int = 1  # one reviewer's answer is authoritative
+    request_expire_days: int = 14  # an unanswered relabel request lapses, and the item may be sent again
+
+
+def open_requests(ledger: pd.DataFrame, day: str, expire_days: int) -> pd.DataFrame:
+    """Relabel requests sent up to ``day`` that have not lapsed (sent less than ``expire_days`` days before)."""
+    if ledger.empty:
+        return ledger
+    sent = pd.to_datetime(ledger["sent_on"].astype("string"))
+    today = pd.Timestamp(day)
+    return ledger[(sent <= today) & (sent > today - pd.Timedelta(days=expire_days))].reset_index(drop=True)
 
 
 def empty_votes() -> pd.DataFrame:

@@ -157,3 +157,16 @@ def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> No
     candidates = pd.DataFrame({"item_id": ["img-0", "img-1", "img-2"], "reason": "review_queue",
                                "kind": "review_queue", "priority": 4.0, "stratum": "", "uncertainty": 0.5})
     assert sorted(labeling.select(candidates, 10, answered)["item_id"]) == ["img-1", "img-2"]
+
+
+def test_an_unanswered_request_lapses_and_the_item_may_go_again() -> None:
+    ledger = pd.DataFrame({"item_id": ["a", "b", "c"], "batch_id": ["relabel-2024-05-20", "relabel-2024-06-01",
+                                                                    "relabel-2024-06-13"],
+                           "sent_on": ["2024-05-20", "2024-06-01", "2024-06-13"]})
+    assert state.open_requests(ledger, "2024-06-12", 14)["item_id"].tolist() == ["b"]  # a lapsed, c not yet sent
+    votes = state.fold_votes(state.empty_votes(), validated([box(i, "u1", "car", 10, DAYS[0]) for i in "abc"]))
+    items = state.item_state(votes, pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+                             state.open_requests(ledger, "2024-06-12", 14), pd.Series(dtype=object),
+                             pd.Series(dtype=object))
+    assert items.set_index("item_id")["status"].to_dict() == {"a": "no_consensus", "b": "relabel_requested",
+                                                              "c": "no_consensus"}
