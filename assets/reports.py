@@ -7,13 +7,14 @@ from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, a
 
 from assets.metadata import OWNERS, link
 from assets.partitioned import SINGLE_RUN, Frames, days, for_day
+from labelops import snapshots
 from labelops.report import quality_report as render_quality_report
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
 INPUTS = ("validated_annotations", "quarantined_annotations", "annotator_agreement", "annotator_scores", "consensus_labels",
-          "coverage_report", "production_drift", "relabel_batch")
+          "coverage_report", "production_drift", "relabel_batch", "label_state")
 
 
 class QualityReportConfig(Config):
@@ -32,10 +33,12 @@ def report_key(day: str) -> str:
     kinds={"python", "html", "matplotlib"},
     code_version="1",
     ins={name: AssetIn() for name in INPUTS},
+    deps=["dataset_snapshot"],  # the loop section says which answered items the latest snapshot holds
     description="The day's quality report for people who do not open Dagster: one self-contained HTML file "
     "(reports/quality/<day>.html, plots inlined, no scripts, every label escaped) with the validation summary, "
     "agreement with bootstrap intervals, annotator scores, the consensus confidence distribution, the coverage "
-    "heatmap, drift per feature and the relabel batch (when the drift sensor requested one).",
+    "heatmap, drift per feature, the relabel batch (when the drift sensor requested one) and the labeling loop "
+    "(items by status in the label state, answered items and whether they are in the latest snapshot).",
 )
 def quality_report(
     context: AssetExecutionContext,
@@ -50,8 +53,11 @@ def quality_report(
     coverage_report: Frames,
     production_drift: Frames,
     relabel_batch: Frames,
+    label_state: Frames,
 ) -> MaterializeResult:
     guideline_set = guidelines.load()
+    latest = snapshots.latest(storage.warehouse_store)
+    snapshot_items = snapshots.read_table(storage.warehouse_store, latest, "items.parquet")["item_id"] if latest else None
     links = {}
     for day in days(context):
         guideline = guideline_set.in_force(day)
@@ -70,6 +76,8 @@ def quality_report(
             drift=for_day(production_drift, day, "production_drift"),
             relabel=relabel_batch.get(day),
             min_confidence=config.min_confidence,
+            state=label_state.get(day),
+            snapshot_items=snapshot_items,
             data_docs=f"../data_docs/{day}/index.html",
             progress=lambda section, day=day: context.log.info(f"{day}: report section {section}"),
         )

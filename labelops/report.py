@@ -98,10 +98,13 @@ def quality_report(
     drift: pd.DataFrame,
     relabel: pd.DataFrame | None,
     min_confidence: float,
+    state: pd.DataFrame | None = None,
+    snapshot_items: pd.Series | None = None,
     data_docs: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> str:
-    """The day's quality report: validation, agreement, annotators, consensus, coverage, drift, relabel batch."""
+    """The day's quality report: validation, agreement, annotators, consensus, coverage, drift, relabel batch,
+    and the labeling loop (what was sent back, what was answered, what of it is in the latest snapshot)."""
     report = Report(f"labelops quality report — {day}", f"guideline {guideline}")
 
     progress("validation summary")
@@ -168,6 +171,21 @@ def quality_report(
     else:
         report.facts({"items": len(relabel), **{f"kind: {k}": int(v) for k, v in relabel["kind"].value_counts().items()}})
         report.table(relabel[["rank", "item_id", "kind", "priority", "reason"]], max_rows=40)
+
+    progress("labeling loop")
+    report.section("Labeling loop")
+    if state is None or state.empty:
+        report.text("no label state for the day", "note")
+    else:
+        items = state.drop_duplicates("item_id")
+        answered = items[items["status"] == "answered"]
+        in_snapshot = answered["item_id"].isin(snapshot_items) if snapshot_items is not None else answered["item_id"] != answered["item_id"]
+        report.facts({"items in the label state": len(items),
+                      **{f"status: {k}": int(v) for k, v in items["status"].value_counts().sort_index().items()},
+                      "answered items in the latest snapshot": int(in_snapshot.sum())})
+        if len(answered):
+            report.table(answered.assign(in_snapshot=in_snapshot.to_numpy())[
+                ["item_id", "answered_batch", "days", "current_judgments", "in_snapshot"]], max_rows=40)
     return report.html()
 
 

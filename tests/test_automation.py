@@ -173,7 +173,7 @@ def test_quality_report_of_a_drift_day_shows_every_section_and_the_batch(demo_ru
     # after the drift sensor's run (previous test) the drift day's report lists the batch
     drift_day = (warehouse / "reports" / "quality" / "2024-06-13.html").read_text()
     for section in ("Validation", "Agreement between annotators", "Annotators", "Consensus confidence", "Coverage",
-                    "Production drift", "Relabel batch"):
+                    "Production drift", "Relabel batch", "Labeling loop"):
         assert f"<h2>{section}</h2>" in drift_day
     assert "dataset drift" in drift_day and "kind: drifted_slice" in drift_day
     record = instance.fetch_materializations(AssetKey("quality_report"), limit=1).records[0]

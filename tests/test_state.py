@@ -117,8 +117,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
                                          s3_endpoint_url=None, config_dir=str(Path(__file__).parents[1] / "config"),
                                          start_date="2024-06-01"))
     instance = DagsterInstance.ephemeral()
-    job = defs.resolve_job_def("nightly_job")
-    selection = [k for k in job.asset_layer.executable_asset_keys if k.to_user_string() != "quality_report"]
+    selection = [k for k in defs.resolve_job_def("nightly_job").asset_layer.executable_asset_keys]
     for day in DAYS[:2]:
         result = materialize(list(defs.assets), selection=selection, partition_key=day, resources=resources,
                              instance=instance)
@@ -140,6 +139,9 @@ def test_answers_reach_the_snapshot_and_replace_the_old_boxes(loop: LocalStore) 
     assert sorted(items["item_id"]) == ["img-0", "img-2", "img-3"]
     assert manifest["excluded"]["waiting_for_relabel"] == 1  # img-1: requested, not answered yet
     assert len(items) + sum(manifest["excluded"].values()) == 4  # every item of the state is counted
+    report = loop.read_bytes(f"reports/quality/{DAYS[1]}.html").decode()
+    assert "<h2>Labeling loop</h2>" in report and "relabel-2024-06-10" in report
+    assert "answered items in the latest snapshot<b>1</b>" in report
 
 
 def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> None:
