@@ -6,7 +6,8 @@ What it contains, and why:
   agreement, gold scoring and consensus have something real to find;
 - boxes with jitter, crosswalk polygons and a scene classification, exported the way
   real teams deliver them: Label Studio JSON, CVAT XML, COCO JSON, a crowd CSV and a YOLO zip;
-- 8 % gold items, a few malformed files, and production logs whose inputs drift in the
+- 8 % gold items, a few malformed files, two re-delivered exports (counted once), and production
+  logs whose inputs drift in the
   last three days (more night and rain traffic, darker images, a new object type);
 - guideline v2 from 2024-06-12, with one vendor still delivering v1 labels, so that
   validation has renamed labels to remap and split ones to send back.
@@ -109,6 +110,7 @@ def seed_landing(store: Store, *, seed: int = SEED) -> dict[str, int]:
     counts["gold"] = len(gold)
     _write(store, "gold/gold_labels.csv", gold.to_csv(index=False).encode(), counts)
     _write_malformed(store, counts)
+    _write_redeliveries(store, counts)
     return counts
 
 
@@ -399,6 +401,15 @@ def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: 
         "lighting": kept["lighting"].to_numpy(), "weather": kept["weather"].to_numpy(),
         "device": kept["device"].to_numpy(), "region": kept["region"].to_numpy(),
     })
+
+
+def _write_redeliveries(store: Store, counts: dict[str, int]) -> None:
+    """Exports delivered twice, as vendors do: each judgment must still count once (quarantined as duplicate)."""
+    d = days()
+    _write(store, f"exports/{d[4]}/label_studio_project-12 (resend of {d[3]}).json",
+           store.read_bytes(f"exports/{d[3]}/label_studio_project-12.json"), counts)
+    _write(store, f"exports/{d[7]}/crowd_scene_judgments (1).csv",
+           store.read_bytes(f"exports/{d[7]}/crowd_scene_judgments.csv"), counts)
 
 
 def _write_malformed(store: Store, counts: dict[str, int]) -> None:
