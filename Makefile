@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
+# The real Label Studio, in a venv of its own (its Django pins must not meet the project's), for the e2e test.
+LS_VENV := .venv-ls
+LABEL_STUDIO_VERSION := 1.23.2
 export DAGSTER_HOME ?= $(CURDIR)/.labelops/dagster
 
-.PHONY: install system-deps demo test ui bench lock clean
+.PHONY: install label-studio system-deps demo test ui bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +20,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+$(LS_VENV)/.installed: | $(VENV)/.installed
+	$(PYTHON) -m venv $(LS_VENV)
+	$(BIN)/uv pip install --quiet --python $(LS_VENV)/bin/python label-studio==$(LABEL_STUDIO_VERSION)
+	touch $@
+
+label-studio: $(LS_VENV)/.installed
 
 # Debian packages the tests drive for real: Chromium for the UI test, PostgreSQL for instance storage.
 system-deps:
@@ -35,8 +45,8 @@ demo: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m pipelines.demo
 
-test: install system-deps
-	$(BIN)/pytest
+test: install system-deps label-studio
+	LABELOPS_LABEL_STUDIO=$(CURDIR)/$(LS_VENV)/bin/label-studio $(BIN)/pytest
 
 ui: install
 	mkdir -p $(DAGSTER_HOME)

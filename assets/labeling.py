@@ -1,7 +1,9 @@
 """Labeling: the items that go back to labelers (relabel_batch) and the raw items that go out (labeling_tasks).
 
-Both write a Label Studio import file (with the model's predictions as pre-annotations) and a CSV
-manifest into the warehouse's outbox, and record the batch in the outbox's ledger (one file per day,
+Both write into the warehouse's outbox, outbox/<area>/<day>/: a Label Studio import file (with the model's
+predictions as pre-annotations, honeypot gold items spread through it), the labeling config of the guideline
+in force, a CSV manifest and, for sent items no catalog holds, their item rows for the landing zone
+(docs/labeling.md). The batch is recorded in the outbox's ledger (one file per day,
 outbox/<area>/ledger/<day>.csv, so runs of different days never overwrite each other's entries) so an
 item is not sent twice while open.
 """
@@ -14,7 +16,10 @@ from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config,
 from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import DayFrames, Frames, concat_days, for_day
-from labelops import labeling, state
+from labelops import labeling, outbox, state
+from labelops.columns import isin
+from labelops.guidelines import Guideline
+from labelops.label_studio_config import labeling_config
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
@@ -22,14 +27,16 @@ from resources.validation import GuidelinesResource
 
 GROUP = "labeling"
 KINDS = {"python", "pandas", "labelstudio"}
-# Both outbox assets are daily and read the labels of the lookback window, to know what came back.
+# Both outbox assets are daily and read the labels of the lookback window, to know what came back, and the
+# item catalogs of the window, for the media of items (review items, honeypots) delivered on earlier days.
 OUTBOX_ASSET = {
     "partitions_def": daily_partitions,
     "group_name": GROUP,
     "owners": OWNERS[GROUP],
     "kinds": KINDS,
-    "code_version": "1",
-    "ins": {"label_exports": AssetIn(partition_mapping=LOOKBACK)},
+    "code_version": "2",
+    "ins": {"label_exports": AssetIn(partition_mapping=LOOKBACK), "item_catalog": AssetIn(partition_mapping=LOOKBACK),
+            "label_state": AssetIn(partition_mapping=AllPartitionMapping())},
 }
 
 
@@ -41,6 +48,11 @@ class RelabelConfig(Config):
     budget: int = 200
     drift_ratio: float = 1.5
     expire_days: int = state.StateConfig().request_expire_days  # an unanswered request lapses after this
+    # Share of each batch given to gold items (honeypots) to score the answers against; taken from the budget.
+    honeypot_share: float = 0.05
+    # Media URI of a production item that neither a catalog nor its production log row (`uri`) gives one,
+    # e.g. "s3://frames/{day}/{item_id}.jpg". Unset, such items are left out of the batch (metadata `no_media`).
+    production_uri_template: str | None = None
 
 
 class TasksConfig(Config):
@@ -49,6 +61,7 @@ class TasksConfig(Config):
     # Item attributes whose under-coverage ranks the tasks. Unset, they are the coverage spec's item dimensions, so
     # the ranking follows config/coverage.yaml; either way those the catalog lacks are skipped and reported.
     dimensions: list[str] | None = None
+    honeypot_share: float = 0.05
 
 
 def _ledger(storage: StorageResource, area: str) -> pd.DataFrame:
@@ -66,28 +79,52 @@ def _answered(label_state: Frames) -> set[str]:
     return set(latest.loc[latest["status"] == "answered", "item_id"])
 
 
-def _send(storage: StorageResource, area: str, day: str, batch_id: str, chosen: pd.DataFrame, tasks: bytes) -> dict:
+def _pre_annotation_metadata(pre: outbox.PreAnnotations) -> dict:
+    return {"pre_annotations": len(pre.results), "predictions_remapped": pre.remapped,
+            "predictions_dropped": MetadataValue.json(pre.dropped)}
+
+
+def _send(
+    storage: StorageResource,
+    area: str,
+    day: str,
+    batch_id: str,
+    manifest: pd.DataFrame,
+    tasks: bytes,
+    guideline: Guideline,
+    items: pd.DataFrame | None = None,
+) -> dict:
     """Files first, ledger last: a rerun of the day replaces the same batch instead of adding a second one."""
     store = storage.warehouse_store
     prefix = f"outbox/{area}/{day}"
+    config_key = f"{prefix}/labeling_config.{guideline.version}.xml"
+    store.write_bytes(config_key, labeling_config(guideline))
+    links = {"labeling_config": MetadataValue.path(f"{storage.warehouse}/{config_key}")}
+    if items is not None:
+        store.write_bytes(f"{prefix}/{batch_id}.items.csv", items.to_csv(index=False).encode())
+        links["items_for_landing"] = MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.items.csv")
     store.write_bytes(f"{prefix}/{batch_id}.label_studio.json", tasks)
-    store.write_bytes(f"{prefix}/{batch_id}.csv", chosen.to_csv(index=False).encode())
-    ledger = pd.DataFrame({"item_id": chosen["item_id"], "batch_id": batch_id, "sent_on": day})
+    store.write_bytes(f"{prefix}/{batch_id}.csv", manifest.to_csv(index=False).encode())
+    ledger = pd.DataFrame({"item_id": manifest["item_id"], "batch_id": batch_id, "sent_on": day})
     store.write_bytes(f"outbox/{area}/ledger/{day}.csv", ledger.to_csv(index=False).encode())
-    return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json")}
+    return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json"), **links}
 
 
 @asset(
     **OUTBOX_ASSET,
     description="Items to send back to labelers, under a budget, each with its reason: production items from "
     "drifted slices (stratified across them, least confident first), with classes training never saw, or "
-    "predicted as a critical class in a slice below its coverage minimum, review-queue items, and items whose class a guideline change split or redefined. Written to "
-    "outbox/relabel/<day>/ as a Label Studio import (model predictions as pre-annotations) and a CSV.",
+    "predicted as a critical class in a slice below its coverage minimum, review-queue items, and items whose "
+    "class a guideline change split or redefined, plus honeypot gold items (`honeypot_share` of the batch, "
+    "from the budget). Items without a media URI are left out. Written to outbox/relabel/<day>/: a Label "
+    "Studio import (model predictions as pre-annotations in the classes of the guideline in force), its "
+    "labeling config, a CSV manifest and the item rows of the sent production items.",
 )
 def relabel_batch(
     context: AssetExecutionContext,
     config: RelabelConfig,
     storage: StorageResource,
+    guidelines: GuidelinesResource,
     production_drift: Frames,
     production_predictions: Frames,
     coverage_report: Frames,
@@ -95,6 +132,7 @@ def relabel_batch(
     quarantined_annotations: Frames,
     item_catalog: Frames,
     label_exports: Frames,
+    gold_labels: Frames,
     label_state: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
@@ -103,22 +141,38 @@ def relabel_batch(
     production_predictions = for_day(production_predictions, day, "production_predictions")
     coverage_report, review_queue = for_day(coverage_report, day, "coverage_report"), for_day(review_queue, day, "review_queue")
     quarantined_annotations = for_day(quarantined_annotations, day, "quarantined_annotations")
-    item_catalog = for_day(item_catalog, day, "item_catalog")
+    gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
+    catalog = concat_days(item_catalog.select(keep=outbox.MEDIA_COLUMNS))
     label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
+    guideline_set = guidelines.load()
+    guideline = guideline_set.in_force(day)
+    spec = guidelines.coverage_spec(guideline)
+    slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     ledger = _ledger(storage, "relabel")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day,
                                      expire_days=config.expire_days)
-    answered = _answered(label_state)
+    open_items |= _answered(label_state)  # answered items are never sent again
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
                                              quarantined_annotations, drift_ratio=config.drift_ratio)
-    chosen = labeling.select(candidates, config.budget, open_items | answered).assign(batch_id=batch_id)
+    media = outbox.media(candidates["item_id"], catalog, production_predictions, day=day,
+                         uri_template=config.production_uri_template)
+    has_media = isin(candidates["item_id"], media["item_id"])
+    no_media = candidates[~has_media].drop_duplicates("item_id")
+    budget = outbox.item_budget(config.budget, config.honeypot_share)
+    chosen = labeling.select(candidates[has_media], budget, open_items).assign(batch_id=batch_id)
     chosen = chosen[["item_id", "reason", "kind", "priority", "batch_id", "rank"]]
-    tasks = labeling.label_studio_tasks(chosen, item_catalog, production_predictions, batch_id=batch_id)
-    links = _send(storage, "relabel", day, batch_id, chosen, tasks)
-    return Output({day: chosen}, metadata={
-        **table_metadata(chosen), **links,
-        "candidates": len(candidates), "skipped_open": len(open_items), "skipped_answered": len(answered),
-        "by_kind": MetadataValue.json(chosen["kind"].value_counts().to_dict()),
+    batch, media, honeypots = outbox.with_honeypots(chosen, media, gold, catalog, share=config.honeypot_share,
+                                                    exclude=open_items, batch_id=batch_id, day=day)
+    tasks, pre = outbox.task_file(batch, media, production_predictions, guideline_set, guideline, batch_id=batch_id)
+    items = outbox.catalog_rows(media[isin(media["item_id"], batch["item_id"])], production_predictions, slices)
+    links = _send(storage, "relabel", day, batch_id, batch, tasks, guideline, items)
+    return Output({day: batch}, metadata={
+        **table_metadata(batch), **links, **_pre_annotation_metadata(pre),
+        "candidates": len(candidates), "skipped_open": len(open_items), "guideline_version": guideline.version,
+        "item_budget": budget, "honeypots": honeypots["sent"], "honeypot_detail": MetadataValue.json(honeypots),
+        "no_media": len(no_media), "no_media_by_kind": MetadataValue.json(no_media["kind"].value_counts().to_dict()),
+        "production_items_catalogued": len(items),
+        "by_kind": MetadataValue.json(batch["kind"].value_counts().to_dict()),
         "top": MetadataValue.md(markdown_table(chosen[["item_id", "reason", "priority"]], max_rows=15)),
     })
 
@@ -128,8 +182,9 @@ def relabel_batch(
     description="New raw items of the day's item catalog that nobody has labeled, exported as labeling tasks "
     "under a budget, most valuable first: items in slices production reaches more than training covers, then "
     "the model's least confident. An item is not exported again until its labels come back or the export "
-    "expires (items the model sees a critical class in rank higher). Written to outbox/tasks/<day>/ as a "
-    "Label Studio import and a CSV manifest.",
+    "expires (items the model sees a critical class in rank higher); items without a media URI are left out. "
+    "Honeypot gold items make `honeypot_share` of the batch, from the budget. Written to outbox/tasks/<day>/ "
+    "as a Label Studio import, its labeling config and a CSV manifest.",
 )
 def labeling_tasks(
     context: AssetExecutionContext,
@@ -140,14 +195,19 @@ def labeling_tasks(
     guidelines: GuidelinesResource,
     coverage_report: Frames,
     production_predictions: Frames,
+    gold_labels: Frames,
     label_state: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"tasks-{day}"
+    catalog = concat_days(item_catalog.select(keep=outbox.MEDIA_COLUMNS))
     item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
     production_predictions = for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions")
+    gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
     label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
-    spec = guidelines.coverage_spec(guidelines.load().in_force(day))
+    guideline_set = guidelines.load()
+    guideline = guideline_set.in_force(day)
+    spec = guidelines.coverage_spec(guideline)
     critical = set(spec.critical)
     spec_dimensions = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     wanted = spec_dimensions if config.dimensions is None else config.dimensions
@@ -159,12 +219,21 @@ def labeling_tasks(
         labeled |= set(label_state.select(keep=["item_id"])[sorted(label_state)[-1]]["item_id"])
     candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, dimensions,
                                           critical)
-    chosen = candidates[~candidates["item_id"].isin(open_items)].head(config.budget).reset_index(drop=True)
+    media = outbox.media(candidates["item_id"], item_catalog, pd.DataFrame(), day=day)
+    has_media = isin(candidates["item_id"], media["item_id"])
+    budget = outbox.item_budget(config.budget, config.honeypot_share)
+    chosen = candidates[has_media & ~isin(candidates["item_id"], open_items)].head(budget).reset_index(drop=True)
     chosen = chosen.assign(batch_id=batch_id, rank=range(1, len(chosen) + 1))
-    manifest = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *dimensions]]
-    tasks = labeling.label_studio_tasks(manifest, item_catalog, production_predictions, batch_id=batch_id)
-    links = _send(storage, "tasks", day, batch_id, manifest, tasks)
-    return Output({day: manifest}, metadata={
-        **table_metadata(manifest), **links, "raw_items": len(candidates), "skipped_open": len(open_items),
+    chosen = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *dimensions]]
+    batch, media, honeypots = outbox.with_honeypots(chosen, media, gold, catalog, share=config.honeypot_share,
+                                                    exclude=open_items, batch_id=batch_id, day=day)
+    batch["uri"] = batch["item_id"].map(media.set_index("item_id")["uri"])
+    tasks, pre = outbox.task_file(batch, media, production_predictions, guideline_set, guideline, batch_id=batch_id)
+    links = _send(storage, "tasks", day, batch_id, batch, tasks, guideline)
+    return Output({day: batch}, metadata={
+        **table_metadata(batch), **links, **_pre_annotation_metadata(pre), "raw_items": len(candidates),
+        "skipped_open": len(open_items),
+        "guideline_version": guideline.version, "item_budget": budget, "honeypots": honeypots["sent"],
+        "honeypot_detail": MetadataValue.json(honeypots), "no_media": int((~has_media).sum()),
         "dimensions": MetadataValue.json({"used": dimensions, "skipped": [d for d in wanted if d not in dimensions]}),
     })

@@ -1,12 +1,10 @@
-"""The labeling loop's outbound side: which items go (back) to labelers, and the files labelers import.
+"""The labeling loop's outbound side: which items go (back) to labelers (`labelops.outbox` builds what they import).
 
 Both selections are plain ranked tables with a `reason` per row; a ledger of what was sent keeps an
 item from being sent again while it is still out (until its labels come back or the export expires).
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pandas as pd
@@ -109,38 +107,6 @@ def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataF
     first["reason"] = first["item_id"].map(reasons)
     first["rank"] = np.arange(1, len(first) + 1)
     return first.reset_index(drop=True)
-
-
-def label_studio_tasks(batch: pd.DataFrame, items: pd.DataFrame, predictions: pd.DataFrame, *, batch_id: str) -> bytes:
-    """A Label Studio import file: one task per item, the model's predictions as pre-annotations."""
-    catalog = items.drop_duplicates("item_id", keep="last").set_index("item_id") if len(items) else pd.DataFrame()
-    chosen = predictions[isin(predictions["item_id"], batch["item_id"])] if len(predictions) else predictions
-    by_item = {k: g for k, g in chosen.groupby("item_id")} if len(chosen) else {}
-    tasks = []
-    for row in batch.itertuples(index=False):  # one task per selected item: the batch is budget-sized
-        uri = catalog["uri"].get(row.item_id) if "uri" in catalog else None
-        data = {"image": uri if isinstance(uri, str) else row.item_id, "item_id": row.item_id, "batch_id": batch_id, "reason": row.reason}
-        task = {"data": data}
-        model = by_item.get(row.item_id)
-        if model is not None:
-            width = catalog["width"].get(row.item_id) if "width" in catalog else None
-            height = catalog["height"].get(row.item_id) if "height" in catalog else None
-            results = []
-            for n, p in enumerate(model.itertuples(index=False)):
-                has_box = all(hasattr(p, c) and pd.notna(getattr(p, c)) for c in ("x", "y", "w", "h")) and width and height
-                if has_box:
-                    results.append({"id": f"p{n}", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-                                    "original_width": float(width), "original_height": float(height),
-                                    "value": {"x": 100 * p.x / width, "y": 100 * p.y / height, "width": 100 * p.w / width,
-                                              "height": 100 * p.h / height, "rotation": 0, "rectanglelabels": [p.predicted_label]},
-                                    "score": float(p.confidence)})
-                else:
-                    results.append({"id": f"p{n}", "type": "choices", "from_name": "prediction", "to_name": "image",
-                                    "value": {"choices": [p.predicted_label]}, "score": float(p.confidence)})
-            version = str(model["model_version"].iloc[0]) if "model_version" in model else "unknown"
-            task["predictions"] = [{"model_version": version, "score": float(model["confidence"].mean()), "result": results}]
-        tasks.append(task)
-    return json.dumps(tasks, indent=1, sort_keys=True, default=str).encode()
 
 
 def task_candidates(

@@ -22,6 +22,10 @@ from pipelines.definitions import defs  # noqa: E402
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # The demo's catalog has lighting, so its snapshots stratify by it as well as by the scene label.
 NIGHTLY = {**QUIET, "ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lighting"]}}}}
+# The demo's production logs name no frames (no `uri` column): its production frames are taken to sit beside the raw
+# ones, so relabel batches can send production items (docs/labeling.md).
+PRODUCTION_FRAMES = "s3://fleet-camera/production/{day}/{item_id}.jpg"
+RELABEL = {**QUIET, "ops": {"relabel_batch": {"config": {"production_uri_template": PRODUCTION_FRAMES}}}}
 
 
 def main() -> int:
@@ -56,7 +60,7 @@ def _drift_tick(instance: DagsterInstance, cursor: str | None) -> str | None:
     result = drift_sensor.evaluate_tick(context)
     for request in result.run_requests or []:
         run = materialize(list(defs.assets), selection=request.asset_selection, partition_key=request.partition_key,
-                          instance=instance, resources=defs.resources, tags=request.tags, run_config=QUIET)
+                          instance=instance, resources=defs.resources, tags=request.tags, run_config=RELABEL)
         batch = run.asset_materializations_for_node("relabel_batch")[0].metadata
         print(f"  drift on {request.partition_key}: relabel_batch sent {batch['dagster/row_count'].value} items "
               f"{batch['by_kind'].value} ({request.run_key})")

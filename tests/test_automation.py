@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, AssetSelection, DagsterInstance, build_schedule_context, build_sensor_context, materialize
 
+from label_studio_checks import invalid_results
 from labelops.storage import LocalStore
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
+from pipelines.demo import PRODUCTION_FRAMES
 from resources import build_resources
 from resources.settings import Settings
 from resources.storage import StorageResource
@@ -52,7 +54,9 @@ def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs) -> Non
     again = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor))
     assert not again.run_requests and "no new production_drift" in again.skip_message
 
-    run = materialize(list(defs.assets), selection=request.asset_selection, partition_key="2024-06-13", resources=resources, instance=instance)
+    frames = {"ops": {"relabel_batch": {"config": {"production_uri_template": PRODUCTION_FRAMES}}}}  # as `make demo`
+    run = materialize(list(defs.assets), selection=request.asset_selection, partition_key="2024-06-13",
+                      resources=resources, instance=instance, run_config=frames)
     assert run.success
     batch = pd.read_csv(warehouse / "outbox" / "relabel" / "2024-06-13" / "relabel-2024-06-13.csv")
     drifted = batch[batch["kind"] == "drifted_slice"]
@@ -60,9 +64,19 @@ def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs) -> Non
     production = pd.read_parquet(warehouse / "tables" / "production_predictions" / "2024-06-13.parquet").set_index("item_id")
     sliced = production.loc[drifted["item_id"]]
     assert ((sliced["lighting"] == "night") | (sliced["weather"] == "rain")).all()  # items come from the drifted slices
-    tasks = json.loads((warehouse / "outbox" / "relabel" / "2024-06-13" / "relabel-2024-06-13.label_studio.json").read_text())
+    outbox = warehouse / "outbox" / "relabel" / "2024-06-13"
+    tasks = json.loads((outbox / "relabel-2024-06-13.label_studio.json").read_text())
     assert len(tasks) == len(batch) and any("predictions" in t for t in tasks)
     assert batch["item_id"].is_unique
+    # what the real Label Studio checks on import, against the config of the guideline in force (v2 from 06-12)
+    assert invalid_results(tasks, (outbox / "labeling_config.v2.xml").read_bytes()) == []
+    assert all(t["data"]["image"].startswith("s3://") for t in tasks)  # a media URI, never a bare item id
+    honeypots = batch[batch["honeypot"]]  # 5 % of the budget of 200
+    assert len(batch) == 200 and len(honeypots) == 10 and (honeypots["kind"] == "honeypot").all()
+    assert [t["data"]["item_id"] for t in tasks if t["meta"]["honeypot"]] == honeypots["item_id"].tolist()
+    items = pd.read_csv(outbox / "relabel-2024-06-13.items.csv")  # catalog rows of the sent production items
+    assert sorted(items["item_id"]) == sorted(batch.loc[batch["item_id"].str.startswith("prod-"), "item_id"])
+    assert run.asset_materializations_for_node("relabel_batch")[0].metadata["honeypots"].value == 10
 
 
 def test_quiet_day_gives_a_skip_reason(demo_runs) -> None:
@@ -77,8 +91,10 @@ def test_quiet_day_gives_a_skip_reason(demo_runs) -> None:
 
 def test_labeling_tasks_put_under_covered_slices_first(demo_runs) -> None:
     _, _, _, warehouse = demo_runs
-    tasks = pd.read_csv(warehouse / "outbox" / "tasks" / "2024-06-13" / "tasks-2024-06-13.csv")
+    batch = pd.read_csv(warehouse / "outbox" / "tasks" / "2024-06-13" / "tasks-2024-06-13.csv")
+    tasks = batch[~batch["honeypot"]]
     assert len(tasks) == 30 and tasks["item_id"].str.startswith("img-20240613-01").all()  # the day's unlabeled items
+    assert batch["honeypot"].sum() == 2  # 5 % of 32, spread through the batch
     top = tasks.head(5)
     assert ((top["lighting"] == "night") | (top["weather"] == "rain")).all()
     assert tasks["priority"].is_monotonic_decreasing
