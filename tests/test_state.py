@@ -172,3 +172,18 @@ def test_an_unanswered_request_lapses_and_the_item_may_go_again() -> None:
                              pd.Series(dtype=object))
     assert items.set_index("item_id")["status"].to_dict() == {"a": "no_consensus", "b": "relabel_requested",
                                                               "c": "no_consensus"}
+
+
+def test_a_honeypot_answer_is_an_ordinary_judgment() -> None:
+    from labelops.formats import parse_file
+
+    def task(honeypot: bool) -> dict:
+        return {"id": 1, "data": {"image": "s3://b/g.jpg", "item_id": "gold-1", "batch_id": "relabel-2024-06-10"},
+                "meta": {"reason": "honeypot" if honeypot else "review_queue", "honeypot": honeypot},
+                "annotations": [{"id": 5, "completed_by": 3, "updated_at": "2024-06-11T09:00:00Z", "result": [
+                    {"id": "s", "type": "choices", "from_name": "scene", "to_name": "image",
+                     "value": {"choices": ["urban"]}}]}]}
+
+    honeypot, answer = (parse_file("a.json", json.dumps([task(h)]).encode()).objects for h in (True, False))
+    assert '"batch_id"' not in honeypot["attributes"].iloc[0]
+    assert '"batch_id":"relabel-2024-06-10"' in answer["attributes"].iloc[0]

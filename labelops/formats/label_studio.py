@@ -47,7 +47,10 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
         task_id = task.get("id", t_index)
         item_id = _item_id(source_file, task, task_id)
         version = task["data"].get("guideline_version")
-        batch = task["data"].get("batch_id")  # our own outbox tasks: the answer names the request it answers
+        # our own outbox tasks: an answer names the request it answers; a honeypot's answer is an ordinary
+        # judgment of a gold item (it scores the labeler), not an answer that replaces labels
+        meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
+        batch = None if meta.get("honeypot") else task["data"].get("batch_id")
         parsed.skip("prediction", len(task.get("predictions") or []))
         for a_index, annotation in enumerate(_annotations(source_file, task, task_id)):
             results = annotation.get("result") or []
