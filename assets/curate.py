@@ -51,7 +51,7 @@ def dataset_snapshot(
     annotator_agreement: Frames,
 ) -> MaterializeResult:
     state_day = sorted(label_state)[-1] if len(label_state) else None
-    current = label_state[state_day] if state_day else pd.DataFrame(columns=["item_id", "kind", "status"])
+    current = label_state[state_day] if state_day else snapshots.empty_state()
     item_catalog, annotator_agreement = concat_days(item_catalog), concat_days(annotator_agreement)
     store = storage.warehouse_store
     parent = snapshots.latest(store)
