@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, M
 
 from assets.metadata import OWNERS, link
 from assets.partitioned import Frames, concat_days
-from labelops import snapshots
+from labelops import snapshots, state
 from labelops.export import to_coco, to_yolo
 from labelops.report import snapshot_report
 from labelops.reporting import markdown_table
@@ -51,7 +51,7 @@ def dataset_snapshot(
     annotator_agreement: Frames,
 ) -> MaterializeResult:
     state_day = sorted(label_state)[-1] if len(label_state) else None
-    current = label_state[state_day] if state_day else snapshots.empty_state()
+    current = label_state[state_day] if state_day else state.empty_state()
     item_catalog, annotator_agreement = concat_days(item_catalog), concat_days(annotator_agreement)
     store = storage.warehouse_store
     parent = snapshots.latest(store)

@@ -33,6 +33,8 @@ KINDS = {"python", "pandas", "parquet"}
 # The days before this one (a year): the state folds into the most recent of them that exists.
 EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-365, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 DEFAULTS = state.StateConfig()
+STATE_ASSET = {"partitions_def": daily_partitions, "group_name": GROUP, "owners": OWNERS[GROUP], "kinds": KINDS,
+               "code_version": "1"}
 
 
 class LabelStateConfig(Config):
@@ -56,11 +58,7 @@ def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.Da
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    owners=OWNERS[GROUP],
-    kinds=KINDS,
-    code_version="1",
+    **STATE_ASSET,
     ins={"label_votes": AssetIn(partition_mapping=EARLIER_DAYS), "validated_annotations": AssetIn()},
     description="Every judgment that counts for an item, across days: the previous day's vote sets plus the "
     "day's validated annotations (a judgment already in the state is not added again). Ordinary rounds pool; "
@@ -84,11 +82,7 @@ def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_a
 
 
 @asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
-    owners=OWNERS[GROUP],
-    kinds=KINDS,
-    code_version="1",
+    **STATE_ASSET,
     ins={"label_state": AssetIn(partition_mapping=EARLIER_DAYS), "label_votes": AssetIn(), "gold_labels": AssetIn(),
          "review_queue": AssetIn(), "quarantined_annotations": AssetIn()},
     description="One current label state per item: its consensus (one row per scene label and fused box; "
@@ -108,7 +102,7 @@ def label_state(
 ) -> Output[DayFrames]:
     day = context.partition_key
     previous = _previous(context, day, label_state)
-    previous = previous if previous is not None else pd.DataFrame(columns=[*state.quality.CONSENSUS_COLUMNS, "status"])
+    previous = previous if previous is not None else state.empty_state()
     votes = for_day(label_votes, day, "label_votes")
     settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum,
                                  config.request_expire_days)

@@ -71,11 +71,6 @@ class StateInputs:
     items: pd.Series
 
 
-def empty_state() -> pd.DataFrame:
-    """The label state before any day was folded in: no items."""
-    return pd.DataFrame(columns=[*CONSENSUS_COLUMNS, "status"])
-
-
 def state_inputs(state: pd.DataFrame) -> StateInputs:
     """The current label state as curation's inputs: answered items are no longer waiting for anything."""
     items = state.drop_duplicates("item_id")

@@ -55,6 +55,11 @@ def empty_votes() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="float64" if c in "xywh" else object) for c in VOTE_COLUMNS})
 
 
+def empty_state() -> pd.DataFrame:
+    """The item state before any day was folded in: no items."""
+    return pd.DataFrame(columns=[*quality.CONSENSUS_COLUMNS, "status"])
+
+
 def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
     """The day's validated annotations as votes: answers to our relabel batches name their batch."""
     if validated.empty:
