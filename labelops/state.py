@@ -102,7 +102,9 @@ def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Ser
               config: StateConfig) -> pd.DataFrame:
     """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
     items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``)."""
+    touched_ids = list(pd.unique(touched))
     live = current(votes)
+    live = live[(live["kind"] == "classification").to_numpy() | isin(live["item_id"], touched_ids)]  # boxes: touched
     answered = set(live.loc[live["answer_to"].notna(), "item_id"])
     is_answered = pd.Series(isin(live["item_id"], list(answered)), index=live.index)
     tables = []
@@ -114,7 +116,6 @@ def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Ser
             tables.append(table)
     fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     scenes = fresh[fresh["kind"] == "classification"]
-    touched_ids = list(pd.unique(touched))
     new_boxes = fresh[(fresh["kind"] != "classification") & isin(fresh["item_id"], touched_ids)]
     kept = previous_items[(previous_items["kind"] != "classification") & ~isin(previous_items["item_id"], touched_ids)]
     kept = kept[quality.CONSENSUS_COLUMNS] if len(kept) else kept.reindex(columns=quality.CONSENSUS_COLUMNS)
@@ -134,11 +135,10 @@ def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFram
     """
     live = current(votes)
     per_item = votes.groupby("item_id", sort=True).agg(
-        rounds=("answer_to", lambda s: int(s.nunique()) + 1),
-        days=("export_date", lambda s: ",".join(sorted(set(s)))),
-        files=("source_file", "nunique"),
-        judgments=("annotation_id", "size"),
-    )
+        rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("annotation_id", "size"))
+    per_item["rounds"] += 1  # the ordinary round, plus one per answered batch
+    days = votes[["item_id", "export_date"]].drop_duplicates().sort_values(["item_id", "export_date"])
+    per_item["days"] = days.groupby("item_id", sort=True)["export_date"].agg(",".join)
     per_item["current_judgments"] = live.groupby("item_id").size().reindex(per_item.index).fillna(0).astype("int64")
     answers = live[live["answer_to"].notna()].groupby("item_id")["answer_to"].max()
     per_item["answered_batch"] = answers.reindex(per_item.index).astype(object)
