@@ -8,8 +8,8 @@ and records what every export holds:
 
 - ``rows``: the labels the export must yield (one canonical annotation row each);
 - ``predictions``, ``cancelled``, ``superseded``, ``other``: records that are not labels and must be counted
-  as skipped in the file ledger. The unit is the one docs/formats-and-validation.md documents: one per model prediction, one per
-  cancelled annotation, one per superseded copy of an annotation (an annotation id present twice: the copy
+  as skipped in the file ledger. The unit is the one docs/formats-and-validation.md documents: one per model
+  prediction, one per cancelled annotation, one per superseded copy of an annotation (an annotation id present twice: the copy
   with the earlier ``updated_at`` is superseded), one per result type or shape that is not a label. Cancelled
   annotations and superseded copies carry at most one result, so a count per annotation and a count per
   result agree.
