@@ -1,14 +1,15 @@
 """Curate: the versioned dataset snapshot that training reads.
 
-Unpartitioned: it reads every day that exists of its inputs, so `--select '*' --partition DAY`
-works on a fresh warehouse, and writes `snapshots/<version>/` through labelops.snapshots.
+Unpartitioned: of its daily inputs it reads one day, the latest of the label state (the item index and the
+agreement of that day with it), so a night costs the same whatever the history; `--select '*' --partition DAY`
+works on a fresh warehouse. Writes `snapshots/<version>/` through labelops.snapshots.
 """
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
 
 from assets.metadata import OWNERS, link
-from assets.partitioned import Frames, concat_days
+from assets.partitioned import Frames
 from labelops import snapshots, state
 from labelops.export import to_coco, to_yolo
 from labelops.report import snapshot_report
@@ -33,9 +34,9 @@ class SnapshotConfig(Config):
     owners=OWNERS["curate"],
     kinds={"python", "parquet", "json"},
     code_version=CODE_VERSION,
-    ins={name: AssetIn() for name in ("label_state", "item_catalog", "annotator_agreement")},
+    ins={name: AssetIn() for name in ("label_state", "item_index", "annotator_agreement")},
     description="An immutable, content-addressed dataset version in snapshots/<version>/, built from the current "
-    "label state (the latest label_state day): items with their split and consensus labels (Parquet), a diff "
+    "label state (the latest label_state and item_index day): items with their split and consensus labels (Parquet), a diff "
     "against the parent, COCO and YOLO exports, and manifest.json (hash, parent, guideline and code version, "
     "counts per split and class, QA summary, source partitions), written last. Items below the confidence "
     "threshold, in review, waiting for a relabel (requested or needed), without consensus, missing from the "
@@ -47,25 +48,26 @@ def dataset_snapshot(
     storage: StorageResource,
     guidelines: GuidelinesResource,
     label_state: Frames,
-    item_catalog: Frames,
+    item_index: Frames,
     annotator_agreement: Frames,
 ) -> MaterializeResult:
+    # One day of each input is read, whatever the history: the state and the item index are complete as of it.
     state_day = sorted(label_state)[-1] if len(label_state) else None
     current = label_state[state_day] if state_day else state.empty_state()
-    item_catalog, annotator_agreement = concat_days(item_catalog), concat_days(annotator_agreement)
+    item_catalog = item_index[state_day] if state_day in item_index else pd.DataFrame(columns=["item_id"])
+    agreement = annotator_agreement[state_day] if state_day in annotator_agreement else pd.DataFrame()
     store = storage.warehouse_store
     parent = snapshots.latest(store)
     parent_splits = snapshots.read_table(store, parent, "items.parquet").set_index("item_id")["split"] if parent else pd.Series(dtype=object)
     curation = snapshots.CurationConfig(config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed)
     inputs = snapshots.state_inputs(current)
     guideline_set = guidelines.load()
-    delivered = sorted(str(d) for d in item_catalog["export_date"].dropna().unique()) if "export_date" in item_catalog else []
-    guideline = guideline_set.in_force(delivered[-1]) if delivered else None
+    guideline = guideline_set.in_force(state_day) if state_day else None
     curated = snapshots.curate(inputs.consensus, item_catalog, inputs.review, inputs.relabel, parent_splits, curation,
                                renames=guideline_set.renames_into(guideline.version) if guideline else None,
                                annotated=inputs.items)
     days = sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
-    overall = annotator_agreement[annotator_agreement["scope"] == "overall"] if len(annotator_agreement) else annotator_agreement
+    overall = agreement[agreement["scope"] == "overall"] if len(agreement) else agreement
     metadata = {
         "guideline_version": guideline.version if guideline else None,
         "code_version": CODE_VERSION,

@@ -23,7 +23,7 @@ from dagster import (
 
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
-from labelops import labeling, state
+from labelops import ingest, labeling, state
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
@@ -45,8 +45,8 @@ class LabelStateConfig(Config):
     request_expire_days: int = DEFAULTS.request_expire_days
 
 
-def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.DataFrame | None:
-    """The most recent earlier state (None before the first day); a gap of days never run is logged."""
+def _previous_day(context: AssetExecutionContext, day: str, frames: Frames) -> str | None:
+    """The most recent earlier day of the state (None before the first day); a gap of days never run is logged."""
     if not len(frames):
         return None
     latest = sorted(frames)[-1]
@@ -54,7 +54,34 @@ def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.Da
     if latest != expected:
         context.log.warning(f"the state folds {day} into {latest}'s: the days between were never materialized "
                             "(materialize them, and Dagster marks the later days stale)")
-    return frames[latest]
+    return latest
+
+
+def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.DataFrame | None:
+    latest = _previous_day(context, day, frames)
+    return frames[latest] if latest else None
+
+
+@asset(
+    **STATE_ASSET,
+    ins={"item_index": AssetIn(partition_mapping=EARLIER_DAYS), "item_catalog": AssetIn()},
+    description="Every item known so far, one row each (the latest delivery wins): the item catalogs of all "
+    "days, plus the item rows our relabel batches wrote for the production items they sent, so answers to "
+    "those items can enter a snapshot. dataset_snapshot takes item metadata (uri, size, slices) from it.",
+)
+def item_index(context: AssetExecutionContext, storage: StorageResource, item_index: Frames,
+               item_catalog: Frames) -> Output[DayFrames]:
+    day = context.partition_key
+    since = _previous_day(context, day, item_index)
+    previous = item_index[since] if since else pd.DataFrame()
+    sent = ingest.read_sent_items(storage.warehouse_store, since, day)  # batches sent after the previous state
+    today = for_day(item_catalog, day, "item_catalog")
+    known = state.fold_items(previous, sent, today)
+    return Output({day: known}, metadata={
+        **table_metadata(known, preview_columns=["item_id", "uri", "width", "height", "export_date", "source_file"]),
+        "catalogued_today": len(today),
+        "sent_items_read": len(sent),
+    })
 
 
 @asset(
@@ -131,11 +158,14 @@ def label_state(
 
 
 def _ledger(storage: StorageResource, day: str) -> pd.DataFrame:
-    """Relabel requests sent up to the day, from the outbox ledger (what was sent, not who launched it)."""
+    """Relabel requests sent before the day, from the outbox ledger (what was sent, not who launched it).
+
+    A day's own batch goes out after its nightly run, so its state never depends on whether the batch was
+    sent yet: rerunning the day gives the same state."""
     store = storage.warehouse_store
-    keys = [k for k in store.list("outbox/relabel/ledger") if k.rsplit("/", 1)[-1][:10] <= day]
+    keys = [k for k in store.list("outbox/relabel/ledger") if k.rsplit("/", 1)[-1][:10] < day]
     frames = [pd.read_csv(io.BytesIO(store.read_bytes(k)), dtype=str) for k in keys]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
 
 
-state_assets = [label_votes, label_state]
+state_assets = [item_index, label_votes, label_state]

@@ -301,6 +301,22 @@ def read_items(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> 
     return _read_records(store, "items", day, ITEM_CORE_SCHEMA, _items_frame, policy)
 
 
+def read_sent_items(store: Store, since: str | None, before: str) -> pd.DataFrame:
+    """Item rows our own relabel batches wrote for the production items they sent (``outbox/relabel/<day>/
+    *.items.csv``), for the batches sent on ``since`` <= day < ``before``: an answer to such an item can only
+    enter a snapshot if the item is catalogued. A batch's day stands in for the delivery day."""
+    frames = []
+    for key in sorted(store.list("outbox/relabel")):
+        parts = key.split("/")
+        sent = parts[2] if len(parts) == 4 else ""
+        if not key.endswith(".items.csv") or not sent < before or (since is not None and sent < since):
+            continue
+        frame = _items_frame(key, _record_frame(key, store.read_bytes(key)))
+        frames.append(conform(frame.assign(source_file=key, export_date=date.fromisoformat(sent)), ITEM_CORE_SCHEMA,
+                              extra="keep"))
+    return pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), ITEM_CORE_SCHEMA)
+
+
 def read_predictions(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> Ingested:
     """Production inference logs of ``day``; extra columns are model input features."""
     return _read_records(store, "production", day, PREDICTION_CORE_SCHEMA, _predictions_frame, policy)

@@ -60,6 +60,16 @@ def empty_state() -> pd.DataFrame:
     return pd.DataFrame(columns=[*quality.CONSENSUS_COLUMNS, "status"])
 
 
+def fold_items(previous: pd.DataFrame, sent: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """Every item known so far, one row each: the item rows our batches sent (production items), then the
+    earlier rows, then the day's catalog; the latest delivery of an item wins."""
+    parts = [df for df in (sent, previous, catalog) if len(df)]
+    if not parts:
+        return catalog.iloc[:0]
+    known = pd.concat(parts, ignore_index=True).drop_duplicates("item_id", keep="last")
+    return known.sort_values("item_id", kind="stable").reset_index(drop=True)
+
+
 def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
     """The day's validated annotations as votes: answers to our relabel batches name their batch."""
     if validated.empty:

@@ -29,7 +29,7 @@ DAY = "2024-06-12"  # guideline v2 comes into force: remaps and relabels happen
 NIGHTLY = AssetSelection.all() - AssetSelection.assets("relabel_batch")
 CHAIN = ["item_catalog", "label_exports", "gold_labels", "production_predictions", "validated_annotations",
          "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores", "review_queue",
-         "label_votes", "label_state", "coverage_report", "risk_report", "dataset_snapshot", "production_drift", "labeling_tasks", "quality_report"]
+         "item_index", "label_votes", "label_state", "coverage_report", "risk_report", "dataset_snapshot", "production_drift", "labeling_tasks", "quality_report"]
 
 
 def settings(landing: str, warehouse: str, endpoint: str | None = None) -> Settings:

@@ -104,14 +104,19 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
     # the outbox ledger of a relabel batch sent that night, as relabel_batch writes it
     warehouse.write_bytes(f"outbox/relabel/ledger/{DAYS[0]}.csv",
                           f"item_id,batch_id,sent_on\nimg-0,relabel-{DAYS[0]},{DAYS[0]}\n"
-                          f"img-1,relabel-{DAYS[0]},{DAYS[0]}\n".encode())
+                          f"img-1,relabel-{DAYS[0]},{DAYS[0]}\nprod-7,relabel-{DAYS[0]},{DAYS[0]}\n".encode())
+    # a production item of the batch, which no catalog holds: the batch wrote its item row
+    warehouse.write_bytes(f"outbox/relabel/{DAYS[0]}/relabel-{DAYS[0]}.items.csv",
+                          b"item_id,uri,width,height,captured_at,session_id\n"
+                          b"prod-7,s3://p/prod-7.jpg,1000,500,2024-06-10T08:00:00+0000,p1\n")
     answers = [{"id": n, "data": {"image": f"s3://b/img-{n}.jpg", "item_id": f"img-{n}", "batch_id": f"relabel-{DAYS[0]}"},
                 "annotations": [{"id": 10 + n, "completed_by": 7, "updated_at": f"{DAYS[1]}T09:00:00Z", "result": [
                     {"id": "r1", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
                      "original_width": 1000, "original_height": 500,
                      "value": {"x": 50.0, "y": 20.0, "width": 10.0, "height": 10.0, "rectanglelabels": ["truck"]}},
                     {"id": "r2", "type": "choices", "from_name": "scene", "to_name": "image",
-                     "value": {"choices": ["highway"]}}]}]} for n in (0,)]
+                     "value": {"choices": ["highway"]}}]}]} for n in (0, 7)]
+    answers[1]["data"].update(image="s3://p/prod-7.jpg", item_id="prod-7")
     landing.write_bytes(f"exports/{DAYS[1]}/answers.json", json.dumps(answers).encode())
     resources = build_resources(Settings(landing=str(landing.root), warehouse=str(warehouse.root),
                                          s3_endpoint_url=None, config_dir=str(Path(__file__).parents[1] / "config"),
@@ -128,7 +133,8 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
 def test_answers_reach_the_snapshot_and_replace_the_old_boxes(loop: LocalStore) -> None:
     current = pd.read_parquet(loop.path(f"tables/label_state/{DAYS[1]}.parquet"))
     status = current.drop_duplicates("item_id").set_index("item_id")["status"].to_dict()
-    assert status == {"img-0": "answered", "img-1": "relabel_requested", "img-2": "labeled", "img-3": "labeled"}
+    assert status == {"img-0": "answered", "img-1": "relabel_requested", "img-2": "labeled", "img-3": "labeled",
+                      "prod-7": "answered"}
     version = snapshots.latest(loop)
     labels = snapshots.read_table(loop, version, "labels.parquet")
     answered = labels[labels["item_id"] == "img-0"]
@@ -136,12 +142,13 @@ def test_answers_reach_the_snapshot_and_replace_the_old_boxes(loop: LocalStore) 
     assert answered.loc[answered["kind"] == "bbox", ["x", "y", "w", "h"]].values.tolist() == [[500.0, 100.0, 100.0, 50.0]]
     manifest = snapshots.manifest(loop, version)
     items = snapshots.read_table(loop, version, "items.parquet")
-    assert sorted(items["item_id"]) == ["img-0", "img-2", "img-3"]
+    assert sorted(items["item_id"]) == ["img-0", "img-2", "img-3", "prod-7"]  # prod-7: catalogued by its batch
+    assert items.set_index("item_id").at["prod-7", "uri"] == "s3://p/prod-7.jpg"
     assert manifest["excluded"]["waiting_for_relabel"] == 1  # img-1: requested, not answered yet
-    assert len(items) + sum(manifest["excluded"].values()) == 4  # every item of the state is counted
+    assert len(items) + sum(manifest["excluded"].values()) == 5  # every item of the state is counted
     report = loop.read_bytes(f"reports/quality/{DAYS[1]}.html").decode()
     assert "<h2>Labeling loop</h2>" in report and "relabel-2024-06-10" in report
-    assert "answered items in the latest snapshot<b>1</b>" in report
+    assert "answered items in the latest snapshot<b>2</b>" in report
 
 
 def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> None:
@@ -155,7 +162,7 @@ def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> No
 
     assert _answered(DayTables([DAYS[0]], read)) == set()  # the batch's own day: nothing answered yet
     answered = _answered(DayTables(DAYS[:2], read))
-    assert answered == {"img-0"}
+    assert answered == {"img-0", "prod-7"}
     candidates = pd.DataFrame({"item_id": ["img-0", "img-1", "img-2"], "reason": "review_queue",
                                "kind": "review_queue", "priority": 4.0, "stratum": "", "uncertainty": 0.5})
     assert sorted(labeling.select(candidates, 10, answered)["item_id"]) == ["img-1", "img-2"]
