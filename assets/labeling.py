@@ -8,7 +8,6 @@ outbox/<area>/ledger/<day>.csv, so runs of different days never overwrite each o
 item is not sent twice while open.
 """
 
-import io
 
 import pandas as pd
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
@@ -64,12 +63,6 @@ class TasksConfig(Config):
     honeypot_share: float = 0.05
 
 
-def _ledger(storage: StorageResource, area: str) -> pd.DataFrame:
-    store = storage.warehouse_store
-    frames = [pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=str) for key in store.list(f"outbox/{area}/ledger")]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
-
-
 def _answered(label_state: Frames) -> set[str]:
     """Items whose relabel answer is in the latest label state: sent once, answered, never sent again (also
     when an earlier day's batch is rerun after the answers came back)."""
@@ -105,7 +98,8 @@ def _send(
         links["items_for_landing"] = MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.items.csv")
     store.write_bytes(f"{prefix}/{batch_id}.label_studio.json", tasks)
     store.write_bytes(f"{prefix}/{batch_id}.csv", manifest.to_csv(index=False).encode())
-    ledger = pd.DataFrame({"item_id": manifest["item_id"], "batch_id": batch_id, "sent_on": day})
+    ledger = pd.DataFrame({"item_id": manifest["item_id"], "batch_id": batch_id, "sent_on": day,
+                           "reason": manifest["reason"]})[labeling.LEDGER_COLUMNS]
     store.write_bytes(f"outbox/{area}/ledger/{day}.csv", ledger.to_csv(index=False).encode())
     return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json"), **links}
 
@@ -148,7 +142,7 @@ def relabel_batch(
     guideline = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(guideline)
     slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
-    ledger = _ledger(storage, "relabel")
+    ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day,
                                      expire_days=config.expire_days)
     open_items |= _answered(label_state)  # answered items are never sent again
@@ -212,7 +206,7 @@ def labeling_tasks(
     spec_dimensions = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     wanted = spec_dimensions if config.dimensions is None else config.dimensions
     dimensions = [d for d in wanted if d in item_catalog.columns]
-    ledger = _ledger(storage, "tasks")
+    ledger = labeling.read_ledger(storage.warehouse_store, "tasks")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
     labeled = set(label_exports["item_id"]) if len(label_exports) else set()
     if len(label_state):  # every item with a label state, however long ago it was labeled

@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, a
 
 from assets.metadata import OWNERS, link
 from assets.partitioned import SINGLE_RUN, Frames, days, for_day
-from labelops import snapshots
+from labelops import labeling, snapshots
 from labelops.report import quality_report as render_quality_report
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
@@ -38,7 +38,8 @@ def report_key(day: str) -> str:
     "(reports/quality/<day>.html, plots inlined, no scripts, every label escaped) with the validation summary, "
     "agreement with bootstrap intervals, annotator scores, the consensus confidence distribution, the coverage "
     "heatmap, drift per feature, the relabel batch (when the drift sensor requested one) and the labeling loop "
-    "(items by status in the label state, answered items and whether they are in the latest snapshot).",
+    "(items by status in the label state; per relabel batch the items sent, answered, still waiting and in the "
+    "latest snapshot).",
 )
 def quality_report(
     context: AssetExecutionContext,
@@ -58,6 +59,7 @@ def quality_report(
     guideline_set = guidelines.load()
     latest = snapshots.latest(storage.warehouse_store)
     snapshot_items = snapshots.read_table(storage.warehouse_store, latest, "items.parquet")["item_id"] if latest else None
+    ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
     links = {}
     for day in days(context):
         guideline = guideline_set.in_force(day)
@@ -78,6 +80,7 @@ def quality_report(
             min_confidence=config.min_confidence,
             state=label_state.get(day),
             snapshot_items=snapshot_items,
+            sent=ledger[ledger["sent_on"] < day],  # the batches the day's state knows of
             data_docs=f"../data_docs/{day}/index.html",
             progress=lambda section, day=day: context.log.info(f"{day}: report section {section}"),
         )

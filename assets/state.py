@@ -8,8 +8,6 @@ earlier day asks for the later days in order (Dagster marks them stale). Only th
 read; the others cost a listing.
 """
 
-import io
-
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -143,7 +141,9 @@ def label_state(
     }
     waiting = {status: pd.concat([previous.loc[previous["status"] == status, "item_id"] if len(previous) else
                                   pd.Series(dtype=object), items]) for status, items in waiting.items()}
-    requests = state.open_requests(_ledger(storage, day), day, settings.request_expire_days)
+    # A day's batch goes out after its nightly run: requests count from the next day, so a rerun gives the same state.
+    sent = labeling.read_ledger(storage.warehouse_store, "relabel", before=day)
+    requests = state.open_requests(sent, day, settings.request_expire_days)
     table = state.item_state(votes, labels, requests, waiting["in_review"], waiting["needs_relabel"])
     statuses = table.drop_duplicates("item_id")["status"].value_counts().to_dict()
     return Output({day: table}, metadata={
@@ -155,17 +155,6 @@ def label_state(
             table.loc[table["status"] == "answered"].drop_duplicates("item_id")[["item_id", "answered_batch", "days"]],
             max_rows=20)),
     })
-
-
-def _ledger(storage: StorageResource, day: str) -> pd.DataFrame:
-    """Relabel requests sent before the day, from the outbox ledger (what was sent, not who launched it).
-
-    A day's own batch goes out after its nightly run, so its state never depends on whether the batch was
-    sent yet: rerunning the day gives the same state."""
-    store = storage.warehouse_store
-    keys = [k for k in store.list("outbox/relabel/ledger") if k.rsplit("/", 1)[-1][:10] < day]
-    frames = [pd.read_csv(io.BytesIO(store.read_bytes(k)), dtype=str) for k in keys]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
 
 
 state_assets = [item_index, label_votes, label_state]

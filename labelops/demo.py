@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from xml.sax.saxutils import quoteattr
@@ -82,15 +83,25 @@ def days() -> list[str]:
     return [(START + timedelta(days=i)).isoformat() for i in range(N_DAYS)]
 
 
-def seed_landing(store: Store, *, seed: int = SEED) -> dict[str, int]:
+@dataclass(frozen=True)
+class Seeded:
+    """What `seed_landing` wrote, and the truth behind it (never written to the landing zone)."""
+
+    counts: dict[str, int]
+    truth: pd.DataFrame  # the true objects of every labeled item, with the item's width, height and day
+
+
+def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
     """Write the whole demo landing zone; the same seed writes the same bytes."""
     rng = np.random.default_rng(seed)
     counts = {"items": 0, "objects": 0, "production": 0, "gold": 0, "files": 0}
     gold_rows: list[dict] = []
+    truths = []
     for index, day in enumerate(days()):
         drift = index >= N_DAYS - DRIFT_DAYS
         items = _items(rng, day, drift)
         truth = _truth(rng, items[items["labeled"]])
+        truths.append(truth.merge(items[["item_id", "width", "height"]], on="item_id").assign(day=day))
         counts["items"] += len(items)
         counts["objects"] += len(truth)
         _write(store, f"items/{day}/items.csv", items.drop(columns="labeled").to_csv(index=False).encode(), counts)
@@ -111,7 +122,7 @@ def seed_landing(store: Store, *, seed: int = SEED) -> dict[str, int]:
     _write(store, "gold/gold_labels.csv", gold.to_csv(index=False).encode(), counts)
     _write_malformed(store, counts)
     _write_redeliveries(store, counts)
-    return counts
+    return Seeded(counts, pd.concat(truths, ignore_index=True))
 
 
 def _write(store: Store, key: str, data: bytes, counts: dict[str, int]) -> None:
@@ -229,22 +240,7 @@ def _label_studio(work: dict[str, pd.DataFrame], items: pd.DataFrame, stamp: str
             objects = frame[frame["item_id"] == item_id]
             if objects.empty:
                 continue
-            results = []
-            for o in objects.itertuples(index=False):
-                rid = f"r{o.object}"
-                if o.kind == "classification":
-                    results.append({"id": rid, "type": "choices", "from_name": "scene", "to_name": "image", "origin": "manual",
-                                    "value": {"choices": [o.label]}})
-                elif o.kind == "bbox":
-                    results.append({"id": rid, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-                                    "original_width": width, "original_height": height, "image_rotation": 0, "origin": "manual",
-                                    "value": {"x": 100 * o.x / width, "y": 100 * o.y / height, "width": 100 * o.w / width,
-                                              "height": 100 * o.h / height, "rotation": 0, "rectanglelabels": [o.label]}})
-                else:
-                    pts = np.asarray(o.points).reshape(-1, 2) / [width / 100, height / 100]
-                    results.append({"id": rid, "type": "polygonlabels", "from_name": "polygon", "to_name": "image",
-                                    "original_width": width, "original_height": height, "image_rotation": 0, "origin": "manual",
-                                    "value": {"points": pts.tolist(), "closed": True, "polygonlabels": [o.label]}})
+            results = _label_studio_results(objects, width, height)
             annotations.append({"id": t_id * 10 + user_ids[name], "completed_by": {"id": user_ids[name], "email": email(name)},
                                 "result": results, "was_cancelled": False, "ground_truth": False,
                                 "created_at": stamp, "updated_at": stamp, "lead_time": 31.5})
@@ -254,6 +250,27 @@ def _label_studio(work: dict[str, pd.DataFrame], items: pd.DataFrame, stamp: str
         tasks.append({"id": t_id, "data": {"image": f"/data/upload/12/{item_id}.jpg"}, "annotations": annotations,
                       "predictions": [], "project": 12})
     return json.dumps(tasks, indent=1).encode()
+
+
+def _label_studio_results(objects: pd.DataFrame, width: float, height: float) -> list[dict]:
+    """One annotation's regions, in percent of the image, under the project's control names."""
+    results = []
+    for o in objects.itertuples(index=False):
+        rid = f"r{o.object}"
+        if o.kind == "classification":
+            results.append({"id": rid, "type": "choices", "from_name": "scene", "to_name": "image", "origin": "manual",
+                            "value": {"choices": [o.label]}})
+        elif o.kind == "bbox":
+            results.append({"id": rid, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+                            "original_width": width, "original_height": height, "image_rotation": 0, "origin": "manual",
+                            "value": {"x": 100 * o.x / width, "y": 100 * o.y / height, "width": 100 * o.w / width,
+                                      "height": 100 * o.h / height, "rotation": 0, "rectanglelabels": [o.label]}})
+        else:
+            pts = np.asarray(o.points).reshape(-1, 2) / [width / 100, height / 100]
+            results.append({"id": rid, "type": "polygonlabels", "from_name": "polygon", "to_name": "image",
+                            "original_width": width, "original_height": height, "image_rotation": 0, "origin": "manual",
+                            "value": {"points": pts.tolist(), "closed": True, "polygonlabels": [o.label]}})
+    return results
 
 
 def _cvat(name: str, frame: pd.DataFrame, items: pd.DataFrame, day: str) -> bytes:
@@ -351,6 +368,10 @@ def _production(rng: np.random.Generator, day: str, drift: bool) -> pd.DataFrame
     confidence = np.clip(rng.beta(8, 2, n) - np.where(lighting == "night", 0.12, 0) - np.where(predicted == NEW_OBJECT, 0.3, 0), 0.01, 0.999)
     start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
     seconds = np.sort(rng.integers(0, 86_400, n))
+    # drawn in the order of the columns, as before frame sizes were logged: the same seed gives the same log
+    blur, speed = rng.gamma(2.0, 1.5, n).round(3), rng.normal(42, 15, n).clip(0).round(1)
+    devices = rng.choice(list(DEVICES), n, p=[0.5, 0.35, 0.15])
+    sizes = np.array([DEVICES[d] for d in devices])
     return pd.DataFrame(
         {
             "item_id": [f"prod-{day.replace('-', '')}-{i:05d}" for i in range(n)],
@@ -359,12 +380,14 @@ def _production(rng: np.random.Generator, day: str, drift: bool) -> pd.DataFrame
             "predicted_label": predicted,
             "confidence": confidence.round(4),
             "brightness": brightness.round(2),
-            "blur": rng.gamma(2.0, 1.5, n).round(3),
-            "speed_kmh": rng.normal(42, 15, n).clip(0).round(1),
+            "blur": blur,
+            "speed_kmh": speed,
             "lighting": lighting,
             "weather": weather,
-            "device": rng.choice(list(DEVICES), n, p=[0.5, 0.35, 0.15]),
+            "device": devices,
             "region": rng.choice(REGIONS, n, p=[0.45, 0.35, 0.2]),
+            "width": sizes[:, 0],
+            "height": sizes[:, 1],
         }
     )
 
@@ -423,3 +446,60 @@ def _write_malformed(store: Store, counts: dict[str, int]) -> None:
     escape = [{"id": 1, "data": {"image": "/data/local-files/?d=../../etc/passwd"},
                "annotations": [{"id": 1, "completed_by": 1, "result": []}]}]
     _write(store, f"exports/{d[11]}/label_studio_path_escape.json", json.dumps(escape).encode(), counts)
+
+
+# The reviewer who answers relabel tasks in the demo: careful, and known to Label Studio by a numeric user id
+# (real exports give `completed_by` as a number).
+REVIEWER = Annotator("rev01", "label_studio", 0.98, 1.5, 0.01)
+REVIEWER_USER_ID = 31
+ANSWER_PROJECT = 14
+
+
+def production_truth(production: pd.DataFrame, *, seed: int = SEED) -> pd.DataFrame:
+    """The true objects of production frames (the world behind the demo's logs): a scene, boxes, sometimes a
+    crosswalk, and the e-scooter the model saw where it predicted one. Each frame's truth depends on its id
+    alone, so a frame sent in any batch has the same truth."""
+    frames = []
+    for row in production.drop_duplicates("item_id").sort_values("item_id").itertuples(index=False):  # a batch
+        rng = np.random.default_rng([seed, zlib.crc32(row.item_id.encode())])
+        truth = _truth(rng, pd.DataFrame({"item_id": [row.item_id], "width": [row.width], "height": [row.height]}))
+        if row.predicted_label == NEW_OBJECT:
+            w = float(rng.uniform(0.03, 0.08) * row.width)
+            truth = pd.concat([truth, pd.DataFrame([{"item_id": row.item_id, "kind": "bbox", "label": NEW_OBJECT,
+                                                     "x": float(rng.uniform(0, row.width - w)),
+                                                     "y": float(rng.uniform(0, row.height * 0.5)), "w": w,
+                                                     "h": w * 1.6, "object": len(truth)}])], ignore_index=True)
+        frames.append(truth.assign(width=float(row.width), height=float(row.height)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", "kind", "label"])
+
+
+def answer_tasks(tasks: bytes, truth: pd.DataFrame, production: pd.DataFrame, answered_on: str, *,
+                 seed: int = SEED) -> tuple[bytes, int]:
+    """A Label Studio export of the demo reviewer's answers to an outbox task file, delivered on ``answered_on``:
+    each task's data as sent (its ``item_id`` and ``batch_id`` link the answer back), one annotation drawn from
+    the truth in the guideline's names of that day. Returns the export and the number of tasks answered (a task
+    without a known truth stays unanswered)."""
+    sent = json.loads(tasks)
+    ids = pd.Series([task["data"]["item_id"] for task in sent], dtype=object)
+    known = truth[truth["item_id"].isin(ids)].drop(columns="day")
+    logged = production[production["item_id"].isin(ids) & ~production["item_id"].isin(known["item_id"])]
+    objects = pd.concat([known, production_truth(logged, seed=seed)], ignore_index=True)
+    answered = _annotate(np.random.default_rng([seed, int(answered_on.replace("-", ""))]), REVIEWER, objects)
+    if answered_on >= V2_DAY:
+        answered["label"] = answered["label"].replace(V2_RENAMES)
+    sizes = objects.drop_duplicates("item_id").set_index("item_id")[["width", "height"]]
+    stamp = f"{answered_on}T10:00:00Z"
+    out = []
+    for n, task in enumerate(sent, start=1):
+        item_id = task["data"]["item_id"]
+        if item_id not in sizes.index:
+            continue
+        width, height = (float(v) for v in sizes.loc[item_id])
+        results = _label_studio_results(answered[answered["item_id"] == item_id], width, height)
+        out.append({"id": 9000 + n, "data": task["data"], "meta": task.get("meta", {}), "project": ANSWER_PROJECT,
+                    "annotations": [{"id": 90000 + n, "completed_by": REVIEWER_USER_ID, "result": results,
+                                     "was_cancelled": False, "ground_truth": False, "created_at": stamp,
+                                     "updated_at": stamp, "lead_time": 48.0, "task": 9000 + n,
+                                     "project": ANSWER_PROJECT}],
+                    "predictions": []})
+    return json.dumps(out, indent=1).encode(), len(out)

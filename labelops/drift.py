@@ -180,9 +180,11 @@ def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
     return pd.concat([table, pd.DataFrame([summary], columns=COLUMNS)], ignore_index=True)
 
 
-PRODUCTION_META = {"item_id", "ts", "model_version", "source_file", "export_date", "x", "y", "w", "h"}
+# The frame's media (``uri``, ``width``, ``height``) says where a frame is, for sending it to labelers: not a model input.
+PRODUCTION_META = {"item_id", "ts", "model_version", "source_file", "export_date", "x", "y", "w", "h", "uri", "width",
+                   "height"}
 
 
 def monitored_columns(production: pd.DataFrame) -> list[str]:
-    """Model inputs and outputs: every production column except identifiers, time and box geometry."""
+    """Model inputs and outputs: every production column except identifiers, time, box geometry and media."""
     return [c for c in production.columns if c not in PRODUCTION_META]

@@ -6,13 +6,25 @@ item from being sent again while it is still out (until its labels come back or 
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 
 from labelops.columns import isin
+from labelops.storage import Store
 
-LEDGER_COLUMNS = ["item_id", "batch_id", "sent_on"]
+LEDGER_COLUMNS = ["item_id", "batch_id", "sent_on", "reason"]
 PRIORITY = {"guideline_change": 5.0, "review_queue": 4.0, "unseen_in_training": 3.5, "drifted_slice": 3.0, "coverage_gap": 2.0}
+
+
+def read_ledger(store: Store, area: str, *, before: str | None = None) -> pd.DataFrame:
+    """What the outbox sent (``outbox/<area>/ledger/<day>.csv``), on every day or on the days before ``before``.
+    Ledgers written before the ``reason`` column existed read with an empty one."""
+    keys = [k for k in store.list(f"outbox/{area}/ledger") if before is None or k.rsplit("/", 1)[-1][:10] < before]
+    frames = [pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=str) for key in keys]
+    ledger = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LEDGER_COLUMNS)
+    return ledger.reindex(columns=LEDGER_COLUMNS)
 
 
 def still_open(ledger: pd.DataFrame, labeled_since: pd.DataFrame, today: str, expire_days: int | None) -> set[str]:

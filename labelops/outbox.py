@@ -75,8 +75,12 @@ def media(
         frames.append(logged.assign(media_source="production"))
         rest = rest[~isin(rest, logged["item_id"])]
     if uri_template is not None and len(rest):
-        frames.append(pd.DataFrame({"item_id": rest, "uri": _fill_template(uri_template, rest, day),
-                                    "width": np.nan, "height": np.nan, "media_source": "template"}))
+        templated = pd.DataFrame({"item_id": rest, "uri": _fill_template(uri_template, rest, day),
+                                  "media_source": "template"})
+        sizes = production.drop_duplicates("item_id").set_index("item_id") if len(production) else pd.DataFrame()
+        for column in ("width", "height"):  # the frame size, when the log records it
+            templated[column] = sizes[column].reindex(rest).to_numpy() if column in sizes else np.nan
+        frames.append(templated[[*MEDIA_COLUMNS, "media_source"]])
     if not frames:
         return pd.DataFrame(columns=[*MEDIA_COLUMNS, "media_source"])
     out = pd.concat(frames, ignore_index=True)

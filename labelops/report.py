@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 
 from labelops import plots
+from labelops.state import loop_by_batch
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -100,6 +101,7 @@ def quality_report(
     min_confidence: float,
     state: pd.DataFrame | None = None,
     snapshot_items: pd.Series | None = None,
+    sent: pd.DataFrame | None = None,
     data_docs: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> str:
@@ -183,6 +185,10 @@ def quality_report(
         report.facts({"items in the label state": len(items),
                       **{f"status: {k}": int(v) for k, v in items["status"].value_counts().sort_index().items()},
                       "answered items in the latest snapshot": int(in_snapshot.sum())})
+        if sent is not None and len(sent):
+            report.text("Relabel batches: items sent, answered, still waiting, and answered items in the latest "
+                        "snapshot (honeypots score labelers and are no requests).", "note")
+            report.table(loop_by_batch(sent, state, snapshot_items), max_rows=40)
         if len(answered):
             report.table(answered.assign(in_snapshot=in_snapshot.to_numpy())[
                 ["item_id", "answered_batch", "days", "current_judgments", "in_snapshot"]], max_rows=40)

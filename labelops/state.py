@@ -26,6 +26,7 @@ import pandas as pd
 
 from labelops import quality
 from labelops.columns import isin
+from labelops.outbox import HONEYPOT
 
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'  # attributes of an answer to one of our relabel tasks
 VOTE_COLUMNS = ["item_id", "annotation_id", "content_id", "annotator_id", "kind", "label", "x", "y", "w", "h",
@@ -43,7 +44,11 @@ class StateConfig:
 
 
 def open_requests(ledger: pd.DataFrame, day: str, expire_days: int) -> pd.DataFrame:
-    """Relabel requests sent up to ``day`` that have not lapsed (sent less than ``expire_days`` days before)."""
+    """Relabel requests sent up to ``day`` that have not lapsed (sent less than ``expire_days`` days before).
+
+    A honeypot (a gold item sent to score its labeler) is no request: its answer is an ordinary judgment."""
+    if "reason" in ledger:
+        ledger = ledger[ledger["reason"].astype(object).ne(HONEYPOT)]
     if ledger.empty:
         return ledger
     sent = pd.to_datetime(ledger["sent_on"].astype("string"))
@@ -168,3 +173,22 @@ def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFram
     per_item = per_item.reset_index()
     rows = labels.merge(per_item, on="item_id", how="right")
     return rows.sort_values(["item_id", "kind", "label", "x", "y"], kind="stable").reset_index(drop=True)
+
+
+def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Series | None) -> pd.DataFrame:
+    """Per relabel batch, the loop so far: items sent (honeypots counted apart: they are no requests), answered
+    (by this batch's answer or a later one), still waiting, and answered items the latest snapshot holds."""
+    columns = ["batch_id", "sent_on", "sent", "honeypots", "answered", "waiting", "answered_in_snapshot"]
+    if sent.empty:
+        return pd.DataFrame(columns=columns)
+    per_item = items.drop_duplicates("item_id").set_index("item_id") if len(items) else pd.DataFrame(
+        columns=["answered_batch", "status"])
+    honeypot = sent["reason"].astype(object).eq(HONEYPOT).to_numpy()
+    answered_batch = sent["item_id"].map(per_item["answered_batch"]).astype(object)
+    answered = (answered_batch.notna() & (answered_batch.fillna("") >= sent["batch_id"])).to_numpy() & ~honeypot
+    waiting = sent["item_id"].map(per_item["status"]).eq("relabel_requested").to_numpy() & ~honeypot
+    shown = isin(sent["item_id"], snapshot_items) if snapshot_items is not None else np.zeros(len(sent), bool)
+    table = pd.DataFrame({"batch_id": sent["batch_id"], "sent_on": sent["sent_on"], "sent": ~honeypot,
+                          "honeypots": honeypot, "answered": answered, "waiting": waiting,
+                          "answered_in_snapshot": answered & shown})
+    return table.groupby(["batch_id", "sent_on"], as_index=False).sum()[columns]

@@ -1,4 +1,5 @@
-"""Schedules and sensors: the nightly refresh, drift -> relabel, guideline changes -> backfill, new files -> the day's run."""
+"""Schedules and sensors: the nightly refresh, drift -> relabel, guideline changes -> backfill, new files -> the day's run,
+a re-materialized state day -> the later days folded again."""
 
 import hashlib
 import json
@@ -13,6 +14,8 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     AssetSelection,
+    DagsterEventType,
+    DefaultSensorStatus,
     RunRequest,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
@@ -28,6 +31,8 @@ from resources.validation import GuidelinesResource
 
 LANDING_AREAS = ("exports", "items", "production")
 RELABEL_SELECTION = [AssetKey("relabel_batch"), AssetKey("quality_report")]
+# Daily assets that fold into their own previous day (assets/state.py).
+STATE_ASSETS = [AssetKey("item_index"), AssetKey("label_votes"), AssetKey("label_state")]
 NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
 
 
@@ -112,6 +117,35 @@ def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
     if waiting:
         context.log.info(f"waiting for files{waiting}")
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+@sensor(target=AssetSelection.assets(*STATE_ASSETS, "dataset_snapshot"), minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="When a day of the label state is materialized again (a rerun, a late export, a backfill), fold "
+        "the later days again, one day per run and in day order, since each day folds into the one before; the "
+        "run for the latest day publishes a dataset snapshot from the corrected state.")
+def state_sensor(context: SensorEvaluationContext):
+    materialized = {key: context.instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION)
+                    for key in STATE_ASSETS}
+    stale = first_stale_day(materialized)
+    if stale is None:
+        return SkipReason("every day of the label state folds into the current state of the day before")
+    day, cause = stale
+    latest = max(max(ids, default="") for ids in materialized.values())
+    selection = [*STATE_ASSETS, AssetKey("dataset_snapshot")] if day == latest else STATE_ASSETS
+    return RunRequest(run_key=f"state-{day}-{cause}", partition_key=day, asset_selection=selection,
+                      tags={"labelops/trigger": "state catch-up"})
+
+
+def first_stale_day(materialized: dict[AssetKey, dict[str, int]]) -> tuple[str, int] | None:
+    """The earliest day of the state materialized before the day it folds into was last materialized, with that
+    day's latest storage id (a new change upstream gives a new run key); None when the state is current."""
+    days = sorted(set().union(*(ids.keys() for ids in materialized.values())))
+    for previous, day in zip(days, days[1:]):
+        before = max(ids.get(previous, 0) for ids in materialized.values())
+        if min(ids.get(day, 0) for ids in materialized.values()) < before:
+            return day, before
+    return None
 
 
 def _fingerprint(files: list[str]) -> str:

@@ -15,7 +15,7 @@ from assets.quality import quality_assets
 from assets.reports import quality_report
 from assets.state import state_assets
 from assets.validate import validate_annotations
-from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
+from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule, state_sensor
 from resources import build_resources
 from resources.settings import Settings
 
@@ -51,6 +51,6 @@ defs = Definitions(
     ],
     jobs=[ingest_job, nightly_job],
     schedules=[nightly_schedule],
-    sensors=[drift_sensor, guideline_sensor, landing_sensor],
+    sensors=[drift_sensor, guideline_sensor, landing_sensor, state_sensor],
     resources=build_resources(Settings.from_env()),
 )

@@ -1,19 +1,26 @@
-"""`make demo`: seed the demo landing zone, then run the nightly job for every demo day.
+"""`make demo`: seed the demo landing zone, then run every demo night as the daemon would.
+
+A night is the nightly job, the drift sensor's tick (a relabel batch when the day drifted) and, the next day, a
+simulated reviewer's answers to that batch as a Label Studio export: the loop closes inside the demo.
 
 Runs go into the persistent instance in DAGSTER_HOME, so `make ui` shows them afterwards.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+from datetime import date, timedelta
+from typing import Any
 
 # The demo writes its landing zone moments before the first run: nothing is still arriving.
 os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
 
+import pandas as pd  # noqa: E402
 from dagster import DagsterInstance, build_sensor_context, materialize  # noqa: E402
 
-from labelops.demo import days, seed_landing  # noqa: E402
+from labelops.demo import answer_tasks, days, seed_landing  # noqa: E402
 from pipelines.automation import drift_sensor  # noqa: E402
 from pipelines.definitions import defs  # noqa: E402
 
@@ -30,41 +37,63 @@ RELABEL = {**QUIET, "ops": {"relabel_batch": {"config": {"production_uri_templat
 
 def main() -> int:
     storage = defs.resources["storage"]
-    counts = seed_landing(storage.landing_store)
-    print(f"seeded {storage.landing}: {counts}")
-    job = defs.resolve_job_def("nightly_job")
-    instance = DagsterInstance.get()
-    failed = []
-    cursor = None
-    for day in days():
-        result = job.execute_in_process(
-            partition_key=day, instance=instance, raise_on_error=False, run_config=NIGHTLY
-        )
-        checks = result.get_asset_check_evaluations()
-        failing = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]
-        counts = _row_counts(result)
-        print(
-            f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}; "
-            f"{counts}; failed checks: {failing or 'none'}"
-        )
-        if not result.success:
-            failed.append(day)
-        cursor = _drift_tick(instance, cursor)
+    seeded = seed_landing(storage.landing_store)
+    print(f"seeded {storage.landing}: {seeded.counts}")
+    failed = run_nights(days(), DagsterInstance.get(), defs.resources, seeded.truth)
     print(f"warehouse: {storage.warehouse}")
     return 1 if failed else 0
 
 
-def _drift_tick(instance: DagsterInstance, cursor: str | None) -> str | None:
-    """What the daemon's drift sensor would do after the run: request relabel_batch for a drifted day."""
+def run_nights(nights: list[str], instance: DagsterInstance, resources: dict[str, Any], truth: pd.DataFrame) -> list[str]:
+    """Each night as the daemon would run it: the nightly job, the drift sensor's tick (a relabel batch for a
+    drifted day), and the simulated reviewer's answers to that batch, delivered as a Label Studio export the
+    next day. Returns the days whose run failed."""
+    selection = list(defs.resolve_job_def("nightly_job").asset_layer.executable_asset_keys)
+    failed, cursor = [], None
+    for day in nights:
+        result = materialize(list(defs.assets), selection=selection, partition_key=day, instance=instance,
+                             resources=resources, raise_on_error=False, run_config=NIGHTLY)
+        checks = result.get_asset_check_evaluations()
+        failing = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]
+        print(
+            f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}; "
+            f"{_row_counts(result)}; failed checks: {failing or 'none'}"
+        )
+        if not result.success:
+            failed.append(day)
+        cursor = _drift_tick(instance, resources, cursor, nights, truth)
+    return failed
+
+
+def _drift_tick(instance: DagsterInstance, resources: dict[str, Any], cursor: str | None, nights: list[str],
+                truth: pd.DataFrame) -> str | None:
+    """What the daemon's drift sensor would do after the run: request relabel_batch for a drifted day; then the
+    reviewer answers the batch the next day."""
     context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     result = drift_sensor.evaluate_tick(context)
     for request in result.run_requests or []:
         run = materialize(list(defs.assets), selection=request.asset_selection, partition_key=request.partition_key,
-                          instance=instance, resources=defs.resources, tags=request.tags, run_config=RELABEL)
+                          instance=instance, resources=resources, tags=request.tags, run_config=RELABEL)
         batch = run.asset_materializations_for_node("relabel_batch")[0].metadata
         print(f"  drift on {request.partition_key}: relabel_batch sent {batch['dagster/row_count'].value} items "
               f"{batch['by_kind'].value} ({request.run_key})")
+        _deliver_answers(resources, request.partition_key, nights, truth)
     return result.cursor or cursor
+
+
+def _deliver_answers(resources: dict[str, Any], day: str, nights: list[str], truth: pd.DataFrame) -> None:
+    """The reviewer answers the day's batch in Label Studio; its export lands the next day (docs/labeling.md)."""
+    answered_on = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    if answered_on not in nights:
+        print(f"  answers to relabel-{day} would arrive on {answered_on}, after the demo's last night")
+        return
+    storage = resources["storage"]
+    tasks = storage.warehouse_store.read_bytes(f"outbox/relabel/{day}/relabel-{day}.label_studio.json")
+    production = pd.read_csv(io.BytesIO(storage.landing_store.read_bytes(f"production/{day}/predictions.csv")))
+    export, answered = answer_tasks(tasks, truth, production, answered_on)
+    key = f"exports/{answered_on}/label_studio_relabel-{day}_answers.json"
+    storage.landing_store.write_bytes(key, export)
+    print(f"  a reviewer answered {answered} tasks of relabel-{day}: {key}")
 
 
 def _row_counts(result) -> str:

@@ -13,7 +13,7 @@ import pytest
 # files still being uploaded is tested on its own, with its own setting).
 os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
 
-from labelops.demo import seed_landing  # noqa: E402
+from labelops.demo import Seeded, seed_landing  # noqa: E402
 from labelops.storage import LocalStore, open_store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,11 +35,15 @@ def real() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_landing(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
-    """The demo landing zone, seeded once per session (read-only for tests)."""
+def demo_seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, Seeded]:
+    """The demo landing zone, seeded once per session (read-only for tests), and the truth behind it."""
     store = LocalStore(tmp_path_factory.mktemp("demo-landing"))
-    seed_landing(store)
-    return store
+    return store, seed_landing(store)
+
+
+@pytest.fixture(scope="session")
+def demo_landing(demo_seeded: tuple[LocalStore, Seeded]) -> LocalStore:
+    return demo_seeded[0]
 
 
 @pytest.fixture(scope="session")
