@@ -1,8 +1,8 @@
 """Coverage and risk: the slices and rare, critical errors that overall accuracy hides.
 
-`coverage_report` compares the labeled data of the last LOOKBACK_DAYS days (consensus objects
-and scene labels, with their items' slices) with the spec's minimums and with the day's
-production traffic. `risk_report` scores the production model's detections on the day's
+`coverage_report` compares the labeled data — the current label state's consensus objects and
+scene labels of the items delivered within the last LOOKBACK_DAYS days, with their slices from the
+item index — with the spec's minimums and with the day's production traffic. `risk_report` scores the production model's detections on the day's
 labeled items against gold boxes where they exist and consensus boxes elsewhere.
 """
 
@@ -20,8 +20,8 @@ from dagster import (
 )
 
 from assets.metadata import OWNERS, link, table_metadata
-from assets.partitioned import Frames, concat_days, for_day
-from labelops import coverage
+from assets.partitioned import Frames, for_day
+from labelops import coverage, state
 from labelops.plots import coverage_heatmap
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -42,15 +42,15 @@ def _severity(blocking: bool) -> AssetCheckSeverity:
 @asset(
     **COVERAGE_ASSET,
     ins={
-        "consensus_labels": AssetIn(partition_mapping=LOOKBACK),
-        "item_catalog": AssetIn(partition_mapping=LOOKBACK),
+        "label_state": AssetIn(),
+        "item_index": AssetIn(),
         "production_predictions": AssetIn(),
     },
     check_specs=[AssetCheckSpec("critical_classes_covered", asset="coverage_report",
                                 description="Every critical class reaches its minimum labeled count in every value of the "
                                 "spec's required slices (config/coverage.yaml). Warning unless the spec says blocking.")],
-    description=f"Labeled objects per class x slice value (and per slice value alone, class '*') over the last "
-    f"{LOOKBACK_DAYS} days, against the spec's minimum and the day's production traffic: counts, shares, gap and "
+    description=f"Labeled objects per class x slice value (and per slice value alone, class '*') in the current "
+    f"label state (items delivered within the last {LOOKBACK_DAYS} days, each counted once), against the spec's minimum and the day's production traffic: counts, shares, gap and "
     "under-representation (production share / training share). Cells production reaches but training barely "
     "covers come first; values and classes production shows but training never saw are flagged.",
 )
@@ -58,12 +58,14 @@ def coverage_report(
     context: AssetExecutionContext,
     storage: StorageResource,
     guidelines: GuidelinesResource,
-    consensus_labels: Frames,
-    item_catalog: Frames,
+    label_state: Frames,
+    item_index: Frames,
     production_predictions: Frames,
 ):
     day = context.partition_key
-    consensus_labels, item_catalog = concat_days(consensus_labels), concat_days(item_catalog)
+    since = (pd.Timestamp(day) - pd.Timedelta(days=LOOKBACK_DAYS - 1)).date().isoformat()
+    consensus_labels = state.current_labels(for_day(label_state, day, "label_state"), since=since)
+    item_catalog = for_day(item_index, day, "item_index")
     production_predictions = for_day(production_predictions, day, "production_predictions")
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)

@@ -2,8 +2,8 @@
 
 Both write into the warehouse's outbox, outbox/<area>/<day>/: a Label Studio import file (with the model's
 predictions as pre-annotations, honeypot gold items spread through it), the labeling config of the guideline
-in force, a CSV manifest and, for sent items no catalog holds, their item rows for the landing zone
-(docs/labeling.md). The batch is recorded in the outbox's ledger (one file per day,
+in force, a CSV manifest and, for sent items no catalog holds, their item rows, which the next day's
+item_index catalogues (docs/labeling.md). The batch is recorded in the outbox's ledger (one file per day,
 outbox/<area>/ledger/<day>.csv, so runs of different days never overwrite each other's entries) so an
 item is not sent twice while open.
 """
@@ -12,9 +12,8 @@ item is not sent twice while open.
 import pandas as pd
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
-from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, table_metadata
-from assets.partitioned import DayFrames, Frames, concat_days, for_day
+from assets.partitioned import DayFrames, Frames, for_day
 from labelops import labeling, outbox, state
 from labelops.columns import isin
 from labelops.guidelines import Guideline
@@ -26,15 +25,16 @@ from resources.validation import GuidelinesResource
 
 GROUP = "labeling"
 KINDS = {"python", "pandas", "labelstudio"}
-# Both outbox assets are daily and read the labels of the lookback window, to know what came back, and the
-# item catalogs of the window, for the media of items (review items, honeypots) delivered on earlier days.
+# Both outbox assets are daily and read one day of the state, the latest, whatever day they run for: the label
+# state says what came back (and a rerun of an old day never re-sends an answered item), the item index gives the
+# media of items (review items, honeypots) delivered on earlier days.
 OUTBOX_ASSET = {
     "partitions_def": daily_partitions,
     "group_name": GROUP,
     "owners": OWNERS[GROUP],
     "kinds": KINDS,
-    "code_version": "2",
-    "ins": {"label_exports": AssetIn(partition_mapping=LOOKBACK), "item_catalog": AssetIn(partition_mapping=LOOKBACK),
+    "code_version": "3",
+    "ins": {"item_index": AssetIn(partition_mapping=AllPartitionMapping()),
             "label_state": AssetIn(partition_mapping=AllPartitionMapping())},
 }
 
@@ -63,12 +63,15 @@ class TasksConfig(Config):
     honeypot_share: float = 0.05
 
 
+def _latest(frames: Frames, columns: list[str]) -> pd.DataFrame:
+    """The latest day of a state asset (some columns), or an empty table before the first day."""
+    return frames.select(keep=columns)[sorted(frames)[-1]] if len(frames) else pd.DataFrame(columns=columns)
+
+
 def _answered(label_state: Frames) -> set[str]:
     """Items whose relabel answer is in the latest label state: sent once, answered, never sent again (also
     when an earlier day's batch is rerun after the answers came back)."""
-    if not len(label_state):
-        return set()
-    latest = label_state.select(keep=["item_id", "status"])[sorted(label_state)[-1]]
+    latest = _latest(label_state, ["item_id", "status"])
     return set(latest.loc[latest["status"] == "answered", "item_id"])
 
 
@@ -124,8 +127,7 @@ def relabel_batch(
     coverage_report: Frames,
     review_queue: Frames,
     quarantined_annotations: Frames,
-    item_catalog: Frames,
-    label_exports: Frames,
+    item_index: Frames,
     gold_labels: Frames,
     label_state: Frames,
 ) -> Output[DayFrames]:
@@ -136,14 +138,14 @@ def relabel_batch(
     coverage_report, review_queue = for_day(coverage_report, day, "coverage_report"), for_day(review_queue, day, "review_queue")
     quarantined_annotations = for_day(quarantined_annotations, day, "quarantined_annotations")
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
-    catalog = concat_days(item_catalog.select(keep=outbox.MEDIA_COLUMNS))
-    label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
+    catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
+    returned = state.last_labeled(_latest(label_state, ["item_id", "days"]))
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(guideline)
     slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
-    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day,
+    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], returned, day,
                                      expire_days=config.expire_days)
     open_items |= _answered(label_state)  # answered items are never sent again
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
@@ -185,7 +187,7 @@ def labeling_tasks(
     config: TasksConfig,
     storage: StorageResource,
     item_catalog: Frames,
-    label_exports: Frames,
+    item_index: Frames,
     guidelines: GuidelinesResource,
     coverage_report: Frames,
     production_predictions: Frames,
@@ -194,11 +196,11 @@ def labeling_tasks(
 ) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"tasks-{day}"
-    catalog = concat_days(item_catalog.select(keep=outbox.MEDIA_COLUMNS))
+    catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
     item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
     production_predictions = for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions")
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
-    label_exports = concat_days(label_exports.select(keep=["item_id", "export_date"]))
+    labeled_items = _latest(label_state, ["item_id", "days"])  # every item with a label state, however old
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(guideline)
@@ -207,10 +209,9 @@ def labeling_tasks(
     wanted = spec_dimensions if config.dimensions is None else config.dimensions
     dimensions = [d for d in wanted if d in item_catalog.columns]
     ledger = labeling.read_ledger(storage.warehouse_store, "tasks")
-    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], label_exports, day, expire_days=config.expire_days)
-    labeled = set(label_exports["item_id"]) if len(label_exports) else set()
-    if len(label_state):  # every item with a label state, however long ago it was labeled
-        labeled |= set(label_state.select(keep=["item_id"])[sorted(label_state)[-1]]["item_id"])
+    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], state.last_labeled(labeled_items), day,
+                                     expire_days=config.expire_days)
+    labeled = set(labeled_items["item_id"])
     candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, dimensions,
                                           critical)
     media = outbox.media(candidates["item_id"], item_catalog, pd.DataFrame(), day=day)

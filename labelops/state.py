@@ -192,3 +192,19 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
                           "honeypots": honeypot, "answered": answered, "waiting": waiting,
                           "answered_in_snapshot": answered & shown})
     return table.groupby(["batch_id", "sent_on"], as_index=False).sum()[columns]
+
+
+def last_labeled(items: pd.DataFrame) -> pd.DataFrame:
+    """Each item of a state with the last day a judgment of it was delivered (``days`` ends with it)."""
+    per_item = items.drop_duplicates("item_id")
+    return pd.DataFrame({"item_id": per_item["item_id"].to_numpy(),
+                         "export_date": per_item["days"].astype(str).str[-10:].to_numpy()})
+
+
+def current_labels(items: pd.DataFrame, *, since: str | None = None) -> pd.DataFrame:
+    """The state's consensus rows (items without a consensus have none), of the items last delivered on or
+    after ``since``: the labeled data as it stands, each item once."""
+    rows = items[items["label"].notna()] if len(items) else items
+    if since is not None and len(rows):
+        rows = rows[rows["days"].astype(str).str[-10:] >= since]
+    return rows.reset_index(drop=True)
