@@ -84,17 +84,22 @@ def item_index(context: AssetExecutionContext, storage: StorageResource, item_in
 
 @asset(
     **STATE_ASSET,
-    ins={"label_votes": AssetIn(partition_mapping=EARLIER_DAYS), "validated_annotations": AssetIn()},
+    ins={"label_votes": AssetIn(partition_mapping=EARLIER_DAYS), "validated_annotations": AssetIn(),
+         "quarantined_annotations": AssetIn()},
     description="Every judgment that counts for an item, across days: the previous day's vote sets plus the "
     "day's validated annotations (a judgment already in the state is not added again). Ordinary rounds pool; "
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier "
-    "judgments of the kinds it covers (`superseded_by`), which stay as lineage.",
+    "judgments of the kinds it covers (`superseded_by`), which stay as lineage. A Label Studio annotation "
+    "delivered again after an edit (a cumulative project export) replaces its earlier version (`replaced_on`).",
 )
-def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_annotations: Frames) -> Output[DayFrames]:
+def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_annotations: Frames,
+                quarantined_annotations: Frames) -> Output[DayFrames]:
     day = context.partition_key
     previous = _previous(context, day, label_votes)
     today = for_day(validated_annotations, day, "validated_annotations")
-    votes = state.fold_votes(previous if previous is not None else state.empty_votes(), today)
+    copies = for_day(quarantined_annotations.select(keep=["item_id", "source_ref", "source_format", "content_id",
+                                                          "duplicate_of", "export_date"]), day, "quarantined_annotations")
+    votes = state.fold_votes(previous if previous is not None else state.empty_votes(), today, copies)
     live = state.current(votes)
     return Output({day: votes}, metadata={
         **table_metadata(votes, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]),
@@ -102,6 +107,7 @@ def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_a
         "added_today": int((votes["export_date"] == day).sum()),
         "current_judgments": len(live),
         "superseded": int(votes["superseded_by"].notna().sum()),
+        "replaced_by_edits": int(votes["replaced_on"].notna().sum()),
         "answers": int(votes["answer_to"].notna().sum()),
     })
 

@@ -30,7 +30,8 @@ from labelops.outbox import HONEYPOT
 
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'  # attributes of an answer to one of our relabel tasks
 VOTE_COLUMNS = ["item_id", "annotation_id", "content_id", "annotator_id", "kind", "label", "x", "y", "w", "h",
-                "export_date", "source_file", "answer_to", "superseded_by"]
+                "export_date", "source_file", "answer_to", "superseded_by", "annotation_key", "replaced_on"]
+TOOL_ANNOTATION = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"  # a Label Studio annotation's own ids, in source_ref
 STATUSES = ("labeled", "answered", "relabel_requested", "needs_relabel", "in_review", "no_consensus")
 
 
@@ -75,25 +76,39 @@ def fold_items(previous: pd.DataFrame, sent: pd.DataFrame, catalog: pd.DataFrame
     return known.sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
+def annotation_keys(frame: pd.DataFrame) -> pd.Series:
+    """The tool-side annotation a row belongs to, where the tool gives annotations stable ids across exports
+    (Label Studio's task and annotation ids, kept in ``source_ref``); None elsewhere."""
+    if frame.empty:
+        return pd.Series(dtype=object, index=frame.index)
+    ids = frame["source_ref"].astype(str).str.extract(TOOL_ANNOTATION, expand=False)
+    keys = frame["source_format"].astype(str) + "|" + frame["item_id"].astype(str) + "|" + ids
+    return keys.astype(object).where(ids.notna(), None)
+
+
 def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
     """The day's validated annotations as votes: answers to our relabel batches name their batch."""
     if validated.empty:
         return empty_votes()
     answer = validated["attributes"].astype(object).fillna("").str.extract(ANSWER_BATCH, expand=False)
-    votes = validated.assign(answer_to=answer.astype(object).where(answer.notna(), None), superseded_by=None)
+    votes = validated.assign(answer_to=answer.astype(object).where(answer.notna(), None), superseded_by=None,
+                             annotation_key=annotation_keys(validated), replaced_on=None)
     return votes[VOTE_COLUMNS].assign(export_date=votes["export_date"].astype(str))
 
 
-def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame) -> pd.DataFrame:
+def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataFrame | None = None) -> pd.DataFrame:
     """The vote sets after the day: the previous ones, the day's votes, and supersession recomputed.
 
     A judgment already in the state (same ``content_id``) is not added again, so rerunning a day or
-    delivering a copy leaves the state as it was.
+    delivering a copy leaves the state as it was. ``copies`` are the day's quarantined duplicates: with the
+    day's votes they make the latest version of each tool annotation delivered again (a project re-exported
+    after an annotator edited an annotation), whose earlier judgments not in that version are replaced.
     """
     today = votes_of(validated)
-    combined = pd.concat([df for df in (previous[VOTE_COLUMNS], today) if len(df)] or [empty_votes()],
-                         ignore_index=True)
+    combined = pd.concat([df for df in (previous.reindex(columns=VOTE_COLUMNS), today) if len(df)] or
+                         [empty_votes()], ignore_index=True)
     combined = combined.drop_duplicates("content_id", keep="first")
+    combined = _replace_edited(combined, today, copies)
     key = combined["item_id"].astype(str) + "\x1f" + combined["kind"].astype(str)
     is_answer = combined["answer_to"].notna()
     answers = combined[is_answer].assign(key=key[is_answer]).sort_values(["export_date", "answer_to"], kind="stable")
@@ -109,8 +124,30 @@ def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame) -> pd.DataFrame:
     return combined.sort_values(["item_id", "export_date", "annotation_id"], kind="stable").reset_index(drop=True)
 
 
+def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.DataFrame | None) -> pd.DataFrame:
+    """Mark ``replaced_on`` the earlier judgments of a tool annotation delivered again today whose content
+    today's version no longer holds (the version is today's new judgments plus the copies of unchanged ones)."""
+    versions = [today.loc[today["annotation_key"].notna(), ["annotation_key", "content_id", "export_date"]]]
+    if copies is not None and len(copies):
+        copied = copies[copies["duplicate_of"].notna()]
+        versions.append(pd.DataFrame({"annotation_key": annotation_keys(copied), "content_id": copied["content_id"],
+                                      "export_date": copied["export_date"].astype(str)}))
+    version = pd.concat(versions, ignore_index=True)
+    version = version[version["annotation_key"].notna()]
+    if version.empty:
+        return combined
+    day = str(version["export_date"].max())
+    kept = version["annotation_key"] + "\x1f" + version["content_id"].astype(str)
+    pair = combined["annotation_key"].astype(str) + "\x1f" + combined["content_id"].astype(str)
+    replaced = (isin(combined["annotation_key"], version["annotation_key"]) & ~isin(pair, kept)
+                & (combined["export_date"].astype(str) < day).to_numpy() & combined["replaced_on"].isna().to_numpy())
+    combined["replaced_on"] = combined["replaced_on"].astype(object).where(~replaced, day)
+    return combined
+
+
 def current(votes: pd.DataFrame) -> pd.DataFrame:
-    return votes[votes["superseded_by"].isna()]
+    """The judgments that count: neither superseded by an answer nor replaced by an edited version."""
+    return votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
 
 
 def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame,

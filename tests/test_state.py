@@ -23,7 +23,8 @@ DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
 def crowd_votes(frame: pd.DataFrame, day: str) -> pd.DataFrame:
     """Crowd judgments as one day's validated annotations (scene labels)."""
     out = frame.assign(kind="classification", x=np.nan, y=np.nan, w=np.nan, h=np.nan, attributes="{}",
-                       export_date=date.fromisoformat(day), source_file=f"exports/{day}/crowd.csv")
+                       export_date=date.fromisoformat(day), source_file=f"exports/{day}/crowd.csv",
+                       source_format="csv", source_ref="line")
     out["annotation_id"] = ingest.hex_strings(pd.util.hash_pandas_object(out[["item_id", "annotator_id"]], index=False)
                                               .to_numpy())
     out["content_id"] = ingest.content_ids(out.assign(points=None))
@@ -53,7 +54,8 @@ def box(item: str, who: str, label: str, x: float, day: str, batch: str | None =
     attributes = json.dumps({"batch_id": batch}, separators=(",", ":")) if batch else "{}"
     return {"item_id": item, "annotator_id": who, "kind": "bbox", "label": label, "x": x, "y": 10.0, "w": 40.0,
             "h": 30.0, "attributes": attributes, "export_date": date.fromisoformat(day),
-            "source_file": f"exports/{day}/f.json", "annotation_id": f"{item}-{who}-{label}-{x}-{day}"}
+            "source_file": f"exports/{day}/f.json", "annotation_id": f"{item}-{who}-{label}-{x}-{day}",
+            "source_format": "csv", "source_ref": "line"}
 
 
 def validated(rows: list[dict]) -> pd.DataFrame:

@@ -3,6 +3,7 @@ in day order, by the later days folding into it again (the state sensor)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -125,3 +126,41 @@ def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -
                                       snapshots.read_table(theirs, snapshots.latest(theirs), table))
     state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[2]}.parquet")
     assert state.drop_duplicates("item_id")["judgments"].eq(9).all()  # + the late vote
+
+
+def ls_task(task: int, item: str, annotations: list[tuple[int, int, str, list[tuple[str, float]]]]) -> dict:
+    """A Label Studio task; each annotation is (id, user, updated_at, [(box label, x %), ...]) plus a scene."""
+    return {"id": task, "data": {"image": f"s3://b/{item}.jpg", "item_id": item}, "annotations": [
+        {"id": ann, "completed_by": user, "updated_at": stamp, "result": [
+            *({"id": f"b{n}", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+               "original_width": 1000, "original_height": 500,
+               "value": {"x": x, "y": 20.0, "width": 10.0, "height": 10.0, "rectanglelabels": [label]}}
+              for n, (label, x) in enumerate(boxes)),
+            {"id": "s", "type": "choices", "from_name": "scene", "to_name": "image", "value": {"choices": ["urban"]}}]}
+        for ann, user, stamp, boxes in annotations]}
+
+
+def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(tmp_path: Path) -> None:
+    """Teams export the whole Label Studio project every day: unchanged annotations come again (copies), and an
+    annotation edited since replaces its earlier version instead of voting a second time."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n"
+                                                    b"img-1,s3://b/img-1.jpg,1000,500\n")
+    first = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)]),
+                                  (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)])])]
+    edited = [ls_task(1, "img-0", [(101, 1, f"{DAYS[1]}T08:00:00Z", [("car", 10.0), ("truck", 50.0)]),
+                                   (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)])]),
+              ls_task(2, "img-1", [(103, 1, f"{DAYS[1]}T08:30:00Z", [("car", 30.0)])])]
+    store.write_bytes(f"exports/{DAYS[0]}/project-3.json", json.dumps(first).encode())
+    store.write_bytes(f"exports/{DAYS[1]}/project-3.json", json.dumps(edited).encode())
+    resources, instance = resources_for(tmp_path), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_votes" / f"{DAYS[1]}.parquet")
+    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    mine = live[(live["item_id"] == "img-0") & (live["annotator_id"] == "1")].sort_values(["kind", "label"])
+    assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
+    assert votes.loc[votes["replaced_on"].notna(), "label"].tolist() == ["bus"]  # annotator 1's old version
+    assert live.groupby("annotator_id").size().to_dict() == {"1": 5, "2": 3}  # 3 on img-0 and 2 on img-1; 3
+    quarantined = pd.read_parquet(tmp_path / "warehouse" / "tables" / "quarantined_annotations" / f"{DAYS[1]}.parquet")
+    assert quarantined["duplicate_of"].notna().sum() == 5  # the unchanged judgments, delivered again
