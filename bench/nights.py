@@ -1,7 +1,7 @@
 """Night 60 against night 1: what a warehouse's history adds to the nightly job, per asset.
 
-`python -m bench.nights` (defaults: 100,000 annotations a day, night 60; `--annotations-per-day 10000 --nights 5`
-for a quick try). One landing zone holds every day of the run: per day the bench.pipeline generator's
+`python -m bench.nights` (defaults: 100,000 annotations a day, night 60; `--annotations-per-day 10000 --nights 5
+--production-per-day 100000` for a quick try). One landing zone holds every day of the run: per day the bench.pipeline generator's
 annotations of that day's new items (N/5 items x 5 of the same 100 annotators every day), plus
 ``--revisit-share`` (10 %) more judgments of items from earlier days, one each, by annotators who had not
 judged them yet; the day's item catalog (capture sessions named per day), 2 % gold and 1,000,000 production
@@ -13,7 +13,8 @@ The history is built in its own process, before any clock: the daily assets each
 night reads (ingest, validation, agreement, consensus, review queue, coverage, labeling tasks and their
 ledger, the judgment ledger) are materialized through Dagster day by day; the label state of the day before
 night 60 is folded from all 59 days of validated annotations at once with labelops.state (the pooling the
-state tests prove equal to one delivery per day) and written where the IO manager keeps it; then
+state tests prove equal to one delivery per day; docs/benchmarks.md compares it with a night-by-night fold)
+and written where the IO manager keeps it; then
 dataset_snapshot publishes the parent version night 60 diffs against. Each night is then measured in a
 fresh process by bench.pipeline's instrumented run. Results go to bench/results/nights.json.
 """
