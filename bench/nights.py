@@ -1,8 +1,8 @@
 """Night 60 against night 1: what a warehouse's history adds to the nightly job, per asset.
 
 `python -m bench.nights` (defaults: 100,000 annotations a day, night 60; `--annotations-per-day 10000 --nights 5
---production-per-day 100000` for a quick try). One landing zone holds every day of the run: per day the bench.pipeline generator's
-annotations of that day's new items (N/5 items x 5 of the same 100 annotators every day), plus
+--production-per-day 100000` for a quick try). One landing zone holds every day of the run: per day the
+bench.pipeline generator's annotations of that day's new items (N/5 items x 5 of the same 100 annotators every day), plus
 ``--revisit-share`` (10 %) more judgments of items from earlier days, one each, by annotators who had not
 judged them yet; the day's item catalog (capture sessions named per day), 2 % gold and 1,000,000 production
 rows. Night 60 is the last day, on a warehouse holding the 59 days before it; night 1 is the same day's
@@ -155,7 +155,8 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
     assert materialize(list(defs.assets), selection=AssetSelection.assets("dataset_snapshot"), resources=resources,
                        instance=instance, run_config=quiet).success
     return {"daily_assets_s": sum(timings.values()), "state_fold_s": fold_s, "snapshot_s": time.time() - start,
-            "label_votes_rows": len(votes), "label_state_rows": len(table), "label_state_items": int(table["item_id"].nunique())}
+            "label_votes_rows": len(votes), "label_state_rows": len(table),
+            "label_state_items": int(table["item_id"].nunique())}
 
 
 def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -217,7 +218,8 @@ def warehouse_sizes(warehouse: Path, day: str) -> dict:
     return {
         "history_days": len(earlier),
         "label_votes_rows_before": rows("label_votes", earlier), "label_state_rows_before": rows("label_state", earlier),
-        "item_catalog_rows_before": rows("item_catalog", earlier), "label_exports_rows_before": rows("label_exports", earlier),
+        "item_catalog_rows_before": rows("item_catalog", earlier),
+        "label_exports_rows_before": rows("label_exports", earlier),
         "consensus_labels_rows_before": rows("consensus_labels", earlier),
         "parent_snapshot_items": parent["rows"]["items"] if parent else 0,
         "parent_snapshot_labels": parent["rows"]["labels"] if parent else 0,
@@ -278,15 +280,18 @@ def show(m: dict) -> None:
         a, b = steps1.get(asset, {"wall_s": 0.0, "rows": 0}), stepsn[asset]
         grow = b["wall_s"] - a["wall_s"]
         ratio = b["wall_s"] / a["wall_s"] if a["wall_s"] else float("nan")
-        print(f"{asset:<30}{a['wall_s']:>10.2f}{b['wall_s']:>11.2f}{grow:>+8.2f}{ratio:>7.2f}{grow / extra if extra else 0:>9.0%}"
+        share = grow / extra if extra else 0.0
+        print(f"{asset:<30}{a['wall_s']:>10.2f}{b['wall_s']:>11.2f}{grow:>+8.2f}{ratio:>7.2f}{share:>9.0%}"
               f"{b['compute_s']:>9.2f}{b['io_manager_s']:>8.2f}{a['rows']:>11,}{b['rows']:>11,}{b['peak_rss_mb']:>9,.0f}")
     print(f"{'total':<30}{first['total_s']:>10.1f}{last['total_s']:>11.1f}{extra:>+8.1f}{m['ratio']:>7.2f}")
     print(f"peak RSS: night 1 {first['peak_rss_mb']:,.0f} MB, night {n} {last['peak_rss_mb']:,.0f} MB")
     history = m["history"]
-    print(f"history built untimed in {history['generate_s'] + history['daily_assets_s'] + history['state_fold_s'] + history['snapshot_s']:.0f} s "
+    built = history["generate_s"] + history["daily_assets_s"] + history["state_fold_s"] + history["snapshot_s"]
+    print(f"history built untimed in {built:.0f} s "
           f"(landing {history['generate_s']:.0f} s, daily assets {history['daily_assets_s']:.0f} s, state fold "
           f"{history['state_fold_s']:.0f} s, parent snapshot {history['snapshot_s']:.0f} s)")
-    print(f"night {n} / night 1 = {m['ratio']:.2f} (target <= {m['target']}): {'met' if m['ratio'] <= m['target'] else 'MISSED'}")
+    verdict = "met" if m["ratio"] <= m["target"] else "MISSED"
+    print(f"night {n} / night 1 = {m['ratio']:.2f} (target <= {m['target']}): {verdict}")
 
 
 def main() -> None:
