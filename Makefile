@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.pipeline --annotations 100000 1000000 5000000
+	$(BIN)/python -m bench.nights
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

@@ -21,33 +21,51 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-DAY, REFERENCE_DAY = "2024-06-03", "2024-06-02"
+DAY, REFERENCE_DAY, START_DATE = "2024-06-03", "2024-06-02", "2024-06-01"
 SCENES = ["urban", "highway", "residential"]
 OBJECTS = ["car", "truck", "bus", "pedestrian", "cyclist", "traffic_light"]
 SLICES = {"lighting": ["day", "dusk", "night"], "weather": ["clear", "rain", "fog"], "device": ["cam_a", "cam_b", "cam_c"],
           "region": ["eu", "us", "apac"]}
 RESULTS = Path(__file__).resolve().parent / "results"
+SPARE_ANNOTATORS = 5  # per item, annotators kept aside to judge it again on a later day (bench.nights)
 
 
-def generate(root: Path, annotations: int, production_rows: int = 1_000_000, seed: int = 3) -> dict[str, int]:
-    """Write the landing zone for DAY (and REFERENCE_DAY's production) under ``root``."""
-    rng = np.random.default_rng(seed)
+@dataclass
+class Day:
+    """One day's landing frames, and the truth they were drawn from (so bench.nights can judge the items again)."""
+
+    items: pd.DataFrame
+    annotations: pd.DataFrame
+    gold: pd.DataFrame
+    detections: pd.DataFrame
+    truth: pd.DataFrame  # per item: boxed, scene, object, box x/y/w/h, spare0.. (annotators who did not judge it)
+    skill: np.ndarray  # per annotator: the probability of a correct label
+
+
+def day_frames(rng: np.random.Generator, day: str, annotations: int, skill: np.ndarray | None = None) -> Day:
+    """The annotations, item catalog, gold and detections of one day: N/5 items x 5 of 100 annotators.
+
+    ``skill`` fixes the annotators' accuracies across days (drawn here when None), so a multi-day history
+    has the same annotators every day, as Dawid-Skene over all days assumes.
+    """
     per_item, n_annotators = 5, 100
     n_items = annotations // per_item
-    item_ids = np.char.add(f"img-{DAY}-", np.char.zfill(np.arange(n_items).astype(str), 7))
+    item_ids = np.char.add(f"img-{day}-", np.char.zfill(np.arange(n_items).astype(str), 7))
     width, height = 1920.0, 1080.0
     items = pd.DataFrame({"item_id": item_ids, "uri": np.char.add("s3://acme-raw/", np.char.add(item_ids, ".jpg")),
-                          "width": width, "height": height, "captured_at": f"{DAY}T12:00:00+00:00",
+                          "width": width, "height": height, "captured_at": f"{day}T12:00:00+00:00",
                           "session_id": np.char.add("s", (np.arange(n_items) // 20).astype(str)),
                           **{k: rng.choice(v, n_items) for k, v in SLICES.items()}})
     boxed = np.arange(n_items) % 2 == 1
-    skill = rng.uniform(0.75, 0.98, n_annotators)
-    who = np.argsort(rng.random((n_items, n_annotators)), axis=1)[:, :per_item].ravel()
+    skill = rng.uniform(0.75, 0.98, n_annotators) if skill is None else skill
+    order = np.argsort(rng.random((n_items, n_annotators)), axis=1)
+    who = order[:, :per_item].ravel()
     item = np.repeat(np.arange(n_items), per_item)
     correct = rng.random(len(item)) < skill[who]
     scene_truth, object_truth = rng.integers(0, len(SCENES), n_items), rng.integers(0, len(OBJECTS), n_items)
@@ -64,7 +82,7 @@ def generate(root: Path, annotations: int, production_rows: int = 1_000_000, see
         "y": np.where(is_box, np.clip(y0[item] + jitter[1], 0, None).round(2), np.nan),
         "w": np.where(is_box, (w0[item] + jitter[2]).round(2), np.nan),
         "h": np.where(is_box, (h0[item] + jitter[3]).round(2), np.nan),
-        "annotated_at": f"{DAY}T10:00:00+00:00",
+        "annotated_at": f"{day}T10:00:00+00:00",
     })
     gold_items = np.flatnonzero(rng.random(n_items) < 0.02)
     gold = pd.DataFrame({
@@ -72,23 +90,33 @@ def generate(root: Path, annotations: int, production_rows: int = 1_000_000, see
         "label": np.where(boxed[gold_items], np.asarray(OBJECTS)[object_truth[gold_items]], np.asarray(SCENES)[scene_truth[gold_items]]),
         **{c: np.where(boxed[gold_items], v[gold_items].round(2), np.nan) for c, v in (("x", x0), ("y", y0), ("w", w0), ("h", h0))},
     })
-    write = _writer(root)
-    write(f"items/{DAY}/items.csv", items)
-    half = len(frame) // 2
-    write(f"exports/{DAY}/vendor_a.csv", frame.iloc[:half])
-    write(f"exports/{DAY}/vendor_b.csv", frame.iloc[half:])
-    write(f"gold/{DAY}/gold.csv", gold)
-    # The detector on the labeled box items (one detection each), and the rest of the day's traffic.
-    detections = pd.DataFrame({"item_id": item_ids[boxed], "ts": f"{DAY}T12:00:00+00:00", "model_version": "detector-2.0",
+    # The detector on the labeled box items (one detection each); the rest of the day's traffic is _production's.
+    detections = pd.DataFrame({"item_id": item_ids[boxed], "ts": f"{day}T12:00:00+00:00", "model_version": "detector-2.0",
                                "predicted_label": np.asarray(OBJECTS)[object_truth[boxed]],
                                "confidence": rng.uniform(0.3, 1.0, int(boxed.sum())).round(4),
                                "x": x0[boxed].round(2), "y": y0[boxed].round(2), "w": w0[boxed].round(2), "h": h0[boxed].round(2),
                                **{k: items.loc[boxed, k].to_numpy() for k in SLICES}})
-    write(f"production/{DAY}/detections_labeled_items.csv", detections)
-    for day, shift in ((REFERENCE_DAY, 0.0), (DAY, 0.3)):
-        n = production_rows - (len(detections) if day == DAY else 0)
-        write(f"production/{day}/predictions.csv", _production(rng, day, n, shift))
-    return {"items": n_items, "annotations": len(frame), "gold": len(gold), "production": production_rows}
+    truth = pd.DataFrame({"item_id": item_ids, "boxed": boxed, "scene": scene_truth, "object": object_truth,
+                          "x": x0, "y": y0, "w": w0, "h": h0,
+                          **{f"spare{k}": order[:, per_item + k] for k in range(SPARE_ANNOTATORS)}})
+    return Day(items, frame, gold, detections, truth, skill)
+
+
+def generate(root: Path, annotations: int, production_rows: int = 1_000_000, seed: int = 3) -> dict[str, int]:
+    """Write the landing zone for DAY (and REFERENCE_DAY's production) under ``root``."""
+    rng = np.random.default_rng(seed)
+    day = day_frames(rng, DAY, annotations)
+    write = _writer(root)
+    write(f"items/{DAY}/items.csv", day.items)
+    half = len(day.annotations) // 2
+    write(f"exports/{DAY}/vendor_a.csv", day.annotations.iloc[:half])
+    write(f"exports/{DAY}/vendor_b.csv", day.annotations.iloc[half:])
+    write(f"gold/{DAY}/gold.csv", day.gold)
+    write(f"production/{DAY}/detections_labeled_items.csv", day.detections)
+    for production_day, shift in ((REFERENCE_DAY, 0.0), (DAY, 0.3)):
+        n = production_rows - (len(day.detections) if production_day == DAY else 0)
+        write(f"production/{production_day}/predictions.csv", _production(rng, production_day, n, shift))
+    return {"items": len(day.items), "annotations": len(day.annotations), "gold": len(day.gold), "production": production_rows}
 
 
 def _production(rng: np.random.Generator, day: str, n: int, shift: float) -> pd.DataFrame:
@@ -133,10 +161,17 @@ class Sampler(threading.Thread):
         return max((rss for t, rss in self.samples if start <= t <= end + 0.02), default=0)
 
 
-def run_pipeline(landing: Path, warehouse: Path) -> dict:
-    """The nightly job for DAY in this process; returns per-asset timings from the run's events."""
-    os.environ.update(LABELOPS_LANDING=str(landing), LABELOPS_WAREHOUSE=str(warehouse), LABELOPS_START_DATE="2024-06-01",
+def configure(landing: Path, warehouse: Path, start_date: str = START_DATE) -> None:
+    """Point the code location at a bench landing zone and warehouse; before pipelines.definitions is imported,
+    since the settings and the daily partitions are read once, when it loads."""
+    os.environ.update(LABELOPS_LANDING=str(landing), LABELOPS_WAREHOUSE=str(warehouse), LABELOPS_START_DATE=start_date,
                       LABELOPS_SETTLE_SECONDS="0")
+
+
+def run_pipeline(landing: Path, warehouse: Path, day: str = DAY, reference_day: str = REFERENCE_DAY,
+                 start_date: str = START_DATE) -> dict:
+    """The nightly job for ``day`` in this process; returns per-asset timings from the run's events."""
+    configure(landing, warehouse, start_date)
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
     from pipelines.definitions import defs
@@ -167,7 +202,7 @@ def run_pipeline(landing: Path, warehouse: Path) -> dict:
     instance = DagsterInstance.ephemeral()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     # the drift reference: yesterday's production, ingested before the clock starts
-    assert materialize(list(defs.assets), selection=AssetSelection.assets("production_predictions"), partition_key=REFERENCE_DAY,
+    assert materialize(list(defs.assets), selection=AssetSelection.assets("production_predictions"), partition_key=reference_day,
                        resources=resources, instance=instance, run_config=quiet).success
     import great_expectations  # noqa: F401  imported once per process; not counted as pipeline time (bench.validate shows it)
 
@@ -176,7 +211,7 @@ def run_pipeline(landing: Path, warehouse: Path) -> dict:
     sampler.start()
     start = time.time()
     result = materialize(list(defs.assets), selection=AssetSelection.all() - AssetSelection.assets("relabel_batch"),
-                         partition_key=DAY, resources=resources, instance=instance, run_config=quiet)
+                         partition_key=day, resources=resources, instance=instance, run_config=quiet)
     total = time.time() - start
     sampler.running = False
     assert result.success
@@ -212,7 +247,7 @@ def run_pipeline(landing: Path, warehouse: Path) -> dict:
                        "dagster_s": max(0.0, wall - compute - io), "rows": rows.get(key, 0),
                        "peak_rss_mb": sampler.peak(step["start"], step["end"]) / 2**20})
     return {"total_s": total, "steps": report, "peak_rss_mb": max(rss for _, rss in sampler.samples) / 2**20,
-            "outputs": [str(p) for p in (warehouse / "tables").rglob(f"{DAY}.parquet")] + [str(p) for p in (warehouse / "tables").rglob("all.parquet")]}
+            "outputs": [str(p) for p in (warehouse / "tables").rglob(f"{day}.parquet")] + [str(p) for p in (warehouse / "tables").rglob("all.parquet")]}
 
 
 def floor(landing: Path, outputs: list[str]) -> float:

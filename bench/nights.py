@@ -1,0 +1,339 @@
+"""Night 60 against night 1: what a warehouse's history adds to the nightly job, per asset.
+
+`python -m bench.nights` (defaults: 100,000 annotations a day, night 60; `--annotations-per-day 10000 --nights 5
+--production-per-day 100000` for a quick try). One landing zone holds every day of the run: per day the
+bench.pipeline generator's annotations of that day's new items (N/5 items x 5 of the same 100 annotators every day), plus
+``--revisit-share`` (10 %) more judgments of items from earlier days, one each, by annotators who had not
+judged them yet; the day's item catalog (capture sessions named per day), 2 % gold and 1,000,000 production
+rows. Night 60 is the last day, on a warehouse holding the 59 days before it; night 1 is the same day's
+landing files (hard links, byte for byte) on a fresh warehouse, with only the previous day's production
+ingested before the clock as its drift reference. The two nights differ only in history.
+
+The history is built in its own process, before any clock: the daily assets each night writes and a later
+night reads (ingest, validation, agreement, consensus, review queue, coverage, labeling tasks and their
+ledger, the judgment ledger) are materialized through Dagster day by day; the label state of the day before
+night 60 is folded from all 59 days of validated annotations at once with labelops.state (the pooling the
+state tests prove equal to one delivery per day; docs/benchmarks.md compares it with a night-by-night fold)
+and written where the IO manager keeps it; then
+dataset_snapshot publishes the parent version night 60 diffs against. Each night is then measured in a
+fresh process by bench.pipeline's instrumented run. Results go to bench/results/nights.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from bench import pipeline
+
+if TYPE_CHECKING:
+    from resources.io_manager import ParquetIOManager
+
+SEED = 11
+TARGET = 1.5  # the requirement: night 60 costs at most 1.5x night 1 end to end
+ANNOTATORS = 100
+# What a night of the history writes that a later night reads: ingest, validation, quality, the coverage
+# report labeling_tasks ranks by, and labeling_tasks with its ledger. risk_report, production_drift and
+# quality_report are left out: no later night reads them.
+HISTORY_ASSETS = ("item_catalog", "label_exports", "gold_labels", "production_predictions", "validated_annotations",
+                  "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores",
+                  "review_queue", "coverage_report", "labeling_tasks")
+
+
+def calendar(nights: int) -> list[str]:
+    """The days of the run, the measured night last (bench.pipeline's DAY)."""
+    return [d.date().isoformat() for d in pd.date_range(end=pipeline.DAY, periods=nights, freq="D")]
+
+
+def revisits(rng: np.random.Generator, day: str, earlier: pd.DataFrame, visits: np.ndarray, n: int,
+             skill: np.ndarray) -> pd.DataFrame:
+    """``n`` judgments of earlier days' items, one per item: the rounds that pool across days.
+
+    Each is made by the item's next spare annotator (``visits`` counts the rounds an item has had, and is
+    updated), who had not judged it, with that annotator's skill, so a judgment is never a copy of one
+    already delivered (a copy would be quarantined as a duplicate, which is not what a new round is).
+    """
+    n = min(n, len(earlier))
+    chosen = rng.choice(len(earlier), n, replace=False)
+    truth = earlier.iloc[chosen]
+    spares = truth[[f"spare{k}" for k in range(pipeline.SPARE_ANNOTATORS)]].to_numpy()
+    who = spares[np.arange(n), visits[chosen] % pipeline.SPARE_ANNOTATORS]
+    visits[chosen] += 1
+    correct = rng.random(n) < skill[who]
+    scene = np.where(correct, truth["scene"], rng.integers(0, len(pipeline.SCENES), n))
+    obj = np.where(correct, truth["object"], rng.integers(0, len(pipeline.OBJECTS), n))
+    jitter = rng.normal(0, 3, (4, n))
+    boxed = truth["boxed"].to_numpy()
+    return pd.DataFrame({
+        "item_id": truth["item_id"].to_numpy(), "annotator_id": np.char.add("ann", np.char.zfill(who.astype(str), 3)),
+        "label": np.where(boxed, np.asarray(pipeline.OBJECTS)[obj], np.asarray(pipeline.SCENES)[scene]),
+        "x": np.where(boxed, np.clip(truth["x"] + jitter[0], 0, None).round(2), np.nan),
+        "y": np.where(boxed, np.clip(truth["y"] + jitter[1], 0, None).round(2), np.nan),
+        "w": np.where(boxed, (truth["w"] + jitter[2]).round(2), np.nan),
+        "h": np.where(boxed, (truth["h"] + jitter[3]).round(2), np.nan),
+        "annotated_at": f"{day}T10:00:00+00:00",
+    })
+
+
+def generate(root: Path, days: list[str], annotations: int, revisit_share: float, production_rows: int) -> dict:
+    """Every day's landing files under ``root``; the last day's production is shifted (drift to report)."""
+    skill = np.random.default_rng(SEED).uniform(0.75, 0.98, ANNOTATORS)
+    write = pipeline._writer(root)
+    truths: list[pd.DataFrame] = []
+    visits = np.zeros(0, dtype=np.int64)
+    judgments = []
+    for index, day in enumerate(days):
+        rng = np.random.default_rng([SEED, index])
+        frames = pipeline.day_frames(rng, day, annotations, skill)
+        n_again = int(annotations * revisit_share) if truths else 0  # the first day has no earlier items
+        again = revisits(rng, day, pd.concat(truths, ignore_index=True), visits, n_again, skill) if n_again else (
+            frames.annotations.iloc[:0])
+        exports = pd.concat([frames.annotations, again], ignore_index=True)
+        # sessions are per day: a capture session is one drive, and curation splits by session
+        write(f"items/{day}/items.csv", frames.items.assign(session_id=f"{day}-" + frames.items["session_id"]))
+        half = len(exports) // 2
+        write(f"exports/{day}/vendor_a_{day}.csv", exports.iloc[:half])  # per-day file names, as vendors deliver
+        write(f"exports/{day}/vendor_b_{day}.csv", exports.iloc[half:])
+        write(f"gold/{day}/gold.csv", frames.gold)
+        write(f"production/{day}/detections_labeled_items.csv", frames.detections)
+        shift = 0.3 if day == days[-1] else 0.0
+        write(f"production/{day}/predictions.csv",
+              pipeline._production(rng, day, production_rows - len(frames.detections), shift))
+        truths.append(frames.truth)
+        visits = np.concatenate([visits, np.zeros(len(frames.truth), dtype=np.int64)])
+        judgments.append({"day": day, "new_items": len(frames.items), "judgments": len(exports), "revisits": len(again)})
+        print(f"generated {day}: {len(exports):,} judgments ({len(again):,} of earlier items)", file=sys.stderr)
+    return {"days": judgments}
+
+
+def first_night_landing(landing: Path, target: Path, day: str, reference_day: str) -> None:
+    """Night 1's landing zone: the measured day's files and the reference day's production, hard-linked."""
+    for path in [*landing.glob(f"*/{day}/*"), *landing.glob(f"production/{reference_day}/*")]:
+        link = target / path.relative_to(landing)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, link)
+
+
+def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
+    """The warehouse as it stands before the last day's night: every earlier day's daily tables, the label
+    state of the day before, and the snapshot published from it."""
+    pipeline.configure(landing, warehouse, days[0])
+    from dagster import AssetSelection, DagsterInstance, materialize
+
+    from pipelines.definitions import defs
+    from resources.io_manager import ParquetIOManager
+
+    resources = dict(defs.resources)
+    instance = DagsterInstance.ephemeral()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    history, timings = days[:-1], {}
+    for day in history:
+        start = time.time()
+        assert materialize(list(defs.assets), selection=AssetSelection.assets(*HISTORY_ASSETS), partition_key=day,
+                           resources=resources, instance=instance, run_config=quiet).success
+        timings[day] = time.time() - start
+        print(f"history {day}: {timings[day]:.1f} s", file=sys.stderr)
+    io_manager = ParquetIOManager(storage=resources["storage"])
+    start = time.time()
+    votes, table = fold_state(io_manager, history)
+    store = resources["storage"].warehouse_store
+    for name, frame in (("label_votes", votes), ("label_state", table)):
+        store.write_bytes(io_manager.key([name], history[-1]), _parquet(frame))
+    fold_s = time.time() - start
+    start = time.time()
+    assert materialize(list(defs.assets), selection=AssetSelection.assets("dataset_snapshot"), resources=resources,
+                       instance=instance, run_config=quiet).success
+    return {"daily_assets_s": sum(timings.values()), "state_fold_s": fold_s, "snapshot_s": time.time() - start,
+            "label_votes_rows": len(votes), "label_state_rows": len(table),
+            "label_state_items": int(table["item_id"].nunique())}
+
+
+def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """label_votes and label_state as the last of ``days`` leaves them, from all the days' tables at once.
+
+    What assets/state.py does night by night, pooled: the votes are every day's validated annotations
+    (each keeps its export_date); every item was touched on some day, so every item's boxes are fused
+    (with annotator weights from the full vote set rather than the one of the night they were fused on:
+    the same boxes and rows, coordinates a weighted average apart); scene labels are Dawid-Skene over all
+    current votes with the last day's gold, as every night does; items put in review or needing a relabel
+    on any day keep waiting, since no answer ever comes back here. No relabel batch is sent in the nightly
+    job, so no request is open.
+    """
+    from labelops import labeling, state
+
+    def read(name: str, day: str, keep: tuple[str, ...] | None = None) -> pd.DataFrame:
+        return io_manager._read(io_manager.key([name], day), keep=keep)
+
+    needed = (*(c for c in state.VOTE_COLUMNS if c not in ("answer_to", "superseded_by")), "attributes")
+    validated = pd.concat([read("validated_annotations", d, needed) for d in days], ignore_index=True)
+    votes = state.fold_votes(state.empty_votes(), validated)
+    del validated
+    settings = state.StateConfig()
+    labels = state.consensus(votes, state.empty_state(), votes["item_id"], read("gold_labels", days[-1]), settings)
+    in_review = pd.concat([read("review_queue", d, ("item_id",))["item_id"] for d in days])
+    quarantined = pd.concat([read("quarantined_annotations", d, ("item_id", "needs_relabel")) for d in days])
+    needs_relabel = quarantined.loc[quarantined["needs_relabel"].notna(), "item_id"]
+    requests = pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
+    return votes, state.item_state(votes, labels, requests, in_review, needs_relabel)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    """A table as the IO manager writes it (resources/io_manager.py)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def warehouse_sizes(warehouse: Path, day: str) -> dict:
+    """What a night found of its history: rows of the daily tables before ``day`` (Parquet footers only), the
+    parent snapshot, and the production rows the night's drift reference held."""
+    import pyarrow.parquet as pq
+
+    tables = warehouse / "tables"
+
+    def rows(name: str, days: list[str]) -> int:
+        files = sorted((tables / name).glob("*.parquet"))
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.stem in days)
+
+    manifests = [json.loads(m.read_text()) for m in sorted((warehouse / "snapshots").glob("v*/manifest.json"))]
+    parent = manifests[-2] if len(manifests) > 1 else None
+    earlier = sorted(f.stem for f in (tables / "item_catalog").glob("*.parquet") if f.stem < day)
+    # production_drift's reference (assets/monitor.py): the production days of the snapshot the night published
+    production = sorted(f.stem for f in (tables / "production_predictions").glob("*.parquet") if f.stem < day)
+    reference_days = [d for d in manifests[-1]["source_partitions"] if d < day] or production[:7]
+    return {
+        "history_days": len(earlier),
+        "label_votes_rows_before": rows("label_votes", earlier), "label_state_rows_before": rows("label_state", earlier),
+        "item_catalog_rows_before": rows("item_catalog", earlier),
+        "label_exports_rows_before": rows("label_exports", earlier),
+        "consensus_labels_rows_before": rows("consensus_labels", earlier),
+        "parent_snapshot_items": parent["rows"]["items"] if parent else 0,
+        "parent_snapshot_labels": parent["rows"]["labels"] if parent else 0,
+        "drift_reference_days": len(reference_days), "drift_reference_rows": rows("production_predictions", reference_days),
+    }
+
+
+def measure(args: argparse.Namespace, root: Path) -> dict:
+    """Landing zone, history, then night 1 and the last night, each in a fresh process (nothing one step
+    imported or cached in memory helps the next); only the two nights are timed."""
+    days = calendar(args.nights)
+    day, reference_day = days[-1], days[-2]
+    landing = root / "landing"
+    run = [sys.executable, "-m", "bench.nights", "--annotations-per-day", str(args.annotations_per_day),
+           "--nights", str(args.nights)]
+    start = time.time()
+    subprocess.run([*run, "--generate", str(root), "--revisit-share", str(args.revisit_share),
+                    "--production-per-day", str(args.production_per_day)], check=True)
+    generated = json.loads((root / "generated.json").read_text())
+    generate_s = time.time() - start
+    history = _worker([*run, "--history", str(root)])
+    history["generate_s"] = generate_s
+    first_night_landing(landing, root / "landing-1", day, reference_day)
+    nights = {}
+    for name, night_landing, warehouse in (("night_1", root / "landing-1", root / "warehouse-1"),
+                                           (f"night_{args.nights}", landing, root / "warehouse")):
+        nights[name] = _worker([*run, "--night", str(night_landing), str(warehouse)])
+        nights[name]["read"] = warehouse_sizes(warehouse, day)
+        print(f"{name}: {nights[name]['total_s']:.1f} s", file=sys.stderr)
+    ratio = nights[f"night_{args.nights}"]["total_s"] / nights["night_1"]["total_s"]
+    return {"annotations_per_day": args.annotations_per_day, "nights": args.nights, "revisit_share": args.revisit_share,
+            "production_per_day": args.production_per_day, "day": day, "ratio": ratio, "target": TARGET,
+            "generated": generated, "history": history, **nights}
+
+
+def _worker(command: list[str]) -> dict:
+    """A fresh process; its last line of output is its result."""
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def show(m: dict) -> None:
+    first, last = m["night_1"], m[f"night_{m['nights']}"]
+    n = m["nights"]
+    read = last["read"]
+    print(f"\nnight {n} against night 1, {m['annotations_per_day']:,} annotations a day (+{m['revisit_share']:.0%} "
+          f"judgments of earlier items), {m['production_per_day']:,} production rows a day, day {m['day']}")
+    print(f"history: {read['history_days']} days; label_votes {read['label_votes_rows_before']:,} rows, label_state "
+          f"{read['label_state_rows_before']:,} rows ({m['history']['label_state_items']:,} items); parent snapshot "
+          f"{read['parent_snapshot_items']:,} items / {read['parent_snapshot_labels']:,} labels; drift reference "
+          f"{read['drift_reference_days']} days, {read['drift_reference_rows']:,} rows")
+    steps1 = {s["asset"]: s for s in first["steps"]}
+    stepsn = {s["asset"]: s for s in last["steps"]}
+    extra = last["total_s"] - first["total_s"]
+    print(f"{'asset':<30}{'night 1 s':>10}{f'night {n} s':>11}{'+ s':>8}{'x':>7}{'of extra':>9}"
+          f"{'compute':>9}{'IO mgr':>8}{'rows 1':>11}{f'rows {n}':>11}{'peak MB':>9}")
+    for asset in sorted(stepsn, key=lambda a: stepsn[a]["wall_s"] - steps1.get(a, {"wall_s": 0})["wall_s"], reverse=True):
+        a, b = steps1.get(asset, {"wall_s": 0.0, "rows": 0}), stepsn[asset]
+        grow = b["wall_s"] - a["wall_s"]
+        ratio = b["wall_s"] / a["wall_s"] if a["wall_s"] else float("nan")
+        share = grow / extra if extra else 0.0
+        print(f"{asset:<30}{a['wall_s']:>10.2f}{b['wall_s']:>11.2f}{grow:>+8.2f}{ratio:>7.2f}{share:>9.0%}"
+              f"{b['compute_s']:>9.2f}{b['io_manager_s']:>8.2f}{a['rows']:>11,}{b['rows']:>11,}{b['peak_rss_mb']:>9,.0f}")
+    print(f"{'total':<30}{first['total_s']:>10.1f}{last['total_s']:>11.1f}{extra:>+8.1f}{m['ratio']:>7.2f}")
+    print(f"peak RSS: night 1 {first['peak_rss_mb']:,.0f} MB, night {n} {last['peak_rss_mb']:,.0f} MB")
+    history = m["history"]
+    built = history["generate_s"] + history["daily_assets_s"] + history["state_fold_s"] + history["snapshot_s"]
+    print(f"history built untimed in {built:.0f} s "
+          f"(landing {history['generate_s']:.0f} s, daily assets {history['daily_assets_s']:.0f} s, state fold "
+          f"{history['state_fold_s']:.0f} s, parent snapshot {history['snapshot_s']:.0f} s)")
+    verdict = "met" if m["ratio"] <= m["target"] else "MISSED"
+    print(f"night {n} / night 1 = {m['ratio']:.2f} (target <= {m['target']}): {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--annotations-per-day", type=int, default=100_000)
+    parser.add_argument("--nights", type=int, default=60, help="the measured night; the history is the nights before")
+    parser.add_argument("--revisit-share", type=float, default=0.1,
+                        help="judgments of earlier days' items a day, as a share of --annotations-per-day")
+    parser.add_argument("--production-per-day", type=int, default=1_000_000)
+    parser.add_argument("--workdir", help="keep the landing zone and warehouses here (default: a temporary directory)")
+    parser.add_argument("--generate", help=argparse.SUPPRESS)
+    parser.add_argument("--history", help=argparse.SUPPRESS)
+    parser.add_argument("--night", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    days = calendar(args.nights)
+    if args.generate:
+        root = Path(args.generate)
+        summary = generate(root / "landing", days, args.annotations_per_day, args.revisit_share, args.production_per_day)
+        (root / "generated.json").write_text(json.dumps(summary))
+        return
+    if args.history:
+        root = Path(args.history)
+        print(json.dumps(build_history(root / "landing", root / "warehouse", days)))
+        return
+    if args.night:
+        landing, warehouse = map(Path, args.night)
+        measured = pipeline.run_pipeline(landing, warehouse, day=days[-1], reference_day=days[-2], start_date=days[0])
+        measured.pop("outputs")
+        print(json.dumps(measured))
+        return
+    if args.nights < 2:
+        parser.error("--nights must be at least 2: night 1 is measured against the last night")
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True)
+        measured = measure(args, Path(args.workdir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="labelops-nights-") as scratch:
+            measured = measure(args, Path(scratch))
+    pipeline.RESULTS.mkdir(exist_ok=True)
+    (pipeline.RESULTS / "nights.json").write_text(json.dumps(measured, indent=1))
+    show(measured)
+
+
+if __name__ == "__main__":
+    main()
