@@ -11,7 +11,7 @@ from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 
-FIRST_DAYS = 7
+REFERENCE = drift.Reference()
 
 
 class DriftRunConfig(Config):
@@ -19,6 +19,8 @@ class DriftRunConfig(Config):
     distance: float = 0.1
     dataset_share: float = 0.5
     methods: dict[str, str] = {}  # column -> ks | chisquare | z | wasserstein | jensenshannon
+    reference_days: int = REFERENCE.days
+    reference_rows: int = REFERENCE.rows
 
 
 @asset(
@@ -30,8 +32,9 @@ class DriftRunConfig(Config):
     ins={"production_predictions": AssetIn(partition_mapping=LOOKBACK)},
     deps=["dataset_snapshot"],
     description="Drift of the day's production inputs and predictions (every production column but ids, time and "
-    "boxes) against the reference: production of the days the current snapshot was built from (before this day), "
-    f"or the first {FIRST_DAYS} production days while no snapshot exists. Evidently's default tests and thresholds "
+    "boxes) against the reference: production of the days the current snapshot was built from (before this day; "
+    f"at most {REFERENCE.days} of them, evenly spread, and {REFERENCE.rows:,} rows), or the first "
+    f"{REFERENCE.first_days} production days while no snapshot exists. Evidently's default tests and thresholds "
     "(KS / chi-square / z-test up to 1,000 reference rows, Wasserstein / Jensen-Shannon above), PSI beside them, "
     "and a `__dataset__` row that drifts when half of the columns do.",
 )
@@ -43,10 +46,12 @@ def production_drift(
     current = production_predictions.get(day, pd.DataFrame())
     store = storage.warehouse_store
     version = snapshots.latest(store)
-    reference_days = [d for d in snapshots.manifest(store, version)["source_partitions"] if d < day] if version else []
-    if not reference_days:
-        reference_days = sorted(d for d in production_predictions if d < day)[:FIRST_DAYS]
-    reference = concat_days({d: production_predictions[d] for d in reference_days if d in production_predictions})
+    source_days = snapshots.manifest(store, version)["source_partitions"] if version else []
+    bounds = drift.Reference(config.reference_days, config.reference_rows, REFERENCE.first_days)
+    reference_days = drift.reference_days(source_days, list(production_predictions), day, bounds)
+    per_day = bounds.rows // max(len(reference_days), 1)  # read a day, keep its share: memory stays bounded
+    reference = concat_days({d: drift.sample_rows(production_predictions[d], per_day, seed=n)
+                             for n, d in enumerate(reference_days)})
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
     columns = drift.monitored_columns(current) if len(current) and len(reference) else []
     table = drift.dataset_drift(reference, current, columns, settings)
@@ -60,6 +65,7 @@ def production_drift(
         "drifted_features": ", ".join(drifted) or "none",
         "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
         "reference_rows": len(reference),
+        "reference_days": ", ".join(reference_days),
         "mean_confidence": float(current["confidence"].mean()) if len(current) else 0.0,
         "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
         "current_rows": len(current),

@@ -43,12 +43,13 @@ if TYPE_CHECKING:
 SEED = 11
 TARGET = 1.5  # the requirement: night 60 costs at most 1.5x night 1 end to end
 ANNOTATORS = 100
-# What a night of the history writes that a later night reads: ingest, validation, quality, the coverage
-# report labeling_tasks ranks by, and labeling_tasks with its ledger. risk_report, production_drift and
-# quality_report are left out: no later night reads them.
+# What a night of the history writes that a later night reads: ingest, validation and quality; the state
+# (item_index, label_votes, label_state) is folded for the last history day at once (fold_state). Left out:
+# risk_report, production_drift, quality_report, and coverage_report with labeling_tasks, which read the day's
+# state; a later night reads of them only the task ledgers (100 rows a day), which the history lacks.
 HISTORY_ASSETS = ("item_catalog", "label_exports", "gold_labels", "production_predictions", "validated_annotations",
                   "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores",
-                  "review_queue", "coverage_report", "labeling_tasks")
+                  "review_queue")
 
 
 def calendar(nights: int) -> list[str]:
@@ -146,9 +147,9 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
         print(f"history {day}: {timings[day]:.1f} s", file=sys.stderr)
     io_manager = ParquetIOManager(storage=resources["storage"])
     start = time.time()
-    votes, table = fold_state(io_manager, history)
+    votes, table, items = fold_state(io_manager, history)
     store = resources["storage"].warehouse_store
-    for name, frame in (("label_votes", votes), ("label_state", table)):
+    for name, frame in (("label_votes", votes), ("label_state", table), ("item_index", items)):
         store.write_bytes(io_manager.key([name], history[-1]), _parquet(frame))
     fold_s = time.time() - start
     start = time.time()
@@ -159,8 +160,9 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
             "label_state_items": int(table["item_id"].nunique())}
 
 
-def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """label_votes and label_state as the last of ``days`` leaves them, from all the days' tables at once.
+def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """label_votes, label_state and item_index as the last of ``days`` leaves them, from all the days' tables
+    at once.
 
     What assets/state.py does night by night, pooled: the votes are every day's validated annotations
     (each keeps its export_date); every item was touched on some day, so every item's boxes are fused
@@ -175,7 +177,8 @@ def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFr
     def read(name: str, day: str, keep: tuple[str, ...] | None = None) -> pd.DataFrame:
         return io_manager._read(io_manager.key([name], day), keep=keep)
 
-    needed = (*(c for c in state.VOTE_COLUMNS if c not in ("answer_to", "superseded_by")), "attributes")
+    derived = ("answer_to", "superseded_by", "annotation_key", "replaced_on")  # votes_of computes them
+    needed = (*(c for c in state.VOTE_COLUMNS if c not in derived), "attributes", "source_ref", "source_format")
     validated = pd.concat([read("validated_annotations", d, needed) for d in days], ignore_index=True)
     votes = state.fold_votes(state.empty_votes(), validated)
     del validated
@@ -185,7 +188,9 @@ def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFr
     quarantined = pd.concat([read("quarantined_annotations", d, ("item_id", "needs_relabel")) for d in days])
     needs_relabel = quarantined.loc[quarantined["needs_relabel"].notna(), "item_id"]
     requests = pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
-    return votes, state.item_state(votes, labels, requests, in_review, needs_relabel)
+    catalogs = pd.concat([read("item_catalog", d) for d in days], ignore_index=True)
+    items = state.fold_items(catalogs.iloc[:0], catalogs.iloc[:0], catalogs)
+    return votes, state.item_state(votes, labels, requests, in_review, needs_relabel), items
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:

@@ -188,3 +188,29 @@ PRODUCTION_META = {"item_id", "ts", "model_version", "source_file", "export_date
 def monitored_columns(production: pd.DataFrame) -> list[str]:
     """Model inputs and outputs: every production column except identifiers, time, box geometry and media."""
     return [c for c in production.columns if c not in PRODUCTION_META]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """How much of the training period a day is compared with: a night's cost must not grow with history."""
+
+    days: int = 14  # at most this many of the snapshot's source days, evenly spread over them
+    rows: int = 1_000_000  # and at most this many rows, drawn evenly from those days with a fixed seed
+    first_days: int = 7  # before any snapshot: the first production days
+
+
+def reference_days(source_days: list[str], available: list[str], day: str, reference: Reference) -> list[str]:
+    """The production days to compare ``day`` with: the current snapshot's source days before it (else the
+    first production days), at most ``reference.days`` of them, evenly spread so the whole period is in."""
+    candidates = sorted(d for d in source_days if d < day and d in available)
+    if not candidates:
+        candidates = sorted(d for d in available if d < day)[: reference.first_days]
+    if len(candidates) <= reference.days:
+        return candidates
+    picks = np.unique(np.round(np.linspace(0, len(candidates) - 1, reference.days)).astype(int))
+    return [candidates[i] for i in picks]
+
+
+def sample_rows(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``rows`` rows of ``frame``, the same ones on every run."""
+    return frame if len(frame) <= rows else frame.sample(rows, random_state=seed).sort_index()
