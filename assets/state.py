@@ -137,7 +137,7 @@ def label_state(
     votes = for_day(label_votes, day, "label_votes")
     settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum,
                                  config.request_expire_days)
-    touched = votes.loc[votes["export_date"] == day, "item_id"]
+    touched = state.touched_items(votes, day)
     labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
                              for_day(gold_labels, day, "gold_labels"), settings)
     quarantined = for_day(quarantined_annotations, day, "quarantined_annotations")
@@ -150,7 +150,8 @@ def label_state(
     # A day's batch goes out after its nightly run: requests count from the next day, so a rerun gives the same state.
     sent = labeling.read_ledger(storage.warehouse_store, "relabel", before=day)
     requests = state.open_requests(sent, day, settings.request_expire_days)
-    table = state.item_state(votes, labels, requests, waiting["in_review"], waiting["needs_relabel"])
+    table = state.item_state(votes, labels, requests, waiting["in_review"], waiting["needs_relabel"],
+                             previous=previous, touched=touched)
     statuses = table.drop_duplicates("item_id")["status"].value_counts().to_dict()
     return Output({day: table}, metadata={
         **table_metadata(table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]),

@@ -105,23 +105,36 @@ def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataF
     after an annotator edited an annotation), whose earlier judgments not in that version are replaced.
     """
     today = votes_of(validated)
-    combined = pd.concat([df for df in (previous.reindex(columns=VOTE_COLUMNS), today) if len(df)] or
-                         [empty_votes()], ignore_index=True)
-    combined = combined.drop_duplicates("content_id", keep="first")
+    previous = previous.reindex(columns=VOTE_COLUMNS)
+    new = today[~isin(today["content_id"], previous["content_id"])] if len(previous) and len(today) else today
+    new = new.drop_duplicates("content_id").sort_values(["item_id", "export_date", "annotation_id"], kind="stable")
+    # earlier judgments keep their rows and order; the day's are appended: the fold reads the history once
+    combined = pd.concat([df for df in (previous, new) if len(df)] or [empty_votes()], ignore_index=True)
     combined = _replace_edited(combined, today, copies)
-    key = combined["item_id"].astype(str) + "\x1f" + combined["kind"].astype(str)
-    is_answer = combined["answer_to"].notna()
-    answers = combined[is_answer].assign(key=key[is_answer]).sort_values(["export_date", "answer_to"], kind="stable")
+    combined["superseded_by"] = _superseded(combined)
+    return combined
+
+
+def _superseded(votes: pd.DataFrame) -> pd.Series:
+    """For each judgment, the answer batch that supersedes it (None for most): only items with an answer can
+    have one, so only their judgments are looked at."""
+    out = pd.Series(None, index=votes.index, dtype=object)
+    answered_items = votes.loc[votes["answer_to"].notna(), "item_id"]
+    if answered_items.empty:
+        return out
+    rows = votes[isin(votes["item_id"], answered_items)]
+    key = rows["item_id"].astype(str) + "\x1f" + rows["kind"].astype(str)
+    is_answer = rows["answer_to"].notna()
+    answers = rows[is_answer].assign(key=key[is_answer]).sort_values(["export_date", "answer_to"], kind="stable")
     latest = answers.groupby("key").last()
     answer_day = key.map(latest["export_date"]).astype(object)
     answered = answer_day.notna().to_numpy()
-    day = combined["export_date"].astype(str).to_numpy()
+    day = rows["export_date"].astype(str).to_numpy()
     cutoff = answer_day.fillna("").astype(str).to_numpy()
     answer = is_answer.to_numpy()
     superseded = answered & ((~answer & (day <= cutoff)) | (answer & (day < cutoff)))
-    batch = key.map(latest["answer_to"]).astype(object)
-    combined["superseded_by"] = batch.where(superseded, None)
-    return combined.sort_values(["item_id", "export_date", "annotation_id"], kind="stable").reset_index(drop=True)
+    out.loc[rows.index] = key.map(latest["answer_to"]).astype(object).where(superseded, None)
+    return out
 
 
 def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.DataFrame | None) -> pd.DataFrame:
@@ -176,15 +189,12 @@ def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Ser
     return out.sort_values(["item_id", "kind", "label", "x", "y"], kind="stable").reset_index(drop=True)
 
 
-def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFrame, in_review: pd.Series,
-               needs_relabel: pd.Series) -> pd.DataFrame:
-    """Consensus rows with their item's status and lineage; items with votes but no consensus get one row.
+LINEAGE = ["rounds", "files", "judgments", "days", "current_judgments", "answered_batch"]
 
-    ``requested`` holds relabel requests (item_id, batch_id, sent_on) from the outbox ledger; an item is
-    ``answered`` when its current votes hold an answer to its latest request (or to any, without one),
-    and ``relabel_requested`` while a later request is open. ``in_review`` items wait for a reviewer and
-    ``needs_relabel`` items (a guideline split or redefined their class) for a relabel; an answer ends both.
-    """
+
+def lineage(votes: pd.DataFrame) -> pd.DataFrame:
+    """Per item (the index): its rounds, files, judgments, the days it was delivered on, the judgments that
+    count and the batch its counted answer belongs to."""
     live = current(votes)
     per_item = votes.groupby("item_id", sort=True).agg(
         rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("annotation_id", "size"))
@@ -194,6 +204,33 @@ def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFram
     per_item["current_judgments"] = live.groupby("item_id").size().reindex(per_item.index).fillna(0).astype("int64")
     answers = live[live["answer_to"].notna()].groupby("item_id")["answer_to"].max()
     per_item["answered_batch"] = answers.reindex(per_item.index).astype(object)
+    return per_item[LINEAGE]
+
+
+def touched_items(votes: pd.DataFrame, day: str) -> pd.Series:
+    """Items whose judgments the day changed: new judgments, or earlier ones an edited version replaced."""
+    changed = (votes["export_date"].astype(str) == day).to_numpy() | (votes["replaced_on"].astype(object) == day).to_numpy()
+    return pd.Series(pd.unique(votes.loc[changed, "item_id"]), dtype=object)
+
+
+def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFrame, in_review: pd.Series,
+               needs_relabel: pd.Series, previous: pd.DataFrame | None = None,
+               touched: pd.Series | None = None) -> pd.DataFrame:
+    """Consensus rows with their item's status and lineage; items with votes but no consensus get one row.
+
+    ``requested`` holds relabel requests (item_id, batch_id, sent_on) from the outbox ledger; an item is
+    ``answered`` when its current votes hold an answer to its latest request (or to any, without one),
+    and ``relabel_requested`` while a later request is open. ``in_review`` items wait for a reviewer and
+    ``needs_relabel`` items (a guideline split or redefined their class) for a relabel; an answer ends both.
+    """
+    if previous is not None and touched is not None and len(previous):
+        # an item's lineage changes only with its judgments: carried for the others, computed for the touched
+        carried = previous.drop_duplicates("item_id").set_index("item_id")[LINEAGE]
+        carried = carried[~isin(carried.index.to_series(), touched)]
+        fresh = lineage(votes[isin(votes["item_id"], touched)])
+        per_item = pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]).sort_index()
+    else:
+        per_item = lineage(votes)
     last_request = requested.sort_values("sent_on").groupby("item_id")["batch_id"].last() if len(requested) else (
         pd.Series(dtype=object))
     per_item["requested_batch"] = last_request.reindex(per_item.index).astype(object)

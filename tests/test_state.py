@@ -196,3 +196,22 @@ def test_a_honeypot_answer_is_an_ordinary_judgment() -> None:
     honeypot, answer = (parse_file("a.json", json.dumps([task(h)]).encode()).objects for h in (True, False))
     assert '"batch_id"' not in honeypot["attributes"].iloc[0]
     assert '"batch_id":"relabel-2024-06-10"' in answer["attributes"].iloc[0]
+
+
+def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None:
+    """A night recomputes lineage only for the items it touched; the result is the full recomputation's."""
+    frame, _ = snow("temp")
+    day_of = pd.util.hash_pandas_object(frame[["item_id", "annotator_id"]], index=False).to_numpy() % 3
+    none = pd.Series(dtype=object)
+    gold = pd.DataFrame(columns=["item_id", "kind", "label"])
+    votes, previous = state.empty_votes(), state.empty_state()
+    for n, day in enumerate(DAYS):
+        votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
+        touched = state.touched_items(votes, day)
+        labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
+                                 gold, state.StateConfig())
+        previous = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none,
+                                    none, previous=previous, touched=touched)
+    full = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none, none)
+    assert len(previous) == frame["item_id"].nunique() == 462
+    pd.testing.assert_frame_equal(previous, full)
