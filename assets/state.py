@@ -1,11 +1,11 @@
 """State: one current label state per item, folded day by day (labelops.state).
 
-Both assets depend on their own earlier days (a time-window partition mapping ending at offset -1): the
+The three assets depend on their own earlier days (a time-window partition mapping ending at offset -1): the
 state at the end of a day is the most recent earlier state (normally the previous day's) folded with the
 day's validated annotations. That is the Dagster-native form of an incremental table: each partition is a
-complete, immutable state as of its day, so a day can be rerun or read on its own, and re-materializing an
-earlier day asks for the later days in order (Dagster marks them stale). Only the latest earlier day is
-read; the others cost a listing.
+complete, immutable state as of its day, so a day can be rerun or read on its own; after an earlier day is
+re-materialized, the state sensor (pipelines/automation.py) folds the later days again in order. Only the
+latest earlier day is read; the others cost a listing.
 """
 
 import pandas as pd
@@ -51,7 +51,7 @@ def _previous_day(context: AssetExecutionContext, day: str, frames: Frames) -> s
     expected = (pd.Timestamp(day) - pd.Timedelta(days=1)).date().isoformat()
     if latest != expected:
         context.log.warning(f"the state folds {day} into {latest}'s: the days between were never materialized "
-                            "(materialize them, and Dagster marks the later days stale)")
+                            "(materialize them: the state sensor then folds the later days again)")
     return latest
 
 

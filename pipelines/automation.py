@@ -15,8 +15,10 @@ from dagster import (
     AssetRecordsFilter,
     AssetSelection,
     DagsterEventType,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
@@ -34,6 +36,8 @@ RELABEL_SELECTION = [AssetKey("relabel_batch"), AssetKey("quality_report")]
 # Daily assets that fold into their own previous day (assets/state.py).
 STATE_ASSETS = [AssetKey("item_index"), AssetKey("label_votes"), AssetKey("label_state")]
 NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
+UNFINISHED_STATUSES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+                       DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 
 
 @schedule(cron_schedule="0 2 * * *", job_name="nightly_job", execution_timezone=NIGHTLY_TIMEZONE,
@@ -125,6 +129,10 @@ def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
         "the later days again, one day per run and in day order, since each day folds into the one before; the "
         "run for the latest day publishes a dataset snapshot from the corrected state.")
 def state_sensor(context: SensorEvaluationContext):
+    # A run writing a day of the state while its successor is folded would race it: wait until none is active.
+    active = context.instance.get_runs_count(RunsFilter(statuses=[*UNFINISHED_STATUSES]))
+    if active:
+        return SkipReason(f"waiting for {active} queued or running run(s) to finish")
     materialized = {key: context.instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION)
                     for key in STATE_ASSETS}
     stale = first_stale_day(materialized)
@@ -139,8 +147,9 @@ def state_sensor(context: SensorEvaluationContext):
 
 def first_stale_day(materialized: dict[AssetKey, dict[str, int]]) -> tuple[str, int] | None:
     """The earliest day of the state materialized before the day it folds into was last materialized, with that
-    day's latest storage id (a new change upstream gives a new run key); None when the state is current."""
-    days = sorted(set().union(*(ids.keys() for ids in materialized.values())))
+    day's latest storage id (a new change upstream gives a new run key); None when the state is current. Days
+    some state asset was never materialized for (a run that failed half-way) are left to their own runs."""
+    days = sorted(set.intersection(*(set(ids) for ids in materialized.values())))
     for previous, day in zip(days, days[1:]):
         before = max(ids.get(previous, 0) for ids in materialized.values())
         if min(ids.get(day, 0) for ids in materialized.values()) < before:
