@@ -164,3 +164,13 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
     assert live.groupby("annotator_id").size().to_dict() == {"1": 5, "2": 3}  # 3 on img-0 and 2 on img-1; 3
     quarantined = pd.read_parquet(tmp_path / "warehouse" / "tables" / "quarantined_annotations" / f"{DAYS[1]}.parquet")
     assert quarantined["duplicate_of"].notna().sum() == 5  # the unchanged judgments, delivered again
+
+
+def test_the_state_sensor_leaves_half_written_days_to_their_own_runs() -> None:
+    from pipelines.automation import STATE_ASSETS, first_stale_day
+
+    index, votes, labels = STATE_ASSETS
+    running = {index: {DAYS[0]: 1, DAYS[1]: 5}, votes: {DAYS[0]: 2, DAYS[1]: 6}, labels: {DAYS[0]: 3}}
+    assert first_stale_day(running) is None  # DAYS[1]'s run has not written label_state yet
+    rerun = {index: {DAYS[0]: 7, DAYS[1]: 5}, votes: {DAYS[0]: 8, DAYS[1]: 6}, labels: {DAYS[0]: 9, DAYS[1]: 4}}
+    assert first_stale_day(rerun) == (DAYS[1], 9)
