@@ -11,7 +11,6 @@ from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, M
 from assets.metadata import OWNERS, link
 from assets.partitioned import Frames
 from labelops import snapshots, state
-from labelops.export import to_coco, to_yolo
 from labelops.report import snapshot_report
 from labelops.reporting import markdown_table
 from resources.storage import StorageResource
@@ -37,10 +36,11 @@ class SnapshotConfig(Config):
     ins={name: AssetIn() for name in ("label_state", "item_index", "annotator_agreement")},
     description="An immutable, content-addressed dataset version in snapshots/<version>/, built from the current "
     "label state (the latest label_state and item_index day): items with their split and consensus labels (Parquet), a diff "
-    "against the parent, COCO and YOLO exports, and manifest.json (hash, parent, guideline and code version, "
+    "against the parent, and manifest.json (hash, parent, guideline and code version, "
     "counts per split and class, QA summary, source partitions), written last. Items below the confidence "
     "threshold, in review, waiting for a relabel (requested or needed), without consensus, missing from the "
-    "catalog, and duplicates are left out and counted. Identical content publishes no new version.",
+    "catalog, and duplicates are left out and counted. Identical content publishes no new version. COCO and "
+    "YOLO files: snapshot_exports.",
 )
 def dataset_snapshot(
     context: AssetExecutionContext,
@@ -80,11 +80,9 @@ def dataset_snapshot(
         },
         "curation": {**config.model_dump()},
     }
-    exports = {"coco.json": to_coco(curated.items, curated.labels, description="labelops snapshot")}
-    exports["yolo.zip"] = to_yolo(curated.items, curated.labels)
     if curated.stratification["skipped"]:
         context.log.warning(f"stratify_by columns the item catalog lacks, skipped: {curated.stratification['skipped']}")
-    version, manifest, created = snapshots.publish(store, curated, metadata, exports=exports)
+    version, manifest, created = snapshots.publish(store, curated, metadata)
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
     report = f"reports/snapshots/{version}.html"
     if created or not store.exists(report):
@@ -104,4 +102,32 @@ def dataset_snapshot(
         "diff": MetadataValue.md(markdown_table(pd.DataFrame([changes]), max_rows=1)),
         "manifest": link(storage, f"{snapshots.ROOT}/{version}/manifest.json"),
         "report": link(storage, report),
+    })
+
+
+class SnapshotExportsConfig(Config):
+    version: str = ""  # a published version, e.g. v0014; empty: the latest
+
+
+@asset(
+    group_name="curate",
+    owners=OWNERS["curate"],
+    kinds={"python", "json"},
+    code_version=CODE_VERSION,
+    deps=[dataset_snapshot],
+    description="COCO instances JSON and a YOLO zip of one snapshot version (the latest unless configured), in "
+    "snapshots/<version>/export/. On request, not nightly: a full-dataset file costs as much as the dataset is "
+    "large, so it is written when training asks for it. The same version always gives the same bytes.",
+)
+def snapshot_exports(context: AssetExecutionContext, config: SnapshotExportsConfig,
+                     storage: StorageResource) -> MaterializeResult:
+    store = storage.warehouse_store
+    version = config.version or snapshots.latest(store)
+    if version is None:
+        raise ValueError("no snapshot is published yet: materialize dataset_snapshot first")
+    keys = snapshots.write_exports(store, version)
+    context.log.info(f"exports of snapshot {version}: {', '.join(keys)}")
+    return MaterializeResult(metadata={
+        "version": version,
+        **{name: link(storage, key) for name, key in keys.items()},
     })

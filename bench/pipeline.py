@@ -174,7 +174,7 @@ def run_pipeline(landing: Path, warehouse: Path, day: str = DAY, reference_day: 
     configure(landing, warehouse, start_date)
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
-    from pipelines.definitions import defs
+    from pipelines.definitions import NIGHTLY_ASSETS, defs
     from resources.io_manager import ParquetIOManager
 
     intervals: list[tuple[str, str, float, float]] = []
@@ -210,7 +210,7 @@ def run_pipeline(landing: Path, warehouse: Path, day: str = DAY, reference_day: 
     sampler = Sampler()
     sampler.start()
     start = time.time()
-    result = materialize(list(defs.assets), selection=AssetSelection.all() - AssetSelection.assets("relabel_batch"),
+    result = materialize(list(defs.assets), selection=NIGHTLY_ASSETS,
                          partition_key=day, resources=resources, instance=instance, run_config=quiet)
     total = time.time() - start
     sampler.running = False

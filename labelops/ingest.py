@@ -184,13 +184,12 @@ def content_ids(frame: pd.DataFrame) -> np.ndarray:
     return hex_strings(pd.util.hash_pandas_object(keyed, index=False).to_numpy())
 
 
-def mark_duplicates(frame: pd.DataFrame, known: pd.DataFrame | None = None) -> pd.DataFrame:
+def mark_duplicates(frame: pd.DataFrame, known: JudgmentLedger | None = None) -> pd.DataFrame:
     """``content_id`` for every row, and ``duplicate_of`` for every judgment delivered before.
 
-    ``known`` holds earlier days' first deliveries (content_id, annotation_id); within the
-    day, the first row in file order is the delivery and later copies point at it. A copy
-    is kept in the table (and quarantined by validation with rule ``duplicate``) so every
-    input row stays accounted for, but it is never counted twice.
+    ``known`` holds earlier days' first deliveries; within the day, the first row in file order is the
+    delivery and later copies point at it. A copy is kept in the table (and quarantined by validation with
+    rule ``duplicate``) so every input row stays accounted for, but it is never counted twice.
     """
     out = frame.copy()
     out["content_id"] = content_ids(out)
@@ -198,8 +197,9 @@ def mark_duplicates(frame: pd.DataFrame, known: pd.DataFrame | None = None) -> p
     first_today = ~ids.duplicated()
     firsts = pd.Series(out["annotation_id"].to_numpy()[first_today.to_numpy()], index=ids[first_today].to_numpy())
     duplicate_of = ids.map(firsts).where(~first_today)
-    if known is not None and len(known):
-        earlier = known.drop_duplicates("content_id").set_index("content_id")["annotation_id"]
+    earlier = known.lookup(ids) if known is not None and len(ids) else None
+    if earlier is not None and len(earlier):
+        earlier = earlier.drop_duplicates("content_id").set_index("content_id")["annotation_id"]
         duplicate_of = ids.map(earlier).fillna(duplicate_of)
     out["duplicate_of"] = duplicate_of.astype(object).where(duplicate_of.notna(), None)
     return out
@@ -213,14 +213,33 @@ def record_judgments(warehouse: Store, day: str, table: pd.DataFrame) -> None:
     warehouse.write_bytes(f"{JUDGMENTS}/{day}.parquet", buffer.getvalue())
 
 
-def known_judgments(warehouse: Store, day: str) -> pd.DataFrame:
+@dataclass(frozen=True)
+class JudgmentLedger:
+    """The first deliveries recorded (:func:`record_judgments`) on the days before ``day``.
+
+    Looked up by the day's content ids, never read whole: the ledger grows with every day, a day's
+    exports do not, so only the matching rows leave Arrow (the filter runs over the ids in Arrow).
+    """
+
+    store: Store
+    day: str
+
+    def lookup(self, content_ids: pd.Series) -> pd.DataFrame:
+        """Earlier first deliveries (content_id, annotation_id) of these content ids, oldest day first."""
+        keys = sorted(k for k in self.store.list(JUDGMENTS)
+                      if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day)
+        wanted = pa.array(pd.unique(content_ids.dropna().astype(str)), type=pa.string())
+        found = [table.filter(pc.is_in(table["content_id"], value_set=wanted.cast(table["content_id"].type)))
+                 for table in (pq.read_table(pa.BufferReader(self.store.read_bytes(k)),
+                                             columns=["content_id", "annotation_id"]) for k in keys)]
+        if not found:
+            return pd.DataFrame({"content_id": pd.Series(dtype=object), "annotation_id": pd.Series(dtype=object)})
+        return pa.concat_tables(found).to_pandas()
+
+
+def known_judgments(warehouse: Store, day: str) -> JudgmentLedger:
     """First deliveries of every day before ``day``, as recorded by :func:`record_judgments`."""
-    keys = [k for k in warehouse.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < day]
-    if not keys:
-        return pd.DataFrame({"content_id": pd.Series(dtype=object), "annotation_id": pd.Series(dtype=object)})
-    tables = [pq.read_table(pa.BufferReader(warehouse.read_bytes(k)), columns=["content_id", "annotation_id"])
-              for k in sorted(keys)]
-    return pa.concat_tables(tables).to_pandas()
+    return JudgmentLedger(warehouse, day)
 
 
 def read_exports(
@@ -229,7 +248,7 @@ def read_exports(
     image_sizes: Mapping[str, tuple[float, float]] | None = None,
     *,
     policy: ReadPolicy = ReadPolicy(),
-    known: pd.DataFrame | None = None,
+    known: JudgmentLedger | None = None,
     protect: Callable[[Ingested], Ingested] | None = None,
 ) -> Ingested:
     """All annotation exports of one day, normalized, with judgments delivered before marked.

@@ -3,7 +3,9 @@
 A snapshot is ``snapshots/<version>/`` in the warehouse: ``items.parquet`` and ``labels.parquet``,
 ``diff.json`` against its parent, and ``manifest.json`` — written last, so a snapshot exists
 exactly when its manifest does. ``snapshots/latest`` names the newest version. A version is never
-rewritten; publishing content whose hash equals the latest snapshot's publishes nothing.
+rewritten; publishing content whose hash equals the latest snapshot's publishes nothing. Its COCO and
+YOLO files (``export/``) are written on request by :func:`write_exports`: they are conversions of the
+version's tables, and a full-dataset file a night would rewrite for every item is paid only by who reads it.
 
 Splits are assigned per group (a capture session, by default), so a group never straddles splits;
 a group already in the parent keeps its split, and new groups are spread over the splits in
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 
 from labelops import boxes
 from labelops.columns import isin
+from labelops.export import to_coco, to_yolo
 from labelops.quality import CONSENSUS_COLUMNS
 from labelops.storage import Store
 
@@ -236,9 +239,29 @@ def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, 
         "added": sorted(new - old),
         "removed": sorted(old - new),
         "label_changes": changes(scene(parent_labels), scene(labels)),
-        "object_changes": object_changes(parent_labels, labels, sorted(old & new)),
+        "object_changes": object_changes(parent_labels, labels, changed_items(parent_labels, labels, old & new)),
         "split_moves": changes(parent_items.set_index("item_id")["split"], items.set_index("item_id")["split"]),
     }
+
+
+def changed_items(before: pd.DataFrame, after: pd.DataFrame, items: set[str]) -> list[str]:
+    """Of ``items``, those whose label rows differ between the two versions: only they can have box changes.
+
+    An item's signature is the sum of its rows' hashes, so the comparison costs a pass over the rows and the
+    box matching runs on the items a night changed rather than the whole dataset.
+    """
+    columns = ["item_id", "kind", "label", "x", "y", "w", "h"]
+
+    def signatures(frame: pd.DataFrame) -> pd.Series:
+        codes, ids = pd.factorize(frame["item_id"])
+        total = np.zeros(len(ids), dtype=np.uint64)
+        np.add.at(total, codes, pd.util.hash_pandas_object(frame[columns], index=False).to_numpy())
+        return pd.Series(total, index=ids)
+
+    old, new = signatures(before), signatures(after)
+    both = pd.Index(sorted(items))
+    differ = old.reindex(both).to_numpy(na_value=0) != new.reindex(both).to_numpy(na_value=0)
+    return both[differ].tolist()
 
 
 def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], *, moved_iou: float = 0.5) -> list[dict]:
@@ -268,10 +291,8 @@ def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], 
     return json.loads(changed.to_json(orient="records"))
 
 
-def publish(
-    store: Store, curated: Curated, metadata: dict, *, exports: dict[str, bytes] | None = None, version: str | None = None
-) -> tuple[str, dict, bool]:
-    """Write a snapshot (data and exports first, manifest last, then ``latest``); returns (version, manifest, created).
+def publish(store: Store, curated: Curated, metadata: dict, *, version: str | None = None) -> tuple[str, dict, bool]:
+    """Write a snapshot (data first, manifest last, then ``latest``); returns (version, manifest, created).
 
     Content equal to the latest snapshot's publishes nothing. An explicit ``version`` that is
     already published raises :class:`SnapshotExistsError`.
@@ -300,8 +321,6 @@ def publish(
     for name, data in files.items():
         store.write_bytes(f"{ROOT}/{version}/{name}", data)
     store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(changes, indent=1).encode())
-    for name, data in (exports or {}).items():
-        store.write_bytes(f"{ROOT}/{version}/export/{name}", data)
     split_counts = curated.items["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     by_split = curated.labels.merge(curated.items[["item_id", "split"]], on="item_id")
     document = {
@@ -321,3 +340,20 @@ def publish(
         return version, manifest(store, version), False  # a twin with the same content published it first
     store.write_bytes(LATEST, version.encode())
     return version, document, True
+
+
+def write_exports(store: Store, version: str) -> dict[str, str]:
+    """COCO and YOLO files of a published version, in ``snapshots/<version>/export/``; returns name -> key.
+
+    The same version always gives the same bytes, so writing them again (or twice at once) changes nothing.
+    """
+    if version not in versions(store):
+        raise KeyError(f"no published snapshot {version!r}; published: {', '.join(versions(store)) or 'none'}")
+    items, labels = read_table(store, version, "items.parquet"), read_table(store, version, "labels.parquet")
+    files = {"coco.json": to_coco(items, labels, description=f"labelops snapshot {version}"),
+             "yolo.zip": to_yolo(items, labels)}
+    keys = {}
+    for name, data in files.items():
+        keys[name] = f"{ROOT}/{version}/export/{name}"
+        store.write_bytes(keys[name], data)
+    return keys

@@ -7,7 +7,7 @@ import warnings
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from assets.coverage import coverage_assets
-from assets.curate import dataset_snapshot
+from assets.curate import dataset_snapshot, snapshot_exports
 from assets.ingest import ingest_assets
 from assets.labeling import labeling_tasks, relabel_batch
 from assets.monitor import production_drift
@@ -29,11 +29,13 @@ ingest_job = define_asset_job(
 # resolves to one partition per run, which is what the nightly job and the sensors' runs want;
 # range backfills launched from the UI are asset backfills and honour each asset's own policy.
 warnings.filterwarnings("ignore", message="Asset job .* materializes assets with varying BackfillPolicies")
+# What a night refreshes: everything but the relabel batch (drift decides) and the snapshot's exports (training asks).
+NIGHTLY_ASSETS = AssetSelection.all() - AssetSelection.assets("relabel_batch", "snapshot_exports")
 nightly_job = define_asset_job(
     "nightly_job",
-    selection=AssetSelection.all() - AssetSelection.assets("relabel_batch"),
+    selection=NIGHTLY_ASSETS,
     description="The nightly refresh of one day: ingest, validate, quality, coverage, snapshot, drift and new "
-    "labeling tasks. relabel_batch runs when the drift sensor sees drift.",
+    "labeling tasks. relabel_batch runs when the drift sensor sees drift; snapshot_exports when training asks.",
 )
 
 defs = Definitions(
@@ -44,6 +46,7 @@ defs = Definitions(
         *state_assets,
         *coverage_assets,
         dataset_snapshot,
+        snapshot_exports,
         production_drift,
         relabel_batch,
         labeling_tasks,

@@ -39,7 +39,12 @@ def main() -> int:
     storage = defs.resources["storage"]
     seeded = seed_landing(storage.landing_store)
     print(f"seeded {storage.landing}: {seeded.counts}")
-    failed = run_nights(days(), DagsterInstance.get(), defs.resources, seeded.truth)
+    instance = DagsterInstance.get()
+    failed = run_nights(days(), instance, defs.resources, seeded.truth)
+    exports = materialize(list(defs.assets), selection=["snapshot_exports"], instance=instance,
+                          resources=defs.resources, run_config=QUIET)
+    version = exports.asset_materializations_for_node("snapshot_exports")[0].metadata["version"].value
+    print(f"COCO and YOLO files of the latest snapshot: snapshots/{version}/export/ (snapshot_exports)")
     print(f"warehouse: {storage.warehouse}")
     return 1 if failed else 0
 

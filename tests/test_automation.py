@@ -20,6 +20,7 @@ from resources import build_resources
 from resources.settings import Settings
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
+from pipelines.definitions import NIGHTLY_ASSETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,9 +40,8 @@ def demo_runs(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory
     settings = Settings(landing=str(demo_landing.root), warehouse=str(warehouse), s3_endpoint_url=None,
                         config_dir=str(REPO / "config"), start_date="2024-01-01")
     resources, instance = build_resources(settings), DagsterInstance.ephemeral()
-    nightly = AssetSelection.all() - AssetSelection.assets("relabel_batch")
     for day in ("2024-06-10", "2024-06-11", "2024-06-13"):
-        assert materialize(list(defs.assets), selection=nightly, partition_key=day, resources=resources, instance=instance).success
+        assert materialize(list(defs.assets), selection=NIGHTLY_ASSETS, partition_key=day, resources=resources, instance=instance).success
     return defs, resources, instance, warehouse
 
 

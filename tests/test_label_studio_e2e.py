@@ -30,6 +30,7 @@ from labelops.storage import LocalStore
 from pipelines.demo import PRODUCTION_FRAMES
 from resources import build_resources
 from resources.settings import Settings
+from pipelines.definitions import NIGHTLY_ASSETS
 
 pytestmark = pytest.mark.e2e
 
@@ -110,8 +111,7 @@ def relabel_outbox(landing: Path, warehouse: Path) -> Path:
     settings = Settings(landing=str(landing), warehouse=str(warehouse), s3_endpoint_url=None,
                         config_dir=str(REPO / "config"), start_date="2024-01-01")
     resources, instance = build_resources(settings), DagsterInstance.ephemeral()
-    nightly = AssetSelection.all() - AssetSelection.assets("relabel_batch")
-    assert materialize(list(defs.assets), selection=nightly, partition_key=DAY, resources=resources,
+    assert materialize(list(defs.assets), selection=NIGHTLY_ASSETS, partition_key=DAY, resources=resources,
                        instance=instance).success
     config = {"ops": {"relabel_batch": {"config": {"production_uri_template": PRODUCTION_FRAMES}}}}
     assert materialize(list(defs.assets), selection=AssetSelection.assets("relabel_batch"), partition_key=DAY,

@@ -29,10 +29,10 @@ from labelops.demo import ANNOTATORS, email
 from labelops.storage import LocalStore
 from resources import build_resources
 from resources.settings import ANNOTATOR_IDS, ANNOTATOR_KEY, Settings, annotator_ids_mode
+from pipelines.definitions import NIGHTLY_ASSETS
 
 DAY, NEXT_DAY = "2024-06-12", "2024-06-13"
 KEY, OTHER_KEY = "k3y-9f2c41d7e0b85a6f3c19d4e7a2b6c8f0", "another-k3y-5b7e19c2d4a6f8e0"
-NIGHTLY = AssetSelection.all() - AssetSelection.assets("relabel_batch")
 PSEUDONYM = re.compile(r"^ann-[0-9a-f]{16}$")
 # vendor B's people, named by e-mail in every shape the exports deliver
 MARIA, JAN, LI, OLGA = (f"{n}@vendor-b.example" for n in ("maria.rossi", "jan.kowalski", "li.wei", "olga.ivanova"))
@@ -196,7 +196,7 @@ def run(landing: Path, warehouse: Path, key: str, selection: AssetSelection, day
 def pseudonymized(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DagsterInstance, list[str]]:
     """The nightly run of DAY (reports, snapshot and outboxes included), then the ingest of NEXT_DAY."""
     warehouse, instance = tmp_path_factory.mktemp("privacy-warehouse"), DagsterInstance.ephemeral()
-    runs = [run(landing, warehouse, KEY, NIGHTLY, DAY, instance).run_id,
+    runs = [run(landing, warehouse, KEY, NIGHTLY_ASSETS, DAY, instance).run_id,
             run(landing, warehouse, KEY, AssetSelection.groups("ingest"), NEXT_DAY, instance).run_id]
     return warehouse, instance, runs
 

@@ -24,9 +24,9 @@ from labelops import snapshots
 from labelops.storage import LocalStore, S3Store, StorageUnavailableError
 from resources import build_resources
 from resources.settings import Settings
+from pipelines.definitions import NIGHTLY_ASSETS
 
 DAY = "2024-06-12"  # guideline v2 comes into force: remaps and relabels happen
-NIGHTLY = AssetSelection.all() - AssetSelection.assets("relabel_batch")
 CHAIN = ["item_catalog", "label_exports", "gold_labels", "production_predictions", "validated_annotations",
          "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores", "review_queue",
          "item_index", "label_votes", "label_state", "coverage_report", "risk_report", "dataset_snapshot", "production_drift", "labeling_tasks", "quality_report"]
@@ -60,7 +60,7 @@ def files(root: Path, under: str) -> dict[str, bytes]:
 def undisturbed(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The undisturbed nightly run of DAY (a copy is kept), then its relabel batch."""
     warehouse = tmp_path_factory.mktemp("reference")
-    assert run(demo_landing.root, warehouse, NIGHTLY).success
+    assert run(demo_landing.root, warehouse, NIGHTLY_ASSETS).success
     before_batch = tmp_path_factory.mktemp("before-batch")
     shutil.copytree(warehouse, before_batch, dirs_exist_ok=True)
     assert run(demo_landing.root, warehouse, AssetSelection.assets("relabel_batch")).success
@@ -89,7 +89,7 @@ def test_sigkill_between_snapshot_data_and_manifest_then_rerun(demo_landing: Loc
     store = LocalStore(tmp_path)
     assert (tmp_path / "snapshots" / "v0001" / "items.parquet").exists()  # the data was written ...
     assert snapshots.versions(store) == [] and snapshots.latest(store) is None  # ... and nothing is visible
-    assert run(demo_landing.root, tmp_path, NIGHTLY).success
+    assert run(demo_landing.root, tmp_path, NIGHTLY_ASSETS).success
     assert snapshots.versions(store) == ["v0001"]
     ours, theirs = snapshots.manifest(store, "v0001"), snapshots.manifest(LocalStore(reference), "v0001")
     assert ours["content_hash"] == theirs["content_hash"] and ours["rows"] == theirs["rows"]
@@ -204,7 +204,7 @@ def test_degenerate_days_have_a_clear_outcome(tmp_path: Path, case: str) -> None
     if case == "production_without_rows":
         landing.write_bytes(f"exports/{DAY}/vendor.csv", b"item_id,annotator_id,label\nimg-1,a,urban\nimg-1,b,urban\n")
         landing.write_bytes(f"production/{DAY}/predictions.csv", b"item_id,ts,model_version,predicted_label,confidence\n")
-    result = run(landing.root, tmp_path / "wh", NIGHTLY)
+    result = run(landing.root, tmp_path / "wh", NIGHTLY_ASSETS)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
     assert checks[("validated_annotations", "rows_reconcile")].passed

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import DagsterInstance, materialize
 
 from labelops import plots
 from labelops.report import Report
@@ -65,7 +65,7 @@ def test_plots_draw_hostile_labels_as_text() -> None:
 
 def test_hostile_labels_in_a_real_run_reach_the_report_as_text(tmp_path: Path) -> None:
     """A vendor file whose labels and annotator ids are markup goes through every asset into both reports."""
-    from pipelines.definitions import defs
+    from pipelines.definitions import NIGHTLY_ASSETS, defs
     from resources import build_resources
     from resources.settings import Settings
 
@@ -80,8 +80,7 @@ def test_hostile_labels_in_a_real_run_reach_the_report_as_text(tmp_path: Path) -
     (landing / "exports" / day / "vendor.csv").write_text("item_id,annotator_id,label,x,y,w,h\n" + rows)
     settings = Settings(landing=str(landing), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
                         config_dir=str(REPO / "config"), start_date="2024-01-01")
-    result = materialize(list(defs.assets), selection=[k for k in defs.resolve_asset_graph().get_all_asset_keys()
-                                                        if k != AssetKey("relabel_batch")],
+    result = materialize(list(defs.assets), selection=NIGHTLY_ASSETS,
                          partition_key=day, resources=build_resources(settings), instance=DagsterInstance.ephemeral())
     assert result.success
     quality = (tmp_path / "wh" / "reports" / "quality" / f"{day}.html").read_text()

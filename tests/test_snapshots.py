@@ -193,7 +193,8 @@ def test_box_only_items_are_split_and_keep_their_boxes(tmp_path: Path) -> None:
     assert len(curated.items) == 60 and curated.items["split"].isin(snapshots.SPLITS).all()
     assert curated.stratification == {"by": ["label"], "skipped": []}
     store = LocalStore(tmp_path)
-    _, document, _ = snapshots.publish(store, curated, {}, exports={"yolo.zip": to_yolo(curated.items, curated.labels)})
+    _, document, _ = snapshots.publish(store, curated, {})
+    assert snapshots.write_exports(store, "v0001")["yolo.zip"] == "snapshots/v0001/export/yolo.zip"
     assert document["rows"] == {"items": 60, "labels": 120}
     assert document["split_sizes"] == {"train": 50, "val": 5, "test": 5}  # 10, 1 and 1 sessions
     labels = snapshots.read_table(store, "v0001", "labels.parquet")
@@ -246,7 +247,7 @@ def test_a_coco_detection_set_without_lighting_snapshots_and_gets_tasks_through_
     repo = Path(__file__).resolve().parents[1]
     settings = Settings(landing=str(landing.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
                         config_dir=str(repo / "config"), start_date="2024-01-01")
-    upstream = AssetSelection.assets("dataset_snapshot", "labeling_tasks").upstream().required_multi_asset_neighbors()
+    upstream = AssetSelection.assets("snapshot_exports", "labeling_tasks").upstream().required_multi_asset_neighbors()
     result = materialize(list(defs.assets), selection=upstream, partition_key=day, resources=build_resources(settings),
                          instance=DagsterInstance.ephemeral(),
                          run_config={"ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lighting"]}}}})
@@ -262,6 +263,8 @@ def test_a_coco_detection_set_without_lighting_snapshots_and_gets_tasks_through_
     assert len(items) == 20 and items["split"].isin(snapshots.SPLITS).all()
     sizes = {item: (1920.0, 1080.0) for item in items["item_id"]}  # safe ids: their own file stems
     assert len(parse_file("yolo.zip", store.read_bytes("snapshots/v0001/export/yolo.zip"), sizes).objects) == 40
+    assert len(parse_file("coco.json", store.read_bytes("snapshots/v0001/export/coco.json")).objects) == 40
+    assert result.asset_materializations_for_node("snapshot_exports")[0].metadata["version"].value == "v0001"
     tasks = result.asset_materializations_for_node("labeling_tasks")[0].metadata
     assert tasks["dagster/row_count"].value == 4  # the raw items, ranked without slices: the spec's are all missing
     assert tasks["dimensions"].value == {"used": [], "skipped": ["lighting", "weather", "device", "region"]}
