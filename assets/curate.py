@@ -53,12 +53,12 @@ def dataset_snapshot(
 ) -> MaterializeResult:
     # One day of each input is read, whatever the history: the state and the item index are complete as of it.
     state_day = sorted(label_state)[-1] if len(label_state) else None
-    current = label_state[state_day] if state_day else state.empty_state()
+    current = label_state.select(keep=snapshots.STATE_COLUMNS)[state_day] if state_day else state.empty_state()
     item_catalog = item_index[state_day] if state_day in item_index else pd.DataFrame(columns=["item_id"])
     agreement = annotator_agreement[state_day] if state_day in annotator_agreement else pd.DataFrame()
     store = storage.warehouse_store
     parent = snapshots.latest(store)
-    parent_splits = snapshots.read_table(store, parent, "items.parquet").set_index("item_id")["split"] if parent else pd.Series(dtype=object)
+    parent_splits = snapshots.read_table(store, parent, "items.parquet", ["item_id", "split"]).set_index("item_id")["split"] if parent else pd.Series(dtype=object)
     curation = snapshots.CurationConfig(config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed)
     inputs = snapshots.state_inputs(current)
     guideline_set = guidelines.load()

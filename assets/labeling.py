@@ -211,8 +211,7 @@ def labeling_tasks(
     ledger = labeling.read_ledger(storage.warehouse_store, "tasks")
     open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], state.last_labeled(labeled_items), day,
                                      expire_days=config.expire_days)
-    labeled = set(labeled_items["item_id"])
-    candidates = labeling.task_candidates(item_catalog, labeled, coverage_report, production_predictions, dimensions,
+    candidates = labeling.task_candidates(item_catalog, labeled_items["item_id"], coverage_report, production_predictions, dimensions,
                                           critical)
     media = outbox.media(candidates["item_id"], item_catalog, pd.DataFrame(), day=day)
     has_media = isin(candidates["item_id"], media["item_id"])

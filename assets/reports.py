@@ -17,6 +17,10 @@ INPUTS = ("validated_annotations", "quarantined_annotations", "annotator_agreeme
           "coverage_report", "production_drift", "relabel_batch", "label_state")
 
 
+# What the labeling-loop section reads of the state: one column per fact, not the consensus rows' geometry.
+LOOP_COLUMNS = ["item_id", "status", "answered_batch", "days", "current_judgments"]
+
+
 class QualityReportConfig(Config):
     min_confidence: float = 0.7
 
@@ -58,7 +62,8 @@ def quality_report(
 ) -> MaterializeResult:
     guideline_set = guidelines.load()
     latest = snapshots.latest(storage.warehouse_store)
-    snapshot_items = snapshots.read_table(storage.warehouse_store, latest, "items.parquet")["item_id"] if latest else None
+    snapshot_items = snapshots.read_table(storage.warehouse_store, latest, "items.parquet",
+                                          columns=["item_id"])["item_id"] if latest else None
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
     links = {}
     for day in days(context):
@@ -78,7 +83,7 @@ def quality_report(
             drift=for_day(production_drift, day, "production_drift"),
             relabel=relabel_batch.get(day),
             min_confidence=config.min_confidence,
-            state=label_state.get(day),
+            state=label_state.select(keep=LOOP_COLUMNS).get(day),
             snapshot_items=snapshot_items,
             sent=ledger[ledger["sent_on"] < day],  # the batches the day's state knows of
             data_docs=f"../data_docs/{day}/index.html",

@@ -130,14 +130,14 @@ def _evidence_lower_bound(answers, per_item, posteriors, priors, errors, n_answe
 def _gold_rows(votes: Votes, gold: pd.Series | None) -> tuple[np.ndarray, np.ndarray] | None:
     if gold is None or gold.empty:
         return None
-    position = pd.Series(np.arange(len(votes.items)), index=votes.items)
-    label_code = pd.Series(np.arange(len(votes.labels)), index=votes.labels)
-    gold = gold.astype(str)
-    known = gold.index.isin(position.index) & gold.isin(label_code.index).to_numpy()
+    # votes.items and votes.labels are sorted (Votes.from_frame), so positions are binary searches, not hashes
+    items, labels = gold.index.to_numpy(dtype=str), gold.astype(str).to_numpy(dtype=str)
+    rows = np.searchsorted(votes.items.astype(str), items).clip(0, max(len(votes.items) - 1, 0))
+    columns = np.searchsorted(votes.labels.astype(str), labels).clip(0, max(len(votes.labels) - 1, 0))
+    known = (votes.items[rows] == items) & (votes.labels[columns] == labels) if len(votes.items) else rows < 0
     if not known.any():
         return None
-    gold = gold[known]
-    return position.loc[gold.index].to_numpy(), label_code.loc[gold.to_numpy()].to_numpy()
+    return rows[known], columns[known]
 
 
 def estimated_accuracy(aggregate: Aggregate) -> pd.Series:

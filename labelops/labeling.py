@@ -122,7 +122,7 @@ def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataF
 
 
 def task_candidates(
-    items: pd.DataFrame, labeled_ids: set[str], coverage: pd.DataFrame, predictions: pd.DataFrame, dimensions: list[str], critical: set[str]
+    items: pd.DataFrame, labeled_ids: pd.Series, coverage: pd.DataFrame, predictions: pd.DataFrame, dimensions: list[str], critical: set[str]
 ) -> pd.DataFrame:
     """Raw items without annotations, valued by how under-covered their slices are and whether the model
     sees a critical class in them, then by model uncertainty."""

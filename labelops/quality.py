@@ -48,16 +48,16 @@ def agreement_table(annotations: pd.DataFrame, items: pd.DataFrame, slice_column
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=AGREEMENT_COLUMNS)
 
 
-def consensus_and_scores(
+def consensus_table(
     annotations: pd.DataFrame,
     gold: pd.DataFrame,
     *,
     method: str = "dawid_skene",
     quorum: int = 2,
     cluster_iou: float = 0.5,
-    thresholds: Thresholds = Thresholds(),
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``consensus_labels`` (classification and fused boxes) and ``annotator_scores``."""
+) -> tuple[pd.DataFrame, pd.Series]:
+    """``consensus_labels`` rows (classification and fused boxes), and each annotator's accuracy as
+    Dawid-Skene estimates it (empty for majority vote), which weights the box fusion."""
     if method not in METHODS:
         raise ValueError(f"unknown consensus method {method!r}; use one of {METHODS}")
     answers = _classification(annotations)
@@ -82,6 +82,20 @@ def consensus_and_scores(
         if column not in table:
             table[column] = np.nan
     table = table[CONSENSUS_COLUMNS].astype({"support": "float64", "x": "float64", "y": "float64", "w": "float64", "h": "float64"})
+    return table, estimated
+
+
+def consensus_and_scores(
+    annotations: pd.DataFrame,
+    gold: pd.DataFrame,
+    *,
+    method: str = "dawid_skene",
+    quorum: int = 2,
+    cluster_iou: float = 0.5,
+    thresholds: Thresholds = Thresholds(),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``consensus_labels`` (classification and fused boxes) and ``annotator_scores``."""
+    table, estimated = consensus_table(annotations, gold, method=method, quorum=quorum, cluster_iou=cluster_iou)
     classification_consensus = table[table["kind"] == "classification"]
     scores = annotator_scores(annotations, gold, classification_consensus, estimated, thresholds)
     return table, scores

@@ -12,9 +12,11 @@ import base64
 import html
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from labelops import plots
+from labelops.columns import isin
 from labelops.state import loop_by_batch
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -181,7 +183,8 @@ def quality_report(
     else:
         items = state.drop_duplicates("item_id")
         answered = items[items["status"] == "answered"]
-        in_snapshot = answered["item_id"].isin(snapshot_items) if snapshot_items is not None else answered["item_id"] != answered["item_id"]
+        in_snapshot = pd.Series(isin(answered["item_id"], snapshot_items) if snapshot_items is not None
+                                else np.zeros(len(answered), dtype=bool), index=answered.index)
         report.facts({"items in the label state": len(items),
                       **{f"status: {k}": int(v) for k, v in items["status"].value_counts().sort_index().items()},
                       "answered items in the latest snapshot": int(in_snapshot.sum())})

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelops import boxes
@@ -72,6 +73,9 @@ class StateInputs:
     review: pd.DataFrame  # item_id
     relabel: pd.DataFrame  # item_id, rule
     items: pd.Series
+
+
+STATE_COLUMNS = [*CONSENSUS_COLUMNS, "status"]  # what curation reads of the label state
 
 
 def state_inputs(state: pd.DataFrame) -> StateInputs:
@@ -168,7 +172,9 @@ def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, 
     for column in columns:
         strata[column] = (items["item_id"].map(primary) if column == "label" else items[column]).to_numpy(dtype=object)
     per_group = strata.groupby("group", sort=True).first().fillna(NO_LABEL)  # first() skips missing values
-    stratum = per_group[columns].astype(str).agg("|".join, axis=1) if columns else pd.Series("", index=per_group.index)
+    stratum = pd.Series("", index=per_group.index, dtype=object)
+    for position, column in enumerate(columns):  # "label|lighting" values, one vectorized join per column
+        stratum = stratum + ("|" if position else "") + per_group[column].astype(str).to_numpy(dtype=object)
     ratios = np.asarray(config.split_ratios, dtype=float) / sum(config.split_ratios)
     chosen = dict(group_split)
     known = stratum[stratum.index.isin(group_split.index)]
@@ -217,51 +223,57 @@ def manifest(store: Store, version: str) -> dict:
     return json.loads(store.read_bytes(f"{ROOT}/{version}/manifest.json"))
 
 
-def read_table(store: Store, version: str, name: str) -> pd.DataFrame:
-    return pq.read_table(pa.BufferReader(store.read_bytes(f"{ROOT}/{version}/{name}"))).to_pandas()
+def read_table(store: Store, version: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    return pq.read_table(pa.BufferReader(store.read_bytes(f"{ROOT}/{version}/{name}")), columns=columns).to_pandas()
 
 
 def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, items: pd.DataFrame, labels: pd.DataFrame) -> dict:
-    """Items added and removed, scene labels changed (old and new), box changes, and split moves."""
+    """Items added and removed, scene labels changed (old and new), box changes, and split moves.
+
+    Joins run in Arrow: a version holds every item of the dataset, a night changes few of them.
+    """
     if parent_items is None:
         return {"added": sorted(items["item_id"]), "removed": [], "label_changes": [], "object_changes": [],
                 "split_moves": []}
-    old, new = set(parent_items["item_id"]), set(items["item_id"])
+    old, new = parent_items["item_id"], items["item_id"]
+    in_old, in_new = isin(new, old), isin(old, new)
 
-    def scene(frame: pd.DataFrame) -> pd.Series:
-        return frame[frame["kind"] == "classification"].drop_duplicates("item_id").set_index("item_id")["label"]
-
-    def changes(before: pd.Series, after: pd.Series) -> list[dict]:
-        both = pd.concat([before.rename("old"), after.rename("new")], axis=1, join="inner").sort_index()
-        return both[both["old"] != both["new"]].rename_axis("item_id").reset_index().to_dict("records")
+    def scene(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.loc[frame["kind"] == "classification", ["item_id", "label"]].drop_duplicates("item_id")
 
     return {
-        "added": sorted(new - old),
-        "removed": sorted(old - new),
-        "label_changes": changes(scene(parent_labels), scene(labels)),
-        "object_changes": object_changes(parent_labels, labels, changed_items(parent_labels, labels, old & new)),
-        "split_moves": changes(parent_items.set_index("item_id")["split"], items.set_index("item_id")["split"]),
+        "added": sorted(new[~in_old]),
+        "removed": sorted(old[~in_new]),
+        "label_changes": _changes(scene(parent_labels), scene(labels), "label"),
+        "object_changes": object_changes(parent_labels, labels, changed_items(parent_labels, labels)),
+        "split_moves": _changes(parent_items[["item_id", "split"]], items[["item_id", "split"]], "split"),
     }
 
 
-def changed_items(before: pd.DataFrame, after: pd.DataFrame, items: set[str]) -> list[str]:
-    """Of ``items``, those whose label rows differ between the two versions: only they can have box changes.
+def _changes(before: pd.DataFrame, after: pd.DataFrame, column: str) -> list[dict]:
+    """Items in both tables (one row per item) whose ``column`` differs: item_id, old, new, by item."""
+    joined = pa.Table.from_pandas(before.rename(columns={column: "old"}), preserve_index=False).join(
+        pa.Table.from_pandas(after.rename(columns={column: "new"}), preserve_index=False), "item_id", join_type="inner")
+    differ = joined.filter(pc.not_equal(joined["old"].cast(pa.string()), joined["new"].cast(pa.string())))
+    return differ.sort_by("item_id").select(["item_id", "old", "new"]).to_pylist()
+
+
+def changed_items(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
+    """Items in both versions whose label rows differ: only they can have box changes.
 
     An item's signature is the sum of its rows' hashes, so the comparison costs a pass over the rows and the
     box matching runs on the items a night changed rather than the whole dataset.
     """
     columns = ["item_id", "kind", "label", "x", "y", "w", "h"]
 
-    def signatures(frame: pd.DataFrame) -> pd.Series:
+    def signatures(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         codes, ids = pd.factorize(frame["item_id"])
         total = np.zeros(len(ids), dtype=np.uint64)
         np.add.at(total, codes, pd.util.hash_pandas_object(frame[columns], index=False).to_numpy())
-        return pd.Series(total, index=ids)
+        return pd.DataFrame({"item_id": np.asarray(ids, dtype=object), name: total})
 
-    old, new = signatures(before), signatures(after)
-    both = pd.Index(sorted(items))
-    differ = old.reindex(both).to_numpy(na_value=0) != new.reindex(both).to_numpy(na_value=0)
-    return both[differ].tolist()
+    return [row["item_id"] for row in _changes(signatures(before, "signature"), signatures(after, "signature"),
+                                               "signature")]
 
 
 def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], *, moved_iou: float = 0.5) -> list[dict]:

@@ -176,8 +176,8 @@ def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Ser
     for part, quorum, method in ((live[~is_answered], config.box_quorum, config.method),
                                  (live[is_answered], config.answer_quorum, "majority_vote")):
         if len(part):
-            table, _ = quality.consensus_and_scores(part, gold, method=method, quorum=quorum,
-                                                    cluster_iou=config.cluster_iou)
+            table, _ = quality.consensus_table(part, gold, method=method, quorum=quorum,
+                                               cluster_iou=config.cluster_iou)
             tables.append(table)
     fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     scenes = fresh[fresh["kind"] == "classification"]
