@@ -25,3 +25,28 @@ def isin(values: pd.Series | pd.Index, candidates: pd.Series | pd.Index | Iterab
         return pc.is_in(column, value_set=value_set.cast(column.type)).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return np.asarray(pd.Series(values).isin(list(candidates) if not isinstance(candidates, (pd.Series, pd.Index)) else candidates))
+
+
+def positions(keys: pd.Series | pd.Index | np.ndarray, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+    """For each key, the position of its first occurrence in ``values`` (-1 where absent), compared as text and
+    hashed by Arrow."""
+    if not len(keys) or not len(values):
+        return np.full(len(keys), -1, dtype=np.int64)
+    found = pc.index_in(_text(keys), value_set=_text(values))
+    return pc.fill_null(found, -1).to_numpy().astype(np.int64)
+
+
+def lookup(keys: pd.Series | pd.Index | np.ndarray, mapping: pd.Series) -> np.ndarray:
+    """``keys.map(mapping)`` as an object array (None where a key is missing); ``mapping``'s index holds the
+    keys (unique, as ``map`` requires)."""
+    found = positions(keys, mapping.index)
+    values = mapping.to_numpy(dtype=object)
+    return np.where(found >= 0, values[found.clip(0)] if len(values) else None, None)
+
+
+def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
+    """Values as an Arrow string array: zero-copy for pandas 3 string columns, converted otherwise."""
+    column = pa.array(values, from_pandas=True) if not isinstance(values, np.ndarray) or values.dtype != object else None
+    if column is None or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = pa.array(pd.Series(np.asarray(values, dtype=object)).astype(str), type=pa.large_string())
+    return column.cast(pa.large_string())

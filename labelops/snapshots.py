@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelops import boxes
-from labelops.columns import isin
+from labelops.columns import isin, lookup, positions
 from labelops.export import to_coco, to_yolo
 from labelops.quality import CONSENSUS_COLUMNS
 from labelops.storage import Store
@@ -126,7 +125,8 @@ def curate(
         labeled = labeled[~mask]
 
     classification = consensus[consensus["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")
-    drop(labeled["item_id"].map(classification["confidence"]).lt(config.min_confidence), "low_confidence")
+    confidence = pd.Series(lookup(labeled["item_id"], classification["confidence"]), index=labeled.index, dtype=float)
+    drop(confidence.lt(config.min_confidence), "low_confidence")
     drop(pd.Series(isin(labeled["item_id"], review["item_id"]), index=labeled.index), "waiting_for_review")
     relabel = quarantined.loc[quarantined["rule"].astype(str).str.contains("needs_relabel"), "item_id"] if len(quarantined) else pd.Series(dtype=object)
     drop(labeled["item_id"].isin(relabel), "waiting_for_relabel")
@@ -165,28 +165,34 @@ def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, 
         return np.array([], dtype=object)
     group = items[config.group_key].fillna(items["item_id"]) if config.group_key in items else items["item_id"]
     group = group.astype(str)
-    group_split = items["item_id"].map(parent).groupby(group).first().dropna()  # a group that reappears keeps its split
+    group_split = pd.Series(lookup(items["item_id"], parent), index=items.index).groupby(group).first().dropna()
+    # (a group that reappears keeps its split)
     primary = labels[labels["kind"] == "classification"].drop_duplicates("item_id").set_index("item_id")["label"]
     columns, _ = strata_columns(config.stratify_by, items)
     strata = pd.DataFrame({"group": group})
     for column in columns:
-        strata[column] = (items["item_id"].map(primary) if column == "label" else items[column]).to_numpy(dtype=object)
+        strata[column] = lookup(items["item_id"], primary) if column == "label" else items[column].to_numpy(dtype=object)
     per_group = strata.groupby("group", sort=True).first().fillna(NO_LABEL)  # first() skips missing values
     stratum = pd.Series("", index=per_group.index, dtype=object)
     for position, column in enumerate(columns):  # "label|lighting" values, one vectorized join per column
         stratum = stratum + ("|" if position else "") + per_group[column].astype(str).to_numpy(dtype=object)
     ratios = np.asarray(config.split_ratios, dtype=float) / sum(config.split_ratios)
-    chosen = dict(group_split)
-    known = stratum[stratum.index.isin(group_split.index)]
-    counts = {s: np.array([(group_split[known.index[known == s]] == name).sum() for name in SPLITS], dtype=float) for s in stratum.unique()}
-    new = stratum[~stratum.index.isin(group_split.index)].to_frame("stratum")
+    is_known = isin(stratum.index.to_series(), group_split.index.to_series())
+    known = pd.DataFrame({"stratum": stratum[is_known].to_numpy(dtype=object),
+                          "split": lookup(stratum.index[is_known], group_split)})
+    have_counts = known.groupby(["stratum", "split"]).size()
+    counts = {s: np.array([have_counts.get((s, name), 0) for name in SPLITS], dtype=float) for s in stratum.unique()}
+    new = stratum[~is_known].to_frame("stratum")
     new["order"] = _hash(new.index.to_series(), config.seed)
-    for name, row in new.sort_values(["stratum", "order"]).iterrows():  # one step per new group, not per row
-        have = counts[row["stratum"]]
+    new = new.sort_values(["stratum", "order"])
+    picked = []
+    for name in new["stratum"].to_numpy(dtype=object):  # one step per new group, not per row
+        have = counts[name]
         pick = int(np.argmax(ratios * (have.sum() + 1) - have))
         have[pick] += 1
-        chosen[name] = SPLITS[pick]
-    return group.map(chosen).to_numpy(dtype=object)
+        picked.append(SPLITS[pick])
+    chosen = pd.concat([group_split, pd.Series(picked, index=new.index, dtype=object)])
+    return lookup(group, chosen)
 
 
 def _hash(values: pd.Series, seed: int) -> np.ndarray:
@@ -230,20 +236,20 @@ def read_table(store: Store, version: str, name: str, columns: list[str] | None 
 def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, items: pd.DataFrame, labels: pd.DataFrame) -> dict:
     """Items added and removed, scene labels changed (old and new), box changes, and split moves.
 
-    Joins run in Arrow: a version holds every item of the dataset, a night changes few of them.
+    Items are matched by Arrow's hash of their ids: a version holds every item of the dataset, a night
+    changes few of them.
     """
     if parent_items is None:
         return {"added": sorted(items["item_id"]), "removed": [], "label_changes": [], "object_changes": [],
                 "split_moves": []}
     old, new = parent_items["item_id"], items["item_id"]
-    in_old, in_new = isin(new, old), isin(old, new)
 
     def scene(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.loc[frame["kind"] == "classification", ["item_id", "label"]].drop_duplicates("item_id")
 
     return {
-        "added": sorted(new[~in_old]),
-        "removed": sorted(old[~in_new]),
+        "added": sorted(new[positions(new, old) < 0]),
+        "removed": sorted(old[positions(old, new) < 0]),
         "label_changes": _changes(scene(parent_labels), scene(labels), "label"),
         "object_changes": object_changes(parent_labels, labels, changed_items(parent_labels, labels)),
         "split_moves": _changes(parent_items[["item_id", "split"]], items[["item_id", "split"]], "split"),
@@ -252,10 +258,14 @@ def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, 
 
 def _changes(before: pd.DataFrame, after: pd.DataFrame, column: str) -> list[dict]:
     """Items in both tables (one row per item) whose ``column`` differs: item_id, old, new, by item."""
-    joined = pa.Table.from_pandas(before.rename(columns={column: "old"}), preserve_index=False).join(
-        pa.Table.from_pandas(after.rename(columns={column: "new"}), preserve_index=False), "item_id", join_type="inner")
-    differ = joined.filter(pc.not_equal(joined["old"].cast(pa.string()), joined["new"].cast(pa.string())))
-    return differ.sort_by("item_id").select(["item_id", "old", "new"]).to_pylist()
+    found = positions(after["item_id"], before["item_id"])
+    both = found >= 0
+    old = before[column].to_numpy(dtype=object)[found[both]]
+    new = after[column].to_numpy(dtype=object)[both]
+    differ = old != new
+    changed = pd.DataFrame({"item_id": after["item_id"].to_numpy(dtype=object)[both][differ], "old": old[differ],
+                            "new": new[differ]})
+    return changed.sort_values("item_id", kind="stable").to_dict("records")
 
 
 def changed_items(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
@@ -266,14 +276,13 @@ def changed_items(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
     """
     columns = ["item_id", "kind", "label", "x", "y", "w", "h"]
 
-    def signatures(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    def signatures(frame: pd.DataFrame) -> pd.DataFrame:
         codes, ids = pd.factorize(frame["item_id"])
         total = np.zeros(len(ids), dtype=np.uint64)
         np.add.at(total, codes, pd.util.hash_pandas_object(frame[columns], index=False).to_numpy())
-        return pd.DataFrame({"item_id": np.asarray(ids, dtype=object), name: total})
+        return pd.DataFrame({"item_id": np.asarray(ids, dtype=object), "signature": total})
 
-    return [row["item_id"] for row in _changes(signatures(before, "signature"), signatures(after, "signature"),
-                                               "signature")]
+    return [row["item_id"] for row in _changes(signatures(before), signatures(after), "signature")]
 
 
 def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], *, moved_iou: float = 0.5) -> list[dict]:
