@@ -134,7 +134,8 @@ def label_state(
     day = context.partition_key
     previous = _previous(context, day, label_state)
     previous = previous if previous is not None else state.empty_state()
-    votes = for_day(label_votes, day, "label_votes")
+    # the ids that deduplicate judgments are label_votes' business; the state needs the judgments themselves
+    votes = for_day(label_votes.select(drop=["content_id", "annotation_key"]), day, "label_votes")
     settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum,
                                  config.request_expire_days)
     touched = state.touched_items(votes, day)

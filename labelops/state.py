@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from labelops import quality
 from labelops.columns import isin
@@ -199,12 +201,20 @@ def lineage(votes: pd.DataFrame) -> pd.DataFrame:
     per_item = votes.groupby("item_id", sort=True).agg(
         rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("annotation_id", "size"))
     per_item["rounds"] += 1  # the ordinary round, plus one per answered batch
-    days = votes[["item_id", "export_date"]].drop_duplicates().sort_values(["item_id", "export_date"])
-    per_item["days"] = days.groupby("item_id", sort=True)["export_date"].agg(",".join)
+    per_item["days"] = _joined_days(votes)
     per_item["current_judgments"] = live.groupby("item_id").size().reindex(per_item.index).fillna(0).astype("int64")
     answers = live[live["answer_to"].notna()].groupby("item_id")["answer_to"].max()
     per_item["answered_batch"] = answers.reindex(per_item.index).astype(object)
     return per_item[LINEAGE]
+
+
+def _joined_days(votes: pd.DataFrame) -> pd.Series:
+    """Per item (sorted), the distinct days its judgments were delivered on, in order, joined by commas."""
+    days = votes[["item_id", "export_date"]].drop_duplicates().sort_values(["item_id", "export_date"])
+    table = pa.Table.from_pandas(days.astype({"export_date": str}), preserve_index=False)
+    lists = table.group_by("item_id", use_threads=False).aggregate([("export_date", "list")])  # keeps the order
+    joined = pc.binary_join(lists["export_date_list"].cast(pa.list_(pa.string())), ",").to_numpy(zero_copy_only=False)
+    return pd.Series(joined, index=lists["item_id"].to_numpy(zero_copy_only=False), dtype="str").sort_index()
 
 
 def touched_items(votes: pd.DataFrame, day: str) -> pd.Series:
@@ -245,8 +255,8 @@ def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFram
                                    ["relabel_requested", "answered", "needs_relabel", "in_review", "no_consensus"],
                                    "labeled")
     per_item = per_item.reset_index()
-    rows = labels.merge(per_item, on="item_id", how="right")
-    return rows.sort_values(["item_id", "kind", "label", "x", "y"], kind="stable").reset_index(drop=True)
+    # labels are sorted (consensus), per_item by item: a right merge keeps that order, so no sort is needed
+    return labels.merge(per_item, on="item_id", how="right").reset_index(drop=True)
 
 
 def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Series | None) -> pd.DataFrame:
