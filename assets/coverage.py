@@ -31,6 +31,8 @@ from resources.validation import GuidelinesResource
 GROUP = "coverage"
 KINDS = {"python", "pandas", "parquet"}
 LOOKBACK_DAYS = 365
+# What coverage reads of the label state: the labels, and the days that date them.
+LABEL_COLUMNS = ["item_id", "label", "x", "y", "w", "h", "days"]
 COVERAGE_ASSET = {"partitions_def": daily_partitions, "group_name": GROUP, "owners": OWNERS[GROUP], "kinds": KINDS, "code_version": "1"}
 LOOKBACK = TimeWindowPartitionMapping(start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True)
 
@@ -64,7 +66,8 @@ def coverage_report(
 ):
     day = context.partition_key
     since = (pd.Timestamp(day) - pd.Timedelta(days=LOOKBACK_DAYS - 1)).date().isoformat()
-    consensus_labels = state.current_labels(for_day(label_state, day, "label_state"), since=since)
+    consensus_labels = state.current_labels(for_day(label_state.select(keep=LABEL_COLUMNS), day, "label_state"),
+                                            since=since)
     item_catalog = for_day(item_index, day, "item_index")
     production_predictions = for_day(production_predictions, day, "production_predictions")
     guideline_set = guidelines.load()
@@ -72,7 +75,7 @@ def coverage_report(
     spec = guidelines.coverage_spec(current)
     # Labels of earlier days are read under today's guideline (renamed and merged classes).
     renames = guideline_set.renames_into(current.version)
-    labels = consensus_labels[["item_id", "label", "x", "y", "w", "h"]].assign(label=consensus_labels["label"].replace(renames))
+    labels = consensus_labels[LABEL_COLUMNS[:-1]].assign(label=consensus_labels["label"].replace(renames))
     labeled = coverage.slice_values(labels, item_catalog, spec)
     production = production_predictions.rename(columns={"predicted_label": "label"})
     production = coverage.slice_values(production[[c for c in production.columns if c in {"item_id", "label", "x", "y", "w", "h", *spec.dimensions}]], pd.DataFrame({"item_id": []}), spec)
