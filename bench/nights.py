@@ -25,6 +25,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -234,20 +235,31 @@ def warehouse_sizes(warehouse: Path, day: str) -> dict:
 
 def measure(args: argparse.Namespace, root: Path) -> dict:
     """Landing zone, history, then night 1 and the last night, each in a fresh process (nothing one step
-    imported or cached in memory helps the next); only the two nights are timed."""
+    imported or cached in memory helps the next); only the two nights are timed.
+
+    The history is kept apart (``history/``): the last night runs on a hard-linked copy of it (``warehouse/``;
+    the warehouse replaces files rather than writing into them, so the history stays as built), and ``--reuse``
+    measures the two nights again on a kept work directory without building anything.
+    """
     days = calendar(args.nights)
     day, reference_day = days[-1], days[-2]
     landing = root / "landing"
     run = [sys.executable, "-m", "bench.nights", "--annotations-per-day", str(args.annotations_per_day),
            "--nights", str(args.nights)]
-    start = time.time()
-    subprocess.run([*run, "--generate", str(root), "--revisit-share", str(args.revisit_share),
-                    "--production-per-day", str(args.production_per_day)], check=True)
-    generated = json.loads((root / "generated.json").read_text())
-    generate_s = time.time() - start
-    history = _worker([*run, "--history", str(root)])
-    history["generate_s"] = generate_s
-    first_night_landing(landing, root / "landing-1", day, reference_day)
+    if args.reuse:
+        generated, history = json.loads((root / "generated.json").read_text()), json.loads((root / "history.json").read_text())
+    else:
+        start = time.time()
+        subprocess.run([*run, "--generate", str(root), "--revisit-share", str(args.revisit_share),
+                        "--production-per-day", str(args.production_per_day)], check=True)
+        generated = json.loads((root / "generated.json").read_text())
+        history = _worker([*run, "--history", str(root)])
+        history["generate_s"] = time.time() - start
+        (root / "history.json").write_text(json.dumps(history))
+        first_night_landing(landing, root / "landing-1", day, reference_day)
+    for scratch in ("warehouse-1", "warehouse"):
+        shutil.rmtree(root / scratch, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(root / "history"), str(root / "warehouse")], check=True)
     nights = {}
     for name, night_landing, warehouse in (("night_1", root / "landing-1", root / "warehouse-1"),
                                            (f"night_{args.nights}", landing, root / "warehouse")):
@@ -291,6 +303,8 @@ def show(m: dict) -> None:
     print(f"{'total':<30}{first['total_s']:>10.1f}{last['total_s']:>11.1f}{extra:>+8.1f}{m['ratio']:>7.2f}")
     print(f"peak RSS: night 1 {first['peak_rss_mb']:,.0f} MB, night {n} {last['peak_rss_mb']:,.0f} MB")
     history = m["history"]
+    if "note" in history:  # a history recorded by hand rather than by this script
+        print(f"history: {history['note']}")
     built = history["generate_s"] + history["daily_assets_s"] + history["state_fold_s"] + history["snapshot_s"]
     print(f"history built untimed in {built:.0f} s "
           f"(landing {history['generate_s']:.0f} s, daily assets {history['daily_assets_s']:.0f} s, state fold "
@@ -307,6 +321,8 @@ def main() -> None:
                         help="judgments of earlier days' items a day, as a share of --annotations-per-day")
     parser.add_argument("--production-per-day", type=int, default=1_000_000)
     parser.add_argument("--workdir", help="keep the landing zone and warehouses here (default: a temporary directory)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the two nights again on the history an earlier run kept in --workdir")
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     parser.add_argument("--history", help=argparse.SUPPRESS)
     parser.add_argument("--night", nargs=2, help=argparse.SUPPRESS)
@@ -319,7 +335,7 @@ def main() -> None:
         return
     if args.history:
         root = Path(args.history)
-        print(json.dumps(build_history(root / "landing", root / "warehouse", days)))
+        print(json.dumps(build_history(root / "landing", root / "history", days)))
         return
     if args.night:
         landing, warehouse = map(Path, args.night)
@@ -329,8 +345,10 @@ def main() -> None:
         return
     if args.nights < 2:
         parser.error("--nights must be at least 2: night 1 is measured against the last night")
+    if args.reuse and not args.workdir:
+        parser.error("--reuse needs the --workdir of an earlier run")
     if args.workdir:
-        Path(args.workdir).mkdir(parents=True)
+        Path(args.workdir).mkdir(parents=True, exist_ok=args.reuse)
         measured = measure(args, Path(args.workdir))
     else:
         with tempfile.TemporaryDirectory(prefix="labelops-nights-") as scratch:

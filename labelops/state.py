@@ -160,6 +160,10 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
     return combined
 
 
+# What the consensus of a vote set reads: the judgment, and the relabel batch it answers.
+VOTE_INPUTS = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "answer_to"]
+
+
 def current(votes: pd.DataFrame) -> pd.DataFrame:
     """The judgments that count: neither superseded by an answer nor replaced by an edited version."""
     return votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
@@ -169,11 +173,11 @@ def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Ser
               config: StateConfig) -> pd.DataFrame:
     """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
     items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``)."""
-    touched_ids = list(pd.unique(touched))
-    live = current(votes)
-    live = live[(live["kind"] == "classification").to_numpy() | isin(live["item_id"], touched_ids)]  # boxes: touched
-    answered = set(live.loc[live["answer_to"].notna(), "item_id"])
-    is_answered = pd.Series(isin(live["item_id"], list(answered)), index=live.index)
+    touched_ids = pd.Series(pd.unique(touched), dtype=object)
+    counts = (votes["superseded_by"].isna() & votes["replaced_on"].isna()).to_numpy() & (  # current(votes), as a mask
+        (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids))  # boxes: touched
+    live = votes.loc[counts, VOTE_INPUTS]  # one selection of the columns consensus reads, not a copy per step
+    is_answered = pd.Series(isin(live["item_id"], live.loc[live["answer_to"].notna(), "item_id"]), index=live.index)
     tables = []
     for part, quorum, method in ((live[~is_answered], config.box_quorum, config.method),
                                  (live[is_answered], config.answer_quorum, "majority_vote")):
