@@ -16,7 +16,9 @@ night 60 is folded from all 59 days of validated annotations at once with labelo
 state tests prove equal to one delivery per day; docs/benchmarks.md compares it with a night-by-night fold)
 and written where the IO manager keeps it; then
 dataset_snapshot publishes the parent version night 60 diffs against. Each night is then measured in a
-fresh process by bench.pipeline's instrumented run. Results go to bench/results/nights.json.
+fresh process by bench.pipeline's instrumented run, night 60 on a hard-linked copy of the history (so
+``--workdir DIR --reuse`` measures both nights again on a kept history after a code change, in minutes).
+Results go to bench/results/nights.json.
 """
 
 from __future__ import annotations
