@@ -87,7 +87,7 @@ def dataset_snapshot(
     report = f"reports/snapshots/{version}.html"
     if created or not store.exists(report):
         # equal content hashes mean equal tables, so the curated ones describe the version either way
-        store.write_bytes(report, snapshot_report(manifest, curated.items, curated.labels).encode())
+        store.write_bytes(report, snapshot_report(manifest, curated.labels).encode())
     changes = manifest["diff_summary"]
     return MaterializeResult(metadata={
         "version": version,

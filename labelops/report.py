@@ -198,7 +198,7 @@ def quality_report(
     return report.html()
 
 
-def snapshot_report(manifest: Mapping[str, object], items: pd.DataFrame, labels: pd.DataFrame) -> str:
+def snapshot_report(manifest: Mapping[str, object], labels: pd.DataFrame) -> str:
     """A snapshot at a glance: sizes, splits, classes, what was left out, QA, and the diff to its parent."""
     report = Report(f"labelops dataset snapshot {manifest['version']}",
                     f"parent {manifest.get('parent_version') or 'none'} · guideline {manifest.get('guideline_version')} · "
@@ -206,9 +206,10 @@ def snapshot_report(manifest: Mapping[str, object], items: pd.DataFrame, labels:
     report.section("Contents")
     rows = manifest["rows"]
     report.facts({"items": rows["items"], "labels": rows["labels"], **{f"{k} items": v for k, v in manifest["split_sizes"].items()}})
-    by_split = labels.merge(items[["item_id", "split"]], on="item_id") if len(labels) else labels.assign(split=pd.Series(dtype=str))
-    report.image(plots.split_classes(by_split), "labels per class and split")
-    report.table(pd.crosstab(by_split["label"], by_split["split"]).reset_index() if len(by_split) else pd.DataFrame(), max_rows=60)
+    # the manifest counted labels per split and class already: no join of the whole dataset again
+    counts = pd.DataFrame(manifest["class_counts"]).fillna(0).astype("int64").sort_index().sort_index(axis=1)
+    report.image(plots.split_classes(counts), "labels per class and split")
+    report.table(counts.rename_axis("label").reset_index() if len(counts) else pd.DataFrame(), max_rows=60)
     report.section("Left out")
     report.table(pd.DataFrame({"reason": list(manifest["excluded"]), "items": list(manifest["excluded"].values())}))
     report.section("Quality")

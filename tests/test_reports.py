@@ -59,7 +59,7 @@ def test_plots_draw_hostile_labels_as_text() -> None:
     drift = pd.DataFrame({"feature": HOSTILE, "method": "ks", "statistic": 0.2, "p_value": [0.01, 0.5, None, None],
                           "threshold": [0.05, 0.05, 0.1, 0.1], "drifted": [True, False, True, False]})
     for png in (plots.annotator_scores(scores), plots.intervals(intervals, title=HOSTILE[2]), plots.drift_by_feature(drift),
-                plots.split_classes(pd.DataFrame({"label": HOSTILE, "split": ["train", "val", "test", "train"]}))):
+                plots.split_classes(pd.crosstab(pd.Series(HOSTILE, name="label"), pd.Series(["train", "val", "test", "train"], name="split")))):
         assert png.startswith(b"\x89PNG")
 
 
