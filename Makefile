@@ -8,7 +8,7 @@ LS_VENV := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 export DAGSTER_HOME ?= $(CURDIR)/.labelops/dagster
 
-.PHONY: install label-studio system-deps demo test ui bench lock clean
+.PHONY: install label-studio system-deps demo test ui backfill bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test: install system-deps label-studio
 ui: install
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -w workspace.yaml
+
+# After a guideline change: recompute the days computed under another version, then a snapshot (ARGS=--dry-run lists them).
+backfill: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m pipelines.guideline_backfill $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.ingest

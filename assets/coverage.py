@@ -19,9 +19,10 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import OWNERS, link, table_metadata
+from assets.metadata import OWNERS, guideline_entry, link, table_metadata
 from assets.partitioned import Frames, for_day
 from labelops import coverage, state
+from labelops.guidelines import predictions_under
 from labelops.plots import coverage_heatmap
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -69,14 +70,13 @@ def coverage_report(
     consensus_labels = state.current_labels(for_day(label_state.select(keep=LABEL_COLUMNS), day, "label_state"),
                                             since=since)
     item_catalog = for_day(item_index, day, "item_index")
-    production_predictions = for_day(production_predictions, day, "production_predictions")
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
-    # Labels of earlier days are read under today's guideline (renamed and merged classes).
-    renames = guideline_set.renames_into(current.version)
-    labels = consensus_labels[LABEL_COLUMNS[:-1]].assign(label=consensus_labels["label"].replace(renames))
-    labeled = coverage.slice_values(labels, item_catalog, spec)
+    # the state is read under the day's guideline already; the model still names classes as it was trained
+    production_predictions = predictions_under(for_day(production_predictions, day, "production_predictions"),
+                                               guideline_set, current.version)
+    labeled = coverage.slice_values(consensus_labels[LABEL_COLUMNS[:-1]], item_catalog, spec)
     production = production_predictions.rename(columns={"predicted_label": "label"})
     production = coverage.slice_values(production[[c for c in production.columns if c in {"item_id", "label", "x", "y", "w", "h", *spec.dimensions}]], pd.DataFrame({"item_id": []}), spec)
     report = coverage.coverage_report(labeled, production, spec)
@@ -91,6 +91,7 @@ def coverage_report(
         "heatmap": link(storage, heatmap_key),
         "labeled_objects": len(labeled),
         "production_predictions": len(production),
+        **guideline_entry({day: current.version}),
     })
     yield AssetCheckResult(
         check_name="critical_classes_covered",
@@ -122,8 +123,12 @@ def risk_report(
     day = context.partition_key
     consensus_labels, gold_labels = for_day(consensus_labels, day, "consensus_labels"), for_day(gold_labels, day, "gold_labels")
     item_catalog = for_day(item_catalog, day, "item_catalog")
-    production_predictions = for_day(production_predictions, day, "production_predictions")
-    spec = guidelines.coverage_spec(guidelines.load().in_force(day))
+    guideline_set = guidelines.load()
+    current = guideline_set.in_force(day)
+    spec = guidelines.coverage_spec(current)
+    production_predictions = predictions_under(for_day(production_predictions, day, "production_predictions"),
+                                               guideline_set, current.version)
+    gold_labels = gold_labels.assign(label=guideline_set.read_under(gold_labels["label"], current.version))
     reference = coverage.reference_boxes(consensus_labels, gold_labels)
     detections = coverage.detections(production_predictions, reference)
     pairs = coverage.confusion_pairs(reference, detections)
@@ -137,6 +142,7 @@ def risk_report(
         "overall": MetadataValue.md(markdown_table(overall, max_rows=30)),
         "confusion_matrix": MetadataValue.md(markdown_table(confusion.reset_index(), max_rows=30)),
         "objects_scored": len(pairs),
+        **guideline_entry({day: current.version}),
     })
     yield AssetCheckResult(
         check_name="critical_recall",

@@ -64,7 +64,6 @@ def dataset_snapshot(
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(state_day) if state_day else None
     curated = snapshots.curate(inputs.consensus, item_catalog, inputs.review, inputs.relabel, parent_splits, curation,
-                               renames=guideline_set.renames_into(guideline.version) if guideline else None,
                                annotated=inputs.items)
     days = sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
     overall = agreement[agreement["scope"] == "overall"] if len(agreement) else agreement
@@ -82,7 +81,9 @@ def dataset_snapshot(
     }
     if curated.stratification["skipped"]:
         context.log.warning(f"stratify_by columns the item catalog lacks, skipped: {curated.stratification['skipped']}")
-    version, manifest, created = snapshots.publish(store, curated, metadata)
+    version, manifest, created = snapshots.publish(
+        store, curated, metadata,
+        renames=(lambda parent: guideline_set.renames_between(parent, guideline.version)) if guideline else None)
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
     report = f"reports/snapshots/{version}.html"
     if created or not store.exists(report):
@@ -94,6 +95,7 @@ def dataset_snapshot(
         "created": created,
         "content_hash": manifest["content_hash"],
         "parent_version": str(manifest["parent_version"]),
+        "guideline_version": str(manifest.get("guideline_version")),
         "dagster/row_count": manifest["rows"]["items"],
         "labels": manifest["rows"]["labels"],
         "split_sizes": MetadataValue.json(manifest["split_sizes"]),

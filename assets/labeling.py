@@ -16,7 +16,7 @@ from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from labelops import labeling, outbox, state
 from labelops.columns import isin
-from labelops.guidelines import Guideline
+from labelops.guidelines import Guideline, predictions_under
 from labelops.label_studio_config import labeling_config
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -65,7 +65,8 @@ class TasksConfig(Config):
 
 def _latest(frames: Frames, columns: list[str]) -> pd.DataFrame:
     """The latest day of a state asset (some columns), or an empty table before the first day."""
-    return frames.select(keep=columns)[sorted(frames)[-1]] if len(frames) else pd.DataFrame(columns=columns)
+    return frames.select(keep=columns)[sorted(frames)[-1]].reindex(columns=columns) if len(frames) else (
+        pd.DataFrame(columns=columns))
 
 
 def _answered(label_state: Frames) -> set[str]:
@@ -126,7 +127,6 @@ def relabel_batch(
     production_predictions: Frames,
     coverage_report: Frames,
     review_queue: Frames,
-    quarantined_annotations: Frames,
     item_index: Frames,
     gold_labels: Frames,
     label_state: Frames,
@@ -134,14 +134,16 @@ def relabel_batch(
     day = context.partition_key
     batch_id = f"relabel-{day}"
     production_drift = for_day(production_drift, day, "production_drift")
-    production_predictions = for_day(production_predictions, day, "production_predictions")
-    coverage_report, review_queue = for_day(coverage_report, day, "coverage_report"), for_day(review_queue, day, "review_queue")
-    quarantined_annotations = for_day(quarantined_annotations, day, "quarantined_annotations")
-    gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
-    catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
-    returned = state.last_labeled(_latest(label_state, ["item_id", "days"]))
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
+    production_predictions = predictions_under(for_day(production_predictions, day, "production_predictions"),
+                                               guideline_set, guideline.version)
+    coverage_report, review_queue = for_day(coverage_report, day, "coverage_report"), for_day(review_queue, day, "review_queue")
+    gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
+    catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
+    latest = _latest(label_state, ["item_id", "days", "status", "needs_relabel"]).drop_duplicates("item_id")
+    returned = state.last_labeled(latest)
+    needs_relabel = latest.loc[latest["status"] == "needs_relabel", ["item_id", "needs_relabel"]]
     spec = guidelines.coverage_spec(guideline)
     slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
@@ -149,7 +151,7 @@ def relabel_batch(
                                      expire_days=config.expire_days)
     open_items |= _answered(label_state)  # answered items are never sent again
     candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
-                                             quarantined_annotations, drift_ratio=config.drift_ratio)
+                                             needs_relabel, drift_ratio=config.drift_ratio)
     media = outbox.media(candidates["item_id"], catalog, production_predictions, day=day,
                          uri_template=config.production_uri_template)
     has_media = isin(candidates["item_id"], media["item_id"])
@@ -198,11 +200,13 @@ def labeling_tasks(
     batch_id = f"tasks-{day}"
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
     item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
-    production_predictions = for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions")
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
     labeled_items = _latest(label_state, ["item_id", "days"])  # every item with a label state, however old
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
+    production_predictions = predictions_under(
+        for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions"),
+        guideline_set, guideline.version)
     spec = guidelines.coverage_spec(guideline)
     critical = set(spec.critical)
     spec_dimensions = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]

@@ -6,6 +6,7 @@ import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
 
 from labelops.reporting import markdown_table
+from resources.io_manager import GUIDELINE_VERSION
 from resources.storage import StorageResource
 
 # Who to ask about an asset, by group: shown on every asset page and searchable in the catalog.
@@ -20,6 +21,13 @@ OWNERS = {
     "curate": ["team:ml-quality"],
     "reports": ["team:ml-quality"],
 }
+
+
+def guideline_entry(versions: dict[str, str]) -> dict[str, object]:
+    """The guideline each day of an output was computed under: shown in the UI, and written by the IO manager
+    into each day's Parquet footer, where the guideline sensor compares it with the version now in force."""
+    distinct = set(versions.values())
+    return {GUIDELINE_VERSION: distinct.pop() if len(distinct) == 1 else MetadataValue.json(dict(sorted(versions.items())))}
 
 
 def link(storage: StorageResource, key: str) -> MetadataValue:

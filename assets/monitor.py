@@ -4,12 +4,14 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from assets.coverage import LOOKBACK
-from assets.metadata import OWNERS, table_metadata
+from assets.metadata import OWNERS, guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, concat_days
 from labelops import drift, snapshots
+from labelops.guidelines import predictions_under
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
 
 REFERENCE = drift.Reference()
 
@@ -39,11 +41,14 @@ class DriftRunConfig(Config):
     "and a `__dataset__` row that drifts when half of the columns do.",
 )
 def production_drift(
-    context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, production_predictions: Frames
+    context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, guidelines: GuidelinesResource,
+    production_predictions: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
     production_predictions = production_predictions.select(drop=drift.PRODUCTION_META)  # ids, time, boxes: not monitored
-    current = production_predictions.get(day, pd.DataFrame())
+    guideline_set = guidelines.load()
+    guideline = guideline_set.in_force(day).version
+    current = predictions_under(production_predictions.get(day, pd.DataFrame()), guideline_set, guideline)
     store = storage.warehouse_store
     version = snapshots.latest(store)
     source_days = snapshots.manifest(store, version)["source_partitions"] if version else []
@@ -52,6 +57,7 @@ def production_drift(
     per_day = bounds.rows // max(len(reference_days), 1)  # read a day, keep its share: memory stays bounded
     reference = concat_days({d: drift.sample_rows(production_predictions[d], per_day, seed=n)
                              for n, d in enumerate(reference_days)})
+    reference = predictions_under(reference, guideline_set, guideline)  # a renamed class is no drift
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
     columns = drift.monitored_columns(current) if len(current) and len(reference) else []
     table = drift.dataset_drift(reference, current, columns, settings)
@@ -69,5 +75,6 @@ def production_drift(
         "mean_confidence": float(current["confidence"].mean()) if len(current) else 0.0,
         "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
         "current_rows": len(current),
+        **guideline_entry({day: guideline}),
         "by_feature": MetadataValue.md(markdown_table(table[["feature", "method", "statistic", "p_value", "drifted", "psi_band"]], max_rows=40)),
     })

@@ -19,12 +19,13 @@ from dagster import (
     asset,
 )
 
-from assets.metadata import OWNERS, table_metadata
+from assets.metadata import OWNERS, guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from labelops import ingest, labeling, state
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
+from resources.validation import GuidelinesResource
 
 GROUP = "state"
 KINDS = {"python", "pandas", "parquet"}
@@ -86,23 +87,31 @@ def item_index(context: AssetExecutionContext, storage: StorageResource, item_in
     **STATE_ASSET,
     ins={"label_votes": AssetIn(partition_mapping=EARLIER_DAYS), "validated_annotations": AssetIn(),
          "quarantined_annotations": AssetIn()},
-    description="Every judgment that counts for an item, across days: the previous day's vote sets plus the "
-    "day's validated annotations (a judgment already in the state is not added again). Ordinary rounds pool; "
+    description="Every judgment that counts for an item, across days: the previous day's vote sets, read under the "
+    "day's guideline (renamed and merged classes take their new name, `remapped_from` keeps the original; split "
+    "and redefined ones are marked `needs_relabel` and no longer count), plus the day's validated annotations "
+    "(a judgment already in the state is not added again). Ordinary rounds pool; "
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier "
     "judgments of the kinds it covers (`superseded_by`), which stay as lineage. A Label Studio annotation "
     "delivered again after an edit (a cumulative project export) replaces its earlier version (`replaced_on`).",
 )
-def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_annotations: Frames,
-                quarantined_annotations: Frames) -> Output[DayFrames]:
+def label_votes(context: AssetExecutionContext, guidelines: GuidelinesResource, label_votes: Frames,
+                validated_annotations: Frames, quarantined_annotations: Frames) -> Output[DayFrames]:
     day = context.partition_key
     previous = _previous(context, day, label_votes)
     today = for_day(validated_annotations, day, "validated_annotations")
     copies = for_day(quarantined_annotations.select(keep=["item_id", "source_ref", "source_format", "content_id",
                                                           "duplicate_of", "export_date"]), day, "quarantined_annotations")
-    votes = state.fold_votes(previous if previous is not None else state.empty_votes(), today, copies)
+    guideline_set = guidelines.load()
+    version = guideline_set.in_force(day).version
+    votes = state.fold_votes(previous if previous is not None else state.empty_votes(), today, copies,
+                             guidelines=guideline_set, version=version)
     live = state.current(votes)
     return Output({day: votes}, metadata={
         **table_metadata(votes, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]),
+        **guideline_entry({day: version}),
+        "remapped": int(votes["remapped_from"].notna().sum()),
+        "needs_relabel": int(votes["needs_relabel"].notna().sum()),
         "items": int(votes["item_id"].nunique()),
         "added_today": int((votes["export_date"] == day).sum()),
         "current_judgments": len(live),
@@ -115,7 +124,7 @@ def label_votes(context: AssetExecutionContext, label_votes: Frames, validated_a
 @asset(
     **STATE_ASSET,
     ins={"label_state": AssetIn(partition_mapping=EARLIER_DAYS), "label_votes": AssetIn(), "gold_labels": AssetIn(),
-         "review_queue": AssetIn(), "quarantined_annotations": AssetIn()},
+         "review_queue": AssetIn()},
     description="One current label state per item: its consensus (one row per scene label and fused box; "
     "Dawid-Skene over every current vote, boxes fused again for the items the day touched, answered items "
     "with one authoritative reviewer), its status (labeled, in_review, needs_relabel, relabel_requested with "
@@ -125,38 +134,38 @@ def label_state(
     context: AssetExecutionContext,
     config: LabelStateConfig,
     storage: StorageResource,
+    guidelines: GuidelinesResource,
     label_state: Frames,
     label_votes: Frames,
     gold_labels: Frames,
     review_queue: Frames,
-    quarantined_annotations: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
-    previous = _previous(context, day, label_state)
-    previous = previous if previous is not None else state.empty_state()
+    since = _previous_day(context, day, label_state)
+    previous = label_state[since] if since else state.empty_state()
+    guideline_set = guidelines.load()
+    version = guideline_set.in_force(day).version
     # the ids that deduplicate judgments are label_votes' business; the state needs the judgments themselves
     votes = for_day(label_votes.select(drop=["content_id", "annotation_key"]), day, "label_votes")
     settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum,
                                  config.request_expire_days)
-    touched = state.touched_items(votes, day)
+    # under a new guideline every item is read again (label_votes carried its votes); otherwise the day's items
+    touched = state.touched_items(votes, day if since is None or guideline_set.in_force(since).version == version
+                                  else None)
     labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
                              for_day(gold_labels, day, "gold_labels"), settings)
-    quarantined = for_day(quarantined_annotations, day, "quarantined_annotations")
-    waiting = {  # decisions still to come: carried from day to day until an answer arrives
-        "in_review": for_day(review_queue, day, "review_queue")["item_id"],
-        "needs_relabel": quarantined.loc[quarantined["needs_relabel"].notna(), "item_id"],
-    }
-    waiting = {status: pd.concat([previous.loc[previous["status"] == status, "item_id"] if len(previous) else
-                                  pd.Series(dtype=object), items]) for status, items in waiting.items()}
+    # items in review wait for a decision, carried from day to day until an answer arrives
+    in_review = pd.concat([previous.loc[previous["status"] == "in_review", "item_id"] if len(previous) else
+                           pd.Series(dtype=object), for_day(review_queue, day, "review_queue")["item_id"]])
     # A day's batch goes out after its nightly run: requests count from the next day, so a rerun gives the same state.
     sent = labeling.read_ledger(storage.warehouse_store, "relabel", before=day)
     requests = state.open_requests(sent, day, settings.request_expire_days)
-    table = state.item_state(votes, labels, requests, waiting["in_review"], waiting["needs_relabel"],
-                             previous=previous, touched=touched)
+    table = state.item_state(votes, labels, requests, in_review, previous=previous, touched=touched)
     statuses = table.drop_duplicates("item_id")["status"].value_counts().to_dict()
     return Output({day: table}, metadata={
         **table_metadata(table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]),
         "items": int(table["item_id"].nunique()),
+        **guideline_entry({day: version}),
         "touched_today": int(touched.nunique()),
         "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
         "answered": MetadataValue.md(markdown_table(

@@ -20,7 +20,7 @@ from dagster import (
     multi_asset,
 )
 
-from assets.metadata import OWNERS, link, table_metadata
+from assets.metadata import OWNERS, guideline_entry, link, table_metadata
 from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from labelops import validation
 from labelops.expectations import SuiteOutcome
@@ -105,6 +105,7 @@ def validate_annotations(
     results = pd.concat(expectations, ignore_index=True)
     all_validated, all_quarantined = concat_days(validated), concat_days(quarantined)
     summary = validation.summary(all_validated, all_quarantined)
+    versions = {d: guideline_set.in_force(d).version for d in validated}
     links = {"data_docs": docs[day]} if len(docs) == 1 else {f"data_docs/{d}": link for d, link in docs.items()}
 
     yield Output(
@@ -113,7 +114,8 @@ def validate_annotations(
         metadata={
             **table_metadata(all_validated, preview_columns=PREVIEW),
             **{k: v for k, v in summary.items() if k != "quarantined_by_rule"},
-            "guideline_in_force": ", ".join(sorted({guideline_set.in_force(d).version for d in validated})),
+            **guideline_entry(versions),
+            "needs_relabel_rows": int(all_validated["needs_relabel"].notna().sum()),
             "by_label": MetadataValue.md(counts_table(all_validated["label"], "label")),
             "rows_with_warnings": int(all_validated["validation_warnings"].notna().sum()),
             **({"by_day": MetadataValue.md(markdown_table(by_day.drop(columns="quarantined_by_rule"), max_rows=400))} if len(by_day) > 1 else {}),
@@ -126,6 +128,7 @@ def validate_annotations(
         metadata={
             **table_metadata(all_quarantined, preview_columns=["annotation_id", "item_id", "label", "rule", "reason", "source_file"]),
             "by_rule": MetadataValue.json(summary["quarantined_by_rule"]),
+            **guideline_entry(versions),
             "by_annotator": MetadataValue.md(counts_table(all_quarantined["annotator_id"], "annotator_id")),
         },
     )

@@ -171,8 +171,8 @@ def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFr
     (each keeps its export_date); every item was touched on some day, so every item's boxes are fused
     (with annotator weights from the full vote set rather than the one of the night they were fused on:
     the same boxes and rows, coordinates a weighted average apart); scene labels are Dawid-Skene over all
-    current votes with the last day's gold, as every night does; items put in review or needing a relabel
-    on any day keep waiting, since no answer ever comes back here. No relabel batch is sent in the nightly
+    current votes with the last day's gold, as every night does; items put in review on any day keep waiting,
+    since no answer ever comes back here. No relabel batch is sent in the nightly
     job, so no request is open.
     """
     from labelops import labeling, state
@@ -188,12 +188,10 @@ def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFr
     settings = state.StateConfig()
     labels = state.consensus(votes, state.empty_state(), votes["item_id"], read("gold_labels", days[-1]), settings)
     in_review = pd.concat([read("review_queue", d, ("item_id",))["item_id"] for d in days])
-    quarantined = pd.concat([read("quarantined_annotations", d, ("item_id", "needs_relabel")) for d in days])
-    needs_relabel = quarantined.loc[quarantined["needs_relabel"].notna(), "item_id"]
     requests = pd.DataFrame(columns=labeling.LEDGER_COLUMNS)
     catalogs = pd.concat([read("item_catalog", d) for d in days], ignore_index=True)
     items = state.fold_items(catalogs.iloc[:0], catalogs.iloc[:0], catalogs)
-    return votes, state.item_state(votes, labels, requests, in_review, needs_relabel), items
+    return votes, state.item_state(votes, labels, requests, in_review), items
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:

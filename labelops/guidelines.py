@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from labelops.storage import Store
@@ -121,6 +122,16 @@ class GuidelineSet:
             raise GuidelineError("guidelines", f"no guideline version is in force on {when.isoformat()}")
         return eligible[-1]
 
+    def made_under(self, in_force: str, label: str) -> str:
+        """The version a label without a declared version was made under, given the version in force when it was
+        made: the newest of that version and its ancestors whose taxonomy holds the label. An export delivered
+        after a change was usually labeled before it, so an old name is the old version's label, not an error.
+        A label no version of the lineage knows stays with ``in_force`` (and fails its taxonomy check)."""
+        for guideline in reversed(self.lineage(in_force)):
+            if label in guideline.classes:
+                return guideline.version
+        return in_force
+
     def lineage(self, version: str) -> list[Guideline]:
         """``version`` and its ancestors, oldest first."""
         chain = [self.by_version[version]]
@@ -151,6 +162,20 @@ class GuidelineSet:
         mapping = {o: c for o, c in labels.items() if o != c and o not in relabel}
         return Remap(from_version, to_version, mapping, relabel)
 
+    def renames_between(self, from_version: str | None, to_version: str) -> dict[str, str]:
+        """The renames and merges that carry labels of ``from_version`` to ``to_version``; none when the first is
+        unknown or no ancestor of the second (nothing was carried)."""
+        if from_version not in self.by_version or to_version not in self.by_version:
+            return {}
+        if from_version not in {g.version for g in self.lineage(to_version)}:
+            return {}
+        return self.remap(from_version, to_version).mapping
+
+    def read_under(self, labels: pd.Series, version: str) -> pd.Series:
+        """Labels named under any earlier version (a model's predicted classes, older consensus) read under
+        ``version``: renamed and merged classes take their new name; other labels are kept."""
+        renames = self.renames_into(version)
+        return labels.replace(renames) if renames and len(labels) else labels
 
     def renames_into(self, version: str) -> dict[str, str]:
         """Every older label that ``version`` reads under another name (rename and merge, composed)."""
@@ -158,7 +183,6 @@ class GuidelineSet:
         for ancestor in self.lineage(version)[:-1]:
             mapping.update(self.remap(ancestor.version, version).mapping)
         return mapping
-
 
     def touched_labels(self, version: str) -> set[str]:
         """Labels of the parent version whose meaning ``version`` changes (renamed, merged, split, redefined, removed)."""
@@ -320,3 +344,12 @@ def load_guidelines(store: Store, prefix: str = "guidelines") -> GuidelineSet:
     if duplicated:
         raise GuidelineError(posixpath.join(store.url, prefix), f"version {duplicated[0]!r} is declared by more than one file")
     return GuidelineSet(guidelines)
+
+
+def predictions_under(predictions: pd.DataFrame, guidelines: GuidelineSet, version: str) -> pd.DataFrame:
+    """A production model's predictions with their classes read under ``version``: a model keeps the names it
+    was trained with, so a class a guideline renamed or merged since would otherwise count as one that
+    training never saw."""
+    if "predicted_label" not in predictions or predictions.empty:
+        return predictions
+    return predictions.assign(predicted_label=guidelines.read_under(predictions["predicted_label"], version))

@@ -45,7 +45,7 @@ def relabel_candidates(
     drift: pd.DataFrame,
     coverage: pd.DataFrame,
     review: pd.DataFrame,
-    quarantined: pd.DataFrame,
+    needs_relabel: pd.DataFrame,
     *,
     drift_ratio: float = 1.5,
 ) -> pd.DataFrame:
@@ -53,8 +53,9 @@ def relabel_candidates(
 
     Production items from drifted slices (slice values whose production share grew by ``drift_ratio``
     over their training share, in a drifted column), with unseen predicted classes, or predicted as a
-    critical class in a slice below its coverage minimum come least confident first; review-queue and
-    guideline-relabel items come from the day's quality stage.
+    critical class in a slice below its coverage minimum come least confident first; review-queue items come
+    from the day's quality stage, and ``needs_relabel`` items (item_id, needs_relabel: the guideline change
+    that split or redefined one of their labels) from the label state.
     """
     rows = []
     traffic = production[~isin(production["item_id"], review["item_id"])] if len(production) else production
@@ -82,9 +83,9 @@ def relabel_candidates(
     if len(review):
         rows.append(pd.DataFrame({"item_id": review["item_id"], "reason": "review_queue:" + review["reason"].astype(str),
                                   "kind": "review_queue", "stratum": "review", "uncertainty": review["priority"].astype(float)}))
-    if len(quarantined):
-        relabel = quarantined[quarantined["rule"].astype(str).str.contains("needs_relabel")]
-        rows.append(pd.DataFrame({"item_id": relabel["item_id"], "reason": "guideline_change:" + relabel["needs_relabel"].astype(str),
+    if len(needs_relabel):
+        rows.append(pd.DataFrame({"item_id": needs_relabel["item_id"],
+                                  "reason": "guideline_change:" + needs_relabel["needs_relabel"].astype(str),
                                   "kind": "guideline_change", "stratum": "guideline", "uncertainty": 1.0}))
     rows = [r for r in rows if len(r)]
     if not rows:

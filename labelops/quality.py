@@ -16,6 +16,14 @@ CONSENSUS_COLUMNS = ["item_id", "kind", "label", "confidence", "n_votes", "agree
 METHODS = ("dawid_skene", "majority_vote")
 
 
+def countable(annotations: pd.DataFrame) -> pd.DataFrame:
+    """The judgments that count for agreement, consensus and scores: a label a guideline change split or
+    redefined (``needs_relabel``) waits for a relabel; it is kept as data, but it says nothing any more."""
+    if "needs_relabel" not in annotations or not annotations["needs_relabel"].notna().any():
+        return annotations
+    return annotations[annotations["needs_relabel"].isna()]
+
+
 def _classification(annotations: pd.DataFrame) -> pd.DataFrame:
     return annotations.loc[annotations["kind"] == "classification", ["item_id", "annotator_id", "label"]]
 
@@ -27,6 +35,7 @@ def _boxes(annotations: pd.DataFrame) -> pd.DataFrame:
 def agreement_table(annotations: pd.DataFrame, items: pd.DataFrame, slice_columns: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
     """Classification agreement (overall, per label, per slice value), box agreement (overall, per label)
     and polygon agreement (``kind=polygon``, per label)."""
+    annotations = countable(annotations)
     slices = items[["item_id", *slice_columns]] if slice_columns else None
     frames = [agreement.classification_agreement(_classification(annotations), slices=slices, n_boot=n_boot, seed=seed)]
     box_frame = _boxes(annotations)
@@ -95,6 +104,7 @@ def consensus_and_scores(
     thresholds: Thresholds = Thresholds(),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``consensus_labels`` (classification and fused boxes) and ``annotator_scores``."""
+    annotations = countable(annotations)
     table, estimated = consensus_table(annotations, gold, method=method, quorum=quorum, cluster_iou=cluster_iou)
     classification_consensus = table[table["kind"] == "classification"]
     scores = annotator_scores(annotations, gold, classification_consensus, estimated, thresholds)
@@ -102,7 +112,7 @@ def consensus_and_scores(
 
 
 def review(annotations: pd.DataFrame, consensus_table: pd.DataFrame, guideline: Guideline, *, min_confidence: float, min_agreement: float) -> pd.DataFrame:
-    box_frame = _boxes(annotations)
+    box_frame = _boxes(countable(annotations))
     matching = boxes.match_boxes(box_frame)
     severity = {name: c.severity for name, c in guideline.classes.items()}
     critical = {name for name, c in guideline.classes.items() if c.critical}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,19 +96,16 @@ def curate(
     quarantined: pd.DataFrame,
     parent_splits: pd.Series,
     config: CurationConfig,
-    renames: Mapping[str, str] | None = None,
     annotated: pd.Series | None = None,
 ) -> Curated:
     """Items and labels that go into the snapshot, with their splits, and what was left out and why.
 
-    ``renames`` reads labels of older days under the snapshot's guideline (renamed and merged
-    classes), so one class never appears under two names in one dataset. ``annotated`` are the
+    The consensus is read under one guideline already (the label state carries older labels to the version
+    in force), so one class never appears under two names in one dataset. ``annotated`` are the
     items with validated annotations: those that reach no consensus (polygons only, boxes from a
     single annotator) or are missing from the item catalog are counted in ``excluded`` too, so
     every validated item is in the snapshot or counted.
     """
-    if renames:
-        consensus = consensus.assign(label=consensus["label"].replace(dict(renames)))
     consensus = consensus.drop_duplicates(["item_id", "kind", "label", "x", "y", "w", "h"], keep="last")
     catalog = items.drop_duplicates("item_id", keep="last")
     labeled = catalog[isin(catalog["item_id"], consensus["item_id"])]
@@ -233,25 +230,35 @@ def read_table(store: Store, version: str, name: str, columns: list[str] | None 
     return pq.read_table(pa.BufferReader(store.read_bytes(f"{ROOT}/{version}/{name}")), columns=columns).to_pandas()
 
 
-def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, items: pd.DataFrame, labels: pd.DataFrame) -> dict:
+def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, items: pd.DataFrame,
+         labels: pd.DataFrame, renames: Mapping[str, str] | None = None) -> dict:
     """Items added and removed, scene labels changed (old and new), box changes, and split moves.
 
-    Items are matched by Arrow's hash of their ids: a version holds every item of the dataset, a night
-    changes few of them.
+    ``renames`` are the guideline renames and merges from the parent's version to this one: a scene label or
+    box whose only change is one of them is listed under ``remapped_labels`` / ``remapped_objects`` rather
+    than as a change of the data. Items are matched by Arrow's hash of their ids: a version holds every item
+    of the dataset, a night changes few of them.
     """
     if parent_items is None:
         return {"added": sorted(items["item_id"]), "removed": [], "label_changes": [], "object_changes": [],
-                "split_moves": []}
+                "remapped_labels": [], "remapped_objects": [], "split_moves": []}
     old, new = parent_items["item_id"], items["item_id"]
 
     def scene(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.loc[frame["kind"] == "classification", ["item_id", "label"]].drop_duplicates("item_id")
 
+    renames = dict(renames or {})
+    scenes = _changes(scene(parent_labels), scene(labels), "label")
+    objects = object_changes(parent_labels, labels, changed_items(parent_labels, labels))
+    scene_remapped = [renames.get(c["old"]) == c["new"] for c in scenes]
+    object_remapped = [c["change"] == "relabelled" and renames.get(c["old_label"]) == c["label"] for c in objects]
     return {
         "added": sorted(new[positions(new, old) < 0]),
         "removed": sorted(old[positions(old, new) < 0]),
-        "label_changes": _changes(scene(parent_labels), scene(labels), "label"),
-        "object_changes": object_changes(parent_labels, labels, changed_items(parent_labels, labels)),
+        "label_changes": [c for c, remapped in zip(scenes, scene_remapped, strict=True) if not remapped],
+        "object_changes": [c for c, remapped in zip(objects, object_remapped, strict=True) if not remapped],
+        "remapped_labels": [c for c, remapped in zip(scenes, scene_remapped, strict=True) if remapped],
+        "remapped_objects": [c for c, remapped in zip(objects, object_remapped, strict=True) if remapped],
         "split_moves": _changes(parent_items[["item_id", "split"]], items[["item_id", "split"]], "split"),
     }
 
@@ -312,11 +319,13 @@ def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], 
     return json.loads(changed.to_json(orient="records"))
 
 
-def publish(store: Store, curated: Curated, metadata: dict, *, version: str | None = None) -> tuple[str, dict, bool]:
+def publish(store: Store, curated: Curated, metadata: dict, *, version: str | None = None,
+            renames: Callable[[str | None], Mapping[str, str]] | None = None) -> tuple[str, dict, bool]:
     """Write a snapshot (data first, manifest last, then ``latest``); returns (version, manifest, created).
 
     Content equal to the latest snapshot's publishes nothing. An explicit ``version`` that is
-    already published raises :class:`SnapshotExistsError`.
+    already published raises :class:`SnapshotExistsError`. ``renames`` gives, for the parent's guideline
+    version, the renames and merges that lead to this one (the diff lists what they remapped).
     """
     files = {"items.parquet": parquet_bytes(curated.items), "labels.parquet": parquet_bytes(curated.labels)}
     digest = content_hash(files)
@@ -338,7 +347,9 @@ def publish(store: Store, curated: Curated, metadata: dict, *, version: str | No
                                         "this run's content will be the next version when it runs again")
     parent_items = read_table(store, parent, "items.parquet") if parent else None
     parent_labels = read_table(store, parent, "labels.parquet") if parent else None
-    changes = diff(parent_items, parent_labels, curated.items, curated.labels)
+    parent_guideline = manifest(store, parent).get("guideline_version") if parent else None
+    changes = diff(parent_items, parent_labels, curated.items, curated.labels,
+                   renames(parent_guideline) if renames is not None else None)
     for name, data in files.items():
         store.write_bytes(f"{ROOT}/{version}/{name}", data)
     store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(changes, indent=1).encode())

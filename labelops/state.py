@@ -28,11 +28,13 @@ import pyarrow.compute as pc
 
 from labelops import quality
 from labelops.columns import isin
+from labelops.guidelines import GuidelineSet
 from labelops.outbox import HONEYPOT
 
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'  # attributes of an answer to one of our relabel tasks
 VOTE_COLUMNS = ["item_id", "annotation_id", "content_id", "annotator_id", "kind", "label", "x", "y", "w", "h",
-                "export_date", "source_file", "answer_to", "superseded_by", "annotation_key", "replaced_on"]
+                "export_date", "source_file", "answer_to", "superseded_by", "annotation_key", "replaced_on",
+                "guideline_version", "remapped_from", "needs_relabel"]
 TOOL_ANNOTATION = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"  # a Label Studio annotation's own ids, in source_ref
 STATUSES = ("labeled", "answered", "relabel_requested", "needs_relabel", "in_review", "no_consensus")
 
@@ -95,11 +97,13 @@ def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
     answer = validated["attributes"].astype(object).fillna("").str.extract(ANSWER_BATCH, expand=False)
     votes = validated.assign(answer_to=answer.astype(object).where(answer.notna(), None), superseded_by=None,
                              annotation_key=annotation_keys(validated), replaced_on=None)
-    return votes[VOTE_COLUMNS].assign(export_date=votes["export_date"].astype(str))
+    return votes.reindex(columns=VOTE_COLUMNS).assign(export_date=votes["export_date"].astype(str))
 
 
-def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The vote sets after the day: the previous ones, the day's votes, and supersession recomputed.
+def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataFrame | None = None, *,
+               guidelines: GuidelineSet | None = None, version: str | None = None) -> pd.DataFrame:
+    """The vote sets after the day: the previous ones carried to the day's guideline ``version``, the day's
+    votes, and supersession recomputed.
 
     A judgment already in the state (same ``content_id``) is not added again, so rerunning a day or
     delivering a copy leaves the state as it was. ``copies`` are the day's quarantined duplicates: with the
@@ -108,6 +112,8 @@ def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataF
     """
     today = votes_of(validated)
     previous = previous.reindex(columns=VOTE_COLUMNS)
+    if guidelines is not None and version is not None:
+        previous = carry_votes(previous, guidelines, version)
     new = today[~isin(today["content_id"], previous["content_id"])] if len(previous) and len(today) else today
     new = new.drop_duplicates("content_id").sort_values(["item_id", "export_date", "annotation_id"], kind="stable")
     # earlier judgments keep their rows and order; the day's are appended: the fold reads the history once
@@ -115,6 +121,37 @@ def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataF
     combined = _replace_edited(combined, today, copies)
     combined["superseded_by"] = _superseded(combined)
     return combined
+
+
+def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> pd.DataFrame:
+    """Votes made under ancestors of ``version`` read under it, as validation reads a day's annotations: a
+    renamed or merged label takes its new name (``remapped_from`` keeps the first original), a split,
+    redefined or removed one is marked ``needs_relabel`` and no longer counts. Votes of ``version`` itself,
+    of a newer or unknown version are left as they are; only the (few) versions present are looked at."""
+    if votes.empty:
+        return votes
+    ancestors = [g.version for g in guidelines.lineage(version)[:-1]] if version in guidelines.by_version else []
+    if not ancestors:
+        return votes
+    stamped = votes["guideline_version"].astype(object)
+    older = isin(stamped, pd.Series(ancestors, dtype=object))
+    if not older.any():
+        return votes
+    out = votes.copy()
+    rows = out.loc[older, ["guideline_version", "label", "remapped_from", "needs_relabel"]]
+    for made_under in pd.unique(rows["guideline_version"]):
+        remap = guidelines.remap(made_under, version)
+        part = rows[rows["guideline_version"] == made_under]
+        waiting = part["needs_relabel"].isna()
+        relabel = part["label"].isin(list(remap.relabel)) & waiting
+        mapped = part["label"].isin(list(remap.mapping)) & waiting & ~relabel
+        rows.loc[part.index[relabel.to_numpy()], "needs_relabel"] = part.loc[relabel, "label"].map(remap.relabel)
+        first = part["remapped_from"].isna() & mapped
+        rows.loc[part.index[first.to_numpy()], "remapped_from"] = made_under + ":" + part.loc[first, "label"]
+        rows.loc[part.index[mapped.to_numpy()], "label"] = part.loc[mapped, "label"].map(remap.mapping)
+        rows.loc[part.index[(~relabel).to_numpy()], "guideline_version"] = version
+    out.loc[older, rows.columns] = rows
+    return out
 
 
 def _superseded(votes: pd.DataFrame) -> pd.Series:
@@ -164,9 +201,23 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
 VOTE_INPUTS = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "answer_to"]
 
 
+def counts(votes: pd.DataFrame) -> np.ndarray:
+    """Which judgments count: neither superseded by an answer, nor replaced by an edited version, nor waiting
+    for a relabel because a guideline change split or redefined their class."""
+    return (votes["superseded_by"].isna() & votes["replaced_on"].isna() & votes["needs_relabel"].isna()).to_numpy()
+
+
 def current(votes: pd.DataFrame) -> pd.DataFrame:
-    """The judgments that count: neither superseded by an answer nor replaced by an edited version."""
-    return votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    """The judgments that count (``counts``)."""
+    return votes[counts(votes)]
+
+
+def waiting_for_relabel(votes: pd.DataFrame) -> pd.DataFrame:
+    """Items with a judgment a guideline change left ambiguous (and no answer superseding it), with the change:
+    they wait for a relabel, which ``relabel_batch`` sends."""
+    marked = (votes["needs_relabel"].notna() & votes["superseded_by"].isna() & votes["replaced_on"].isna()).to_numpy()
+    rows = votes.loc[marked, ["item_id", "needs_relabel"]]
+    return rows.drop_duplicates("item_id").sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
 def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame,
@@ -174,9 +225,9 @@ def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Ser
     """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
     items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``)."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
-    counts = (votes["superseded_by"].isna() & votes["replaced_on"].isna()).to_numpy() & (  # current(votes), as a mask
-        (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids))  # boxes: touched
-    live = votes.loc[counts, VOTE_INPUTS]  # one selection of the columns consensus reads, not a copy per step
+    counted = counts(votes) & (  # boxes only of the touched items
+        (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids))
+    live = votes.loc[counted, VOTE_INPUTS]  # one selection of the columns consensus reads, not a copy per step
     is_answered = pd.Series(isin(live["item_id"], live.loc[live["answer_to"].notna(), "item_id"]), index=live.index)
     tables = []
     for part, quorum, method in ((live[~is_answered], config.box_quorum, config.method),
@@ -221,21 +272,24 @@ def _joined_days(votes: pd.DataFrame) -> pd.Series:
     return pd.Series(joined, index=lists["item_id"].to_numpy(zero_copy_only=False), dtype="str").sort_index()
 
 
-def touched_items(votes: pd.DataFrame, day: str) -> pd.Series:
-    """Items whose judgments the day changed: new judgments, or earlier ones an edited version replaced."""
+def touched_items(votes: pd.DataFrame, day: str | None) -> pd.Series:
+    """Items whose judgments the day changed: new judgments, or earlier ones an edited version replaced; every
+    item for ``day=None`` (a guideline change read every vote again)."""
+    if day is None:
+        return pd.Series(pd.unique(votes["item_id"]), dtype=object)
     changed = (votes["export_date"].astype(str) == day).to_numpy() | (votes["replaced_on"].astype(object) == day).to_numpy()
     return pd.Series(pd.unique(votes.loc[changed, "item_id"]), dtype=object)
 
 
 def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFrame, in_review: pd.Series,
-               needs_relabel: pd.Series, previous: pd.DataFrame | None = None,
-               touched: pd.Series | None = None) -> pd.DataFrame:
+               previous: pd.DataFrame | None = None, touched: pd.Series | None = None) -> pd.DataFrame:
     """Consensus rows with their item's status and lineage; items with votes but no consensus get one row.
 
     ``requested`` holds relabel requests (item_id, batch_id, sent_on) from the outbox ledger; an item is
     ``answered`` when its current votes hold an answer to its latest request (or to any, without one),
     and ``relabel_requested`` while a later request is open. ``in_review`` items wait for a reviewer and
-    ``needs_relabel`` items (a guideline split or redefined their class) for a relabel; an answer ends both.
+    ``needs_relabel`` items (a guideline change split or redefined the class of one of their judgments, named in
+    the ``needs_relabel`` column) for a relabel; an answer ends both.
     """
     if previous is not None and touched is not None and len(previous):
         # an item's lineage changes only with its judgments: carried for the others, computed for the touched
@@ -254,7 +308,9 @@ def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFram
     requested_open = per_item["requested_batch"].notna() & ~answered
     index = per_item.index.to_series()
     reviewing = pd.Series(isin(index, in_review), index=per_item.index) & ~answered
-    relabel = pd.Series(isin(index, needs_relabel), index=per_item.index) & ~answered
+    marked = waiting_for_relabel(votes).set_index("item_id")["needs_relabel"]
+    per_item["needs_relabel"] = marked.reindex(per_item.index).astype(object)
+    relabel = per_item["needs_relabel"].notna() & ~answered
     per_item["status"] = np.select([requested_open, answered, relabel, reviewing, ~has_label],
                                    ["relabel_requested", "answered", "needs_relabel", "in_review", "no_consensus"],
                                    "labeled")

@@ -68,6 +68,10 @@ class Store(Protocol):
 
     def read_bytes(self, key: str) -> bytes: ...
 
+    def read_tail(self, key: str, size: int) -> bytes:
+        """The last ``size`` bytes of ``key`` (all of it when shorter): a Parquet footer without the data."""
+        ...
+
     def write_bytes(self, key: str, data: bytes) -> None: ...
 
     def create(self, key: str, data: bytes) -> bool:
@@ -119,6 +123,11 @@ class LocalStore:
 
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
+
+    def read_tail(self, key: str, size: int) -> bytes:
+        with self.path(key).open("rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - size, 0))
+            return handle.read()
 
     def write_bytes(self, key: str, data: bytes) -> None:
         with self._staged(key, data) as (tmp, target):
@@ -238,6 +247,9 @@ class S3Store:
 
     def read_bytes(self, key: str) -> bytes:
         return self._call("get_object", key, read_body=True, Key=self._full(key))  # a body cut off mid-stream is retried too
+
+    def read_tail(self, key: str, size: int) -> bytes:
+        return self._call("get_object", key, read_body=True, Key=self._full(key), Range=f"bytes=-{size}")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._call("put_object", key, Key=self._full(key), Body=data)

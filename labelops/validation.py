@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
-from labelops.guidelines import GuidelineSet
+from labelops.guidelines import GuidelineError, GuidelineSet
 from labelops.schema import ANNOTATION_SCHEMA
 
 # Boxes may overhang the image border by this much (pixels) before they count as outside:
@@ -59,23 +59,32 @@ def fill_image_sizes(frame: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
 def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) -> pd.DataFrame:
     """Stamp each annotation with the version it was made under and read it under the version in force.
 
-    An annotation without a declared version was made under the version in force on
-    its export day. Labels from an ancestor version are renamed where the change was a
-    rename or merge, and marked ``needs_relabel`` where a split, redefinition or
-    removal made them ambiguous. Versions newer than the day's are left as they are.
+    The version an annotation was made under is the one its export declares; else the newest version in
+    force when it was annotated (``annotated_at``, else its export day) whose taxonomy holds its label: an
+    export delivered after a change was usually labeled before it. Labels of an ancestor version are then
+    carried to the version in force on ``day`` by the typed changes: renamed and merged where the change was a
+    rename or merge (``remapped_from`` keeps the original), marked ``needs_relabel`` where a split,
+    redefinition or removal made them ambiguous. Only a label no version knows fails the taxonomy check, so
+    publishing a guideline never quarantines labels that were valid when they were made. Versions newer than
+    the day's are left as they are.
     """
     out = frame.copy()
-    by_day = {d: guidelines.in_force(d).version for d in out["export_date"].dropna().unique()}
+    made_on = pd.to_datetime(out["annotated_at"], utc=True, errors="coerce").dt.strftime("%Y-%m-%d")
+    made_on = made_on.astype(object).where(made_on.notna(), out["export_date"].astype(object))
+    in_force = made_on.map({d: _in_force_or_none(guidelines, d) for d in made_on.dropna().unique()})
+    in_force = in_force.where(in_force.notna(), out["export_date"].map(
+        {d: _in_force_or_none(guidelines, d) for d in out["export_date"].dropna().unique()}))
+    keys = in_force.astype(object) + "\x1f" + out["label"].astype(object).fillna("")  # null without a version
+    attributed = {key: guidelines.made_under(*key.split("\x1f", 1)) for key in keys.dropna().unique()}
     declared = out["guideline_version"].astype(object)
-    out["guideline_version"] = declared.where(declared.notna(), out["export_date"].map(by_day)).astype(object)
+    out["guideline_version"] = declared.where(declared.notna(), keys.map(attributed)).astype(object)
     current = guidelines.in_force(day)
     out["remapped_from"] = None
     out["needs_relabel"] = None
+    ancestors = {g.version for g in guidelines.lineage(current.version)}
     for version in out["guideline_version"].dropna().unique():
-        if version == current.version or version not in guidelines.by_version:
-            continue
-        if version not in {g.version for g in guidelines.lineage(current.version)}:
-            continue  # made under a newer (or parallel) version: judged by its own taxonomy
+        if version == current.version or version not in ancestors:
+            continue  # the version in force, an unknown one, or a newer (or parallel) one: judged by its own taxonomy
         remap = guidelines.remap(version, current.version)
         rows = out["guideline_version"] == version
         relabel = rows & out["label"].isin(list(remap.relabel))
@@ -85,6 +94,14 @@ def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) ->
         out.loc[mapped, "label"] = out.loc[mapped, "label"].map(remap.mapping)
         out.loc[rows & ~relabel, "guideline_version"] = current.version
     return out
+
+
+def _in_force_or_none(guidelines: GuidelineSet, day: str) -> str | None:
+    """The version in force on ``day``, None before the first version (the export day decides then)."""
+    try:
+        return guidelines.in_force(day).version
+    except (GuidelineError, ValueError):
+        return None
 
 
 def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -> pd.DataFrame:

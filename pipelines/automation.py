@@ -7,9 +7,6 @@ import os
 import time
 from datetime import timedelta
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -28,6 +25,7 @@ from dagster import (
 )
 
 from labelops import landing
+from pipelines import guideline_backfill
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
@@ -71,24 +69,29 @@ def drift_sensor(context: SensorEvaluationContext):
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
-@sensor(target=AssetSelection.groups("validate", "quality", "coverage", "reports"), minimum_interval_seconds=300,
-        description="When a new guideline version appears, re-run exactly the partitions on or after its effective "
-        "date that hold labels its changes touch.")
+@sensor(target=guideline_backfill.DAY_ASSETS | guideline_backfill.SNAPSHOT, minimum_interval_seconds=300,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="When the warehouse holds days computed under another guideline version than the one now in force "
+        "on them (a new version, or one changed), recompute exactly those days, in day order, through the dataset "
+        "snapshot (the last day's run publishes it). The days come from the versions the tables record, not from a "
+        "cursor: a version published before the sensor ran, or while it was stopped, is found all the same. "
+        "`make backfill ARGS=--dry-run` lists them.")
 def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesResource, storage: StorageResource):
-    known = set(json.loads(context.cursor)) if context.cursor else None
-    current = guidelines.load()
-    versions = set(current.by_version)
-    if known is None:  # first evaluation: remember what exists, backfill nothing
-        return SensorResult(skip_reason=SkipReason(f"tracking guideline versions {sorted(versions)}"), cursor=json.dumps(sorted(versions)))
-    new = sorted(versions - known)
-    if not new:
-        return SkipReason("no new guideline version")
-    labels_by_day = labels_by_partition(storage)
-    requests = []
-    for version in new:
-        for day in current.affected_partitions(version, labels_by_day):
-            requests.append(RunRequest(run_key=f"guideline-{version}-{day}", partition_key=day, tags={"labelops/trigger": f"guideline {version}"}))
-    return SensorResult(run_requests=requests, cursor=json.dumps(sorted(versions)))
+    # the state folds day by day: while runs are active, a day may be half recomputed; look again when they are done
+    active = context.instance.get_runs_count(RunsFilter(statuses=[*UNFINISHED_STATUSES]))
+    if active:
+        return SkipReason(f"waiting for {active} queued or running run(s) to finish")
+    stale = guideline_backfill.stale_days(storage.warehouse_store, guidelines.load())
+    if not stale:
+        return SkipReason("every day's tables were computed under the guideline now in force on it")
+    context.log.info(guideline_backfill.describe(stale))
+    graph = context.repository_def.asset_graph
+    day_assets = sorted(guideline_backfill.DAY_ASSETS.resolve(graph))
+    with_snapshot = sorted(guideline_backfill.DAY_ASSETS.resolve(graph) | guideline_backfill.SNAPSHOT.resolve(graph))
+    return [RunRequest(run_key=f"guideline-{s.in_force}-{s.day}-from-{'-'.join(sorted(set(s.recorded.values())))}",
+                       partition_key=s.day, tags={"labelops/trigger": f"guideline {s.in_force}"},
+                       asset_selection=with_snapshot if s is stale[-1] else day_assets)
+            for s in stale]
 
 
 @sensor(job_name="nightly_job", minimum_interval_seconds=120,
@@ -159,15 +162,3 @@ def first_stale_day(materialized: dict[AssetKey, dict[str, int]]) -> tuple[str, 
 
 def _fingerprint(files: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:16]
-
-
-def labels_by_partition(storage: StorageResource) -> dict[str, set[str]]:
-    """The labels each ingested day holds, read from the warehouse's label_exports tables."""
-    store = storage.warehouse_store
-    days = {}
-    for key in store.list("tables/label_exports"):
-        day = key.rsplit("/", 1)[-1].removesuffix(".parquet")
-        if landing.DAY.match(day):
-            table = pq.read_table(pa.BufferReader(store.read_bytes(key)), columns=["label"])
-            days[day] = set(table.column("label").drop_null().unique().to_pylist())
-    return days

@@ -13,6 +13,7 @@ break ``--select '*' --partition DAY`` (see assets/partitioned.py).
 """
 
 import io
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pandas as pd
@@ -20,9 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
 
+from labelops.storage import Store
 from resources.storage import StorageResource
 
 UNPARTITIONED = "all"
+# An output's `guideline_version` metadata entry (the guideline it was computed under) is also written into its
+# Parquet footer, so the warehouse itself says which days a new guideline version has not reached yet.
+GUIDELINE_VERSION = "guideline_version"
+FOOTER_GUIDELINE = b"labelops.guideline_version"
+FOOTER_PROBE = 64 * 1024  # most footers fit: one read
 
 
 class DayTables(Mapping[str, pd.DataFrame]):
@@ -72,11 +79,18 @@ class ParquetIOManager(ConfigurableIOManager):
             frames = dict(obj)
         else:
             frames = {None: obj}
+        guideline = context.output_metadata.get(GUIDELINE_VERSION)
+        guideline = getattr(guideline, "value", guideline)  # a MetadataValue, or the plain value
         for partition, frame in frames.items():
             if not isinstance(frame, pd.DataFrame):
                 raise TypeError(f"{name} {partition or ''}: expected a pandas DataFrame, got {type(frame).__name__}")
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            version = guideline.get(partition) if isinstance(guideline, Mapping) else guideline  # one per day
+            if version is not None:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                       FOOTER_GUIDELINE: str(version).encode()})
             buffer = io.BytesIO()
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
+            pq.write_table(table, buffer, compression="zstd")
             self.storage.warehouse_store.write_bytes(self.key(context.asset_key.path, partition), buffer.getvalue())
 
     def load_input(self, context: InputContext) -> pd.DataFrame | DayTables:
@@ -91,3 +105,16 @@ class ParquetIOManager(ConfigurableIOManager):
         table = pq.ParquetFile(pa.BufferReader(self.storage.warehouse_store.read_bytes(key)))
         names = [n for n in table.schema_arrow.names if (keep is None or n in keep) and n not in drop]
         return table.read(columns=names).to_pandas()
+
+
+def recorded_guideline(store: Store, key: str) -> str | None:
+    """The guideline version a warehouse table was computed under, from its Parquet footer alone (None when it
+    records none): a sensor can check every day without reading the data."""
+    tail = store.read_tail(key, FOOTER_PROBE)
+    length = struct.unpack("<I", tail[-8:-4])[0]
+    if length + 8 > len(tail):
+        tail = store.read_tail(key, length + 8)
+    # the footer with the file's leading magic bytes is a file pyarrow reads the schema of
+    schema = pq.read_schema(pa.BufferReader(b"PAR1" + tail[-(length + 8):]))
+    value = (schema.metadata or {}).get(FOOTER_GUIDELINE)
+    return value.decode() if value is not None else None

@@ -100,27 +100,38 @@ def test_labeling_tasks_put_under_covered_slices_first(demo_runs) -> None:
     assert tasks["priority"].is_monotonic_decreasing
 
 
-def test_guideline_sensor_backfills_exactly_the_affected_days(tmp_path: Path, demo_runs) -> None:
-    defs, _, _, warehouse = demo_runs
+def test_a_rename_is_backfilled_for_exactly_its_days_and_quarantines_nothing(tmp_path: Path, demo_runs) -> None:
+    """v3 renames bus to coach from 2024-06-13: the sensor asks for that day alone (10 and 11 are before it), with
+    no cursor; the day recomputed reads every bus as a coach and quarantines no more rows than before."""
+    defs, _, instance, source = demo_runs
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(source, warehouse)  # the module's warehouse stays as the other tests expect it
     config = tmp_path / "config"
     shutil.copytree(REPO / "config", config)
-    guidelines = GuidelinesResource(config_dir=str(config))
-    storage = StorageResource(landing=str(tmp_path / "landing"), warehouse=str(warehouse))
-    first = guideline_sensor.evaluate_tick(build_sensor_context(resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
-    assert not first.run_requests and json.loads(first.cursor) == ["v1", "v2"]
     v2 = (config / "guidelines" / "v2.yaml").read_text()
-    classes = v2[v2.index("classes:"):].replace("name: bus\n", "name: coach\n")
     (config / "guidelines" / "v3.yaml").write_text(
-        "version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n  - {op: rename, from: bus, to: coach}\n" + classes)
-    result = guideline_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
-    # days 10, 11 and 13 are ingested and all hold buses; v3 takes effect on the 13th
+        "version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n  - {op: rename, from: bus, to: coach}\n"
+        + v2[v2.index("classes:"):].replace("name: bus\n", "name: coach\n"))
+    storage = StorageResource(landing=str(tmp_path / "landing"), warehouse=str(warehouse))
+    sensor_resources = {"guidelines": GuidelinesResource(config_dir=str(config)), "storage": storage}
+    result = guideline_sensor.evaluate_tick(build_sensor_context(instance=instance, resources=sensor_resources,
+                                                                 definitions=defs))
     assert [r.partition_key for r in result.run_requests] == ["2024-06-13"]
-    assert result.run_requests[0].run_key == "guideline-v3-2024-06-13"
-    added = v2[v2.index("classes:"):].rstrip("\n") + "\n  - name: coach\n    geometry: [bbox]\n"
-    (config / "guidelines" / "v3.yaml").write_text(
-        "version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n  - {op: add, class: coach}\n" + added)
-    nothing = guideline_sensor.evaluate_tick(build_sensor_context(cursor=first.cursor, resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
-    assert not nothing.run_requests  # adding a class touches no existing label: no backfill
+    request = result.run_requests[0]
+    assert request.run_key == "guideline-v3-2024-06-13-from-v2"
+    quarantined_before = pd.read_parquet(warehouse / "tables/quarantined_annotations/2024-06-13.parquet")
+    settings = Settings(landing=str(REPO / "missing"), warehouse=str(warehouse), s3_endpoint_url=None,
+                        config_dir=str(config), start_date="2024-01-01")
+    assert materialize(list(defs.assets), selection=request.asset_selection, partition_key="2024-06-13",
+                       resources=build_resources(settings), instance=DagsterInstance.ephemeral()).success
+    validated = pd.read_parquet(warehouse / "tables/validated_annotations/2024-06-13.parquet")
+    quarantined = pd.read_parquet(warehouse / "tables/quarantined_annotations/2024-06-13.parquet")
+    assert len(quarantined) == len(quarantined_before) and "bus" not in set(validated["label"])
+    coaches = validated[validated["label"] == "coach"]
+    assert len(coaches) > 0 and coaches["remapped_from"].str.endswith(":bus").all()
+    again = guideline_sensor.evaluate_tick(build_sensor_context(instance=instance, resources=sensor_resources,
+                                                                definitions=defs))
+    assert not again.run_requests
 
 
 def test_landing_sensor_runs_new_and_changed_days_once_settled(tmp_path: Path) -> None:
@@ -171,8 +182,8 @@ def test_relabel_candidates_cover_every_reason() -> None:
         "unseen_in_training": [False, False, True, False], "critical": [False, True, False, False], "gap": [0, 38, 20, 0],
     })
     review = pd.DataFrame({"item_id": ["img-1"], "reason": ["box label conflict: car vs truck"], "priority": [0.8]})
-    quarantined = pd.DataFrame({"item_id": ["img-2"], "rule": ["needs_relabel"], "needs_relabel": ["v2: split of 'cyclist'"]})
-    candidates = labeling.relabel_candidates(production, drift, coverage, review, quarantined)
+    needs_relabel = pd.DataFrame({"item_id": ["img-2"], "needs_relabel": ["v2: split of 'cyclist'"]})
+    candidates = labeling.relabel_candidates(production, drift, coverage, review, needs_relabel)
     kinds = candidates.groupby("kind")["item_id"].apply(set).to_dict()
     assert kinds == {"drifted_slice": {"p1", "p2"}, "unseen_in_training": {"p3"}, "coverage_gap": {"p1"},
                      "review_queue": {"img-1"}, "guideline_change": {"img-2"}}

@@ -178,12 +178,26 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
     assert store.exists("snapshots/v0002/export/coco.json") and store.exists("snapshots/v0002/export/yolo.zip")
 
 
-def test_older_labels_are_read_under_the_snapshot_guideline() -> None:
+def test_the_diff_lists_remapped_labels_apart_from_changes(tmp_path: Path) -> None:
+    """A guideline merge between two versions: every renamed scene label and box is listed as remapped, and only
+    the real change (one scene label) as a change."""
+    store = LocalStore(tmp_path)
     consensus, items = inputs(40)
-    consensus.loc[consensus["label"] == "car", "label"] = "traffic_light"  # delivered under v1, renamed by v2
-    renamed = snapshots.curate(consensus, items, EMPTY, EMPTY, pd.Series(dtype=object), CONFIG, renames={"traffic_light": "traffic_signal"})
-    assert "traffic_light" not in set(renamed.labels["label"])
-    assert (renamed.labels["label"] == "traffic_signal").sum() == (consensus["label"] == "traffic_light").sum()
+    snapshots.publish(store, curate(consensus, items), {"guideline_version": "v2"})
+    merges = {"urban": "built_up", "car": "vehicle"}
+    after = consensus.assign(label=consensus["label"].replace(merges))
+    changed = after.index[(after["kind"] == "classification") & (after["label"] == "highway")][0]
+    after.loc[changed, "label"] = "built_up"  # a real change, not a remap
+    given = []
+    version, manifest, _ = snapshots.publish(store, curate(after, items), {"guideline_version": "v3"},
+                                             renames=lambda parent: given.append(parent) or merges)
+    diff = json.loads(store.read_bytes(f"snapshots/{version}/diff.json"))
+    assert given == ["v2"]
+    scenes, boxes = consensus[consensus["kind"] == "classification"], consensus[consensus["kind"] == "bbox"]
+    assert len(diff["remapped_labels"]) == (scenes["label"] == "urban").sum()
+    assert len(diff["remapped_objects"]) == (boxes["label"] == "car").sum()
+    assert [(c["old"], c["new"]) for c in diff["label_changes"]] == [("highway", "built_up")]
+    assert diff["object_changes"] == [] and manifest["diff_summary"]["remapped_objects"] == len(diff["remapped_objects"])
 
 
 def test_box_only_items_are_split_and_keep_their_boxes(tmp_path: Path) -> None:

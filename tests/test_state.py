@@ -81,7 +81,7 @@ def test_an_answer_supersedes_the_kinds_it_covers_and_one_reviewer_decides() -> 
     boxes_of_a = labels[(labels["item_id"] == "a") & (labels["kind"] == "bbox")]
     assert boxes_of_a[["label", "x", "support"]].values.tolist() == [["bus", 300.0, 1.0]]  # no quorum of two
     requested = pd.DataFrame({"item_id": ["a", "b"], "batch_id": f"relabel-{DAYS[0]}", "sent_on": DAYS[0]})
-    items = state.item_state(votes, labels, requested, pd.Series(["a"]), pd.Series(dtype=object))
+    items = state.item_state(votes, labels, requested, pd.Series(["a"]))
     assert items.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
         "a": "answered", "b": "relabel_requested"}
 
@@ -177,8 +177,7 @@ def test_an_unanswered_request_lapses_and_the_item_may_go_again() -> None:
     assert state.open_requests(ledger, "2024-06-12", 14)["item_id"].tolist() == ["b"]  # a lapsed, c not yet sent
     votes = state.fold_votes(state.empty_votes(), validated([box(i, "u1", "car", 10, DAYS[0]) for i in "abc"]))
     items = state.item_state(votes, pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
-                             state.open_requests(ledger, "2024-06-12", 14), pd.Series(dtype=object),
-                             pd.Series(dtype=object))
+                             state.open_requests(ledger, "2024-06-12", 14), pd.Series(dtype=object))
     assert items.set_index("item_id")["status"].to_dict() == {"a": "no_consensus", "b": "relabel_requested",
                                                               "c": "no_consensus"}
 
@@ -211,7 +210,7 @@ def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None
         labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
                                  gold, state.StateConfig())
         previous = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none,
-                                    none, previous=previous, touched=touched)
-    full = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none, none)
+                                    previous=previous, touched=touched)
+    full = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none)
     assert len(previous) == frame["item_id"].nunique() == 462
     pd.testing.assert_frame_equal(previous, full)
