@@ -68,7 +68,7 @@ bench: install
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra lint --python-version 3.11 --quiet -o requirements.lock
 
 clean:
 	rm -rf .labelops .pytest_cache test-output

@@ -22,7 +22,7 @@ from dagster import (
 from assets.metadata import OWNERS, guideline_entry, link, table_metadata
 from assets.partitioned import Frames, for_day
 from labelops import coverage, state
-from labelops.guidelines import predictions_under
+from labelops.guidelines import labels_under, predictions_under
 from labelops.plots import coverage_heatmap
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
@@ -128,7 +128,7 @@ def risk_report(
     spec = guidelines.coverage_spec(current)
     production_predictions = predictions_under(for_day(production_predictions, day, "production_predictions"),
                                                guideline_set, current.version)
-    gold_labels = gold_labels.assign(label=guideline_set.read_under(gold_labels["label"], current.version))
+    gold_labels = labels_under(gold_labels, guideline_set, current.version)
     reference = coverage.reference_boxes(consensus_labels, gold_labels)
     detections = coverage.detections(production_predictions, reference)
     pairs = coverage.confusion_pairs(reference, detections)

@@ -11,6 +11,7 @@ from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import SINGLE_RUN, DayFrames, Frames, concat_days, days, for_day
 from labelops import quality
 from labelops.annotators import Thresholds
+from labelops.guidelines import labels_under
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.validation import GuidelinesResource
@@ -86,14 +87,18 @@ def annotator_agreement(
     },
 )
 def consensus_and_scores(
-    context: AssetExecutionContext, config: ConsensusConfig, validated_annotations: Frames, gold_labels: Frames
+    context: AssetExecutionContext, config: ConsensusConfig, guidelines: GuidelinesResource,
+    validated_annotations: Frames, gold_labels: Frames
 ):
     thresholds = Thresholds(min_gold_accuracy=config.min_gold_accuracy, min_estimated_accuracy=config.min_estimated_accuracy,
                             min_gold_box_recall=config.min_gold_box_recall)
+    guideline_set = guidelines.load()
     labels, scored = {}, {}
     for day in days(context):
+        # gold files keep the names of their day: read under the day's guideline, as the judgments are
+        gold = labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, guideline_set.in_force(day).version)
         labels[day], scored[day] = quality.consensus_and_scores(
-            for_day(validated_annotations, day, "validated_annotations"), for_day(gold_labels, day, "gold_labels"),
+            for_day(validated_annotations, day, "validated_annotations"), gold,
             method=config.method, quorum=config.box_quorum, cluster_iou=config.box_cluster_iou, thresholds=thresholds,
         )
         flagged = scored[day][scored[day]["flagged"]]

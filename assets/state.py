@@ -22,6 +22,7 @@ from dagster import (
 from assets.metadata import OWNERS, guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from labelops import ingest, labeling, state
+from labelops.guidelines import labels_under
 from labelops.reporting import markdown_table
 from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
@@ -153,7 +154,7 @@ def label_state(
     touched = state.touched_items(votes, day if since is None or guideline_set.in_force(since).version == version
                                   else None)
     labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
-                             for_day(gold_labels, day, "gold_labels"), settings)
+                             labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, version), settings)
     # items in review wait for a decision, carried from day to day until an answer arrives
     in_review = pd.concat([previous.loc[previous["status"] == "in_review", "item_id"] if len(previous) else
                            pd.Series(dtype=object), for_day(review_queue, day, "review_queue")["item_id"]])

@@ -350,6 +350,12 @@ def predictions_under(predictions: pd.DataFrame, guidelines: GuidelineSet, versi
     """A production model's predictions with their classes read under ``version``: a model keeps the names it
     was trained with, so a class a guideline renamed or merged since would otherwise count as one that
     training never saw."""
-    if "predicted_label" not in predictions or predictions.empty:
-        return predictions
-    return predictions.assign(predicted_label=guidelines.read_under(predictions["predicted_label"], version))
+    return labels_under(predictions, guidelines, version, column="predicted_label")
+
+
+def labels_under(frame: pd.DataFrame, guidelines: GuidelineSet, version: str, *, column: str = "label") -> pd.DataFrame:
+    """A table of labels named under any earlier version (gold files, predictions) read under ``version``, so a
+    renamed or merged class compares equal to the judgments validation carried to it."""
+    if column not in frame or frame.empty:
+        return frame
+    return frame.assign(**{column: guidelines.read_under(frame[column], version)})

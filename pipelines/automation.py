@@ -88,9 +88,11 @@ def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesRes
     graph = context.repository_def.asset_graph
     day_assets = sorted(guideline_backfill.DAY_ASSETS.resolve(graph))
     with_snapshot = sorted(guideline_backfill.DAY_ASSETS.resolve(graph) | guideline_backfill.SNAPSHOT.resolve(graph))
+    curation = guideline_backfill.snapshot_run_config(storage.warehouse_store)
     return [RunRequest(run_key=f"guideline-{s.in_force}-{s.day}-from-{'-'.join(sorted(set(s.recorded.values())))}",
                        partition_key=s.day, tags={"labelops/trigger": f"guideline {s.in_force}"},
-                       asset_selection=with_snapshot if s is stale[-1] else day_assets)
+                       asset_selection=with_snapshot if s is stale[-1] else day_assets,
+                       run_config=curation if s is stale[-1] else {})
             for s in stale]
 
 

@@ -68,6 +68,14 @@ def stale_days(store: Store, guidelines: GuidelineSet) -> list[StaleDay]:
     return stale
 
 
+def snapshot_run_config(store: Store) -> dict:
+    """Run config that curates the new snapshot as the latest one was curated (its manifest's `curation`): a
+    backfill changes the labels' guideline, never the curation settings."""
+    version = snapshots.latest(store)
+    curation = snapshots.manifest(store, version).get("curation") if version else None
+    return {"ops": {"dataset_snapshot": {"config": curation}}} if curation else {}
+
+
 def describe(stale: list[StaleDay]) -> str:
     if not stale:
         return "every day's tables were computed under the guideline now in force: nothing to backfill"
@@ -91,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # runs go to the instance the UI reads when DAGSTER_HOME is set (as `make` sets it), else to a throwaway one
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    curation = snapshot_run_config(store)
     for position, day in enumerate(s.day for s in stale):
         last = position == len(stale) - 1
         result = materialize(list(defs.assets), selection=DAY_ASSETS | SNAPSHOT if last else DAY_ASSETS,
                              partition_key=day, instance=instance, resources=resources, raise_on_error=False,
                              tags={"labelops/trigger": f"guideline backfill {stale[position].in_force}"},
-                             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                             run_config={**quiet, **curation} if last else quiet)
         print(f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}")
         if not result.success:
             print(f"stopped at {day}: the later days fold into it; fix the failure and run again", file=sys.stderr)
