@@ -7,8 +7,13 @@ UV_VERSION := 0.13.9
 LS_VENV := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 export DAGSTER_HOME ?= $(CURDIR)/.labelops/dagster
+# The demo's days (2024-06-01 to 14) bound the partitions of demo, ui and backfill, so the UI shows them and not
+# years of empty days; set LABELOPS_START_DATE / LABELOPS_END_DATE (empty: up to yesterday) for your own data.
+LABELOPS_START_DATE ?= 2024-06-01
+LABELOPS_END_DATE ?= 2024-06-15
+DEMO_DAYS := LABELOPS_START_DATE=$(LABELOPS_START_DATE) LABELOPS_END_DATE=$(LABELOPS_END_DATE)
 
-.PHONY: install label-studio system-deps demo test ui backfill bench lock clean
+.PHONY: install label-studio system-deps demo test test-fast lint ui backfill bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,19 +48,30 @@ system-deps:
 
 demo: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m pipelines.demo
+	$(DEMO_DAYS) $(BIN)/python -m pipelines.demo
 
 test: install system-deps label-studio
 	LABELOPS_LABEL_STUDIO=$(CURDIR)/$(LS_VENV)/bin/label-studio $(BIN)/pytest
 
+# The tests without real Dagster runs or servers (pytest -m e2e runs those): about a minute on 2 cores.
+test-fast: install
+	$(BIN)/pytest -m "not e2e"
+
+# Formatting, lint rules and types (pinned in requirements.lock); basedpyright reports only errors that are not in
+# its baseline (.basedpyright/baseline.json), which shrinks as code is fixed: `basedpyright --writebaseline`.
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/basedpyright
+
 ui: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+	$(DEMO_DAYS) $(BIN)/dagster dev -w workspace.yaml
 
 # After a guideline change: recompute the days computed under another version, then a snapshot (ARGS=--dry-run lists them).
 backfill: install
 	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m pipelines.guideline_backfill $(ARGS)
+	$(DEMO_DAYS) $(BIN)/python -m pipelines.guideline_backfill $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.ingest

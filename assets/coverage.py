@@ -34,8 +34,16 @@ KINDS = {"python", "pandas", "parquet"}
 LOOKBACK_DAYS = 365
 # What coverage reads of the label state: the labels, and the days that date them.
 LABEL_COLUMNS = ["item_id", "label", "x", "y", "w", "h", "days"]
-COVERAGE_ASSET = {"partitions_def": daily_partitions, "group_name": GROUP, "owners": OWNERS[GROUP], "kinds": KINDS, "code_version": "1"}
-LOOKBACK = TimeWindowPartitionMapping(start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True)
+COVERAGE_ASSET = {
+    "partitions_def": daily_partitions,
+    "group_name": GROUP,
+    "owners": OWNERS[GROUP],
+    "kinds": KINDS,
+    "code_version": "1",
+}
+LOOKBACK = TimeWindowPartitionMapping(
+    start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+)
 
 
 def _severity(blocking: bool) -> AssetCheckSeverity:
@@ -49,9 +57,14 @@ def _severity(blocking: bool) -> AssetCheckSeverity:
         "item_index": AssetIn(),
         "production_predictions": AssetIn(),
     },
-    check_specs=[AssetCheckSpec("critical_classes_covered", asset="coverage_report",
-                                description="Every critical class reaches its minimum labeled count in every value of the "
-                                "spec's required slices (config/coverage.yaml). Warning unless the spec says blocking.")],
+    check_specs=[
+        AssetCheckSpec(
+            "critical_classes_covered",
+            asset="coverage_report",
+            description="Every critical class reaches its minimum labeled count in every value of the "
+            "spec's required slices (config/coverage.yaml). Warning unless the spec says blocking.",
+        )
+    ],
     description=f"Labeled objects per class x slice value (and per slice value alone, class '*') in the current "
     f"label state (items delivered within the last {LOOKBACK_DAYS} days, each counted once), against the spec's minimum and the day's production traffic: counts, shares, gap and "
     "under-representation (production share / training share). Cells production reaches but training barely "
@@ -67,32 +80,47 @@ def coverage_report(
 ):
     day = context.partition_key
     since = (pd.Timestamp(day) - pd.Timedelta(days=LOOKBACK_DAYS - 1)).date().isoformat()
-    consensus_labels = state.current_labels(for_day(label_state.select(keep=LABEL_COLUMNS), day, "label_state"),
-                                            since=since)
+    consensus_labels = state.current_labels(
+        for_day(label_state.select(keep=LABEL_COLUMNS), day, "label_state"), since=since
+    )
     item_catalog = for_day(item_index, day, "item_index")
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
     # the state is read under the day's guideline already; the model still names classes as it was trained
-    production_predictions = predictions_under(for_day(production_predictions, day, "production_predictions"),
-                                               guideline_set, current.version)
+    production_predictions = predictions_under(
+        for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
+    )
     labeled = coverage.slice_values(consensus_labels[LABEL_COLUMNS[:-1]], item_catalog, spec)
     production = production_predictions.rename(columns={"predicted_label": "label"})
-    production = coverage.slice_values(production[[c for c in production.columns if c in {"item_id", "label", "x", "y", "w", "h", *spec.dimensions}]], pd.DataFrame({"item_id": []}), spec)
+    production = coverage.slice_values(
+        production[[c for c in production.columns if c in {"item_id", "label", "x", "y", "w", "h", *spec.dimensions}]],
+        pd.DataFrame({"item_id": []}),
+        spec,
+    )
     report = coverage.coverage_report(labeled, production, spec)
     missing = coverage.missing_critical_cells(report, spec)
     unseen = report[report["unseen_in_training"]]
     heatmap_key = f"reports/coverage/{day}/heatmap.png"
-    storage.warehouse_store.write_bytes(heatmap_key, coverage_heatmap(report, list(spec.required) or list(spec.dimensions)))
-    yield Output({day: report}, metadata={
-        **table_metadata(report),
-        "worst_gaps": MetadataValue.md(markdown_table(report[report["label"] != coverage.ALL].head(15), max_rows=15)),
-        "unseen_in_training": MetadataValue.md(markdown_table(unseen[["label", "dimension", "value", "production_count"]], max_rows=20)),
-        "heatmap": link(storage, heatmap_key),
-        "labeled_objects": len(labeled),
-        "production_predictions": len(production),
-        **guideline_entry({day: current.version}),
-    })
+    storage.warehouse_store.write_bytes(
+        heatmap_key, coverage_heatmap(report, list(spec.required) or list(spec.dimensions))
+    )
+    yield Output(
+        {day: report},
+        metadata={
+            **table_metadata(report),
+            "worst_gaps": MetadataValue.md(
+                markdown_table(report[report["label"] != coverage.ALL].head(15), max_rows=15)
+            ),
+            "unseen_in_training": MetadataValue.md(
+                markdown_table(unseen[["label", "dimension", "value", "production_count"]], max_rows=20)
+            ),
+            "heatmap": link(storage, heatmap_key),
+            "labeled_objects": len(labeled),
+            "production_predictions": len(production),
+            **guideline_entry({day: current.version}),
+        },
+    )
     yield AssetCheckResult(
         check_name="critical_classes_covered",
         passed=missing.empty,
@@ -103,10 +131,15 @@ def coverage_report(
 
 @asset(
     **COVERAGE_ASSET,
-    check_specs=[AssetCheckSpec("critical_recall", asset="risk_report",
-                                description="The Wilson 95 % lower bound of every critical class's recall reaches its "
-                                "threshold, so a rare class with few examples is not taken as safe. Warning unless the "
-                                "spec says blocking.")],
+    check_specs=[
+        AssetCheckSpec(
+            "critical_recall",
+            asset="risk_report",
+            description="The Wilson 95 % lower bound of every critical class's recall reaches its "
+            "threshold, so a rare class with few examples is not taken as safe. Warning unless the "
+            "spec says blocking.",
+        )
+    ],
     description="The production model on the day's labeled items: per class and slice, precision, recall with a "
     "Wilson interval and cost-weighted error (cost matrix from the spec and the guideline's severities), "
     "against gold boxes where they exist and consensus boxes elsewhere. Misses are predicted 'background'.",
@@ -121,13 +154,17 @@ def risk_report(
     production_predictions: Frames,
 ):
     day = context.partition_key
-    consensus_labels, gold_labels = for_day(consensus_labels, day, "consensus_labels"), for_day(gold_labels, day, "gold_labels")
+    consensus_labels, gold_labels = (
+        for_day(consensus_labels, day, "consensus_labels"),
+        for_day(gold_labels, day, "gold_labels"),
+    )
     item_catalog = for_day(item_catalog, day, "item_catalog")
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
-    production_predictions = predictions_under(for_day(production_predictions, day, "production_predictions"),
-                                               guideline_set, current.version)
+    production_predictions = predictions_under(
+        for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
+    )
     gold_labels = labels_under(gold_labels, guideline_set, current.version)
     reference = coverage.reference_boxes(consensus_labels, gold_labels)
     detections = coverage.detections(production_predictions, reference)
@@ -137,13 +174,16 @@ def risk_report(
     storage.warehouse_store.write_bytes(f"reports/risk/{day}/confusion.csv", confusion.to_csv().encode())
     failing = coverage.failing_critical_recall(report, spec)
     overall = report[report["scope"] == "overall"]
-    yield Output({day: report}, metadata={
-        **table_metadata(report),
-        "overall": MetadataValue.md(markdown_table(overall, max_rows=30)),
-        "confusion_matrix": MetadataValue.md(markdown_table(confusion.reset_index(), max_rows=30)),
-        "objects_scored": len(pairs),
-        **guideline_entry({day: current.version}),
-    })
+    yield Output(
+        {day: report},
+        metadata={
+            **table_metadata(report),
+            "overall": MetadataValue.md(markdown_table(overall, max_rows=30)),
+            "confusion_matrix": MetadataValue.md(markdown_table(confusion.reset_index(), max_rows=30)),
+            "objects_scored": len(pairs),
+            **guideline_entry({day: current.version}),
+        },
+    )
     yield AssetCheckResult(
         check_name="critical_recall",
         passed=failing.empty,

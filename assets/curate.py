@@ -58,14 +58,23 @@ def dataset_snapshot(
     agreement = annotator_agreement[state_day] if state_day in annotator_agreement else pd.DataFrame()
     store = storage.warehouse_store
     parent = snapshots.latest(store)
-    parent_splits = snapshots.read_table(store, parent, "items.parquet", ["item_id", "split"]).set_index("item_id")["split"] if parent else pd.Series(dtype=object)
-    curation = snapshots.CurationConfig(config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed)
+    parent_splits = (
+        snapshots.read_table(store, parent, "items.parquet", ["item_id", "split"]).set_index("item_id")["split"]
+        if parent
+        else pd.Series(dtype=object)
+    )
+    curation = snapshots.CurationConfig(
+        config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed
+    )
     inputs = snapshots.state_inputs(current)
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(state_day) if state_day else None
-    curated = snapshots.curate(inputs.consensus, item_catalog, inputs.review, inputs.relabel, parent_splits, curation,
-                               annotated=inputs.items)
-    days = sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
+    curated = snapshots.curate(
+        inputs.consensus, item_catalog, inputs.review, inputs.relabel, parent_splits, curation, annotated=inputs.items
+    )
+    days = (
+        sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
+    )
     overall = agreement[agreement["scope"] == "overall"] if len(agreement) else agreement
     metadata = {
         "guideline_version": guideline.version if guideline else None,
@@ -75,36 +84,43 @@ def dataset_snapshot(
         "qa": {
             "review_queue_items": len(inputs.review),
             "waiting_for_relabel_items": len(inputs.relabel),
-            "agreement_mean_by_metric": {m: float(v) for m, v in overall.groupby("metric")["value"].mean().items()} if len(overall) else {},
+            "agreement_mean_by_metric": {m: float(v) for m, v in overall.groupby("metric")["value"].mean().items()}
+            if len(overall)
+            else {},
         },
         "curation": {**config.model_dump()},
     }
     if curated.stratification["skipped"]:
         context.log.warning(f"stratify_by columns the item catalog lacks, skipped: {curated.stratification['skipped']}")
     version, manifest, created = snapshots.publish(
-        store, curated, metadata,
-        renames=(lambda parent: guideline_set.renames_between(parent, guideline.version)) if guideline else None)
+        store,
+        curated,
+        metadata,
+        renames=(lambda parent: guideline_set.renames_between(parent, guideline.version)) if guideline else None,
+    )
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
     report = f"reports/snapshots/{version}.html"
     if created or not store.exists(report):
         # equal content hashes mean equal tables, so the curated ones describe the version either way
         store.write_bytes(report, snapshot_report(manifest, curated.labels).encode())
     changes = manifest["diff_summary"]
-    return MaterializeResult(metadata={
-        "version": version,
-        "created": created,
-        "content_hash": manifest["content_hash"],
-        "parent_version": str(manifest["parent_version"]),
-        "guideline_version": str(manifest.get("guideline_version")),
-        "dagster/row_count": manifest["rows"]["items"],
-        "labels": manifest["rows"]["labels"],
-        "split_sizes": MetadataValue.json(manifest["split_sizes"]),
-        "excluded": MetadataValue.json(manifest["excluded"]),
-        "stratification": MetadataValue.json(curated.stratification),
-        "diff": MetadataValue.md(markdown_table(pd.DataFrame([changes]), max_rows=1)),
-        "manifest": link(storage, f"{snapshots.ROOT}/{version}/manifest.json"),
-        "report": link(storage, report),
-    })
+    return MaterializeResult(
+        metadata={
+            "version": version,
+            "created": created,
+            "content_hash": manifest["content_hash"],
+            "parent_version": str(manifest["parent_version"]),
+            "guideline_version": str(manifest.get("guideline_version")),
+            "dagster/row_count": manifest["rows"]["items"],
+            "labels": manifest["rows"]["labels"],
+            "split_sizes": MetadataValue.json(manifest["split_sizes"]),
+            "excluded": MetadataValue.json(manifest["excluded"]),
+            "stratification": MetadataValue.json(curated.stratification),
+            "diff": MetadataValue.md(markdown_table(pd.DataFrame([changes]), max_rows=1)),
+            "manifest": link(storage, f"{snapshots.ROOT}/{version}/manifest.json"),
+            "report": link(storage, report),
+        }
+    )
 
 
 class SnapshotExportsConfig(Config):
@@ -121,15 +137,18 @@ class SnapshotExportsConfig(Config):
     "snapshots/<version>/export/. On request, not nightly: a full-dataset file costs as much as the dataset is "
     "large, so it is written when training asks for it. The same version always gives the same bytes.",
 )
-def snapshot_exports(context: AssetExecutionContext, config: SnapshotExportsConfig,
-                     storage: StorageResource) -> MaterializeResult:
+def snapshot_exports(
+    context: AssetExecutionContext, config: SnapshotExportsConfig, storage: StorageResource
+) -> MaterializeResult:
     store = storage.warehouse_store
     version = config.version or snapshots.latest(store)
     if version is None:
         raise ValueError("no snapshot is published yet: materialize dataset_snapshot first")
     keys = snapshots.write_exports(store, version)
     context.log.info(f"exports of snapshot {version}: {', '.join(keys)}")
-    return MaterializeResult(metadata={
-        "version": version,
-        **{name: link(storage, key) for name, key in keys.items()},
-    })
+    return MaterializeResult(
+        metadata={
+            "version": version,
+            **{name: link(storage, key) for name, key in keys.items()},
+        }
+    )

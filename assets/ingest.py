@@ -6,7 +6,6 @@ listed, by name and reason, in the asset's metadata, in a ledger in the
 warehouse, and as a failed (non-blocking) check; the other files still load.
 """
 
-
 import json
 
 import pandas as pd
@@ -67,8 +66,9 @@ def _report(
     for message in errors["error"]:
         context.log.error(message)
     for file in arriving["source_file"]:
-        context.log.warning(f"{file}: still arriving (modified less than {storage.settle_seconds:g} s ago); "
-                            "deferred to the next run")
+        context.log.warning(
+            f"{file}: still arriving (modified less than {storage.settle_seconds:g} s ago); deferred to the next run"
+        )
     yield Output(
         {day: r.table for day, r in results.items()},
         metadata={
@@ -77,7 +77,9 @@ def _report(
             "files_rejected": len(errors),
             "files_still_arriving": len(arriving),
             "file_ledger": MetadataValue.md(markdown_table(ledger.drop(columns="error"), max_rows=30)),
-            "ledger_path": MetadataValue.path(f"{storage.warehouse}/ledgers/{name}/" + (f"{day}.csv" if len(results) == 1 else "")),
+            "ledger_path": MetadataValue.path(
+                f"{storage.warehouse}/ledgers/{name}/" + (f"{day}.csv" if len(results) == 1 else "")
+            ),
             **metadata,
         },
     )
@@ -102,7 +104,9 @@ def _report(
     "time, and slice attributes (lighting, weather, device, region, …) as extra text columns. One row per item.",
 )
 def item_catalog(context: AssetExecutionContext, storage: StorageResource):
-    results = {day: ingest.read_items(storage.landing_store, day, policy=storage.read_policy()) for day in days(context)}
+    results = {
+        day: ingest.read_items(storage.landing_store, day, policy=storage.read_policy()) for day in days(context)
+    }
     slices = sorted({c for r in results.values() for c in r.table.columns if c not in ingest.ITEM_CORE_SCHEMA.names})
     yield from _report(context, storage, "item_catalog", results, {"slice_columns": ", ".join(slices) or "none"})
 
@@ -124,10 +128,16 @@ def label_exports(
     warehouse = storage.warehouse_store
     for day in days(context):  # in day order: a range's later days compare against its earlier ones
         items = for_day(item_catalog, day, "item_catalog")
-        sizes = dict(zip(items["item_id"], zip(items["width"], items["height"])))
+        sizes = dict(zip(items["item_id"], zip(items["width"], items["height"], strict=True), strict=True))
         # pseudonyms before anything is written, logged or reported: every later table derives from this one
-        results[day] = ingest.read_exports(storage.landing_store, day, sizes, policy=storage.read_policy(),
-                                           known=ingest.known_judgments(warehouse, day), protect=annotator_ids.protect)
+        results[day] = ingest.read_exports(
+            storage.landing_store,
+            day,
+            sizes,
+            policy=storage.read_policy(),
+            known=ingest.known_judgments(warehouse, day),
+            protect=annotator_ids.protect,
+        )
         ingest.record_judgments(warehouse, day, results[day].table)
     table = concat_days({day: r.table for day, r in results.items()})
     skipped: dict[str, int] = {}
@@ -171,8 +181,9 @@ def gold_labels(context: AssetExecutionContext, storage: StorageResource):
     "predicted_label, confidence, and the model's input features as extra columns (numbers stay numeric).",
 )
 def production_predictions(context: AssetExecutionContext, storage: StorageResource):
-    results = {day: ingest.read_predictions(storage.landing_store, day, policy=storage.read_policy())
-               for day in days(context)}
+    results = {
+        day: ingest.read_predictions(storage.landing_store, day, policy=storage.read_policy()) for day in days(context)
+    }
     table = concat_days({day: r.table for day, r in results.items()})
     metadata = {
         "preview_columns": [c for c in table.columns if c not in ("source_file", "export_date")],

@@ -8,7 +8,6 @@ outbox/<area>/ledger/<day>.csv, so runs of different days never overwrite each o
 item is not sent twice while open.
 """
 
-
 import pandas as pd
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
@@ -34,8 +33,10 @@ OUTBOX_ASSET = {
     "owners": OWNERS[GROUP],
     "kinds": KINDS,
     "code_version": "3",
-    "ins": {"item_index": AssetIn(partition_mapping=AllPartitionMapping()),
-            "label_state": AssetIn(partition_mapping=AllPartitionMapping())},
+    "ins": {
+        "item_index": AssetIn(partition_mapping=AllPartitionMapping()),
+        "label_state": AssetIn(partition_mapping=AllPartitionMapping()),
+    },
 }
 
 
@@ -65,8 +66,11 @@ class TasksConfig(Config):
 
 def _latest(frames: Frames, columns: list[str]) -> pd.DataFrame:
     """The latest day of a state asset (some columns), or an empty table before the first day."""
-    return frames.select(keep=columns)[sorted(frames)[-1]].reindex(columns=columns) if len(frames) else (
-        pd.DataFrame(columns=columns))
+    return (
+        frames.select(keep=columns)[sorted(frames)[-1]].reindex(columns=columns)
+        if len(frames)
+        else (pd.DataFrame(columns=columns))
+    )
 
 
 def _answered(label_state: Frames) -> set[str]:
@@ -77,8 +81,11 @@ def _answered(label_state: Frames) -> set[str]:
 
 
 def _pre_annotation_metadata(pre: outbox.PreAnnotations) -> dict:
-    return {"pre_annotations": len(pre.results), "predictions_remapped": pre.remapped,
-            "predictions_dropped": MetadataValue.json(pre.dropped)}
+    return {
+        "pre_annotations": len(pre.results),
+        "predictions_remapped": pre.remapped,
+        "predictions_dropped": MetadataValue.json(pre.dropped),
+    }
 
 
 def _send(
@@ -102,8 +109,9 @@ def _send(
         links["items_for_landing"] = MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.items.csv")
     store.write_bytes(f"{prefix}/{batch_id}.label_studio.json", tasks)
     store.write_bytes(f"{prefix}/{batch_id}.csv", manifest.to_csv(index=False).encode())
-    ledger = pd.DataFrame({"item_id": manifest["item_id"], "batch_id": batch_id, "sent_on": day,
-                           "reason": manifest["reason"]})[labeling.LEDGER_COLUMNS]
+    ledger = pd.DataFrame(
+        {"item_id": manifest["item_id"], "batch_id": batch_id, "sent_on": day, "reason": manifest["reason"]}
+    )[labeling.LEDGER_COLUMNS]
     store.write_bytes(f"outbox/{area}/ledger/{day}.csv", ledger.to_csv(index=False).encode())
     return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json"), **links}
 
@@ -136,9 +144,13 @@ def relabel_batch(
     production_drift = for_day(production_drift, day, "production_drift")
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
-    production_predictions = predictions_under(for_day(production_predictions, day, "production_predictions"),
-                                               guideline_set, guideline.version)
-    coverage_report, review_queue = for_day(coverage_report, day, "coverage_report"), for_day(review_queue, day, "review_queue")
+    production_predictions = predictions_under(
+        for_day(production_predictions, day, "production_predictions"), guideline_set, guideline.version
+    )
+    coverage_report, review_queue = (
+        for_day(coverage_report, day, "coverage_report"),
+        for_day(review_queue, day, "review_queue"),
+    )
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
     latest = _latest(label_state, ["item_id", "days", "status", "needs_relabel"]).drop_duplicates("item_id")
@@ -147,32 +159,51 @@ def relabel_batch(
     spec = guidelines.coverage_spec(guideline)
     slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
-    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], returned, day,
-                                     expire_days=config.expire_days)
+    open_items = labeling.still_open(
+        ledger[ledger["batch_id"] != batch_id], returned, day, expire_days=config.expire_days
+    )
     open_items |= _answered(label_state)  # answered items are never sent again
-    candidates = labeling.relabel_candidates(production_predictions, production_drift, coverage_report, review_queue,
-                                             needs_relabel, drift_ratio=config.drift_ratio)
-    media = outbox.media(candidates["item_id"], catalog, production_predictions, day=day,
-                         uri_template=config.production_uri_template)
+    candidates = labeling.relabel_candidates(
+        production_predictions,
+        production_drift,
+        coverage_report,
+        review_queue,
+        needs_relabel,
+        drift_ratio=config.drift_ratio,
+    )
+    media = outbox.media(
+        candidates["item_id"], catalog, production_predictions, day=day, uri_template=config.production_uri_template
+    )
     has_media = isin(candidates["item_id"], media["item_id"])
     no_media = candidates[~has_media].drop_duplicates("item_id")
     budget = outbox.item_budget(config.budget, config.honeypot_share)
     chosen = labeling.select(candidates[has_media], budget, open_items).assign(batch_id=batch_id)
     chosen = chosen[["item_id", "reason", "kind", "priority", "batch_id", "rank"]]
-    batch, media, honeypots = outbox.with_honeypots(chosen, media, gold, catalog, share=config.honeypot_share,
-                                                    exclude=open_items, batch_id=batch_id, day=day)
+    batch, media, honeypots = outbox.with_honeypots(
+        chosen, media, gold, catalog, share=config.honeypot_share, exclude=open_items, batch_id=batch_id, day=day
+    )
     tasks, pre = outbox.task_file(batch, media, production_predictions, guideline_set, guideline, batch_id=batch_id)
     items = outbox.catalog_rows(media[isin(media["item_id"], batch["item_id"])], production_predictions, slices)
     links = _send(storage, "relabel", day, batch_id, batch, tasks, guideline, items)
-    return Output({day: batch}, metadata={
-        **table_metadata(batch), **links, **_pre_annotation_metadata(pre),
-        "candidates": len(candidates), "skipped_open": len(open_items), "guideline_version": guideline.version,
-        "item_budget": budget, "honeypots": honeypots["sent"], "honeypot_detail": MetadataValue.json(honeypots),
-        "no_media": len(no_media), "no_media_by_kind": MetadataValue.json(no_media["kind"].value_counts().to_dict()),
-        "production_items_catalogued": len(items),
-        "by_kind": MetadataValue.json(batch["kind"].value_counts().to_dict()),
-        "top": MetadataValue.md(markdown_table(chosen[["item_id", "reason", "priority"]], max_rows=15)),
-    })
+    return Output(
+        {day: batch},
+        metadata={
+            **table_metadata(batch),
+            **links,
+            **_pre_annotation_metadata(pre),
+            "candidates": len(candidates),
+            "skipped_open": len(open_items),
+            "guideline_version": guideline.version,
+            "item_budget": budget,
+            "honeypots": honeypots["sent"],
+            "honeypot_detail": MetadataValue.json(honeypots),
+            "no_media": len(no_media),
+            "no_media_by_kind": MetadataValue.json(no_media["kind"].value_counts().to_dict()),
+            "production_items_catalogued": len(items),
+            "by_kind": MetadataValue.json(batch["kind"].value_counts().to_dict()),
+            "top": MetadataValue.md(markdown_table(chosen[["item_id", "reason", "priority"]], max_rows=15)),
+        },
+    )
 
 
 @asset(
@@ -199,39 +230,58 @@ def labeling_tasks(
     day = context.partition_key
     batch_id = f"tasks-{day}"
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
-    item_catalog, coverage_report = for_day(item_catalog, day, "item_catalog"), for_day(coverage_report, day, "coverage_report")
+    item_catalog, coverage_report = (
+        for_day(item_catalog, day, "item_catalog"),
+        for_day(coverage_report, day, "coverage_report"),
+    )
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
     labeled_items = _latest(label_state, ["item_id", "days"])  # every item with a label state, however old
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
     production_predictions = predictions_under(
         for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions"),
-        guideline_set, guideline.version)
+        guideline_set,
+        guideline.version,
+    )
     spec = guidelines.coverage_spec(guideline)
     critical = set(spec.critical)
     spec_dimensions = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     wanted = spec_dimensions if config.dimensions is None else config.dimensions
     dimensions = [d for d in wanted if d in item_catalog.columns]
     ledger = labeling.read_ledger(storage.warehouse_store, "tasks")
-    open_items = labeling.still_open(ledger[ledger["batch_id"] != batch_id], state.last_labeled(labeled_items), day,
-                                     expire_days=config.expire_days)
-    candidates = labeling.task_candidates(item_catalog, labeled_items["item_id"], coverage_report, production_predictions, dimensions,
-                                          critical)
+    open_items = labeling.still_open(
+        ledger[ledger["batch_id"] != batch_id], state.last_labeled(labeled_items), day, expire_days=config.expire_days
+    )
+    candidates = labeling.task_candidates(
+        item_catalog, labeled_items["item_id"], coverage_report, production_predictions, dimensions, critical
+    )
     media = outbox.media(candidates["item_id"], item_catalog, pd.DataFrame(), day=day)
     has_media = isin(candidates["item_id"], media["item_id"])
     budget = outbox.item_budget(config.budget, config.honeypot_share)
     chosen = candidates[has_media & ~isin(candidates["item_id"], open_items)].head(budget).reset_index(drop=True)
     chosen = chosen.assign(batch_id=batch_id, rank=range(1, len(chosen) + 1))
     chosen = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *dimensions]]
-    batch, media, honeypots = outbox.with_honeypots(chosen, media, gold, catalog, share=config.honeypot_share,
-                                                    exclude=open_items, batch_id=batch_id, day=day)
+    batch, media, honeypots = outbox.with_honeypots(
+        chosen, media, gold, catalog, share=config.honeypot_share, exclude=open_items, batch_id=batch_id, day=day
+    )
     batch["uri"] = batch["item_id"].map(media.set_index("item_id")["uri"])
     tasks, pre = outbox.task_file(batch, media, production_predictions, guideline_set, guideline, batch_id=batch_id)
     links = _send(storage, "tasks", day, batch_id, batch, tasks, guideline)
-    return Output({day: batch}, metadata={
-        **table_metadata(batch), **links, **_pre_annotation_metadata(pre), "raw_items": len(candidates),
-        "skipped_open": len(open_items),
-        "guideline_version": guideline.version, "item_budget": budget, "honeypots": honeypots["sent"],
-        "honeypot_detail": MetadataValue.json(honeypots), "no_media": int((~has_media).sum()),
-        "dimensions": MetadataValue.json({"used": dimensions, "skipped": [d for d in wanted if d not in dimensions]}),
-    })
+    return Output(
+        {day: batch},
+        metadata={
+            **table_metadata(batch),
+            **links,
+            **_pre_annotation_metadata(pre),
+            "raw_items": len(candidates),
+            "skipped_open": len(open_items),
+            "guideline_version": guideline.version,
+            "item_budget": budget,
+            "honeypots": honeypots["sent"],
+            "honeypot_detail": MetadataValue.json(honeypots),
+            "no_media": int((~has_media).sum()),
+            "dimensions": MetadataValue.json(
+                {"used": dimensions, "skipped": [d for d in wanted if d not in dimensions]}
+            ),
+        },
+    )

@@ -27,7 +27,9 @@ def guideline_entry(versions: dict[str, str]) -> dict[str, object]:
     """The guideline each day of an output was computed under: shown in the UI, and written by the IO manager
     into each day's Parquet footer, where the guideline sensor compares it with the version now in force."""
     distinct = set(versions.values())
-    return {GUIDELINE_VERSION: distinct.pop() if len(distinct) == 1 else MetadataValue.json(dict(sorted(versions.items())))}
+    return {
+        GUIDELINE_VERSION: distinct.pop() if len(distinct) == 1 else MetadataValue.json(dict(sorted(versions.items())))
+    }
 
 
 def link(storage: StorageResource, key: str) -> MetadataValue:

@@ -41,11 +41,16 @@ class DriftRunConfig(Config):
     "and a `__dataset__` row that drifts when half of the columns do.",
 )
 def production_drift(
-    context: AssetExecutionContext, config: DriftRunConfig, storage: StorageResource, guidelines: GuidelinesResource,
+    context: AssetExecutionContext,
+    config: DriftRunConfig,
+    storage: StorageResource,
+    guidelines: GuidelinesResource,
     production_predictions: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
-    production_predictions = production_predictions.select(drop=drift.PRODUCTION_META)  # ids, time, boxes: not monitored
+    production_predictions = production_predictions.select(
+        drop=drift.PRODUCTION_META
+    )  # ids, time, boxes: not monitored
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day).version
     current = predictions_under(production_predictions.get(day, pd.DataFrame()), guideline_set, guideline)
@@ -55,8 +60,9 @@ def production_drift(
     bounds = drift.Reference(config.reference_days, config.reference_rows, REFERENCE.first_days)
     reference_days = drift.reference_days(source_days, list(production_predictions), day, bounds)
     per_day = bounds.rows // max(len(reference_days), 1)  # read a day, keep its share: memory stays bounded
-    reference = concat_days({d: drift.sample_rows(production_predictions[d], per_day, seed=n)
-                             for n, d in enumerate(reference_days)})
+    reference = concat_days(
+        {d: drift.sample_rows(production_predictions[d], per_day, seed=n) for n, d in enumerate(reference_days)}
+    )
     reference = predictions_under(reference, guideline_set, guideline)  # a renamed class is no drift
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
     columns = drift.monitored_columns(current) if len(current) and len(reference) else []
@@ -65,16 +71,21 @@ def production_drift(
     dataset = bool(table.loc[table["feature"] == "__dataset__", "drifted"].iloc[0])
     if dataset:
         context.log.warning(f"{day}: dataset drift in {drifted}")
-    return Output({day: table}, metadata={
-        **table_metadata(table),
-        "dataset_drift": dataset,
-        "drifted_features": ", ".join(drifted) or "none",
-        "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
-        "reference_rows": len(reference),
-        "reference_days": ", ".join(reference_days),
-        "mean_confidence": float(current["confidence"].mean()) if len(current) else 0.0,
-        "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
-        "current_rows": len(current),
-        **guideline_entry({day: guideline}),
-        "by_feature": MetadataValue.md(markdown_table(table[["feature", "method", "statistic", "p_value", "drifted", "psi_band"]], max_rows=40)),
-    })
+    return Output(
+        {day: table},
+        metadata={
+            **table_metadata(table),
+            "dataset_drift": dataset,
+            "drifted_features": ", ".join(drifted) or "none",
+            "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
+            "reference_rows": len(reference),
+            "reference_days": ", ".join(reference_days),
+            "mean_confidence": float(current["confidence"].mean()) if len(current) else 0.0,
+            "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
+            "current_rows": len(current),
+            **guideline_entry({day: guideline}),
+            "by_feature": MetadataValue.md(
+                markdown_table(table[["feature", "method", "statistic", "p_value", "drifted", "psi_band"]], max_rows=40)
+            ),
+        },
+    )

@@ -62,14 +62,23 @@ def annotator_agreement(
     for day in days(context):
         items = for_day(item_catalog, day, "item_catalog")
         slices = [c for c in items.columns if c not in SLICE_EXCLUDE]
-        tables[day] = quality.agreement_table(for_day(validated_annotations, day, "validated_annotations"), items, slices,
-                                              n_boot=config.bootstrap_resamples, seed=config.seed)
-        context.log.info(f"{day}: agreement over {len(slices)} slice dimensions, {config.bootstrap_resamples} bootstrap resamples")
+        tables[day] = quality.agreement_table(
+            for_day(validated_annotations, day, "validated_annotations"),
+            items,
+            slices,
+            n_boot=config.bootstrap_resamples,
+            seed=config.seed,
+        )
+        context.log.info(
+            f"{day}: agreement over {len(slices)} slice dimensions, {config.bootstrap_resamples} bootstrap resamples"
+        )
     table = concat_days(tables)
     overall = table[table["scope"] == "overall"][["metric", "value", "ci_low", "ci_high", "n_items"]]
     metadata = {**table_metadata(table), "overall": MetadataValue.md(markdown_table(overall, max_rows=20))}
     if len(tables) == 1:
-        metadata.update({f"overall/{k}": float(v) for k, v in zip(overall["metric"], overall["value"]) if pd.notna(v)})
+        metadata.update(
+            {f"overall/{k}": float(v) for k, v in zip(overall["metric"], overall["value"], strict=True) if pd.notna(v)}
+        )
     return Output(tables, metadata=metadata)
 
 
@@ -78,46 +87,78 @@ def annotator_agreement(
     backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     outs={
-        "consensus_labels": AssetOut(kinds=KINDS, owners=OWNERS[GROUP], code_version="1", description="One consensus label per item "
+        "consensus_labels": AssetOut(
+            kinds=KINDS,
+            owners=OWNERS[GROUP],
+            code_version="1",
+            description="One consensus label per item "
             "(Dawid-Skene by default, majority vote on request; confidence = posterior) and one fused box per "
-            "object (clusters of matched boxes, weighted by annotator accuracy, `support` annotators, quorum)."),
-        "annotator_scores": AssetOut(kinds=KINDS, owners=OWNERS[GROUP], code_version="1", description="Per annotator: gold accuracy, "
+            "object (clusters of matched boxes, weighted by annotator accuracy, `support` annotators, quorum).",
+        ),
+        "annotator_scores": AssetOut(
+            kinds=KINDS,
+            owners=OWNERS[GROUP],
+            code_version="1",
+            description="Per annotator: gold accuracy, "
             "gold box precision/recall/IoU, agreement with consensus, Dawid-Skene estimated accuracy, and a "
-            "flag with its reason when below the thresholds."),
+            "flag with its reason when below the thresholds.",
+        ),
     },
 )
 def consensus_and_scores(
-    context: AssetExecutionContext, config: ConsensusConfig, guidelines: GuidelinesResource,
-    validated_annotations: Frames, gold_labels: Frames
+    context: AssetExecutionContext,
+    config: ConsensusConfig,
+    guidelines: GuidelinesResource,
+    validated_annotations: Frames,
+    gold_labels: Frames,
 ):
-    thresholds = Thresholds(min_gold_accuracy=config.min_gold_accuracy, min_estimated_accuracy=config.min_estimated_accuracy,
-                            min_gold_box_recall=config.min_gold_box_recall)
+    thresholds = Thresholds(
+        min_gold_accuracy=config.min_gold_accuracy,
+        min_estimated_accuracy=config.min_estimated_accuracy,
+        min_gold_box_recall=config.min_gold_box_recall,
+    )
     guideline_set = guidelines.load()
     labels, scored = {}, {}
     for day in days(context):
         # gold files keep the names of their day: read under the day's guideline, as the judgments are
-        gold = labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, guideline_set.in_force(day).version)
+        gold = labels_under(
+            for_day(gold_labels, day, "gold_labels"), guideline_set, guideline_set.in_force(day).version
+        )
         labels[day], scored[day] = quality.consensus_and_scores(
-            for_day(validated_annotations, day, "validated_annotations"), gold,
-            method=config.method, quorum=config.box_quorum, cluster_iou=config.box_cluster_iou, thresholds=thresholds,
+            for_day(validated_annotations, day, "validated_annotations"),
+            gold,
+            method=config.method,
+            quorum=config.box_quorum,
+            cluster_iou=config.box_cluster_iou,
+            thresholds=thresholds,
         )
         flagged = scored[day][scored[day]["flagged"]]
-        for annotator, reason in zip(flagged["annotator_id"], flagged["flag_reason"]):
+        for annotator, reason in zip(flagged["annotator_id"], flagged["flag_reason"], strict=True):
             context.log.warning(f"{day}: annotator {annotator} flagged: {reason}")
     table, scores = concat_days(labels), concat_days(scored)
     flagged = scores[scores["flagged"]]
-    yield Output(labels, output_name="consensus_labels", metadata={
-        **table_metadata(table),
-        "method": config.method,
-        "items": int(table["item_id"].nunique()),
-        "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
-        "low_confidence_items": int((table["confidence"] < 0.7).sum()),
-    })
-    yield Output(scored, output_name="annotator_scores", metadata={
-        **table_metadata(scores),
-        "flagged": len(flagged),
-        "flagged_annotators": MetadataValue.md(markdown_table(flagged[["annotator_id", "flag_reason"]], max_rows=50)),
-    })
+    yield Output(
+        labels,
+        output_name="consensus_labels",
+        metadata={
+            **table_metadata(table),
+            "method": config.method,
+            "items": int(table["item_id"].nunique()),
+            "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
+            "low_confidence_items": int((table["confidence"] < 0.7).sum()),
+        },
+    )
+    yield Output(
+        scored,
+        output_name="annotator_scores",
+        metadata={
+            **table_metadata(scores),
+            "flagged": len(flagged),
+            "flagged_annotators": MetadataValue.md(
+                markdown_table(flagged[["annotator_id", "flag_reason"]], max_rows=50)
+            ),
+        },
+    )
 
 
 @asset(
@@ -134,16 +175,23 @@ def review_queue(
 ) -> Output[DayFrames]:
     guideline_set = guidelines.load()
     queues = {
-        day: quality.review(for_day(validated_annotations, day, "validated_annotations"),
-                            for_day(consensus_labels, day, "consensus_labels"), guideline_set.in_force(day),
-                            min_confidence=config.min_confidence, min_agreement=config.min_agreement)
+        day: quality.review(
+            for_day(validated_annotations, day, "validated_annotations"),
+            for_day(consensus_labels, day, "consensus_labels"),
+            guideline_set.in_force(day),
+            min_confidence=config.min_confidence,
+            min_agreement=config.min_agreement,
+        )
         for day in days(context)
     }
     queue = concat_days(queues)
-    return Output(queues, metadata={
-        **table_metadata(queue),
-        "critical_items": int(queue["critical"].sum()) if len(queue) else 0,
-    })
+    return Output(
+        queues,
+        metadata={
+            **table_metadata(queue),
+            "critical_items": int(queue["critical"].sum()) if len(queue) else 0,
+        },
+    )
 
 
 quality_assets = [annotator_agreement, consensus_and_scores, review_queue]

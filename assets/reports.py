@@ -13,8 +13,17 @@ from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
-INPUTS = ("validated_annotations", "quarantined_annotations", "annotator_agreement", "annotator_scores", "consensus_labels",
-          "coverage_report", "production_drift", "relabel_batch", "label_state")
+INPUTS = (
+    "validated_annotations",
+    "quarantined_annotations",
+    "annotator_agreement",
+    "annotator_scores",
+    "consensus_labels",
+    "coverage_report",
+    "production_drift",
+    "relabel_batch",
+    "label_state",
+)
 
 
 # What the labeling-loop section reads of the state: one column per fact, not the consensus rows' geometry.
@@ -62,8 +71,11 @@ def quality_report(
 ) -> MaterializeResult:
     guideline_set = guidelines.load()
     latest = snapshots.latest(storage.warehouse_store)
-    snapshot_items = snapshots.read_table(storage.warehouse_store, latest, "items.parquet",
-                                          columns=["item_id"])["item_id"] if latest else None
+    snapshot_items = (
+        snapshots.read_table(storage.warehouse_store, latest, "items.parquet", columns=["item_id"])["item_id"]
+        if latest
+        else None
+    )
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
     links = {}
     for day in days(context):
@@ -72,8 +84,11 @@ def quality_report(
         html = render_quality_report(
             day,
             guideline=guideline.version,
-            validated=for_day(validated_annotations.select(keep=["validation_warnings", "remapped_from"]), day,
-                              "validated_annotations"),
+            validated=for_day(
+                validated_annotations.select(keep=["validation_warnings", "remapped_from"]),
+                day,
+                "validated_annotations",
+            ),
             quarantined=for_day(quarantined_annotations, day, "quarantined_annotations"),
             agreement=for_day(annotator_agreement, day, "annotator_agreement"),
             scores=for_day(annotator_scores, day, "annotator_scores"),
@@ -91,4 +106,6 @@ def quality_report(
         )
         storage.warehouse_store.write_bytes(report_key(day), html.encode())
         links[day] = link(storage, report_key(day))
-    return MaterializeResult(metadata={"report": links[day]} if len(links) == 1 else {f"report/{d}": v for d, v in links.items()})
+    return MaterializeResult(
+        metadata={"report": links[day]} if len(links) == 1 else {f"report/{d}": v for d, v in links.items()}
+    )

@@ -33,8 +33,13 @@ KINDS = {"python", "pandas", "parquet"}
 # The days before this one (a year): the state folds into the most recent of them that exists.
 EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-365, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 DEFAULTS = state.StateConfig()
-STATE_ASSET = {"partitions_def": daily_partitions, "group_name": GROUP, "owners": OWNERS[GROUP], "kinds": KINDS,
-               "code_version": "1"}
+STATE_ASSET = {
+    "partitions_def": daily_partitions,
+    "group_name": GROUP,
+    "owners": OWNERS[GROUP],
+    "kinds": KINDS,
+    "code_version": "1",
+}
 
 
 class LabelStateConfig(Config):
@@ -52,14 +57,11 @@ def _previous_day(context: AssetExecutionContext, day: str, frames: Frames) -> s
     latest = sorted(frames)[-1]
     expected = (pd.Timestamp(day) - pd.Timedelta(days=1)).date().isoformat()
     if latest != expected:
-        context.log.warning(f"the state folds {day} into {latest}'s: the days between were never materialized "
-                            "(materialize them: the state sensor then folds the later days again)")
+        context.log.warning(
+            f"the state folds {day} into {latest}'s: the days between were never materialized "
+            "(materialize them: the state sensor then folds the later days again)"
+        )
     return latest
-
-
-def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.DataFrame | None:
-    latest = _previous_day(context, day, frames)
-    return frames[latest] if latest else None
 
 
 @asset(
@@ -69,25 +71,34 @@ def _previous(context: AssetExecutionContext, day: str, frames: Frames) -> pd.Da
     "days, plus the item rows our relabel batches wrote for the production items they sent, so answers to "
     "those items can enter a snapshot. dataset_snapshot takes item metadata (uri, size, slices) from it.",
 )
-def item_index(context: AssetExecutionContext, storage: StorageResource, item_index: Frames,
-               item_catalog: Frames) -> Output[DayFrames]:
+def item_index(
+    context: AssetExecutionContext, storage: StorageResource, item_index: Frames, item_catalog: Frames
+) -> Output[DayFrames]:
     day = context.partition_key
     since = _previous_day(context, day, item_index)
     previous = item_index[since] if since else pd.DataFrame()
     sent = ingest.read_sent_items(storage.warehouse_store, since, day)  # batches sent after the previous state
     today = for_day(item_catalog, day, "item_catalog")
     known = state.fold_items(previous, sent, today)
-    return Output({day: known}, metadata={
-        **table_metadata(known, preview_columns=["item_id", "uri", "width", "height", "export_date", "source_file"]),
-        "catalogued_today": len(today),
-        "sent_items_read": len(sent),
-    })
+    return Output(
+        {day: known},
+        metadata={
+            **table_metadata(
+                known, preview_columns=["item_id", "uri", "width", "height", "export_date", "source_file"]
+            ),
+            "catalogued_today": len(today),
+            "sent_items_read": len(sent),
+        },
+    )
 
 
 @asset(
     **STATE_ASSET,
-    ins={"label_votes": AssetIn(partition_mapping=EARLIER_DAYS), "validated_annotations": AssetIn(),
-         "quarantined_annotations": AssetIn()},
+    ins={
+        "label_votes": AssetIn(partition_mapping=EARLIER_DAYS),
+        "validated_annotations": AssetIn(),
+        "quarantined_annotations": AssetIn(),
+    },
     description="Every judgment that counts for an item, across days: the previous day's vote sets, read under the "
     "day's guideline (renamed and merged classes take their new name, `remapped_from` keeps the original; split "
     "and redefined ones are marked `needs_relabel` and no longer count), plus the day's validated annotations "
@@ -96,36 +107,62 @@ def item_index(context: AssetExecutionContext, storage: StorageResource, item_in
     "judgments of the kinds it covers (`superseded_by`), which stay as lineage. A Label Studio annotation "
     "delivered again after an edit (a cumulative project export) replaces its earlier version (`replaced_on`).",
 )
-def label_votes(context: AssetExecutionContext, guidelines: GuidelinesResource, label_votes: Frames,
-                validated_annotations: Frames, quarantined_annotations: Frames) -> Output[DayFrames]:
+def label_votes(
+    context: AssetExecutionContext,
+    guidelines: GuidelinesResource,
+    label_votes: Frames,
+    validated_annotations: Frames,
+    quarantined_annotations: Frames,
+) -> Output[DayFrames]:
     day = context.partition_key
-    previous = _previous(context, day, label_votes)
+    since = _previous_day(context, day, label_votes)
+    previous = label_votes[since] if since else state.empty_votes()
     today = for_day(validated_annotations, day, "validated_annotations")
-    copies = for_day(quarantined_annotations.select(keep=["item_id", "source_ref", "source_format", "content_id",
-                                                          "duplicate_of", "export_date"]), day, "quarantined_annotations")
+    copies = for_day(
+        quarantined_annotations.select(
+            keep=["item_id", "source_ref", "source_format", "content_id", "duplicate_of", "export_date"]
+        ),
+        day,
+        "quarantined_annotations",
+    )
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
-    votes = state.fold_votes(previous if previous is not None else state.empty_votes(), today, copies,
-                             guidelines=guideline_set, version=version)
+    votes = state.fold_votes(
+        previous,
+        today,
+        copies,
+        guidelines=guideline_set,
+        version=version,
+        previous_version=guideline_set.in_force(since).version if since else None,
+    )
     live = state.current(votes)
-    return Output({day: votes}, metadata={
-        **table_metadata(votes, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]),
-        **guideline_entry({day: version}),
-        "remapped": int(votes["remapped_from"].notna().sum()),
-        "needs_relabel": int(votes["needs_relabel"].notna().sum()),
-        "items": int(votes["item_id"].nunique()),
-        "added_today": int((votes["export_date"] == day).sum()),
-        "current_judgments": len(live),
-        "superseded": int(votes["superseded_by"].notna().sum()),
-        "replaced_by_edits": int(votes["replaced_on"].notna().sum()),
-        "answers": int(votes["answer_to"].notna().sum()),
-    })
+    return Output(
+        {day: votes},
+        metadata={
+            **table_metadata(
+                votes, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]
+            ),
+            **guideline_entry({day: version}),
+            "remapped": int(votes["remapped_from"].notna().sum()),
+            "needs_relabel": int(votes["needs_relabel"].notna().sum()),
+            "items": int(votes["item_id"].nunique()),
+            "added_today": int((votes["export_date"] == day).sum()),
+            "current_judgments": len(live),
+            "superseded": int(votes["superseded_by"].notna().sum()),
+            "replaced_by_edits": int(votes["replaced_on"].notna().sum()),
+            "answers": int(votes["answer_to"].notna().sum()),
+        },
+    )
 
 
 @asset(
     **STATE_ASSET,
-    ins={"label_state": AssetIn(partition_mapping=EARLIER_DAYS), "label_votes": AssetIn(), "gold_labels": AssetIn(),
-         "review_queue": AssetIn()},
+    ins={
+        "label_state": AssetIn(partition_mapping=EARLIER_DAYS),
+        "label_votes": AssetIn(),
+        "gold_labels": AssetIn(),
+        "review_queue": AssetIn(),
+    },
     description="One current label state per item: its consensus (one row per scene label and fused box; "
     "Dawid-Skene over every current vote, boxes fused again for the items the day touched, answered items "
     "with one authoritative reviewer), its status (labeled, in_review, needs_relabel, relabel_requested with "
@@ -148,31 +185,52 @@ def label_state(
     version = guideline_set.in_force(day).version
     # the ids that deduplicate judgments are label_votes' business; the state needs the judgments themselves
     votes = for_day(label_votes.select(drop=["content_id", "annotation_key"]), day, "label_votes")
-    settings = state.StateConfig(config.method, config.box_quorum, config.cluster_iou, config.answer_quorum,
-                                 config.request_expire_days)
+    settings = state.StateConfig(
+        config.method, config.box_quorum, config.cluster_iou, config.answer_quorum, config.request_expire_days
+    )
     # under a new guideline every item is read again (label_votes carried its votes); otherwise the day's items
-    touched = state.touched_items(votes, day if since is None or guideline_set.in_force(since).version == version
-                                  else None)
-    labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
-                             labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, version), settings)
+    touched = state.touched_items(
+        votes, day if since is None or guideline_set.in_force(since).version == version else None
+    )
+    labels = state.consensus(
+        votes,
+        previous[previous["kind"].notna()] if len(previous) else previous,
+        touched,
+        labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, version),
+        settings,
+    )
     # items in review wait for a decision, carried from day to day until an answer arrives
-    in_review = pd.concat([previous.loc[previous["status"] == "in_review", "item_id"] if len(previous) else
-                           pd.Series(dtype=object), for_day(review_queue, day, "review_queue")["item_id"]])
+    in_review = pd.concat(
+        [
+            previous.loc[previous["status"] == "in_review", "item_id"] if len(previous) else pd.Series(dtype=object),
+            for_day(review_queue, day, "review_queue")["item_id"],
+        ]
+    )
     # A day's batch goes out after its nightly run: requests count from the next day, so a rerun gives the same state.
     sent = labeling.read_ledger(storage.warehouse_store, "relabel", before=day)
     requests = state.open_requests(sent, day, settings.request_expire_days)
     table = state.item_state(votes, labels, requests, in_review, previous=previous, touched=touched)
     statuses = table.drop_duplicates("item_id")["status"].value_counts().to_dict()
-    return Output({day: table}, metadata={
-        **table_metadata(table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]),
-        "items": int(table["item_id"].nunique()),
-        **guideline_entry({day: version}),
-        "touched_today": int(touched.nunique()),
-        "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
-        "answered": MetadataValue.md(markdown_table(
-            table.loc[table["status"] == "answered"].drop_duplicates("item_id")[["item_id", "answered_batch", "days"]],
-            max_rows=20)),
-    })
+    return Output(
+        {day: table},
+        metadata={
+            **table_metadata(
+                table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]
+            ),
+            "items": int(table["item_id"].nunique()),
+            **guideline_entry({day: version}),
+            "touched_today": int(touched.nunique()),
+            "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
+            "answered": MetadataValue.md(
+                markdown_table(
+                    table.loc[table["status"] == "answered"].drop_duplicates("item_id")[
+                        ["item_id", "answered_batch", "days"]
+                    ],
+                    max_rows=20,
+                )
+            ),
+        },
+    )
 
 
 state_assets = [item_index, label_votes, label_state]

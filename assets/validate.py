@@ -6,7 +6,7 @@ splits the rows. Critical expectations are a blocking check: when one fails, qua
 and curation assets downstream do not run for the day. Warnings are shown and never block.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 from dagster import (
@@ -33,7 +33,17 @@ GROUP = "validate"
 KINDS = {"python", "pandas", "parquet", "great_expectations"}
 PREVIEW = ["annotation_id", "item_id", "annotator_id", "kind", "label", "guideline_version", "source_file"]
 EXPECTATION_KEY = ["suite", "rule", "column"]
-EXPECTATION_COLUMNS = ["suite", "rule", "column", "severity", "success", "unexpected_count", "unexpected_percent", "examples", "error"]
+EXPECTATION_COLUMNS = [
+    "suite",
+    "rule",
+    "column",
+    "severity",
+    "success",
+    "unexpected_count",
+    "unexpected_percent",
+    "examples",
+    "error",
+]
 
 
 @multi_asset(
@@ -91,14 +101,17 @@ def validate_annotations(
     validated, quarantined, expectations, summaries, docs = {}, {}, [], [], {}
     for day in days(context):
         exports = for_day(label_exports, day, "label_exports")
-        frame = validation.validation_frame(exports, for_day(item_catalog, day, "item_catalog"), guideline_set, day,
-                                            datetime.now(timezone.utc))
+        frame = validation.validation_frame(
+            exports, for_day(item_catalog, day, "item_catalog"), guideline_set, day, datetime.now(UTC)
+        )
         outcome = great_expectations.validate(frame, asset_name="annotations")
         validated[day], quarantined[day] = validation.split_validated(frame, outcome.failures)
         docs[day] = _publish_docs(storage, day, outcome)
         summary = validation.summary(validated[day], quarantined[day])
-        context.log.info(f"{day}: {summary['input_rows']} rows -> {summary['validated_rows']} validated, "
-                         f"{summary['quarantined_rows']} quarantined")
+        context.log.info(
+            f"{day}: {summary['input_rows']} rows -> {summary['validated_rows']} validated, "
+            f"{summary['quarantined_rows']} quarantined"
+        )
         summaries.append({"day": day, "label_exports_rows": len(exports), **summary})
         expectations.append(outcome.expectations.assign(day=day))
     by_day = pd.DataFrame(summaries)
@@ -118,7 +131,11 @@ def validate_annotations(
             "needs_relabel_rows": int(all_validated["needs_relabel"].notna().sum()),
             "by_label": MetadataValue.md(counts_table(all_validated["label"], "label")),
             "rows_with_warnings": int(all_validated["validation_warnings"].notna().sum()),
-            **({"by_day": MetadataValue.md(markdown_table(by_day.drop(columns="quarantined_by_rule"), max_rows=400))} if len(by_day) > 1 else {}),
+            **(
+                {"by_day": MetadataValue.md(markdown_table(by_day.drop(columns="quarantined_by_rule"), max_rows=400))}
+                if len(by_day) > 1
+                else {}
+            ),
             **links,
         },
     )
@@ -126,15 +143,19 @@ def validate_annotations(
         quarantined,
         output_name="quarantined_annotations",
         metadata={
-            **table_metadata(all_quarantined, preview_columns=["annotation_id", "item_id", "label", "rule", "reason", "source_file"]),
+            **table_metadata(
+                all_quarantined, preview_columns=["annotation_id", "item_id", "label", "rule", "reason", "source_file"]
+            ),
             "by_rule": MetadataValue.json(summary["quarantined_by_rule"]),
             **guideline_entry(versions),
             "by_annotator": MetadataValue.md(counts_table(all_quarantined["annotator_id"], "annotator_id")),
         },
     )
     shown = EXPECTATION_COLUMNS if len(by_day) == 1 else ["day", *EXPECTATION_COLUMNS]
-    for severity, name, level in (("critical", "critical_expectations", AssetCheckSeverity.ERROR),
-                                  ("warning", "warning_expectations", AssetCheckSeverity.WARN)):
+    for severity, name, level in (
+        ("critical", "critical_expectations", AssetCheckSeverity.ERROR),
+        ("warning", "warning_expectations", AssetCheckSeverity.WARN),
+    ):
         rows = results[results["severity"] == severity]
         failed = rows[~rows["success"]]
         yield AssetCheckResult(
@@ -158,9 +179,11 @@ def validate_annotations(
         check_name="rows_reconcile",
         passed=lost.empty,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"label_exports_rows": int(by_day["label_exports_rows"].sum()),
-                  **{k: v for k, v in summary.items() if k.endswith("_rows")},
-                  "days_not_reconciled": ", ".join(lost["day"]) or "none"},
+        metadata={
+            "label_exports_rows": int(by_day["label_exports_rows"].sum()),
+            **{k: v for k, v in summary.items() if k.endswith("_rows")},
+            "days_not_reconciled": ", ".join(lost["day"]) or "none",
+        },
     )
 
 

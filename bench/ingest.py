@@ -47,12 +47,21 @@ def as_coco(frame: pd.DataFrame) -> bytes:
     image_ids = {item: n for n, item in enumerate(items, start=1)}
     labels = sorted(frame["label"].unique())
     document = {
-        "images": [{"id": i, "file_name": f"{item}.jpg", "width": 1920, "height": 1080} for item, i in image_ids.items()],
+        "images": [
+            {"id": i, "file_name": f"{item}.jpg", "width": 1920, "height": 1080} for item, i in image_ids.items()
+        ],
         "categories": [{"id": n, "name": name} for n, name in enumerate(labels, start=1)],
         "annotations": [
-            {"id": n, "image_id": image_ids[item], "category_id": labels.index(label) + 1, "bbox": [x, y, w, h], "iscrowd": 0}
+            {
+                "id": n,
+                "image_id": image_ids[item],
+                "category_id": labels.index(label) + 1,
+                "bbox": [x, y, w, h],
+                "iscrowd": 0,
+            }
             for n, (item, label, x, y, w, h) in enumerate(
-                zip(frame["item_id"], frame["label"], frame["x"], frame["y"], frame["w"], frame["h"]), start=1
+                zip(frame["item_id"], frame["label"], frame["x"], frame["y"], frame["w"], frame["h"], strict=True),
+                start=1,
             )
         ],
     }
@@ -64,11 +73,31 @@ def as_label_studio(frame: pd.DataFrame) -> bytes:
     for t, (item, group) in enumerate(frame.groupby("item_id", sort=False), start=1):
         annotations = []
         for a, (annotator, objects) in enumerate(group.groupby("annotator_id", sort=False), start=1):
-            annotations.append({"id": t * 100 + a, "completed_by": annotator, "result": [
-                {"id": f"r{n}", "type": "rectanglelabels", "original_width": 1920, "original_height": 1080,
-                 "value": {"x": x / 19.2, "y": y / 10.8, "width": w / 19.2, "height": h / 10.8, "rotation": 0, "rectanglelabels": [label]}}
-                for n, (label, x, y, w, h) in enumerate(zip(objects["label"], objects["x"], objects["y"], objects["w"], objects["h"]))
-            ]})
+            annotations.append(
+                {
+                    "id": t * 100 + a,
+                    "completed_by": annotator,
+                    "result": [
+                        {
+                            "id": f"r{n}",
+                            "type": "rectanglelabels",
+                            "original_width": 1920,
+                            "original_height": 1080,
+                            "value": {
+                                "x": x / 19.2,
+                                "y": y / 10.8,
+                                "width": w / 19.2,
+                                "height": h / 10.8,
+                                "rotation": 0,
+                                "rectanglelabels": [label],
+                            },
+                        }
+                        for n, (label, x, y, w, h) in enumerate(
+                            zip(objects["label"], objects["x"], objects["y"], objects["w"], objects["h"], strict=True)
+                        )
+                    ],
+                }
+            )
         tasks.append({"id": t, "data": {"image": f"/data/upload/{item}.jpg"}, "annotations": annotations})
     return json.dumps(tasks).encode()
 
@@ -79,8 +108,13 @@ def measure(name: str, data: bytes, rows: int) -> dict[str, object]:
     table = canonical_annotations(parsed, f"exports/2024-06-01/{name}", date(2024, 6, 1))
     seconds = time.perf_counter() - start
     assert len(table) == rows, (name, len(table), rows)
-    return {"format": parsed.format, "rows": rows, "MB": round(len(data) / 1e6, 1), "seconds": round(seconds, 2),
-            "rows_per_s": int(rows / seconds)}
+    return {
+        "format": parsed.format,
+        "rows": rows,
+        "MB": round(len(data) / 1e6, 1),
+        "seconds": round(seconds, 2),
+        "rows_per_s": int(rows / seconds),
+    }
 
 
 def main() -> None:

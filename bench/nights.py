@@ -50,9 +50,18 @@ ANNOTATORS = 100
 # (item_index, label_votes, label_state) is folded for the last history day at once (fold_state). Left out:
 # risk_report, production_drift, quality_report, and coverage_report with labeling_tasks, which read the day's
 # state; a later night reads of them only the task ledgers (100 rows a day), which the history lacks.
-HISTORY_ASSETS = ("item_catalog", "label_exports", "gold_labels", "production_predictions", "validated_annotations",
-                  "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores",
-                  "review_queue")
+HISTORY_ASSETS = (
+    "item_catalog",
+    "label_exports",
+    "gold_labels",
+    "production_predictions",
+    "validated_annotations",
+    "quarantined_annotations",
+    "annotator_agreement",
+    "consensus_labels",
+    "annotator_scores",
+    "review_queue",
+)
 
 
 def calendar(nights: int) -> list[str]:
@@ -60,8 +69,9 @@ def calendar(nights: int) -> list[str]:
     return [d.date().isoformat() for d in pd.date_range(end=pipeline.DAY, periods=nights, freq="D")]
 
 
-def revisits(rng: np.random.Generator, day: str, earlier: pd.DataFrame, visits: np.ndarray, n: int,
-             skill: np.ndarray) -> pd.DataFrame:
+def revisits(
+    rng: np.random.Generator, day: str, earlier: pd.DataFrame, visits: np.ndarray, n: int, skill: np.ndarray
+) -> pd.DataFrame:
     """``n`` judgments of earlier days' items, one per item: the rounds that pool across days.
 
     Each is made by the item's next spare annotator (``visits`` counts the rounds an item has had, and is
@@ -79,15 +89,18 @@ def revisits(rng: np.random.Generator, day: str, earlier: pd.DataFrame, visits: 
     obj = np.where(correct, truth["object"], rng.integers(0, len(pipeline.OBJECTS), n))
     jitter = rng.normal(0, 3, (4, n))
     boxed = truth["boxed"].to_numpy()
-    return pd.DataFrame({
-        "item_id": truth["item_id"].to_numpy(), "annotator_id": np.char.add("ann", np.char.zfill(who.astype(str), 3)),
-        "label": np.where(boxed, np.asarray(pipeline.OBJECTS)[obj], np.asarray(pipeline.SCENES)[scene]),
-        "x": np.where(boxed, np.clip(truth["x"] + jitter[0], 0, None).round(2), np.nan),
-        "y": np.where(boxed, np.clip(truth["y"] + jitter[1], 0, None).round(2), np.nan),
-        "w": np.where(boxed, (truth["w"] + jitter[2]).round(2), np.nan),
-        "h": np.where(boxed, (truth["h"] + jitter[3]).round(2), np.nan),
-        "annotated_at": f"{day}T10:00:00+00:00",
-    })
+    return pd.DataFrame(
+        {
+            "item_id": truth["item_id"].to_numpy(),
+            "annotator_id": np.char.add("ann", np.char.zfill(who.astype(str), 3)),
+            "label": np.where(boxed, np.asarray(pipeline.OBJECTS)[obj], np.asarray(pipeline.SCENES)[scene]),
+            "x": np.where(boxed, np.clip(truth["x"] + jitter[0], 0, None).round(2), np.nan),
+            "y": np.where(boxed, np.clip(truth["y"] + jitter[1], 0, None).round(2), np.nan),
+            "w": np.where(boxed, (truth["w"] + jitter[2]).round(2), np.nan),
+            "h": np.where(boxed, (truth["h"] + jitter[3]).round(2), np.nan),
+            "annotated_at": f"{day}T10:00:00+00:00",
+        }
+    )
 
 
 def generate(root: Path, days: list[str], annotations: int, revisit_share: float, production_rows: int) -> dict:
@@ -101,8 +114,11 @@ def generate(root: Path, days: list[str], annotations: int, revisit_share: float
         rng = np.random.default_rng([SEED, index])
         frames = pipeline.day_frames(rng, day, annotations, skill)
         n_again = int(annotations * revisit_share) if truths else 0  # the first day has no earlier items
-        again = revisits(rng, day, pd.concat(truths, ignore_index=True), visits, n_again, skill) if n_again else (
-            frames.annotations.iloc[:0])
+        again = (
+            revisits(rng, day, pd.concat(truths, ignore_index=True), visits, n_again, skill)
+            if n_again
+            else (frames.annotations.iloc[:0])
+        )
         exports = pd.concat([frames.annotations, again], ignore_index=True)
         # sessions are per day: a capture session is one drive, and curation splits by session
         write(f"items/{day}/items.csv", frames.items.assign(session_id=f"{day}-" + frames.items["session_id"]))
@@ -112,11 +128,15 @@ def generate(root: Path, days: list[str], annotations: int, revisit_share: float
         write(f"gold/{day}/gold.csv", frames.gold)
         write(f"production/{day}/detections_labeled_items.csv", frames.detections)
         shift = 0.3 if day == days[-1] else 0.0
-        write(f"production/{day}/predictions.csv",
-              pipeline._production(rng, day, production_rows - len(frames.detections), shift))
+        write(
+            f"production/{day}/predictions.csv",
+            pipeline._production(rng, day, production_rows - len(frames.detections), shift),
+        )
         truths.append(frames.truth)
         visits = np.concatenate([visits, np.zeros(len(frames.truth), dtype=np.int64)])
-        judgments.append({"day": day, "new_items": len(frames.items), "judgments": len(exports), "revisits": len(again)})
+        judgments.append(
+            {"day": day, "new_items": len(frames.items), "judgments": len(exports), "revisits": len(again)}
+        )
         print(f"generated {day}: {len(exports):,} judgments ({len(again):,} of earlier items)", file=sys.stderr)
     return {"days": judgments}
 
@@ -144,8 +164,14 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
     history, timings = days[:-1], {}
     for day in history:
         start = time.time()
-        assert materialize(list(defs.assets), selection=AssetSelection.assets(*HISTORY_ASSETS), partition_key=day,
-                           resources=resources, instance=instance, run_config=quiet).success
+        assert materialize(
+            list(defs.assets),
+            selection=AssetSelection.assets(*HISTORY_ASSETS),
+            partition_key=day,
+            resources=resources,
+            instance=instance,
+            run_config=quiet,
+        ).success
         timings[day] = time.time() - start
         print(f"history {day}: {timings[day]:.1f} s", file=sys.stderr)
     io_manager = ParquetIOManager(storage=resources["storage"])
@@ -156,11 +182,21 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
         store.write_bytes(io_manager.key([name], history[-1]), _parquet(frame))
     fold_s = time.time() - start
     start = time.time()
-    assert materialize(list(defs.assets), selection=AssetSelection.assets("dataset_snapshot"), resources=resources,
-                       instance=instance, run_config=quiet).success
-    return {"daily_assets_s": sum(timings.values()), "state_fold_s": fold_s, "snapshot_s": time.time() - start,
-            "label_votes_rows": len(votes), "label_state_rows": len(table),
-            "label_state_items": int(table["item_id"].nunique())}
+    assert materialize(
+        list(defs.assets),
+        selection=AssetSelection.assets("dataset_snapshot"),
+        resources=resources,
+        instance=instance,
+        run_config=quiet,
+    ).success
+    return {
+        "daily_assets_s": sum(timings.values()),
+        "state_fold_s": fold_s,
+        "snapshot_s": time.time() - start,
+        "label_votes_rows": len(votes),
+        "label_state_rows": len(table),
+        "label_state_items": int(table["item_id"].nunique()),
+    }
 
 
 def fold_state(io_manager: ParquetIOManager, days: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -223,13 +259,15 @@ def warehouse_sizes(warehouse: Path, day: str) -> dict:
     reference_days = [d for d in manifests[-1]["source_partitions"] if d < day] or production[:7]
     return {
         "history_days": len(earlier),
-        "label_votes_rows_before": rows("label_votes", earlier), "label_state_rows_before": rows("label_state", earlier),
+        "label_votes_rows_before": rows("label_votes", earlier),
+        "label_state_rows_before": rows("label_state", earlier),
         "item_catalog_rows_before": rows("item_catalog", earlier),
         "label_exports_rows_before": rows("label_exports", earlier),
         "consensus_labels_rows_before": rows("consensus_labels", earlier),
         "parent_snapshot_items": parent["rows"]["items"] if parent else 0,
         "parent_snapshot_labels": parent["rows"]["labels"] if parent else 0,
-        "drift_reference_days": len(reference_days), "drift_reference_rows": rows("production_predictions", reference_days),
+        "drift_reference_days": len(reference_days),
+        "drift_reference_rows": rows("production_predictions", reference_days),
     }
 
 
@@ -244,14 +282,34 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
     days = calendar(args.nights)
     day, reference_day = days[-1], days[-2]
     landing = root / "landing"
-    run = [sys.executable, "-m", "bench.nights", "--annotations-per-day", str(args.annotations_per_day),
-           "--nights", str(args.nights)]
+    run = [
+        sys.executable,
+        "-m",
+        "bench.nights",
+        "--annotations-per-day",
+        str(args.annotations_per_day),
+        "--nights",
+        str(args.nights),
+    ]
     if args.reuse:
-        generated, history = json.loads((root / "generated.json").read_text()), json.loads((root / "history.json").read_text())
+        generated, history = (
+            json.loads((root / "generated.json").read_text()),
+            json.loads((root / "history.json").read_text()),
+        )
     else:
         start = time.time()
-        subprocess.run([*run, "--generate", str(root), "--revisit-share", str(args.revisit_share),
-                        "--production-per-day", str(args.production_per_day)], check=True)
+        subprocess.run(
+            [
+                *run,
+                "--generate",
+                str(root),
+                "--revisit-share",
+                str(args.revisit_share),
+                "--production-per-day",
+                str(args.production_per_day),
+            ],
+            check=True,
+        )
         generated = json.loads((root / "generated.json").read_text())
         history = _worker([*run, "--history", str(root)])
         history["generate_s"] = time.time() - start
@@ -261,15 +319,26 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         shutil.rmtree(root / scratch, ignore_errors=True)
     subprocess.run(["cp", "-al", str(root / "history"), str(root / "warehouse")], check=True)
     nights = {}
-    for name, night_landing, warehouse in (("night_1", root / "landing-1", root / "warehouse-1"),
-                                           (f"night_{args.nights}", landing, root / "warehouse")):
+    for name, night_landing, warehouse in (
+        ("night_1", root / "landing-1", root / "warehouse-1"),
+        (f"night_{args.nights}", landing, root / "warehouse"),
+    ):
         nights[name] = _worker([*run, "--night", str(night_landing), str(warehouse)])
         nights[name]["read"] = warehouse_sizes(warehouse, day)
         print(f"{name}: {nights[name]['total_s']:.1f} s", file=sys.stderr)
     ratio = nights[f"night_{args.nights}"]["total_s"] / nights["night_1"]["total_s"]
-    return {"annotations_per_day": args.annotations_per_day, "nights": args.nights, "revisit_share": args.revisit_share,
-            "production_per_day": args.production_per_day, "day": day, "ratio": ratio, "target": TARGET,
-            "generated": generated, "history": history, **nights}
+    return {
+        "annotations_per_day": args.annotations_per_day,
+        "nights": args.nights,
+        "revisit_share": args.revisit_share,
+        "production_per_day": args.production_per_day,
+        "day": day,
+        "ratio": ratio,
+        "target": TARGET,
+        "generated": generated,
+        "history": history,
+        **nights,
+    }
 
 
 def _worker(command: list[str]) -> dict:
@@ -282,33 +351,45 @@ def show(m: dict) -> None:
     first, last = m["night_1"], m[f"night_{m['nights']}"]
     n = m["nights"]
     read = last["read"]
-    print(f"\nnight {n} against night 1, {m['annotations_per_day']:,} annotations a day (+{m['revisit_share']:.0%} "
-          f"judgments of earlier items), {m['production_per_day']:,} production rows a day, day {m['day']}")
-    print(f"history: {read['history_days']} days; label_votes {read['label_votes_rows_before']:,} rows, label_state "
-          f"{read['label_state_rows_before']:,} rows ({m['history']['label_state_items']:,} items); parent snapshot "
-          f"{read['parent_snapshot_items']:,} items / {read['parent_snapshot_labels']:,} labels; drift reference "
-          f"{read['drift_reference_days']} days, {read['drift_reference_rows']:,} rows")
+    print(
+        f"\nnight {n} against night 1, {m['annotations_per_day']:,} annotations a day (+{m['revisit_share']:.0%} "
+        f"judgments of earlier items), {m['production_per_day']:,} production rows a day, day {m['day']}"
+    )
+    print(
+        f"history: {read['history_days']} days; label_votes {read['label_votes_rows_before']:,} rows, label_state "
+        f"{read['label_state_rows_before']:,} rows ({m['history']['label_state_items']:,} items); parent snapshot "
+        f"{read['parent_snapshot_items']:,} items / {read['parent_snapshot_labels']:,} labels; drift reference "
+        f"{read['drift_reference_days']} days, {read['drift_reference_rows']:,} rows"
+    )
     steps1 = {s["asset"]: s for s in first["steps"]}
     stepsn = {s["asset"]: s for s in last["steps"]}
     extra = last["total_s"] - first["total_s"]
-    print(f"{'asset':<30}{'night 1 s':>10}{f'night {n} s':>11}{'+ s':>8}{'x':>7}{'of extra':>9}"
-          f"{'compute':>9}{'IO mgr':>8}{'rows 1':>11}{f'rows {n}':>11}{'peak MB':>9}")
-    for asset in sorted(stepsn, key=lambda a: stepsn[a]["wall_s"] - steps1.get(a, {"wall_s": 0})["wall_s"], reverse=True):
+    print(
+        f"{'asset':<30}{'night 1 s':>10}{f'night {n} s':>11}{'+ s':>8}{'x':>7}{'of extra':>9}"
+        f"{'compute':>9}{'IO mgr':>8}{'rows 1':>11}{f'rows {n}':>11}{'peak MB':>9}"
+    )
+    for asset in sorted(
+        stepsn, key=lambda a: stepsn[a]["wall_s"] - steps1.get(a, {"wall_s": 0})["wall_s"], reverse=True
+    ):
         a, b = steps1.get(asset, {"wall_s": 0.0, "rows": 0}), stepsn[asset]
         grow = b["wall_s"] - a["wall_s"]
         ratio = b["wall_s"] / a["wall_s"] if a["wall_s"] else float("nan")
         share = grow / extra if extra else 0.0
-        print(f"{asset:<30}{a['wall_s']:>10.2f}{b['wall_s']:>11.2f}{grow:>+8.2f}{ratio:>7.2f}{share:>9.0%}"
-              f"{b['compute_s']:>9.2f}{b['io_manager_s']:>8.2f}{a['rows']:>11,}{b['rows']:>11,}{b['peak_rss_mb']:>9,.0f}")
+        print(
+            f"{asset:<30}{a['wall_s']:>10.2f}{b['wall_s']:>11.2f}{grow:>+8.2f}{ratio:>7.2f}{share:>9.0%}"
+            f"{b['compute_s']:>9.2f}{b['io_manager_s']:>8.2f}{a['rows']:>11,}{b['rows']:>11,}{b['peak_rss_mb']:>9,.0f}"
+        )
     print(f"{'total':<30}{first['total_s']:>10.1f}{last['total_s']:>11.1f}{extra:>+8.1f}{m['ratio']:>7.2f}")
     print(f"peak RSS: night 1 {first['peak_rss_mb']:,.0f} MB, night {n} {last['peak_rss_mb']:,.0f} MB")
     history = m["history"]
     if "note" in history:  # a history recorded by hand rather than by this script
         print(f"history: {history['note']}")
     built = history["generate_s"] + history["daily_assets_s"] + history["state_fold_s"] + history["snapshot_s"]
-    print(f"history built untimed in {built:.0f} s "
-          f"(landing {history['generate_s']:.0f} s, daily assets {history['daily_assets_s']:.0f} s, state fold "
-          f"{history['state_fold_s']:.0f} s, parent snapshot {history['snapshot_s']:.0f} s)")
+    print(
+        f"history built untimed in {built:.0f} s "
+        f"(landing {history['generate_s']:.0f} s, daily assets {history['daily_assets_s']:.0f} s, state fold "
+        f"{history['state_fold_s']:.0f} s, parent snapshot {history['snapshot_s']:.0f} s)"
+    )
     verdict = "met" if m["ratio"] <= m["target"] else "MISSED"
     print(f"night {n} / night 1 = {m['ratio']:.2f} (target <= {m['target']}): {verdict}")
 
@@ -317,12 +398,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotations-per-day", type=int, default=100_000)
     parser.add_argument("--nights", type=int, default=60, help="the measured night; the history is the nights before")
-    parser.add_argument("--revisit-share", type=float, default=0.1,
-                        help="judgments of earlier days' items a day, as a share of --annotations-per-day")
+    parser.add_argument(
+        "--revisit-share",
+        type=float,
+        default=0.1,
+        help="judgments of earlier days' items a day, as a share of --annotations-per-day",
+    )
     parser.add_argument("--production-per-day", type=int, default=1_000_000)
     parser.add_argument("--workdir", help="keep the landing zone and warehouses here (default: a temporary directory)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="measure the two nights again on the history an earlier run kept in --workdir")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the two nights again on the history an earlier run kept in --workdir",
+    )
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     parser.add_argument("--history", help=argparse.SUPPRESS)
     parser.add_argument("--night", nargs=2, help=argparse.SUPPRESS)
@@ -330,7 +418,9 @@ def main() -> None:
     days = calendar(args.nights)
     if args.generate:
         root = Path(args.generate)
-        summary = generate(root / "landing", days, args.annotations_per_day, args.revisit_share, args.production_per_day)
+        summary = generate(
+            root / "landing", days, args.annotations_per_day, args.revisit_share, args.production_per_day
+        )
         (root / "generated.json").write_text(json.dumps(summary))
         return
     if args.history:

@@ -14,6 +14,7 @@ Results are also written to bench/results/pipeline-<N>.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -30,8 +31,12 @@ import pandas as pd
 DAY, REFERENCE_DAY, START_DATE = "2024-06-03", "2024-06-02", "2024-06-01"
 SCENES = ["urban", "highway", "residential"]
 OBJECTS = ["car", "truck", "bus", "pedestrian", "cyclist", "traffic_light"]
-SLICES = {"lighting": ["day", "dusk", "night"], "weather": ["clear", "rain", "fog"], "device": ["cam_a", "cam_b", "cam_c"],
-          "region": ["eu", "us", "apac"]}
+SLICES = {
+    "lighting": ["day", "dusk", "night"],
+    "weather": ["clear", "rain", "fog"],
+    "device": ["cam_a", "cam_b", "cam_c"],
+    "region": ["eu", "us", "apac"],
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 SPARE_ANNOTATORS = 5  # per item, annotators kept aside to judge it again on a later day (bench.nights)
 
@@ -58,10 +63,17 @@ def day_frames(rng: np.random.Generator, day: str, annotations: int, skill: np.n
     n_items = annotations // per_item
     item_ids = np.char.add(f"img-{day}-", np.char.zfill(np.arange(n_items).astype(str), 7))
     width, height = 1920.0, 1080.0
-    items = pd.DataFrame({"item_id": item_ids, "uri": np.char.add("s3://acme-raw/", np.char.add(item_ids, ".jpg")),
-                          "width": width, "height": height, "captured_at": f"{day}T12:00:00+00:00",
-                          "session_id": np.char.add("s", (np.arange(n_items) // 20).astype(str)),
-                          **{k: rng.choice(v, n_items) for k, v in SLICES.items()}})
+    items = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "uri": np.char.add("s3://acme-raw/", np.char.add(item_ids, ".jpg")),
+            "width": width,
+            "height": height,
+            "captured_at": f"{day}T12:00:00+00:00",
+            "session_id": np.char.add("s", (np.arange(n_items) // 20).astype(str)),
+            **{k: rng.choice(v, n_items) for k, v in SLICES.items()},
+        }
+    )
     boxed = np.arange(n_items) % 2 == 1
     skill = rng.uniform(0.75, 0.98, n_annotators) if skill is None else skill
     order = np.argsort(rng.random((n_items, n_annotators)), axis=1)
@@ -75,30 +87,61 @@ def day_frames(rng: np.random.Generator, day: str, annotations: int, skill: np.n
     w0, h0 = rng.uniform(30, 400, n_items), rng.uniform(30, 350, n_items)
     jitter = rng.normal(0, 3, (4, len(item)))
     is_box = boxed[item]
-    frame = pd.DataFrame({
-        "item_id": item_ids[item], "annotator_id": np.char.add("ann", np.char.zfill(who.astype(str), 3)),
-        "label": np.where(is_box, np.asarray(OBJECTS)[obj], np.asarray(SCENES)[scene]),
-        "x": np.where(is_box, np.clip(x0[item] + jitter[0], 0, None).round(2), np.nan),
-        "y": np.where(is_box, np.clip(y0[item] + jitter[1], 0, None).round(2), np.nan),
-        "w": np.where(is_box, (w0[item] + jitter[2]).round(2), np.nan),
-        "h": np.where(is_box, (h0[item] + jitter[3]).round(2), np.nan),
-        "annotated_at": f"{day}T10:00:00+00:00",
-    })
+    frame = pd.DataFrame(
+        {
+            "item_id": item_ids[item],
+            "annotator_id": np.char.add("ann", np.char.zfill(who.astype(str), 3)),
+            "label": np.where(is_box, np.asarray(OBJECTS)[obj], np.asarray(SCENES)[scene]),
+            "x": np.where(is_box, np.clip(x0[item] + jitter[0], 0, None).round(2), np.nan),
+            "y": np.where(is_box, np.clip(y0[item] + jitter[1], 0, None).round(2), np.nan),
+            "w": np.where(is_box, (w0[item] + jitter[2]).round(2), np.nan),
+            "h": np.where(is_box, (h0[item] + jitter[3]).round(2), np.nan),
+            "annotated_at": f"{day}T10:00:00+00:00",
+        }
+    )
     gold_items = np.flatnonzero(rng.random(n_items) < 0.02)
-    gold = pd.DataFrame({
-        "item_id": item_ids[gold_items],
-        "label": np.where(boxed[gold_items], np.asarray(OBJECTS)[object_truth[gold_items]], np.asarray(SCENES)[scene_truth[gold_items]]),
-        **{c: np.where(boxed[gold_items], v[gold_items].round(2), np.nan) for c, v in (("x", x0), ("y", y0), ("w", w0), ("h", h0))},
-    })
+    gold = pd.DataFrame(
+        {
+            "item_id": item_ids[gold_items],
+            "label": np.where(
+                boxed[gold_items],
+                np.asarray(OBJECTS)[object_truth[gold_items]],
+                np.asarray(SCENES)[scene_truth[gold_items]],
+            ),
+            **{
+                c: np.where(boxed[gold_items], v[gold_items].round(2), np.nan)
+                for c, v in (("x", x0), ("y", y0), ("w", w0), ("h", h0))
+            },
+        }
+    )
     # The detector on the labeled box items (one detection each); the rest of the day's traffic is _production's.
-    detections = pd.DataFrame({"item_id": item_ids[boxed], "ts": f"{day}T12:00:00+00:00", "model_version": "detector-2.0",
-                               "predicted_label": np.asarray(OBJECTS)[object_truth[boxed]],
-                               "confidence": rng.uniform(0.3, 1.0, int(boxed.sum())).round(4),
-                               "x": x0[boxed].round(2), "y": y0[boxed].round(2), "w": w0[boxed].round(2), "h": h0[boxed].round(2),
-                               **{k: items.loc[boxed, k].to_numpy() for k in SLICES}})
-    truth = pd.DataFrame({"item_id": item_ids, "boxed": boxed, "scene": scene_truth, "object": object_truth,
-                          "x": x0, "y": y0, "w": w0, "h": h0,
-                          **{f"spare{k}": order[:, per_item + k] for k in range(SPARE_ANNOTATORS)}})
+    detections = pd.DataFrame(
+        {
+            "item_id": item_ids[boxed],
+            "ts": f"{day}T12:00:00+00:00",
+            "model_version": "detector-2.0",
+            "predicted_label": np.asarray(OBJECTS)[object_truth[boxed]],
+            "confidence": rng.uniform(0.3, 1.0, int(boxed.sum())).round(4),
+            "x": x0[boxed].round(2),
+            "y": y0[boxed].round(2),
+            "w": w0[boxed].round(2),
+            "h": h0[boxed].round(2),
+            **{k: items.loc[boxed, k].to_numpy() for k in SLICES},
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "boxed": boxed,
+            "scene": scene_truth,
+            "object": object_truth,
+            "x": x0,
+            "y": y0,
+            "w": w0,
+            "h": h0,
+            **{f"spare{k}": order[:, per_item + k] for k in range(SPARE_ANNOTATORS)},
+        }
+    )
     return Day(items, frame, gold, detections, truth, skill)
 
 
@@ -116,18 +159,32 @@ def generate(root: Path, annotations: int, production_rows: int = 1_000_000, see
     for production_day, shift in ((REFERENCE_DAY, 0.0), (DAY, 0.3)):
         n = production_rows - (len(day.detections) if production_day == DAY else 0)
         write(f"production/{production_day}/predictions.csv", _production(rng, production_day, n, shift))
-    return {"items": len(day.items), "annotations": len(day.annotations), "gold": len(day.gold), "production": production_rows}
+    return {
+        "items": len(day.items),
+        "annotations": len(day.annotations),
+        "gold": len(day.gold),
+        "production": production_rows,
+    }
 
 
 def _production(rng: np.random.Generator, day: str, n: int, shift: float) -> pd.DataFrame:
     night = [0.6 - shift, 0.2, 0.2 + shift]
-    return pd.DataFrame({
-        "item_id": np.char.add(f"prod-{day}-", np.arange(n).astype(str)), "ts": f"{day}T12:00:00+00:00",
-        "model_version": "detector-2.0", "predicted_label": rng.choice(OBJECTS, n), "confidence": rng.uniform(0.2, 1.0, n).round(4),
-        "brightness": rng.normal(120 - 40 * shift, 25, n).round(2), "blur": rng.gamma(2.0, 2.0, n).round(3),
-        "speed_kmh": rng.uniform(0, 120, n).round(1), "lighting": rng.choice(SLICES["lighting"], n, p=night),
-        "weather": rng.choice(SLICES["weather"], n), "device": rng.choice(SLICES["device"], n), "region": rng.choice(SLICES["region"], n),
-    })
+    return pd.DataFrame(
+        {
+            "item_id": np.char.add(f"prod-{day}-", np.arange(n).astype(str)),
+            "ts": f"{day}T12:00:00+00:00",
+            "model_version": "detector-2.0",
+            "predicted_label": rng.choice(OBJECTS, n),
+            "confidence": rng.uniform(0.2, 1.0, n).round(4),
+            "brightness": rng.normal(120 - 40 * shift, 25, n).round(2),
+            "blur": rng.gamma(2.0, 2.0, n).round(3),
+            "speed_kmh": rng.uniform(0, 120, n).round(1),
+            "lighting": rng.choice(SLICES["lighting"], n, p=night),
+            "weather": rng.choice(SLICES["weather"], n),
+            "device": rng.choice(SLICES["device"], n),
+            "region": rng.choice(SLICES["region"], n),
+        }
+    )
 
 
 def _writer(root: Path):
@@ -138,6 +195,7 @@ def _writer(root: Path):
         path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+
     return write
 
 
@@ -164,12 +222,17 @@ class Sampler(threading.Thread):
 def configure(landing: Path, warehouse: Path, start_date: str = START_DATE) -> None:
     """Point the code location at a bench landing zone and warehouse; before pipelines.definitions is imported,
     since the settings and the daily partitions are read once, when it loads."""
-    os.environ.update(LABELOPS_LANDING=str(landing), LABELOPS_WAREHOUSE=str(warehouse), LABELOPS_START_DATE=start_date,
-                      LABELOPS_SETTLE_SECONDS="0")
+    os.environ.update(
+        LABELOPS_LANDING=str(landing),
+        LABELOPS_WAREHOUSE=str(warehouse),
+        LABELOPS_START_DATE=start_date,
+        LABELOPS_SETTLE_SECONDS="0",
+    )
 
 
-def run_pipeline(landing: Path, warehouse: Path, day: str = DAY, reference_day: str = REFERENCE_DAY,
-                 start_date: str = START_DATE) -> dict:
+def run_pipeline(
+    landing: Path, warehouse: Path, day: str = DAY, reference_day: str = REFERENCE_DAY, start_date: str = START_DATE
+) -> dict:
     """The nightly job for ``day`` in this process; returns per-asset timings from the run's events."""
     configure(landing, warehouse, start_date)
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
@@ -202,16 +265,28 @@ def run_pipeline(landing: Path, warehouse: Path, day: str = DAY, reference_day: 
     instance = DagsterInstance.ephemeral()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     # the drift reference: yesterday's production, ingested before the clock starts
-    assert materialize(list(defs.assets), selection=AssetSelection.assets("production_predictions"), partition_key=reference_day,
-                       resources=resources, instance=instance, run_config=quiet).success
+    assert materialize(
+        list(defs.assets),
+        selection=AssetSelection.assets("production_predictions"),
+        partition_key=reference_day,
+        resources=resources,
+        instance=instance,
+        run_config=quiet,
+    ).success
     import great_expectations  # noqa: F401  imported once per process; not counted as pipeline time (bench.validate shows it)
 
     intervals.clear()
     sampler = Sampler()
     sampler.start()
     start = time.time()
-    result = materialize(list(defs.assets), selection=NIGHTLY_ASSETS,
-                         partition_key=day, resources=resources, instance=instance, run_config=quiet)
+    result = materialize(
+        list(defs.assets),
+        selection=NIGHTLY_ASSETS,
+        partition_key=day,
+        resources=resources,
+        instance=instance,
+        run_config=quiet,
+    )
     total = time.time() - start
     sampler.running = False
     assert result.success
@@ -242,12 +317,28 @@ def run_pipeline(landing: Path, warehouse: Path, day: str = DAY, reference_day: 
         io = sum(e - s for s, e in inside)
         compute_start = step.get("inputs_done", step["start"])
         compute_end = max(step["outputs"]) if step["outputs"] else step["end"]
-        compute = max(0.0, (compute_end - compute_start) - sum(e - s for s, e in inside if s >= compute_start and e <= compute_end))
-        report.append({"asset": key, "wall_s": wall, "compute_s": compute, "io_manager_s": io,
-                       "dagster_s": max(0.0, wall - compute - io), "rows": rows.get(key, 0),
-                       "peak_rss_mb": sampler.peak(step["start"], step["end"]) / 2**20})
-    return {"total_s": total, "steps": report, "peak_rss_mb": max(rss for _, rss in sampler.samples) / 2**20,
-            "outputs": [str(p) for p in (warehouse / "tables").rglob(f"{day}.parquet")] + [str(p) for p in (warehouse / "tables").rglob("all.parquet")]}
+        compute = max(
+            0.0,
+            (compute_end - compute_start) - sum(e - s for s, e in inside if s >= compute_start and e <= compute_end),
+        )
+        report.append(
+            {
+                "asset": key,
+                "wall_s": wall,
+                "compute_s": compute,
+                "io_manager_s": io,
+                "dagster_s": max(0.0, wall - compute - io),
+                "rows": rows.get(key, 0),
+                "peak_rss_mb": sampler.peak(step["start"], step["end"]) / 2**20,
+            }
+        )
+    return {
+        "total_s": total,
+        "steps": report,
+        "peak_rss_mb": max(rss for _, rss in sampler.samples) / 2**20,
+        "outputs": [str(p) for p in (warehouse / "tables").rglob(f"{day}.parquet")]
+        + [str(p) for p in (warehouse / "tables").rglob("all.parquet")],
+    }
 
 
 def floor(landing: Path, outputs: list[str]) -> float:
@@ -269,8 +360,21 @@ def floor(landing: Path, outputs: list[str]) -> float:
 def measure(annotations: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="labelops-bench-") as scratch:
         root = Path(scratch)
-        subprocess.run([sys.executable, "-m", "bench.pipeline", "--generate", str(root / "landing"), "--annotations", str(annotations)], check=True)
-        worker = subprocess.run([sys.executable, "-m", "bench.pipeline", "--run", str(root)], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.pipeline",
+                "--generate",
+                str(root / "landing"),
+                "--annotations",
+                str(annotations),
+            ],
+            check=True,
+        )
+        worker = subprocess.run(
+            [sys.executable, "-m", "bench.pipeline", "--run", str(root)], check=True, capture_output=True, text=True
+        )
         measured = json.loads(worker.stdout.strip().splitlines()[-1])
         measured["floor_s"] = floor(root / "landing", measured.pop("outputs"))
     measured["annotations"] = annotations
@@ -278,14 +382,20 @@ def measure(annotations: int) -> dict:
 
 
 def show(m: dict) -> None:
-    print(f"\n{m['annotations']:,} annotations: {m['total_s']:.1f} s wall, peak RSS {m['peak_rss_mb']:,.0f} MB; "
-          f"pyarrow floor {m['floor_s']:.1f} s (pipeline / pure I/O = {m['total_s'] / m['floor_s']:.1f})")
-    print(f"{'asset':<34}{'wall s':>8}{'compute':>9}{'IO mgr':>8}{'dagster':>9}{'overhead':>9}{'rows':>11}{'rows/s':>12}{'peak MB':>9}")
+    print(
+        f"\n{m['annotations']:,} annotations: {m['total_s']:.1f} s wall, peak RSS {m['peak_rss_mb']:,.0f} MB; "
+        f"pyarrow floor {m['floor_s']:.1f} s (pipeline / pure I/O = {m['total_s'] / m['floor_s']:.1f})"
+    )
+    print(
+        f"{'asset':<34}{'wall s':>8}{'compute':>9}{'IO mgr':>8}{'dagster':>9}{'overhead':>9}{'rows':>11}{'rows/s':>12}{'peak MB':>9}"
+    )
     for s in m["steps"]:
         overhead = (s["io_manager_s"] + s["dagster_s"]) / s["wall_s"] if s["wall_s"] else 0
         rate = s["rows"] / s["wall_s"] if s["wall_s"] and s["rows"] else 0
-        print(f"{s['asset']:<34}{s['wall_s']:>8.2f}{s['compute_s']:>9.2f}{s['io_manager_s']:>8.2f}{s['dagster_s']:>9.2f}"
-              f"{overhead:>9.0%}{s['rows']:>11,}{rate:>12,.0f}{s['peak_rss_mb']:>9,.0f}")
+        print(
+            f"{s['asset']:<34}{s['wall_s']:>8.2f}{s['compute_s']:>9.2f}{s['io_manager_s']:>8.2f}{s['dagster_s']:>9.2f}"
+            f"{overhead:>9.0%}{s['rows']:>11,}{rate:>12,.0f}{s['peak_rss_mb']:>9,.0f}"
+        )
 
 
 def main() -> None:
@@ -308,8 +418,10 @@ def main() -> None:
         show(runs[-1])
         (RESULTS / f"pipeline-{n}.json").write_text(json.dumps(runs[-1], indent=1))
     if len(runs) > 1:
-        for a, b in zip(runs, runs[1:]):
-            print(f"{a['annotations']:,} -> {b['annotations']:,}: time x{b['total_s'] / a['total_s']:.2f} for data x{b['annotations'] / a['annotations']:.0f}")
+        for a, b in itertools.pairwise(runs):
+            print(
+                f"{a['annotations']:,} -> {b['annotations']:,}: time x{b['total_s'] / a['total_s']:.2f} for data x{b['annotations'] / a['annotations']:.0f}"
+            )
 
 
 if __name__ == "__main__":

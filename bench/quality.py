@@ -17,7 +17,9 @@ from labelops.agreement import Votes, alpha_from_counts, classification_agreemen
 from labelops.consensus import dawid_skene
 
 
-def synthetic(items: int, per_item: int, annotators: int, classes: int, seed: int = 11) -> tuple[pd.DataFrame, np.ndarray]:
+def synthetic(
+    items: int, per_item: int, annotators: int, classes: int, seed: int = 11
+) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, classes, items)
     skill = rng.uniform(0.5, 0.95, annotators)
@@ -25,7 +27,13 @@ def synthetic(items: int, per_item: int, annotators: int, classes: int, seed: in
     item = np.repeat(np.arange(items), per_item)
     correct = rng.random(len(item)) < skill[who]
     label = np.where(correct, truth[item], rng.integers(0, classes, len(item)))
-    frame = pd.DataFrame({"item_id": np.char.mod("i%07d", item), "annotator_id": np.char.mod("w%03d", who), "label": np.char.mod("c%d", label)})
+    frame = pd.DataFrame(
+        {
+            "item_id": np.char.mod("i%07d", item),
+            "annotator_id": np.char.mod("w%03d", who),
+            "label": np.char.mod("c%d", label),
+        }
+    )
     return frame, truth
 
 
@@ -46,7 +54,9 @@ def main() -> None:
 
     start = time.perf_counter()
     table = classification_agreement(frame, n_boot=100)
-    print(f"all four metrics, overall and per label, 100 bootstrap resamples: {time.perf_counter() - start:.1f} s ({len(table)} rows)")
+    print(
+        f"all four metrics, overall and per label, 100 bootstrap resamples: {time.perf_counter() - start:.1f} s ({len(table)} rows)"
+    )
 
     start = time.perf_counter()
     ours = dawid_skene(votes)
@@ -60,8 +70,10 @@ def main() -> None:
         reference = DawidSkene(n_iter=100).fit(frame.rename(columns={"item_id": "task", "annotator_id": "worker"}))
         theirs = time.perf_counter() - start
         probas = reference.probas_.reindex(index=votes.items, columns=votes.labels).to_numpy()
-        print(f"crowd-kit DawidSkene: {theirs:.2f} s, {len(reference.loss_history_)} iterations; "
-              f"speed-up {theirs / ours_seconds:.1f}x; max posterior difference {np.abs(probas - ours.posteriors).max():.2e}")
+        print(
+            f"crowd-kit DawidSkene: {theirs:.2f} s, {len(reference.loss_history_)} iterations; "
+            f"speed-up {theirs / ours_seconds:.1f}x; max posterior difference {np.abs(probas - ours.posteriors).max():.2e}"
+        )
 
 
 if __name__ == "__main__":

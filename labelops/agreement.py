@@ -35,7 +35,7 @@ class Votes:
     labels: np.ndarray
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> "Votes":
+    def from_frame(cls, frame: pd.DataFrame) -> Votes:
         """Latest judgment per (item, annotator) wins: a corrected answer replaces the first one."""
         frame = frame.drop_duplicates(["item_id", "annotator_id"], keep="last")
         item, items = pd.factorize(frame["item_id"].astype(str), sort=True)
@@ -50,7 +50,11 @@ class Votes:
     def counts(self) -> np.ndarray:
         """Items × labels: how many annotators gave each label to each item."""
         n_items, n_labels = self.shape
-        return np.bincount(self.item * n_labels + self.label, minlength=n_items * n_labels).reshape(n_items, n_labels).astype(float)
+        return (
+            np.bincount(self.item * n_labels + self.label, minlength=n_items * n_labels)
+            .reshape(n_items, n_labels)
+            .astype(float)
+        )
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class ItemStats:
     agreement: np.ndarray
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray) -> "ItemStats":
+    def from_counts(cls, counts: np.ndarray) -> ItemStats:
         m = counts.sum(axis=1)
         index = np.flatnonzero(m >= 2)
         c, m = counts[index], m[index]
@@ -140,7 +144,7 @@ class PairTable:
     n_items: int
 
     @classmethod
-    def from_votes(cls, votes: Votes) -> "PairTable":
+    def from_votes(cls, votes: Votes) -> PairTable:
         order = np.lexsort((votes.annotator, votes.item))
         item, annotator, label = votes.item[order], votes.annotator[order], votes.label[order]
         left, right = [], []
@@ -168,7 +172,9 @@ class PairTable:
         from scipy.sparse import csr_matrix
 
         key = (self.pair * n_labels + self.label_a) * n_labels + self.label_b
-        return csr_matrix((np.ones(len(key)), (self.item, key)), shape=(self.n_items, self.n_pairs * n_labels * n_labels))
+        return csr_matrix(
+            (np.ones(len(key)), (self.item, key)), shape=(self.n_items, self.n_pairs * n_labels * n_labels)
+        )
 
 
 def cohen_kappas(confusion: np.ndarray) -> np.ndarray:
@@ -231,9 +237,11 @@ def classification_agreement(
     slice_masks: list[tuple[str, np.ndarray]] = []
     if slices is not None and not slices.empty:
         table = slices.drop_duplicates("item_id").set_index("item_id").reindex(votes.items)
-        for dimension in table.columns:
-            for value in sorted(table[dimension].dropna().astype(str).unique()):
-                slice_masks.append((f"{dimension}={value}", (table[dimension].astype(str) == value).to_numpy()))
+        slice_masks = [
+            (f"{dimension}={value}", (table[dimension].astype(str) == value).to_numpy())
+            for dimension in table.columns
+            for value in sorted(table[dimension].dropna().astype(str).unique())
+        ]
     pairs = PairTable.from_votes(votes)
     by_item = pairs.by_item(n_labels)
     slice_rows = [(scope, np.flatnonzero(mask)) for scope, mask in slice_masks]
@@ -246,25 +254,36 @@ def classification_agreement(
         out = {"overall": _scope_metrics(stats, confusion, weights)}
         for k, name in enumerate(votes.labels):
             out[f"label={name}"] = _scope_metrics(binary[k], binary_confusion(confusion, k), weights)
-        for (scope, rows), matrix in zip(slice_rows, slice_matrices):
+        for (scope, rows), matrix in zip(slice_rows, slice_matrices, strict=True):
             scoped = np.zeros_like(weights)
             scoped[:, rows] = weights[:, rows]
             out[scope] = _scope_metrics(stats, np.asarray((matrix.T @ weights[:, rows].T).T).reshape(shape), scoped)
         return out
 
     rng = np.random.default_rng(seed)
-    point = {scope: {m: float(v[0]) for m, v in metrics.items()} for scope, metrics in every_scope(np.ones((1, n_items))).items()}
+    point = {
+        scope: {m: float(v[0]) for m, v in metrics.items()}
+        for scope, metrics in every_scope(np.ones((1, n_items))).items()
+    }
     draws = [np.bincount(rng.integers(0, n_items, n_items), minlength=n_items).astype(float) for _ in range(n_boot)]
-    batch = int(max(1, min(50, BOOT_CELLS // max(1, pairs.n_pairs * n_labels * n_labels), BOOT_CELLS // max(1, 8 * n_items))))
-    batches = [every_scope(np.stack(draws[i:i + batch])) for i in range(0, n_boot, batch)]
-    masks = {"overall": np.ones(n_items, bool), **{f"label={n}": np.ones(n_items, bool) for n in votes.labels}, **dict(slice_masks)}
+    batch = int(
+        max(1, min(50, BOOT_CELLS // max(1, pairs.n_pairs * n_labels * n_labels), BOOT_CELLS // max(1, 8 * n_items)))
+    )
+    batches = [every_scope(np.stack(draws[i : i + batch])) for i in range(0, n_boot, batch)]
+    masks = {
+        "overall": np.ones(n_items, bool),
+        **{f"label={n}": np.ones(n_items, bool) for n in votes.labels},
+        **dict(slice_masks),
+    }
     rows = []
     for scope, mask in masks.items():
         n_scope_items, n_annotations = int(mask.sum()), int(per_item[mask].sum())
         for metric in METRICS:
             samples = np.concatenate([b[scope][metric] for b in batches]) if batches else np.zeros(0)
             samples = samples[np.isfinite(samples)]
-            low, high = np.quantile(samples, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2]) if len(samples) else (np.nan, np.nan)
+            low, high = (
+                np.quantile(samples, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2]) if len(samples) else (np.nan, np.nan)
+            )
             rows.append((scope, metric, point[scope][metric], float(low), float(high), n_scope_items, n_annotations))
         single = int(((per_item == 1) & mask).sum())
         rows.append((scope, "single_annotator_items", float(single), np.nan, np.nan, n_scope_items, n_annotations))

@@ -43,18 +43,24 @@ def gold_boxes(boxes: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
     if boxes.empty:
         return pd.DataFrame(columns=["gold_box_n", "gold_box_precision", "gold_box_recall", "gold_box_mean_iou"])
     reference = gold[["item_id", "label", "x", "y", "w", "h"]].assign(annotator_id=GOLD_ANNOTATOR)
-    matching = match_boxes(pd.concat([reference, boxes[["item_id", "annotator_id", "label", "x", "y", "w", "h"]]], ignore_index=True))
-    against = matching.same_label[(matching.same_label["annotator_a"] == GOLD_ANNOTATOR) & (matching.same_label["iou"] >= 0.5)]
+    matching = match_boxes(
+        pd.concat([reference, boxes[["item_id", "annotator_id", "label", "x", "y", "w", "h"]]], ignore_index=True)
+    )
+    against = matching.same_label[
+        (matching.same_label["annotator_a"] == GOLD_ANNOTATOR) & (matching.same_label["iou"] >= 0.5)
+    ]
     pairs = matching.pair_boxes[matching.pair_boxes["annotator_a"] == GOLD_ANNOTATOR]
     totals = pairs.groupby("annotator_b").agg(gold_boxes=("n_a", "sum"), own_boxes=("n_b", "sum"))
     hits = against.groupby("annotator_b").agg(tp=("iou", "size"), gold_box_mean_iou=("iou", "mean"))
     out = totals.join(hits).fillna({"tp": 0})
-    return pd.DataFrame({
-        "gold_box_n": out["gold_boxes"].astype(np.int64),
-        "gold_box_precision": out["tp"] / out["own_boxes"],
-        "gold_box_recall": out["tp"] / out["gold_boxes"],
-        "gold_box_mean_iou": out["gold_box_mean_iou"],
-    }).rename_axis("annotator_id")
+    return pd.DataFrame(
+        {
+            "gold_box_n": out["gold_boxes"].astype(np.int64),
+            "gold_box_precision": out["tp"] / out["own_boxes"],
+            "gold_box_recall": out["tp"] / out["gold_boxes"],
+            "gold_box_mean_iou": out["gold_box_mean_iou"],
+        }
+    ).rename_axis("annotator_id")
 
 
 def annotator_scores(
@@ -69,9 +75,13 @@ def annotator_scores(
     boxes = annotations[annotations["kind"] == "bbox"]
     scores = annotations.groupby("annotator_id").size().rename("n_annotations").to_frame()
     scores = scores.join(gold_classification(answers, gold)).join(gold_boxes(boxes, gold))
-    with_consensus = answers.merge(consensus[["item_id", "label", "n_votes"]], on="item_id", suffixes=("", "_consensus"))
+    with_consensus = answers.merge(
+        consensus[["item_id", "label", "n_votes"]], on="item_id", suffixes=("", "_consensus")
+    )
     with_consensus = with_consensus[with_consensus["n_votes"] >= 2]
-    agreement = (with_consensus["label"] == with_consensus["label_consensus"]).groupby(with_consensus["annotator_id"]).mean()
+    agreement = (
+        (with_consensus["label"] == with_consensus["label_consensus"]).groupby(with_consensus["annotator_id"]).mean()
+    )
     scores["agreement_with_consensus"] = agreement
     scores["estimated_accuracy"] = estimated
     top_share = answers.groupby("annotator_id")["label"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
@@ -81,20 +91,45 @@ def annotator_scores(
 
     t = thresholds
     reasons = pd.DataFrame(index=scores.index)
-    reasons["gold"] = np.where((scores["gold_n"] >= t.min_gold_items) & (scores["gold_accuracy"] < t.min_gold_accuracy),
-                               "gold accuracy " + scores["gold_accuracy"].round(3).astype(str) + f" < {t.min_gold_accuracy}", "")
-    reasons["estimated"] = np.where(scores["estimated_accuracy"] < t.min_estimated_accuracy,
-                                    "estimated accuracy " + scores["estimated_accuracy"].round(3).astype(str) + f" < {t.min_estimated_accuracy}", "")
-    reasons["recall"] = np.where((scores["gold_box_n"] >= t.min_gold_items) & (scores["gold_box_recall"] < t.min_gold_box_recall),
-                                 "gold box recall " + scores["gold_box_recall"].round(3).astype(str) + f" < {t.min_gold_box_recall}", "")
-    reasons["precision"] = np.where((scores["gold_box_n"] >= t.min_gold_items) & (scores["gold_box_precision"] < t.min_gold_box_precision),
-                                    "gold box precision " + scores["gold_box_precision"].round(3).astype(str) + f" < {t.min_gold_box_precision}", "")
+    reasons["gold"] = np.where(
+        (scores["gold_n"] >= t.min_gold_items) & (scores["gold_accuracy"] < t.min_gold_accuracy),
+        "gold accuracy " + scores["gold_accuracy"].round(3).astype(str) + f" < {t.min_gold_accuracy}",
+        "",
+    )
+    reasons["estimated"] = np.where(
+        scores["estimated_accuracy"] < t.min_estimated_accuracy,
+        "estimated accuracy " + scores["estimated_accuracy"].round(3).astype(str) + f" < {t.min_estimated_accuracy}",
+        "",
+    )
+    reasons["recall"] = np.where(
+        (scores["gold_box_n"] >= t.min_gold_items) & (scores["gold_box_recall"] < t.min_gold_box_recall),
+        "gold box recall " + scores["gold_box_recall"].round(3).astype(str) + f" < {t.min_gold_box_recall}",
+        "",
+    )
+    reasons["precision"] = np.where(
+        (scores["gold_box_n"] >= t.min_gold_items) & (scores["gold_box_precision"] < t.min_gold_box_precision),
+        "gold box precision " + scores["gold_box_precision"].round(3).astype(str) + f" < {t.min_gold_box_precision}",
+        "",
+    )
     share = top_share.reindex(scores.index)
     constant = (n_answers.reindex(scores.index).fillna(0) >= t.min_answers_for_share) & (share > t.max_top_label_share)
     reasons["constant"] = np.where(constant, "near-constant answers (top label " + share.round(3).astype(str) + ")", "")
-    flag_reason = reasons.apply(lambda r: "; ".join(v for v in r if v), axis=1) if len(reasons) else pd.Series(dtype=object)
+    flag_reason = (
+        reasons.apply(lambda r: "; ".join(v for v in r if v), axis=1) if len(reasons) else pd.Series(dtype=object)
+    )
     scores["flagged"] = flag_reason != ""
     scores["flag_reason"] = flag_reason.where(scores["flagged"], None)
-    columns = ["n_annotations", "gold_n", "gold_accuracy", "agreement_with_consensus", "estimated_accuracy",
-               "gold_box_n", "gold_box_precision", "gold_box_recall", "gold_box_mean_iou", "flagged", "flag_reason"]
+    columns = [
+        "n_annotations",
+        "gold_n",
+        "gold_accuracy",
+        "agreement_with_consensus",
+        "estimated_accuracy",
+        "gold_box_n",
+        "gold_box_precision",
+        "gold_box_recall",
+        "gold_box_mean_iou",
+        "flagged",
+        "flag_reason",
+    ]
     return scores.reset_index()[["annotator_id", *columns]]

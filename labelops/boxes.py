@@ -9,6 +9,7 @@ common case) the pairing is direct and needs no assignment problem at all.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,7 +89,7 @@ class Matching:
     def conflicts(self) -> pd.DataFrame:
         return self.matches[self.matches["label_a"] != self.matches["label_b"]]
 
-    def only_label(self, label: str) -> "Matching":
+    def only_label(self, label: str) -> Matching:
         """The matching ``match_boxes`` gives for this label's boxes alone: its same-label matches
         (groups are per item and label, so they do not depend on other labels) and no conflicts."""
         boxes = self.boxes[self.boxes["label"] == label]
@@ -104,7 +105,9 @@ def _pair_boxes(boxes: pd.DataFrame) -> pd.DataFrame:
     return pairs.rename(columns={"annotator_id_a": "annotator_a", "annotator_id_b": "annotator_b"})
 
 
-def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: float = 0.5, polygons: bool = False) -> Matching:
+def match_boxes(
+    boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: float = 0.5, polygons: bool = False
+) -> Matching:
     """Match the boxes (or, with ``polygons``, the polygons) of every annotator pair on every item.
 
     ``boxes`` has item_id, annotator_id, label, x, y, w, h (and points for polygons). Same-label
@@ -116,11 +119,15 @@ def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: floa
     if pair_boxes.empty:
         return Matching(pd.DataFrame(columns=MATCH_COLUMNS), boxes, pair_boxes, overlap)
     # Integer codes: items and annotators in sorted order, so "a < b" keeps its meaning.
-    annotator_code = pd.Categorical(boxes["annotator_id"], categories=sorted(boxes["annotator_id"].unique())).codes.astype(np.int64)
+    annotator_code = pd.Categorical(
+        boxes["annotator_id"], categories=sorted(boxes["annotator_id"].unique())
+    ).codes.astype(np.int64)
     item_code = pd.Categorical(boxes["item_id"], categories=sorted(boxes["item_id"].unique())).codes.astype(np.int64)
     label_code = pd.factorize(boxes["label"])[0].astype(np.int64)
     codes = _Codes(item_code, annotator_code, label_code, n_annotators=int(annotator_code.max()) + 1)
-    matched = np.zeros(0, dtype=np.int64)  # sorted index * n_annotators + partner: a box is matched at most once per partner
+    matched = np.zeros(
+        0, dtype=np.int64
+    )  # sorted index * n_annotators + partner: a box is matched at most once per partner
 
     # Same-label groups (item, label): a box pairs with the boxes of the same label of each other annotator.
     found = []
@@ -130,19 +137,41 @@ def match_boxes(boxes: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: floa
     # Label-agnostic pass over what each pair left: label conflicts. Only items where boxes of
     # two or more annotators still lack a partner can hold one.
     partners = pd.Series(annotator_code).groupby(item_code).transform("nunique").to_numpy() - 1
-    done = np.bincount(matched // codes.n_annotators, minlength=len(boxes)) if len(matched) else np.zeros(len(boxes), dtype=np.int64)
+    done = (
+        np.bincount(matched // codes.n_annotators, minlength=len(boxes))
+        if len(matched)
+        else np.zeros(len(boxes), dtype=np.int64)
+    )
     open_box = done < partners
     open_annotators = pd.Series(annotator_code[open_box]).groupby(item_code[open_box]).nunique()
     open_items = np.isin(item_code, open_annotators[open_annotators >= 2].index.to_numpy())
-    found.append(_assign(codes, overlap, np.flatnonzero(open_items), by_label=False, min_iou=conflict_iou - 1e-12,
-                         matched=matched, cross_label_only=True))
-    rows = pd.concat([f for f in found if len(f)] or found[:1], ignore_index=True).sort_values(["index_a", "index_b"], kind="stable")
+    found.append(
+        _assign(
+            codes,
+            overlap,
+            np.flatnonzero(open_items),
+            by_label=False,
+            min_iou=conflict_iou - 1e-12,
+            matched=matched,
+            cross_label_only=True,
+        )
+    )
+    rows = pd.concat([f for f in found if len(f)] or found[:1], ignore_index=True).sort_values(
+        ["index_a", "index_b"], kind="stable"
+    )
     index_a, index_b = rows["index_a"].to_numpy(), rows["index_b"].to_numpy()
-    matches = pd.DataFrame({
-        "item_id": boxes["item_id"].to_numpy()[index_a], "annotator_a": boxes["annotator_id"].to_numpy()[index_a],
-        "annotator_b": boxes["annotator_id"].to_numpy()[index_b], "index_a": index_a, "index_b": index_b,
-        "label_a": boxes["label"].to_numpy()[index_a], "label_b": boxes["label"].to_numpy()[index_b], "iou": rows["iou"].to_numpy(),
-    })
+    matches = pd.DataFrame(
+        {
+            "item_id": boxes["item_id"].to_numpy()[index_a],
+            "annotator_a": boxes["annotator_id"].to_numpy()[index_a],
+            "annotator_b": boxes["annotator_id"].to_numpy()[index_b],
+            "index_a": index_a,
+            "index_b": index_b,
+            "label_a": boxes["label"].to_numpy()[index_a],
+            "label_b": boxes["label"].to_numpy()[index_b],
+            "iou": rows["iou"].to_numpy(),
+        }
+    )
     return Matching(matches[MATCH_COLUMNS], boxes, pair_boxes, overlap)
 
 
@@ -184,9 +213,11 @@ def _assign(
     rows, group = rows[order], group[order]
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     sizes = np.diff(np.r_[starts, len(rows)]).astype(np.int64)
-    chunk = np.cumsum(sizes ** 2) // PAIR_CHUNK  # whole groups, about PAIR_CHUNK candidate pairs at a time
-    parts = [_assign_groups(codes, overlap, rows, starts[chunk == c], sizes[chunk == c], min_iou, matched, cross_label_only)
-             for c in np.unique(chunk)]
+    chunk = np.cumsum(sizes**2) // PAIR_CHUNK  # whole groups, about PAIR_CHUNK candidate pairs at a time
+    parts = [
+        _assign_groups(codes, overlap, rows, starts[chunk == c], sizes[chunk == c], min_iou, matched, cross_label_only)
+        for c in np.unique(chunk)
+    ]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -196,7 +227,7 @@ def _contains(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 def _assign_groups(codes: _Codes, overlap, rows, starts, sizes, min_iou, matched, cross_label_only) -> pd.DataFrame:
-    pairs = sizes ** 2
+    pairs = sizes**2
     group = np.repeat(np.arange(len(starts)), pairs)
     offset = np.arange(int(pairs.sum())) - np.repeat(np.cumsum(pairs) - pairs, pairs)
     a, b = rows[starts[group] + offset // sizes[group]], rows[starts[group] + offset % sizes[group]]
@@ -219,7 +250,7 @@ def _assign_groups(codes: _Codes, overlap, rows, starts, sizes, min_iou, matched
     if len(several):
         order = several[np.lexsort((b[several], a[several], problem[several]))]
         bounds = np.flatnonzero(np.r_[True, problem[order][1:] != problem[order][:-1], True])
-        for start, end in zip(bounds[:-1], bounds[1:]):
+        for start, end in itertools.pairwise(bounds):
             block = order[start:end]
             ua, ia = np.unique(a[block], return_inverse=True)
             ub, ib = np.unique(b[block], return_inverse=True)
@@ -230,7 +261,9 @@ def _assign_groups(codes: _Codes, overlap, rows, starts, sizes, min_iou, matched
             index_a.append(ua[ra[good]])
             index_b.append(ub[rb[good]])
             iou_.append(matrix[ra[good], rb[good]])
-    return pd.DataFrame({"index_a": np.concatenate(index_a), "index_b": np.concatenate(index_b), "iou": np.concatenate(iou_)})
+    return pd.DataFrame(
+        {"index_a": np.concatenate(index_a), "index_b": np.concatenate(index_b), "iou": np.concatenate(iou_)}
+    )
 
 
 def box_metrics(matching: Matching, *, seed: int = 0) -> dict[str, float]:
@@ -265,7 +298,7 @@ def box_alpha(matching: Matching, *, seed: int = 0) -> float:
     if n <= overlap.exact_limit:
         total = 0.0
         for start in range(0, n, 512):
-            total += (1 - overlap(values[start:start + 512, None], values[None, :])).sum()  # the diagonal is 0
+            total += (1 - overlap(values[start : start + 512, None], values[None, :])).sum()  # the diagonal is 0
         expected = total / (n * (n - 1))
     else:
         rng = np.random.default_rng(seed)
@@ -275,7 +308,9 @@ def box_alpha(matching: Matching, *, seed: int = 0) -> float:
     return 1 - observed / expected if expected > 0 else float("nan")
 
 
-def fuse_boxes(matching: Matching, *, weights: pd.Series | None = None, cluster_iou: float = 0.5, quorum: int = 2) -> pd.DataFrame:
+def fuse_boxes(
+    matching: Matching, *, weights: pd.Series | None = None, cluster_iou: float = 0.5, quorum: int = 2
+) -> pd.DataFrame:
     """Box consensus: connected same-label matches (IoU ≥ ``cluster_iou``) become one object.
 
     Coordinates (corners) are averaged with annotator ``weights`` (default 1); ``support``
@@ -288,29 +323,55 @@ def fuse_boxes(matching: Matching, *, weights: pd.Series | None = None, cluster_
         return pd.DataFrame(columns=columns)
     edges = matching.same_label[matching.same_label["iou"] >= cluster_iou]
     n = len(boxes)
-    graph = coo_matrix((np.ones(len(edges)), (edges["index_a"].astype(int), edges["index_b"].astype(int))), shape=(n, n))
+    graph = coo_matrix(
+        (np.ones(len(edges)), (edges["index_a"].astype(int), edges["index_b"].astype(int))), shape=(n, n)
+    )
     _, cluster = connected_components(graph, directed=False)
     w = np.ones(n) if weights is None else boxes["annotator_id"].map(weights).fillna(1.0).clip(lower=1e-6).to_numpy()
     corners = boxes[["x", "y"]].to_numpy(dtype=float)
-    frame = pd.DataFrame({
-        "cluster": cluster, "item_id": boxes["item_id"].to_numpy(), "label": boxes["label"].to_numpy(),
-        "annotator_id": boxes["annotator_id"].to_numpy(), "w_": w,
-        "x1": corners[:, 0] * w, "y1": corners[:, 1] * w,
-        "x2": (corners[:, 0] + boxes["w"].to_numpy(dtype=float)) * w, "y2": (corners[:, 1] + boxes["h"].to_numpy(dtype=float)) * w,
-    })
+    frame = pd.DataFrame(
+        {
+            "cluster": cluster,
+            "item_id": boxes["item_id"].to_numpy(),
+            "label": boxes["label"].to_numpy(),
+            "annotator_id": boxes["annotator_id"].to_numpy(),
+            "w_": w,
+            "x1": corners[:, 0] * w,
+            "y1": corners[:, 1] * w,
+            "x2": (corners[:, 0] + boxes["w"].to_numpy(dtype=float)) * w,
+            "y2": (corners[:, 1] + boxes["h"].to_numpy(dtype=float)) * w,
+        }
+    )
     grouped = frame.groupby("cluster", sort=True)
-    fused = grouped.agg(item_id=("item_id", "first"), label=("label", "first"), weight=("w_", "sum"),
-                        x1=("x1", "sum"), y1=("y1", "sum"), x2=("x2", "sum"), y2=("y2", "sum"),
-                        support=("annotator_id", "nunique"), n_votes=("annotator_id", "size"))
+    fused = grouped.agg(
+        item_id=("item_id", "first"),
+        label=("label", "first"),
+        weight=("w_", "sum"),
+        x1=("x1", "sum"),
+        y1=("y1", "sum"),
+        x2=("x2", "sum"),
+        y2=("y2", "sum"),
+        support=("annotator_id", "nunique"),
+        n_votes=("annotator_id", "size"),
+    )
     for c in ("x1", "y1", "x2", "y2"):
         fused[c] = fused[c] / fused["weight"]
     on_item = boxes.groupby("item_id")["annotator_id"].nunique()
     fused["n_annotators"] = fused["item_id"].map(on_item)
     fused = fused[fused["support"] >= min(quorum, 1_000_000)]
-    out = pd.DataFrame({
-        "item_id": fused["item_id"], "label": fused["label"], "x": fused["x1"], "y": fused["y1"],
-        "w": fused["x2"] - fused["x1"], "h": fused["y2"] - fused["y1"], "support": fused["support"].astype(np.int64),
-        "confidence": fused["support"] / fused["n_annotators"], "n_votes": fused["n_votes"].astype(np.int64),
-        "agreement": fused["support"] / fused["n_annotators"], "method": "box_fusion",
-    })
+    out = pd.DataFrame(
+        {
+            "item_id": fused["item_id"],
+            "label": fused["label"],
+            "x": fused["x1"],
+            "y": fused["y1"],
+            "w": fused["x2"] - fused["x1"],
+            "h": fused["y2"] - fused["y1"],
+            "support": fused["support"].astype(np.int64),
+            "confidence": fused["support"] / fused["n_annotators"],
+            "n_votes": fused["n_votes"].astype(np.int64),
+            "agreement": fused["support"] / fused["n_annotators"],
+            "method": "box_fusion",
+        }
+    )
     return out.sort_values(["item_id", "label", "x", "y"]).reset_index(drop=True)[columns]

@@ -24,7 +24,11 @@ def isin(values: pd.Series | pd.Index, candidates: pd.Series | pd.Index | Iterab
             raise pa.ArrowTypeError("not a string column")
         return pc.is_in(column, value_set=value_set.cast(column.type)).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return np.asarray(pd.Series(values).isin(list(candidates) if not isinstance(candidates, (pd.Series, pd.Index)) else candidates))
+        return np.asarray(
+            pd.Series(values).isin(
+                list(candidates) if not isinstance(candidates, (pd.Series, pd.Index)) else candidates
+            )
+        )
 
 
 def positions(keys: pd.Series | pd.Index | np.ndarray, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
@@ -46,7 +50,9 @@ def lookup(keys: pd.Series | pd.Index | np.ndarray, mapping: pd.Series) -> np.nd
 
 def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     """Values as an Arrow string array: zero-copy for pandas 3 string columns, converted otherwise."""
-    column = pa.array(values, from_pandas=True) if not isinstance(values, np.ndarray) or values.dtype != object else None
+    column = (
+        pa.array(values, from_pandas=True) if not isinstance(values, np.ndarray) or values.dtype != object else None
+    )
     if column is None or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         column = pa.array(pd.Series(np.asarray(values, dtype=object)).astype(str), type=pa.large_string())
     return column.cast(pa.large_string())

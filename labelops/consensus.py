@@ -71,7 +71,7 @@ def dawid_skene(
     tol: float = 1e-5,
 ) -> Aggregate:
     """Dawid-Skene EM, initialized from majority vote; ``gold`` (item_id -> label) is clamped."""
-    n_items, n_labels = votes.shape
+    _n_items, n_labels = votes.shape
     n_annotators = len(votes.annotators)
     answers = _incidence(votes)
     answers_t = answers.T.tocsr()
@@ -96,7 +96,7 @@ def dawid_skene(
     errors = m_step(posteriors)
     loss = -np.inf
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    for iterations in range(1, max_iter + 1):  # noqa: B007  (the count is returned: how many steps EM took)
         with np.errstate(divide="ignore"):
             log_errors = np.log2(errors.reshape(n_annotators * n_labels, n_labels))
         log_errors[~used.ravel()] = 0.0  # never looked up: no answer uses them

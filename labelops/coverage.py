@@ -72,7 +72,9 @@ def load_coverage_spec(store: Store, guideline: Guideline, key: str = "coverage.
 
     def known_class(name: object, context: str) -> str:
         if name not in classes and name != BACKGROUND:
-            raise CoverageSpecError(f"{where}: {context} names class {name!r}, which guideline {guideline.version} does not have")
+            raise CoverageSpecError(
+                f"{where}: {context} names class {name!r}, which guideline {guideline.version} does not have"
+            )
         return str(name)
 
     dimensions: dict[str, Dimension] = {}
@@ -85,7 +87,10 @@ def load_coverage_spec(store: Store, guideline: Guideline, key: str = "coverage.
         if source == "derived":
             if name != "box_size":
                 raise CoverageSpecError(f"{where}: unknown derived dimension {name!r} (only box_size)")
-            bins = {str(k): (float(v[0]), None if v[1] is None else float(v[1])) for k, v in (entry.get("bins") or {}).items()}
+            bins = {
+                str(k): (float(v[0]), None if v[1] is None else float(v[1]))
+                for k, v in (entry.get("bins") or {}).items()
+            }
             if not bins:
                 raise CoverageSpecError(f"{where}: box_size needs bins")
         dimensions[str(name)] = Dimension(str(name), source, bins)
@@ -100,30 +105,53 @@ def load_coverage_spec(store: Store, guideline: Guideline, key: str = "coverage.
     minimums = {}
     for entry in minimum.get("overrides") or []:
         label = known_class(entry.get("class"), "a minimum override")
-        minimums[(label, known_dimension(entry.get("dimension"), "a minimum override"), str(entry.get("value")))] = int(entry["min"])
+        minimums[(label, known_dimension(entry.get("dimension"), "a minimum override"), str(entry.get("value")))] = int(
+            entry["min"]
+        )
     critical = {name for name, c in guideline.classes.items() if c.critical}
     critical |= {known_class(c, "critical_classes") for c in document.get("critical_classes") or []}
     recall = document.get("recall") or {}
     thresholds = {known_class(k, "recall.thresholds"): float(v) for k, v in (recall.get("thresholds") or {}).items()}
-    costs = {(known_class(c.get("actual"), "a cost override"), known_class(c.get("predicted"), "a cost override")): float(c["cost"])
-             for c in document.get("cost_overrides") or []}
+    costs = {
+        (known_class(c.get("actual"), "a cost override"), known_class(c.get("predicted"), "a cost override")): float(
+            c["cost"]
+        )
+        for c in document.get("cost_overrides") or []
+    }
     return CoverageSpec(
-        dimensions=dimensions, required=required, default_minimum=int(minimum.get("default", 0)), minimums=minimums,
-        critical=frozenset(critical), default_recall=float(recall.get("default_threshold", 0.8)), recall=thresholds,
-        costs=costs, severity={n: c.severity for n, c in guideline.classes.items()}, blocking=bool(document.get("blocking", False)),
+        dimensions=dimensions,
+        required=required,
+        default_minimum=int(minimum.get("default", 0)),
+        minimums=minimums,
+        critical=frozenset(critical),
+        default_recall=float(recall.get("default_threshold", 0.8)),
+        recall=thresholds,
+        costs=costs,
+        severity={n: c.severity for n, c in guideline.classes.items()},
+        blocking=bool(document.get("blocking", False)),
     )
 
 
 def slice_values(objects: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec) -> pd.DataFrame:
     """Objects (item_id, label[, x, y, w, h]) with one column per spec dimension."""
-    attributes = [d for d, dim in spec.dimensions.items() if dim.source == "item" and d in items.columns and d not in objects.columns]
+    attributes = [
+        d
+        for d, dim in spec.dimensions.items()
+        if dim.source == "item" and d in items.columns and d not in objects.columns
+    ]
     if attributes:
-        out = objects.merge(items.drop_duplicates("item_id", keep="last")[["item_id", *attributes]], on="item_id", how="left")
+        out = objects.merge(
+            items.drop_duplicates("item_id", keep="last")[["item_id", *attributes]], on="item_id", how="left"
+        )
     else:
         out = objects.copy()
     for name, dimension in spec.dimensions.items():
         if dimension.source == "derived":
-            size = np.sqrt(out["w"].astype(float) * out["h"].astype(float)) if {"w", "h"} <= set(out.columns) else pd.Series(np.nan, index=out.index)
+            size = (
+                np.sqrt(out["w"].astype(float) * out["h"].astype(float))
+                if {"w", "h"} <= set(out.columns)
+                else pd.Series(np.nan, index=out.index)
+            )
             labels = pd.Series(None, index=out.index, dtype=object)
             for value, (low, high) in dimension.bins.items():
                 labels[(size >= low) & ((size < high) if high is not None else True)] = value
@@ -145,43 +173,83 @@ def coverage_report(labeled: pd.DataFrame, production: pd.DataFrame, spec: Cover
         for by_class in (True, False):
             keys = ["label", dimension] if by_class else [dimension]
             left = labeled.groupby(keys, dropna=True).size().rename("labeled_count")
-            right = production.groupby(keys, dropna=True).size().rename("production_count") if dimension in production else pd.Series(dtype=float, name="production_count")
+            right = (
+                production.groupby(keys, dropna=True).size().rename("production_count")
+                if dimension in production
+                else pd.Series(dtype=float, name="production_count")
+            )
             cells = pd.concat([left, right], axis=1).fillna(0).reset_index()
             if not by_class:
                 cells.insert(0, "label", ALL)
             cells = cells.rename(columns={dimension: "value"}).assign(dimension=dimension)
             rows.append(cells)
-    report = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["label", "value", "labeled_count", "production_count", "dimension"])
+    report = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["label", "value", "labeled_count", "production_count", "dimension"])
+    )
     report["value"] = report["value"].astype(str)
     report["labeled_count"] = report["labeled_count"].astype(np.int64)
     report["production_count"] = report["production_count"].astype(np.int64)
     report["training_share"] = report["labeled_count"] / max(n_labeled, 1)
     report["production_share"] = report["production_count"] / max(n_production, 1)
-    report["min_required"] = [spec.minimum(l, d, v) if l != ALL else 0 for l, d, v in zip(report["label"], report["dimension"], report["value"])]
+    report["min_required"] = [
+        spec.minimum(label, d, v) if label != ALL else 0
+        for label, d, v in zip(report["label"], report["dimension"], report["value"], strict=True)
+    ]
     report["gap"] = (report["min_required"] - report["labeled_count"]).clip(lower=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = report["production_share"] / report["training_share"]
     report["underrepresentation"] = np.where(report["production_count"] == 0, 0.0, ratio)
     report["unseen_in_training"] = (report["labeled_count"] == 0) & (report["production_count"] > 0)
     report["critical"] = report["label"].isin(spec.critical)
-    report = report.sort_values(["underrepresentation", "gap", "production_count", "label", "dimension", "value"],
-                                ascending=[False, False, False, True, True, True], kind="stable").reset_index(drop=True)
-    return report[["label", "dimension", "value", "labeled_count", "training_share", "production_count", "production_share",
-                   "min_required", "gap", "underrepresentation", "unseen_in_training", "critical"]]
+    report = report.sort_values(
+        ["underrepresentation", "gap", "production_count", "label", "dimension", "value"],
+        ascending=[False, False, False, True, True, True],
+        kind="stable",
+    ).reset_index(drop=True)
+    return report[
+        [
+            "label",
+            "dimension",
+            "value",
+            "labeled_count",
+            "training_share",
+            "production_count",
+            "production_share",
+            "min_required",
+            "gap",
+            "underrepresentation",
+            "unseen_in_training",
+            "critical",
+        ]
+    ]
 
 
 def missing_critical_cells(report: pd.DataFrame, spec: CoverageSpec) -> pd.DataFrame:
     """Critical class × required-slice-value cells below their minimum (also values never labeled)."""
-    values = report[(report["label"] == ALL) & report["dimension"].isin(spec.required)][["dimension", "value"]].drop_duplicates()
-    grid = pd.DataFrame([(c, d, v) for c in sorted(spec.critical) for d, v in values.itertuples(index=False)], columns=["label", "dimension", "value"])
+    values = report[(report["label"] == ALL) & report["dimension"].isin(spec.required)][
+        ["dimension", "value"]
+    ].drop_duplicates()
+    grid = pd.DataFrame(
+        [(c, d, v) for c in sorted(spec.critical) for d, v in values.itertuples(index=False)],
+        columns=["label", "dimension", "value"],
+    )
     cells = grid.merge(report, on=["label", "dimension", "value"], how="left")
     cells["labeled_count"] = cells["labeled_count"].fillna(0).astype(np.int64)
-    cells["min_required"] = [spec.minimum(l, d, v) for l, d, v in zip(cells["label"], cells["dimension"], cells["value"])]
+    cells["min_required"] = [
+        spec.minimum(label, d, v)
+        for label, d, v in zip(cells["label"], cells["dimension"], cells["value"], strict=True)
+    ]
     cells["gap"] = cells["min_required"] - cells["labeled_count"]
-    return cells[cells["gap"] > 0][["label", "dimension", "value", "labeled_count", "min_required", "gap"]].reset_index(drop=True)
+    return cells[cells["gap"] > 0][["label", "dimension", "value", "labeled_count", "min_required", "gap"]].reset_index(
+        drop=True
+    )
 
 
-def wilson_interval(successes: np.ndarray, trials: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(
+    successes: np.ndarray, trials: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval; (0, 1) where there are no trials."""
     z = norm.ppf(0.5 + confidence / 2)
     n = np.asarray(trials, dtype=float)
@@ -200,30 +268,41 @@ def confusion_pairs(reference: pd.DataFrame, predictions: pd.DataFrame, *, iou: 
     model = predictions[["item_id", "label", "x", "y", "w", "h"]].assign(annotator_id="\x01model")
     matching = match_boxes(pd.concat([truth, model], ignore_index=True), min_iou=iou - 1e-12, conflict_iou=iou)
     boxes = matching.boxes
-    pairs = matching.matches[["item_id", "label_a", "label_b"]].rename(columns={"label_a": "true", "label_b": "predicted"})
+    pairs = matching.matches[["item_id", "label_a", "label_b"]].rename(
+        columns={"label_a": "true", "label_b": "predicted"}
+    )
     paired = set(matching.matches["index_a"]) | set(matching.matches["index_b"])
     lonely = boxes[~boxes["index"].isin(paired)]
     missed = lonely[lonely["annotator_id"] == "\x00truth"]
     alarms = lonely[lonely["annotator_id"] == "\x01model"]
-    return pd.concat([
-        pairs,
-        pd.DataFrame({"item_id": missed["item_id"], "true": missed["label"], "predicted": BACKGROUND}),
-        pd.DataFrame({"item_id": alarms["item_id"], "true": BACKGROUND, "predicted": alarms["label"]}),
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            pairs,
+            pd.DataFrame({"item_id": missed["item_id"], "true": missed["label"], "predicted": BACKGROUND}),
+            pd.DataFrame({"item_id": alarms["item_id"], "true": BACKGROUND, "predicted": alarms["label"]}),
+        ],
+        ignore_index=True,
+    )
 
 
 def risk_report(pairs: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec) -> pd.DataFrame:
     """Per scope (overall, each slice value) and class: precision, recall with its Wilson interval, cost."""
     sliced = slice_values(pairs.rename(columns={"true": "label"}), items, spec).rename(columns={"label": "true"})
     scopes = [("overall", np.ones(len(sliced), bool))]
-    for dimension, d in spec.dimensions.items():
-        if d.source == "item":
-            for value in sorted(sliced[dimension].dropna().astype(str).unique()):
-                scopes.append((f"{dimension}={value}", (sliced[dimension].astype(str) == value).to_numpy()))
+    scopes += [
+        (f"{dimension}={value}", (sliced[dimension].astype(str) == value).to_numpy())
+        for dimension, d in spec.dimensions.items()
+        if d.source == "item"
+        for value in sorted(sliced[dimension].dropna().astype(str).unique())
+    ]
     rows = []
     combos = sliced[["true", "predicted"]].drop_duplicates()
     costs = {(t, p): spec.cost(t, p) for t, p in combos.itertuples(index=False)}
-    cost = pd.MultiIndex.from_frame(sliced[["true", "predicted"]]).map(costs).to_numpy(dtype=float) if len(sliced) else np.zeros(0)
+    cost = (
+        pd.MultiIndex.from_frame(sliced[["true", "predicted"]]).map(costs).to_numpy(dtype=float)
+        if len(sliced)
+        else np.zeros(0)
+    )
     for scope, mask in scopes:
         part = sliced[mask]
         part_cost = cost[mask]
@@ -236,16 +315,55 @@ def risk_report(pairs: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec) ->
         for label in classes:
             n, tp, npred = int(support.get(label, 0)), int(hits.get(label, 0)), int(predicted.get(label, 0))
             low, high = wilson_interval(np.array([tp]), np.array([n]))
-            rows.append((scope, label, n, npred, tp, tp / npred if npred else np.nan, tp / n if n else np.nan,
-                         float(low[0]), float(high[0]), label in spec.critical, float(class_cost.get(label, 0.0)) / n if n else np.nan))
+            rows.append(
+                (
+                    scope,
+                    label,
+                    n,
+                    npred,
+                    tp,
+                    tp / npred if npred else np.nan,
+                    tp / n if n else np.nan,
+                    float(low[0]),
+                    float(high[0]),
+                    label in spec.critical,
+                    float(class_cost.get(label, 0.0)) / n if n else np.nan,
+                )
+            )
         n_all = int(support.sum())
         tp_all = int(correct[part["true"] != BACKGROUND].sum())
         low, high = wilson_interval(np.array([tp_all]), np.array([n_all]))
-        rows.append((scope, ALL, n_all, int(predicted.sum()), tp_all, tp_all / predicted.sum() if predicted.sum() else np.nan,
-                     tp_all / n_all if n_all else np.nan, float(low[0]), float(high[0]), False,
-                     float(part_cost.sum()) / n_all if n_all else np.nan))
-    return pd.DataFrame(rows, columns=["scope", "label", "support", "predicted", "true_positives", "precision", "recall",
-                                       "recall_ci_low", "recall_ci_high", "critical", "cost_per_object"])
+        rows.append(
+            (
+                scope,
+                ALL,
+                n_all,
+                int(predicted.sum()),
+                tp_all,
+                tp_all / predicted.sum() if predicted.sum() else np.nan,
+                tp_all / n_all if n_all else np.nan,
+                float(low[0]),
+                float(high[0]),
+                False,
+                float(part_cost.sum()) / n_all if n_all else np.nan,
+            )
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "scope",
+            "label",
+            "support",
+            "predicted",
+            "true_positives",
+            "precision",
+            "recall",
+            "recall_ci_low",
+            "recall_ci_high",
+            "critical",
+            "cost_per_object",
+        ],
+    )
 
 
 def failing_critical_recall(report: pd.DataFrame, spec: CoverageSpec) -> pd.DataFrame:
@@ -264,7 +382,9 @@ def failing_critical_recall(report: pd.DataFrame, spec: CoverageSpec) -> pd.Data
 def reference_boxes(consensus: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
     """The boxes the model is scored against, on the day's labeled items: gold boxes on gold items,
     consensus boxes elsewhere."""
-    gold_boxes = gold[(gold["kind"] == "bbox") & isin(gold["item_id"], consensus["item_id"])][["item_id", "label", "x", "y", "w", "h"]]
+    gold_boxes = gold[(gold["kind"] == "bbox") & isin(gold["item_id"], consensus["item_id"])][
+        ["item_id", "label", "x", "y", "w", "h"]
+    ]
     fused = consensus[(consensus["kind"] == "bbox") & ~isin(consensus["item_id"], gold_boxes["item_id"])]
     return pd.concat([gold_boxes, fused[["item_id", "label", "x", "y", "w", "h"]]], ignore_index=True)
 
@@ -273,5 +393,7 @@ def detections(predictions: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFra
     """The model's box predictions on items that have reference boxes."""
     if not {"x", "y", "w", "h"} <= set(predictions.columns):
         return pd.DataFrame(columns=["item_id", "label", "x", "y", "w", "h"])
-    boxed = predictions[predictions[["x", "y", "w", "h"]].notna().all(axis=1) & isin(predictions["item_id"], reference["item_id"])]
+    boxed = predictions[
+        predictions[["x", "y", "w", "h"]].notna().all(axis=1) & isin(predictions["item_id"], reference["item_id"])
+    ]
     return boxed.rename(columns={"predicted_label": "label"})[["item_id", "label", "x", "y", "w", "h"]]

@@ -20,7 +20,7 @@ import json
 import zipfile
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -106,7 +106,9 @@ def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
         counts["objects"] += len(truth)
         _write(store, f"items/{day}/items.csv", items.drop(columns="labeled").to_csv(index=False).encode(), counts)
         _write_exports(store, rng, day, items, truth, counts)
-        gold_items = items.loc[items["labeled"], "item_id"].sample(frac=GOLD_SHARE, random_state=int(rng.integers(1 << 31)))
+        gold_items = items.loc[items["labeled"], "item_id"].sample(
+            frac=GOLD_SHARE, random_state=int(rng.integers(1 << 31))
+        )
         gold_truth = truth[truth["item_id"].isin(gold_items)]
         if day >= V2_DAY:
             gold_truth = gold_truth.assign(label=gold_truth["label"].replace(V2_RENAMES))
@@ -135,7 +137,7 @@ def _items(rng: np.random.Generator, day: str, drift: bool) -> pd.DataFrame:
     devices = rng.choice(list(DEVICES), n, p=[0.5, 0.35, 0.15])
     lighting = rng.choice(LIGHTING, n, p=[0.62, 0.23, 0.15])
     weather = rng.choice(WEATHER, n, p=[0.72, 0.2, 0.08])
-    start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) - timedelta(days=1)
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC) - timedelta(days=1)
     captured = [start + timedelta(seconds=int(s)) for s in rng.integers(0, 86_400, n)]
     ids = [f"img-{day.replace('-', '')}-{i:04d}" for i in range(n)]
     sizes = np.array([DEVICES[d] for d in devices])
@@ -161,18 +163,31 @@ def _truth(rng: np.random.Generator, items: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for item in items.itertuples(index=False):
         width, height = float(item.width), float(item.height)
-        rows.append({"item_id": item.item_id, "kind": "classification", "label": str(rng.choice(SCENES, p=[0.5, 0.3, 0.2]))})
+        rows.append(
+            {"item_id": item.item_id, "kind": "classification", "label": str(rng.choice(SCENES, p=[0.5, 0.3, 0.2]))}
+        )
         for _ in range(1 + rng.poisson(2.2)):
             label = str(rng.choice(BOX_CLASSES, p=BOX_WEIGHTS))
             w = float(rng.uniform(0.04, 0.3) * width)
-            h = float(w * rng.uniform(0.5, 1.6) if label not in ("pedestrian", "traffic_light") else w * rng.uniform(1.8, 3.0))
+            h = float(
+                w * rng.uniform(0.5, 1.6) if label not in ("pedestrian", "traffic_light") else w * rng.uniform(1.8, 3.0)
+            )
             h = min(h, height * 0.9)
             x, y = float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h))
             rows.append({"item_id": item.item_id, "kind": "bbox", "label": label, "x": x, "y": y, "w": w, "h": h})
         if rng.random() < 0.3:
             cx, cy = width * rng.uniform(0.3, 0.7), height * rng.uniform(0.7, 0.9)
             half_w, half_h = width * rng.uniform(0.1, 0.25), height * rng.uniform(0.03, 0.08)
-            points = [cx - half_w, cy - half_h, cx + half_w, cy - half_h, cx + half_w * 1.2, cy + half_h, cx - half_w * 1.2, cy + half_h]
+            points = [
+                cx - half_w,
+                cy - half_h,
+                cx + half_w,
+                cy - half_h,
+                cx + half_w * 1.2,
+                cy + half_h,
+                cx - half_w * 1.2,
+                cy + half_h,
+            ]
             rows.append({"item_id": item.item_id, "kind": "polygon", "label": POLYGON_CLASS, "points": points})
     truth = pd.DataFrame(rows)
     truth["object"] = np.arange(len(truth))
@@ -186,7 +201,7 @@ def _annotate(rng: np.random.Generator, annotator: Annotator, truth: pd.DataFram
     pool = {"bbox": BOX_CLASSES, "classification": SCENES, "polygon": (POLYGON_CLASS,)}
     kept["label"] = [
         str(rng.choice(pool[kind])) if is_wrong else label
-        for kind, label, is_wrong in zip(kept["kind"], kept["label"], wrong)
+        for kind, label, is_wrong in zip(kept["kind"], kept["label"], wrong, strict=True)
     ]
     if annotator.truck_as_car:
         confused = (kept["label"] == "truck") & (rng.random(len(kept)) < annotator.truck_as_car)
@@ -204,7 +219,9 @@ def _annotate(rng: np.random.Generator, annotator: Annotator, truth: pd.DataFram
     return kept
 
 
-def _write_exports(store: Store, rng: np.random.Generator, day: str, items: pd.DataFrame, truth: pd.DataFrame, counts: dict) -> None:
+def _write_exports(
+    store: Store, rng: np.random.Generator, day: str, items: pd.DataFrame, truth: pd.DataFrame, counts: dict
+) -> None:
     labeled = items[items["labeled"]].set_index("item_id")
     assignment = {item: rng.choice(len(ANNOTATORS), 3, replace=False) for item in labeled.index}
     work = {
@@ -241,14 +258,38 @@ def _label_studio(work: dict[str, pd.DataFrame], items: pd.DataFrame, stamp: str
             if objects.empty:
                 continue
             results = _label_studio_results(objects, width, height)
-            annotations.append({"id": t_id * 10 + user_ids[name], "completed_by": {"id": user_ids[name], "email": email(name)},
-                                "result": results, "was_cancelled": False, "ground_truth": False,
-                                "created_at": stamp, "updated_at": stamp, "lead_time": 31.5})
+            annotations.append(
+                {
+                    "id": t_id * 10 + user_ids[name],
+                    "completed_by": {"id": user_ids[name], "email": email(name)},
+                    "result": results,
+                    "was_cancelled": False,
+                    "ground_truth": False,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                    "lead_time": 31.5,
+                }
+            )
         if t_id % 25 == 0:  # a skipped task: not a label
-            annotations.append({"id": t_id * 10 + 9, "completed_by": 3, "result": [], "was_cancelled": True,
-                                "created_at": stamp, "updated_at": stamp})
-        tasks.append({"id": t_id, "data": {"image": f"/data/upload/12/{item_id}.jpg"}, "annotations": annotations,
-                      "predictions": [], "project": 12})
+            annotations.append(
+                {
+                    "id": t_id * 10 + 9,
+                    "completed_by": 3,
+                    "result": [],
+                    "was_cancelled": True,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+            )
+        tasks.append(
+            {
+                "id": t_id,
+                "data": {"image": f"/data/upload/12/{item_id}.jpg"},
+                "annotations": annotations,
+                "predictions": [],
+                "project": 12,
+            }
+        )
     return json.dumps(tasks, indent=1).encode()
 
 
@@ -258,51 +299,108 @@ def _label_studio_results(objects: pd.DataFrame, width: float, height: float) ->
     for o in objects.itertuples(index=False):
         rid = f"r{o.object}"
         if o.kind == "classification":
-            results.append({"id": rid, "type": "choices", "from_name": "scene", "to_name": "image", "origin": "manual",
-                            "value": {"choices": [o.label]}})
+            results.append(
+                {
+                    "id": rid,
+                    "type": "choices",
+                    "from_name": "scene",
+                    "to_name": "image",
+                    "origin": "manual",
+                    "value": {"choices": [o.label]},
+                }
+            )
         elif o.kind == "bbox":
-            results.append({"id": rid, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-                            "original_width": width, "original_height": height, "image_rotation": 0, "origin": "manual",
-                            "value": {"x": 100 * o.x / width, "y": 100 * o.y / height, "width": 100 * o.w / width,
-                                      "height": 100 * o.h / height, "rotation": 0, "rectanglelabels": [o.label]}})
+            results.append(
+                {
+                    "id": rid,
+                    "type": "rectanglelabels",
+                    "from_name": "label",
+                    "to_name": "image",
+                    "original_width": width,
+                    "original_height": height,
+                    "image_rotation": 0,
+                    "origin": "manual",
+                    "value": {
+                        "x": 100 * o.x / width,
+                        "y": 100 * o.y / height,
+                        "width": 100 * o.w / width,
+                        "height": 100 * o.h / height,
+                        "rotation": 0,
+                        "rectanglelabels": [o.label],
+                    },
+                }
+            )
         else:
             pts = np.asarray(o.points).reshape(-1, 2) / [width / 100, height / 100]
-            results.append({"id": rid, "type": "polygonlabels", "from_name": "polygon", "to_name": "image",
-                            "original_width": width, "original_height": height, "image_rotation": 0, "origin": "manual",
-                            "value": {"points": pts.tolist(), "closed": True, "polygonlabels": [o.label]}})
+            results.append(
+                {
+                    "id": rid,
+                    "type": "polygonlabels",
+                    "from_name": "polygon",
+                    "to_name": "image",
+                    "original_width": width,
+                    "original_height": height,
+                    "image_rotation": 0,
+                    "origin": "manual",
+                    "value": {"points": pts.tolist(), "closed": True, "polygonlabels": [o.label]},
+                }
+            )
     return results
 
 
 def _cvat(name: str, frame: pd.DataFrame, items: pd.DataFrame, day: str) -> bytes:
-    lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>", "  <meta>", "    <task>",
-             f"      <id>{int(name[-2:]) + 400}</id>", f"      <name>driving-{day}</name>", f"      <updated>{day} 17:30:00+00:00</updated>",
-             "      <owner><username>lead</username></owner>", f"      <assignee><username>{email(name)}</username></assignee>",
-             "    </task>", "  </meta>"]
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        "<annotations>",
+        "  <version>1.1</version>",
+        "  <meta>",
+        "    <task>",
+        f"      <id>{int(name[-2:]) + 400}</id>",
+        f"      <name>driving-{day}</name>",
+        f"      <updated>{day} 17:30:00+00:00</updated>",
+        "      <owner><username>lead</username></owner>",
+        f"      <assignee><username>{email(name)}</username></assignee>",
+        "    </task>",
+        "  </meta>",
+    ]
     for n, (item_id, objects) in enumerate(frame.groupby("item_id", sort=True)):
         width, height = int(items.at[item_id, "width"]), int(items.at[item_id, "height"])
         lines.append(f'  <image id="{n}" name="{item_id}.jpg" width="{width}" height="{height}">')
         for o in objects.itertuples(index=False):
             if o.kind == "classification":
-                lines.append(f"    <tag label={quoteattr(o.label)} source=\"manual\"></tag>")
+                lines.append(f'    <tag label={quoteattr(o.label)} source="manual"></tag>')
             elif o.kind == "bbox":
                 occluded = int(o.object % 7 == 0)
-                lines.append(f'    <box label={quoteattr(o.label)} source="manual" occluded="{occluded}" xtl="{o.x:.2f}" ytl="{o.y:.2f}" '
-                             f'xbr="{o.x + o.w:.2f}" ybr="{o.y + o.h:.2f}" z_order="0"></box>')
+                lines.append(
+                    f'    <box label={quoteattr(o.label)} source="manual" occluded="{occluded}" xtl="{o.x:.2f}" ytl="{o.y:.2f}" '
+                    f'xbr="{o.x + o.w:.2f}" ybr="{o.y + o.h:.2f}" z_order="0"></box>'
+                )
             else:
                 pts = ";".join(f"{x:.2f},{y:.2f}" for x, y in np.asarray(o.points).reshape(-1, 2))
-                lines.append(f'    <polygon label={quoteattr(o.label)} source="manual" occluded="0" points="{pts}" z_order="0"></polygon>')
+                lines.append(
+                    f'    <polygon label={quoteattr(o.label)} source="manual" occluded="0" points="{pts}" z_order="0"></polygon>'
+                )
         lines.append("  </image>")
     lines.append("</annotations>")
     return "\n".join(lines).encode()
 
 
 def _coco(name: str, frame: pd.DataFrame, items: pd.DataFrame, guideline_version: str) -> bytes:
-    categories = [{"id": i + 1, "name": c, "supercategory": "road"} for i, c in enumerate((*BOX_CLASSES, POLYGON_CLASS))]
+    categories = [
+        {"id": i + 1, "name": c, "supercategory": "road"} for i, c in enumerate((*BOX_CLASSES, POLYGON_CLASS))
+    ]
     category_ids = {c["name"]: c["id"] for c in categories}
     geometry = frame[frame["kind"] != "classification"]
     image_ids = {item: n + 1 for n, item in enumerate(sorted(frame["item_id"].unique()))}
-    images = [{"id": i, "file_name": f"{item}.jpg", "width": int(items.at[item, "width"]), "height": int(items.at[item, "height"])}
-              for item, i in image_ids.items()]
+    images = [
+        {
+            "id": i,
+            "file_name": f"{item}.jpg",
+            "width": int(items.at[item, "width"]),
+            "height": int(items.at[item, "height"]),
+        }
+        for item, i in image_ids.items()
+    ]
     annotations = []
     for n, o in enumerate(geometry.itertuples(index=False), start=1):
         if o.kind == "bbox":
@@ -311,10 +409,24 @@ def _coco(name: str, frame: pd.DataFrame, items: pd.DataFrame, guideline_version
             pts = np.asarray(o.points).reshape(-1, 2)
             (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
             bbox, segmentation = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], [list(map(float, o.points))]
-        annotations.append({"id": n, "image_id": image_ids[o.item_id], "category_id": category_ids[o.label], "bbox": [round(v, 2) for v in bbox],
-                            "area": round(bbox[2] * bbox[3], 2), "iscrowd": 0, "segmentation": segmentation})
-    document = {"info": {"contributor": email(name), "description": "driving scenes", "guideline_version": guideline_version}, "licenses": [], "images": images,
-                "annotations": annotations, "categories": categories}
+        annotations.append(
+            {
+                "id": n,
+                "image_id": image_ids[o.item_id],
+                "category_id": category_ids[o.label],
+                "bbox": [round(v, 2) for v in bbox],
+                "area": round(bbox[2] * bbox[3], 2),
+                "iscrowd": 0,
+                "segmentation": segmentation,
+            }
+        )
+    document = {
+        "info": {"contributor": email(name), "description": "driving scenes", "guideline_version": guideline_version},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
     return json.dumps(document).encode()
 
 
@@ -325,8 +437,10 @@ def _yolo_zip(frame: pd.DataFrame, items: pd.DataFrame) -> bytes:
         archive.writestr("obj.names", "\n".join(BOX_CLASSES) + "\n")
         for item_id, objects in boxes.groupby("item_id", sort=True):
             width, height = float(items.at[item_id, "width"]), float(items.at[item_id, "height"])
-            rows = [f"{BOX_CLASSES.index(o.label)} {(o.x + o.w / 2) / width:.6f} {(o.y + o.h / 2) / height:.6f} {o.w / width:.6f} {o.h / height:.6f}"
-                    for o in objects.itertuples(index=False)]
+            rows = [
+                f"{BOX_CLASSES.index(o.label)} {(o.x + o.w / 2) / width:.6f} {(o.y + o.h / 2) / height:.6f} {o.w / width:.6f} {o.h / height:.6f}"
+                for o in objects.itertuples(index=False)
+            ]
             info = zipfile.ZipInfo(f"obj_train_data/{item_id}.txt", date_time=(2024, 6, 5, 0, 0, 0))
             archive.writestr(info, "\n".join(rows) + "\n")
     return buffer.getvalue()
@@ -335,11 +449,17 @@ def _yolo_zip(frame: pd.DataFrame, items: pd.DataFrame) -> bytes:
 def _crowd(rng: np.random.Generator, truth: pd.DataFrame, day: str) -> bytes:
     scenes = truth[truth["kind"] == "classification"]
     rows = []
-    for item_id, label in zip(scenes["item_id"], scenes["label"]):
+    for item_id, label in zip(scenes["item_id"], scenes["label"], strict=True):
         for worker in rng.choice(len(CROWD), 3, replace=False):
             answer = label if rng.random() < CROWD_ACCURACY[worker] else str(rng.choice(SCENES))
-            rows.append({"WorkerId": CROWD[worker], "INPUT:item_id": item_id,
-                         "OUTPUT:label": answer, "SubmitTime": f"{day}T12:00:00Z"})
+            rows.append(
+                {
+                    "WorkerId": CROWD[worker],
+                    "INPUT:item_id": item_id,
+                    "OUTPUT:label": answer,
+                    "SubmitTime": f"{day}T12:00:00Z",
+                }
+            )
     frame = pd.DataFrame(rows).rename(columns={"WorkerId": "worker_id", "SubmitTime": "submitted_at"})
     return frame.to_csv(index=False).encode()
 
@@ -365,8 +485,12 @@ def _production(rng: np.random.Generator, day: str, drift: bool) -> pd.DataFrame
     classes = list(BOX_CLASSES) + ([NEW_OBJECT] if drift else [])
     weights = np.array(list(BOX_WEIGHTS) + ([0.06] if drift else []))
     predicted = rng.choice(classes, n, p=weights / weights.sum())
-    confidence = np.clip(rng.beta(8, 2, n) - np.where(lighting == "night", 0.12, 0) - np.where(predicted == NEW_OBJECT, 0.3, 0), 0.01, 0.999)
-    start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    confidence = np.clip(
+        rng.beta(8, 2, n) - np.where(lighting == "night", 0.12, 0) - np.where(predicted == NEW_OBJECT, 0.3, 0),
+        0.01,
+        0.999,
+    )
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     seconds = np.sort(rng.integers(0, 86_400, n))
     # drawn in the order of the columns, as before frame sizes were logged: the same seed gives the same log
     blur, speed = rng.gamma(2.0, 1.5, n).round(3), rng.normal(42, 15, n).clip(0).round(1)
@@ -399,7 +523,9 @@ def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: 
     logged like any other; against the consensus they give the model's real per-class risk. The
     detector is good overall and weak exactly where it hurts: it misses most cyclists at night.
     """
-    boxes = truth[truth["kind"] == "bbox"].merge(items[["item_id", "lighting", "weather", "device", "region"]], on="item_id")
+    boxes = truth[truth["kind"] == "bbox"].merge(
+        items[["item_id", "lighting", "weather", "device", "region"]], on="item_id"
+    )
     if day >= V2_DAY:
         boxes = boxes.assign(label=boxes["label"].replace(V2_RENAMES))
     night = (boxes["lighting"] == "night").to_numpy()
@@ -412,27 +538,41 @@ def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: 
     jitter = rng.normal(0, 4, (len(kept), 4))
     kept[["x", "y"]] = kept[["x", "y"]].to_numpy() + jitter[:, :2]
     kept[["w", "h"]] = np.maximum(kept[["w", "h"]].to_numpy() + jitter[:, 2:], 2)
-    start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
-    return pd.DataFrame({
-        "item_id": kept["item_id"].to_numpy(),
-        "ts": (start + timedelta(hours=12)).isoformat(),
-        "model_version": "detector-1.4.0",
-        "predicted_label": kept["label"].to_numpy(),
-        "confidence": np.clip(rng.beta(8, 2, len(kept)), 0.01, 0.999).round(4),
-        "x": kept["x"].round(2).to_numpy(), "y": kept["y"].round(2).to_numpy(),
-        "w": kept["w"].round(2).to_numpy(), "h": kept["h"].round(2).to_numpy(),
-        "lighting": kept["lighting"].to_numpy(), "weather": kept["weather"].to_numpy(),
-        "device": kept["device"].to_numpy(), "region": kept["region"].to_numpy(),
-    })
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return pd.DataFrame(
+        {
+            "item_id": kept["item_id"].to_numpy(),
+            "ts": (start + timedelta(hours=12)).isoformat(),
+            "model_version": "detector-1.4.0",
+            "predicted_label": kept["label"].to_numpy(),
+            "confidence": np.clip(rng.beta(8, 2, len(kept)), 0.01, 0.999).round(4),
+            "x": kept["x"].round(2).to_numpy(),
+            "y": kept["y"].round(2).to_numpy(),
+            "w": kept["w"].round(2).to_numpy(),
+            "h": kept["h"].round(2).to_numpy(),
+            "lighting": kept["lighting"].to_numpy(),
+            "weather": kept["weather"].to_numpy(),
+            "device": kept["device"].to_numpy(),
+            "region": kept["region"].to_numpy(),
+        }
+    )
 
 
 def _write_redeliveries(store: Store, counts: dict[str, int]) -> None:
     """Exports delivered twice, as vendors do: each judgment must still count once (quarantined as duplicate)."""
     d = days()
-    _write(store, f"exports/{d[4]}/label_studio_project-12 (resend of {d[3]}).json",
-           store.read_bytes(f"exports/{d[3]}/label_studio_project-12.json"), counts)
-    _write(store, f"exports/{d[7]}/crowd_scene_judgments (1).csv",
-           store.read_bytes(f"exports/{d[7]}/crowd_scene_judgments.csv"), counts)
+    _write(
+        store,
+        f"exports/{d[4]}/label_studio_project-12 (resend of {d[3]}).json",
+        store.read_bytes(f"exports/{d[3]}/label_studio_project-12.json"),
+        counts,
+    )
+    _write(
+        store,
+        f"exports/{d[7]}/crowd_scene_judgments (1).csv",
+        store.read_bytes(f"exports/{d[7]}/crowd_scene_judgments.csv"),
+        counts,
+    )
 
 
 def _write_malformed(store: Store, counts: dict[str, int]) -> None:
@@ -440,11 +580,20 @@ def _write_malformed(store: Store, counts: dict[str, int]) -> None:
     d = days()
     good = store.read_bytes(f"exports/{d[2]}/label_studio_project-12.json")
     _write(store, f"exports/{d[2]}/label_studio_resend_truncated.json", good[: len(good) // 2], counts)
-    _write(store, f"exports/{d[6]}/vendor_boxes_badtypes.csv",
-           b"item_id,annotator_id,label,x,y,w,h\nimg-x-1,vendor1,car,10,20,30,40\nimg-x-2,vendor1,car,ten,20,30,40\n", counts)
+    _write(
+        store,
+        f"exports/{d[6]}/vendor_boxes_badtypes.csv",
+        b"item_id,annotator_id,label,x,y,w,h\nimg-x-1,vendor1,car,10,20,30,40\nimg-x-2,vendor1,car,ten,20,30,40\n",
+        counts,
+    )
     _write(store, f"exports/{d[9]}/annotations.dat", b"\x00\x01binary blob from an unknown tool", counts)
-    escape = [{"id": 1, "data": {"image": "/data/local-files/?d=../../etc/passwd"},
-               "annotations": [{"id": 1, "completed_by": 1, "result": []}]}]
+    escape = [
+        {
+            "id": 1,
+            "data": {"image": "/data/local-files/?d=../../etc/passwd"},
+            "annotations": [{"id": 1, "completed_by": 1, "result": []}],
+        }
+    ]
     _write(store, f"exports/{d[11]}/label_studio_path_escape.json", json.dumps(escape).encode(), counts)
 
 
@@ -465,16 +614,33 @@ def production_truth(production: pd.DataFrame, *, seed: int = SEED) -> pd.DataFr
         truth = _truth(rng, pd.DataFrame({"item_id": [row.item_id], "width": [row.width], "height": [row.height]}))
         if row.predicted_label == NEW_OBJECT:
             w = float(rng.uniform(0.03, 0.08) * row.width)
-            truth = pd.concat([truth, pd.DataFrame([{"item_id": row.item_id, "kind": "bbox", "label": NEW_OBJECT,
-                                                     "x": float(rng.uniform(0, row.width - w)),
-                                                     "y": float(rng.uniform(0, row.height * 0.5)), "w": w,
-                                                     "h": w * 1.6, "object": len(truth)}])], ignore_index=True)
+            truth = pd.concat(
+                [
+                    truth,
+                    pd.DataFrame(
+                        [
+                            {
+                                "item_id": row.item_id,
+                                "kind": "bbox",
+                                "label": NEW_OBJECT,
+                                "x": float(rng.uniform(0, row.width - w)),
+                                "y": float(rng.uniform(0, row.height * 0.5)),
+                                "w": w,
+                                "h": w * 1.6,
+                                "object": len(truth),
+                            }
+                        ]
+                    ),
+                ],
+                ignore_index=True,
+            )
         frames.append(truth.assign(width=float(row.width), height=float(row.height)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["item_id", "kind", "label"])
 
 
-def answer_tasks(tasks: bytes, truth: pd.DataFrame, production: pd.DataFrame, answered_on: str, *,
-                 seed: int = SEED) -> tuple[bytes, int]:
+def answer_tasks(
+    tasks: bytes, truth: pd.DataFrame, production: pd.DataFrame, answered_on: str, *, seed: int = SEED
+) -> tuple[bytes, int]:
     """A Label Studio export of the demo reviewer's answers to an outbox task file, delivered on ``answered_on``:
     each task's data as sent (its ``item_id`` and ``batch_id`` link the answer back), one annotation drawn from
     the truth in the guideline's names of that day. Returns the export and the number of tasks answered (a task
@@ -496,10 +662,27 @@ def answer_tasks(tasks: bytes, truth: pd.DataFrame, production: pd.DataFrame, an
             continue
         width, height = (float(v) for v in sizes.loc[item_id])
         results = _label_studio_results(answered[answered["item_id"] == item_id], width, height)
-        out.append({"id": 9000 + n, "data": task["data"], "meta": task.get("meta", {}), "project": ANSWER_PROJECT,
-                    "annotations": [{"id": 90000 + n, "completed_by": REVIEWER_USER_ID, "result": results,
-                                     "was_cancelled": False, "ground_truth": False, "created_at": stamp,
-                                     "updated_at": stamp, "lead_time": 48.0, "task": 9000 + n,
-                                     "project": ANSWER_PROJECT}],
-                    "predictions": []})
+        out.append(
+            {
+                "id": 9000 + n,
+                "data": task["data"],
+                "meta": task.get("meta", {}),
+                "project": ANSWER_PROJECT,
+                "annotations": [
+                    {
+                        "id": 90000 + n,
+                        "completed_by": REVIEWER_USER_ID,
+                        "result": results,
+                        "was_cancelled": False,
+                        "ground_truth": False,
+                        "created_at": stamp,
+                        "updated_at": stamp,
+                        "lead_time": 48.0,
+                        "task": 9000 + n,
+                        "project": ANSWER_PROJECT,
+                    }
+                ],
+                "predictions": [],
+            }
+        )
     return json.dumps(out, indent=1).encode(), len(out)

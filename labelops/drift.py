@@ -21,8 +21,20 @@ from scipy.spatial import distance
 SMALL_REFERENCE = 1000
 EPS = 1e-4
 PSI_BANDS = (0.1, 0.25)
-COLUMNS = ["feature", "kind", "method", "statistic", "p_value", "threshold", "drifted", "psi", "psi_band", "unseen_rate",
-           "reference_rows", "current_rows"]
+COLUMNS = [
+    "feature",
+    "kind",
+    "method",
+    "statistic",
+    "p_value",
+    "threshold",
+    "drifted",
+    "psi",
+    "psi_band",
+    "unseen_rate",
+    "reference_rows",
+    "current_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,11 @@ class DriftConfig:
 
 
 def column_kind(reference: pd.Series, current: pd.Series) -> str:
-    return "numeric" if pd.api.types.is_numeric_dtype(reference) and pd.api.types.is_numeric_dtype(current) else "categorical"
+    return (
+        "numeric"
+        if pd.api.types.is_numeric_dtype(reference) and pd.api.types.is_numeric_dtype(current)
+        else "categorical"
+    )
 
 
 def choose_method(reference: pd.Series, kind: str) -> str:
@@ -162,27 +178,64 @@ def column_drift(reference: pd.Series, current: pd.Series, config: DriftConfig, 
         total = cur_counts.sum()
         unseen = float(cur_counts[~cur_counts.index.isin(ref_counts.index)].sum() / total) if total else 0.0
     return {
-        "feature": str(reference.name), "kind": kind, "method": method, "statistic": float(statistic),
-        "p_value": float(p_value), "threshold": threshold, "drifted": drifted, "psi": value,
+        "feature": str(reference.name),
+        "kind": kind,
+        "method": method,
+        "statistic": float(statistic),
+        "p_value": float(p_value),
+        "threshold": threshold,
+        "drifted": drifted,
+        "psi": value,
         "psi_band": "major" if value >= PSI_BANDS[1] else "moderate" if value >= PSI_BANDS[0] else "none",
-        "unseen_rate": unseen, "reference_rows": int(reference.notna().sum()), "current_rows": int(current.notna().sum()),
+        "unseen_rate": unseen,
+        "reference_rows": int(reference.notna().sum()),
+        "current_rows": int(current.notna().sum()),
     }
 
 
-def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], config: DriftConfig = DriftConfig()) -> pd.DataFrame:
+def dataset_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], config: DriftConfig = DriftConfig()
+) -> pd.DataFrame:
     """One row per column, then ``__dataset__``: statistic = share of drifted columns."""
-    rows = [column_drift(reference[c].rename(c), current[c].rename(c), config) for c in columns if c in reference and c in current]
+    rows = [
+        column_drift(reference[c].rename(c), current[c].rename(c), config)
+        for c in columns
+        if c in reference and c in current
+    ]
     table = pd.DataFrame(rows, columns=COLUMNS)
     share = float(table["drifted"].mean()) if len(table) else 0.0
-    summary = {"feature": "__dataset__", "kind": "dataset", "method": "share_of_drifted_columns", "statistic": share,
-               "p_value": np.nan, "threshold": config.dataset_share, "drifted": bool(len(table) and share >= config.dataset_share),
-               "psi": np.nan, "psi_band": None, "unseen_rate": np.nan, "reference_rows": len(reference), "current_rows": len(current)}
+    summary = {
+        "feature": "__dataset__",
+        "kind": "dataset",
+        "method": "share_of_drifted_columns",
+        "statistic": share,
+        "p_value": np.nan,
+        "threshold": config.dataset_share,
+        "drifted": bool(len(table) and share >= config.dataset_share),
+        "psi": np.nan,
+        "psi_band": None,
+        "unseen_rate": np.nan,
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+    }
     return pd.concat([table, pd.DataFrame([summary], columns=COLUMNS)], ignore_index=True)
 
 
 # The frame's media (``uri``, ``width``, ``height``) says where a frame is, for sending it to labelers: not a model input.
-PRODUCTION_META = {"item_id", "ts", "model_version", "source_file", "export_date", "x", "y", "w", "h", "uri", "width",
-                   "height"}
+PRODUCTION_META = {
+    "item_id",
+    "ts",
+    "model_version",
+    "source_file",
+    "export_date",
+    "x",
+    "y",
+    "w",
+    "h",
+    "uri",
+    "width",
+    "height",
+}
 
 
 def monitored_columns(production: pd.DataFrame) -> list[str]:

@@ -66,7 +66,9 @@ def load_suites(store: Store, names: list[str] | None = None) -> list[dict[str, 
     return suites
 
 
-def run_suites(frame: pd.DataFrame, suites: list[dict[str, Any]], *, asset_name: str, id_column: str = "annotation_id") -> SuiteOutcome:
+def run_suites(
+    frame: pd.DataFrame, suites: list[dict[str, Any]], *, asset_name: str, id_column: str = "annotation_id"
+) -> SuiteOutcome:
     """Validate ``frame`` against every suite through a GX checkpoint that also renders Data Docs."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -83,12 +85,18 @@ def run_suites(frame: pd.DataFrame, suites: list[dict[str, Any]], *, asset_name:
             },
         )
         batch_definition = (
-            context.data_sources.add_pandas("labelops").add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("partition")
+            context.data_sources.add_pandas("labelops")
+            .add_dataframe_asset(asset_name)
+            .add_batch_definition_whole_dataframe("partition")
         )
         definitions = []
         for document in suites:
             suite = context.suites.add(gx.ExpectationSuite(**document))
-            definitions.append(context.validation_definitions.add(gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)))
+            definitions.append(
+                context.validation_definitions.add(
+                    gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
+                )
+            )
         checkpoint = context.checkpoints.add(
             gx.Checkpoint(
                 name=f"{asset_name}_checkpoint",
@@ -125,11 +133,15 @@ def run_suites(frame: pd.DataFrame, suites: list[dict[str, Any]], *, asset_name:
                     "error": item.exception_info.get("exception_message") if raised else None,
                 }
             )
-            for position in detail.get("unexpected_index_list") or []:
-                failures.append((int(position), rule, severity, config.description))
+            failures.extend(
+                (int(position), rule, severity, config.description)
+                for position in detail.get("unexpected_index_list") or []
+            )
     failure_frame = pd.DataFrame(failures, columns=["row", "rule", "severity", "reason"])
     if ids is not None:
-        failure_frame.insert(1, "annotation_id", ids[failure_frame["row"].to_numpy(dtype=int)] if len(failure_frame) else [])
+        failure_frame.insert(
+            1, "annotation_id", ids[failure_frame["row"].to_numpy(dtype=int)] if len(failure_frame) else []
+        )
     return SuiteOutcome(expectations=pd.DataFrame(rows), failures=failure_frame, docs=docs)
 
 

@@ -46,17 +46,26 @@ def to_coco(items: pd.DataFrame, labels: pd.DataFrame, *, description: str) -> b
     names = sorted(boxes["label"].unique())
     category = {name: i + 1 for i, name in enumerate(names)}
     image_id = {item: i + 1 for i, item in enumerate(items["item_id"])}
-    images = pd.DataFrame({
-        "id": items["item_id"].map(image_id).to_numpy(), "file_name": (safe_stem(items["item_id"]) + ".jpg").to_numpy(),
-        "item_id": items["item_id"].to_numpy(),
-        "width": items["width"].to_numpy(), "height": items["height"].to_numpy(), "split": items["split"].to_numpy(),
-    })
-    annotations = pd.DataFrame({
-        "id": np.arange(1, len(boxes) + 1), "image_id": boxes["item_id"].map(image_id).to_numpy(),
-        "category_id": boxes["label"].map(category).to_numpy(),
-        "bbox": boxes[["x", "y", "w", "h"]].to_numpy().tolist(),
-        "area": (boxes["w"] * boxes["h"]).to_numpy(), "iscrowd": 0,
-    })
+    images = pd.DataFrame(
+        {
+            "id": items["item_id"].map(image_id).to_numpy(),
+            "file_name": (safe_stem(items["item_id"]) + ".jpg").to_numpy(),
+            "item_id": items["item_id"].to_numpy(),
+            "width": items["width"].to_numpy(),
+            "height": items["height"].to_numpy(),
+            "split": items["split"].to_numpy(),
+        }
+    )
+    annotations = pd.DataFrame(
+        {
+            "id": np.arange(1, len(boxes) + 1),
+            "image_id": boxes["item_id"].map(image_id).to_numpy(),
+            "category_id": boxes["label"].map(category).to_numpy(),
+            "bbox": boxes[["x", "y", "w", "h"]].to_numpy().tolist(),
+            "area": (boxes["w"] * boxes["h"]).to_numpy(),
+            "iscrowd": 0,
+        }
+    )
     document = {
         "info": {"description": description},
         "images": json.loads(images.to_json(orient="records", double_precision=15)),
@@ -78,10 +87,14 @@ def to_yolo(items: pd.DataFrame, labels: pd.DataFrame) -> bytes:
     if boxes.empty:
         return _zip(files)
     lines = (
-        boxes["label"].map(index).astype(str) + " "
-        + ((boxes["x"] + boxes["w"] / 2) / boxes["width"]).map("{:.10f}".format) + " "
-        + ((boxes["y"] + boxes["h"] / 2) / boxes["height"]).map("{:.10f}".format) + " "
-        + (boxes["w"] / boxes["width"]).map("{:.10f}".format) + " "
+        boxes["label"].map(index).astype(str)
+        + " "
+        + ((boxes["x"] + boxes["w"] / 2) / boxes["width"]).map("{:.10f}".format)
+        + " "
+        + ((boxes["y"] + boxes["h"] / 2) / boxes["height"]).map("{:.10f}".format)
+        + " "
+        + (boxes["w"] / boxes["width"]).map("{:.10f}".format)
+        + " "
         + (boxes["h"] / boxes["height"]).map("{:.10f}".format)
     )
     grouped = pd.DataFrame({"path": "labels/" + boxes["split"] + "/" + boxes["stem"] + ".txt", "line": lines})

@@ -150,7 +150,7 @@ class GuidelineSet:
             raise GuidelineError("guidelines", f"{to_version!r} does not descend from {from_version!r}")
         labels = {name: name for name in self.by_version[from_version].classes}
         relabel: dict[str, str] = {}
-        for guideline in chain[versions.index(from_version) + 1:]:
+        for guideline in chain[versions.index(from_version) + 1 :]:
             for change in guideline.changes:
                 for original, current in list(labels.items()):
                     if current not in change.sources:
@@ -205,7 +205,9 @@ def _check_changes(guideline: Guideline, parent: Guideline) -> None:
         where = f"change {change.op} {list(change.sources) or list(change.targets)}"
         unknown = [s for s in change.sources if s not in names]
         if unknown:
-            raise GuidelineError(guideline.source, f"{where}: unknown class {unknown[0]!r} in version {parent.version!r}")
+            raise GuidelineError(
+                guideline.source, f"{where}: unknown class {unknown[0]!r} in version {parent.version!r}"
+            )
         if change.op == "rename":
             names = (names - set(change.sources)) | set(change.targets)
         elif change.op == "merge":
@@ -258,7 +260,9 @@ def parse_guideline(source: str, text: str) -> Guideline:
 def _required(source: str, document: dict[str, Any], key: str, kind: type) -> Any:
     value = document.get(key)
     if not isinstance(value, kind) or (kind is list and not value):
-        raise GuidelineError(source, f"'{key}' is required and must be a {'non-empty list' if kind is list else kind.__name__}")
+        raise GuidelineError(
+            source, f"'{key}' is required and must be a {'non-empty list' if kind is list else kind.__name__}"
+        )
     return value
 
 
@@ -297,8 +301,13 @@ def _label_class(source: str, entry: Any) -> LabelClass:
         geometry=tuple(geometry),
         critical=bool(entry.get("critical", False)),
         severity=severity,
-        min_box_size=_box_size(source, entry["min_box_size"], f"class {name!r} min_box_size") if "min_box_size" in entry else None,
-        attributes={str(k): tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in values) for k, values in attributes.items()},
+        min_box_size=_box_size(source, entry["min_box_size"], f"class {name!r} min_box_size")
+        if "min_box_size" in entry
+        else None,
+        attributes={
+            str(k): tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+            for k, values in attributes.items()
+        },
     )
 
 
@@ -315,7 +324,12 @@ def _change(source: str, entry: Any) -> Change:
     op = entry["op"]
     note = str(entry.get("note", ""))
     if op == "rename":
-        return Change(op, _names(source, entry.get("from"), "rename.from")[:1], _names(source, entry.get("to"), "rename.to")[:1], note)
+        return Change(
+            op,
+            _names(source, entry.get("from"), "rename.from")[:1],
+            _names(source, entry.get("to"), "rename.to")[:1],
+            note,
+        )
     if op == "merge":
         sources = _names(source, entry.get("from"), "merge.from")
         if len(sources) < 2:
@@ -342,7 +356,9 @@ def load_guidelines(store: Store, prefix: str = "guidelines") -> GuidelineSet:
     versions = [g.version for g in guidelines]
     duplicated = sorted({v for v in versions if versions.count(v) > 1})
     if duplicated:
-        raise GuidelineError(posixpath.join(store.url, prefix), f"version {duplicated[0]!r} is declared by more than one file")
+        raise GuidelineError(
+            posixpath.join(store.url, prefix), f"version {duplicated[0]!r} is declared by more than one file"
+        )
     return GuidelineSet(guidelines)
 
 

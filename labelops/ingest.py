@@ -71,8 +71,11 @@ class ReadPolicy:
                 raise ExportError(key, f"file is {info.size} bytes, above the {self.max_file_bytes}-byte limit")
         total = sum(info.size for info in files.values())
         if total > self.max_export_bytes:
-            raise ExportError(name, f"export is {total} bytes in {len(files)} file(s), above the "
-                                    f"{self.max_export_bytes}-byte limit for one export")
+            raise ExportError(
+                name,
+                f"export is {total} bytes in {len(files)} file(s), above the "
+                f"{self.max_export_bytes}-byte limit for one export",
+            )
 
 
 @dataclass
@@ -89,18 +92,39 @@ def _ledger(rows: list[dict]) -> pd.DataFrame:
 
 
 def _ok_row(name: str, fmt: str, rows: int, skipped: Mapping[str, int] | None = None) -> dict:
-    return {"source_file": name, "format": fmt, "status": "ok", "rows": rows,
-            "skipped": json.dumps(dict(skipped or {}), sort_keys=True), "duplicates": 0, "error": None}
+    return {
+        "source_file": name,
+        "format": fmt,
+        "status": "ok",
+        "rows": rows,
+        "skipped": json.dumps(dict(skipped or {}), sort_keys=True),
+        "duplicates": 0,
+        "error": None,
+    }
 
 
 def _error_row(name: str, error: ExportError) -> dict:
-    return {"source_file": name, "format": None, "status": "error", "rows": 0, "skipped": "{}", "duplicates": 0,
-            "error": str(error)}
+    return {
+        "source_file": name,
+        "format": None,
+        "status": "error",
+        "rows": 0,
+        "skipped": "{}",
+        "duplicates": 0,
+        "error": str(error),
+    }
 
 
 def _deferred_row(name: str) -> dict:
-    return {"source_file": name, "format": None, "status": STILL_ARRIVING, "rows": 0, "skipped": "{}",
-            "duplicates": 0, "error": None}
+    return {
+        "source_file": name,
+        "format": None,
+        "status": STILL_ARRIVING,
+        "rows": 0,
+        "skipped": "{}",
+        "duplicates": 0,
+        "error": None,
+    }
 
 
 def _as_export_error(name: str, error: Exception) -> ExportError:
@@ -173,14 +197,16 @@ def content_ids(frame: pd.DataFrame) -> np.ndarray:
     points = pa.array(frame["points"].to_numpy(dtype=object), type=pa.list_(pa.float64()))
     rounded = pc.add(pc.round(points.flatten(), 2), 0.0)
     as_text = pa.ListArray.from_arrays(points.offsets, pc.cast(rounded, pa.string()), mask=points.is_null())
-    keyed = pd.DataFrame({
-        "annotator": frame["annotator_id"].to_numpy(dtype=object),
-        "item": frame["item_id"].to_numpy(dtype=object),
-        "kind": frame["kind"].to_numpy(dtype=object),
-        "label": frame["label"].astype(object).fillna("\x00").to_numpy(dtype=object),
-        **{c: geometry[c].to_numpy() for c in geometry},
-        "points": pc.fill_null(pc.binary_join(as_text, ","), "").to_numpy(zero_copy_only=False).astype(object),
-    })
+    keyed = pd.DataFrame(
+        {
+            "annotator": frame["annotator_id"].to_numpy(dtype=object),
+            "item": frame["item_id"].to_numpy(dtype=object),
+            "kind": frame["kind"].to_numpy(dtype=object),
+            "label": frame["label"].astype(object).fillna("\x00").to_numpy(dtype=object),
+            **{c: geometry[c].to_numpy() for c in geometry},
+            "points": pc.fill_null(pc.binary_join(as_text, ","), "").to_numpy(zero_copy_only=False).astype(object),
+        }
+    )
     return hex_strings(pd.util.hash_pandas_object(keyed, index=False).to_numpy())
 
 
@@ -226,12 +252,17 @@ class JudgmentLedger:
 
     def lookup(self, content_ids: pd.Series) -> pd.DataFrame:
         """Earlier first deliveries (content_id, annotation_id) of these content ids, oldest day first."""
-        keys = sorted(k for k in self.store.list(JUDGMENTS)
-                      if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day)
+        keys = sorted(
+            k for k in self.store.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day
+        )
         wanted = pa.array(pd.unique(content_ids.dropna().astype(str)), type=pa.string())
-        found = [table.filter(pc.is_in(table["content_id"], value_set=wanted.cast(table["content_id"].type)))
-                 for table in (pq.read_table(pa.BufferReader(self.store.read_bytes(k)),
-                                             columns=["content_id", "annotation_id"]) for k in keys)]
+        found = [
+            table.filter(pc.is_in(table["content_id"], value_set=wanted.cast(table["content_id"].type)))
+            for table in (
+                pq.read_table(pa.BufferReader(self.store.read_bytes(k)), columns=["content_id", "annotation_id"])
+                for k in keys
+            )
+        ]
         if not found:
             return pd.DataFrame({"content_id": pd.Series(dtype=object), "annotation_id": pd.Series(dtype=object)})
         return pa.concat_tables(found).to_pandas()
@@ -271,12 +302,13 @@ def read_exports(
         try:
             policy.check_sizes(unit.name, files)
             if unit.is_folder:
-                parsed = parse_folder(unit.name, {k[len(unit.name) + 1:]: store.read_bytes(k) for k in unit.keys},
-                                      image_sizes)
+                parsed = parse_folder(
+                    unit.name, {k[len(unit.name) + 1 :]: store.read_bytes(k) for k in unit.keys}, image_sizes
+                )
             else:
                 parsed = parse_file(unit.name, store.read_bytes(unit.name), image_sizes)
             frame = canonical_annotations(parsed, unit.name, export_date)
-        except Exception as error:  # noqa: BLE001 - any failure of one file fails that file alone
+        except Exception as error:
             rows.append(_error_row(unit.name, _as_export_error(unit.name, error)))
             continue
         frames.append(frame)
@@ -304,9 +336,10 @@ def read_gold(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> I
         try:
             policy.check_sizes(key, {key: listing[key]})
             parsed = parse_file(key, store.read_bytes(key), require_annotator=False)
-            frame = conform(parsed.objects.assign(source_format=parsed.format, source_file=key), GOLD_SCHEMA,
-                            extra="drop")
-        except Exception as error:  # noqa: BLE001 - any failure of one file fails that file alone
+            frame = conform(
+                parsed.objects.assign(source_format=parsed.format, source_file=key), GOLD_SCHEMA, extra="drop"
+            )
+        except Exception as error:
             rows.append(_error_row(key, _as_export_error(key, error)))
             continue
         frames.append(frame)
@@ -331,8 +364,9 @@ def read_sent_items(store: Store, since: str | None, before: str) -> pd.DataFram
         if not key.endswith(".items.csv") or not sent < before or (since is not None and sent < since):
             continue
         frame = _items_frame(key, _record_frame(key, store.read_bytes(key)))
-        frames.append(conform(frame.assign(source_file=key, export_date=date.fromisoformat(sent)), ITEM_CORE_SCHEMA,
-                              extra="keep"))
+        frames.append(
+            conform(frame.assign(source_file=key, export_date=date.fromisoformat(sent)), ITEM_CORE_SCHEMA, extra="keep")
+        )
     return pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), ITEM_CORE_SCHEMA)
 
 
@@ -362,7 +396,7 @@ def _read_records(
             policy.check_sizes(key, {key: listing[key]})
             frame = shape(key, _record_frame(key, store.read_bytes(key)))
             frame = conform(frame.assign(source_file=key, export_date=export_date), schema, extra="keep")
-        except Exception as error:  # noqa: BLE001 - any failure of one file fails that file alone
+        except Exception as error:
             rows.append(_error_row(key, _as_export_error(key, error)))
             continue
         frames.append(frame)
@@ -420,7 +454,9 @@ def _numbers(column: pd.Series) -> pd.Series | None:
     if pd.api.types.is_numeric_dtype(column):
         return column.astype(float)
     try:
-        return pd.Series(pc.cast(pa.array(column, type=pa.string()), pa.float64()).to_numpy(zero_copy_only=False), index=column.index)
+        return pd.Series(
+            pc.cast(pa.array(column, type=pa.string()), pa.float64()).to_numpy(zero_copy_only=False), index=column.index
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         head = column.dropna().head(1000)
         if pd.to_numeric(head, errors="coerce").isna().any():  # a text column: no need to parse it all

@@ -15,7 +15,13 @@ from labelops.columns import isin
 from labelops.storage import Store
 
 LEDGER_COLUMNS = ["item_id", "batch_id", "sent_on", "reason"]
-PRIORITY = {"guideline_change": 5.0, "review_queue": 4.0, "unseen_in_training": 3.5, "drifted_slice": 3.0, "coverage_gap": 2.0}
+PRIORITY = {
+    "guideline_change": 5.0,
+    "review_queue": 4.0,
+    "unseen_in_training": 3.5,
+    "drifted_slice": 3.0,
+    "coverage_gap": 2.0,
+}
 
 
 def read_ledger(store: Store, area: str, *, before: str | None = None) -> pd.DataFrame:
@@ -60,33 +66,88 @@ def relabel_candidates(
     rows = []
     traffic = production[~isin(production["item_id"], review["item_id"])] if len(production) else production
     drifted = set(drift.loc[drift["drifted"] & (drift["feature"] != "__dataset__"), "feature"]) if len(drift) else set()
-    cells = coverage[(coverage["label"] == "*") & coverage["dimension"].isin(drifted) & (coverage["underrepresentation"] >= drift_ratio)] if len(coverage) else coverage
+    cells = (
+        coverage[
+            (coverage["label"] == "*")
+            & coverage["dimension"].isin(drifted)
+            & (coverage["underrepresentation"] >= drift_ratio)
+        ]
+        if len(coverage)
+        else coverage
+    )
     for dimension, value in cells[["dimension", "value"]].itertuples(index=False) if len(cells) else []:
         if dimension not in traffic:
             continue
         hits = traffic[traffic[dimension].astype(str) == value]
-        rows.append(pd.DataFrame({"item_id": hits["item_id"], "reason": f"drifted_slice:{dimension}={value}", "kind": "drifted_slice",
-                                  "stratum": f"{dimension}={value}", "uncertainty": 1 - hits["confidence"].fillna(0.5)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": hits["item_id"],
+                    "reason": f"drifted_slice:{dimension}={value}",
+                    "kind": "drifted_slice",
+                    "stratum": f"{dimension}={value}",
+                    "uncertainty": 1 - hits["confidence"].fillna(0.5),
+                }
+            )
+        )
     unseen = unseen_classes(coverage)
     if unseen and len(traffic):
         hits = traffic[traffic["predicted_label"].isin(unseen)]
-        rows.append(pd.DataFrame({"item_id": hits["item_id"], "reason": "unseen_in_training:" + hits["predicted_label"].astype(str),
-                                  "kind": "unseen_in_training", "stratum": "predicted=" + hits["predicted_label"].astype(str),
-                                  "uncertainty": 1 - hits["confidence"].fillna(0.5)}))
-    gaps = coverage[(coverage["label"] != "*") & coverage["critical"] & (coverage["gap"] > 0)] if len(coverage) else coverage
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": hits["item_id"],
+                    "reason": "unseen_in_training:" + hits["predicted_label"].astype(str),
+                    "kind": "unseen_in_training",
+                    "stratum": "predicted=" + hits["predicted_label"].astype(str),
+                    "uncertainty": 1 - hits["confidence"].fillna(0.5),
+                }
+            )
+        )
+    gaps = (
+        coverage[(coverage["label"] != "*") & coverage["critical"] & (coverage["gap"] > 0)]
+        if len(coverage)
+        else coverage
+    )
     for label, dimension, value in gaps[["label", "dimension", "value"]].itertuples(index=False) if len(gaps) else []:
         if dimension not in traffic:
             continue
         hits = traffic[(traffic["predicted_label"] == label) & (traffic[dimension].astype(str) == value)]
-        rows.append(pd.DataFrame({"item_id": hits["item_id"], "reason": f"coverage_gap:{label} at {dimension}={value}", "kind": "coverage_gap",
-                                  "stratum": f"{label}|{dimension}={value}", "uncertainty": 1 - hits["confidence"].fillna(0.5)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": hits["item_id"],
+                    "reason": f"coverage_gap:{label} at {dimension}={value}",
+                    "kind": "coverage_gap",
+                    "stratum": f"{label}|{dimension}={value}",
+                    "uncertainty": 1 - hits["confidence"].fillna(0.5),
+                }
+            )
+        )
     if len(review):
-        rows.append(pd.DataFrame({"item_id": review["item_id"], "reason": "review_queue:" + review["reason"].astype(str),
-                                  "kind": "review_queue", "stratum": "review", "uncertainty": review["priority"].astype(float)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": review["item_id"],
+                    "reason": "review_queue:" + review["reason"].astype(str),
+                    "kind": "review_queue",
+                    "stratum": "review",
+                    "uncertainty": review["priority"].astype(float),
+                }
+            )
+        )
     if len(needs_relabel):
-        rows.append(pd.DataFrame({"item_id": needs_relabel["item_id"],
-                                  "reason": "guideline_change:" + needs_relabel["needs_relabel"].astype(str),
-                                  "kind": "guideline_change", "stratum": "guideline", "uncertainty": 1.0}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": needs_relabel["item_id"],
+                    "reason": "guideline_change:" + needs_relabel["needs_relabel"].astype(str),
+                    "kind": "guideline_change",
+                    "stratum": "guideline",
+                    "uncertainty": 1.0,
+                }
+            )
+        )
     rows = [r for r in rows if len(r)]
     if not rows:
         return pd.DataFrame(columns=["item_id", "reason", "kind", "stratum", "uncertainty", "priority"])
@@ -114,7 +175,9 @@ def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataF
     pool = pool.sort_values(["priority", "item_id"], ascending=[False, True], kind="stable")
     pool["turn"] = pool.groupby(["kind", "stratum"]).cumcount()  # round-robin across strata within a kind
     pool["kind_rank"] = pool["kind"].map(PRIORITY)
-    pool = pool.sort_values(["turn", "kind_rank", "priority", "item_id"], ascending=[True, False, False, True], kind="stable")
+    pool = pool.sort_values(
+        ["turn", "kind_rank", "priority", "item_id"], ascending=[True, False, False, True], kind="stable"
+    )
     reasons = pool.groupby("item_id", sort=False)["reason"].agg(lambda s: "; ".join(dict.fromkeys(s)))
     first = pool.drop_duplicates("item_id").head(budget).copy()
     first["reason"] = first["item_id"].map(reasons)
@@ -123,26 +186,53 @@ def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataF
 
 
 def task_candidates(
-    items: pd.DataFrame, labeled_ids: pd.Series, coverage: pd.DataFrame, predictions: pd.DataFrame, dimensions: list[str], critical: set[str]
+    items: pd.DataFrame,
+    labeled_ids: pd.Series,
+    coverage: pd.DataFrame,
+    predictions: pd.DataFrame,
+    dimensions: list[str],
+    critical: set[str],
 ) -> pd.DataFrame:
     """Raw items without annotations, valued by how under-covered their slices are and whether the model
     sees a critical class in them, then by model uncertainty."""
     raw = items[~isin(items["item_id"], labeled_ids)].drop_duplicates("item_id", keep="last").copy()
     if raw.empty:
         return raw.assign(reason=pd.Series(dtype=object), priority=pd.Series(dtype=float))
-    cells = coverage[coverage["label"] == "*"].set_index(["dimension", "value"])["underrepresentation"] if len(coverage) else pd.Series(dtype=float)
+    cells = (
+        coverage[coverage["label"] == "*"].set_index(["dimension", "value"])["underrepresentation"]
+        if len(coverage)
+        else pd.Series(dtype=float)
+    )
     value = np.zeros(len(raw))
     reasons = pd.Series("", index=raw.index, dtype=object)
     for dimension in dimensions:
         if dimension not in raw:
             continue
-        ratio = pd.MultiIndex.from_arrays([np.full(len(raw), dimension), raw[dimension].astype(str)]).map(cells).to_numpy(dtype=float)
+        ratio = (
+            pd.MultiIndex.from_arrays([np.full(len(raw), dimension), raw[dimension].astype(str)])
+            .map(cells)
+            .to_numpy(dtype=float)
+        )
         ratio = np.where(np.isfinite(ratio), ratio, 0.0)
         value += np.clip(ratio - 1, 0, None)
-        text = f"under-covered {dimension}=" + raw[dimension].astype(str) + " (x" + pd.Series(ratio, index=raw.index).map("{:.2f}".format) + "); "
+        text = (
+            f"under-covered {dimension}="
+            + raw[dimension].astype(str)
+            + " (x"
+            + pd.Series(ratio, index=raw.index).map("{:.2f}".format)
+            + "); "
+        )
         reasons = reasons + text.where(ratio > 1, "")
-    confidence = raw["item_id"].map(predictions.groupby("item_id")["confidence"].min()) if len(predictions) else pd.Series(np.nan, index=raw.index)
-    sees_critical = isin(raw["item_id"], predictions.loc[predictions["predicted_label"].isin(critical), "item_id"]) if len(predictions) else np.zeros(len(raw), bool)
+    confidence = (
+        raw["item_id"].map(predictions.groupby("item_id")["confidence"].min())
+        if len(predictions)
+        else pd.Series(np.nan, index=raw.index)
+    )
+    sees_critical = (
+        isin(raw["item_id"], predictions.loc[predictions["predicted_label"].isin(critical), "item_id"])
+        if len(predictions)
+        else np.zeros(len(raw), bool)
+    )
     reasons = reasons + np.where(sees_critical, "model sees a critical class; ", "")
     raw["priority"] = value + sees_critical + (1 - confidence.fillna(0.5).to_numpy()) * 0.5
     raw["reason"] = reasons.str.rstrip("; ").replace("", "new raw item")

@@ -43,7 +43,7 @@ def export_units(keys: list[str], day: str, *, folder_markers: tuple[str, ...]) 
     prefix = f"exports/{day}/"
     folders: dict[str, list[str]] = {}
     for key in keys:
-        relative = key[len(prefix):]
+        relative = key[len(prefix) :]
         top = relative.split("/", 1)[0]
         if "/" in relative:
             folders.setdefault(prefix + top, []).append(key)

@@ -75,8 +75,9 @@ def media(
         frames.append(logged.assign(media_source="production"))
         rest = rest[~isin(rest, logged["item_id"])]
     if uri_template is not None and len(rest):
-        templated = pd.DataFrame({"item_id": rest, "uri": _fill_template(uri_template, rest, day),
-                                  "media_source": "template"})
+        templated = pd.DataFrame(
+            {"item_id": rest, "uri": _fill_template(uri_template, rest, day), "media_source": "template"}
+        )
         sizes = production.drop_duplicates("item_id").set_index("item_id") if len(production) else pd.DataFrame()
         for column in ("width", "height"):  # the frame size, when the log records it
             templated[column] = sizes[column].reindex(rest).to_numpy() if column in sizes else np.nan
@@ -160,12 +161,25 @@ def with_honeypots(
     wanted = honeypot_count(len(chosen), share)
     picked = pick_honeypots(gold, gold_media, wanted, exclude | set(chosen["item_id"]), batch_id)
     sent = len(picked.item_ids)
-    rows = pd.DataFrame({"item_id": picked.item_ids, "reason": HONEYPOT, "kind": HONEYPOT, "batch_id": batch_id,
-                         "rank": np.arange(len(chosen) + 1, len(chosen) + sent + 1), "honeypot": True})
+    rows = pd.DataFrame(
+        {
+            "item_id": picked.item_ids,
+            "reason": HONEYPOT,
+            "kind": HONEYPOT,
+            "batch_id": batch_id,
+            "rank": np.arange(len(chosen) + 1, len(chosen) + sent + 1),
+            "honeypot": True,
+        }
+    )
     batch = interleave(chosen.assign(honeypot=False), rows[[c for c in rows if c in chosen or c == "honeypot"]])
-    counts = {"wanted": wanted, "sent": sent, "share": round(sent / len(batch), 4) if len(batch) else 0.0,
-              "gold_items": picked.gold_items, "gold_without_media": picked.without_media,
-              "gold_in_batch_or_open": picked.unavailable}
+    counts = {
+        "wanted": wanted,
+        "sent": sent,
+        "share": round(sent / len(batch), 4) if len(batch) else 0.0,
+        "gold_items": picked.gold_items,
+        "gold_without_media": picked.without_media,
+        "gold_in_batch_or_open": picked.unavailable,
+    }
     return batch, pd.concat([media_table, gold_media], ignore_index=True).drop_duplicates("item_id"), counts
 
 
@@ -185,8 +199,21 @@ def pre_annotations(
     """Predictions under the config's own controls and the current class names only: labels renamed or
     merged since are mapped into ``guideline``; a class it lacks, a box class predicted without a box (or
     on an image of unknown size) and a box for a class drawn otherwise are dropped and counted by reason."""
-    columns = ["item_id", "id", "type", "from_name", "label", "x", "y", "w", "h", "original_width",
-               "original_height", "score", "model_version"]
+    columns = [
+        "item_id",
+        "id",
+        "type",
+        "from_name",
+        "label",
+        "x",
+        "y",
+        "w",
+        "h",
+        "original_width",
+        "original_height",
+        "score",
+        "model_version",
+    ]
     if predictions.empty:
         return PreAnnotations(pd.DataFrame(columns=columns))
     by_geometry = {c.geometry: c for c in controls(guideline)}
@@ -214,35 +241,68 @@ def pre_annotations(
     as_scene &= ~second_scene
     reason = np.select(
         [~known, second_scene, has_box & ~box_class, ~has_box & ~scene_class, ~sized, ~inside],
-        [f"class not in {guideline.version}", "second scene choice", "box for a class without boxes",
-         "no box for a region class", "box on an image of unknown size", "box outside the image"],
+        [
+            f"class not in {guideline.version}",
+            "second scene choice",
+            "box for a class without boxes",
+            "no box for a region class",
+            "box on an image of unknown size",
+            "box outside the image",
+        ],
         default="",
     )
     kept = as_box | as_scene
     dropped = pd.Series(reason[~kept]).value_counts().to_dict()
     box, scene = by_geometry.get(BOX), by_geometry.get(SCENE)  # a kept row's control exists: its labels matched
-    results = pd.DataFrame({
-        "item_id": p["item_id"],
-        "type": np.where(as_box, box.result_type if box else "", scene.result_type if scene else ""),
-        "from_name": np.where(as_box, box.name if box else "", scene.name if scene else ""),
-        "label": current,
-        "x": 100 * x0 / width, "y": 100 * y0 / height, "w": 100 * (x1 - x0) / width, "h": 100 * (y1 - y0) / height,
-        "original_width": width, "original_height": height, "score": confidence,
-        "model_version": p["model_version"].astype("string").fillna("unknown").astype(object),
-    })[kept]
+    results = pd.DataFrame(
+        {
+            "item_id": p["item_id"],
+            "type": np.where(as_box, box.result_type if box else "", scene.result_type if scene else ""),
+            "from_name": np.where(as_box, box.name if box else "", scene.name if scene else ""),
+            "label": current,
+            "x": 100 * x0 / width,
+            "y": 100 * y0 / height,
+            "w": 100 * (x1 - x0) / width,
+            "h": 100 * (y1 - y0) / height,
+            "original_width": width,
+            "original_height": height,
+            "score": confidence,
+            "model_version": p["model_version"].astype("string").fillna("unknown").astype(object),
+        }
+    )[kept]
     results.insert(1, "id", "p" + results.groupby("item_id").cumcount().astype(str))
-    return PreAnnotations(results[columns].reset_index(drop=True), len(p), int((current != label).sum()),
-                          {str(k): int(v) for k, v in dropped.items()})
+    return PreAnnotations(
+        results[columns].reset_index(drop=True),
+        len(p),
+        int((current != label).sum()),
+        {str(k): int(v) for k, v in dropped.items()},
+    )
 
 
 def _result(row: dict) -> dict:
-    common = {"id": row["id"], "type": row["type"], "from_name": row["from_name"], "to_name": IMAGE,
-              "score": None if pd.isna(row["score"]) else float(row["score"])}
+    common = {
+        "id": row["id"],
+        "type": row["type"],
+        "from_name": row["from_name"],
+        "to_name": IMAGE,
+        "score": None if pd.isna(row["score"]) else float(row["score"]),
+    }
     if row["type"] == "choices":
         return {**common, "value": {"choices": [row["label"]]}}
-    return {**common, "original_width": row["original_width"], "original_height": row["original_height"],
-            "image_rotation": 0, "value": {"x": row["x"], "y": row["y"], "width": row["w"], "height": row["h"],
-                                           "rotation": 0, row["type"]: [row["label"]]}}
+    return {
+        **common,
+        "original_width": row["original_width"],
+        "original_height": row["original_height"],
+        "image_rotation": 0,
+        "value": {
+            "x": row["x"],
+            "y": row["y"],
+            "width": row["w"],
+            "height": row["h"],
+            "rotation": 0,
+            row["type"]: [row["label"]],
+        },
+    }
 
 
 def label_studio_tasks(
@@ -264,13 +324,26 @@ def label_studio_tasks(
     score, version = grouped["score"].mean(), grouped["model_version"].first()
     honeypot = batch["honeypot"].eq(True) if "honeypot" in batch else pd.Series(False, index=batch.index)
     tasks = []
-    for item_id, reason, is_honeypot in zip(batch["item_id"], batch["reason"], honeypot):  # one task per item
-        task = {"data": {MEDIA_FIELD: uri[item_id], "item_id": item_id, "batch_id": batch_id,
-                         "guideline_version": guideline_version},
-                "meta": {"reason": reason, "honeypot": bool(is_honeypot)}}
+    for item_id, reason, is_honeypot in zip(
+        batch["item_id"], batch["reason"], honeypot, strict=True
+    ):  # one task per item
+        task = {
+            "data": {
+                MEDIA_FIELD: uri[item_id],
+                "item_id": item_id,
+                "batch_id": batch_id,
+                "guideline_version": guideline_version,
+            },
+            "meta": {"reason": reason, "honeypot": bool(is_honeypot)},
+        }
         if item_id in by_item.index:
-            task["predictions"] = [{"model_version": version[item_id], "result": by_item[item_id],
-                                    "score": None if pd.isna(score[item_id]) else float(score[item_id])}]
+            task["predictions"] = [
+                {
+                    "model_version": version[item_id],
+                    "result": by_item[item_id],
+                    "score": None if pd.isna(score[item_id]) else float(score[item_id]),
+                }
+            ]
         tasks.append(task)
     return json.dumps(tasks, indent=1, sort_keys=True, default=str).encode()
 

@@ -12,7 +12,20 @@ from labelops.guidelines import Guideline
 from labelops.review import review_queue, unmatched_boxes
 
 AGREEMENT_COLUMNS = ["scope", "metric", "value", "ci_low", "ci_high", "n_items", "n_annotations"]
-CONSENSUS_COLUMNS = ["item_id", "kind", "label", "confidence", "n_votes", "agreement", "method", "x", "y", "w", "h", "support"]
+CONSENSUS_COLUMNS = [
+    "item_id",
+    "kind",
+    "label",
+    "confidence",
+    "n_votes",
+    "agreement",
+    "method",
+    "x",
+    "y",
+    "w",
+    "h",
+    "support",
+]
 METHODS = ("dawid_skene", "majority_vote")
 
 
@@ -32,14 +45,18 @@ def _boxes(annotations: pd.DataFrame) -> pd.DataFrame:
     return annotations.loc[annotations["kind"] == "bbox", ["item_id", "annotator_id", "label", "x", "y", "w", "h"]]
 
 
-def agreement_table(annotations: pd.DataFrame, items: pd.DataFrame, slice_columns: list[str], *, n_boot: int, seed: int) -> pd.DataFrame:
+def agreement_table(
+    annotations: pd.DataFrame, items: pd.DataFrame, slice_columns: list[str], *, n_boot: int, seed: int
+) -> pd.DataFrame:
     """Classification agreement (overall, per label, per slice value), box agreement (overall, per label)
     and polygon agreement (``kind=polygon``, per label)."""
     annotations = countable(annotations)
     slices = items[["item_id", *slice_columns]] if slice_columns else None
     frames = [agreement.classification_agreement(_classification(annotations), slices=slices, n_boot=n_boot, seed=seed)]
     box_frame = _boxes(annotations)
-    polygon_frame = annotations.loc[annotations["kind"] == "polygon", ["item_id", "annotator_id", "label", "x", "y", "w", "h", "points"]]
+    polygon_frame = annotations.loc[
+        annotations["kind"] == "polygon", ["item_id", "annotator_id", "label", "x", "y", "w", "h", "points"]
+    ]
     rows = []
     for scope, frame, polygons in (("overall", box_frame, False), ("kind=polygon", polygon_frame, True)):
         if len(frame):  # polygons are matched on polygon IoU, in scopes of their own
@@ -51,8 +68,12 @@ def agreement_table(annotations: pd.DataFrame, items: pd.DataFrame, slice_column
             in_scope = scoped.boxes
             metrics = boxes.box_metrics(scoped, seed=seed)
             for metric, value in metrics.items():
-                frames.append(pd.DataFrame([(scope, metric, value, np.nan, np.nan, in_scope["item_id"].nunique(), len(in_scope))],
-                                           columns=AGREEMENT_COLUMNS))
+                frames.append(
+                    pd.DataFrame(
+                        [(scope, metric, value, np.nan, np.nan, in_scope["item_id"].nunique(), len(in_scope))],
+                        columns=AGREEMENT_COLUMNS,
+                    )
+                )
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=AGREEMENT_COLUMNS)
 
@@ -74,7 +95,9 @@ def consensus_table(
     tables = []
     if len(answers):
         votes = agreement.Votes.from_frame(answers)
-        gold_labels = gold[gold["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")["label"]
+        gold_labels = (
+            gold[gold["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")["label"]
+        )
         if method == "dawid_skene":
             aggregate = consensus.dawid_skene(votes, gold=gold_labels)
             estimated = consensus.estimated_accuracy(aggregate)
@@ -90,7 +113,9 @@ def consensus_table(
     for column in CONSENSUS_COLUMNS:
         if column not in table:
             table[column] = np.nan
-    table = table[CONSENSUS_COLUMNS].astype({"support": "float64", "x": "float64", "y": "float64", "w": "float64", "h": "float64"})
+    table = table[CONSENSUS_COLUMNS].astype(
+        {"support": "float64", "x": "float64", "y": "float64", "w": "float64", "h": "float64"}
+    )
     return table, estimated
 
 
@@ -101,21 +126,36 @@ def consensus_and_scores(
     method: str = "dawid_skene",
     quorum: int = 2,
     cluster_iou: float = 0.5,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``consensus_labels`` (classification and fused boxes) and ``annotator_scores``."""
     annotations = countable(annotations)
+    thresholds = thresholds or Thresholds()
     table, estimated = consensus_table(annotations, gold, method=method, quorum=quorum, cluster_iou=cluster_iou)
     classification_consensus = table[table["kind"] == "classification"]
     scores = annotator_scores(annotations, gold, classification_consensus, estimated, thresholds)
     return table, scores
 
 
-def review(annotations: pd.DataFrame, consensus_table: pd.DataFrame, guideline: Guideline, *, min_confidence: float, min_agreement: float) -> pd.DataFrame:
+def review(
+    annotations: pd.DataFrame,
+    consensus_table: pd.DataFrame,
+    guideline: Guideline,
+    *,
+    min_confidence: float,
+    min_agreement: float,
+) -> pd.DataFrame:
     box_frame = _boxes(countable(annotations))
     matching = boxes.match_boxes(box_frame)
     severity = {name: c.severity for name, c in guideline.classes.items()}
     critical = {name for name, c in guideline.classes.items() if c.critical}
     classification = consensus_table[consensus_table["kind"] == "classification"]
-    return review_queue(classification, matching.conflicts, unmatched_boxes(matching, critical), severity, critical,
-                        min_confidence=min_confidence, min_agreement=min_agreement)
+    return review_queue(
+        classification,
+        matching.conflicts,
+        unmatched_boxes(matching, critical),
+        severity,
+        critical,
+        min_confidence=min_confidence,
+        min_agreement=min_agreement,
+    )

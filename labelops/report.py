@@ -54,7 +54,9 @@ class Report:
             return
         shown = frame.head(max_rows)
         head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
-        rows = "".join("<tr>" + "".join(f"<td>{_e(_fmt(v))}</td>" for v in row) + "</tr>" for row in shown.itertuples(index=False))
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{_e(_fmt(v))}</td>" for v in row) + "</tr>" for row in shown.itertuples(index=False)
+        )
         self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         if len(frame) > max_rows:
             self.text(f"{len(frame) - max_rows} more rows not shown", "note")
@@ -71,7 +73,8 @@ class Report:
             "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
             f"<title>{_e(self.title)}</title><style>{STYLE}</style></head><body>"
-            + "".join(self.parts) + "</body></html>"
+            + "".join(self.parts)
+            + "</body></html>"
         )
 
 
@@ -113,10 +116,20 @@ def quality_report(
 
     progress("validation summary")
     report.section("Validation")
-    rules = quarantined["rule"].astype(str).str.split("; ").explode().value_counts() if len(quarantined) else pd.Series(dtype=int)
-    report.facts({"input rows": len(validated) + len(quarantined), "validated": len(validated), "quarantined": len(quarantined),
-                  "rows with warnings": int(validated["validation_warnings"].notna().sum()) if len(validated) else 0,
-                  "remapped by guideline": int(validated["remapped_from"].notna().sum()) if len(validated) else 0})
+    rules = (
+        quarantined["rule"].astype(str).str.split("; ").explode().value_counts()
+        if len(quarantined)
+        else pd.Series(dtype=int)
+    )
+    report.facts(
+        {
+            "input rows": len(validated) + len(quarantined),
+            "validated": len(validated),
+            "quarantined": len(quarantined),
+            "rows with warnings": int(validated["validation_warnings"].notna().sum()) if len(validated) else 0,
+            "remapped by guideline": int(validated["remapped_from"].notna().sum()) if len(validated) else 0,
+        }
+    )
     report.table(rules.rename_axis("rule").reset_index(name="rows"))
     if len(quarantined):
         report.table(quarantined[["item_id", "annotator_id", "label", "rule", "reason", "source_file"]], max_rows=15)
@@ -129,11 +142,18 @@ def quality_report(
     report.table(overall[["metric", "value", "ci_low", "ci_high", "n_items", "n_annotations"]])
     with_intervals = overall.dropna(subset=["ci_low"])
     if len(with_intervals):
-        report.image(plots.intervals(with_intervals.rename(columns={"metric": "name"}), title="overall agreement"), "overall agreement")
-    scoped = agreement[(agreement["scope"] != "overall") & agreement["metric"].isin(["krippendorff_alpha", "box_alpha"])]
+        report.image(
+            plots.intervals(with_intervals.rename(columns={"metric": "name"}), title="overall agreement"),
+            "overall agreement",
+        )
+    scoped = agreement[
+        (agreement["scope"] != "overall") & agreement["metric"].isin(["krippendorff_alpha", "box_alpha"])
+    ]
     if len(scoped):
         scoped = scoped.assign(name=scoped["scope"] + " · " + scoped["metric"])
-        report.image(plots.intervals(scoped, title="alpha per label and slice value"), "alpha per label and slice value")
+        report.image(
+            plots.intervals(scoped, title="alpha per label and slice value"), "alpha per label and slice value"
+        )
 
     progress("annotators")
     report.section("Annotators")
@@ -144,10 +164,17 @@ def quality_report(
 
     progress("consensus")
     report.section("Consensus confidence")
-    report.facts({"consensus labels": len(consensus), "items": int(consensus["item_id"].nunique()) if len(consensus) else 0,
-                  f"below {min_confidence}": int((consensus["confidence"] < min_confidence).sum()) if len(consensus) else 0})
+    report.facts(
+        {
+            "consensus labels": len(consensus),
+            "items": int(consensus["item_id"].nunique()) if len(consensus) else 0,
+            f"below {min_confidence}": int((consensus["confidence"] < min_confidence).sum()) if len(consensus) else 0,
+        }
+    )
     if len(consensus):
-        report.image(plots.confidence_histogram(consensus["confidence"], threshold=min_confidence), "consensus confidence")
+        report.image(
+            plots.confidence_histogram(consensus["confidence"], threshold=min_confidence), "consensus confidence"
+        )
 
     progress("coverage")
     report.section("Coverage")
@@ -173,7 +200,9 @@ def quality_report(
     if relabel is None:
         report.text("no relabel batch for the day (the drift sensor requests one when production drifts)", "note")
     else:
-        report.facts({"items": len(relabel), **{f"kind: {k}": int(v) for k, v in relabel["kind"].value_counts().items()}})
+        report.facts(
+            {"items": len(relabel), **{f"kind: {k}": int(v) for k, v in relabel["kind"].value_counts().items()}}
+        )
         report.table(relabel[["rank", "item_id", "kind", "priority", "reason"]], max_rows=40)
 
     progress("labeling loop")
@@ -183,29 +212,52 @@ def quality_report(
     else:
         items = state.drop_duplicates("item_id")
         answered = items[items["status"] == "answered"]
-        in_snapshot = pd.Series(isin(answered["item_id"], snapshot_items) if snapshot_items is not None
-                                else np.zeros(len(answered), dtype=bool), index=answered.index)
-        report.facts({"items in the label state": len(items),
-                      **{f"status: {k}": int(v) for k, v in items["status"].value_counts().sort_index().items()},
-                      "answered items in the latest snapshot": int(in_snapshot.sum())})
+        in_snapshot = pd.Series(
+            isin(answered["item_id"], snapshot_items)
+            if snapshot_items is not None
+            else np.zeros(len(answered), dtype=bool),
+            index=answered.index,
+        )
+        report.facts(
+            {
+                "items in the label state": len(items),
+                **{f"status: {k}": int(v) for k, v in items["status"].value_counts().sort_index().items()},
+                "answered items in the latest snapshot": int(in_snapshot.sum()),
+            }
+        )
         if sent is not None and len(sent):
-            report.text("Relabel batches: items sent, answered, still waiting, and answered items in the latest "
-                        "snapshot (honeypots score labelers and are no requests).", "note")
+            report.text(
+                "Relabel batches: items sent, answered, still waiting, and answered items in the latest "
+                "snapshot (honeypots score labelers and are no requests).",
+                "note",
+            )
             report.table(loop_by_batch(sent, state, snapshot_items), max_rows=40)
         if len(answered):
-            report.table(answered.assign(in_snapshot=in_snapshot.to_numpy())[
-                ["item_id", "answered_batch", "days", "current_judgments", "in_snapshot"]], max_rows=40)
+            report.table(
+                answered.assign(in_snapshot=in_snapshot.to_numpy())[
+                    ["item_id", "answered_batch", "days", "current_judgments", "in_snapshot"]
+                ],
+                max_rows=40,
+            )
     return report.html()
 
 
 def snapshot_report(manifest: Mapping[str, object], labels: pd.DataFrame) -> str:
     """A snapshot at a glance: sizes, splits, classes, what was left out, QA, and the diff to its parent."""
-    report = Report(f"labelops dataset snapshot {manifest['version']}",
-                    f"parent {manifest.get('parent_version') or 'none'} · guideline {manifest.get('guideline_version')} · "
-                    f"content hash {manifest['content_hash']}")
+    report = Report(
+        f"labelops dataset snapshot {manifest['version']}",
+        f"parent {manifest.get('parent_version') or 'none'} · guideline {manifest.get('guideline_version')} · "
+        f"content hash {manifest['content_hash']}",
+    )
     report.section("Contents")
     rows = manifest["rows"]
-    report.facts({"items": rows["items"], "labels": rows["labels"], **{f"{k} items": v for k, v in manifest["split_sizes"].items()}})
+    report.facts(
+        {
+            "items": rows["items"],
+            "labels": rows["labels"],
+            **{f"{k} items": v for k, v in manifest["split_sizes"].items()},
+        }
+    )
     # the manifest counted labels per split and class already: no join of the whole dataset again
     counts = pd.DataFrame(manifest["class_counts"]).fillna(0).astype("int64").sort_index().sort_index(axis=1)
     report.image(plots.split_classes(counts), "labels per class and split")
@@ -218,9 +270,15 @@ def snapshot_report(manifest: Mapping[str, object], labels: pd.DataFrame) -> str
     means = qa.get("agreement_mean_by_metric", {})
     report.table(pd.DataFrame({"metric": list(means), "mean over days": list(means.values())}))
     if len(labels) and "confidence" in labels:
-        report.image(plots.confidence_histogram(labels["confidence"], threshold=float(manifest.get("curation", {}).get("min_confidence", 0.7))),
-                     "label confidence")
+        report.image(
+            plots.confidence_histogram(
+                labels["confidence"], threshold=float(manifest.get("curation", {}).get("min_confidence", 0.7))
+            ),
+            "label confidence",
+        )
     report.section("Changes since the parent")
-    report.table(pd.DataFrame({"change": list(manifest["diff_summary"]), "count": list(manifest["diff_summary"].values())}))
+    report.table(
+        pd.DataFrame({"change": list(manifest["diff_summary"]), "count": list(manifest["diff_summary"].values())})
+    )
     report.text(f"source partitions: {', '.join(manifest.get('source_partitions', []))}", "note")
     return report.html()

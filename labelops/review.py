@@ -27,22 +27,58 @@ def review_queue(
     rows = []
     votes = consensus[consensus["n_votes"] >= 2]
     low = votes[votes["confidence"] < min_confidence]
-    rows.append(pd.DataFrame({"item_id": low["item_id"], "reason": "low consensus confidence (" + low["confidence"].round(3).astype(str) + ")",
-                              "labels": low["label"], "uncertainty": 1 - low["confidence"]}))
+    rows.append(
+        pd.DataFrame(
+            {
+                "item_id": low["item_id"],
+                "reason": "low consensus confidence (" + low["confidence"].round(3).astype(str) + ")",
+                "labels": low["label"],
+                "uncertainty": 1 - low["confidence"],
+            }
+        )
+    )
     split = votes[(votes["agreement"] < min_agreement) & (votes["confidence"] >= min_confidence)]
-    rows.append(pd.DataFrame({"item_id": split["item_id"], "reason": "annotators split (agreement " + split["agreement"].round(3).astype(str) + ")",
-                              "labels": split["label"], "uncertainty": 1 - split["agreement"]}))
+    rows.append(
+        pd.DataFrame(
+            {
+                "item_id": split["item_id"],
+                "reason": "annotators split (agreement " + split["agreement"].round(3).astype(str) + ")",
+                "labels": split["label"],
+                "uncertainty": 1 - split["agreement"],
+            }
+        )
+    )
     if len(conflicts):
         grouped = conflicts.assign(pair=conflicts["label_a"] + " vs " + conflicts["label_b"]).groupby("item_id")
         summary = grouped["pair"].agg(lambda s: ", ".join(sorted(set(s))))
-        rows.append(pd.DataFrame({"item_id": summary.index, "reason": "box label conflict: " + summary.to_numpy(),
-                                  "labels": summary.to_numpy(), "uncertainty": 1.0}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": summary.index,
+                    "reason": "box label conflict: " + summary.to_numpy(),
+                    "labels": summary.to_numpy(),
+                    "uncertainty": 1.0,
+                }
+            )
+        )
     if len(unmatched):
         grouped = unmatched.groupby("item_id")["label"]
         summary = grouped.agg(lambda s: ", ".join(sorted(set(s))))
-        rows.append(pd.DataFrame({"item_id": summary.index, "reason": "critical boxes drawn by only some annotators: " + summary.to_numpy(),
-                                  "labels": summary.to_numpy(), "uncertainty": 0.5}))
-    queue = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else pd.DataFrame(columns=["item_id", "reason", "labels", "uncertainty"])
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": summary.index,
+                    "reason": "critical boxes drawn by only some annotators: " + summary.to_numpy(),
+                    "labels": summary.to_numpy(),
+                    "uncertainty": 0.5,
+                }
+            )
+        )
+    queue = (
+        pd.concat([r for r in rows if len(r)], ignore_index=True)
+        if any(len(r) for r in rows)
+        else pd.DataFrame(columns=["item_id", "reason", "labels", "uncertainty"])
+    )
     labels = queue["labels"].astype(str).str.replace(" vs ", ", ").str.split(", ")
     exploded = labels.explode()
     item_weight = exploded.map(weight).fillna(1.0).groupby(level=0).max()
@@ -50,10 +86,17 @@ def review_queue(
     queue["priority"] = (item_weight.reindex(queue.index).fillna(1.0) * queue["uncertainty"].astype(float)).round(6)
     queue = (
         queue.groupby("item_id", sort=False)
-        .agg(reason=("reason", "; ".join), priority=("priority", "sum"), critical=("critical", "any"), labels=("labels", ", ".join))
+        .agg(
+            reason=("reason", "; ".join),
+            priority=("priority", "sum"),
+            critical=("critical", "any"),
+            labels=("labels", ", ".join),
+        )
         .reset_index()
     )
-    return queue.sort_values(["critical", "priority", "item_id"], ascending=[False, False, True], kind="stable").reset_index(drop=True)
+    return queue.sort_values(
+        ["critical", "priority", "item_id"], ascending=[False, False, True], kind="stable"
+    ).reset_index(drop=True)
 
 
 def unmatched_boxes(matching, critical: set[str]) -> pd.DataFrame:

@@ -121,11 +121,17 @@ def curate(
         excluded[reason] = int(mask.sum())
         labeled = labeled[~mask]
 
-    classification = consensus[consensus["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")
+    classification = (
+        consensus[consensus["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")
+    )
     confidence = pd.Series(lookup(labeled["item_id"], classification["confidence"]), index=labeled.index, dtype=float)
     drop(confidence.lt(config.min_confidence), "low_confidence")
     drop(pd.Series(isin(labeled["item_id"], review["item_id"]), index=labeled.index), "waiting_for_review")
-    relabel = quarantined.loc[quarantined["rule"].astype(str).str.contains("needs_relabel"), "item_id"] if len(quarantined) else pd.Series(dtype=object)
+    relabel = (
+        quarantined.loc[quarantined["rule"].astype(str).str.contains("needs_relabel"), "item_id"]
+        if len(quarantined)
+        else pd.Series(dtype=object)
+    )
     drop(labeled["item_id"].isin(relabel), "waiting_for_relabel")
     identity = labeled["content_hash"] if "content_hash" in labeled else labeled["uri"]
     drop(identity.notna() & identity.duplicated(keep="first"), "duplicate")
@@ -168,15 +174,18 @@ def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, 
     columns, _ = strata_columns(config.stratify_by, items)
     strata = pd.DataFrame({"group": group})
     for column in columns:
-        strata[column] = lookup(items["item_id"], primary) if column == "label" else items[column].to_numpy(dtype=object)
+        strata[column] = (
+            lookup(items["item_id"], primary) if column == "label" else items[column].to_numpy(dtype=object)
+        )
     per_group = strata.groupby("group", sort=True).first().fillna(NO_LABEL)  # first() skips missing values
     stratum = pd.Series("", index=per_group.index, dtype=object)
     for position, column in enumerate(columns):  # "label|lighting" values, one vectorized join per column
         stratum = stratum + ("|" if position else "") + per_group[column].astype(str).to_numpy(dtype=object)
     ratios = np.asarray(config.split_ratios, dtype=float) / sum(config.split_ratios)
     is_known = isin(stratum.index.to_series(), group_split.index.to_series())
-    known = pd.DataFrame({"stratum": stratum[is_known].to_numpy(dtype=object),
-                          "split": lookup(stratum.index[is_known], group_split)})
+    known = pd.DataFrame(
+        {"stratum": stratum[is_known].to_numpy(dtype=object), "split": lookup(stratum.index[is_known], group_split)}
+    )
     have_counts = known.groupby(["stratum", "split"]).size()
     counts = {s: np.array([have_counts.get((s, name), 0) for name in SPLITS], dtype=float) for s in stratum.unique()}
     new = stratum[~is_known].to_frame("stratum")
@@ -230,8 +239,13 @@ def read_table(store: Store, version: str, name: str, columns: list[str] | None 
     return pq.read_table(pa.BufferReader(store.read_bytes(f"{ROOT}/{version}/{name}")), columns=columns).to_pandas()
 
 
-def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, items: pd.DataFrame,
-         labels: pd.DataFrame, renames: Mapping[str, str] | None = None) -> dict:
+def diff(
+    parent_items: pd.DataFrame | None,
+    parent_labels: pd.DataFrame | None,
+    items: pd.DataFrame,
+    labels: pd.DataFrame,
+    renames: Mapping[str, str] | None = None,
+) -> dict:
     """Items added and removed, scene labels changed (old and new), box changes, and split moves.
 
     ``renames`` are the guideline renames and merges from the parent's version to this one: a scene label or
@@ -240,8 +254,15 @@ def diff(parent_items: pd.DataFrame | None, parent_labels: pd.DataFrame | None, 
     of the dataset, a night changes few of them.
     """
     if parent_items is None:
-        return {"added": sorted(items["item_id"]), "removed": [], "label_changes": [], "object_changes": [],
-                "remapped_labels": [], "remapped_objects": [], "split_moves": []}
+        return {
+            "added": sorted(items["item_id"]),
+            "removed": [],
+            "label_changes": [],
+            "object_changes": [],
+            "remapped_labels": [],
+            "remapped_objects": [],
+            "split_moves": [],
+        }
     old, new = parent_items["item_id"], items["item_id"]
 
     def scene(frame: pd.DataFrame) -> pd.DataFrame:
@@ -270,8 +291,9 @@ def _changes(before: pd.DataFrame, after: pd.DataFrame, column: str) -> list[dic
     old = before[column].to_numpy(dtype=object)[found[both]]
     new = after[column].to_numpy(dtype=object)[both]
     differ = old != new
-    changed = pd.DataFrame({"item_id": after["item_id"].to_numpy(dtype=object)[both][differ], "old": old[differ],
-                            "new": new[differ]})
+    changed = pd.DataFrame(
+        {"item_id": after["item_id"].to_numpy(dtype=object)[both][differ], "old": old[differ], "new": new[differ]}
+    )
     return changed.sort_values("item_id", kind="stable").to_dict("records")
 
 
@@ -292,26 +314,32 @@ def changed_items(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
     return [row["item_id"] for row in _changes(signatures(before), signatures(after), "signature")]
 
 
-def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], *, moved_iou: float = 0.5) -> list[dict]:
+def object_changes(
+    before: pd.DataFrame, after: pd.DataFrame, items: list[str], *, moved_iou: float = 0.5
+) -> list[dict]:
     """Boxes of items in both versions that changed: added, removed, relabelled, or moved below ``moved_iou``.
 
     The parent's and the new version's boxes of each item are matched like two annotators' (Hungarian on IoU,
     same label first, then a different label at IoU >= 0.5, which is a relabelled box).
     """
-    parts = [frame[(frame["kind"] == "bbox") & isin(frame["item_id"], items)].assign(annotator_id=side)
-             for frame, side in ((before, "0-parent"), (after, "1-new"))]
+    parts = [
+        frame[(frame["kind"] == "bbox") & isin(frame["item_id"], items)].assign(annotator_id=side)
+        for frame, side in ((before, "0-parent"), (after, "1-new"))
+    ]
     frame = pd.concat(parts, ignore_index=True)[["item_id", "annotator_id", "label", "x", "y", "w", "h"]]
     if frame.empty:
         return []
     matches = boxes.match_boxes(frame).matches
-    records = frame.assign(change=np.where(frame["annotator_id"] == "0-parent", "removed", "added"), old_label=None,
-                           iou=np.nan)
+    records = frame.assign(
+        change=np.where(frame["annotator_id"] == "0-parent", "removed", "added"), old_label=None, iou=np.nan
+    )
     records.loc[matches["index_a"].to_numpy(dtype=int), "change"] = None  # matched: judged on the new side
     matched = records.loc[matches["index_b"].to_numpy(dtype=int)].copy()
     matched["old_label"] = matches["label_a"].to_numpy()
     matched["iou"] = matches["iou"].to_numpy(dtype=float)
-    matched["change"] = np.where(matched["old_label"] != matched["label"], "relabelled",
-                                 np.where(matched["iou"] < moved_iou, "moved", None))
+    matched["change"] = np.where(
+        matched["old_label"] != matched["label"], "relabelled", np.where(matched["iou"] < moved_iou, "moved", None)
+    )
     records.loc[matched.index, ["change", "old_label", "iou"]] = matched[["change", "old_label", "iou"]]
     changed = records[records["change"].notna()].drop(columns="annotator_id")
     changed = changed.sort_values(["item_id", "change", "label", "x", "y"], kind="stable")
@@ -319,8 +347,14 @@ def object_changes(before: pd.DataFrame, after: pd.DataFrame, items: list[str], 
     return json.loads(changed.to_json(orient="records"))
 
 
-def publish(store: Store, curated: Curated, metadata: dict, *, version: str | None = None,
-            renames: Callable[[str | None], Mapping[str, str]] | None = None) -> tuple[str, dict, bool]:
+def publish(
+    store: Store,
+    curated: Curated,
+    metadata: dict,
+    *,
+    version: str | None = None,
+    renames: Callable[[str | None], Mapping[str, str]] | None = None,
+) -> tuple[str, dict, bool]:
     """Write a snapshot (data first, manifest last, then ``latest``); returns (version, manifest, created).
 
     Content equal to the latest snapshot's publishes nothing. An explicit ``version`` that is
@@ -343,13 +377,20 @@ def publish(store: Store, curated: Curated, metadata: dict, *, version: str | No
     if not store.create(claim, json.dumps({"content_hash": digest}).encode()):
         owner = json.loads(store.read_bytes(claim))["content_hash"]
         if owner != digest:
-            raise SnapshotConflictError(f"snapshot {version} is being published by another run (content {owner[:12]}); "
-                                        "this run's content will be the next version when it runs again")
+            raise SnapshotConflictError(
+                f"snapshot {version} is being published by another run (content {owner[:12]}); "
+                "this run's content will be the next version when it runs again"
+            )
     parent_items = read_table(store, parent, "items.parquet") if parent else None
     parent_labels = read_table(store, parent, "labels.parquet") if parent else None
     parent_guideline = manifest(store, parent).get("guideline_version") if parent else None
-    changes = diff(parent_items, parent_labels, curated.items, curated.labels,
-                   renames(parent_guideline) if renames is not None else None)
+    changes = diff(
+        parent_items,
+        parent_labels,
+        curated.items,
+        curated.labels,
+        renames(parent_guideline) if renames is not None else None,
+    )
     for name, data in files.items():
         store.write_bytes(f"{ROOT}/{version}/{name}", data)
     store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(changes, indent=1).encode())
@@ -362,13 +403,18 @@ def publish(store: Store, curated: Curated, metadata: dict, *, version: str | No
         **metadata,
         "rows": {"items": len(curated.items), "labels": len(curated.labels)},
         "split_sizes": {k: int(v) for k, v in split_counts.items()},
-        "class_counts": {s: {k: int(v) for k, v in g["label"].value_counts().sort_index().items()} for s, g in by_split.groupby("split")},
+        "class_counts": {
+            s: {k: int(v) for k, v in g["label"].value_counts().sort_index().items()}
+            for s, g in by_split.groupby("split")
+        },
         "excluded": curated.excluded,
         "stratification": curated.stratification,
         "diff_summary": {k: len(v) for k, v in changes.items()},
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
-    if not store.create(f"{ROOT}/{version}/manifest.json", json.dumps(document, indent=1, sort_keys=True, default=str).encode()):
+    if not store.create(
+        f"{ROOT}/{version}/manifest.json", json.dumps(document, indent=1, sort_keys=True, default=str).encode()
+    ):
         return version, manifest(store, version), False  # a twin with the same content published it first
     store.write_bytes(LATEST, version.encode())
     return version, document, True
@@ -382,8 +428,10 @@ def write_exports(store: Store, version: str) -> dict[str, str]:
     if version not in versions(store):
         raise KeyError(f"no published snapshot {version!r}; published: {', '.join(versions(store)) or 'none'}")
     items, labels = read_table(store, version, "items.parquet"), read_table(store, version, "labels.parquet")
-    files = {"coco.json": to_coco(items, labels, description=f"labelops snapshot {version}"),
-             "yolo.zip": to_yolo(items, labels)}
+    files = {
+        "coco.json": to_coco(items, labels, description=f"labelops snapshot {version}"),
+        "yolo.zip": to_yolo(items, labels),
+    }
     keys = {}
     for name, data in files.items():
         keys[name] = f"{ROOT}/{version}/export/{name}"

@@ -32,9 +32,27 @@ from labelops.guidelines import GuidelineSet
 from labelops.outbox import HONEYPOT
 
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'  # attributes of an answer to one of our relabel tasks
-VOTE_COLUMNS = ["item_id", "annotation_id", "content_id", "annotator_id", "kind", "label", "x", "y", "w", "h",
-                "export_date", "source_file", "answer_to", "superseded_by", "annotation_key", "replaced_on",
-                "guideline_version", "remapped_from", "needs_relabel"]
+VOTE_COLUMNS = [
+    "item_id",
+    "annotation_id",
+    "content_id",
+    "annotator_id",
+    "kind",
+    "label",
+    "x",
+    "y",
+    "w",
+    "h",
+    "export_date",
+    "source_file",
+    "answer_to",
+    "superseded_by",
+    "annotation_key",
+    "replaced_on",
+    "guideline_version",
+    "remapped_from",
+    "needs_relabel",
+]
 TOOL_ANNOTATION = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"  # a Label Studio annotation's own ids, in source_ref
 STATUSES = ("labeled", "answered", "relabel_requested", "needs_relabel", "in_review", "no_consensus")
 
@@ -95,15 +113,26 @@ def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
     if validated.empty:
         return empty_votes()
     answer = validated["attributes"].astype(object).fillna("").str.extract(ANSWER_BATCH, expand=False)
-    votes = validated.assign(answer_to=answer.astype(object).where(answer.notna(), None), superseded_by=None,
-                             annotation_key=annotation_keys(validated), replaced_on=None)
+    votes = validated.assign(
+        answer_to=answer.astype(object).where(answer.notna(), None),
+        superseded_by=None,
+        annotation_key=annotation_keys(validated),
+        replaced_on=None,
+    )
     return votes.reindex(columns=VOTE_COLUMNS).assign(export_date=votes["export_date"].astype(str))
 
 
-def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataFrame | None = None, *,
-               guidelines: GuidelineSet | None = None, version: str | None = None) -> pd.DataFrame:
-    """The vote sets after the day: the previous ones carried to the day's guideline ``version``, the day's
-    votes, and supersession recomputed.
+def fold_votes(
+    previous: pd.DataFrame,
+    validated: pd.DataFrame,
+    copies: pd.DataFrame | None = None,
+    *,
+    guidelines: GuidelineSet | None = None,
+    version: str | None = None,
+    previous_version: str | None = None,
+) -> pd.DataFrame:
+    """The vote sets after the day: the previous ones carried to the day's guideline ``version`` (when it is not
+    the ``previous_version`` they were read under), the day's votes, and supersession recomputed.
 
     A judgment already in the state (same ``content_id``) is not added again, so rerunning a day or
     delivering a copy leaves the state as it was. ``copies`` are the day's quarantined duplicates: with the
@@ -112,8 +141,8 @@ def fold_votes(previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataF
     """
     today = votes_of(validated)
     previous = previous.reindex(columns=VOTE_COLUMNS)
-    if guidelines is not None and version is not None:
-        previous = carry_votes(previous, guidelines, version)
+    if guidelines is not None and version is not None and previous_version != version:
+        previous = carry_votes(previous, guidelines, version)  # the first day of a version (or one not known)
     new = today[~isin(today["content_id"], previous["content_id"])] if len(previous) and len(today) else today
     new = new.drop_duplicates("content_id").sort_values(["item_id", "export_date", "annotation_id"], kind="stable")
     # earlier judgments keep their rows and order; the day's are appended: the fold reads the history once
@@ -182,8 +211,15 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
     versions = [today.loc[today["annotation_key"].notna(), ["annotation_key", "content_id", "export_date"]]]
     if copies is not None and len(copies):
         copied = copies[copies["duplicate_of"].notna()]
-        versions.append(pd.DataFrame({"annotation_key": annotation_keys(copied), "content_id": copied["content_id"],
-                                      "export_date": copied["export_date"].astype(str)}))
+        versions.append(
+            pd.DataFrame(
+                {
+                    "annotation_key": annotation_keys(copied),
+                    "content_id": copied["content_id"],
+                    "export_date": copied["export_date"].astype(str),
+                }
+            )
+        )
     version = pd.concat(versions, ignore_index=True)
     version = version[version["annotation_key"].notna()]
     if version.empty:
@@ -191,8 +227,12 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
     day = str(version["export_date"].max())
     kept = version["annotation_key"] + "\x1f" + version["content_id"].astype(str)
     pair = combined["annotation_key"].astype(str) + "\x1f" + combined["content_id"].astype(str)
-    replaced = (isin(combined["annotation_key"], version["annotation_key"]) & ~isin(pair, kept)
-                & (combined["export_date"].astype(str) < day).to_numpy() & combined["replaced_on"].isna().to_numpy())
+    replaced = (
+        isin(combined["annotation_key"], version["annotation_key"])
+        & ~isin(pair, kept)
+        & (combined["export_date"].astype(str) < day).to_numpy()
+        & combined["replaced_on"].isna().to_numpy()
+    )
     combined["replaced_on"] = combined["replaced_on"].astype(object).where(~replaced, day)
     return combined
 
@@ -220,21 +260,24 @@ def waiting_for_relabel(votes: pd.DataFrame) -> pd.DataFrame:
     return rows.drop_duplicates("item_id").sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
-def consensus(votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame,
-              config: StateConfig) -> pd.DataFrame:
+def consensus(
+    votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame, config: StateConfig
+) -> pd.DataFrame:
     """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
     items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``)."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
     counted = counts(votes) & (  # boxes only of the touched items
-        (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids))
+        (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids)
+    )
     live = votes.loc[counted, VOTE_INPUTS]  # one selection of the columns consensus reads, not a copy per step
     is_answered = pd.Series(isin(live["item_id"], live.loc[live["answer_to"].notna(), "item_id"]), index=live.index)
     tables = []
-    for part, quorum, method in ((live[~is_answered], config.box_quorum, config.method),
-                                 (live[is_answered], config.answer_quorum, "majority_vote")):
+    for part, quorum, method in (
+        (live[~is_answered], config.box_quorum, config.method),
+        (live[is_answered], config.answer_quorum, "majority_vote"),
+    ):
         if len(part):
-            table, _ = quality.consensus_table(part, gold, method=method, quorum=quorum,
-                                               cluster_iou=config.cluster_iou)
+            table, _ = quality.consensus_table(part, gold, method=method, quorum=quorum, cluster_iou=config.cluster_iou)
             tables.append(table)
     fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     scenes = fresh[fresh["kind"] == "classification"]
@@ -254,7 +297,8 @@ def lineage(votes: pd.DataFrame) -> pd.DataFrame:
     count and the batch its counted answer belongs to."""
     live = current(votes)
     per_item = votes.groupby("item_id", sort=True).agg(
-        rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("annotation_id", "size"))
+        rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("annotation_id", "size")
+    )
     per_item["rounds"] += 1  # the ordinary round, plus one per answered batch
     per_item["days"] = _joined_days(votes)
     per_item["current_judgments"] = live.groupby("item_id").size().reindex(per_item.index).fillna(0).astype("int64")
@@ -277,12 +321,20 @@ def touched_items(votes: pd.DataFrame, day: str | None) -> pd.Series:
     item for ``day=None`` (a guideline change read every vote again)."""
     if day is None:
         return pd.Series(pd.unique(votes["item_id"]), dtype=object)
-    changed = (votes["export_date"].astype(str) == day).to_numpy() | (votes["replaced_on"].astype(object) == day).to_numpy()
+    changed = (votes["export_date"].astype(str) == day).to_numpy() | (
+        votes["replaced_on"].astype(object) == day
+    ).to_numpy()
     return pd.Series(pd.unique(votes.loc[changed, "item_id"]), dtype=object)
 
 
-def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFrame, in_review: pd.Series,
-               previous: pd.DataFrame | None = None, touched: pd.Series | None = None) -> pd.DataFrame:
+def item_state(
+    votes: pd.DataFrame,
+    labels: pd.DataFrame,
+    requested: pd.DataFrame,
+    in_review: pd.Series,
+    previous: pd.DataFrame | None = None,
+    touched: pd.Series | None = None,
+) -> pd.DataFrame:
     """Consensus rows with their item's status and lineage; items with votes but no consensus get one row.
 
     ``requested`` holds relabel requests (item_id, batch_id, sent_on) from the outbox ledger; an item is
@@ -299,21 +351,27 @@ def item_state(votes: pd.DataFrame, labels: pd.DataFrame, requested: pd.DataFram
         per_item = pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]).sort_index()
     else:
         per_item = lineage(votes)
-    last_request = requested.sort_values("sent_on").groupby("item_id")["batch_id"].last() if len(requested) else (
-        pd.Series(dtype=object))
+    last_request = (
+        requested.sort_values("sent_on").groupby("item_id")["batch_id"].last()
+        if len(requested)
+        else (pd.Series(dtype=object))
+    )
     per_item["requested_batch"] = last_request.reindex(per_item.index).astype(object)
     has_label = pd.Series(isin(per_item.index.to_series(), labels["item_id"]), index=per_item.index)
     answered = per_item["answered_batch"].notna() & (
-        per_item["requested_batch"].isna() | (per_item["answered_batch"] >= per_item["requested_batch"]))
+        per_item["requested_batch"].isna() | (per_item["answered_batch"] >= per_item["requested_batch"])
+    )
     requested_open = per_item["requested_batch"].notna() & ~answered
     index = per_item.index.to_series()
     reviewing = pd.Series(isin(index, in_review), index=per_item.index) & ~answered
     marked = waiting_for_relabel(votes).set_index("item_id")["needs_relabel"]
     per_item["needs_relabel"] = marked.reindex(per_item.index).astype(object)
     relabel = per_item["needs_relabel"].notna() & ~answered
-    per_item["status"] = np.select([requested_open, answered, relabel, reviewing, ~has_label],
-                                   ["relabel_requested", "answered", "needs_relabel", "in_review", "no_consensus"],
-                                   "labeled")
+    per_item["status"] = np.select(
+        [requested_open, answered, relabel, reviewing, ~has_label],
+        ["relabel_requested", "answered", "needs_relabel", "in_review", "no_consensus"],
+        "labeled",
+    )
     per_item = per_item.reset_index()
     # labels are sorted (consensus), per_item by item: a right merge keeps that order, so no sort is needed
     return labels.merge(per_item, on="item_id", how="right").reset_index(drop=True)
@@ -325,24 +383,36 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
     columns = ["batch_id", "sent_on", "sent", "honeypots", "answered", "waiting", "answered_in_snapshot"]
     if sent.empty:
         return pd.DataFrame(columns=columns)
-    per_item = items.drop_duplicates("item_id").set_index("item_id") if len(items) else pd.DataFrame(
-        columns=["answered_batch", "status"])
+    per_item = (
+        items.drop_duplicates("item_id").set_index("item_id")
+        if len(items)
+        else pd.DataFrame(columns=["answered_batch", "status"])
+    )
     honeypot = sent["reason"].astype(object).eq(HONEYPOT).to_numpy()
     answered_batch = sent["item_id"].map(per_item["answered_batch"]).astype(object)
     answered = (answered_batch.notna() & (answered_batch.fillna("") >= sent["batch_id"])).to_numpy() & ~honeypot
     waiting = sent["item_id"].map(per_item["status"]).eq("relabel_requested").to_numpy() & ~honeypot
     shown = isin(sent["item_id"], snapshot_items) if snapshot_items is not None else np.zeros(len(sent), bool)
-    table = pd.DataFrame({"batch_id": sent["batch_id"], "sent_on": sent["sent_on"], "sent": ~honeypot,
-                          "honeypots": honeypot, "answered": answered, "waiting": waiting,
-                          "answered_in_snapshot": answered & shown})
+    table = pd.DataFrame(
+        {
+            "batch_id": sent["batch_id"],
+            "sent_on": sent["sent_on"],
+            "sent": ~honeypot,
+            "honeypots": honeypot,
+            "answered": answered,
+            "waiting": waiting,
+            "answered_in_snapshot": answered & shown,
+        }
+    )
     return table.groupby(["batch_id", "sent_on"], as_index=False).sum()[columns]
 
 
 def last_labeled(items: pd.DataFrame) -> pd.DataFrame:
     """Each item of a state with the last day a judgment of it was delivered (``days`` ends with it)."""
     per_item = items.drop_duplicates("item_id")
-    return pd.DataFrame({"item_id": per_item["item_id"].to_numpy(),
-                         "export_date": per_item["days"].astype(str).str[-10:].to_numpy()})
+    return pd.DataFrame(
+        {"item_id": per_item["item_id"].to_numpy(), "export_date": per_item["days"].astype(str).str[-10:].to_numpy()}
+    )
 
 
 def current_labels(items: pd.DataFrame, *, since: str | None = None) -> pd.DataFrame:

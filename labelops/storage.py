@@ -202,14 +202,20 @@ class S3Store:
                 return response["Body"].read() if read_body else response
             except ClientError as error:
                 status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if status < 500 and error.response.get("Error", {}).get("Code") not in ("SlowDown", "Throttling", "RequestTimeout"):
+                if status < 500 and error.response.get("Error", {}).get("Code") not in (
+                    "SlowDown",
+                    "Throttling",
+                    "RequestTimeout",
+                ):
                     raise
                 failure = error
             except BotoCoreError as error:
                 failure = error
             if pause is None:
-                raise StorageUnavailableError(f"{self.url}/{key}: {operation} failed after {len(schedule)} attempts "
-                                              f"over {sum(S3_BACKOFF):g} s: {failure}") from None
+                raise StorageUnavailableError(
+                    f"{self.url}/{key}: {operation} failed after {len(schedule)} attempts "
+                    f"over {sum(S3_BACKOFF):g} s: {failure}"
+                ) from None
             time.sleep(pause)
 
     def _full(self, key: str) -> str:
@@ -246,7 +252,9 @@ class S3Store:
         return True
 
     def read_bytes(self, key: str) -> bytes:
-        return self._call("get_object", key, read_body=True, Key=self._full(key))  # a body cut off mid-stream is retried too
+        return self._call(
+            "get_object", key, read_body=True, Key=self._full(key)
+        )  # a body cut off mid-stream is retried too
 
     def read_tail(self, key: str, size: int) -> bytes:
         return self._call("get_object", key, read_body=True, Key=self._full(key), Range=f"bytes=-{size}")

@@ -72,8 +72,10 @@ def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) ->
     made_on = pd.to_datetime(out["annotated_at"], utc=True, errors="coerce").dt.strftime("%Y-%m-%d")
     made_on = made_on.astype(object).where(made_on.notna(), out["export_date"].astype(object))
     in_force = made_on.map({d: _in_force_or_none(guidelines, d) for d in made_on.dropna().unique()})
-    in_force = in_force.where(in_force.notna(), out["export_date"].map(
-        {d: _in_force_or_none(guidelines, d) for d in out["export_date"].dropna().unique()}))
+    in_force = in_force.where(
+        in_force.notna(),
+        out["export_date"].map({d: _in_force_or_none(guidelines, d) for d in out["export_date"].dropna().unique()}),
+    )
     keys = in_force.astype(object) + "\x1f" + out["label"].astype(object).fillna("")  # null without a version
     attributed = {key: guidelines.made_under(*key.split("\x1f", 1)) for key in keys.dropna().unique()}
     declared = out["guideline_version"].astype(object)
@@ -115,8 +117,12 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
 
     known = pd.Series(version).isin(list(guidelines.by_version)).to_numpy()
     taxonomy = {f"{g.version}\x1f{c}" for g in guidelines.by_version.values() for c in g.classes}
-    allowed = {f"{g.version}\x1f{c.name}\x1f{geo}" for g in guidelines.by_version.values()
-               for c in g.classes.values() for geo in c.geometry}
+    allowed = {
+        f"{g.version}\x1f{c.name}\x1f{geo}"
+        for g in guidelines.by_version.values()
+        for c in g.classes.values()
+        for geo in c.geometry
+    }
     in_taxonomy = key.isin(taxonomy).to_numpy()
     geometry_ok = (key + "\x1f" + pd.Series(kind)).isin(allowed).to_numpy()
 
@@ -127,8 +133,12 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
     finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(w) & np.isfinite(h)
     positive = finite & (w > 0) & (h > 0)
     with np.errstate(invalid="ignore"):
-        inside = (x >= -BORDER_TOLERANCE) & (y >= -BORDER_TOLERANCE) & (x + w <= width + BORDER_TOLERANCE) & (
-            y + h <= height + BORDER_TOLERANCE)
+        inside = (
+            (x >= -BORDER_TOLERANCE)
+            & (y >= -BORDER_TOLERANCE)
+            & (x + w <= width + BORDER_TOLERANCE)
+            & (y + h <= height + BORDER_TOLERANCE)
+        )
     size_known = np.isfinite(width) & np.isfinite(height)
     min_sizes = {f"{g.version}\x1f{c}": g.min_size(c) for g in guidelines.by_version.values() for c in g.classes}
     min_w = key.map({k: v[0] for k, v in min_sizes.items()}).to_numpy(dtype=float)
@@ -140,10 +150,18 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
     attributes = out["attributes"].astype(object).fillna("")
     single_part = ~attributes.str.contains('"polygon_parts"', regex=False).to_numpy()
     with np.errstate(invalid="ignore"):  # every point inside the box; a one-part polygon also fills it
-        within = (bounds[:, 0] >= x - BORDER_TOLERANCE) & (bounds[:, 1] >= y - BORDER_TOLERANCE) & (
-            bounds[:, 2] <= x + w + BORDER_TOLERANCE) & (bounds[:, 3] <= y + h + BORDER_TOLERANCE)
-        fills = (bounds[:, 0] <= x + BORDER_TOLERANCE) & (bounds[:, 1] <= y + BORDER_TOLERANCE) & (
-            bounds[:, 2] >= x + w - BORDER_TOLERANCE) & (bounds[:, 3] >= y + h - BORDER_TOLERANCE)
+        within = (
+            (bounds[:, 0] >= x - BORDER_TOLERANCE)
+            & (bounds[:, 1] >= y - BORDER_TOLERANCE)
+            & (bounds[:, 2] <= x + w + BORDER_TOLERANCE)
+            & (bounds[:, 3] <= y + h + BORDER_TOLERANCE)
+        )
+        fills = (
+            (bounds[:, 0] <= x + BORDER_TOLERANCE)
+            & (bounds[:, 1] <= y + BORDER_TOLERANCE)
+            & (bounds[:, 2] >= x + w - BORDER_TOLERANCE)
+            & (bounds[:, 3] >= y + h - BORDER_TOLERANCE)
+        )
     area = pd.to_numeric(attributes.str.extract(r'"area":(-?[0-9.eE+-]+)', expand=False), errors="coerce")
     closed = ~attributes.str.contains('"closed":false', regex=False).to_numpy()
 
@@ -151,10 +169,13 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
     future = (stamps > pd.Timestamp(now) + CLOCK_SKEW).to_numpy()
 
     rules = {
-        "annotation_id_first": _where(out["annotation_id"].notna().to_numpy(), ~out["annotation_id"].duplicated().to_numpy()),
+        "annotation_id_first": _where(
+            out["annotation_id"].notna().to_numpy(), ~out["annotation_id"].duplicated().to_numpy()
+        ),
         "not_duplicate": _where(np.ones(n, bool), out["duplicate_of"].isna().to_numpy()),
-        "source_ref_first": _where(out["duplicate_of"].isna().to_numpy(),
-                                   ~out[["source_file", "source_ref"]].duplicated().to_numpy()),
+        "source_ref_first": _where(
+            out["duplicate_of"].isna().to_numpy(), ~out[["source_file", "source_ref"]].duplicated().to_numpy()
+        ),
         "guideline_known": _where(np.ones(n, bool), known),
         "not_needs_relabel": _where(known, out["needs_relabel"].isna().to_numpy()),
         "label_in_taxonomy": _where(known & out["needs_relabel"].isna().to_numpy(), in_taxonomy),
@@ -204,10 +225,14 @@ def _polygon_facts(points: pd.Series, is_polygon: np.ndarray) -> tuple[np.ndarra
         rings = shapely.linearrings(coords, indices=ring_of_vertex)
         simple[index[ok]] = shapely.is_simple(rings)
         starts = np.concatenate([[0], np.cumsum(chosen.value_lengths().to_numpy() // 2)[:-1]])
-        bounds[index[ok]] = np.column_stack([
-            np.minimum.reduceat(coords[:, 0], starts), np.minimum.reduceat(coords[:, 1], starts),
-            np.maximum.reduceat(coords[:, 0], starts), np.maximum.reduceat(coords[:, 1], starts),
-        ])
+        bounds[index[ok]] = np.column_stack(
+            [
+                np.minimum.reduceat(coords[:, 0], starts),
+                np.minimum.reduceat(coords[:, 1], starts),
+                np.maximum.reduceat(coords[:, 0], starts),
+                np.maximum.reduceat(coords[:, 1], starts),
+            ]
+        )
     n_points[index[(lengths % 2) == 1]] = 0  # an odd coordinate count is not a polygon
     return n_points, simple, bounds
 
@@ -216,7 +241,9 @@ def _attribute_rule(frame: pd.DataFrame, guidelines: GuidelineSet, in_taxonomy: 
     """Declared attributes hold one of their declared values (undeclared attributes are free)."""
     declared = {
         (g.version, c.name, name): set(values)
-        for g in guidelines.by_version.values() for c in g.classes.values() for name, values in c.attributes.items()
+        for g in guidelines.by_version.values()
+        for c in g.classes.values()
+        for name, values in c.attributes.items()
     }
     n = len(frame)
     applies = np.zeros(n, dtype=bool)
@@ -253,7 +280,7 @@ def split_validated(frame: pd.DataFrame, failures: pd.DataFrame) -> tuple[pd.Dat
     keyed by row position (``row``), so a repeated annotation id cannot pull its
     first, valid occurrence into quarantine.
     """
-    columns = list(ANNOTATION_SCHEMA.names) + ["remapped_from", "needs_relabel"]
+    columns = [*list(ANNOTATION_SCHEMA.names), "remapped_from", "needs_relabel"]
     critical = failures[failures["severity"] == "critical"]
     warning = failures[failures["severity"] != "critical"]
     is_bad = np.zeros(len(frame), dtype=bool)

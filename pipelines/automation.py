@@ -2,9 +2,11 @@
 a re-materialized state day -> the later days folded again."""
 
 import hashlib
+import itertools
 import json
 import os
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 from dagster import (
@@ -34,20 +36,32 @@ RELABEL_SELECTION = [AssetKey("relabel_batch"), AssetKey("quality_report")]
 # Daily assets that fold into their own previous day (assets/state.py).
 STATE_ASSETS = [AssetKey("item_index"), AssetKey("label_votes"), AssetKey("label_state")]
 NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
-UNFINISHED_STATUSES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-                       DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
+UNFINISHED_STATUSES = (
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+)
 
 
-@schedule(cron_schedule="0 2 * * *", job_name="nightly_job", execution_timezone=NIGHTLY_TIMEZONE,
-          description="02:00 every night: the whole pipeline for the day that just ended.")
+@schedule(
+    cron_schedule="0 2 * * *",
+    job_name="nightly_job",
+    execution_timezone=NIGHTLY_TIMEZONE,
+    description="02:00 every night: the whole pipeline for the day that just ended.",
+)
 def nightly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return RunRequest(run_key=f"nightly-{day}", partition_key=day, tags={"labelops/trigger": "nightly"})
 
 
-@sensor(target=AssetSelection.assets(*RELABEL_SELECTION), minimum_interval_seconds=300,
-        description="When a day's production_drift shows dataset drift, request that day's relabel_batch (and the "
-        "day's quality report again, to show the batch), once.")
+@sensor(
+    target=AssetSelection.assets(*RELABEL_SELECTION),
+    minimum_interval_seconds=300,
+    description="When a day's production_drift shows dataset drift, request that day's relabel_batch (and the "
+    "day's quality report again, to show the batch), once.",
+)
 def drift_sensor(context: SensorEvaluationContext):
     after = int(context.cursor or 0)
     records = context.instance.fetch_materializations(
@@ -58,24 +72,37 @@ def drift_sensor(context: SensorEvaluationContext):
     requests = []
     for record in records:
         materialization = record.asset_materialization
+        if materialization is None:
+            continue
         drifted = materialization.metadata.get("dataset_drift")
         if drifted is not None and drifted.value and materialization.partition:
             day = materialization.partition
-            requests.append(RunRequest(run_key=f"relabel_batch-{day}", partition_key=day, asset_selection=RELABEL_SELECTION,
-                                       tags={"labelops/trigger": "drift"}))
+            requests.append(
+                RunRequest(
+                    run_key=f"relabel_batch-{day}",
+                    partition_key=day,
+                    asset_selection=RELABEL_SELECTION,
+                    tags={"labelops/trigger": "drift"},
+                )
+            )
     cursor = str(records[-1].storage_id)
     if not requests:
-        return SensorResult(skip_reason=SkipReason(f"no drift in {len(records)} new production_drift materialization(s)"), cursor=cursor)
+        return SensorResult(
+            skip_reason=SkipReason(f"no drift in {len(records)} new production_drift materialization(s)"), cursor=cursor
+        )
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
-@sensor(target=guideline_backfill.DAY_ASSETS | guideline_backfill.SNAPSHOT, minimum_interval_seconds=300,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="When the warehouse holds days computed under another guideline version than the one now in force "
-        "on them (a new version, or one changed), recompute exactly those days, in day order, through the dataset "
-        "snapshot (the last day's run publishes it). The days come from the versions the tables record, not from a "
-        "cursor: a version published before the sensor ran, or while it was stopped, is found all the same. "
-        "`make backfill ARGS=--dry-run` lists them.")
+@sensor(
+    target=guideline_backfill.DAY_ASSETS | guideline_backfill.SNAPSHOT,
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="When the warehouse holds days computed under another guideline version than the one now in force "
+    "on them (a new version, or one changed), recompute exactly those days, in day order, through the dataset "
+    "snapshot (the last day's run publishes it). The days come from the versions the tables record, not from a "
+    "cursor: a version published before the sensor ran, or while it was stopped, is found all the same. "
+    "`make backfill ARGS=--dry-run` lists them.",
+)
 def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesResource, storage: StorageResource):
     # the state folds day by day: while runs are active, a day may be half recomputed; look again when they are done
     active = context.instance.get_runs_count(RunsFilter(statuses=[*UNFINISHED_STATUSES]))
@@ -85,21 +112,30 @@ def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesRes
     if not stale:
         return SkipReason("every day's tables were computed under the guideline now in force on it")
     context.log.info(guideline_backfill.describe(stale))
+    assert context.repository_def is not None  # a sensor is always evaluated with its definitions
     graph = context.repository_def.asset_graph
     day_assets = sorted(guideline_backfill.DAY_ASSETS.resolve(graph))
     with_snapshot = sorted(guideline_backfill.DAY_ASSETS.resolve(graph) | guideline_backfill.SNAPSHOT.resolve(graph))
     curation = guideline_backfill.snapshot_run_config(storage.warehouse_store)
-    return [RunRequest(run_key=f"guideline-{s.in_force}-{s.day}-from-{'-'.join(sorted(set(s.recorded.values())))}",
-                       partition_key=s.day, tags={"labelops/trigger": f"guideline {s.in_force}"},
-                       asset_selection=with_snapshot if s is stale[-1] else day_assets,
-                       run_config=curation if s is stale[-1] else {})
-            for s in stale]
+    return [
+        RunRequest(
+            run_key=f"guideline-{s.in_force}-{s.day}-from-{'-'.join(sorted(set(s.recorded.values())))}",
+            partition_key=s.day,
+            tags={"labelops/trigger": f"guideline {s.in_force}"},
+            asset_selection=with_snapshot if s is stale[-1] else day_assets,
+            run_config=curation if s is stale[-1] else {},
+        )
+        for s in stale
+    ]
 
 
-@sensor(job_name="nightly_job", minimum_interval_seconds=120,
-        description="When a day's landing files (exports, items, production logs) are new or change, run that day's "
-        "nightly job — ingest and everything downstream — without waiting for the night. A day whose files are "
-        "still arriving (modified within the settle time) waits for a later tick.")
+@sensor(
+    job_name="nightly_job",
+    minimum_interval_seconds=120,
+    description="When a day's landing files (exports, items, production logs) are new or change, run that day's "
+    "nightly job — ingest and everything downstream — without waiting for the night. A day whose files are "
+    "still arriving (modified within the settle time) waits for a later tick.",
+)
 def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
     seen = json.loads(context.cursor) if context.cursor else {}
     settled_before = time.time() - storage.settle_seconds
@@ -116,46 +152,59 @@ def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
     for day, files in sorted(by_day.items()):
         fingerprint = _fingerprint(files)
         if seen.get(day) != fingerprint and day not in arriving:
-            requests.append(RunRequest(run_key=f"landing-{day}-{fingerprint}", partition_key=day,
-                                       tags={"labelops/trigger": "landing"}))
+            requests.append(
+                RunRequest(
+                    run_key=f"landing-{day}-{fingerprint}", partition_key=day, tags={"labelops/trigger": "landing"}
+                )
+            )
             seen[day] = fingerprint
     waiting = f"; still arriving: {', '.join(sorted(arriving))}" if arriving else ""
     if not requests:
-        return SensorResult(skip_reason=SkipReason(f"no new or changed landing files{waiting}"),
-                            cursor=json.dumps(seen, sort_keys=True))
+        return SensorResult(
+            skip_reason=SkipReason(f"no new or changed landing files{waiting}"), cursor=json.dumps(seen, sort_keys=True)
+        )
     if waiting:
         context.log.info(f"waiting for files{waiting}")
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 
 
-@sensor(target=AssetSelection.assets(*STATE_ASSETS, "dataset_snapshot"), minimum_interval_seconds=60,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="When a day of the label state is materialized again (a rerun, a late export, a backfill), fold "
-        "the later days again, one day per run and in day order, since each day folds into the one before; the "
-        "run for the latest day publishes a dataset snapshot from the corrected state.")
+@sensor(
+    target=AssetSelection.assets(*STATE_ASSETS, "dataset_snapshot"),
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="When a day of the label state is materialized again (a rerun, a late export, a backfill), fold "
+    "the later days again, one day per run and in day order, since each day folds into the one before; the "
+    "run for the latest day publishes a dataset snapshot from the corrected state.",
+)
 def state_sensor(context: SensorEvaluationContext):
     # A run writing a day of the state while its successor is folded would race it: wait until none is active.
     active = context.instance.get_runs_count(RunsFilter(statuses=[*UNFINISHED_STATUSES]))
     if active:
         return SkipReason(f"waiting for {active} queued or running run(s) to finish")
-    materialized = {key: context.instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION)
-                    for key in STATE_ASSETS}
+    materialized = {
+        key: context.instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION)
+        for key in STATE_ASSETS
+    }
     stale = first_stale_day(materialized)
     if stale is None:
         return SkipReason("every day of the label state folds into the current state of the day before")
     day, cause = stale
     latest = max(max(ids, default="") for ids in materialized.values())
     selection = [*STATE_ASSETS, AssetKey("dataset_snapshot")] if day == latest else STATE_ASSETS
-    return RunRequest(run_key=f"state-{day}-{cause}", partition_key=day, asset_selection=selection,
-                      tags={"labelops/trigger": "state catch-up"})
+    return RunRequest(
+        run_key=f"state-{day}-{cause}",
+        partition_key=day,
+        asset_selection=selection,
+        tags={"labelops/trigger": "state catch-up"},
+    )
 
 
-def first_stale_day(materialized: dict[AssetKey, dict[str, int]]) -> tuple[str, int] | None:
+def first_stale_day(materialized: Mapping[AssetKey, Mapping[str, int]]) -> tuple[str, int] | None:
     """The earliest day of the state materialized before the day it folds into was last materialized, with that
     day's latest storage id (a new change upstream gives a new run key); None when the state is current. Days
     some state asset was never materialized for (a run that failed half-way) are left to their own runs."""
     days = sorted(set.intersection(*(set(ids) for ids in materialized.values())))
-    for previous, day in zip(days, days[1:]):
+    for previous, day in itertools.pairwise(days):
         before = max(ids.get(previous, 0) for ids in materialized.values())
         if min(ids.get(day, 0) for ids in materialized.values()) < before:
             return day, before

@@ -17,13 +17,12 @@ from typing import Any
 # The demo writes its landing zone moments before the first run: nothing is still arriving.
 os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
 
-import pandas as pd  # noqa: E402
-from dagster import DagsterInstance, build_sensor_context, materialize  # noqa: E402
+import pandas as pd
+from dagster import DagsterInstance, build_sensor_context, materialize
 
-from labelops.demo import answer_tasks, days, seed_landing  # noqa: E402
-from pipelines.automation import drift_sensor  # noqa: E402
-from pipelines.definitions import defs  # noqa: E402
-
+from labelops.demo import answer_tasks, days, seed_landing
+from pipelines.automation import drift_sensor
+from pipelines.definitions import defs
 
 # Step-level debug logs stay in the instance (and the UI); the terminal gets a line per day.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -41,23 +40,33 @@ def main() -> int:
     print(f"seeded {storage.landing}: {seeded.counts}")
     instance = DagsterInstance.get()
     failed = run_nights(days(), instance, defs.resources, seeded.truth)
-    exports = materialize(list(defs.assets), selection=["snapshot_exports"], instance=instance,
-                          resources=defs.resources, run_config=QUIET)
+    exports = materialize(
+        list(defs.assets), selection=["snapshot_exports"], instance=instance, resources=defs.resources, run_config=QUIET
+    )
     version = exports.asset_materializations_for_node("snapshot_exports")[0].metadata["version"].value
     print(f"COCO and YOLO files of the latest snapshot: snapshots/{version}/export/ (snapshot_exports)")
     print(f"warehouse: {storage.warehouse}")
     return 1 if failed else 0
 
 
-def run_nights(nights: list[str], instance: DagsterInstance, resources: dict[str, Any], truth: pd.DataFrame) -> list[str]:
+def run_nights(
+    nights: list[str], instance: DagsterInstance, resources: dict[str, Any], truth: pd.DataFrame
+) -> list[str]:
     """Each night as the daemon would run it: the nightly job, the drift sensor's tick (a relabel batch for a
     drifted day), and the simulated reviewer's answers to that batch, delivered as a Label Studio export the
     next day. Returns the days whose run failed."""
     selection = list(defs.resolve_job_def("nightly_job").asset_layer.executable_asset_keys)
     failed, cursor = [], None
     for day in nights:
-        result = materialize(list(defs.assets), selection=selection, partition_key=day, instance=instance,
-                             resources=resources, raise_on_error=False, run_config=NIGHTLY)
+        result = materialize(
+            list(defs.assets),
+            selection=selection,
+            partition_key=day,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            run_config=NIGHTLY,
+        )
         checks = result.get_asset_check_evaluations()
         failing = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]
         print(
@@ -70,18 +79,28 @@ def run_nights(nights: list[str], instance: DagsterInstance, resources: dict[str
     return failed
 
 
-def _drift_tick(instance: DagsterInstance, resources: dict[str, Any], cursor: str | None, nights: list[str],
-                truth: pd.DataFrame) -> str | None:
+def _drift_tick(
+    instance: DagsterInstance, resources: dict[str, Any], cursor: str | None, nights: list[str], truth: pd.DataFrame
+) -> str | None:
     """What the daemon's drift sensor would do after the run: request relabel_batch for a drifted day; then the
     reviewer answers the batch the next day."""
     context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     result = drift_sensor.evaluate_tick(context)
     for request in result.run_requests or []:
-        run = materialize(list(defs.assets), selection=request.asset_selection, partition_key=request.partition_key,
-                          instance=instance, resources=resources, tags=request.tags, run_config=RELABEL)
+        run = materialize(
+            list(defs.assets),
+            selection=request.asset_selection,
+            partition_key=request.partition_key,
+            instance=instance,
+            resources=resources,
+            tags=request.tags,
+            run_config=RELABEL,
+        )
         batch = run.asset_materializations_for_node("relabel_batch")[0].metadata
-        print(f"  drift on {request.partition_key}: relabel_batch sent {batch['dagster/row_count'].value} items "
-              f"{batch['by_kind'].value} ({request.run_key})")
+        print(
+            f"  drift on {request.partition_key}: relabel_batch sent {batch['dagster/row_count'].value} items "
+            f"{batch['by_kind'].value} ({request.run_key})"
+        )
         _deliver_answers(resources, request.partition_key, nights, truth)
     return result.cursor or cursor
 

@@ -19,13 +19,15 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
-from dagster import AssetSelection, DagsterInstance, materialize
+from dagster import AssetsDefinition, AssetSelection, DagsterInstance, materialize
 
 from labelops import landing, snapshots
 from labelops.guidelines import GuidelineError, GuidelineSet
 from labelops.storage import Store
 from resources.io_manager import recorded_guideline
+from resources.storage import StorageResource
 
 # The daily assets a guideline change recomputes, and the snapshot the last day's run publishes.
 GUIDELINE_GROUPS = ("validate", "quality", "state", "coverage", "monitor", "reports")
@@ -80,8 +82,11 @@ def describe(stale: list[StaleDay]) -> str:
     if not stale:
         return "every day's tables were computed under the guideline now in force: nothing to backfill"
     lines = [f"{len(stale)} day(s) to recompute, in order, then a new dataset snapshot:"]
-    lines += [f"  {s.day}: in force {s.in_force}; computed under "
-              + ", ".join(f"{table} {version}" for table, version in sorted(s.recorded.items())) for s in stale]
+    lines += [
+        f"  {s.day}: in force {s.in_force}; computed under "
+        + ", ".join(f"{table} {version}" for table, version in sorted(s.recorded.items()))
+        for s in stale
+    ]
     return "\n".join(lines)
 
 
@@ -91,30 +96,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pipelines.definitions import defs
 
-    resources = dict(defs.resources)
-    store = resources["storage"].warehouse_store
+    resources: dict[str, Any] = dict(defs.resources or {})
+    storage: StorageResource = resources["storage"]
+    store = storage.warehouse_store
     stale = stale_days(store, resources["guidelines"].load())
     print(describe(stale))
     if args.dry_run or not stale:
         return 0
     # runs go to the instance the UI reads when DAGSTER_HOME is set (as `make` sets it), else to a throwaway one
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    assets = [a for a in defs.assets or [] if isinstance(a, AssetsDefinition)]
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     curation = snapshot_run_config(store)
-    for position, day in enumerate(s.day for s in stale):
-        last = position == len(stale) - 1
-        result = materialize(list(defs.assets), selection=DAY_ASSETS | SNAPSHOT if last else DAY_ASSETS,
-                             partition_key=day, instance=instance, resources=resources, raise_on_error=False,
-                             tags={"labelops/trigger": f"guideline backfill {stale[position].in_force}"},
-                             run_config={**quiet, **curation} if last else quiet)
-        print(f"{day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}")
+    version = None
+    for day in stale:
+        last = day is stale[-1]
+        result = materialize(
+            assets,
+            selection=DAY_ASSETS | SNAPSHOT if last else DAY_ASSETS,
+            partition_key=day.day,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            tags={"labelops/trigger": f"guideline backfill {day.in_force}"},
+            run_config={**quiet, **curation} if last else quiet,
+        )
+        print(f"{day.day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}")
         if not result.success:
-            print(f"stopped at {day}: the later days fold into it; fix the failure and run again", file=sys.stderr)
+            print(f"stopped at {day.day}: the later days fold into it; fix the failure and run again", file=sys.stderr)
             return 1
-    version = result.asset_materializations_for_node("dataset_snapshot")[0].metadata["version"].value
-    document = snapshots.manifest(store, version)
-    print(f"snapshot {version} (guideline {document['guideline_version']}, parent {document['parent_version']}): "
-          f"diff {document['diff_summary']}")
+        if last:
+            version = str(result.asset_materializations_for_node("dataset_snapshot")[0].metadata["version"].value)
+    document = snapshots.manifest(store, str(version))
+    print(
+        f"snapshot {version} (guideline {document['guideline_version']}, parent {document['parent_version']}): "
+        f"diff {document['diff_summary']}"
+    )
     return 0
 
 

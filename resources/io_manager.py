@@ -8,13 +8,14 @@ A daily asset returns ``{day: frame}`` for the days of its run (several in a
 single-run backfill) and gets one file per day. A daily input arrives as
 `DayTables`, a mapping of the days that exist to their tables, each read when it
 is used: a year of look-back costs a directory listing, not a year of tables in
-memory. A day never materialized is simply absent, so a fresh warehouse does not
+memory. Outside a run (``defs.load_asset_value(key, partition_key=day)``) a day
+loads as its DataFrame. A day never materialized is simply absent, so a fresh warehouse does not
 break ``--select '*' --partition DAY`` (see assets/partitioned.py).
 """
 
 import io
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -35,8 +36,13 @@ FOOTER_PROBE = 64 * 1024  # most footers fit: one read
 class DayTables(Mapping[str, pd.DataFrame]):
     """Days of a daily table that exist, in day order; a day's table is read on each access."""
 
-    def __init__(self, days: list[str], read: Callable[..., pd.DataFrame], keep: tuple[str, ...] | None = None,
-                 drop: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        days: list[str],
+        read: Callable[..., pd.DataFrame],
+        keep: tuple[str, ...] | None = None,
+        drop: frozenset[str] = frozenset(),
+    ) -> None:
         self._days, self._read, self._keep, self._drop = sorted(days), read, keep, drop
 
     def select(self, keep: Iterable[str] | None = None, drop: Iterable[str] = ()) -> "DayTables":
@@ -64,7 +70,7 @@ class ParquetIOManager(ConfigurableIOManager):
     storage: ResourceDependency[StorageResource]
 
     @staticmethod
-    def key(asset_path: list[str], partition: str | None) -> str:
+    def key(asset_path: Sequence[str], partition: str | None) -> str:
         return "/".join(["tables", *asset_path, f"{partition or UNPARTITIONED}.parquet"])
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame] | None) -> None:
@@ -87,8 +93,9 @@ class ParquetIOManager(ConfigurableIOManager):
             table = pa.Table.from_pandas(frame, preserve_index=False)
             version = guideline.get(partition) if isinstance(guideline, Mapping) else guideline  # one per day
             if version is not None:
-                table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                                       FOOTER_GUIDELINE: str(version).encode()})
+                table = table.replace_schema_metadata(
+                    {**(table.schema.metadata or {}), FOOTER_GUIDELINE: str(version).encode()}
+                )
             buffer = io.BytesIO()
             pq.write_table(table, buffer, compression="zstd")
             self.storage.warehouse_store.write_bytes(self.key(context.asset_key.path, partition), buffer.getvalue())
@@ -97,6 +104,10 @@ class ParquetIOManager(ConfigurableIOManager):
         path = context.asset_key.path
         if not context.has_asset_partitions:
             return self._read(self.key(path, None))
+        if not context.has_input_name:  # read from outside a run (defs.load_asset_value, a notebook): the table
+            return pd.concat(
+                [self._read(self.key(path, day)) for day in context.asset_partition_keys], ignore_index=True
+            )
         existing = set(self.storage.warehouse_store.list("/".join(["tables", *path])))
         days = [p for p in context.asset_partition_keys if self.key(path, p) in existing]
         return DayTables(days, lambda day, **columns: self._read(self.key(path, day), **columns))
@@ -115,6 +126,6 @@ def recorded_guideline(store: Store, key: str) -> str | None:
     if length + 8 > len(tail):
         tail = store.read_tail(key, length + 8)
     # the footer with the file's leading magic bytes is a file pyarrow reads the schema of
-    schema = pq.read_schema(pa.BufferReader(b"PAR1" + tail[-(length + 8):]))
+    schema = pq.read_schema(pa.BufferReader(b"PAR1" + tail[-(length + 8) :]))
     value = (schema.metadata or {}).get(FOOTER_GUIDELINE)
     return value.decode() if value is not None else None

@@ -27,18 +27,20 @@ class Settings:
     s3_endpoint_url: str | None
     config_dir: str
     start_date: str
+    end_date: str | None = None  # LABELOPS_END_DATE: the day after the last partition; unset, yesterday is the last
     settle_seconds: float = 0.0  # LABELOPS_SETTLE_SECONDS, 60 s when unset; 0 reads files at once
     suites_dir: str = str(PROJECT_ROOT / "expectations")
     annotator_ids: str = AS_DELIVERED
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         return cls(
             landing=_local_or_s3(os.environ.get("LABELOPS_LANDING", ".labelops/landing")),
             warehouse=_local_or_s3(os.environ.get("LABELOPS_WAREHOUSE", ".labelops/warehouse")),
             s3_endpoint_url=os.environ.get("LABELOPS_S3_ENDPOINT_URL") or None,
             config_dir=_local_or_s3(os.environ.get("LABELOPS_CONFIG", "config")),
             start_date=os.environ.get("LABELOPS_START_DATE", "2024-01-01"),
+            end_date=os.environ.get("LABELOPS_END_DATE") or None,
             settle_seconds=float(os.environ.get("LABELOPS_SETTLE_SECONDS", "60")),
             annotator_ids=annotator_ids_mode(os.environ),
         )

@@ -29,8 +29,9 @@ class StorageResource(ConfigurableResource):
 
     def read_policy(self) -> ReadPolicy:
         """Limits, and the cut-off for files still arriving, as of now."""
-        return ReadPolicy.settling(self.settle_seconds, max_file_bytes=self.max_file_bytes,
-                                   max_export_bytes=self.max_export_bytes)
+        return ReadPolicy.settling(
+            self.settle_seconds, max_file_bytes=self.max_file_bytes, max_export_bytes=self.max_export_bytes
+        )
 
     @cached_property
     def landing_store(self) -> Store:

@@ -13,8 +13,8 @@ import pytest
 # files still being uploaded is tested on its own, with its own setting).
 os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
 
-from labelops.demo import Seeded, seed_landing  # noqa: E402
-from labelops.storage import LocalStore, open_store  # noqa: E402
+from labelops.demo import Seeded, seed_landing
+from labelops.storage import LocalStore, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "data" / "real"
@@ -75,3 +75,37 @@ def copy_store(source: LocalStore, target_url: str, endpoint: str | None = None)
     target = open_store(target_url, endpoint_url=endpoint)
     for key in source.list():
         target.write_bytes(key, source.read_bytes(key))
+
+
+# A test is end-to-end (`-m e2e`; `make test-fast` leaves them out) when it drives real Dagster runs or real servers:
+# the fixtures below start or need them, and these modules run the rest (CLI subprocesses, PostgreSQL, Chromium,
+# Label Studio, killed runs).
+E2E_FIXTURES = {"demo_landing", "demo_seeded", "s3_endpoint", "s3_bucket"}
+E2E_MODULES = {
+    "test_postgres",
+    "test_ui",
+    "test_label_studio_e2e",
+    "test_reliability",
+    "test_backfill",
+    "test_ingest_assets",
+    "test_validation_assets",
+    "test_quality_assets",
+    "test_state_days",
+    "test_demo_loop",
+    "test_guideline_change",
+    "test_automation",
+    "test_privacy",
+    "test_corpus",
+    "test_field_exports",
+    "test_reports",
+    "test_outbox",
+    "test_coverage",
+    "test_drift",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__ if item.module is not None else ""
+        if module in E2E_MODULES or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

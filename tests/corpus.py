@@ -26,7 +26,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -182,14 +182,15 @@ def redeliver(corpus: Corpus, key: str, new_key: str) -> dict[str, bytes]:
     if key in corpus.files:
         return {new_key: corpus.files[key]}
     prefix = key + "/"
-    return {new_key + k[len(key):]: data for k, data in corpus.files.items() if k.startswith(prefix)}
+    return {new_key + k[len(key) :]: data for k, data in corpus.files.items() if k.startswith(prefix)}
 
 
 # --- truth -----------------------------------------------------------------------------------------------------
 
 
-def _truth_item(rng: np.random.Generator, spec: CaseSpec, n: int, classes: dict[str, list[str]],
-                guideline: Guideline) -> _Item:
+def _truth_item(
+    rng: np.random.Generator, spec: CaseSpec, n: int, classes: dict[str, list[str]], guideline: Guideline
+) -> _Item:
     width, height = SIZES[int(rng.integers(len(SIZES)))]
     objects = []
     if classes["classification"]:
@@ -226,12 +227,18 @@ class _Work:
         return out
 
 
-def _work(rng: np.random.Generator, spec: CaseSpec, fmt: str, items: list[_Item], kinds: tuple[str, ...],
-          classes: dict[str, list[str]]) -> _Work:
+def _work(
+    rng: np.random.Generator,
+    spec: CaseSpec,
+    fmt: str,
+    items: list[_Item],
+    kinds: tuple[str, ...],
+    classes: dict[str, list[str]],
+) -> _Work:
     n_people = 1 if fmt == "yolo" else spec.n_annotators  # YOLO carries no annotator
     annotators = [f"{fmt}-{k}" for k in range(n_people)]
     eligible = [i for i in items if any(o.kind in kinds for o in i.truth)]
-    take = max(1, int(round(len(eligible) * rng.uniform(0.6, 1.0))))
+    take = max(1, round(len(eligible) * rng.uniform(0.6, 1.0)))
     chosen = sorted(rng.choice(len(eligible), size=min(take, len(eligible)), replace=False).tolist())
     labels: dict[tuple[str, str], list[_Object]] = {}
     for index in chosen:
@@ -242,8 +249,9 @@ def _work(rng: np.random.Generator, spec: CaseSpec, fmt: str, items: list[_Item]
     return _Work([eligible[i] for i in chosen], annotators, labels)
 
 
-def _annotate(rng: np.random.Generator, item: _Item, kinds: tuple[str, ...],
-              classes: dict[str, list[str]]) -> list[_Object]:
+def _annotate(
+    rng: np.random.Generator, item: _Item, kinds: tuple[str, ...], classes: dict[str, list[str]]
+) -> list[_Object]:
     """One annotator's version of the truth: a few misses and wrong labels, geometry jittered by a pixel or two."""
     out = []
     for truth in item.truth:
@@ -270,7 +278,7 @@ def _judgment(item_id: str, annotator: str, obj: _Object) -> dict[str, str]:
 
 
 def _stamp(day: str, rng: np.random.Generator, *, before_hours: float = 6.0) -> datetime:
-    base = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) - timedelta(hours=before_hours)
+    base = datetime.fromisoformat(day).replace(tzinfo=UTC) - timedelta(hours=before_hours)
     return base + timedelta(seconds=int(rng.integers(0, 5 * 3600)), microseconds=int(rng.integers(0, 1_000_000)))
 
 
@@ -285,25 +293,64 @@ def _ls_result(rng: np.random.Generator, item: _Item, obj: _Object) -> list[dict
     """One object as Label Studio results (percent coordinates); a box may bring a per-region choice."""
     rid = "".join(rng.choice(list("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ0123456789_-"), 10))
     if obj.kind == "classification":
-        return [{"id": rid, "type": "choices", "from_name": "scene", "to_name": "image", "origin": "manual",
-                 "value": {"choices": [obj.label]}}]
-    geometry = {"id": rid, "from_name": "objects" if obj.kind == "bbox" else "areas", "to_name": "image",
-                "original_width": item.width, "original_height": item.height, "image_rotation": 0, "origin": "manual"}
+        return [
+            {
+                "id": rid,
+                "type": "choices",
+                "from_name": "scene",
+                "to_name": "image",
+                "origin": "manual",
+                "value": {"choices": [obj.label]},
+            }
+        ]
+    geometry = {
+        "id": rid,
+        "from_name": "objects" if obj.kind == "bbox" else "areas",
+        "to_name": "image",
+        "original_width": item.width,
+        "original_height": item.height,
+        "image_rotation": 0,
+        "origin": "manual",
+    }
     if obj.kind == "bbox":
         x, y, w, h = obj.box
         sx, sy = 100.0 / item.width, 100.0 / item.height
-        region = {**geometry, "type": "rectanglelabels",
-                  "value": {"x": x * sx, "y": y * sy, "width": w * sx, "height": h * sy, "rotation": 0,
-                            "rectanglelabels": [obj.label]}}
+        region = {
+            **geometry,
+            "type": "rectanglelabels",
+            "value": {
+                "x": x * sx,
+                "y": y * sy,
+                "width": w * sx,
+                "height": h * sy,
+                "rotation": 0,
+                "rectanglelabels": [obj.label],
+            },
+        }
         if rng.random() < 0.3:  # a per-region attribute: folded into the box's attributes, not a label of its own
-            detail = {**geometry, "type": "textarea", "from_name": "plate",
-                      "value": {"x": x * sx, "y": y * sy, "width": w * sx, "height": h * sy, "rotation": 0,
-                                "text": ["partly hidden"]}}
+            detail = {
+                **geometry,
+                "type": "textarea",
+                "from_name": "plate",
+                "value": {
+                    "x": x * sx,
+                    "y": y * sy,
+                    "width": w * sx,
+                    "height": h * sy,
+                    "rotation": 0,
+                    "text": ["partly hidden"],
+                },
+            }
             return [region, detail]
         return [region]
     pairs = np.asarray(obj.points).reshape(-1, 2) * [100.0 / item.width, 100.0 / item.height]
-    return [{**geometry, "type": "polygonlabels",
-             "value": {"points": pairs.tolist(), "closed": True, "polygonlabels": [obj.label]}}]
+    return [
+        {
+            **geometry,
+            "type": "polygonlabels",
+            "value": {"points": pairs.tolist(), "closed": True, "polygonlabels": [obj.label]},
+        }
+    ]
 
 
 def _ls_user(spec: CaseSpec, number: int) -> tuple[object, str]:
@@ -314,15 +361,20 @@ def _ls_user(spec: CaseSpec, number: int) -> tuple[object, str]:
     return {"id": number, "email": email, "first_name": f"Labeler{number}", "last_name": ""}, email
 
 
-def label_studio(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...],
-                 classes: dict[str, list[str]]) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
+def label_studio(
+    rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...], classes: dict[str, list[str]]
+) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
     key = f"exports/{spec.day}/project-7-at-{spec.day}-18-02-{spec.seed % 100:02d}.json"
     truth = FileTruth(key, "label_studio")
     labels: list[dict[str, str]] = []
     users = {a: 11 + n for n, a in enumerate(work.annotators)}
     tasks: list[dict] = []
-    updates = {"none": [], "later_first": ["later_first"], "later_last": ["later_last"],
-               "both": ["later_first", "later_last"]}[spec.updated]
+    updates = {
+        "none": [],
+        "later_first": ["later_first"],
+        "later_last": ["later_last"],
+        "both": ["later_first", "later_last"],
+    }[spec.updated]
     annotation_id = 1000
     for t_id, (item, done) in enumerate(work.by_item(), start=1):
         annotations: list[dict] = []
@@ -331,18 +383,38 @@ def label_studio(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: t
             who, expected = _ls_user(spec, users[annotator])
             results = [r for o in objects for r in _ls_result(rng, item, o)]
             if spec.other_records and rng.random() < 0.15:  # a free-text note on the task: not a label
-                results.append({"id": f"note{annotation_id}", "type": "textarea", "from_name": "notes",
-                                "to_name": "image", "origin": "manual", "value": {"text": ["glare on the lens"]}})
+                results.append(
+                    {
+                        "id": f"note{annotation_id}",
+                        "type": "textarea",
+                        "from_name": "notes",
+                        "to_name": "image",
+                        "origin": "manual",
+                        "value": {"text": ["glare on the lens"]},
+                    }
+                )
                 truth.other += 1
             created = _stamp(spec.day, rng)
-            annotations.append({
-                "id": annotation_id, "completed_by": who, "result": results, "was_cancelled": False,
-                "ground_truth": False, "created_at": _iso_z(created),
-                "updated_at": _iso_z(created + timedelta(minutes=int(rng.integers(0, 90)))),
-                "draft_created_at": None, "lead_time": round(float(rng.uniform(5, 120)), 3), "prediction": {},
-                "result_count": len(results), "task": t_id, "project": 7, "parent_prediction": None,
-                "parent_annotation": None, "last_action": None,
-            })
+            annotations.append(
+                {
+                    "id": annotation_id,
+                    "completed_by": who,
+                    "result": results,
+                    "was_cancelled": False,
+                    "ground_truth": False,
+                    "created_at": _iso_z(created),
+                    "updated_at": _iso_z(created + timedelta(minutes=int(rng.integers(0, 90)))),
+                    "draft_created_at": None,
+                    "lead_time": round(float(rng.uniform(5, 120)), 3),
+                    "prediction": {},
+                    "result_count": len(results),
+                    "task": t_id,
+                    "project": 7,
+                    "parent_prediction": None,
+                    "parent_annotation": None,
+                    "last_action": None,
+                }
+            )
             truth.rows += len(objects)
             labels.extend(_judgment(item.item_id, expected, o) for o in objects)
         for order in list(updates):  # the first annotations with labels get a stale copy of themselves
@@ -360,30 +432,65 @@ def label_studio(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: t
             who, _ = _ls_user(spec, 90 + int(rng.integers(0, 3)))
             result = [] if rng.random() < 0.5 else _ls_result(rng, item, next(o for o in item.truth))[:1]
             created = _stamp(spec.day, rng)
-            annotations.append({"id": annotation_id, "completed_by": who, "result": result, "was_cancelled": True,
-                                "ground_truth": False, "created_at": _iso_z(created), "updated_at": _iso_z(created),
-                                "lead_time": 2.5, "task": t_id, "project": 7})
+            annotations.append(
+                {
+                    "id": annotation_id,
+                    "completed_by": who,
+                    "result": result,
+                    "was_cancelled": True,
+                    "ground_truth": False,
+                    "created_at": _iso_z(created),
+                    "updated_at": _iso_z(created),
+                    "lead_time": 2.5,
+                    "task": t_id,
+                    "project": 7,
+                }
+            )
             truth.cancelled += 1
         predictions = []
         if spec.predictions and rng.random() < 0.7:
             for p in range(int(rng.integers(1, 3))):
                 model = [o for o in item.truth if o.kind in kinds][: int(rng.integers(1, 4))]
-                predictions.append({"id": t_id * 10 + p, "model_version": f"detector-2024.{p + 5}",
-                                    "created_ago": "2 hours",
-                                    "result": [r for o in model for r in _ls_result(rng, item, o)[:1]],
-                                    "score": round(float(rng.uniform(0.3, 0.99)), 4), "cluster": None,
-                                    "neighbors": None, "mislabeling": 0, "task": t_id, "project": 7})
+                predictions.append(
+                    {
+                        "id": t_id * 10 + p,
+                        "model_version": f"detector-2024.{p + 5}",
+                        "created_ago": "2 hours",
+                        "result": [r for o in model for r in _ls_result(rng, item, o)[:1]],
+                        "score": round(float(rng.uniform(0.3, 0.99)), 4),
+                        "cluster": None,
+                        "neighbors": None,
+                        "mislabeling": 0,
+                        "task": t_id,
+                        "project": 7,
+                    }
+                )
             truth.predictions += len(predictions)
         for a in annotations:
             a.pop("_versioned", None)
-        tasks.append({"id": t_id, "data": _ls_data(rng, item), "annotations": annotations, "predictions": predictions,
-                      "drafts": [], "meta": {}, "created_at": _iso_z(_stamp(spec.day, rng, before_hours=30)),
-                      "updated_at": _iso_z(_stamp(spec.day, rng)), "inner_id": t_id,
-                      "total_annotations": len(annotations),
-                      "cancelled_annotations": sum(a["was_cancelled"] for a in annotations),
-                      "total_predictions": len(predictions), "comment_count": 0, "unresolved_comment_count": 0,
-                      "last_comment_updated_at": None, "project": 7, "updated_by": None, "file_upload": None,
-                      "comment_authors": []})
+        tasks.append(
+            {
+                "id": t_id,
+                "data": _ls_data(rng, item),
+                "annotations": annotations,
+                "predictions": predictions,
+                "drafts": [],
+                "meta": {},
+                "created_at": _iso_z(_stamp(spec.day, rng, before_hours=30)),
+                "updated_at": _iso_z(_stamp(spec.day, rng)),
+                "inner_id": t_id,
+                "total_annotations": len(annotations),
+                "cancelled_annotations": sum(a["was_cancelled"] for a in annotations),
+                "total_predictions": len(predictions),
+                "comment_count": 0,
+                "unresolved_comment_count": 0,
+                "last_comment_updated_at": None,
+                "project": 7,
+                "updated_by": None,
+                "file_upload": None,
+                "comment_authors": [],
+            }
+        )
     return {key: json.dumps(tasks, indent=1).encode()}, truth, labels
 
 
@@ -418,8 +525,9 @@ def _ls_data(rng: np.random.Generator, item: _Item) -> dict:
 # --- COCO ------------------------------------------------------------------------------------------------------
 
 
-def coco(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...],
-         classes: dict[str, list[str]]) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
+def coco(
+    rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...], classes: dict[str, list[str]]
+) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
     key = f"exports/{spec.day}/instances_vendor_b.json"
     truth = FileTruth(key, "coco")
     labels: list[dict[str, str]] = []
@@ -431,13 +539,25 @@ def coco(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str
     drop_segmentation = rng.random() < 0.5  # box-only COCO files often omit the key entirely
     images, annotations = [], []
     for image_id, (item, done) in enumerate(work.by_item(), start=1):
-        images.append({"id": image_id, "file_name": f"images/{item.item_id}.jpg", "width": item.width,
-                       "height": item.height, "license": 1, "date_captured": f"{spec.day} 08:00:00"})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": f"images/{item.item_id}.jpg",
+                "width": item.width,
+                "height": item.height,
+                "license": 1,
+                "date_captured": f"{spec.day} 08:00:00",
+            }
+        )
         for annotator, objects in done:
             who = f"{annotator}@vendor-b.example" if per_annotation else contributor
             for obj in objects:
-                record: dict = {"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category_ids[obj.label], "iscrowd": 0}
+                record: dict = {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_ids[obj.label],
+                    "iscrowd": 0,
+                }
                 if obj.kind == "bbox":
                     x, y, w, h = obj.box
                     record.update(bbox=[round(v, 2) for v in (x, y, w, h)], area=round(w * h, 2))
@@ -446,18 +566,29 @@ def coco(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str
                 else:
                     pts = np.asarray(obj.points).reshape(-1, 2)
                     (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-                    record.update(bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-                                  segmentation=[[round(p, 2) for p in obj.points]],
-                                  area=round(float((x1 - x0) * (y1 - y0)) * 0.9, 2))
+                    record.update(
+                        bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                        segmentation=[[round(p, 2) for p in obj.points]],
+                        area=round(float((x1 - x0) * (y1 - y0)) * 0.9, 2),
+                    )
                 if per_annotation:
                     record["annotator_id"] = who
                 annotations.append(record)
                 labels.append(_judgment(item.item_id, who, obj))
     truth.rows = len(annotations)
-    document = {"info": {"description": "driving scenes, vendor B", "contributor": contributor, "version": "1.0",
-                         "year": int(spec.day[:4]), "date_created": spec.day},
-                "licenses": [{"id": 1, "name": "internal", "url": ""}],
-                "images": images, "annotations": annotations, "categories": categories}
+    document = {
+        "info": {
+            "description": "driving scenes, vendor B",
+            "contributor": contributor,
+            "version": "1.0",
+            "year": int(spec.day[:4]),
+            "date_created": spec.day,
+        },
+        "licenses": [{"id": 1, "name": "internal", "url": ""}],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
     return {key: json.dumps(document).encode()}, truth, labels
 
 
@@ -467,16 +598,18 @@ def coco(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str
 def _cvat_labels(classes: dict[str, list[str]], kinds: tuple[str, ...]) -> list[str]:
     types = {"classification": "tag", "bbox": "rectangle", "polygon": "polygon"}
     lines = ["<labels>"]
-    for kind in kinds:
-        for name in classes[kind]:
-            lines.append(f"<label><name>{name}</name><color>#33ddff</color><type>{types[kind]}</type>"
-                         "<attributes></attributes></label>")
+    lines += [
+        f"<label><name>{name}</name><color>#33ddff</color><type>{types[kind]}</type><attributes></attributes></label>"
+        for kind in kinds
+        for name in classes[kind]
+    ]
     lines.append("</labels>")
     return lines
 
 
-def cvat(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...],
-         classes: dict[str, list[str]]) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
+def cvat(
+    rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...], classes: dict[str, list[str]]
+) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
     key = f"exports/{spec.day}/annotations_cvat.xml"
     truth = FileTruth(key, "cvat")
     labels: list[dict[str, str]] = []
@@ -489,19 +622,28 @@ def cvat(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str
     def task(annotator: str) -> list[str]:
         assignee = "" if owner_only else f"<assignee><username>{people[annotator]}</username><email></email></assignee>"
         owner = "lead" if not owner_only else people[annotator]
-        return [f"<task><id>{task_ids[annotator]}</id><name>drive {spec.day} {annotator}</name>",
-                f"<size>{len(work.items)}</size><mode>annotation</mode><overlap>0</overlap><bugtracker></bugtracker>",
-                f"<created>{spec.day} 06:00:00.000000+00:00</created><updated>{updated}</updated>",
-                "<subset>default</subset><start_frame>0</start_frame>",
-                f"<stop_frame>{len(work.items) - 1}</stop_frame><frame_filter></frame_filter>",
-                f"<owner><username>{owner}</username><email></email></owner>{assignee}",
-                *([] if project else _cvat_labels(classes, kinds)), "</task>"]
+        return [
+            f"<task><id>{task_ids[annotator]}</id><name>drive {spec.day} {annotator}</name>",
+            f"<size>{len(work.items)}</size><mode>annotation</mode><overlap>0</overlap><bugtracker></bugtracker>",
+            f"<created>{spec.day} 06:00:00.000000+00:00</created><updated>{updated}</updated>",
+            "<subset>default</subset><start_frame>0</start_frame>",
+            f"<stop_frame>{len(work.items) - 1}</stop_frame><frame_filter></frame_filter>",
+            f"<owner><username>{owner}</username><email></email></owner>{assignee}",
+            *([] if project else _cvat_labels(classes, kinds)),
+            "</task>",
+        ]
 
     lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>", "  <meta>"]
     if project:
-        lines += ["<project><id>12</id><name>driving</name>", f"<created>{spec.day} 05:00:00+00:00</created>",
-                  f"<updated>{updated}</updated>", "<owner><username>lead</username><email></email></owner>",
-                  "<assignee></assignee>", *_cvat_labels(classes, kinds), "<tasks>"]
+        lines += [
+            "<project><id>12</id><name>driving</name>",
+            f"<created>{spec.day} 05:00:00+00:00</created>",
+            f"<updated>{updated}</updated>",
+            "<owner><username>lead</username><email></email></owner>",
+            "<assignee></assignee>",
+            *_cvat_labels(classes, kinds),
+            "<tasks>",
+        ]
         for annotator in work.annotators:
             lines += task(annotator)
         lines += ["</tasks>", "</project>"]
@@ -512,18 +654,24 @@ def cvat(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str
     for item, done in work.by_item():
         for annotator, objects in done:
             task_attr = f' task_id="{task_ids[annotator]}" subset="default"' if project else ""
-            lines.append(f'  <image id="{image_id}" name="{item.item_id}.jpg" width="{item.width}" '
-                         f'height="{item.height}"{task_attr}>')
+            lines.append(
+                f'  <image id="{image_id}" name="{item.item_id}.jpg" width="{item.width}" '
+                f'height="{item.height}"{task_attr}>'
+            )
             image_id += 1
             for obj in objects:
                 lines.append("    " + _cvat_shape(rng, obj))
                 labels.append(_judgment(item.item_id, people[annotator], obj))
             if spec.other_records and rng.random() < 0.2:
                 x0, y0 = item.width * 0.1, item.height * 0.9
-                lines.append(f'    <polyline label={quoteattr(classes["bbox"][0])} source="manual" occluded="0" '
-                             f'points="{x0:.2f},{y0:.2f};{x0 + 80:.2f},{y0 - 20:.2f}" z_order="0"></polyline>')
-                lines.append(f'    <points label={quoteattr(classes["bbox"][0])} source="manual" occluded="0" '
-                             f'points="{x0:.2f},{y0:.2f}" z_order="0"></points>')
+                lines.append(
+                    f'    <polyline label={quoteattr(classes["bbox"][0])} source="manual" occluded="0" '
+                    f'points="{x0:.2f},{y0:.2f};{x0 + 80:.2f},{y0 - 20:.2f}" z_order="0"></polyline>'
+                )
+                lines.append(
+                    f'    <points label={quoteattr(classes["bbox"][0])} source="manual" occluded="0" '
+                    f'points="{x0:.2f},{y0:.2f}" z_order="0"></points>'
+                )
                 truth.other += 2
             lines.append("  </image>")
             truth.rows += len(objects)
@@ -537,8 +685,10 @@ def _cvat_shape(rng: np.random.Generator, obj: _Object) -> str:
     occluded = int(rng.random() < 0.2)
     if obj.kind == "bbox":
         x, y, w, h = obj.box
-        return (f'<box label={quoteattr(obj.label)} source="manual" occluded="{occluded}" xtl="{x:.2f}" '
-                f'ytl="{y:.2f}" xbr="{x + w:.2f}" ybr="{y + h:.2f}" z_order="0"></box>')
+        return (
+            f'<box label={quoteattr(obj.label)} source="manual" occluded="{occluded}" xtl="{x:.2f}" '
+            f'ytl="{y:.2f}" xbr="{x + w:.2f}" ybr="{y + h:.2f}" z_order="0"></box>'
+        )
     pts = ";".join(f"{x:.2f},{y:.2f}" for x, y in np.asarray(obj.points).reshape(-1, 2))
     return f'<polygon label={quoteattr(obj.label)} source="manual" occluded="0" points="{pts}" z_order="0"></polygon>'
 
@@ -546,8 +696,9 @@ def _cvat_shape(rng: np.random.Generator, obj: _Object) -> str:
 # --- YOLO ------------------------------------------------------------------------------------------------------
 
 
-def yolo(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...],
-         classes: dict[str, list[str]]) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
+def yolo(
+    rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...], classes: dict[str, list[str]]
+) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
     names = classes["bbox"] + classes["polygon"]
     darknet = spec.yolo_class_list == "obj.names"
     members: dict[str, bytes] = {spec.yolo_class_list: ("\n".join(names) + "\n").encode()}
@@ -584,8 +735,10 @@ def yolo(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str
 def _yolo_line(item: _Item, obj: _Object, class_id: int) -> str:
     if obj.kind == "bbox":
         x, y, w, h = obj.box
-        return (f"{class_id} {(x + w / 2) / item.width:.6f} {(y + h / 2) / item.height:.6f} "
-                f"{w / item.width:.6f} {h / item.height:.6f}")
+        return (
+            f"{class_id} {(x + w / 2) / item.width:.6f} {(y + h / 2) / item.height:.6f} "
+            f"{w / item.width:.6f} {h / item.height:.6f}"
+        )
     pts = np.asarray(obj.points).reshape(-1, 2) / [item.width, item.height]
     return f"{class_id} " + " ".join(f"{v:.6f}" for v in pts.ravel())
 
@@ -593,8 +746,9 @@ def _yolo_line(item: _Item, obj: _Object, class_id: int) -> str:
 # --- long table ------------------------------------------------------------------------------------------------
 
 
-def table(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...],
-          classes: dict[str, list[str]]) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
+def table(
+    rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[str, ...], classes: dict[str, list[str]]
+) -> tuple[dict[str, bytes], FileTruth, list[dict[str, str]]]:
     key = f"exports/{spec.day}/crowd_judgments.csv"
     crowd_names = rng.random() < 0.5  # a crowd platform's column names instead of the canonical ones
     header = ["image_id", "worker_id", "answer"] if crowd_names else ["item_id", "annotator_id", "label"]
@@ -604,11 +758,19 @@ def table(rng: np.random.Generator, spec: CaseSpec, work: _Work, kinds: tuple[st
         for annotator, objects in done:
             who = annotator.replace("table-", "w")
             for obj in objects:
-                row: dict[str, object] = {header[0]: item.item_id, header[1]: who, header[2]: obj.label,
-                                          "x": "", "y": "", "w": "", "h": "",
-                                          "annotated_at": _iso_z(_stamp(spec.day, rng)), "batch": "b7"}
+                row: dict[str, object] = {
+                    header[0]: item.item_id,
+                    header[1]: who,
+                    header[2]: obj.label,
+                    "x": "",
+                    "y": "",
+                    "w": "",
+                    "h": "",
+                    "annotated_at": _iso_z(_stamp(spec.day, rng)),
+                    "batch": "b7",
+                }
                 if obj.kind == "bbox":
-                    row.update(zip("xywh", (round(v, 2) for v in obj.box)))
+                    row.update(zip("xywh", (round(v, 2) for v in obj.box), strict=True))
                 rows.append(row)
                 labels.append(_judgment(item.item_id, who, obj))
     frame = pd.DataFrame(rows, columns=[*header, "x", "y", "w", "h", "annotated_at", "batch"])
@@ -623,18 +785,20 @@ WRITERS = {"label_studio": label_studio, "coco": coco, "cvat": cvat, "yolo": yol
 
 def _catalog(rng: np.random.Generator, spec: CaseSpec, items: list[_Item]) -> pd.DataFrame:
     n = len(items)
-    return pd.DataFrame({
-        "item_id": [i.item_id for i in items],
-        "uri": [f"s3://fleet-camera/raw/{i.item_id}.jpg" for i in items],
-        "width": [i.width for i in items],
-        "height": [i.height for i in items],
-        "captured_at": [_iso_z(_stamp(spec.day, rng, before_hours=20)) for _ in items],
-        "lighting": rng.choice(["day", "dusk", "night"], n).tolist(),
-        "weather": rng.choice(["clear", "rain"], n).tolist(),
-        "device": rng.choice(["cam-a", "cam-b"], n).tolist(),
-        "region": rng.choice(["north", "south"], n).tolist(),
-        "session_id": [f"sess-{spec.seed % 1000:03d}-{k // 4:02d}" for k in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "item_id": [i.item_id for i in items],
+            "uri": [f"s3://fleet-camera/raw/{i.item_id}.jpg" for i in items],
+            "width": [i.width for i in items],
+            "height": [i.height for i in items],
+            "captured_at": [_iso_z(_stamp(spec.day, rng, before_hours=20)) for _ in items],
+            "lighting": rng.choice(["day", "dusk", "night"], n).tolist(),
+            "weather": rng.choice(["clear", "rain"], n).tolist(),
+            "device": rng.choice(["cam-a", "cam-b"], n).tolist(),
+            "region": rng.choice(["north", "south"], n).tolist(),
+            "session_id": [f"sess-{spec.seed % 1000:03d}-{k // 4:02d}" for k in range(n)],
+        }
+    )
 
 
 # --- hypothesis ------------------------------------------------------------------------------------------------

@@ -12,8 +12,12 @@ REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 
 def snow(task: str) -> tuple[pd.DataFrame, pd.Series]:
     """Snow et al. (2008) RTE / TEMP / WSD judgments with the expert gold labels."""
-    data = pd.read_csv(REAL / f"bayesian_combination_tutorial2/all_collected_data/{task}.standardized.tsv", sep="\t", dtype=str)
-    frame = pd.DataFrame({"item_id": data["orig_id"], "annotator_id": data["!amt_worker_ids"], "label": data["response"]})
+    data = pd.read_csv(
+        REAL / f"bayesian_combination_tutorial2/all_collected_data/{task}.standardized.tsv", sep="\t", dtype=str
+    )
+    frame = pd.DataFrame(
+        {"item_id": data["orig_id"], "annotator_id": data["!amt_worker_ids"], "label": data["response"]}
+    )
     gold = data.drop_duplicates("orig_id").set_index("orig_id")["gold"]
     return frame, gold
 
@@ -33,10 +37,29 @@ def kscgr(inclusive: bool = False) -> pd.DataFrame:
     """The two KSCGR annotators' boxes (x, y, w, h in pixels), one item per video frame."""
     frames = []
     for name in ("annotator_1", "annotator_2"):
-        data = pd.read_csv(REAL / f"dataset-annotation/KSCGR/agreement/{name}.txt", sep="\t", skiprows=1, header=None,
-                           names=["frame", "label", "points", "box_id", "path"], dtype=str)
-        data = data[data["points"].str.fullmatch(r"\(\d+,\d+,\d+,\d+\)", na=False)]  # drops the '---' / 'Modified on' trailer
+        data = pd.read_csv(
+            REAL / f"dataset-annotation/KSCGR/agreement/{name}.txt",
+            sep="\t",
+            skiprows=1,
+            header=None,
+            names=["frame", "label", "points", "box_id", "path"],
+            dtype=str,
+        )
+        data = data[
+            data["points"].str.fullmatch(r"\(\d+,\d+,\d+,\d+\)", na=False)
+        ]  # drops the '---' / 'Modified on' trailer
         xywh = data["points"].str.strip("()").str.split(",", expand=True).astype(float)
-        frames.append(pd.DataFrame({"item_id": data["frame"], "annotator_id": name, "label": data["label"],
-                                    "x": xywh[0], "y": xywh[1], "w": xywh[2] + inclusive, "h": xywh[3] + inclusive}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "item_id": data["frame"],
+                    "annotator_id": name,
+                    "label": data["label"],
+                    "x": xywh[0],
+                    "y": xywh[1],
+                    "w": xywh[2] + inclusive,
+                    "h": xywh[3] + inclusive,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)

@@ -32,8 +32,13 @@ def main() -> None:
 
     from pipelines.definitions import defs
 
-    result = materialize(list(defs.assets), selection=[AssetKey(a) for a in assets], partition_key=partition, resources=defs.resources,
-                         instance=DagsterInstance.ephemeral())
+    result = materialize(
+        list(defs.assets),
+        selection=[AssetKey(a) for a in assets],
+        partition_key=partition,
+        resources=defs.resources,
+        instance=DagsterInstance.ephemeral(),
+    )
     sys.exit(0 if result.success else 1)
 
 

@@ -15,8 +15,11 @@ def config_controls(xml: bytes) -> dict[str, tuple[str, str, list[str]]]:
     """Each control of a labeling config: result type, toName and values, as Label Studio reads them."""
     root = ElementTree.fromstring(xml)
     assert root.tag == "View"
-    return {c.get("name"): (c.tag.lower(), c.get("toName"), [v.get("value") for v in c])
-            for c in root if c.tag in ("RectangleLabels", "PolygonLabels", "Choices")}
+    return {
+        c.get("name"): (c.tag.lower(), c.get("toName"), [v.get("value") for v in c])
+        for c in root
+        if c.tag in ("RectangleLabels", "PolygonLabels", "Choices")
+    }
 
 
 def invalid_results(tasks: list[dict], xml: bytes) -> list[str]:
@@ -29,12 +32,21 @@ def invalid_results(tasks: list[dict], xml: bytes) -> list[str]:
             for r in prediction["result"]:
                 kind, to_name, values = controls.get(r["from_name"], (None, None, []))
                 labels = r["value"].get(r["type"], [])
-                if kind != r["type"] or r["to_name"] != to_name or to_name != image or not labels \
-                        or set(labels) - set(values):
+                if (
+                    kind != r["type"]
+                    or r["to_name"] != to_name
+                    or to_name != image
+                    or not labels
+                    or set(labels) - set(values)
+                ):
                     problems.append(f"{task['data']['item_id']}: {r['from_name']}/{r['type']}/{labels}")
                 if r["type"] == "rectanglelabels":
                     v = r["value"]
-                    if not (0 <= v["x"] and 0 <= v["y"] and v["x"] + v["width"] <= 100 + 1e-9
-                            and v["y"] + v["height"] <= 100 + 1e-9):
+                    if not (
+                        0 <= v["x"]
+                        and 0 <= v["y"]
+                        and v["x"] + v["width"] <= 100 + 1e-9
+                        and v["y"] + v["height"] <= 100 + 1e-9
+                    ):
                         problems.append(f"{task['data']['item_id']}: box outside the image {v}")
     return problems

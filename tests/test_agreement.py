@@ -8,13 +8,20 @@ import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
+from crowd_data import bluebirds, snow
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa
 
-from crowd_data import bluebirds, snow
-from labelops.agreement import PairTable, Votes, alpha_from_counts, classification_agreement, cohen_kappas, fleiss_from_counts
+from labelops.agreement import (
+    PairTable,
+    Votes,
+    alpha_from_counts,
+    classification_agreement,
+    cohen_kappas,
+    fleiss_from_counts,
+)
 
 DATASETS = {"rte": lambda: snow("rte")[0], "bluebirds": lambda: bluebirds()[0], "temp": lambda: snow("temp")[0]}
 
@@ -30,7 +37,9 @@ def test_alpha_fleiss_cohen_match_references(name: str) -> None:
     votes = Votes.from_frame(DATASETS[name]())
     counts = votes.counts()
     data = reliability(votes)
-    assert alpha_from_counts(counts) == pytest.approx(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"), abs=1e-9)
+    assert alpha_from_counts(counts) == pytest.approx(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"), abs=1e-9
+    )
     assert fleiss_from_counts(counts)[0] == pytest.approx(fleiss_kappa(counts, method="fleiss"), abs=1e-9)
 
     pairs = PairTable.from_votes(votes)
@@ -86,7 +95,13 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
 
 
 def test_single_annotator_items_are_counted_not_dropped() -> None:
-    frame = pd.DataFrame({"item_id": ["a", "a", "b", "b", "c"], "annotator_id": ["u", "v", "u", "v", "u"], "label": ["x", "x", "y", "x", "y"]})
+    frame = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b", "b", "c"],
+            "annotator_id": ["u", "v", "u", "v", "u"],
+            "label": ["x", "x", "y", "x", "y"],
+        }
+    )
     table = classification_agreement(frame, n_boot=0).set_index(["scope", "metric"])
     assert table.loc[("overall", "single_annotator_items"), "value"] == 1
     assert table.loc[("overall", "krippendorff_alpha"), "n_items"] == 3
@@ -114,8 +129,13 @@ judgments = st.lists(
 def test_perfect_agreement_gives_alpha_one(rows: list[tuple[int, int, str]]) -> None:
     frame = pd.DataFrame(rows, columns=["item", "annotator", "label"]).drop_duplicates(["item", "annotator"])
     truth = {item: label for item, _, label in rows}
-    frame = pd.DataFrame({"item_id": frame["item"].astype(str), "annotator_id": frame["annotator"].astype(str),
-                          "label": frame["item"].map(truth)})
+    frame = pd.DataFrame(
+        {
+            "item_id": frame["item"].astype(str),
+            "annotator_id": frame["annotator"].astype(str),
+            "label": frame["item"].map(truth),
+        }
+    )
     if (frame.groupby("item_id").size() >= 2).any():
         assert alpha_from_counts(Votes.from_frame(frame).counts()) == 1.0
 
@@ -127,7 +147,9 @@ def test_permuting_annotator_ids_changes_nothing(rows: list[tuple[int, int, str]
     names = sorted(frame["annotator_id"].unique())
     shuffled = names[:]
     random.shuffle(shuffled)
-    renamed = frame.assign(annotator_id=frame["annotator_id"].map(dict(zip(names, ["z" + s for s in shuffled]))))
+    renamed = frame.assign(
+        annotator_id=frame["annotator_id"].map(dict(zip(names, ["z" + s for s in shuffled], strict=True)))
+    )
     a = classification_agreement(frame, n_boot=0)
     b = classification_agreement(renamed, n_boot=0)
     np.testing.assert_allclose(a["value"].to_numpy(float), b["value"].to_numpy(float), atol=1e-12, equal_nan=True)

@@ -4,29 +4,29 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, AssetSelection, DagsterInstance, build_schedule_context, build_sensor_context, materialize
-
+from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
 from label_studio_checks import invalid_results
+
 from labelops.storage import LocalStore
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
+from pipelines.definitions import NIGHTLY_ASSETS
 from pipelines.demo import PRODUCTION_FRAMES
 from resources import build_resources
 from resources.settings import Settings
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
-from pipelines.definitions import NIGHTLY_ASSETS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_nightly_schedule_requests_the_previous_day() -> None:
-    context = build_schedule_context(scheduled_execution_time=datetime(2024, 6, 15, 2, 0, tzinfo=timezone.utc))
+    context = build_schedule_context(scheduled_execution_time=datetime(2024, 6, 15, 2, 0, tzinfo=UTC))
     request = nightly_schedule(context)
     assert request.partition_key == "2024-06-14" and request.run_key == "nightly-2024-06-14"
 
@@ -37,31 +37,60 @@ def demo_runs(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory
     from pipelines.definitions import defs
 
     warehouse = tmp_path_factory.mktemp("wh")
-    settings = Settings(landing=str(demo_landing.root), warehouse=str(warehouse), s3_endpoint_url=None,
-                        config_dir=str(REPO / "config"), start_date="2024-01-01")
+    settings = Settings(
+        landing=str(demo_landing.root),
+        warehouse=str(warehouse),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+    )
     resources, instance = build_resources(settings), DagsterInstance.ephemeral()
     for day in ("2024-06-10", "2024-06-11", "2024-06-13"):
-        assert materialize(list(defs.assets), selection=NIGHTLY_ASSETS, partition_key=day, resources=resources, instance=instance).success
+        assert materialize(
+            list(defs.assets), selection=NIGHTLY_ASSETS, partition_key=day, resources=resources, instance=instance
+        ).success
     return defs, resources, instance, warehouse
 
 
-def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs) -> None:
-    defs, resources, instance, warehouse = demo_runs
+@pytest.fixture(scope="module")
+def drift_batch(demo_runs):
+    """The drift sensor's first tick on the demo nights, and the run it requests (as the daemon would launch it)."""
+    defs, resources, instance, _ = demo_runs
     result = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
+    frames = {"ops": {"relabel_batch": {"config": {"production_uri_template": PRODUCTION_FRAMES}}}}  # as `make demo`
+    runs = [
+        materialize(
+            list(defs.assets),
+            selection=request.asset_selection,
+            partition_key=request.partition_key,
+            resources=resources,
+            instance=instance,
+            run_config=frames,
+        )
+        for request in result.run_requests
+    ]
+    return result, runs
+
+
+def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs, drift_batch) -> None:
+    defs, _, instance, warehouse = demo_runs
+    result, runs = drift_batch
     assert [r.partition_key for r in result.run_requests] == ["2024-06-13"]
     request = result.run_requests[0]
-    assert request.run_key == "relabel_batch-2024-06-13" and request.asset_selection == [AssetKey("relabel_batch"), AssetKey("quality_report")]
+    assert request.run_key == "relabel_batch-2024-06-13" and request.asset_selection == [
+        AssetKey("relabel_batch"),
+        AssetKey("quality_report"),
+    ]
     again = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor))
     assert not again.run_requests and "no new production_drift" in again.skip_message
-
-    frames = {"ops": {"relabel_batch": {"config": {"production_uri_template": PRODUCTION_FRAMES}}}}  # as `make demo`
-    run = materialize(list(defs.assets), selection=request.asset_selection, partition_key="2024-06-13",
-                      resources=resources, instance=instance, run_config=frames)
+    run = runs[0]
     assert run.success
     batch = pd.read_csv(warehouse / "outbox" / "relabel" / "2024-06-13" / "relabel-2024-06-13.csv")
     drifted = batch[batch["kind"] == "drifted_slice"]
     assert len(drifted) > 0 and drifted["reason"].str.contains("lighting=night|weather=rain").all()
-    production = pd.read_parquet(warehouse / "tables" / "production_predictions" / "2024-06-13.parquet").set_index("item_id")
+    production = pd.read_parquet(warehouse / "tables" / "production_predictions" / "2024-06-13.parquet").set_index(
+        "item_id"
+    )
     sliced = production.loc[drifted["item_id"]]
     assert ((sliced["lighting"] == "night") | (sliced["weather"] == "rain")).all()  # items come from the drifted slices
     outbox = warehouse / "outbox" / "relabel" / "2024-06-13"
@@ -80,13 +109,18 @@ def test_drift_sensor_requests_one_relabel_batch_and_only_once(demo_runs) -> Non
 
 
 def test_quiet_day_gives_a_skip_reason(demo_runs) -> None:
+    """Ticks that see only quiet days' drift tables request nothing and say why: the demo's two quiet days'
+    materializations (their real metadata), replayed into an instance of their own."""
     defs, _, instance, _ = demo_runs
     records = instance.fetch_materializations(AssetKey("production_drift"), limit=100, ascending=True).records
-    quiet_cursor = str(records[0].storage_id - 1)  # only the quiet days are new
-    limited = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=quiet_cursor))
-    assert [r.partition_key for r in limited.run_requests] == ["2024-06-13"]
-    after_drift = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, cursor=str(records[-1].storage_id)))
-    assert not after_drift.run_requests
+    quiet = [r.asset_materialization for r in records if r.partition_key in ("2024-06-10", "2024-06-11")]
+    assert len(quiet) == 2 and not any(m.metadata["dataset_drift"].value for m in quiet if m is not None)
+    replay = DagsterInstance.ephemeral()
+    for materialization in quiet:
+        replay.report_runless_asset_event(materialization)
+    result = drift_sensor.evaluate_tick(build_sensor_context(instance=replay, definitions=defs))
+    assert not result.run_requests
+    assert result.skip_message == "no drift in 2 new production_drift materialization(s)"
 
 
 def test_labeling_tasks_put_under_covered_slices_first(demo_runs) -> None:
@@ -111,26 +145,39 @@ def test_a_rename_is_backfilled_for_exactly_its_days_and_quarantines_nothing(tmp
     v2 = (config / "guidelines" / "v2.yaml").read_text()
     (config / "guidelines" / "v3.yaml").write_text(
         "version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n  - {op: rename, from: bus, to: coach}\n"
-        + v2[v2.index("classes:"):].replace("name: bus\n", "name: coach\n"))
+        + v2[v2.index("classes:") :].replace("name: bus\n", "name: coach\n")
+    )
     storage = StorageResource(landing=str(tmp_path / "landing"), warehouse=str(warehouse))
     sensor_resources = {"guidelines": GuidelinesResource(config_dir=str(config)), "storage": storage}
-    result = guideline_sensor.evaluate_tick(build_sensor_context(instance=instance, resources=sensor_resources,
-                                                                 definitions=defs))
+    result = guideline_sensor.evaluate_tick(
+        build_sensor_context(instance=instance, resources=sensor_resources, definitions=defs)
+    )
     assert [r.partition_key for r in result.run_requests] == ["2024-06-13"]
     request = result.run_requests[0]
     assert request.run_key == "guideline-v3-2024-06-13-from-v2"
     quarantined_before = pd.read_parquet(warehouse / "tables/quarantined_annotations/2024-06-13.parquet")
-    settings = Settings(landing=str(REPO / "missing"), warehouse=str(warehouse), s3_endpoint_url=None,
-                        config_dir=str(config), start_date="2024-01-01")
-    assert materialize(list(defs.assets), selection=request.asset_selection, partition_key="2024-06-13",
-                       resources=build_resources(settings), instance=DagsterInstance.ephemeral()).success
+    settings = Settings(
+        landing=str(REPO / "missing"),
+        warehouse=str(warehouse),
+        s3_endpoint_url=None,
+        config_dir=str(config),
+        start_date="2024-01-01",
+    )
+    assert materialize(
+        list(defs.assets),
+        selection=request.asset_selection,
+        partition_key="2024-06-13",
+        resources=build_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+    ).success
     validated = pd.read_parquet(warehouse / "tables/validated_annotations/2024-06-13.parquet")
     quarantined = pd.read_parquet(warehouse / "tables/quarantined_annotations/2024-06-13.parquet")
     assert len(quarantined) == len(quarantined_before) and "bus" not in set(validated["label"])
     coaches = validated[validated["label"] == "coach"]
     assert len(coaches) > 0 and coaches["remapped_from"].str.endswith(":bus").all()
-    again = guideline_sensor.evaluate_tick(build_sensor_context(instance=instance, resources=sensor_resources,
-                                                                definitions=defs))
+    again = guideline_sensor.evaluate_tick(
+        build_sensor_context(instance=instance, resources=sensor_resources, definitions=defs)
+    )
     assert not again.run_requests
 
 
@@ -142,8 +189,9 @@ def test_landing_sensor_runs_new_and_changed_days_once_settled(tmp_path: Path) -
 
     def tick(cursor: str | None, settle: float = 0.0):
         resource = StorageResource(landing=str(landing.root), warehouse=str(tmp_path / "wh"), settle_seconds=settle)
-        return landing_sensor.evaluate_tick(build_sensor_context(cursor=cursor, resources={"storage": resource},
-                                                                 definitions=defs))
+        return landing_sensor.evaluate_tick(
+            build_sensor_context(cursor=cursor, resources={"storage": resource}, definitions=defs)
+        )
 
     first = tick(None)
     assert [r.partition_key for r in first.run_requests] == ["2024-06-01"]
@@ -161,47 +209,93 @@ def test_landing_sensor_runs_new_and_changed_days_once_settled(tmp_path: Path) -
 def test_items_still_out_are_not_sent_again() -> None:
     from labelops import labeling
 
-    ledger = pd.DataFrame({"item_id": ["a", "b", "c"], "batch_id": "relabel-2024-06-10", "sent_on": ["2024-06-10", "2024-06-10", "2024-05-01"]})
+    ledger = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "batch_id": "relabel-2024-06-10",
+            "sent_on": ["2024-06-10", "2024-06-10", "2024-05-01"],
+        }
+    )
     came_back = pd.DataFrame({"item_id": ["b"], "export_date": ["2024-06-12"]})
     assert labeling.still_open(ledger, came_back, "2024-06-13", expire_days=None) == {"a", "c"}
     assert labeling.still_open(ledger, came_back, "2024-06-13", expire_days=14) == {"a"}  # c expired
-    candidates = pd.DataFrame({"item_id": ["a", "b", "d"], "reason": "r", "kind": "review_queue", "stratum": "review",
-                               "uncertainty": 0.5, "priority": 4.5})
+    candidates = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "d"],
+            "reason": "r",
+            "kind": "review_queue",
+            "stratum": "review",
+            "uncertainty": 0.5,
+            "priority": 4.5,
+        }
+    )
     assert list(labeling.select(candidates, 10, {"a", "c"})["item_id"]) == ["b", "d"]
 
 
 def test_relabel_candidates_cover_every_reason() -> None:
     from labelops import labeling
 
-    production = pd.DataFrame({"item_id": ["p1", "p2", "p3", "p4"], "predicted_label": ["pedestrian", "car", "e_scooter", "car"],
-                               "confidence": [0.4, 0.9, 0.5, 0.2], "lighting": ["night", "night", "day", "day"]})
+    production = pd.DataFrame(
+        {
+            "item_id": ["p1", "p2", "p3", "p4"],
+            "predicted_label": ["pedestrian", "car", "e_scooter", "car"],
+            "confidence": [0.4, 0.9, 0.5, 0.2],
+            "lighting": ["night", "night", "day", "day"],
+        }
+    )
     drift = pd.DataFrame({"feature": ["lighting", "__dataset__"], "drifted": [True, True]})
-    coverage = pd.DataFrame({
-        "label": ["*", "pedestrian", "e_scooter", "car"], "dimension": ["lighting"] * 4, "value": ["night", "night", "day", "day"],
-        "labeled_count": [10, 2, 0, 50], "production_count": [2, 1, 1, 1], "underrepresentation": [3.0, 5.0, np.inf, 0.5],
-        "unseen_in_training": [False, False, True, False], "critical": [False, True, False, False], "gap": [0, 38, 20, 0],
-    })
+    coverage = pd.DataFrame(
+        {
+            "label": ["*", "pedestrian", "e_scooter", "car"],
+            "dimension": ["lighting"] * 4,
+            "value": ["night", "night", "day", "day"],
+            "labeled_count": [10, 2, 0, 50],
+            "production_count": [2, 1, 1, 1],
+            "underrepresentation": [3.0, 5.0, np.inf, 0.5],
+            "unseen_in_training": [False, False, True, False],
+            "critical": [False, True, False, False],
+            "gap": [0, 38, 20, 0],
+        }
+    )
     review = pd.DataFrame({"item_id": ["img-1"], "reason": ["box label conflict: car vs truck"], "priority": [0.8]})
     needs_relabel = pd.DataFrame({"item_id": ["img-2"], "needs_relabel": ["v2: split of 'cyclist'"]})
     candidates = labeling.relabel_candidates(production, drift, coverage, review, needs_relabel)
     kinds = candidates.groupby("kind")["item_id"].apply(set).to_dict()
-    assert kinds == {"drifted_slice": {"p1", "p2"}, "unseen_in_training": {"p3"}, "coverage_gap": {"p1"},
-                     "review_queue": {"img-1"}, "guideline_change": {"img-2"}}
+    assert kinds == {
+        "drifted_slice": {"p1", "p2"},
+        "unseen_in_training": {"p3"},
+        "coverage_gap": {"p1"},
+        "review_queue": {"img-1"},
+        "guideline_change": {"img-2"},
+    }
     chosen = labeling.select(candidates, 3, set())
-    assert list(chosen["kind"]) == ["guideline_change", "review_queue", "unseen_in_training"]  # one of each kind per turn
+    assert list(chosen["kind"]) == [
+        "guideline_change",
+        "review_queue",
+        "unseen_in_training",
+    ]  # one of each kind per turn
     assert "coverage_gap" in labeling.select(candidates, 10, set()).set_index("item_id").loc["p1", "reason"]
 
 
-def test_quality_report_of_a_drift_day_shows_every_section_and_the_batch(demo_runs) -> None:
-    defs, resources, instance, warehouse = demo_runs
+def test_quality_report_of_a_drift_day_shows_every_section_and_the_batch(demo_runs, drift_batch) -> None:
+    _defs, _resources, instance, warehouse = demo_runs
+    assert all(run.success for run in drift_batch[1])
     quiet = (warehouse / "reports" / "quality" / "2024-06-10.html").read_text()
-    assert "no relabel batch for the day" in quiet and "no dataset drift" in quiet
+    assert "no relabel batch for the day" in quiet and "<p class='good'>no dataset drift</p>" in quiet
     assert (warehouse / "reports" / "snapshots" / "v0001.html").is_file()
-    # after the drift sensor's run (previous test) the drift day's report lists the batch
+    # after the drift sensor's run the drift day's report lists the batch
     drift_day = (warehouse / "reports" / "quality" / "2024-06-13.html").read_text()
-    for section in ("Validation", "Agreement between annotators", "Annotators", "Consensus confidence", "Coverage",
-                    "Production drift", "Relabel batch", "Labeling loop"):
+    for section in (
+        "Validation",
+        "Agreement between annotators",
+        "Annotators",
+        "Consensus confidence",
+        "Coverage",
+        "Production drift",
+        "Relabel batch",
+        "Labeling loop",
+    ):
         assert f"<h2>{section}</h2>" in drift_day
-    assert "dataset drift" in drift_day and "kind: drifted_slice" in drift_day
+    assert "<p class='bad'>dataset drift</p>" in drift_day and "kind: drifted_slice" in drift_day
     record = instance.fetch_materializations(AssetKey("quality_report"), limit=1).records[0]
     assert record.asset_materialization.metadata["report"].value.endswith("reports/quality/2024-06-13.html")

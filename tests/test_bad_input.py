@@ -19,42 +19,83 @@ GOOD_CVAT = "datumaro/tests/assets/cvat_dataset/for_images/export_task/train.xml
 BAD_FILES = {
     "truncated.json": (lambda good: good[: len(good) // 2], r"truncated.json: invalid JSON at line \d+"),
     "wrong_types.json": (
-        lambda good: json.dumps([{"id": 1, "data": {"image": "a.jpg"}, "annotations": [{"id": 1, "completed_by": 1,
-            "result": [{"id": "r", "type": "rectanglelabels", "original_width": 10, "original_height": 10,
-                        "value": {"x": "left", "y": 1, "width": 2, "height": 2, "rectanglelabels": ["car"]}}]}]}]).encode(),
+        lambda good: json.dumps(
+            [
+                {
+                    "id": 1,
+                    "data": {"image": "a.jpg"},
+                    "annotations": [
+                        {
+                            "id": 1,
+                            "completed_by": 1,
+                            "result": [
+                                {
+                                    "id": "r",
+                                    "type": "rectanglelabels",
+                                    "original_width": 10,
+                                    "original_height": 10,
+                                    "value": {"x": "left", "y": 1, "width": 2, "height": 2, "rectanglelabels": ["car"]},
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        ).encode(),
         r"wrong_types.json: task=1/annotation=1/result=r: bad rectanglelabels value",
     ),
-    "wrong_types.csv": (lambda good: b"item_id,annotator_id,label,x,y,w,h\na,u1,car,1,2,3,4\nb,u1,car,1,2,three,4\n",
-                        r"wrong_types.csv: line 3: column 'w' holds 'three', not a number"),
+    "wrong_types.csv": (
+        lambda good: b"item_id,annotator_id,label,x,y,w,h\na,u1,car,1,2,3,4\nb,u1,car,1,2,three,4\n",
+        r"wrong_types.csv: line 3: column 'w' holds 'three', not a number",
+    ),
     "mystery.bin": (lambda good: b"\x89PNG\r\n\x1a\n....", r"mystery.bin: unknown export format"),
     "empty.json": (lambda good: b"", r"empty.json: the file is empty"),
     "blank.csv": (lambda good: b"  \n\n", r"blank.csv: the file is empty"),
     "escape.xml": (
-        lambda good: b'<annotations><version>1.1</version><image id="0" name="../../../etc/passwd" width="4" height="4">'
-        b'<box label="a" xtl="0" ytl="0" xbr="1" ybr="1"/></image></annotations>',
+        lambda good: (
+            b'<annotations><version>1.1</version><image id="0" name="../../../etc/passwd" width="4" height="4">'
+            b'<box label="a" xtl="0" ytl="0" xbr="1" ybr="1"/></image></annotations>'
+        ),
         r"escape.xml: media reference '../../../etc/passwd'.*outside the root",
     ),
     "absolute.json": (
-        lambda good: json.dumps({"images": [{"id": 1, "file_name": "/etc/shadow", "width": 4, "height": 4}],
-                                 "annotations": [], "categories": []}).encode(),
+        lambda good: json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "/etc/shadow", "width": 4, "height": 4}],
+                "annotations": [],
+                "categories": [],
+            }
+        ).encode(),
         r"absolute.json: media reference '/etc/shadow': absolute path",
     ),
     "bad_coco.json": (
-        lambda good: json.dumps({"images": [], "annotations": [{"id": 7, "image_id": 3, "category_id": 1, "bbox": [1, 2, 3, 4]}],
-                                 "categories": [{"id": 1, "name": "car"}]}).encode(),
+        lambda good: json.dumps(
+            {
+                "images": [],
+                "annotations": [{"id": 7, "image_id": 3, "category_id": 1, "bbox": [1, 2, 3, 4]}],
+                "categories": [{"id": 1, "name": "car"}],
+            }
+        ).encode(),
         r"bad_coco.json: annotation 7 references an image id not in 'images'",
     ),
     "bomb.xml": (
-        lambda good: b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-        b"<annotations><version>1.1</version></annotations>",
+        lambda good: (
+            b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
+            b"<annotations><version>1.1</version></annotations>"
+        ),
         r"bomb.xml: unsafe XML refused",
     ),
     "xxe.xml": (
-        lambda good: b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-        b"<annotations><version>1.1</version><meta>&x;</meta></annotations>",
+        lambda good: (
+            b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b"<annotations><version>1.1</version><meta>&x;</meta></annotations>"
+        ),
         r"xxe.xml: unsafe XML refused",
     ),
-    "latin1.csv": (lambda good: "item_id,annotator_id,label\nx,u,caf\xe9\n".encode("latin-1"), r"latin1.csv: not UTF-8 text"),
+    "latin1.csv": (
+        lambda good: "item_id,annotator_id,label\nx,u,caf\xe9\n".encode("latin-1"),
+        r"latin1.csv: not UTF-8 text",
+    ),
 }
 
 
@@ -83,7 +124,7 @@ def test_bad_files_do_not_take_the_day_down(real: Path, tmp_path: Path) -> None:
     assert len(result.table) == 8
     errors = result.ledger[result.ledger["status"] == "error"]
     assert set(errors["source_file"]) == {f"exports/{DAY}/{n}" for n in BAD_FILES}
-    for source_file, error in zip(errors["source_file"], errors["error"]):
+    for source_file, error in zip(errors["source_file"], errors["error"], strict=True):
         assert error.startswith(source_file + ": ")
     assert f"exports/{DAY}/.DS_Store" not in ledger.index
 
@@ -114,7 +155,7 @@ def test_yolo_zip_slip_and_bomb_are_refused() -> None:
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("obj.names", "car\n")
         archive.writestr("labels/a.txt", b"0" * 50_000_000)
-    with pytest.raises(ExportError, match="bomb.zip: zip unpacks to .* refused as a zip bomb"):
+    with pytest.raises(ExportError, match=r"bomb\.zip: zip unpacks to .* refused as a zip bomb"):
         parse_file("bomb.zip", bomb.getvalue())
 
 

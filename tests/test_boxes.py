@@ -8,10 +8,10 @@ import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
+from crowd_data import kscgr
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from crowd_data import kscgr
 from labelops import boxes
 
 
@@ -45,7 +45,9 @@ def test_iou_equals_pycocotools() -> None:
 
 
 def test_box_alpha_equals_krippendorff_with_iou_distance(kscgr_matching: boxes.Matching) -> None:
-    first = kscgr_matching.boxes[kscgr_matching.boxes["item_id"].astype(int) < 8]  # krippendorff needs units x values² memory
+    first = kscgr_matching.boxes[
+        kscgr_matching.boxes["item_id"].astype(int) < 8
+    ]  # krippendorff needs units x values² memory
     matching = boxes.match_boxes(first)
     same = matching.same_label
     coords = matching.boxes[["x", "y", "w", "h"]].to_numpy(float)
@@ -56,7 +58,9 @@ def test_box_alpha_equals_krippendorff_with_iou_distance(kscgr_matching: boxes.M
     def distance(v1, v2, i1, i2, n_v, dtype):
         return 1 - boxes.iou(coords[np.asarray(v1, int)], coords[np.asarray(v2, int)])
 
-    expected = krippendorff.alpha(reliability_data=data, value_domain=domain[np.isin(domain, values)], level_of_measurement=distance)
+    expected = krippendorff.alpha(
+        reliability_data=data, value_domain=domain[np.isin(domain, values)], level_of_measurement=distance
+    )
     assert len(values) <= boxes.EXACT_EXPECTED_LIMIT
     assert boxes.box_alpha(matching) == pytest.approx(expected, abs=1e-9)
 
@@ -68,8 +72,7 @@ def test_hungarian_matches_brute_force_and_conflicts_are_labelled() -> None:
         base = np.column_stack([rng.uniform(0, 400, (4, 2)), rng.uniform(20, 80, (4, 2))])
         for annotator in ("a", "b"):
             jitter = base + rng.normal(0, 6, base.shape)
-            for n, box in enumerate(jitter):
-                rows.append((str(item), annotator, "car", *box))
+            rows += [(str(item), annotator, "car", *box) for box in jitter]
     frame = pd.DataFrame(rows, columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
     matching = boxes.match_boxes(frame)
     for item, group in frame.groupby("item_id"):
@@ -81,8 +84,10 @@ def test_hungarian_matches_brute_force_and_conflicts_are_labelled() -> None:
         got = matching.same_label[matching.same_label["item_id"] == item]["iou"].sum()
         assert got == pytest.approx(best) == pytest.approx(scores[ra, rb].sum())
 
-    conflict = pd.DataFrame([("1", "a", "truck", 10, 10, 50, 50), ("1", "b", "car", 12, 11, 50, 49), ("1", "b", "bus", 300, 300, 20, 20)],
-                            columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
+    conflict = pd.DataFrame(
+        [("1", "a", "truck", 10, 10, 50, 50), ("1", "b", "car", 12, 11, 50, 49), ("1", "b", "bus", 300, 300, 20, 20)],
+        columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"],
+    )
     found = boxes.match_boxes(conflict)
     assert found.same_label.empty
     assert found.conflicts[["label_a", "label_b"]].values.tolist() == [["truck", "car"]]
@@ -91,20 +96,31 @@ def test_hungarian_matches_brute_force_and_conflicts_are_labelled() -> None:
 
 def test_pairs_are_matched_independently() -> None:
     """A box matched with one annotator is still free to match another annotator's box."""
-    frame = pd.DataFrame([
-        ("1", "a", "car", 10, 10, 50, 50), ("1", "a", "car", 200, 10, 50, 50),
-        ("1", "b", "car", 11, 10, 50, 50), ("1", "c", "car", 12, 10, 50, 50), ("1", "c", "car", 201, 10, 50, 50),
-    ], columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
+    frame = pd.DataFrame(
+        [
+            ("1", "a", "car", 10, 10, 50, 50),
+            ("1", "a", "car", 200, 10, 50, 50),
+            ("1", "b", "car", 11, 10, 50, 50),
+            ("1", "c", "car", 12, 10, 50, 50),
+            ("1", "c", "car", 201, 10, 50, 50),
+        ],
+        columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"],
+    )
     matching = boxes.match_boxes(frame)
-    pairs = sorted(zip(matching.same_label["annotator_a"], matching.same_label["annotator_b"]))
+    pairs = sorted(zip(matching.same_label["annotator_a"], matching.same_label["annotator_b"], strict=True))
     assert pairs == [("a", "b"), ("a", "c"), ("a", "c"), ("b", "c")]
 
 
 def test_fusion_averages_clusters_and_applies_the_quorum() -> None:
-    frame = pd.DataFrame([
-        ("1", "a", "car", 10, 10, 50, 50), ("1", "b", "car", 14, 10, 50, 50), ("1", "c", "car", 12, 10, 50, 50),
-        ("1", "a", "bus", 300, 300, 40, 40),  # only one annotator: below the quorum
-    ], columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"])
+    frame = pd.DataFrame(
+        [
+            ("1", "a", "car", 10, 10, 50, 50),
+            ("1", "b", "car", 14, 10, 50, 50),
+            ("1", "c", "car", 12, 10, 50, 50),
+            ("1", "a", "bus", 300, 300, 40, 40),  # only one annotator: below the quorum
+        ],
+        columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"],
+    )
     fused = boxes.fuse_boxes(boxes.match_boxes(frame), quorum=2)
     assert len(fused) == 1
     row = fused.iloc[0]
@@ -118,17 +134,33 @@ def test_polygons_are_matched_on_polygon_iou() -> None:
     square = [0, 0, 10, 0, 10, 10, 0, 10]
     shifted = [5, 0, 15, 0, 15, 10, 5, 10]  # half overlapping: IoU 50 / 150
     far = [100, 100, 110, 100, 110, 110, 100, 110]
-    frame = pd.DataFrame({
-        "item_id": ["1", "1", "1", "2", "2"], "annotator_id": ["a", "b", "c", "a", "b"], "label": "crosswalk",
-        "points": [square, shifted, square, square, far],
-    })
-    frame[["x", "y", "w", "h"]] = [[min(p[0::2]), min(p[1::2]), max(p[0::2]) - min(p[0::2]), max(p[1::2]) - min(p[1::2])] for p in frame["points"]]
+    frame = pd.DataFrame(
+        {
+            "item_id": ["1", "1", "1", "2", "2"],
+            "annotator_id": ["a", "b", "c", "a", "b"],
+            "label": "crosswalk",
+            "points": [square, shifted, square, square, far],
+        }
+    )
+    frame[["x", "y", "w", "h"]] = [
+        [min(p[0::2]), min(p[1::2]), max(p[0::2]) - min(p[0::2]), max(p[1::2]) - min(p[1::2])] for p in frame["points"]
+    ]
     matching = boxes.match_boxes(frame, polygons=True)
     by_pair = {(m.item_id, m.annotator_a, m.annotator_b): m.iou for m in matching.same_label.itertuples()}
     assert by_pair[("1", "a", "b")] == pytest.approx(1 / 3)
     assert by_pair[("1", "a", "c")] == pytest.approx(1.0)
     assert ("2", "a", "b") not in by_pair  # disjoint polygons do not match
     # a triangle inside the square: IoU is the triangle's share, not the enclosing boxes' (which would be 1)
-    triangle = pd.DataFrame({"item_id": ["3", "3"], "annotator_id": ["a", "b"], "label": "crosswalk",
-                             "points": [square, [0, 0, 10, 0, 0, 10]], "x": 0.0, "y": 0.0, "w": 10.0, "h": 10.0})
+    triangle = pd.DataFrame(
+        {
+            "item_id": ["3", "3"],
+            "annotator_id": ["a", "b"],
+            "label": "crosswalk",
+            "points": [square, [0, 0, 10, 0, 0, 10]],
+            "x": 0.0,
+            "y": 0.0,
+            "w": 10.0,
+            "h": 10.0,
+        }
+    )
     assert boxes.match_boxes(triangle, polygons=True).same_label["iou"].iloc[0] == pytest.approx(0.5)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from crowd_data import bluebirds, snow
 from crowdkit.aggregation import DawidSkene, MajorityVote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crowd_data import bluebirds, snow
 from labelops.agreement import Votes
 from labelops.consensus import dawid_skene, estimated_accuracy, majority_vote
 
@@ -80,13 +80,19 @@ def test_estimated_accuracy_finds_the_spammers() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 6), st.sampled_from(["a", "b", "c"])), min_size=6, max_size=80),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.integers(0, 6), st.sampled_from(["a", "b", "c"])), min_size=6, max_size=80
+    ),
+    st.randoms(use_true_random=False),
+)
 def test_permuting_annotator_ids_does_not_change_consensus(rows, random) -> None:
     frame = pd.DataFrame(rows, columns=["item_id", "annotator_id", "label"]).astype(str)
     names = sorted(frame["annotator_id"].unique())
     shuffled = names[:]
     random.shuffle(shuffled)
-    renamed = frame.assign(annotator_id=frame["annotator_id"].map(dict(zip(names, ["q" + s for s in shuffled]))))
+    renamed = frame.assign(
+        annotator_id=frame["annotator_id"].map(dict(zip(names, ["q" + s for s in shuffled], strict=True)))
+    )
     a, b = Votes.from_frame(frame), Votes.from_frame(renamed)
     np.testing.assert_allclose(dawid_skene(a).posteriors, dawid_skene(b).posteriors, atol=1e-9)

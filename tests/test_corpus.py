@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from corpus import FORMATS, KINDS, CaseSpec, Corpus, case_specs, generate, redeliver
 from dagster import AssetKey, AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corpus import FORMATS, KINDS, CaseSpec, Corpus, case_specs, generate, redeliver
 from labelops import ingest, snapshots
 from labelops.formats import parse_file
 from labelops.storage import LocalStore
@@ -35,8 +35,12 @@ from resources.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL = ["source_file", "item_id", "annotator_id", "kind", "label"]
-PARSE_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PARSE_SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def ledger_skipped(entry: str) -> int:
@@ -49,7 +53,7 @@ def label_counter(frame: pd.DataFrame) -> Counter:
 
 def read_day(corpus: Corpus, store: LocalStore) -> ingest.Ingested:
     items = ingest.read_items(store, corpus.day).table
-    sizes = dict(zip(items["item_id"], zip(items["width"], items["height"])))
+    sizes = dict(zip(items["item_id"], zip(items["width"], items["height"], strict=True), strict=True))
     return ingest.read_exports(store, corpus.day, sizes)
 
 
@@ -62,7 +66,8 @@ def assert_accounts(corpus: Corpus, read: ingest.Ingested) -> None:
         assert entry["status"] == "ok", f"{truth.key}: {entry['error']}"
         assert entry["rows"] == truth.rows, f"{truth.key}: {entry['rows']} rows, expected {truth}"
         assert ledger_skipped(entry["skipped"]) == truth.skipped, (
-            f"{truth.key}: skipped {entry['skipped']}, expected {truth}")
+            f"{truth.key}: skipped {entry['skipped']}, expected {truth}"
+        )
     assert len(read.table) + int(ledger["skipped"].map(ledger_skipped).sum()) == corpus.records
     missing = label_counter(corpus.judgments) - label_counter(read.table)
     extra = label_counter(read.table) - label_counter(corpus.judgments)
@@ -88,8 +93,17 @@ def test_every_record_of_a_generated_export_is_accounted_for(fmt: str) -> None:
 
 @pytest.mark.parametrize("order", ["later_first", "later_last"])
 def test_a_later_updated_label_studio_annotation_wins_whatever_its_place(order: str, tmp_path: Path) -> None:
-    spec = CaseSpec("ls_updated", ("label_studio",), ("classification", "bbox", "polygon"), n_items=4,
-                    predictions=False, cancelled=False, other_records=False, updated=order, seed=7)
+    spec = CaseSpec(
+        "ls_updated",
+        ("label_studio",),
+        ("classification", "bbox", "polygon"),
+        n_items=4,
+        predictions=False,
+        cancelled=False,
+        other_records=False,
+        updated=order,
+        seed=7,
+    )
     corpus = generate(spec)
     assert corpus.exports[0].superseded == 1
     store = LocalStore(tmp_path)
@@ -97,8 +111,11 @@ def test_a_later_updated_label_studio_annotation_wins_whatever_its_place(order: 
     assert_accounts(corpus, read_day(corpus, store))
 
 
-@pytest.mark.parametrize("kinds", [("classification", "bbox"), ("classification", "bbox", "polygon"), ("bbox",)],
-                         ids=["scenes+boxes", "scenes+boxes+polygons", "boxes"])
+@pytest.mark.parametrize(
+    "kinds",
+    [("classification", "bbox"), ("classification", "bbox", "polygon"), ("bbox",)],
+    ids=["scenes+boxes", "scenes+boxes+polygons", "boxes"],
+)
 def test_label_studio_scene_labels_beside_regions_read(kinds: tuple[str, ...], tmp_path: Path) -> None:
     spec = CaseSpec("ls_kinds", ("label_studio",), kinds, n_items=5, seed=21)
     corpus = generate(spec)
@@ -109,14 +126,39 @@ def test_label_studio_scene_labels_beside_regions_read(kinds: tuple[str, ...], t
 
 def test_label_studio_relations_are_counted_as_skipped_not_fatal() -> None:
     """A relation between two regions (``type: relation``, no ``value``) is a result type that is not a label."""
-    box = {"type": "rectanglelabels", "from_name": "objects", "to_name": "image", "original_width": 640,
-           "original_height": 480}
-    task = {"id": 1, "data": {"image": "s3://b/frame-1.jpg"}, "predictions": [], "annotations": [{
-        "id": 5, "completed_by": 3, "was_cancelled": False, "updated_at": "2024-06-02T10:00:00Z", "result": [
-            {**box, "id": "a1", "value": {"x": 10, "y": 10, "width": 20, "height": 30, "rectanglelabels": ["car"]}},
-            {**box, "id": "a2", "value": {"x": 40, "y": 10, "width": 20, "height": 30, "rectanglelabels": ["car"]}},
-            {"from_id": "a1", "to_id": "a2", "type": "relation", "direction": "right", "labels": []},
-        ]}]}
+    box = {
+        "type": "rectanglelabels",
+        "from_name": "objects",
+        "to_name": "image",
+        "original_width": 640,
+        "original_height": 480,
+    }
+    task = {
+        "id": 1,
+        "data": {"image": "s3://b/frame-1.jpg"},
+        "predictions": [],
+        "annotations": [
+            {
+                "id": 5,
+                "completed_by": 3,
+                "was_cancelled": False,
+                "updated_at": "2024-06-02T10:00:00Z",
+                "result": [
+                    {
+                        **box,
+                        "id": "a1",
+                        "value": {"x": 10, "y": 10, "width": 20, "height": 30, "rectanglelabels": ["car"]},
+                    },
+                    {
+                        **box,
+                        "id": "a2",
+                        "value": {"x": 40, "y": 10, "width": 20, "height": 30, "rectanglelabels": ["car"]},
+                    },
+                    {"from_id": "a1", "to_id": "a2", "type": "relation", "direction": "right", "labels": []},
+                ],
+            }
+        ],
+    }
     parsed = parse_file("exports/2024-06-03/with_relations.json", json.dumps([task]).encode())
     assert len(parsed.objects) == 2
     assert sum(parsed.skipped.values()) == 1
@@ -125,13 +167,31 @@ def test_label_studio_relations_are_counted_as_skipped_not_fatal() -> None:
 def test_label_studio_per_region_text_is_kept_in_attributes() -> None:
     """A per-region text area (same id as its box) is an attribute of the box; Label Studio stores it in ``text``."""
     box = {"id": "r1", "from_name": "objects", "to_name": "image", "original_width": 640, "original_height": 480}
-    task = {"id": 1, "data": {"image": "s3://b/frame-1.jpg"}, "annotations": [{
-        "id": 5, "completed_by": 3, "was_cancelled": False, "updated_at": "2024-06-02T10:00:00Z", "result": [
-            {**box, "type": "rectanglelabels",
-             "value": {"x": 10, "y": 10, "width": 20, "height": 30, "rectanglelabels": ["car"]}},
-            {**box, "type": "textarea", "from_name": "plate",
-             "value": {"x": 10, "y": 10, "width": 20, "height": 30, "text": ["partly hidden"]}},
-        ]}]}
+    task = {
+        "id": 1,
+        "data": {"image": "s3://b/frame-1.jpg"},
+        "annotations": [
+            {
+                "id": 5,
+                "completed_by": 3,
+                "was_cancelled": False,
+                "updated_at": "2024-06-02T10:00:00Z",
+                "result": [
+                    {
+                        **box,
+                        "type": "rectanglelabels",
+                        "value": {"x": 10, "y": 10, "width": 20, "height": 30, "rectanglelabels": ["car"]},
+                    },
+                    {
+                        **box,
+                        "type": "textarea",
+                        "from_name": "plate",
+                        "value": {"x": 10, "y": 10, "width": 20, "height": 30, "text": ["partly hidden"]},
+                    },
+                ],
+            }
+        ],
+    }
     parsed = parse_file("exports/2024-06-03/per_region_text.json", json.dumps([task]).encode())
     assert len(parsed.objects) == 1
     assert json.loads(parsed.objects["attributes"].iloc[0])["plate"] == ["partly hidden"]
@@ -142,27 +202,54 @@ def test_label_studio_per_region_text_is_kept_in_attributes() -> None:
 CASES = [
     CaseSpec("scenes_only", ("label_studio", "cvat", "table"), ("classification",), ls_users="id", seed=11),
     CaseSpec("boxes_only", FORMATS, ("bbox",), seed=12),
-    CaseSpec("polygons_only", ("label_studio", "coco", "cvat", "yolo"), ("polygon",), predictions=False,
-             yolo_packaging="folder", yolo_class_list="classes.txt", seed=13),
+    CaseSpec(
+        "polygons_only",
+        ("label_studio", "coco", "cvat", "yolo"),
+        ("polygon",),
+        predictions=False,
+        yolo_packaging="folder",
+        yolo_class_list="classes.txt",
+        seed=13,
+    ),
     CaseSpec("scenes_and_boxes", FORMATS, ("classification", "bbox"), seed=14),
     CaseSpec("mixed_updated_v2", FORMATS, KINDS, day="2024-06-14", updated="both", seed=15),
-    CaseSpec("mixed_one_annotator", FORMATS, KINDS, n_annotators=1, predictions=False, cancelled=False,
-             other_records=False, ls_users="id", yolo_packaging="folder", seed=16),
+    CaseSpec(
+        "mixed_one_annotator",
+        FORMATS,
+        KINDS,
+        n_annotators=1,
+        predictions=False,
+        cancelled=False,
+        other_records=False,
+        ls_users="id",
+        yolo_packaging="folder",
+        seed=16,
+    ),
 ]
 
 
 def run_settings(landing: Path, warehouse: Path) -> Settings:
-    return Settings(landing=str(landing), warehouse=str(warehouse), s3_endpoint_url=None,
-                    config_dir=str(REPO / "config"), start_date="2024-01-01")
+    return Settings(
+        landing=str(landing),
+        warehouse=str(warehouse),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+    )
 
 
 def materialize_day(landing: Path, warehouse: Path, day: str, instance: DagsterInstance) -> ExecuteInProcessResult:
     """Every asset of the project's definitions, for one day, the way the other tests run them."""
     from pipelines.definitions import defs
 
-    return materialize(list(defs.assets), selection=AssetSelection.all(), partition_key=day,
-                       resources=build_resources(run_settings(landing, warehouse)), instance=instance,
-                       raise_on_error=False)
+    return materialize(
+        list(defs.assets),
+        selection=AssetSelection.all(),
+        partition_key=day,
+        resources=build_resources(run_settings(landing, warehouse)),
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def all_asset_keys() -> set[AssetKey]:
@@ -229,7 +316,8 @@ def test_validated_and_quarantined_reconcile_with_label_exports(day_run: DayRun)
     validated, quarantined = day_run.table("validated_annotations"), day_run.table("quarantined_annotations")
     assert len(validated) + len(quarantined) == len(exports)
     assert quarantined.empty, (
-        f"a clean corpus has nothing to quarantine: {quarantined[['rule', 'reason']].value_counts().to_dict()}")
+        f"a clean corpus has nothing to quarantine: {quarantined[['rule', 'reason']].value_counts().to_dict()}"
+    )
 
 
 def test_every_validated_item_is_in_the_snapshot_or_counted_as_excluded(day_run: DayRun) -> None:
@@ -243,12 +331,16 @@ def test_every_validated_item_is_in_the_snapshot_or_counted_as_excluded(day_run:
     assert in_snapshot <= labeled
     left_out = labeled - in_snapshot
     consensus = day_run.table("consensus_labels")
-    detail = (validated[validated["item_id"].isin(left_out)].groupby("item_id")
-              .agg(kinds=("kind", lambda k: ",".join(sorted(set(k)))), annotators=("annotator_id", "nunique"))
-              .assign(has_consensus=lambda f: f.index.isin(consensus["item_id"])))
+    detail = (
+        validated[validated["item_id"].isin(left_out)]
+        .groupby("item_id")
+        .agg(kinds=("kind", lambda k: ",".join(sorted(set(k)))), annotators=("annotator_id", "nunique"))
+        .assign(has_consensus=lambda f: f.index.isin(consensus["item_id"]))
+    )
     assert len(left_out) == sum(excluded.values()), (
         f"{len(left_out)} validated items are not in snapshot {version}, the manifest excludes {excluded}; "
-        f"left out: {detail.reset_index().to_dict('records')[:8]}")
+        f"left out: {detail.reset_index().to_dict('records')[:8]}"
+    )
 
 
 # --- the same export delivered again ---------------------------------------------------------------------------
@@ -272,14 +364,17 @@ def test_an_export_delivered_again_counts_each_judgment_once(spec: CaseSpec, tmp
     store = LocalStore(tmp_path / "landing")
     corpus.write(store)
     name = original.rsplit("/", 1)[1]
-    stem, dot, ext = name.rpartition(".")
-    copies = {**redeliver(corpus, original, original.replace(name, f"{stem} (1).{ext}")),
-              **redeliver(corpus, original, original.replace(corpus.day, later))}
+    stem, _dot, ext = name.rpartition(".")
+    copies = {
+        **redeliver(corpus, original, original.replace(name, f"{stem} (1).{ext}")),
+        **redeliver(corpus, original, original.replace(corpus.day, later)),
+    }
     for key, data in copies.items():
         store.write_bytes(key, data)
     instance = DagsterInstance.ephemeral()
-    results = {day: materialize_day(tmp_path / "landing", tmp_path / "wh", day, instance)
-               for day in (corpus.day, later)}
+    results = {
+        day: materialize_day(tmp_path / "landing", tmp_path / "wh", day, instance) for day in (corpus.day, later)
+    }
     run = {day: DayRun(replace(corpus, spec=replace(spec, day=day)), tmp_path / "wh", r) for day, r in results.items()}
     days = list(run)
 
@@ -291,10 +386,12 @@ def test_an_export_delivered_again_counts_each_judgment_once(spec: CaseSpec, tmp
     without_source = [c for c in LABEL if c != "source_file"]
     once = Counter(map(tuple, corpus.judgments[without_source].astype(str).to_numpy().tolist()))
     assert Counter(map(tuple, validated[without_source].astype(str).to_numpy().tolist())) == once, (
-        f"{len(validated)} validated rows for {len(corpus.judgments)} judgments")  # ... and counts once
+        f"{len(validated)} validated rows for {len(corpus.judgments)} judgments"
+    )  # ... and counts once
     duplicates = quarantined["rule"].astype(str).str.contains("duplicate")
     assert duplicates.sum() == 2 * len(corpus.judgments), (
-        f"quarantined by rule: {quarantined['rule'].value_counts().to_dict()}")
+        f"quarantined by rule: {quarantined['rule'].value_counts().to_dict()}"
+    )
 
     scores = pd.concat([run[d].table("annotator_scores") for d in days], ignore_index=True)
     per_annotator = scores.groupby("annotator_id")["n_annotations"].sum().sort_index()
@@ -307,8 +404,9 @@ def test_an_export_delivered_again_counts_each_judgment_once(spec: CaseSpec, tmp
     expected_votes = judged_scenes.groupby("item_id").size().sort_index()
     pd.testing.assert_series_equal(votes, expected_votes, check_names=False, check_dtype=False)
     # coverage looks back over both days: the re-delivery adds no labeled object
-    coverage = {d: run[d].table("coverage_report").set_index(["label", "dimension", "value"])["labeled_count"]
-                for d in days}
+    coverage = {
+        d: run[d].table("coverage_report").set_index(["label", "dimension", "value"])["labeled_count"] for d in days
+    }
     pd.testing.assert_series_equal(coverage[later], coverage[corpus.day])
 
 
@@ -330,4 +428,3 @@ def test_class_names_come_from_the_guideline_in_force(fmt: str) -> None:
         allowed = classes_by_kind(guideline_for(day))
         for kind, labels in corpus.judgments.groupby("kind")["label"]:
             assert set(labels) <= set(allowed[kind]), (day, kind, set(labels) - set(allowed[kind]))
-

@@ -35,14 +35,38 @@ def _store(text: str) -> LocalStore:
 
 def test_cells_shares_and_gaps_are_exact() -> None:
     s = spec()
-    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "lighting": ["day", "day", "night", "night"], "weather": ["clear"] * 4,
-                          "device": ["cam_a"] * 4, "region": ["eu"] * 4})
-    labeled = pd.DataFrame({"item_id": ["a", "a", "b", "c"], "label": ["car", "pedestrian", "car", "car"],
-                            "x": 0.0, "y": 0.0, "w": [10.0, 40.0, 100.0, 50.0], "h": [10.0, 40.0, 100.0, 50.0]})
-    production = pd.DataFrame({"item_id": [f"p{i}" for i in range(10)], "label": ["car"] * 6 + ["pedestrian"] * 4,
-                               "lighting": ["day"] * 2 + ["night"] * 8, "weather": ["clear"] * 10, "device": ["cam_a"] * 9 + ["cam_z"],
-                               "region": ["eu"] * 10})
-    report = coverage.coverage_report(coverage.slice_values(labeled, items, s), coverage.slice_values(production, pd.DataFrame({"item_id": []}), s), s)
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "lighting": ["day", "day", "night", "night"],
+            "weather": ["clear"] * 4,
+            "device": ["cam_a"] * 4,
+            "region": ["eu"] * 4,
+        }
+    )
+    labeled = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b", "c"],
+            "label": ["car", "pedestrian", "car", "car"],
+            "x": 0.0,
+            "y": 0.0,
+            "w": [10.0, 40.0, 100.0, 50.0],
+            "h": [10.0, 40.0, 100.0, 50.0],
+        }
+    )
+    production = pd.DataFrame(
+        {
+            "item_id": [f"p{i}" for i in range(10)],
+            "label": ["car"] * 6 + ["pedestrian"] * 4,
+            "lighting": ["day"] * 2 + ["night"] * 8,
+            "weather": ["clear"] * 10,
+            "device": ["cam_a"] * 9 + ["cam_z"],
+            "region": ["eu"] * 10,
+        }
+    )
+    report = coverage.coverage_report(
+        coverage.slice_values(labeled, items, s), coverage.slice_values(production, pd.DataFrame({"item_id": []}), s), s
+    )
     cell = report.set_index(["label", "dimension", "value"])
     assert cell.loc[("car", "lighting", "day"), "labeled_count"] == 2
     assert cell.loc[("car", "lighting", "day"), "training_share"] == pytest.approx(2 / 4)
@@ -72,7 +96,10 @@ def test_accurate_model_that_misses_a_critical_class_fails() -> None:
     report = scored(["car"] * 990 + ["pedestrian"] * 10, ["car"] * 990 + ["background"] * 10)
     overall = report[report["scope"] == "overall"].set_index("label")
     assert overall.loc["*", "recall"] == pytest.approx(0.99)
-    assert set(coverage.failing_critical_recall(report, spec())["label"]) == {"pedestrian", "cyclist"}  # cyclist: never seen
+    assert set(coverage.failing_critical_recall(report, spec())["label"]) == {
+        "pedestrian",
+        "cyclist",
+    }  # cyclist: never seen
     assert overall.loc["pedestrian", "cost_per_object"] == 25  # the spec's cost of missing a pedestrian
 
 
@@ -104,7 +131,10 @@ def test_wilson_interval_matches_statsmodels() -> None:
     [
         ("dimensions: {lighting: {}}\ncritical_classes: [unicorn]\n", "critical_classes names class 'unicorn'"),
         ("dimensions: {lighting: {}}\nrequired_slices: [altitude]\n", "names dimension 'altitude'"),
-        ("dimensions: {lighting: {}}\nminimum: {overrides: [{class: car, dimension: moon, value: x, min: 3}]}\n", "dimension 'moon'"),
+        (
+            "dimensions: {lighting: {}}\nminimum: {overrides: [{class: car, dimension: moon, value: x, min: 3}]}\n",
+            "dimension 'moon'",
+        ),
         ("dimensions: {shape: {source: derived}}\n", "unknown derived dimension 'shape'"),
         ("dimensions: !!python/object/apply:os.system [echo]\n", "not valid YAML for the safe loader"),
     ],
@@ -117,16 +147,25 @@ def test_bad_specs_are_clear_errors(text: str, message: str) -> None:
 def test_demo_night_and_rain_become_under_covered_on_the_drift_days(demo_landing: LocalStore, tmp_path: Path) -> None:
     from pipelines.definitions import defs
 
-    settings = Settings(landing=str(demo_landing.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
-                        config_dir=str(REPO / "config"), start_date="2024-01-01")
+    settings = Settings(
+        landing=str(demo_landing.root),
+        warehouse=str(tmp_path / "wh"),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+    )
     resources = build_resources(settings)
     instance = DagsterInstance.ephemeral()
     ratios = {}
     for day in ("2024-06-10", "2024-06-13"):  # before the drift, and its second day
         result = materialize(list(defs.assets), partition_key=day, resources=resources, instance=instance)
         assert result.success
-        report = pd.read_parquet(tmp_path / "wh" / "tables" / "coverage_report" / f"{day}.parquet").set_index(["label", "dimension", "value"])
-        ratios[day] = {v: report.loc[("*", d, v), "underrepresentation"] for d, v in (("lighting", "night"), ("weather", "rain"))}
+        report = pd.read_parquet(tmp_path / "wh" / "tables" / "coverage_report" / f"{day}.parquet").set_index(
+            ["label", "dimension", "value"]
+        )
+        ratios[day] = {
+            v: report.loc[("*", d, v), "underrepresentation"] for d, v in (("lighting", "night"), ("weather", "rain"))
+        }
         risk = pd.read_parquet(tmp_path / "wh" / "tables" / "risk_report" / f"{day}.parquet")
         assert {"cyclist", "pedestrian"} <= set(risk.loc[risk["critical"], "label"])
     assert ratios["2024-06-10"]["night"] < 1.5 and ratios["2024-06-10"]["rain"] < 1.5

@@ -29,9 +29,15 @@ def loop(demo_seeded: tuple[LocalStore, Seeded], tmp_path_factory: pytest.TempPa
     source, seeded = demo_seeded
     root = tmp_path_factory.mktemp("demo-loop")
     shutil.copytree(source.root, root / "landing")  # the reviewer's answers are written into the landing zone
-    resources = build_resources(Settings(landing=str(root / "landing"), warehouse=str(root / "warehouse"),
-                                         s3_endpoint_url=None, config_dir=str(REPO / "config"),
-                                         start_date="2024-06-01"))
+    resources = build_resources(
+        Settings(
+            landing=str(root / "landing"),
+            warehouse=str(root / "warehouse"),
+            s3_endpoint_url=None,
+            config_dir=str(REPO / "config"),
+            start_date="2024-06-01",
+        )
+    )
     instance = DagsterInstance.ephemeral()
     assert run_nights(days()[10:], instance, resources, seeded.truth) == []
     sent = pd.read_csv(root / "warehouse" / "outbox" / "relabel" / "ledger" / f"{BATCH_DAY}.csv")
@@ -43,8 +49,9 @@ def test_the_answers_reach_the_state_and_the_snapshot_without_the_old_boxes(loop
     warehouse = LocalStore(root / "warehouse")
     requests = sent[sent["reason"] != "honeypot"]
     assert len(sent) == 200 and len(requests) == 190
-    export = json.loads((root / "landing" / "exports" / ANSWER_DAY /
-                         f"label_studio_relabel-{BATCH_DAY}_answers.json").read_text())
+    export = json.loads(
+        (root / "landing" / "exports" / ANSWER_DAY / f"label_studio_relabel-{BATCH_DAY}_answers.json").read_text()
+    )
     assert len(export) == 200 and {t["data"]["batch_id"] for t in export} == {f"relabel-{BATCH_DAY}"}
 
     state = pd.read_parquet(root / "warehouse" / "tables" / "label_state" / f"{LAST}.parquet")
@@ -63,15 +70,23 @@ def test_the_answers_reach_the_state_and_the_snapshot_without_the_old_boxes(loop
     assert len(items) + sum(manifest["excluded"].values()) == status.size  # every item in the snapshot or counted
 
     # the reviewer's boxes replace the old ones: as many boxes per answered item as the answer drew
-    answer_boxes = pd.Series({t["data"]["item_id"]: sum(r["type"] == "rectanglelabels" for r in t["annotations"][0]["result"])
-                              for t in export})
+    answer_boxes = pd.Series(
+        {
+            t["data"]["item_id"]: sum(r["type"] == "rectanglelabels" for r in t["annotations"][0]["result"])
+            for t in export
+        }
+    )
     boxes = labels[labels["kind"] == "bbox"].groupby("item_id").size().reindex(requests["item_id"]).fillna(0)
     assert (boxes == answer_boxes.reindex(requests["item_id"])).all()
 
     # and the labels are the truth's, up to the reviewer's own 2 % errors
     prod = pd.read_csv(root / "landing" / "production" / BATCH_DAY / "predictions.csv")
-    truth = pd.concat([seeded.truth[seeded.truth["item_id"].isin(requests["item_id"])],
-                       production_truth(prod[prod["item_id"].isin(production)])])
+    truth = pd.concat(
+        [
+            seeded.truth[seeded.truth["item_id"].isin(requests["item_id"])],
+            production_truth(prod[prod["item_id"].isin(production)]),
+        ]
+    )
     scenes = truth[truth["kind"] == "classification"].set_index("item_id")["label"]
     got = labels[labels["kind"] == "classification"].set_index("item_id")["label"].reindex(scenes.index)
     assert (got == scenes.replace(V2_RENAMES)).mean() >= 0.93
@@ -82,8 +97,14 @@ def test_a_rerun_of_the_answered_batch_sends_none_of_its_items(loop) -> None:
     from pipelines.demo import RELABEL
 
     root, resources, instance, _, first = loop
-    assert materialize(list(defs.assets), selection=["relabel_batch"], partition_key=BATCH_DAY, resources=resources,
-                       instance=instance, run_config=RELABEL).success
+    assert materialize(
+        list(defs.assets),
+        selection=["relabel_batch"],
+        partition_key=BATCH_DAY,
+        resources=resources,
+        instance=instance,
+        run_config=RELABEL,
+    ).success
     again = pd.read_csv(root / "warehouse" / "outbox" / "relabel" / "ledger" / f"{BATCH_DAY}.csv")
     answered = set(first.loc[first["reason"] != "honeypot", "item_id"])
     assert len(again) and not answered & set(again["item_id"])
@@ -92,6 +113,8 @@ def test_a_rerun_of_the_answered_batch_sends_none_of_its_items(loop) -> None:
 def test_the_quality_report_shows_the_loop(loop) -> None:
     root = loop[0]
     html = (root / "warehouse" / "reports" / "quality" / f"{LAST}.html").read_text()
-    section = html[html.index("<h2>Labeling loop</h2>"):]
-    assert f"<td>relabel-{BATCH_DAY}</td><td>{BATCH_DAY}</td><td>190</td><td>10</td><td>190</td><td>0</td><td>190</td>" \
+    section = html[html.index("<h2>Labeling loop</h2>") :]
+    assert (
+        f"<td>relabel-{BATCH_DAY}</td><td>{BATCH_DAY}</td><td>190</td><td>10</td><td>190</td><td>0</td><td>190</td>"
         in section.replace("\n", "")
+    )

@@ -34,28 +34,45 @@ def test_methods_follow_evidentlys_rules() -> None:
 def test_statistics_equal_scipy() -> None:
     row = drift.column_drift(SMALL_REF, SMALL_CUR, drift.DriftConfig())
     reference = stats.ks_2samp(SMALL_REF, SMALL_CUR)
-    assert (row["statistic"], row["p_value"]) == (pytest.approx(reference.statistic, abs=1e-12), pytest.approx(reference.pvalue, rel=1e-9))
+    assert (row["statistic"], row["p_value"]) == (
+        pytest.approx(reference.statistic, abs=1e-12),
+        pytest.approx(reference.pvalue, rel=1e-9),
+    )
     assert row["drifted"] == (reference.pvalue < 0.05)
 
     row = drift.column_drift(BIG_REF, BIG_CUR, drift.DriftConfig())
-    assert row["statistic"] == pytest.approx(stats.wasserstein_distance(BIG_REF, BIG_CUR) / BIG_REF.std(ddof=0), rel=1e-12)
+    assert row["statistic"] == pytest.approx(
+        stats.wasserstein_distance(BIG_REF, BIG_CUR) / BIG_REF.std(ddof=0), rel=1e-12
+    )
 
     row = drift.column_drift(CAT_REF, CAT_CUR, drift.DriftConfig())
     ref_counts, cur_counts = CAT_REF.value_counts().sort_index(), CAT_CUR.value_counts().sort_index()
     expected = stats.chisquare(cur_counts, ref_counts * len(CAT_CUR) / len(CAT_REF))
-    assert (row["statistic"], row["p_value"]) == (pytest.approx(expected.statistic), pytest.approx(expected.pvalue, rel=1e-9))
+    assert (row["statistic"], row["p_value"]) == (
+        pytest.approx(expected.statistic),
+        pytest.approx(expected.pvalue, rel=1e-9),
+    )
 
     many = pd.Series(RNG.choice(list("abcd"), 3000), name="d")
     shifted = pd.Series(RNG.choice(list("abcd"), 2000, p=[0.1, 0.2, 0.3, 0.4]), name="d")
     row = drift.column_drift(many, shifted, drift.DriftConfig())
     p = many.value_counts(normalize=True).sort_index().to_numpy()
     q = shifted.value_counts(normalize=True).sort_index().to_numpy()
-    assert row["method"] == "jensenshannon" and row["statistic"] == pytest.approx(distance.jensenshannon(p, q), rel=1e-12)
+    assert row["method"] == "jensenshannon" and row["statistic"] == pytest.approx(
+        distance.jensenshannon(p, q), rel=1e-12
+    )
 
-    binary_ref, binary_cur = pd.Series(["y"] * 300 + ["n"] * 500, name="b"), pd.Series(["y"] * 330 + ["n"] * 370, name="b")
+    binary_ref, binary_cur = (
+        pd.Series(["y"] * 300 + ["n"] * 500, name="b"),
+        pd.Series(["y"] * 330 + ["n"] * 370, name="b"),
+    )
     row = drift.column_drift(binary_ref, binary_cur, drift.DriftConfig())
     z, p_value = proportions_ztest([300, 330], [800, 700])
-    assert row["method"] == "z" and abs(row["statistic"]) == pytest.approx(abs(z)) and row["p_value"] == pytest.approx(p_value)
+    assert (
+        row["method"] == "z"
+        and abs(row["statistic"]) == pytest.approx(abs(z))
+        and row["p_value"] == pytest.approx(p_value)
+    )
 
 
 def test_psi_by_hand() -> None:

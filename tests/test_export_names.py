@@ -7,11 +7,11 @@ import json
 import zipfile
 
 import pandas as pd
+from test_snapshots import curate, inputs
 
 from labelops.export import MAX_STEM, safe_stem, to_coco, to_yolo
 from labelops.formats import parse_file
 from labelops.storage import safe_key
-from test_snapshots import curate, inputs
 
 HOSTILE = ["a/b", "../../etc/x", "a_b", " .hidden", "x\\y"]
 
@@ -19,7 +19,7 @@ HOSTILE = ["a/b", "../../etc/x", "a_b", " .hidden", "x\\y"]
 def hostile_snapshot() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Five items (two boxes each) renamed to the hostile ids, curated with their splits."""
     consensus, items = inputs(5)
-    rename = dict(zip(items["item_id"], HOSTILE))
+    rename = dict(zip(items["item_id"], HOSTILE, strict=True))
     consensus["item_id"], items["item_id"] = consensus["item_id"].map(rename), items["item_id"].map(rename)
     curated = curate(consensus, items)
     return curated.items, curated.labels
@@ -33,7 +33,7 @@ def test_hostile_ids_become_distinct_safe_zip_members_that_read_back() -> None:
     assert all(safe_key(name) == name and ".." not in name.split("/") for name in members)
     assert "labels/" + items.loc[items["item_id"] == "a_b", "split"].iloc[0] + "/a_b.txt" in members  # a safe id stays
     stems = safe_stem(items["item_id"])
-    sizes = dict(zip(stems, zip(items["width"], items["height"])))
+    sizes = dict(zip(stems, zip(items["width"], items["height"], strict=True), strict=True))
     objects = parse_file("yolo.zip", archive, sizes).objects
     assert len(objects) == 10 and (objects["item_id"].value_counts() == 2).all()
     assert set(objects["item_id"]) == set(stems)
@@ -56,8 +56,9 @@ def test_safe_stem_keeps_safe_ids_and_alters_the_rest_safely_and_stably() -> Non
     safe = pd.Series(["img-0001", "a_b", "x.y-z", "CAM_a.2024"])
     assert safe_stem(safe).tolist() == safe.tolist()
     assert safe_stem(pd.Series(["a/b"])).iloc[0] == "a_b-0d96685e8f68e767"  # the same stem in every run
-    unsafe = pd.Series(["a/b", "a\\b", "", ".", "..", ".env", "a\x00b", "a\nb", "caf\u00e9", "x" * 300, "x" * 301,
-                        "a b"])
+    unsafe = pd.Series(
+        ["a/b", "a\\b", "", ".", "..", ".env", "a\x00b", "a\nb", "caf\u00e9", "x" * 300, "x" * 301, "a b"]
+    )
     spelled = pd.concat([unsafe, safe_stem(pd.Series(["a/b"]))], ignore_index=True)  # a safe id spelling a/b's stem
     stems = safe_stem(spelled)
     assert stems.nunique() == 13 and (stems != spelled).all()

@@ -7,7 +7,7 @@ import json
 import os
 import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +21,79 @@ from labelops.storage import LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
 DAY, NEXT = "2024-06-13", "2024-06-14"  # guideline v2 in force
-NOW = datetime(2024, 6, 15, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 15, tzinfo=UTC)
 
 
 def ls_task(task_id: int, item: str, annotations: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"id": task_id, "data": {"image": f"/data/upload/1/{item}.jpg"}, "annotations": annotations,
-            "predictions": [{"id": 900 + task_id, "result": []}]}
+    return {
+        "id": task_id,
+        "data": {"image": f"/data/upload/1/{item}.jpg"},
+        "annotations": annotations,
+        "predictions": [{"id": 900 + task_id, "result": []}],
+    }
 
 
-def ls_annotation(annotation_id: int, who: int, updated: str, scene: str | None, boxes: list[tuple[str, float]],
-                  cancelled: bool = False) -> dict[str, Any]:
+def ls_annotation(
+    annotation_id: int,
+    who: int,
+    updated: str,
+    scene: str | None,
+    boxes: list[tuple[str, float]],
+    cancelled: bool = False,
+) -> dict[str, Any]:
     result: list[dict[str, Any]] = []
     if scene:
-        result.append({"id": f"s{annotation_id}", "type": "choices", "from_name": "scene", "to_name": "image",
-                       "value": {"choices": [scene]}})
+        result.append(
+            {
+                "id": f"s{annotation_id}",
+                "type": "choices",
+                "from_name": "scene",
+                "to_name": "image",
+                "value": {"choices": [scene]},
+            }
+        )
     for n, (label, x) in enumerate(boxes):
-        result.append({"id": f"b{annotation_id}-{n}", "type": "rectanglelabels", "from_name": "label",
-                       "to_name": "image", "original_width": 1000, "original_height": 500,
-                       "value": {"x": x, "y": 10.0, "width": 10.0, "height": 20.0, "rotation": 0,
-                                 "rectanglelabels": [label]}})
-    return {"id": annotation_id, "completed_by": who, "updated_at": updated, "created_at": "2024-06-12T08:00:00Z",
-            "was_cancelled": cancelled, "result": result}
+        result.append(
+            {
+                "id": f"b{annotation_id}-{n}",
+                "type": "rectanglelabels",
+                "from_name": "label",
+                "to_name": "image",
+                "original_width": 1000,
+                "original_height": 500,
+                "value": {"x": x, "y": 10.0, "width": 10.0, "height": 20.0, "rotation": 0, "rectanglelabels": [label]},
+            }
+        )
+    return {
+        "id": annotation_id,
+        "completed_by": who,
+        "updated_at": updated,
+        "created_at": "2024-06-12T08:00:00Z",
+        "was_cancelled": cancelled,
+        "result": result,
+    }
 
 
 def detection_project() -> bytes:
     """The most common Label Studio project: a scene choice and boxes, no polygon anywhere."""
     tasks = [
-        ls_task(1, "img-1", [ls_annotation(11, 1, "2024-06-12T09:00:00Z", "urban", [("car", 5.0), ("truck", 40.0)]),
-                             ls_annotation(12, 2, "2024-06-12T09:30:00Z", "urban", [("car", 5.0)])]),
-        ls_task(2, "img-2", [ls_annotation(21, 1, "2024-06-12T10:00:00Z", None, [("car", 60.0)]),  # boxes only
-                             ls_annotation(22, 2, "2024-06-12T10:05:00Z", "highway", []),  # scene only
-                             ls_annotation(23, 3, "2024-06-12T10:10:00Z", "urban", [("car", 1.0)], cancelled=True)]),
+        ls_task(
+            1,
+            "img-1",
+            [
+                ls_annotation(11, 1, "2024-06-12T09:00:00Z", "urban", [("car", 5.0), ("truck", 40.0)]),
+                ls_annotation(12, 2, "2024-06-12T09:30:00Z", "urban", [("car", 5.0)]),
+            ],
+        ),
+        ls_task(
+            2,
+            "img-2",
+            [
+                ls_annotation(21, 1, "2024-06-12T10:00:00Z", None, [("car", 60.0)]),  # boxes only
+                ls_annotation(22, 2, "2024-06-12T10:05:00Z", "highway", []),  # scene only
+                ls_annotation(23, 3, "2024-06-12T10:10:00Z", "urban", [("car", 1.0)], cancelled=True),
+            ],
+        ),
     ]
     return json.dumps(tasks).encode()
 
@@ -96,7 +138,8 @@ def test_any_failure_inside_a_parser_fails_that_file_alone(tmp_path: Path, monke
     assert ledger.loc[f"exports/{DAY}/project.json", "status"] == "ok" and len(result.table) == 7
     assert ledger.loc[f"exports/{DAY}/task.xml", "status"] == "error"
     assert ledger.loc[f"exports/{DAY}/task.xml", "error"] == (
-        f"exports/{DAY}/task.xml: malformed values (ZeroDivisionError: a bug in a parser)")
+        f"exports/{DAY}/task.xml: malformed values (ZeroDivisionError: a bug in a parser)"
+    )
 
 
 def test_the_same_export_twice_counts_once_within_a_day_and_across_days(tmp_path: Path) -> None:
@@ -108,7 +151,9 @@ def test_the_same_export_twice_counts_once_within_a_day_and_across_days(tmp_path
     first = ingest.read_exports(landing, DAY, known=ingest.known_judgments(warehouse, DAY))
     ingest.record_judgments(warehouse, DAY, first.table)
     assert first.ledger.set_index("source_file")["duplicates"].to_dict() == {  # files are read in name order
-        f"exports/{DAY}/project (1).json": 0, f"exports/{DAY}/project.json": 7}
+        f"exports/{DAY}/project (1).json": 0,
+        f"exports/{DAY}/project.json": 7,
+    }
     validated, quarantined = validate(first.table)
     assert (len(validated), len(quarantined)) == (7, 7)
     assert rules(quarantined) == {"duplicate": 7}
@@ -147,23 +192,37 @@ def test_label_studio_latest_version_wins_wherever_it_stands(tmp_path: Path) -> 
 
 
 def coco(annotations: list[dict[str, Any]]) -> bytes:
-    return json.dumps({
-        "images": [{"id": 1, "file_name": "img-1.jpg", "width": 1000, "height": 500}],
-        "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "crosswalk"}],
-        "annotations": annotations,
-        "info": {"contributor": "vendor-a"},
-    }).encode()
+    return json.dumps(
+        {
+            "images": [{"id": 1, "file_name": "img-1.jpg", "width": 1000, "height": 500}],
+            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "crosswalk"}],
+            "annotations": annotations,
+            "info": {"contributor": "vendor-a"},
+        }
+    ).encode()
 
 
 def test_coco_geometry_never_changes_kind_silently(tmp_path: Path) -> None:
     square = [10.0, 10.0, 110.0, 10.0, 110.0, 60.0, 10.0, 60.0]
     annotations = [
         {"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 100, 50], "segmentation": [square], "area": 5000},
-        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [10, 10, 100, 50], "segmentation": [[10, 10, 110, 60]],
-         "area": 10},  # a two-point "polygon"
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 2,
+            "bbox": [10, 10, 100, 50],
+            "segmentation": [[10, 10, 110, 60]],
+            "area": 10,
+        },  # a two-point "polygon"
         {"id": 3, "image_id": 1, "category_id": 1, "bbox": [300, 10, 100, 50], "area": -5000},
-        {"id": 4, "image_id": 1, "category_id": 2, "bbox": [500, 100, 100, 50], "segmentation": [square],
-         "area": 5000},  # its box is elsewhere
+        {
+            "id": 4,
+            "image_id": 1,
+            "category_id": 2,
+            "bbox": [500, 100, 100, 50],
+            "segmentation": [square],
+            "area": 5000,
+        },  # its box is elsewhere
         {"id": 5, "image_id": 1, "category_id": 1, "bbox": [600, 10, 100, 50], "area": 5000},
         {"id": 5, "image_id": 1, "category_id": 1, "bbox": [700, 10, 100, 50], "area": 5000},  # id repeated
         {"id": 6, "image_id": 1, "category_id": 1, "bbox": [800, 10, 100, 50], "area": 5000},
@@ -176,11 +235,20 @@ def test_coco_geometry_never_changes_kind_silently(tmp_path: Path) -> None:
     validated, quarantined = validate(table)
     assert len(validated) + len(quarantined) == 8
     assert validated["source_ref"].tolist() == ["annotation=1", "annotation=5", "annotation=6"]
-    by_ref = dict(zip(quarantined["source_ref"] + "/" + quarantined.groupby("source_ref").cumcount().astype(str),
-                      quarantined["rule"]))
-    assert by_ref == {"annotation=2/0": "polygon_min_points", "annotation=3/0": "area_non_negative",
-                      "annotation=4/0": "polygon_matches_box", "annotation=5/0": "record_id_unique",
-                      "annotation=6/0": "duplicate"}
+    by_ref = dict(
+        zip(
+            quarantined["source_ref"] + "/" + quarantined.groupby("source_ref").cumcount().astype(str),
+            quarantined["rule"],
+            strict=True,
+        )
+    )
+    assert by_ref == {
+        "annotation=2/0": "polygon_min_points",
+        "annotation=3/0": "area_non_negative",
+        "annotation=4/0": "polygon_matches_box",
+        "annotation=5/0": "record_id_unique",
+        "annotation=6/0": "duplicate",
+    }
 
 
 def test_item_ids_have_one_spelling_everywhere(tmp_path: Path) -> None:
@@ -219,9 +287,11 @@ def test_an_oversized_export_is_refused_as_a_whole_before_reading(tmp_path: Path
     assert landing.reads == []
     entry = result.ledger.iloc[0]
     assert entry["status"] == "error" and entry["error"].startswith(
-        f"exports/{DAY}/partner: export is 5980 bytes in 3 file(s), above the 5000-byte limit for one export")
-    relaxed = ingest.read_exports(landing, DAY, {"a": (100, 100), "b": (100, 100)},
-                                  policy=ingest.ReadPolicy(max_export_bytes=10_000))
+        f"exports/{DAY}/partner: export is 5980 bytes in 3 file(s), above the 5000-byte limit for one export"
+    )
+    relaxed = ingest.read_exports(
+        landing, DAY, {"a": (100, 100), "b": (100, 100)}, policy=ingest.ReadPolicy(max_export_bytes=10_000)
+    )
     assert relaxed.ledger["rows"].tolist() == [332]
 
 
@@ -235,7 +305,9 @@ def test_a_file_still_being_written_is_deferred_not_read(tmp_path: Path) -> None
     policy = ingest.ReadPolicy.settling(60)
     result = ingest.read_exports(landing, DAY, policy=policy)
     assert result.ledger[["source_file", "status", "rows"]].values.tolist() == [
-        [f"exports/{DAY}/new.json", ingest.STILL_ARRIVING, 0], [f"exports/{DAY}/old.json", "ok", 7]]
+        [f"exports/{DAY}/new.json", ingest.STILL_ARRIVING, 0],
+        [f"exports/{DAY}/old.json", "ok", 7],
+    ]
     assert ingest.read_items(landing, DAY, policy=policy).ledger["status"].tolist() == [ingest.STILL_ARRIVING]
     later = ingest.read_exports(landing, DAY, policy=ingest.ReadPolicy.settling(60, now=time.time() + 120))
     assert later.ledger["rows"].tolist() == [7, 7] and later.ledger["duplicates"].tolist() == [0, 0]

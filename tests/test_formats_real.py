@@ -72,7 +72,7 @@ def test_coco_datumaro_instances(real: Path) -> None:
 
 
 def test_coco_detection_results_are_refused(real: Path) -> None:
-    with pytest.raises(ExportError, match="instances_val2014_fakebbox100_results.json: COCO detection results"):
+    with pytest.raises(ExportError, match=r"instances_val2014_fakebbox100_results\.json: COCO detection results"):
         parse(real, "faster_coco_eval/tests/dataset/cocoapi/instances_val2014_fakebbox100_results.json")
 
 
@@ -103,7 +103,13 @@ def test_label_studio_rotation_kept_in_attributes(real: Path) -> None:
     path = f"{LS}/test_export_yolo/data_obb.json"
     tasks = json.loads((real / path).read_text())
     objects = parse(real, path).objects
-    rotations = [r["value"]["rotation"] for t in tasks for a in t["annotations"] for r in a["result"] if r["type"] == "rectanglelabels"]
+    rotations = [
+        r["value"]["rotation"]
+        for t in tasks
+        for a in t["annotations"]
+        for r in a["result"]
+        if r["type"] == "rectanglelabels"
+    ]
     assert len(objects) == len(rotations) == 25
     kept = [json.loads(a).get("rotation", 0.0) for a in objects["attributes"]]
     assert kept == pytest.approx(rotations)
@@ -131,7 +137,9 @@ def test_label_studio_predictions_are_not_labels_and_choices_are(real: Path) -> 
     assert set(parsed.objects["annotator_id"]) == {"hakan@heartex.com"}  # the embedded user's e-mail
 
     history = parse(real, f"{LS}/test_export_csv/csv_test_history.json").objects
-    assert history[["kind", "label", "annotator_id"]].values.tolist() == [["classification", "Positive", "sergei@heartex.e2e"]]
+    assert history[["kind", "label", "annotator_id"]].values.tolist() == [
+        ["classification", "Positive", "sergei@heartex.e2e"]
+    ]
 
 
 def test_label_studio_region_attributes_fold_into_region(real: Path) -> None:
@@ -157,7 +165,14 @@ def test_cvat_task_export(real: Path) -> None:
     box = objects.loc["bbox"]
     assert box[["x", "y", "w", "h"]].tolist() == [0.0, 2.0, 4.0, 2.0]  # xtl=0 ytl=2 xbr=4 ybr=4
     assert box["label"] == "label1" and box["item_id"] == "img0"
-    assert json.loads(box["attributes"]) == {"a1": "true", "a2": "v3", "a3": "0003", "a4": "2.4", "occluded": "1", "z_order": "1"}
+    assert json.loads(box["attributes"]) == {
+        "a1": "true",
+        "a2": "v3",
+        "a3": "0003",
+        "a4": "2.4",
+        "occluded": "1",
+        "z_order": "1",
+    }
     polygon = objects.loc["polygon"]
     assert list(polygon["points"]) == [1.0, 2.0, 3.0, 4.0, 6.0, 5.0]
     assert polygon[["x", "y", "w", "h"]].tolist() == [1.0, 2.0, 5.0, 3.0]
@@ -170,7 +185,10 @@ def test_cvat_project_export_keeps_subsets_apart(real: Path) -> None:
     assert len(parsed.objects) == 6
     assert parsed.objects["source_ref"].is_unique
     assert parsed.objects["source_ref"].str.extract(r"subset=(\w+)")[0].value_counts().to_dict() == {
-        "Test": 2, "Train": 2, "Validation": 2}
+        "Test": 2,
+        "Train": 2,
+        "Validation": 2,
+    }
     assert set(parsed.objects["annotator_id"]) == {"tester"}  # no assignee: the task owner
 
 

@@ -59,13 +59,13 @@ def mutated(draw, name: str) -> bytes:
         if action == "flip" and data:
             data[at] = draw(st.integers(0, 255))
         elif action == "cut":
-            del data[at:at + draw(st.integers(1, 200))]
+            del data[at : at + draw(st.integers(1, 200))]
         elif action == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=40))
         else:
             other = seed_bytes(draw(st.sampled_from(sorted(SEEDS))))
             start = draw(st.integers(0, max(len(other) - 1, 0)))
-            data[at:at] = other[start:start + draw(st.integers(1, 300))]
+            data[at:at] = other[start : start + draw(st.integers(1, 300))]
     return bytes(data)
 
 
@@ -81,11 +81,40 @@ def test_mutated_real_exports_only_raise_export_errors(name: str) -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(
-        st.sampled_from(["images", "annotations", "categories", "id", "image_id", "bbox", "category_id", "file_name",
-                         "width", "height", "data", "result", "value", "x", "y", "original_width", "rectanglelabels",
-                         "completed_by", "segmentation", "name", "type", "from_name"]) | st.text(max_size=8),
-        children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "images",
+                    "annotations",
+                    "categories",
+                    "id",
+                    "image_id",
+                    "bbox",
+                    "category_id",
+                    "file_name",
+                    "width",
+                    "height",
+                    "data",
+                    "result",
+                    "value",
+                    "x",
+                    "y",
+                    "original_width",
+                    "rectanglelabels",
+                    "completed_by",
+                    "segmentation",
+                    "name",
+                    "type",
+                    "from_name",
+                ]
+            )
+            | st.text(max_size=8),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=40,
 )
 
@@ -105,5 +134,5 @@ def test_random_bytes_only_raise_export_errors(data: bytes, name: str) -> None:
 @pytest.mark.parametrize("depth", [1_000, 100_000])
 def test_deeply_nested_json_is_refused_not_a_crash(depth: int) -> None:
     for document in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
-        with pytest.raises(ExportError, match="deep.json"):
+        with pytest.raises(ExportError, match=r"deep\.json"):
             parse_file("deep.json", document.encode())

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, build_sensor_context, materialize
-
 from conftest import REPO, SUBPROCESS_TIMEOUT
+from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
+
 from labelops import labeling, state
 from labelops.guidelines import GuidelineSet, load_guidelines, parse_guideline
 from labelops.storage import LocalStore
 from pipelines.automation import guideline_sensor
 from pipelines.definitions import NIGHTLY_ASSETS, defs
-from pipelines.guideline_backfill import stale_days
 from resources import build_resources
 from resources.settings import Settings
 from resources.storage import StorageResource
@@ -35,23 +34,32 @@ NIGHTLY = {"ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lig
 
 def v3_merge(v2: str) -> str:
     """v3 (parent v2, in force from 2024-06-13): truck + bus -> heavy_vehicle, urban + residential -> built_up."""
-    classes = v2[v2.index("classes:"):]
+    classes = v2[v2.index("classes:") :]
     for old in ("truck", "bus", "residential"):
         start = classes.index(f"  - name: {old}\n")
         end = classes.find("  - name:", start + 1)
         classes = classes[:start] + (classes[end:] if end >= 0 else "")
-    classes = classes.replace("  - name: urban\n    description: Scene type - city streets.",
-                              "  - name: built_up\n    description: Scene type - city and residential streets.")
-    classes += ("  - name: heavy_vehicle\n    description: Trucks, buses and coaches.\n    geometry: [bbox]\n"
-                "    severity: 1.5\n    attributes: {occluded: [\"0\", \"1\"]}\n")
-    return ("version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n"
-            "  - {op: merge, from: [truck, bus], into: heavy_vehicle}\n"
-            "  - {op: merge, from: [urban, residential], into: built_up}\n" + classes)
+    classes = classes.replace(
+        "  - name: urban\n    description: Scene type - city streets.",
+        "  - name: built_up\n    description: Scene type - city and residential streets.",
+    )
+    classes += (
+        "  - name: heavy_vehicle\n    description: Trucks, buses and coaches.\n    geometry: [bbox]\n"
+        '    severity: 1.5\n    attributes: {occluded: ["0", "1"]}\n'
+    )
+    return (
+        "version: v3\nparent: v2\neffective_from: 2024-06-13\nchanges:\n"
+        "  - {op: merge, from: [truck, bus], into: heavy_vehicle}\n"
+        "  - {op: merge, from: [urban, residential], into: built_up}\n" + classes
+    )
 
 
 def tables(warehouse: Path, days: list[str]) -> dict[str, bytes]:
-    return {str(p.relative_to(warehouse)): p.read_bytes() for p in sorted((warehouse / "tables").glob("*/*.parquet"))
-            if p.stem in days}
+    return {
+        str(p.relative_to(warehouse)): p.read_bytes()
+        for p in sorted((warehouse / "tables").glob("*/*.parquet"))
+        if p.stem in days
+    }
 
 
 def table(warehouse: Path, name: str, day: str) -> pd.DataFrame:
@@ -65,31 +73,77 @@ def changed(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) 
     config, warehouse, home = root / "config", root / "warehouse", root / "home"
     shutil.copytree(REPO / "config", config)
     home.mkdir()
-    settings = Settings(landing=str(demo_landing.root), warehouse=str(warehouse), s3_endpoint_url=None,
-                        config_dir=str(config), start_date="2024-06-01")
+    settings = Settings(
+        landing=str(demo_landing.root),
+        warehouse=str(warehouse),
+        s3_endpoint_url=None,
+        config_dir=str(config),
+        start_date="2024-06-01",
+    )
     resources, instance = build_resources(settings), DagsterInstance.ephemeral()
     for day in NIGHTS:
-        assert materialize(list(defs.assets), selection=NIGHTLY_ASSETS, partition_key=day, resources=resources,
-                           instance=instance, run_config=NIGHTLY).success
-    before = {"tables": tables(warehouse, NIGHTS), "latest": (warehouse / "snapshots" / "latest").read_text(),
-              "quarantined": {d: table(warehouse, "quarantined_annotations", d) for d in AFFECTED},
-              "scores": {d: table(warehouse, "annotator_scores", d) for d in AFFECTED}}
+        assert materialize(
+            list(defs.assets),
+            selection=NIGHTLY_ASSETS,
+            partition_key=day,
+            resources=resources,
+            instance=instance,
+            run_config=NIGHTLY,
+        ).success
+    before = {
+        "tables": tables(warehouse, NIGHTS),
+        "latest": (warehouse / "snapshots" / "latest").read_text(),
+        "quarantined": {d: table(warehouse, "quarantined_annotations", d) for d in AFFECTED},
+        "scores": {d: table(warehouse, "annotator_scores", d) for d in AFFECTED},
+    }
     (config / "guidelines" / "v3.yaml").write_text(v3_merge((config / "guidelines" / "v2.yaml").read_text()))
     storage = StorageResource(landing=str(demo_landing.root), warehouse=str(warehouse))
     guidelines = GuidelinesResource(config_dir=str(config))
-    tick = guideline_sensor.evaluate_tick(build_sensor_context(  # its first tick ever, no cursor
-        instance=instance, resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
-    env = {**os.environ, "LABELOPS_LANDING": str(demo_landing.root), "LABELOPS_WAREHOUSE": str(warehouse),
-           "LABELOPS_CONFIG": str(config), "LABELOPS_START_DATE": "2024-06-01", "DAGSTER_HOME": str(home)}
-    dry = subprocess.run([sys.executable, "-m", "pipelines.guideline_backfill", "--dry-run"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
-    run = subprocess.run([sys.executable, "-m", "pipelines.guideline_backfill"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    tick = guideline_sensor.evaluate_tick(
+        build_sensor_context(  # its first tick ever, no cursor
+            instance=instance, resources={"guidelines": guidelines, "storage": storage}, definitions=defs
+        )
+    )
+    env = {
+        **os.environ,
+        "LABELOPS_LANDING": str(demo_landing.root),
+        "LABELOPS_WAREHOUSE": str(warehouse),
+        "LABELOPS_CONFIG": str(config),
+        "LABELOPS_START_DATE": "2024-06-01",
+        "DAGSTER_HOME": str(home),
+    }
+    dry = subprocess.run(
+        [sys.executable, "-m", "pipelines.guideline_backfill", "--dry-run"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pipelines.guideline_backfill"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    after_tick = guideline_sensor.evaluate_tick(build_sensor_context(
-        instance=instance, resources={"guidelines": guidelines, "storage": storage}, definitions=defs))
-    return {"warehouse": warehouse, "before": before, "tick": tick, "dry": dry, "run": run, "after_tick": after_tick,
-            "guidelines": load_guidelines(LocalStore(config)), "home": home}
+    after_tick = guideline_sensor.evaluate_tick(
+        build_sensor_context(
+            instance=instance, resources={"guidelines": guidelines, "storage": storage}, definitions=defs
+        )
+    )
+    return {
+        "warehouse": warehouse,
+        "before": before,
+        "tick": tick,
+        "dry": dry,
+        "run": run,
+        "after_tick": after_tick,
+        "guidelines": load_guidelines(LocalStore(config)),
+        "home": home,
+    }
 
 
 def test_the_sensor_finds_the_days_without_a_cursor(changed: dict) -> None:
@@ -113,17 +167,25 @@ def test_no_mapped_label_is_quarantined_and_counts_are_exact(changed: dict) -> N
         assert len(validated) + len(quarantined) == len(exports)
         # the same rows are quarantined as under v2 (malformed rows, duplicates): v3 quarantined nothing
         assert sorted(quarantined["annotation_id"]) == sorted(before["quarantined"][day]["annotation_id"])
-        assert not quarantined["label"].isin(list(MERGES)).any() or (
-            ~quarantined.loc[quarantined["label"].isin(list(MERGES)), "rule"].str.contains("label_in_taxonomy")).all()
+        assert (
+            not quarantined["label"].isin(list(MERGES)).any()
+            or (
+                ~quarantined.loc[quarantined["label"].isin(list(MERGES)), "rule"].str.contains("label_in_taxonomy")
+            ).all()
+        )
         # every old name delivered that day is validated under its new name, with its original kept
-        old = exports[exports["label"].isin(list(MERGES)) & ~exports["annotation_id"].isin(quarantined["annotation_id"])]
+        old = exports[
+            exports["label"].isin(list(MERGES)) & ~exports["annotation_id"].isin(quarantined["annotation_id"])
+        ]
         remapped = validated[validated["remapped_from"].astype(str).str.split(":").str[-1].isin(list(MERGES))]
         assert len(remapped) == len(old) > 0, day
         originals = remapped["remapped_from"].str.split(":").str[-1]
         assert (remapped["label"].to_numpy() == originals.map(MERGES).to_numpy()).all()
         assert not validated["label"].isin(list(MERGES)).any()
-        print(f"{day}: {len(remapped)} labels remapped ({originals.value_counts().to_dict()}), "
-              f"{len(quarantined)} quarantined as before")
+        print(
+            f"{day}: {len(remapped)} labels remapped ({originals.value_counts().to_dict()}), "
+            f"{len(quarantined)} quarantined as before"
+        )
 
 
 def test_gold_is_read_under_the_new_guideline_too(changed: dict) -> None:
@@ -175,8 +237,10 @@ def test_a_new_snapshot_records_v3_and_lists_every_remapped_label(changed: dict)
     old_scenes = set(both.loc[both["label"].isin(list(MERGES)), "item_id"])
     listed = {c["item_id"] for c in diff["remapped_labels"]} | {c["item_id"] for c in diff["label_changes"]}
     assert old_scenes <= listed and len(diff["remapped_labels"]) >= 0.9 * len(old_scenes)
-    print(f"snapshot {latest}: {len(diff['remapped_labels'])} scene labels and {len(diff['remapped_objects'])} "
-          f"objects remapped; {manifest['diff_summary']}")
+    print(
+        f"snapshot {latest}: {len(diff['remapped_labels'])} scene labels and {len(diff['remapped_objects'])} "
+        f"objects remapped; {manifest['diff_summary']}"
+    )
     assert "snapshot " + latest in changed["run"].stdout
 
 
@@ -193,19 +257,53 @@ classes:
 def test_a_split_sends_exactly_the_touched_items_to_relabel() -> None:
     """Votes for a class v3 splits wait for a relabel (and stop counting); the others are untouched."""
     v2 = (REPO / "config" / "guidelines" / "v2.yaml").read_text()
-    classes = v2[v2.index("classes:") + len("classes:\n"):].replace(
-        "  - name: cyclist\n", "  - name: bicycle_rider\n", 1) + "  - name: cargo_bike_rider\n    geometry: [bbox]\n"
-    base = [parse_guideline(f"{v}.yaml", (REPO / "config" / "guidelines" / f"{v}.yaml").read_text()) for v in ("v1", "v2")]
+    classes = (
+        v2[v2.index("classes:") + len("classes:\n") :].replace("  - name: cyclist\n", "  - name: bicycle_rider\n", 1)
+        + "  - name: cargo_bike_rider\n    geometry: [bbox]\n"
+    )
+    base = [
+        parse_guideline(f"{v}.yaml", (REPO / "config" / "guidelines" / f"{v}.yaml").read_text()) for v in ("v1", "v2")
+    ]
     guidelines = GuidelineSet([*base, parse_guideline("v3.yaml", SPLIT + classes)])
     votes = state.empty_votes().reindex(range(6))
-    votes = votes.assign(item_id=["a", "a", "b", "b", "c", "c"], annotator_id=["x", "y"] * 3, kind="bbox",
-                         label=["cyclist", "cyclist", "car", "car", "cyclist", "pedestrian"], x=1.0, y=1.0, w=9.0,
-                         h=9.0, export_date="2024-06-12", guideline_version="v2", content_id=[str(i) for i in range(6)])
+    votes = votes.assign(
+        item_id=["a", "a", "b", "b", "c", "c"],
+        annotator_id=["x", "y"] * 3,
+        kind="bbox",
+        label=["cyclist", "cyclist", "car", "car", "cyclist", "pedestrian"],
+        x=1.0,
+        y=1.0,
+        w=9.0,
+        h=9.0,
+        export_date="2024-06-12",
+        guideline_version="v2",
+        content_id=[str(i) for i in range(6)],
+    )
     carried = state.carry_votes(votes, guidelines, "v3")
     waiting = state.waiting_for_relabel(carried)
     assert list(waiting["item_id"]) == ["a", "c"]
     assert set(waiting["needs_relabel"]) == {"v3: split of 'cyclist'"}
     assert list(carried.loc[state.counts(carried), "item_id"]) == ["b", "b", "c"]
-    candidates = labeling.relabel_candidates(pd.DataFrame(columns=["item_id", "predicted_label", "confidence"]),
-                                             pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), waiting)
+    candidates = labeling.relabel_candidates(
+        pd.DataFrame(columns=["item_id", "predicted_label", "confidence"]),
+        pd.DataFrame(),
+        pd.DataFrame(),
+        pd.DataFrame(),
+        waiting,
+    )
     assert set(candidates.loc[candidates["kind"] == "guideline_change", "item_id"]) == {"a", "c"}
+
+
+def test_one_partition_loads_as_a_dataframe(changed: dict, demo_landing: LocalStore) -> None:
+    """What a notebook does: a day of a daily asset, loaded from outside a run, is its table."""
+    settings = Settings(
+        landing=str(demo_landing.root),
+        warehouse=str(changed["warehouse"]),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-06-01",
+    )
+    local = Definitions(assets=list(defs.assets or []), resources=build_resources(settings))
+    loaded = local.load_asset_value("label_state", partition_key=AFFECTED[-1])
+    assert isinstance(loaded, pd.DataFrame)
+    pd.testing.assert_frame_equal(loaded, table(changed["warehouse"], "label_state", AFFECTED[-1]))

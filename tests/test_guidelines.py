@@ -46,16 +46,28 @@ def test_shipped_guidelines_load_and_v2_remaps_v1() -> None:
 
 
 def test_rename_merge_split_redefine_remove() -> None:
-    b = version("b", "a", "2024-02-01", ["automobile", "vehicle", "person", "cyclist", "scooter"], """
+    b = version(
+        "b",
+        "a",
+        "2024-02-01",
+        ["automobile", "vehicle", "person", "cyclist", "scooter"],
+        """
       - {op: rename, from: car, to: automobile}
       - {op: merge, from: [truck, van], into: vehicle}
       - {op: split, from: bike, into: [cyclist, scooter]}
       - {op: redefine, class: person}
-    """)
-    c = version("c", "b", "2024-03-01", ["auto", "vehicle", "person", "cyclist"], """
+    """,
+    )
+    c = version(
+        "c",
+        "b",
+        "2024-03-01",
+        ["auto", "vehicle", "person", "cyclist"],
+        """
       - {op: rename, from: automobile, to: auto}
       - {op: remove, class: scooter}
-    """)
+    """,
+    )
     guidelines = guideline_set(BASE, b, c)
     ab = guidelines.remap("a", "b")
     assert ab.mapping == {"car": "automobile", "truck": "vehicle", "van": "vehicle"}
@@ -74,12 +86,22 @@ def test_rename_merge_split_redefine_remove() -> None:
     [
         (version("b", "a", "2024-02-01", ["car"], "  - {op: rename, from: lorry, to: car}"), "unknown class 'lorry'"),
         (version("b", "a", "2024-02-01", ["car"], "  - {op: split, from: bike}"), "split of 'bike' has no targets"),
-        (version("b", "a", "2024-02-01", ["car"], "  - {op: split, from: bike, into: [cyclist]}"), "at least two targets"),
+        (
+            version("b", "a", "2024-02-01", ["car"], "  - {op: split, from: bike, into: [cyclist]}"),
+            "at least two targets",
+        ),
         (version("b", "a", "2024-02-01", ["car"], "  - {op: merge, from: [car], into: auto}"), "at least two classes"),
         (version("b", "a", "2024-02-01", ["car"], "  - {op: teleport, class: car}"), "needs an op out of"),
-        (version("b", "a", "2024-02-01", ["car", "truck", "van", "person", "bike"], "  - {op: add, class: car}"), "'car' already exists"),
-        (version("b", "a", "2024-02-01", ["car", "truck", "van", "person"], "  - {op: rename, from: bike, to: cycle}"),
-         "listed but not derived: \\[\\]; derived but not listed: \\['cycle'\\]"),
+        (
+            version("b", "a", "2024-02-01", ["car", "truck", "van", "person", "bike"], "  - {op: add, class: car}"),
+            "'car' already exists",
+        ),
+        (
+            version(
+                "b", "a", "2024-02-01", ["car", "truck", "van", "person"], "  - {op: rename, from: bike, to: cycle}"
+            ),
+            "listed but not derived: \\[\\]; derived but not listed: \\['cycle'\\]",
+        ),
     ],
 )
 def test_bad_change_logs_are_clear_errors(document: str, message: str) -> None:
@@ -99,10 +121,15 @@ def test_cycles_and_missing_parents() -> None:
 
 def test_yaml_tags_are_refused_and_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "guidelines").mkdir()
-    (tmp_path / "guidelines" / "evil.yaml").write_text("version: !!python/object/apply:os.system ['echo pwned']\nclasses: []\n")
+    (tmp_path / "guidelines" / "evil.yaml").write_text(
+        "version: !!python/object/apply:os.system ['echo pwned']\nclasses: []\n"
+    )
     with pytest.raises(GuidelineError, match=r"evil.yaml: not valid YAML for the safe loader"):
         load_guidelines(LocalStore(tmp_path))
-    for text, message in [("- a list", "a guideline is a mapping"), ("version: x\neffective_from: soon\nclasses: [{name: a}]", "not a date"),
-                          ("version: x\neffective_from: 2024-01-01\nclasses: [{name: a, geometry: [cuboid]}]", "geometry must be")]:
+    for text, message in [
+        ("- a list", "a guideline is a mapping"),
+        ("version: x\neffective_from: soon\nclasses: [{name: a}]", "not a date"),
+        ("version: x\neffective_from: 2024-01-01\nclasses: [{name: a, geometry: [cuboid]}]", "geometry must be"),
+    ]:
         with pytest.raises(GuidelineError, match=message):
             parse_guideline("bad.yaml", text)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from io import BytesIO
 import sys
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
+from conftest import REPO, SUBPROCESS_TIMEOUT, copy_store
 from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.ingest import ingest_assets
 from assets.partitioned import Frames, concat_days
-from conftest import REPO, SUBPROCESS_TIMEOUT, copy_store
 from labelops.storage import LocalStore
 from resources import build_resources
 from resources.settings import Settings
@@ -23,7 +23,9 @@ TABLES = ["item_catalog", "label_exports", "gold_labels", "production_prediction
 
 
 def settings(landing: str, warehouse: str, endpoint: str | None = None) -> Settings:
-    return Settings(landing=landing, warehouse=warehouse, s3_endpoint_url=endpoint, config_dir="config", start_date="2024-01-01")
+    return Settings(
+        landing=landing, warehouse=warehouse, s3_endpoint_url=endpoint, config_dir="config", start_date="2024-01-01"
+    )
 
 
 def run_days(config: Settings, days: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
@@ -74,7 +76,9 @@ def test_ingest_two_demo_days(demo_landing: LocalStore, tmp_path: Path) -> None:
     assert (ledger["status"] == "error").sum() == 1
 
 
-def test_local_and_s3_give_identical_tables(demo_landing: LocalStore, tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
+def test_local_and_s3_give_identical_tables(
+    demo_landing: LocalStore, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
     copy_store(demo_landing, f"s3://{s3_bucket}/landing", s3_endpoint)
     local = run_days(settings(str(demo_landing.root), str(tmp_path / "wh")), DAYS)
     remote = run_days(settings(f"s3://{s3_bucket}/landing", f"s3://{s3_bucket}/warehouse", s3_endpoint), DAYS)
@@ -116,12 +120,30 @@ def test_cli_validate_and_materialize_everything_for_a_day(demo_landing: LocalSt
     bin_dir = Path(sys.executable).parent
     validate = subprocess.run(
         [str(bin_dir / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     assert validate.returncode == 0, validate.stderr[-3000:]
     run = subprocess.run(
-        [str(bin_dir / "dagster"), "asset", "materialize", "-m", "pipelines.definitions", "--select", "*", "--partition", "2024-06-10"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+        [
+            str(bin_dir / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "pipelines.definitions",
+            "--select",
+            "*",
+            "--partition",
+            "2024-06-10",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "wh" / "tables" / "label_exports" / "2024-06-10.parquet").is_file()

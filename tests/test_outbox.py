@@ -52,12 +52,17 @@ def test_labeling_config_lists_exactly_the_classes_of_each_version(
 
 def test_class_names_are_escaped_not_spliced() -> None:
     names = ['car <b> & "van"', "]]><!-- x -->", "it's"]
-    guideline = parse_guideline("odd.yaml", "version: odd\neffective_from: 2024-01-01\nclasses:\n"
-                                + "".join(f"  - {{name: {json.dumps(n)}, geometry: [bbox]}}\n" for n in names)
-                                + "  - {name: '<Choice value=\"x\"/>', geometry: [classification]}\n")
+    guideline = parse_guideline(
+        "odd.yaml",
+        "version: odd\neffective_from: 2024-01-01\nclasses:\n"
+        + "".join(f"  - {{name: {json.dumps(n)}, geometry: [bbox]}}\n" for n in names)
+        + "  - {name: '<Choice value=\"x\"/>', geometry: [classification]}\n",
+    )
     xml = labeling_config(guideline)
-    assert config_controls(xml) == {"label": ("rectanglelabels", "image", names),
-                                    "scene": ("choices", "image", ['<Choice value="x"/>'])}
+    assert config_controls(xml) == {
+        "label": ("rectanglelabels", "image", names),
+        "scene": ("choices", "image", ['<Choice value="x"/>']),
+    }
     assert b"<b>" not in xml and b"<!--" not in xml
 
 
@@ -83,26 +88,42 @@ def predictions() -> pd.DataFrame:
 
 
 def media_table() -> pd.DataFrame:
-    return pd.DataFrame({"item_id": ["a", "b", "c"], "uri": ["s3://f/a.jpg", "s3://f/b.jpg", "s3://f/c.jpg"],
-                         "width": [1000.0, 1000.0, np.nan], "height": [1000.0, 1000.0, np.nan],
-                         "media_source": "catalog"})
+    return pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "uri": ["s3://f/a.jpg", "s3://f/b.jpg", "s3://f/c.jpg"],
+            "width": [1000.0, 1000.0, np.nan],
+            "height": [1000.0, 1000.0, np.nan],
+            "media_source": "catalog",
+        }
+    )
 
 
 def test_pre_annotations_use_only_the_configs_controls_and_current_classes(guidelines: GuidelineSet) -> None:
     v2 = guidelines.by_version["v2"]
     pre = outbox.pre_annotations(predictions(), media_table(), v2, guidelines.renames_into("v2"))
     assert pre.predictions == 10 and pre.remapped == 1 and len(pre.results) == 5
-    assert pre.dropped == {"second scene choice": 1, "no box for a region class": 1, "box for a class without boxes": 1,
-                           "box outside the image": 1, "box on an image of unknown size": 1}
+    assert pre.dropped == {
+        "second scene choice": 1,
+        "no box for a region class": 1,
+        "box for a class without boxes": 1,
+        "box outside the image": 1,
+        "box on an image of unknown size": 1,
+    }
     kept = pre.results
     assert kept[["item_id", "id", "from_name", "label"]].values.tolist() == [
-        ["a", "p0", "label", "car"], ["a", "p1", "label", "traffic_signal"], ["a", "p2", "scene", "urban"],
-        ["a", "p3", "label", "car"], ["b", "p0", "label", "e_scooter"]]
+        ["a", "p0", "label", "car"],
+        ["a", "p1", "label", "traffic_signal"],
+        ["a", "p2", "scene", "urban"],
+        ["a", "p3", "label", "car"],
+        ["b", "p0", "label", "e_scooter"],
+    ]
     clipped = kept.iloc[3]
     assert (clipped["x"], clipped["y"], clipped["w"], clipped["h"]) == (0.0, 90.0, 4.0, 10.0)
     batch = pd.DataFrame({"item_id": ["a", "b", "c"], "reason": "review_queue"})
-    tasks = json.loads(outbox.label_studio_tasks(batch, media_table(), pre, batch_id="relabel-x",
-                                                 guideline_version="v2"))
+    tasks = json.loads(
+        outbox.label_studio_tasks(batch, media_table(), pre, batch_id="relabel-x", guideline_version="v2")
+    )
     assert invalid_results(tasks, labeling_config(v2)) == []
     assert [len(t.get("predictions", [{"result": []}])[0]["result"]) for t in tasks] == [4, 1, 0]
 
@@ -116,20 +137,35 @@ def test_pre_annotations_use_only_the_configs_controls_and_current_classes(guide
 
 
 def test_tasks_carry_media_uris_never_bare_ids() -> None:
-    catalog = pd.DataFrame({"item_id": ["img-1", "img-2", "img-2"], "uri": ["s3://raw/1.jpg", "s3://old/2.jpg",
-                            "s3://raw/2.jpg"], "width": [1920.0, 1280.0, 1280.0], "height": [1080.0, 720.0, 720.0]})
-    production = pd.DataFrame({"item_id": ["img-1", "prod-1", "prod-2", "prod-3"],
-                               "uri": ["s3://prod/img-1.jpg", "s3://prod/1.jpg", None, " "],
-                               "width": [1.0, 1920.0, np.nan, np.nan], "height": [1.0, 1200.0, np.nan, np.nan]})
+    catalog = pd.DataFrame(
+        {
+            "item_id": ["img-1", "img-2", "img-2"],
+            "uri": ["s3://raw/1.jpg", "s3://old/2.jpg", "s3://raw/2.jpg"],
+            "width": [1920.0, 1280.0, 1280.0],
+            "height": [1080.0, 720.0, 720.0],
+        }
+    )
+    production = pd.DataFrame(
+        {
+            "item_id": ["img-1", "prod-1", "prod-2", "prod-3"],
+            "uri": ["s3://prod/img-1.jpg", "s3://prod/1.jpg", None, " "],
+            "width": [1.0, 1920.0, np.nan, np.nan],
+            "height": [1.0, 1200.0, np.nan, np.nan],
+        }
+    )
     ids = pd.Series(["img-1", "img-2", "prod-1", "prod-2", "prod-3", "img-9"])
     found = outbox.media(ids, catalog, production, day=DAY)
     assert found[["item_id", "uri", "width", "media_source"]].values.tolist() == [
         ["img-1", "s3://raw/1.jpg", 1920.0, "catalog"],  # the catalog wins over the production log
         ["img-2", "s3://raw/2.jpg", 1280.0, "catalog"],  # the latest delivery of the item
-        ["prod-1", "s3://prod/1.jpg", 1920.0, "production"]]
+        ["prod-1", "s3://prod/1.jpg", 1920.0, "production"],
+    ]
     templated = outbox.media(ids, catalog, production, day=DAY, uri_template="s3://frames/{day}/{item_id}.jpg")
     assert len(templated) == 6 and templated["uri"].iloc[3:].tolist() == [
-        "s3://frames/2024-06-14/prod-2.jpg", "s3://frames/2024-06-14/prod-3.jpg", "s3://frames/2024-06-14/img-9.jpg"]
+        "s3://frames/2024-06-14/prod-2.jpg",
+        "s3://frames/2024-06-14/prod-3.jpg",
+        "s3://frames/2024-06-14/img-9.jpg",
+    ]
     with pytest.raises(ValueError, match="item_id"):
         outbox.media(ids, catalog, production, day=DAY, uri_template="s3://frames/{id}.jpg")
 
@@ -139,19 +175,26 @@ def test_tasks_carry_media_uris_never_bare_ids() -> None:
     assert len(tasks) == 3
     assert all("://" in t["data"]["image"] and t["data"]["image"] != t["data"]["item_id"] for t in tasks)
     with pytest.raises(ValueError, match="1 items have no media URI"):
-        outbox.label_studio_tasks(pd.DataFrame({"item_id": ["prod-2"], "reason": "x"}), found, pre, batch_id="b",
-                                  guideline_version="v2")
+        outbox.label_studio_tasks(
+            pd.DataFrame({"item_id": ["prod-2"], "reason": "x"}), found, pre, batch_id="b", guideline_version="v2"
+        )
 
 
 def test_sent_production_items_get_item_rows_the_landing_zone_reads(tmp_path: Path) -> None:
-    production = pd.DataFrame({
-        "item_id": ["prod-1", "prod-1", "prod-2", "img-1"],
-        "ts": pd.to_datetime(["2024-06-14T08:00:00Z", "2024-06-14T08:00:00Z", "2024-06-14T09:30:15Z",
-                              "2024-06-14T10:00:00Z"]),
-        "uri": ["s3://prod/1.jpg", "s3://prod/1.jpg", "s3://prod/2.jpg", None],
-        "width": [1920.0, 1920.0, 1280.0, np.nan], "height": [1080.0, 1080.0, 720.0, np.nan],
-        "lighting": ["night", "night", "day", "day"], "weather": ["rain", "rain", "clear", "clear"],
-        "brightness": [40.0, 40.0, 150.0, 150.0]})
+    production = pd.DataFrame(
+        {
+            "item_id": ["prod-1", "prod-1", "prod-2", "img-1"],
+            "ts": pd.to_datetime(
+                ["2024-06-14T08:00:00Z", "2024-06-14T08:00:00Z", "2024-06-14T09:30:15Z", "2024-06-14T10:00:00Z"]
+            ),
+            "uri": ["s3://prod/1.jpg", "s3://prod/1.jpg", "s3://prod/2.jpg", None],
+            "width": [1920.0, 1920.0, 1280.0, np.nan],
+            "height": [1080.0, 1080.0, 720.0, np.nan],
+            "lighting": ["night", "night", "day", "day"],
+            "weather": ["rain", "rain", "clear", "clear"],
+            "brightness": [40.0, 40.0, 150.0, 150.0],
+        }
+    )
     catalog = pd.DataFrame({"item_id": ["img-1"], "uri": ["s3://raw/1.jpg"], "width": [1.0], "height": [1.0]})
     found = outbox.media(production["item_id"], catalog, production, day=DAY)
     rows = outbox.catalog_rows(found, production, ["lighting", "weather", "device"])
@@ -182,8 +225,9 @@ def test_honeypots_take_their_share_from_the_budget() -> None:
 
 def test_honeypots_are_drawn_per_batch_spread_through_it_and_hidden_from_labelers() -> None:
     gold = pd.DataFrame({"item_id": np.repeat([f"gold-{i:02d}" for i in range(40)], 2)})  # two gold labels each
-    media = pd.DataFrame({"item_id": [f"gold-{i:02d}" for i in range(35)], "uri": "s3://raw/g.jpg",
-                          "width": 100.0, "height": 100.0})  # 5 gold items without media
+    media = pd.DataFrame(
+        {"item_id": [f"gold-{i:02d}" for i in range(35)], "uri": "s3://raw/g.jpg", "width": 100.0, "height": 100.0}
+    )  # 5 gold items without media
     exclude = {"gold-00", "gold-01", "gold-02"}  # still out in an earlier batch, or in this one
     picked = outbox.pick_honeypots(gold, media, 10, exclude, "relabel-2024-06-14")
     assert (len(picked.item_ids), picked.gold_items, picked.without_media, picked.unavailable) == (10, 40, 5, 3)
@@ -194,8 +238,9 @@ def test_honeypots_are_drawn_per_batch_spread_through_it_and_hidden_from_labeler
     assert other.item_ids.tolist() != picked.item_ids.tolist()
     assert len(outbox.pick_honeypots(gold, media, 50, exclude, "x").item_ids) == 32  # no more than there are
 
-    items = pd.DataFrame({"item_id": [f"prod-{i:03d}" for i in range(190)], "reason": "drifted_slice",
-                          "honeypot": False})
+    items = pd.DataFrame(
+        {"item_id": [f"prod-{i:03d}" for i in range(190)], "reason": "drifted_slice", "honeypot": False}
+    )
     honeypots = pd.DataFrame({"item_id": picked.item_ids, "reason": outbox.HONEYPOT, "honeypot": True})
     batch = outbox.interleave(items, honeypots)
     assert len(batch) == 200 and batch["honeypot"].sum() == 10
@@ -210,20 +255,33 @@ def test_honeypots_are_drawn_per_batch_spread_through_it_and_hidden_from_labeler
 
 def test_honeypot_answers_are_scored_against_gold() -> None:
     """An answer to a honeypot task comes back under the gold item's id, so the gold scoring finds it."""
-    gold = pd.DataFrame({"item_id": ["gold-1", "gold-1"], "kind": ["bbox", "classification"],
-                         "label": ["car", "urban"], "x": [100.0, np.nan], "y": [50.0, np.nan],
-                         "w": [200.0, np.nan], "h": [100.0, np.nan]})
-    media = pd.DataFrame({"item_id": ["gold-1"], "uri": ["s3://raw/gold-1.jpg"], "width": [1000.0],
-                          "height": [500.0]})
+    gold = pd.DataFrame(
+        {
+            "item_id": ["gold-1", "gold-1"],
+            "kind": ["bbox", "classification"],
+            "label": ["car", "urban"],
+            "x": [100.0, np.nan],
+            "y": [50.0, np.nan],
+            "w": [200.0, np.nan],
+            "h": [100.0, np.nan],
+        }
+    )
+    media = pd.DataFrame({"item_id": ["gold-1"], "uri": ["s3://raw/gold-1.jpg"], "width": [1000.0], "height": [500.0]})
     batch = pd.DataFrame({"item_id": ["gold-1"], "reason": [outbox.HONEYPOT], "honeypot": [True]})
     pre = outbox.PreAnnotations(pd.DataFrame(columns=["item_id", "score", "model_version"]))
     task = json.loads(outbox.label_studio_tasks(batch, media, pre, batch_id="b", guideline_version="v2"))[0]
-    answer = [{"id": "r1", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-               "original_width": 1000, "original_height": 500,
-               "value": {"x": 10.0, "y": 10.0, "width": 20.0, "height": 20.0, "rotation": 0,
-                         "rectanglelabels": ["car"]}},
-              {"id": "r2", "type": "choices", "from_name": "scene", "to_name": "image",
-               "value": {"choices": ["highway"]}}]
+    answer = [
+        {
+            "id": "r1",
+            "type": "rectanglelabels",
+            "from_name": "label",
+            "to_name": "image",
+            "original_width": 1000,
+            "original_height": 500,
+            "value": {"x": 10.0, "y": 10.0, "width": 20.0, "height": 20.0, "rotation": 0, "rectanglelabels": ["car"]},
+        },
+        {"id": "r2", "type": "choices", "from_name": "scene", "to_name": "image", "value": {"choices": ["highway"]}},
+    ]
     annotation = {"id": 1, "completed_by": 3, "result": answer, "was_cancelled": False}
     export = [{**task, "id": 7, "annotations": [annotation]}]
     objects = parse_file("answers.json", json.dumps(export).encode()).objects
@@ -250,6 +308,9 @@ def test_real_label_studio_export_of_relabel_answers(real: Path) -> None:
     cancelled = [t["data"]["item_id"] for t in document if any(a["was_cancelled"] for a in t["annotations"])]
     assert len(cancelled) == 1 and cancelled[0] not in set(objects["item_id"])
     boxes = objects[objects["kind"] == "bbox"]
-    assert set(zip(boxes["image_width"], boxes["image_height"])) <= {(1920.0, 1080.0), (1280.0, 720.0),
-                                                                     (1920.0, 1200.0)}
+    assert set(zip(boxes["image_width"], boxes["image_height"], strict=True)) <= {
+        (1920.0, 1080.0),
+        (1280.0, 720.0),
+        (1920.0, 1200.0),
+    }
     assert (boxes["x"] >= 0).all() and (boxes["x"] + boxes["w"] <= boxes["image_width"] + 1e-6).all()

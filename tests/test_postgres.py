@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, SUBPROCESS_TIMEOUT, free_port
 from dagster import AssetKey, DagsterEventType, DagsterInstance, build_sensor_context
 
-from conftest import REPO, SUBPROCESS_TIMEOUT, free_port
 from labelops.storage import LocalStore
 
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -43,17 +43,46 @@ def postgres() -> Iterator[str]:
     data, port = root / "data", free_port()
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "labelops", "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)
-    start = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
-             "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start"]
+    subprocess.run(
+        _as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "labelops", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    start = [
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "server.log"),
+        "-w",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off",
+        "start",
+    ]
     subprocess.run(_as_server_user(start), check=True, capture_output=True)
     try:
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "labelops", "-d", "postgres", "-c", "CREATE DATABASE dagster"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "labelops",
+                "-d",
+                "postgres",
+                "-c",
+                "CREATE DATABASE dagster",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg2://labelops@127.0.0.1:{port}/dagster"
     finally:
-        subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+        subprocess.run(
+            _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -66,13 +95,33 @@ def postgres_home(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return home
 
 
-def test_a_materialization_is_stored_in_postgres(postgres: str, postgres_home: Path, demo_landing: LocalStore, tmp_path: Path) -> None:
-    env = {**os.environ, "DAGSTER_HOME": str(postgres_home), "DAGSTER_PG_URL": postgres,
-           "LABELOPS_LANDING": str(demo_landing.root), "LABELOPS_WAREHOUSE": str(tmp_path / "wh")}
+def test_a_materialization_is_stored_in_postgres(
+    postgres: str, postgres_home: Path, demo_landing: LocalStore, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(postgres_home),
+        "DAGSTER_PG_URL": postgres,
+        "LABELOPS_LANDING": str(demo_landing.root),
+        "LABELOPS_WAREHOUSE": str(tmp_path / "wh"),
+    }
     run = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "pipelines.definitions",
-         "--select", "group:ingest", "--partition", "2024-06-13"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "pipelines.definitions",
+            "--select",
+            "group:ingest",
+            "--partition",
+            "2024-06-13",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
 
@@ -88,15 +137,25 @@ def test_a_materialization_is_stored_in_postgres(postgres: str, postgres_home: P
         assert materialization.partition_key == "2024-06-13"
         assert materialization.asset_materialization.metadata["dagster/row_count"].value > 1000
         checks = instance.all_logs(record.dagster_run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
-        assert {c.dagster_event.event_specific_data.check_name for c in checks} == {"files_readable"} and len(checks) == 4
+        assert {c.dagster_event.event_specific_data.check_name for c in checks} == {"files_readable"} and len(
+            checks
+        ) == 4
 
         from pipelines.automation import drift_sensor
         from pipelines.definitions import defs
 
         tick = drift_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
         assert "no new production_drift materializations" in tick.skip_message  # read from PostgreSQL
-    tables = subprocess.run(["psql", postgres.replace("+psycopg2", ""), "-Atc",
-                             "select count(*) from runs; select count(*) from event_logs; select count(*) from asset_keys"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    tables = subprocess.run(
+        [
+            "psql",
+            postgres.replace("+psycopg2", ""),
+            "-Atc",
+            "select count(*) from runs; select count(*) from event_logs; select count(*) from asset_keys",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     runs, events, asset_keys = map(int, tables)
     assert runs == 1 and events > 20 and asset_keys == 4

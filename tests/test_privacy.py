@@ -19,17 +19,17 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO, copy_store
 from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
-from conftest import REPO, copy_store
 from labelops import ingest, privacy
 from labelops.demo import ANNOTATORS, email
 from labelops.storage import LocalStore
+from pipelines.definitions import NIGHTLY_ASSETS
 from resources import build_resources
 from resources.settings import ANNOTATOR_IDS, ANNOTATOR_KEY, Settings, annotator_ids_mode
-from pipelines.definitions import NIGHTLY_ASSETS
 
 DAY, NEXT_DAY = "2024-06-12", "2024-06-13"
 KEY, OTHER_KEY = "k3y-9f2c41d7e0b85a6f3c19d4e7a2b6c8f0", "another-k3y-5b7e19c2d4a6f8e0"
@@ -99,7 +99,9 @@ def test_protect_exports_by_mode(tmp_path: Path) -> None:
     error = protected.ledger.loc[protected.ledger["status"] == "error", "error"].item()
     assert OLGA not in error and privacy.pseudonym(OLGA, KEY) in error and "Expected 3 columns" in error
     # as ingest applies it: before content ids, so no id is derived from an e-mail
-    ingested = ingest.read_exports(landing, DAY, protect=lambda e: privacy.protect_exports(e, privacy.PSEUDONYMIZE, KEY))
+    ingested = ingest.read_exports(
+        landing, DAY, protect=lambda e: privacy.protect_exports(e, privacy.PSEUDONYMIZE, KEY)
+    )
     assert list(ingested.table["annotator_id"]) == list(protected.table["annotator_id"])
     assert not set(ingested.table["content_id"]) & set(delivered.table["content_id"])
 
@@ -120,11 +122,19 @@ def test_settings_modes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_code_location_without_key_does_not_load() -> None:
     env = {k: v for k, v in os.environ.items() if k != ANNOTATOR_KEY} | {ANNOTATOR_IDS: "pseudonymize"}
-    loaded = subprocess.run([sys.executable, "-c", "import pipelines.definitions"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import pipelines.definitions"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert loaded.returncode != 0
-    assert ("ValueError: LABELOPS_ANNOTATOR_IDS=pseudonymize needs the secret key in LABELOPS_ANNOTATOR_KEY, "
-            "which is unset or empty") in loaded.stderr
+    assert (
+        "ValueError: LABELOPS_ANNOTATOR_IDS=pseudonymize needs the secret key in LABELOPS_ANNOTATOR_KEY, "
+        "which is unset or empty"
+    ) in loaded.stderr
 
 
 def test_the_ui_sees_the_key_variable_not_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,9 +143,11 @@ def test_the_ui_sees_the_key_variable_not_its_value(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setenv(ANNOTATOR_IDS, "pseudonymize")
     monkeypatch.setenv(ANNOTATOR_KEY, KEY)
-    snapshot = serialize_value(RepositorySnap.from_def(
-        Definitions(assets=list(defs.assets), resources=build_resources(Settings.from_env())).get_repository_def()
-    ))
+    snapshot = serialize_value(
+        RepositorySnap.from_def(
+            Definitions(assets=list(defs.assets), resources=build_resources(Settings.from_env())).get_repository_def()
+        )
+    )
     assert KEY not in snapshot and ANNOTATOR_KEY in snapshot
 
 
@@ -153,15 +165,35 @@ def write_vendor_b(store: LocalStore, day: str) -> None:
         box = {"x": 10.0, "y": 20.0, "width": 30.0, "height": 40.0, "rotation": 0, "rectanglelabels": ["car"]}
         # a polygon too: choices with rectangles and no polygon crash read_exports today (reported separately)
         outline = {"points": [[50.0, 50.0], [60.0, 50.0], [55.0, 70.0]], "polygonlabels": ["pedestrian"]}
-        return {"id": a_id, "completed_by": who, "created_at": f"{day}T09:00:00Z", "result": [
-            {"id": "s", "type": "choices", "from_name": "scene", "to_name": "image", "value": {"choices": [scene]}},
-            {"id": "b", "type": "rectanglelabels", "from_name": "label", "to_name": "image", **size, "value": box},
-            {"id": "p", "type": "polygonlabels", "from_name": "label", "to_name": "image", **size, "value": outline},
-        ]}
+        return {
+            "id": a_id,
+            "completed_by": who,
+            "created_at": f"{day}T09:00:00Z",
+            "result": [
+                {"id": "s", "type": "choices", "from_name": "scene", "to_name": "image", "value": {"choices": [scene]}},
+                {"id": "b", "type": "rectanglelabels", "from_name": "label", "to_name": "image", **size, "value": box},
+                {
+                    "id": "p",
+                    "type": "polygonlabels",
+                    "from_name": "label",
+                    "to_name": "image",
+                    **size,
+                    "value": outline,
+                },
+            ],
+        }
 
-    tasks = [{"id": 900 + n, "data": {"image": image[n]}, "annotations": [
-        annotation(9000 + 10 * n, MARIA, "highway"), annotation(9001 + 10 * n, {"id": 41, "email": JAN}, "urban"),
-    ]} for n in range(3)]
+    tasks = [
+        {
+            "id": 900 + n,
+            "data": {"image": image[n]},
+            "annotations": [
+                annotation(9000 + 10 * n, MARIA, "highway"),
+                annotation(9001 + 10 * n, {"id": 41, "email": JAN}, "urban"),
+            ],
+        }
+        for n in range(3)
+    ]
     store.write_bytes(f"exports/{day}/label_studio_vendor-b.json", json.dumps(tasks).encode())
     rows = "".join(f"{LI},img-{stamp}-{n:04d},urban,{MARIA}\n" for n in range(3))
     review = "annotator,item_id,label,reviewer\n" + rows
@@ -182,12 +214,23 @@ def landing(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) 
 def run(landing: Path, warehouse: Path, key: str, selection: AssetSelection, day: str, instance: DagsterInstance):
     from pipelines.definitions import defs
 
-    settings = Settings(landing=str(landing), warehouse=str(warehouse), s3_endpoint_url=None,
-                        config_dir=str(REPO / "config"), start_date="2024-01-01", annotator_ids=privacy.PSEUDONYMIZE)
+    settings = Settings(
+        landing=str(landing),
+        warehouse=str(warehouse),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+        annotator_ids=privacy.PSEUDONYMIZE,
+    )
     with pytest.MonkeyPatch.context() as env:
         env.setenv(ANNOTATOR_KEY, key)  # the resource reads it in the step, as a code location does
-        result = materialize(list(defs.assets), selection=selection, partition_key=day,
-                             resources=build_resources(settings), instance=instance)
+        result = materialize(
+            list(defs.assets),
+            selection=selection,
+            partition_key=day,
+            resources=build_resources(settings),
+            instance=instance,
+        )
     assert result.success
     return result
 
@@ -196,8 +239,10 @@ def run(landing: Path, warehouse: Path, key: str, selection: AssetSelection, day
 def pseudonymized(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DagsterInstance, list[str]]:
     """The nightly run of DAY (reports, snapshot and outboxes included), then the ingest of NEXT_DAY."""
     warehouse, instance = tmp_path_factory.mktemp("privacy-warehouse"), DagsterInstance.ephemeral()
-    runs = [run(landing, warehouse, KEY, NIGHTLY_ASSETS, DAY, instance).run_id,
-            run(landing, warehouse, KEY, AssetSelection.groups("ingest"), NEXT_DAY, instance).run_id]
+    runs = [
+        run(landing, warehouse, KEY, NIGHTLY_ASSETS, DAY, instance).run_id,
+        run(landing, warehouse, KEY, AssetSelection.groups("ingest"), NEXT_DAY, instance).run_id,
+    ]
     return warehouse, instance, runs
 
 
@@ -263,11 +308,12 @@ def test_pseudonyms_flow_downstream_and_stay_stable(pseudonymized: tuple[Path, D
     assert privacy.pseudonym(OLGA, KEY) in broken
 
 
-def test_another_key_gives_other_pseudonyms(landing: Path, tmp_path: Path,
-                                            pseudonymized: tuple[Path, DagsterInstance, list[str]]) -> None:
+def test_another_key_gives_other_pseudonyms(
+    landing: Path, tmp_path: Path, pseudonymized: tuple[Path, DagsterInstance, list[str]]
+) -> None:
     run(landing, tmp_path, OTHER_KEY, AssetSelection.groups("ingest"), DAY, DagsterInstance.ephemeral())
     first, other = table(pseudonymized[0], "label_exports", DAY), table(tmp_path, "label_exports", DAY)
     assert len(first) == len(other) and not set(first["annotator_id"]) & set(other["annotator_id"])
     assert list(first["annotation_id"]) == list(other["annotation_id"])
-    renamed = dict(zip(other["annotator_id"], first["annotator_id"]))  # one person, one pseudonym per key
+    renamed = dict(zip(other["annotator_id"], first["annotator_id"], strict=True))  # one person, one pseudonym per key
     assert len(renamed) == len(set(renamed.values())) == other["annotator_id"].nunique()

@@ -20,9 +20,16 @@ def outputs(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) 
     from pipelines.definitions import defs
 
     warehouse = tmp_path_factory.mktemp("wh")
-    settings = Settings(landing=str(demo_landing.root), warehouse=str(warehouse), s3_endpoint_url=None,
-                        config_dir=str(Path(__file__).resolve().parents[1] / "config"), start_date="2024-01-01")
-    result = materialize(list(defs.assets), partition_key=DAY, resources=build_resources(settings), instance=DagsterInstance.ephemeral())
+    settings = Settings(
+        landing=str(demo_landing.root),
+        warehouse=str(warehouse),
+        s3_endpoint_url=None,
+        config_dir=str(Path(__file__).resolve().parents[1] / "config"),
+        start_date="2024-01-01",
+    )
+    result = materialize(
+        list(defs.assets), partition_key=DAY, resources=build_resources(settings), instance=DagsterInstance.ephemeral()
+    )
     assert result.success
     names = ["annotator_agreement", "consensus_labels", "annotator_scores", "review_queue", "validated_annotations"]
     return {name: pd.read_parquet(warehouse / "tables" / name / f"{DAY}.parquet") for name in names}
@@ -32,9 +39,19 @@ def test_agreement_contract(outputs) -> None:
     table = outputs["annotator_agreement"]
     assert list(table.columns) == ["scope", "metric", "value", "ci_low", "ci_high", "n_items", "n_annotations"]
     metrics = set(table.loc[table["scope"] == "overall", "metric"])
-    assert {"krippendorff_alpha", "fleiss_kappa", "mean_pairwise_cohen_kappa", "percent_agreement",
-            "box_alpha", "mean_matched_iou", "box_f1@0.5", "label_conflict_rate"} <= metrics
-    assert {"lighting=night", "weather=rain", "label=urban", "label=car", "kind=polygon", "label=crosswalk"} <= set(table["scope"])
+    assert {
+        "krippendorff_alpha",
+        "fleiss_kappa",
+        "mean_pairwise_cohen_kappa",
+        "percent_agreement",
+        "box_alpha",
+        "mean_matched_iou",
+        "box_f1@0.5",
+        "label_conflict_rate",
+    } <= metrics
+    assert {"lighting=night", "weather=rain", "label=urban", "label=car", "kind=polygon", "label=crosswalk"} <= set(
+        table["scope"]
+    )
     polygons = table[table["scope"] == "kind=polygon"].set_index("metric")["value"]
     assert 0.5 < polygons["mean_matched_iou"] <= 1 and 0 < polygons["box_alpha"] <= 1
     alpha = table.query("scope == 'overall' and metric == 'krippendorff_alpha'").iloc[0]
@@ -59,7 +76,10 @@ def test_scores_flag_the_careless_annotator_and_the_spammer(outputs) -> None:
     assert scores.loc["w06", "flagged"] and "estimated accuracy" in scores.loc["w06", "flag_reason"]
     assert scores.loc["ann04@labelops.example", "flagged"]
     assert not scores.loc["ann01@labelops.example", "flagged"]
-    assert scores.loc["ann01@labelops.example", "estimated_accuracy"] > scores.loc["ann04@labelops.example", "estimated_accuracy"]
+    assert (
+        scores.loc["ann01@labelops.example", "estimated_accuracy"]
+        > scores.loc["ann04@labelops.example", "estimated_accuracy"]
+    )
 
 
 def test_review_queue_puts_critical_classes_first(outputs) -> None:

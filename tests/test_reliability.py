@@ -17,43 +17,81 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO, SUBPROCESS_TIMEOUT, copy_store, free_port
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from conftest import REPO, SUBPROCESS_TIMEOUT, copy_store, free_port
 from labelops import snapshots
 from labelops.storage import LocalStore, S3Store, StorageUnavailableError
+from pipelines.definitions import NIGHTLY_ASSETS
 from resources import build_resources
 from resources.settings import Settings
-from pipelines.definitions import NIGHTLY_ASSETS
 
 DAY = "2024-06-12"  # guideline v2 comes into force: remaps and relabels happen
-CHAIN = ["item_catalog", "label_exports", "gold_labels", "production_predictions", "validated_annotations",
-         "quarantined_annotations", "annotator_agreement", "consensus_labels", "annotator_scores", "review_queue",
-         "item_index", "label_votes", "label_state", "coverage_report", "risk_report", "dataset_snapshot", "production_drift", "labeling_tasks", "quality_report"]
+CHAIN = [
+    "item_catalog",
+    "label_exports",
+    "gold_labels",
+    "production_predictions",
+    "validated_annotations",
+    "quarantined_annotations",
+    "annotator_agreement",
+    "consensus_labels",
+    "annotator_scores",
+    "review_queue",
+    "item_index",
+    "label_votes",
+    "label_state",
+    "coverage_report",
+    "risk_report",
+    "dataset_snapshot",
+    "production_drift",
+    "labeling_tasks",
+    "quality_report",
+]
 
 
 def settings(landing: str, warehouse: str, endpoint: str | None = None) -> Settings:
-    return Settings(landing=landing, warehouse=warehouse, s3_endpoint_url=endpoint, config_dir=str(REPO / "config"),
-                    start_date="2024-01-01")
+    return Settings(
+        landing=landing,
+        warehouse=warehouse,
+        s3_endpoint_url=endpoint,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+    )
 
 
 def run(landing: Path, warehouse: Path, selection, day: str = DAY):
     from pipelines.definitions import defs
 
-    return materialize(list(defs.assets), selection=selection, partition_key=day,
-                       resources=build_resources(settings(str(landing), str(warehouse))), instance=DagsterInstance.ephemeral(),
-                       raise_on_error=False)
+    return materialize(
+        list(defs.assets),
+        selection=selection,
+        partition_key=day,
+        resources=build_resources(settings(str(landing), str(warehouse))),
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
 
 
 def killed_run(landing: Path, warehouse: Path, pattern: str, assets: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "LABELOPS_LANDING": str(landing), "LABELOPS_WAREHOUSE": str(warehouse)}
-    return subprocess.run([sys.executable, str(REPO / "tests" / "kill_at.py"), pattern, DAY, *assets],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tests" / "kill_at.py"), pattern, DAY, *assets],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
 
 
 def files(root: Path, under: str) -> dict[str, bytes]:
     base = root / under
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()} if base.exists() else {}
+    return (
+        {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+        if base.exists()
+        else {}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +115,18 @@ def test_sigkill_during_ingest_then_rerun(demo_landing: LocalStore, reference: P
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "tables" / "label_exports").exists()  # nothing half-written
     assert run(demo_landing.root, tmp_path, AssetSelection.groups("ingest")).success
-    assert files(tmp_path, "tables") == {k: v for k, v in files(reference, "tables").items()
-                                         if k.split("/")[1] in {"item_catalog", "label_exports", "gold_labels", "production_predictions"}}
+    assert files(tmp_path, "tables") == {
+        k: v
+        for k, v in files(reference, "tables").items()
+        if k.split("/")[1] in {"item_catalog", "label_exports", "gold_labels", "production_predictions"}
+    }
     exports = pd.read_parquet(tmp_path / "tables" / "label_exports" / f"{DAY}.parquet")
     assert exports["annotation_id"].is_unique
 
 
-def test_sigkill_between_snapshot_data_and_manifest_then_rerun(demo_landing: LocalStore, reference: Path, tmp_path: Path) -> None:
+def test_sigkill_between_snapshot_data_and_manifest_then_rerun(
+    demo_landing: LocalStore, reference: Path, tmp_path: Path
+) -> None:
     killed = killed_run(demo_landing.root, tmp_path, r"^snapshots/v0001/manifest\.json$", CHAIN)
     assert killed.returncode == -signal.SIGKILL
     store = LocalStore(tmp_path)
@@ -118,7 +161,10 @@ def test_two_runs_of_the_same_partition_at_once(demo_landing: LocalStore, refere
     assets = ["item_catalog", "label_exports", "validated_annotations", "quarantined_annotations"]
     env = {**os.environ, "LABELOPS_LANDING": str(demo_landing.root), "LABELOPS_WAREHOUSE": str(tmp_path)}
     command = [sys.executable, str(REPO / "tests" / "kill_at.py"), "^never$", DAY, *assets]
-    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     assert [p.wait(timeout=SUBPROCESS_TIMEOUT) for p in runs] == [0, 0]
     for name in ("item_catalog", "label_exports", "validated_annotations", "quarantined_annotations"):
         key = f"tables/{name}/{DAY}.parquet"
@@ -158,10 +204,12 @@ def test_racing_snapshot_publications(tmp_path: Path) -> None:
     for attempt in range(5):
         store = LocalStore(tmp_path / str(attempt))
         racing = MeetAtTheClaim(store, threading.Barrier(2))
-        contents = [snapshots.curate(*inputs(300, seed=s), EMPTY, EMPTY, pd.Series(dtype=object), CONFIG) for s in (1, 2)]
+        contents = [
+            snapshots.curate(*inputs(300, seed=s), EMPTY, EMPTY, pd.Series(dtype=object), CONFIG) for s in (1, 2)
+        ]
         outcomes: list[object] = [None, None]
 
-        def publish(n: int) -> None:
+        def publish(n: int, racing=racing, contents=contents, outcomes=outcomes) -> None:
             try:
                 outcomes[n] = snapshots.publish(racing, contents[n], {})[0]
             except (snapshots.SnapshotConflictError, threading.BrokenBarrierError) as error:
@@ -189,21 +237,34 @@ def test_an_identical_twin_publication_is_a_no_op(tmp_path: Path) -> None:
 
     store = LocalStore(tmp_path)
     curated = snapshots.curate(*inputs(100), EMPTY, EMPTY, pd.Series(dtype=object), CONFIG)
-    store.create("snapshots/v0001/claim.json", b'{"content_hash": "' + snapshots.content_hash(
-        {"items.parquet": snapshots.parquet_bytes(curated.items), "labels.parquet": snapshots.parquet_bytes(curated.labels)}).encode() + b'"}')
+    store.create(
+        "snapshots/v0001/claim.json",
+        b'{"content_hash": "'
+        + snapshots.content_hash(
+            {
+                "items.parquet": snapshots.parquet_bytes(curated.items),
+                "labels.parquet": snapshots.parquet_bytes(curated.labels),
+            }
+        ).encode()
+        + b'"}',
+    )
     assert snapshots.publish(store, curated, {})[0] == "v0001"  # same content: the claim is its own
 
 
 @pytest.mark.parametrize("case", ["no_files", "only_malformed", "production_without_rows"])
 def test_degenerate_days_have_a_clear_outcome(tmp_path: Path, case: str) -> None:
     landing = LocalStore(tmp_path / "landing")
-    landing.write_bytes(f"items/{DAY}/items.csv", b"item_id,uri,width,height,lighting\nimg-1,s3://b/1.jpg,640,480,day\n")
+    landing.write_bytes(
+        f"items/{DAY}/items.csv", b"item_id,uri,width,height,lighting\nimg-1,s3://b/1.jpg,640,480,day\n"
+    )
     if case == "only_malformed":
         landing.write_bytes(f"exports/{DAY}/broken.json", b'{"images": [')
         landing.write_bytes(f"exports/{DAY}/weird.bin", b"\x00\x01\x02")
     if case == "production_without_rows":
         landing.write_bytes(f"exports/{DAY}/vendor.csv", b"item_id,annotator_id,label\nimg-1,a,urban\nimg-1,b,urban\n")
-        landing.write_bytes(f"production/{DAY}/predictions.csv", b"item_id,ts,model_version,predicted_label,confidence\n")
+        landing.write_bytes(
+            f"production/{DAY}/predictions.csv", b"item_id,ts,model_version,predicted_label,confidence\n"
+        )
     result = run(landing.root, tmp_path / "wh", NIGHTLY_ASSETS)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
@@ -219,7 +280,9 @@ def test_degenerate_days_have_a_clear_outcome(tmp_path: Path, case: str) -> None
 SECRET = "planted-Secret-7f3a9c"
 
 
-def test_s3_outage_is_retried_then_fails_clearly_and_a_rerun_matches(demo_landing: LocalStore, tmp_path: Path, monkeypatch) -> None:
+def test_s3_outage_is_retried_then_fails_clearly_and_a_rerun_matches(
+    demo_landing: LocalStore, tmp_path: Path, monkeypatch
+) -> None:
     from moto.server import ThreadedMotoServer
 
     import labelops.storage
@@ -255,23 +318,38 @@ def test_s3_outage_is_retried_then_fails_clearly_and_a_rerun_matches(demo_landin
         # down for good during a run: bounded retries, then a clear failure naming the object
         monkeypatch.setattr(labelops.storage, "S3_BACKOFF", (0.2,))
         servers[-1].stop()
-        with pytest.raises(StorageUnavailableError, match=r"s3://outage/probe/k: get_object failed after 2 attempts over 0.2 s"):
+        with pytest.raises(
+            StorageUnavailableError, match=r"s3://outage/probe/k: get_object failed after 2 attempts over 0.2 s"
+        ):
             S3Store("outage", "probe", endpoint).read_bytes("k")
         from pipelines.definitions import defs
 
         instance = DagsterInstance.ephemeral()
         remote = build_resources(settings("s3://outage/landing", "s3://outage/warehouse", endpoint))
-        failed = materialize(list(defs.assets), selection=AssetSelection.groups("ingest"), partition_key=DAY, resources=remote,
-                             instance=instance, raise_on_error=False)
+        failed = materialize(
+            list(defs.assets),
+            selection=AssetSelection.groups("ingest"),
+            partition_key=DAY,
+            resources=remote,
+            instance=instance,
+            raise_on_error=False,
+        )
         assert not failed.success
         from dagster._serdes import serialize_value
 
         failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
-        assert "s3://outage/landing" in serialize_value(failure) and "failed after 2 attempts" in serialize_value(failure)
+        assert "s3://outage/landing" in serialize_value(failure) and "failed after 2 attempts" in serialize_value(
+            failure
+        )
 
         restart()  # back: the rerun completes with the undisturbed outputs
-        rerun = materialize(list(defs.assets), selection=AssetSelection.groups("ingest"), partition_key=DAY, resources=remote,
-                            instance=instance)
+        rerun = materialize(
+            list(defs.assets),
+            selection=AssetSelection.groups("ingest"),
+            partition_key=DAY,
+            resources=remote,
+            instance=instance,
+        )
         assert rerun.success
         local = tmp_path / "local"
         assert run(demo_landing.root, local, AssetSelection.groups("ingest")).success

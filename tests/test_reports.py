@@ -53,13 +53,33 @@ def test_report_escapes_text_tables_and_attributes() -> None:
 
 
 def test_plots_draw_hostile_labels_as_text() -> None:
-    scores = pd.DataFrame({"annotator_id": HOSTILE, "estimated_accuracy": [0.9, 0.8, 0.7, 0.6],
-                           "agreement_with_consensus": [0.9, 0.8, 0.7, 0.6], "flagged": [False, False, True, True]})
+    scores = pd.DataFrame(
+        {
+            "annotator_id": HOSTILE,
+            "estimated_accuracy": [0.9, 0.8, 0.7, 0.6],
+            "agreement_with_consensus": [0.9, 0.8, 0.7, 0.6],
+            "flagged": [False, False, True, True],
+        }
+    )
     intervals = pd.DataFrame({"name": HOSTILE, "value": [0.5] * 4, "ci_low": [0.4] * 4, "ci_high": [0.6] * 4})
-    drift = pd.DataFrame({"feature": HOSTILE, "method": "ks", "statistic": 0.2, "p_value": [0.01, 0.5, None, None],
-                          "threshold": [0.05, 0.05, 0.1, 0.1], "drifted": [True, False, True, False]})
-    for png in (plots.annotator_scores(scores), plots.intervals(intervals, title=HOSTILE[2]), plots.drift_by_feature(drift),
-                plots.split_classes(pd.crosstab(pd.Series(HOSTILE, name="label"), pd.Series(["train", "val", "test", "train"], name="split")))):
+    drift = pd.DataFrame(
+        {
+            "feature": HOSTILE,
+            "method": "ks",
+            "statistic": 0.2,
+            "p_value": [0.01, 0.5, None, None],
+            "threshold": [0.05, 0.05, 0.1, 0.1],
+            "drifted": [True, False, True, False],
+        }
+    )
+    for png in (
+        plots.annotator_scores(scores),
+        plots.intervals(intervals, title=HOSTILE[2]),
+        plots.drift_by_feature(drift),
+        plots.split_classes(
+            pd.crosstab(pd.Series(HOSTILE, name="label"), pd.Series(["train", "val", "test", "train"], name="split"))
+        ),
+    ):
         assert png.startswith(b"\x89PNG")
 
 
@@ -73,15 +93,30 @@ def test_hostile_labels_in_a_real_run_reach_the_report_as_text(tmp_path: Path) -
     landing = tmp_path / "landing"
     (landing / "items" / day).mkdir(parents=True)
     (landing / "exports" / day).mkdir(parents=True)
-    (landing / "items" / day / "items.csv").write_text("item_id,uri,width,height,lighting\n" + "".join(
-        f"img-{n},s3://b/{n}.jpg,1920,1080,{HOSTILE[n % 4].replace(',', ' ')}\n" for n in range(30)))
-    rows = "".join(f'img-{n % 30},"{HOSTILE[a]}",{["car", "pedestrian"][(n + a) % 2]},{10 + n},20,60,40\n'
-                   for n in range(60) for a in range(3))
+    (landing / "items" / day / "items.csv").write_text(
+        "item_id,uri,width,height,lighting\n"
+        + "".join(f"img-{n},s3://b/{n}.jpg,1920,1080,{HOSTILE[n % 4].replace(',', ' ')}\n" for n in range(30))
+    )
+    rows = "".join(
+        f'img-{n % 30},"{HOSTILE[a]}",{["car", "pedestrian"][(n + a) % 2]},{10 + n},20,60,40\n'
+        for n in range(60)
+        for a in range(3)
+    )
     (landing / "exports" / day / "vendor.csv").write_text("item_id,annotator_id,label,x,y,w,h\n" + rows)
-    settings = Settings(landing=str(landing), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
-                        config_dir=str(REPO / "config"), start_date="2024-01-01")
-    result = materialize(list(defs.assets), selection=NIGHTLY_ASSETS,
-                         partition_key=day, resources=build_resources(settings), instance=DagsterInstance.ephemeral())
+    settings = Settings(
+        landing=str(landing),
+        warehouse=str(tmp_path / "wh"),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+    )
+    result = materialize(
+        list(defs.assets),
+        selection=NIGHTLY_ASSETS,
+        partition_key=day,
+        resources=build_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+    )
     assert result.success
     quality = (tmp_path / "wh" / "reports" / "quality" / f"{day}.html").read_text()
     snapshot = (tmp_path / "wh" / "reports" / "snapshots" / "v0001.html").read_text()

@@ -21,27 +21,61 @@ EMPTY = pd.DataFrame(columns=["item_id", "rule", "reason"])
 def inputs(n_items: int, start: int = 0, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     ids = [f"img-{i:04d}" for i in range(start, start + n_items)]
-    items = pd.DataFrame({
-        "item_id": ids, "uri": [f"s3://b/{i}.jpg" for i in ids], "width": 1280.0, "height": 720.0,
-        "lighting": rng.choice(["day", "night"], n_items), "session_id": [f"s{(start + i) // 5}" for i in range(n_items)],
-        "export_date": "2024-06-01",
-    })
-    scenes = pd.DataFrame({"item_id": ids, "kind": "classification", "label": rng.choice(["urban", "highway"], n_items),
-                           "confidence": 0.95, "n_votes": 3, "agreement": 1.0, "method": "dawid_skene"})
-    boxes = pd.DataFrame({"item_id": np.repeat(ids, 2), "kind": "bbox", "label": rng.choice(["car", "pedestrian"], 2 * n_items),
-                          "x": rng.uniform(0, 800, 2 * n_items).round(2), "y": rng.uniform(0, 400, 2 * n_items).round(2),
-                          "w": rng.uniform(10, 300, 2 * n_items).round(2), "h": rng.uniform(10, 300, 2 * n_items).round(2),
-                          "support": 3.0, "confidence": 1.0, "n_votes": 3, "agreement": 1.0, "method": "box_fusion"})
+    items = pd.DataFrame(
+        {
+            "item_id": ids,
+            "uri": [f"s3://b/{i}.jpg" for i in ids],
+            "width": 1280.0,
+            "height": 720.0,
+            "lighting": rng.choice(["day", "night"], n_items),
+            "session_id": [f"s{(start + i) // 5}" for i in range(n_items)],
+            "export_date": "2024-06-01",
+        }
+    )
+    scenes = pd.DataFrame(
+        {
+            "item_id": ids,
+            "kind": "classification",
+            "label": rng.choice(["urban", "highway"], n_items),
+            "confidence": 0.95,
+            "n_votes": 3,
+            "agreement": 1.0,
+            "method": "dawid_skene",
+        }
+    )
+    boxes = pd.DataFrame(
+        {
+            "item_id": np.repeat(ids, 2),
+            "kind": "bbox",
+            "label": rng.choice(["car", "pedestrian"], 2 * n_items),
+            "x": rng.uniform(0, 800, 2 * n_items).round(2),
+            "y": rng.uniform(0, 400, 2 * n_items).round(2),
+            "w": rng.uniform(10, 300, 2 * n_items).round(2),
+            "h": rng.uniform(10, 300, 2 * n_items).round(2),
+            "support": 3.0,
+            "confidence": 1.0,
+            "n_votes": 3,
+            "agreement": 1.0,
+            "method": "box_fusion",
+        }
+    )
     return pd.concat([scenes, boxes], ignore_index=True), items
 
 
-def curate(consensus, items, parent=pd.Series(dtype=object), review=EMPTY, quarantined=EMPTY):
+def curate(consensus, items, parent=None, review=EMPTY, quarantined=EMPTY):
+    parent = pd.Series(dtype=object) if parent is None else parent
     return snapshots.curate(consensus, items, review, quarantined, parent, CONFIG)
 
 
-def test_same_inputs_give_identical_bytes_and_hash_on_disk_and_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
+def test_same_inputs_give_identical_bytes_and_hash_on_disk_and_s3(
+    tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
     consensus, items = inputs(120)
-    stores = [LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b"), open_store(f"s3://{s3_bucket}/wh", endpoint_url=s3_endpoint)]
+    stores = [
+        LocalStore(tmp_path / "a"),
+        LocalStore(tmp_path / "b"),
+        open_store(f"s3://{s3_bucket}/wh", endpoint_url=s3_endpoint),
+    ]
     published = [snapshots.publish(store, curate(consensus, items), {"guideline_version": "v1"}) for store in stores]
     hashes = {document["content_hash"] for _, document, _ in published}
     assert len(hashes) == 1 and all(created for _, _, created in published)
@@ -101,7 +135,9 @@ def test_duplicates_review_and_relabel_items_are_left_out_and_counted() -> None:
     quarantined = pd.DataFrame({"item_id": ["img-0006"], "rule": ["needs_relabel"], "reason": ["needs_relabel: …"]})
     curated = curate(consensus, items, review=review, quarantined=quarantined)
     assert curated.excluded == {"low_confidence": 1, "waiting_for_review": 1, "waiting_for_relabel": 1, "duplicate": 1}
-    assert len(curated.items) == 26 and not {"img-0003", "img-0004", "img-0005", "img-0006"} & set(curated.items["item_id"])
+    assert len(curated.items) == 26 and not {"img-0003", "img-0004", "img-0005", "img-0006"} & set(
+        curated.items["item_id"]
+    )
 
 
 def test_diff_lists_exactly_the_changed_labels(tmp_path: Path) -> None:
@@ -132,7 +168,9 @@ def test_coco_and_yolo_exports_round_trip_through_the_parsers() -> None:
     got = coco[["item_id", "label", "x", "y", "w", "h"]].sort_values(["item_id", "label", "x"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
-    sizes = dict(zip(curated.items["item_id"], zip(curated.items["width"], curated.items["height"])))
+    sizes = dict(
+        zip(curated.items["item_id"], zip(curated.items["width"], curated.items["height"], strict=True), strict=True)
+    )
     yolo = parse_file("yolo.zip", to_yolo(curated.items, curated.labels), sizes).objects
     got = yolo[["item_id", "label", "x", "y", "w", "h"]].sort_values(["item_id", "label", "x"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=1e-5)
@@ -148,18 +186,33 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
     from resources.settings import Settings
 
     repo = Path(__file__).resolve().parents[1]
-    settings = Settings(landing=str(demo_landing.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
-                        config_dir=str(repo / "config"), start_date="2024-01-01")
+    settings = Settings(
+        landing=str(demo_landing.root),
+        warehouse=str(tmp_path / "wh"),
+        s3_endpoint_url=None,
+        config_dir=str(repo / "config"),
+        start_date="2024-01-01",
+    )
     resources, instance = build_resources(settings), DagsterInstance.ephemeral()
     for day in ("2024-06-04", "2024-06-05"):
-        assert materialize(list(defs.assets), partition_key=day, resources=resources, instance=instance,
-                           run_config=NIGHTLY).success
+        assert materialize(
+            list(defs.assets), partition_key=day, resources=resources, instance=instance, run_config=NIGHTLY
+        ).success
     store = LocalStore(tmp_path / "wh")
     assert snapshots.versions(store) == ["v0001", "v0002"] and snapshots.latest(store) == "v0002"
     manifest = snapshots.manifest(store, "v0002")
     assert manifest["parent_version"] == "v0001" and manifest["source_partitions"] == ["2024-06-04", "2024-06-05"]
     assert manifest["stratification"] == {"by": ["label", "lighting"], "skipped": []}  # the demo's run config
-    assert {"content_hash", "guideline_version", "code_version", "rows", "split_sizes", "class_counts", "qa", "excluded"} <= set(manifest)
+    assert {
+        "content_hash",
+        "guideline_version",
+        "code_version",
+        "rows",
+        "split_sizes",
+        "class_counts",
+        "qa",
+        "excluded",
+    } <= set(manifest)
     first = snapshots.read_table(store, "v0001", "items.parquet").set_index("item_id")["split"]
     second = snapshots.read_table(store, "v0002", "items.parquet")
     diff = json.loads(store.read_bytes("snapshots/v0002/diff.json"))
@@ -189,15 +242,18 @@ def test_the_diff_lists_remapped_labels_apart_from_changes(tmp_path: Path) -> No
     changed = after.index[(after["kind"] == "classification") & (after["label"] == "highway")][0]
     after.loc[changed, "label"] = "built_up"  # a real change, not a remap
     given = []
-    version, manifest, _ = snapshots.publish(store, curate(after, items), {"guideline_version": "v3"},
-                                             renames=lambda parent: given.append(parent) or merges)
+    version, manifest, _ = snapshots.publish(
+        store, curate(after, items), {"guideline_version": "v3"}, renames=lambda parent: given.append(parent) or merges
+    )
     diff = json.loads(store.read_bytes(f"snapshots/{version}/diff.json"))
     assert given == ["v2"]
     scenes, boxes = consensus[consensus["kind"] == "classification"], consensus[consensus["kind"] == "bbox"]
     assert len(diff["remapped_labels"]) == (scenes["label"] == "urban").sum()
     assert len(diff["remapped_objects"]) == (boxes["label"] == "car").sum()
     assert [(c["old"], c["new"]) for c in diff["label_changes"]] == [("highway", "built_up")]
-    assert diff["object_changes"] == [] and manifest["diff_summary"]["remapped_objects"] == len(diff["remapped_objects"])
+    assert diff["object_changes"] == [] and manifest["diff_summary"]["remapped_objects"] == len(
+        diff["remapped_objects"]
+    )
 
 
 def test_box_only_items_are_split_and_keep_their_boxes(tmp_path: Path) -> None:
@@ -213,7 +269,9 @@ def test_box_only_items_are_split_and_keep_their_boxes(tmp_path: Path) -> None:
     assert document["split_sizes"] == {"train": 50, "val": 5, "test": 5}  # 10, 1 and 1 sessions
     labels = snapshots.read_table(store, "v0001", "labels.parquet")
     assert (labels["kind"] == "bbox").sum() == 120 and labels["item_id"].nunique() == 60
-    sizes = dict(zip(curated.items["item_id"], zip(curated.items["width"], curated.items["height"])))
+    sizes = dict(
+        zip(curated.items["item_id"], zip(curated.items["width"], curated.items["height"], strict=True), strict=True)
+    )
     assert len(parse_file("yolo.zip", store.read_bytes("snapshots/v0001/export/yolo.zip"), sizes).objects) == 120
 
 
@@ -238,6 +296,7 @@ def test_a_catalog_without_a_configured_slice_column_snapshots_and_reports_it(tm
     assert document["stratification"]["skipped"] == ["lighting"] and sum(document["split_sizes"].values()) == 80
 
 
+@pytest.mark.e2e  # three days through Dagster
 def test_a_coco_detection_set_without_lighting_snapshots_and_gets_tasks_through_dagster(tmp_path: Path) -> None:
     """Three vendors' COCO files with two boxes on each of 20 images and no scene label; a catalog of 24 items
     (4 still raw) without any of the demo's slice columns."""
@@ -248,23 +307,51 @@ def test_a_coco_detection_set_without_lighting_snapshots_and_gets_tasks_through_
     from resources.settings import Settings
 
     day, landing = "2024-06-03", LocalStore(tmp_path / "landing")
-    landing.write_bytes(f"items/{day}/items.csv", b"item_id,uri,width,height,session_id\n" + b"".join(
-        f"img-{n:02d},s3://b/img-{n:02d}.jpg,1920,1080,s{n // 4}\n".encode() for n in range(24)))
+    landing.write_bytes(
+        f"items/{day}/items.csv",
+        b"item_id,uri,width,height,session_id\n"
+        + b"".join(f"img-{n:02d},s3://b/img-{n:02d}.jpg,1920,1080,s{n // 4}\n".encode() for n in range(24)),
+    )
     images = [{"id": n + 1, "file_name": f"img-{n:02d}.jpg", "width": 1920, "height": 1080} for n in range(20)]
     for vendor in range(3):
-        boxes = [{"id": 2 * n + k + 1, "image_id": n + 1, "category_id": k + 1,
-                  "bbox": [100 + 400 * k + vendor, 200 + vendor, 120, 80]} for n in range(20) for k in range(2)]
-        landing.write_bytes(f"exports/{day}/vendor-{vendor}.json", json.dumps({
-            "info": {"contributor": f"ann{vendor}"}, "images": images, "annotations": boxes,
-            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "pedestrian"}],
-        }).encode())
+        boxes = [
+            {
+                "id": 2 * n + k + 1,
+                "image_id": n + 1,
+                "category_id": k + 1,
+                "bbox": [100 + 400 * k + vendor, 200 + vendor, 120, 80],
+            }
+            for n in range(20)
+            for k in range(2)
+        ]
+        landing.write_bytes(
+            f"exports/{day}/vendor-{vendor}.json",
+            json.dumps(
+                {
+                    "info": {"contributor": f"ann{vendor}"},
+                    "images": images,
+                    "annotations": boxes,
+                    "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "pedestrian"}],
+                }
+            ).encode(),
+        )
     repo = Path(__file__).resolve().parents[1]
-    settings = Settings(landing=str(landing.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
-                        config_dir=str(repo / "config"), start_date="2024-01-01")
+    settings = Settings(
+        landing=str(landing.root),
+        warehouse=str(tmp_path / "wh"),
+        s3_endpoint_url=None,
+        config_dir=str(repo / "config"),
+        start_date="2024-01-01",
+    )
     upstream = AssetSelection.assets("snapshot_exports", "labeling_tasks").upstream().required_multi_asset_neighbors()
-    result = materialize(list(defs.assets), selection=upstream, partition_key=day, resources=build_resources(settings),
-                         instance=DagsterInstance.ephemeral(),
-                         run_config={"ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lighting"]}}}})
+    result = materialize(
+        list(defs.assets),
+        selection=upstream,
+        partition_key=day,
+        resources=build_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        run_config={"ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lighting"]}}}},
+    )
     assert result.success
     metadata = result.asset_materializations_for_node("dataset_snapshot")[0].metadata
     assert metadata["stratification"].value == {"by": ["label"], "skipped": ["lighting"]}
@@ -290,16 +377,29 @@ def test_diff_lists_box_changes() -> None:
     def labels(rows: list[tuple]) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=["item_id", "kind", "label", "x", "y", "w", "h"])
 
-    before = labels([("a", "bbox", "car", 0, 0, 100, 100), ("a", "bbox", "car", 300, 0, 100, 100),
-                     ("a", "bbox", "bus", 600, 0, 100, 100), ("a", "bbox", "truck", 900, 0, 50, 50),
-                     ("b", "classification", "urban", None, None, None, None)])
-    after = labels([("a", "bbox", "car", 0, 0, 100, 100),  # unchanged
-                    ("a", "bbox", "car", 360, 0, 100, 100),  # moved: IoU 40/160 = 0.25
-                    ("a", "bbox", "truck", 600, 0, 100, 100),  # relabelled in place
-                    ("a", "bbox", "pedestrian", 1200, 0, 20, 50),  # added; the old truck box is gone
-                    ("b", "classification", "urban", None, None, None, None)])
+    before = labels(
+        [
+            ("a", "bbox", "car", 0, 0, 100, 100),
+            ("a", "bbox", "car", 300, 0, 100, 100),
+            ("a", "bbox", "bus", 600, 0, 100, 100),
+            ("a", "bbox", "truck", 900, 0, 50, 50),
+            ("b", "classification", "urban", None, None, None, None),
+        ]
+    )
+    after = labels(
+        [
+            ("a", "bbox", "car", 0, 0, 100, 100),  # unchanged
+            ("a", "bbox", "car", 360, 0, 100, 100),  # moved: IoU 40/160 = 0.25
+            ("a", "bbox", "truck", 600, 0, 100, 100),  # relabelled in place
+            ("a", "bbox", "pedestrian", 1200, 0, 20, 50),  # added; the old truck box is gone
+            ("b", "classification", "urban", None, None, None, None),
+        ]
+    )
     changes = snapshots.diff(items, before, items, after)["object_changes"]
     assert [(c["item_id"], c["change"], c["label"], c["old_label"]) for c in changes] == [
-        ("a", "added", "pedestrian", None), ("a", "moved", "car", "car"), ("a", "relabelled", "truck", "bus"),
-        ("a", "removed", "truck", None)]
+        ("a", "added", "pedestrian", None),
+        ("a", "moved", "car", "car"),
+        ("a", "relabelled", "truck", "bus"),
+        ("a", "removed", "truck", None),
+    ]
     assert [c["iou"] for c in changes] == [None, 0.25, 1.0, None]

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from crowd_data import snow
 from dagster import DagsterInstance, materialize
 
-from crowd_data import snow
 from labelops import consensus as ds
 from labelops import ingest, snapshots, state
 from labelops.agreement import Votes
@@ -22,11 +22,21 @@ DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
 
 def crowd_votes(frame: pd.DataFrame, day: str) -> pd.DataFrame:
     """Crowd judgments as one day's validated annotations (scene labels)."""
-    out = frame.assign(kind="classification", x=np.nan, y=np.nan, w=np.nan, h=np.nan, attributes="{}",
-                       export_date=date.fromisoformat(day), source_file=f"exports/{day}/crowd.csv",
-                       source_format="csv", source_ref="line")
-    out["annotation_id"] = ingest.hex_strings(pd.util.hash_pandas_object(out[["item_id", "annotator_id"]], index=False)
-                                              .to_numpy())
+    out = frame.assign(
+        kind="classification",
+        x=np.nan,
+        y=np.nan,
+        w=np.nan,
+        h=np.nan,
+        attributes="{}",
+        export_date=date.fromisoformat(day),
+        source_file=f"exports/{day}/crowd.csv",
+        source_format="csv",
+        source_ref="line",
+    )
+    out["annotation_id"] = ingest.hex_strings(
+        pd.util.hash_pandas_object(out[["item_id", "annotator_id"]], index=False).to_numpy()
+    )
     out["content_id"] = ingest.content_ids(out.assign(points=None))
     return out
 
@@ -39,8 +49,13 @@ def test_rounds_on_different_days_pool_into_one_dawid_skene_fit() -> None:
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
     assert len(votes) == len(frame) == 8000 and votes["superseded_by"].isna().all()
     assert sorted(votes.groupby("export_date").size()) == sorted(np.bincount(day_of).tolist())
-    pooled = state.consensus(votes, pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS), votes["item_id"],
-                             pd.DataFrame(columns=["item_id", "kind", "label"]), state.StateConfig())
+    pooled = state.consensus(
+        votes,
+        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+        votes["item_id"],
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+    )
     one_day = ds.dawid_skene(Votes.from_frame(frame)).table(Votes.from_frame(frame)).set_index("item_id")
     pooled = pooled.set_index("item_id").loc[one_day.index]
     assert (pooled["label"] == one_day["label"]).all()
@@ -52,10 +67,22 @@ def test_rounds_on_different_days_pool_into_one_dawid_skene_fit() -> None:
 
 def box(item: str, who: str, label: str, x: float, day: str, batch: str | None = None) -> dict:
     attributes = json.dumps({"batch_id": batch}, separators=(",", ":")) if batch else "{}"
-    return {"item_id": item, "annotator_id": who, "kind": "bbox", "label": label, "x": x, "y": 10.0, "w": 40.0,
-            "h": 30.0, "attributes": attributes, "export_date": date.fromisoformat(day),
-            "source_file": f"exports/{day}/f.json", "annotation_id": f"{item}-{who}-{label}-{x}-{day}",
-            "source_format": "csv", "source_ref": "line"}
+    return {
+        "item_id": item,
+        "annotator_id": who,
+        "kind": "bbox",
+        "label": label,
+        "x": x,
+        "y": 10.0,
+        "w": 40.0,
+        "h": 30.0,
+        "attributes": attributes,
+        "export_date": date.fromisoformat(day),
+        "source_file": f"exports/{day}/f.json",
+        "annotation_id": f"{item}-{who}-{label}-{x}-{day}",
+        "source_format": "csv",
+        "source_ref": "line",
+    }
 
 
 def validated(rows: list[dict]) -> pd.DataFrame:
@@ -64,11 +91,28 @@ def validated(rows: list[dict]) -> pd.DataFrame:
 
 
 def test_an_answer_supersedes_the_kinds_it_covers_and_one_reviewer_decides() -> None:
-    first = validated([box("a", "u1", "car", 10, DAYS[0]), box("a", "u2", "car", 11, DAYS[0]),
-                       box("a", "u1", "truck", 200, DAYS[0]), box("a", "u2", "truck", 201, DAYS[0]),
-                       box("b", "u1", "car", 10, DAYS[0]), box("b", "u2", "car", 12, DAYS[0])])
-    scene = validated([{**box("a", "u1", "urban", np.nan, DAYS[0]), "kind": "classification", "y": np.nan,
-                        "w": np.nan, "h": np.nan, "annotation_id": "a-scene"}])
+    first = validated(
+        [
+            box("a", "u1", "car", 10, DAYS[0]),
+            box("a", "u2", "car", 11, DAYS[0]),
+            box("a", "u1", "truck", 200, DAYS[0]),
+            box("a", "u2", "truck", 201, DAYS[0]),
+            box("b", "u1", "car", 10, DAYS[0]),
+            box("b", "u2", "car", 12, DAYS[0]),
+        ]
+    )
+    scene = validated(
+        [
+            {
+                **box("a", "u1", "urban", np.nan, DAYS[0]),
+                "kind": "classification",
+                "y": np.nan,
+                "w": np.nan,
+                "h": np.nan,
+                "annotation_id": "a-scene",
+            }
+        ]
+    )
     votes = state.fold_votes(state.empty_votes(), pd.concat([first, scene], ignore_index=True))
     answer = validated([box("a", "reviewer", "bus", 300, DAYS[1], batch=f"relabel-{DAYS[0]}")])
     votes = state.fold_votes(votes, answer)
@@ -76,14 +120,21 @@ def test_an_answer_supersedes_the_kinds_it_covers_and_one_reviewer_decides() -> 
     assert sorted(live.loc[live["item_id"] == "a", "label"]) == ["bus", "urban"]  # boxes replaced, scene kept
     assert set(votes.loc[votes["superseded_by"].notna(), "annotation_id"]) == set(first["annotation_id"][:4])
     assert (votes["superseded_by"].dropna() == f"relabel-{DAYS[0]}").all()
-    labels = state.consensus(votes, pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS), answer["item_id"],
-                             pd.DataFrame(columns=["item_id", "kind", "label"]), state.StateConfig())
+    labels = state.consensus(
+        votes,
+        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+        answer["item_id"],
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+    )
     boxes_of_a = labels[(labels["item_id"] == "a") & (labels["kind"] == "bbox")]
     assert boxes_of_a[["label", "x", "support"]].values.tolist() == [["bus", 300.0, 1.0]]  # no quorum of two
     requested = pd.DataFrame({"item_id": ["a", "b"], "batch_id": f"relabel-{DAYS[0]}", "sent_on": DAYS[0]})
     items = state.item_state(votes, labels, requested, pd.Series(["a"]))
     assert items.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
-        "a": "answered", "b": "relabel_requested"}
+        "a": "answered",
+        "b": "relabel_requested",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +146,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("loop")
     landing, warehouse = LocalStore(root / "landing"), LocalStore(root / "warehouse")
-    items = "item_id,uri,width,height,session_id\n" + "".join(f"img-{i},s3://b/img-{i}.jpg,1000,500,s{i}\n"
-                                                              for i in range(4))
+    items = "item_id,uri,width,height,session_id\n" + "".join(
+        f"img-{i},s3://b/img-{i}.jpg,1000,500,s{i}\n" for i in range(4)
+    )
     landing.write_bytes(f"items/{DAYS[0]}/items.csv", items.encode())
     rows = ["item_id,annotator_id,label,x,y,w,h"]
     for i in range(4):
@@ -104,44 +156,94 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
             rows += [f"img-{i},{who},urban,,,,", f"img-{i},{who},car,{100 + i},{50},{80},{40}"]
     landing.write_bytes(f"exports/{DAYS[0]}/crowd.csv", ("\n".join(rows) + "\n").encode())
     # the outbox ledger of a relabel batch sent that night, as relabel_batch writes it
-    warehouse.write_bytes(f"outbox/relabel/ledger/{DAYS[0]}.csv",
-                          f"item_id,batch_id,sent_on\nimg-0,relabel-{DAYS[0]},{DAYS[0]}\n"
-                          f"img-1,relabel-{DAYS[0]},{DAYS[0]}\nprod-7,relabel-{DAYS[0]},{DAYS[0]}\n".encode())
+    warehouse.write_bytes(
+        f"outbox/relabel/ledger/{DAYS[0]}.csv",
+        f"item_id,batch_id,sent_on\nimg-0,relabel-{DAYS[0]},{DAYS[0]}\n"
+        f"img-1,relabel-{DAYS[0]},{DAYS[0]}\nprod-7,relabel-{DAYS[0]},{DAYS[0]}\n".encode(),
+    )
     # a production item of the batch, which no catalog holds: the batch wrote its item row
-    warehouse.write_bytes(f"outbox/relabel/{DAYS[0]}/relabel-{DAYS[0]}.items.csv",
-                          b"item_id,uri,width,height,captured_at,session_id\n"
-                          b"prod-7,s3://p/prod-7.jpg,1000,500,2024-06-10T08:00:00+0000,p1\n")
-    answers = [{"id": n, "data": {"image": f"s3://b/img-{n}.jpg", "item_id": f"img-{n}", "batch_id": f"relabel-{DAYS[0]}"},
-                "annotations": [{"id": 10 + n, "completed_by": 7, "updated_at": f"{DAYS[1]}T09:00:00Z", "result": [
-                    {"id": "r1", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-                     "original_width": 1000, "original_height": 500,
-                     "value": {"x": 50.0, "y": 20.0, "width": 10.0, "height": 10.0, "rectanglelabels": ["truck"]}},
-                    {"id": "r2", "type": "choices", "from_name": "scene", "to_name": "image",
-                     "value": {"choices": ["highway"]}}]}]} for n in (0, 7)]
+    warehouse.write_bytes(
+        f"outbox/relabel/{DAYS[0]}/relabel-{DAYS[0]}.items.csv",
+        b"item_id,uri,width,height,captured_at,session_id\n"
+        b"prod-7,s3://p/prod-7.jpg,1000,500,2024-06-10T08:00:00+0000,p1\n",
+    )
+    answers = [
+        {
+            "id": n,
+            "data": {"image": f"s3://b/img-{n}.jpg", "item_id": f"img-{n}", "batch_id": f"relabel-{DAYS[0]}"},
+            "annotations": [
+                {
+                    "id": 10 + n,
+                    "completed_by": 7,
+                    "updated_at": f"{DAYS[1]}T09:00:00Z",
+                    "result": [
+                        {
+                            "id": "r1",
+                            "type": "rectanglelabels",
+                            "from_name": "label",
+                            "to_name": "image",
+                            "original_width": 1000,
+                            "original_height": 500,
+                            "value": {
+                                "x": 50.0,
+                                "y": 20.0,
+                                "width": 10.0,
+                                "height": 10.0,
+                                "rectanglelabels": ["truck"],
+                            },
+                        },
+                        {
+                            "id": "r2",
+                            "type": "choices",
+                            "from_name": "scene",
+                            "to_name": "image",
+                            "value": {"choices": ["highway"]},
+                        },
+                    ],
+                }
+            ],
+        }
+        for n in (0, 7)
+    ]
     answers[1]["data"].update(image="s3://p/prod-7.jpg", item_id="prod-7")
     landing.write_bytes(f"exports/{DAYS[1]}/answers.json", json.dumps(answers).encode())
-    resources = build_resources(Settings(landing=str(landing.root), warehouse=str(warehouse.root),
-                                         s3_endpoint_url=None, config_dir=str(Path(__file__).parents[1] / "config"),
-                                         start_date="2024-06-01"))
+    resources = build_resources(
+        Settings(
+            landing=str(landing.root),
+            warehouse=str(warehouse.root),
+            s3_endpoint_url=None,
+            config_dir=str(Path(__file__).parents[1] / "config"),
+            start_date="2024-06-01",
+        )
+    )
     instance = DagsterInstance.ephemeral()
     selection = [k for k in defs.resolve_job_def("nightly_job").asset_layer.executable_asset_keys]
     for day in DAYS[:2]:
-        result = materialize(list(defs.assets), selection=selection, partition_key=day, resources=resources,
-                             instance=instance)
+        result = materialize(
+            list(defs.assets), selection=selection, partition_key=day, resources=resources, instance=instance
+        )
         assert result.success
     return warehouse
 
 
+@pytest.mark.e2e  # two nights through Dagster
 def test_answers_reach_the_snapshot_and_replace_the_old_boxes(loop: LocalStore) -> None:
     current = pd.read_parquet(loop.path(f"tables/label_state/{DAYS[1]}.parquet"))
     status = current.drop_duplicates("item_id").set_index("item_id")["status"].to_dict()
-    assert status == {"img-0": "answered", "img-1": "relabel_requested", "img-2": "labeled", "img-3": "labeled",
-                      "prod-7": "answered"}
+    assert status == {
+        "img-0": "answered",
+        "img-1": "relabel_requested",
+        "img-2": "labeled",
+        "img-3": "labeled",
+        "prod-7": "answered",
+    }
     version = snapshots.latest(loop)
     labels = snapshots.read_table(loop, version, "labels.parquet")
     answered = labels[labels["item_id"] == "img-0"]
     assert answered[["kind", "label"]].values.tolist() == [["bbox", "truck"], ["classification", "highway"]]
-    assert answered.loc[answered["kind"] == "bbox", ["x", "y", "w", "h"]].values.tolist() == [[500.0, 100.0, 100.0, 50.0]]
+    assert answered.loc[answered["kind"] == "bbox", ["x", "y", "w", "h"]].values.tolist() == [
+        [500.0, 100.0, 100.0, 50.0]
+    ]
     manifest = snapshots.manifest(loop, version)
     items = snapshots.read_table(loop, version, "items.parquet")
     assert sorted(items["item_id"]) == ["img-0", "img-2", "img-3", "prod-7"]  # prod-7: catalogued by its batch
@@ -153,6 +255,7 @@ def test_answers_reach_the_snapshot_and_replace_the_old_boxes(loop: LocalStore) 
     assert "answered items in the latest snapshot<b>2</b>" in report
 
 
+@pytest.mark.e2e  # two nights through Dagster
 def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> None:
     """relabel_batch skips the items the latest label state shows answered, whatever day's batch is rerun."""
     from assets.labeling import _answered
@@ -165,32 +268,67 @@ def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> No
     assert _answered(DayTables([DAYS[0]], read)) == set()  # the batch's own day: nothing answered yet
     answered = _answered(DayTables(DAYS[:2], read))
     assert answered == {"img-0", "prod-7"}
-    candidates = pd.DataFrame({"item_id": ["img-0", "img-1", "img-2"], "reason": "review_queue",
-                               "kind": "review_queue", "priority": 4.0, "stratum": "", "uncertainty": 0.5})
+    candidates = pd.DataFrame(
+        {
+            "item_id": ["img-0", "img-1", "img-2"],
+            "reason": "review_queue",
+            "kind": "review_queue",
+            "priority": 4.0,
+            "stratum": "",
+            "uncertainty": 0.5,
+        }
+    )
     assert sorted(labeling.select(candidates, 10, answered)["item_id"]) == ["img-1", "img-2"]
 
 
 def test_an_unanswered_request_lapses_and_the_item_may_go_again() -> None:
-    ledger = pd.DataFrame({"item_id": ["a", "b", "c"], "batch_id": ["relabel-2024-05-20", "relabel-2024-06-01",
-                                                                    "relabel-2024-06-13"],
-                           "sent_on": ["2024-05-20", "2024-06-01", "2024-06-13"]})
+    ledger = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "batch_id": ["relabel-2024-05-20", "relabel-2024-06-01", "relabel-2024-06-13"],
+            "sent_on": ["2024-05-20", "2024-06-01", "2024-06-13"],
+        }
+    )
     assert state.open_requests(ledger, "2024-06-12", 14)["item_id"].tolist() == ["b"]  # a lapsed, c not yet sent
     votes = state.fold_votes(state.empty_votes(), validated([box(i, "u1", "car", 10, DAYS[0]) for i in "abc"]))
-    items = state.item_state(votes, pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
-                             state.open_requests(ledger, "2024-06-12", 14), pd.Series(dtype=object))
-    assert items.set_index("item_id")["status"].to_dict() == {"a": "no_consensus", "b": "relabel_requested",
-                                                              "c": "no_consensus"}
+    items = state.item_state(
+        votes,
+        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+        state.open_requests(ledger, "2024-06-12", 14),
+        pd.Series(dtype=object),
+    )
+    assert items.set_index("item_id")["status"].to_dict() == {
+        "a": "no_consensus",
+        "b": "relabel_requested",
+        "c": "no_consensus",
+    }
 
 
 def test_a_honeypot_answer_is_an_ordinary_judgment() -> None:
     from labelops.formats import parse_file
 
     def task(honeypot: bool) -> dict:
-        return {"id": 1, "data": {"image": "s3://b/g.jpg", "item_id": "gold-1", "batch_id": "relabel-2024-06-10"},
-                "meta": {"reason": "honeypot" if honeypot else "review_queue", "honeypot": honeypot},
-                "annotations": [{"id": 5, "completed_by": 3, "updated_at": "2024-06-11T09:00:00Z", "result": [
-                    {"id": "s", "type": "choices", "from_name": "scene", "to_name": "image",
-                     "value": {"choices": ["urban"]}}]}]}
+        return {
+            "id": 1,
+            "data": {"image": "s3://b/g.jpg", "item_id": "gold-1", "batch_id": "relabel-2024-06-10"},
+            "meta": {"reason": "honeypot" if honeypot else "review_queue", "honeypot": honeypot},
+            "annotations": [
+                {
+                    "id": 5,
+                    "completed_by": 3,
+                    "updated_at": "2024-06-11T09:00:00Z",
+                    "result": [
+                        {
+                            "id": "s",
+                            "type": "choices",
+                            "from_name": "scene",
+                            "to_name": "image",
+                            "value": {"choices": ["urban"]},
+                        }
+                    ],
+                }
+            ],
+        }
 
     honeypot, answer = (parse_file("a.json", json.dumps([task(h)]).encode()).objects for h in (True, False))
     assert '"batch_id"' not in honeypot["attributes"].iloc[0]
@@ -207,10 +345,17 @@ def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None
     for n, day in enumerate(DAYS):
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
         touched = state.touched_items(votes, day)
-        labels = state.consensus(votes, previous[previous["kind"].notna()] if len(previous) else previous, touched,
-                                 gold, state.StateConfig())
-        previous = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none,
-                                    previous=previous, touched=touched)
+        labels = state.consensus(
+            votes, previous[previous["kind"].notna()] if len(previous) else previous, touched, gold, state.StateConfig()
+        )
+        previous = state.item_state(
+            votes,
+            labels,
+            pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]),
+            none,
+            previous=previous,
+            touched=touched,
+        )
     full = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none)
     assert len(previous) == frame["item_id"].nunique() == 462
     pd.testing.assert_frame_equal(previous, full)

@@ -22,8 +22,13 @@ def landing(root: Path, *, late: bool = False) -> LocalStore:
     """Six items judged on three days by different annotators (rounds that pool); with ``late``, a fourth
     annotator's judgments of the first day arrive (a late export, delivered into that day's folder)."""
     store = LocalStore(root)
-    store.write_bytes(f"items/{DAYS[0]}/items.csv", ("item_id,uri,width,height,session_id\n" + "".join(
-        f"img-{i},s3://b/img-{i}.jpg,1000,500,s{i}\n" for i in range(6))).encode())
+    store.write_bytes(
+        f"items/{DAYS[0]}/items.csv",
+        (
+            "item_id,uri,width,height,session_id\n"
+            + "".join(f"img-{i},s3://b/img-{i}.jpg,1000,500,s{i}\n" for i in range(6))
+        ).encode(),
+    )
     judges = {DAYS[0]: ("u1", "u2"), DAYS[1]: ("u3",), DAYS[2]: ("u4",)}
     for day, who in judges.items():
         rows = ["item_id,annotator_id,label,x,y,w,h"]
@@ -42,16 +47,24 @@ def resources_for(root: Path) -> dict:
     from resources import build_resources
     from resources.settings import Settings
 
-    return build_resources(Settings(landing=str(root / "landing"), warehouse=str(root / "warehouse"),
-                                    s3_endpoint_url=None, config_dir=str(REPO / "config"), start_date="2024-06-01"))
+    return build_resources(
+        Settings(
+            landing=str(root / "landing"),
+            warehouse=str(root / "warehouse"),
+            s3_endpoint_url=None,
+            config_dir=str(REPO / "config"),
+            start_date="2024-06-01",
+        )
+    )
 
 
 def night(resources: dict, instance: DagsterInstance, day: str) -> None:
     from pipelines.definitions import defs
 
     selection = list(defs.resolve_job_def("nightly_job").asset_layer.executable_asset_keys)
-    assert materialize(list(defs.assets), selection=selection, partition_key=day, resources=resources,
-                       instance=instance).success
+    assert materialize(
+        list(defs.assets), selection=selection, partition_key=day, resources=resources, instance=instance
+    ).success
 
 
 def state_bytes(warehouse: Path) -> dict[str, bytes]:
@@ -77,7 +90,11 @@ def three_nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
 def test_rerunning_any_day_leaves_the_state_and_the_latest_snapshot_byte_identical(three_nights) -> None:
     root, resources, instance = three_nights
     warehouse = root / "warehouse"
-    states, version, snapshot = state_bytes(warehouse), snapshots.latest(LocalStore(warehouse)), snapshot_bytes(warehouse)
+    states, version, snapshot = (
+        state_bytes(warehouse),
+        snapshots.latest(LocalStore(warehouse)),
+        snapshot_bytes(warehouse),
+    )
     votes = pd.read_parquet(warehouse / "tables" / "label_votes" / f"{DAYS[2]}.parquet")
     assert votes.groupby("item_id").size().eq(8).all()  # 2 + 1 + 1 annotators, a scene and a box each, pooled
     for day in (DAYS[1], DAYS[0], DAYS[2]):
@@ -108,10 +125,17 @@ def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -
         [request] = result.run_requests
         assert isinstance(request, RunRequest)
         requested.append((request.partition_key, sorted(k.to_user_string() for k in request.asset_selection)))
-        assert materialize(list(defs.assets), selection=request.asset_selection, partition_key=request.partition_key,
-                           resources=resources, instance=instance).success
-    assert requested == [(DAYS[1], ["item_index", "label_state", "label_votes"]),
-                         (DAYS[2], ["dataset_snapshot", "item_index", "label_state", "label_votes"])]
+        assert materialize(
+            list(defs.assets),
+            selection=request.asset_selection,
+            partition_key=request.partition_key,
+            resources=resources,
+            instance=instance,
+        ).success
+    assert requested == [
+        (DAYS[1], ["item_index", "label_state", "label_votes"]),
+        (DAYS[2], ["dataset_snapshot", "item_index", "label_state", "label_votes"]),
+    ]
     assert "every day of the label state" in result.skip_message  # caught up
 
     fresh = tmp_path / "fresh"
@@ -122,35 +146,80 @@ def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -
     assert state_bytes(tmp_path / "warehouse") == state_bytes(fresh / "warehouse")
     ours, theirs = LocalStore(tmp_path / "warehouse"), LocalStore(fresh / "warehouse")
     for table in ("items.parquet", "labels.parquet"):
-        pd.testing.assert_frame_equal(snapshots.read_table(ours, snapshots.latest(ours), table),
-                                      snapshots.read_table(theirs, snapshots.latest(theirs), table))
+        pd.testing.assert_frame_equal(
+            snapshots.read_table(ours, snapshots.latest(ours), table),
+            snapshots.read_table(theirs, snapshots.latest(theirs), table),
+        )
     state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[2]}.parquet")
     assert state.drop_duplicates("item_id")["judgments"].eq(9).all()  # + the late vote
 
 
 def ls_task(task: int, item: str, annotations: list[tuple[int, int, str, list[tuple[str, float]]]]) -> dict:
     """A Label Studio task; each annotation is (id, user, updated_at, [(box label, x %), ...]) plus a scene."""
-    return {"id": task, "data": {"image": f"s3://b/{item}.jpg", "item_id": item}, "annotations": [
-        {"id": ann, "completed_by": user, "updated_at": stamp, "result": [
-            *({"id": f"b{n}", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-               "original_width": 1000, "original_height": 500,
-               "value": {"x": x, "y": 20.0, "width": 10.0, "height": 10.0, "rectanglelabels": [label]}}
-              for n, (label, x) in enumerate(boxes)),
-            {"id": "s", "type": "choices", "from_name": "scene", "to_name": "image", "value": {"choices": ["urban"]}}]}
-        for ann, user, stamp, boxes in annotations]}
+    return {
+        "id": task,
+        "data": {"image": f"s3://b/{item}.jpg", "item_id": item},
+        "annotations": [
+            {
+                "id": ann,
+                "completed_by": user,
+                "updated_at": stamp,
+                "result": [
+                    *(
+                        {
+                            "id": f"b{n}",
+                            "type": "rectanglelabels",
+                            "from_name": "label",
+                            "to_name": "image",
+                            "original_width": 1000,
+                            "original_height": 500,
+                            "value": {"x": x, "y": 20.0, "width": 10.0, "height": 10.0, "rectanglelabels": [label]},
+                        }
+                        for n, (label, x) in enumerate(boxes)
+                    ),
+                    {
+                        "id": "s",
+                        "type": "choices",
+                        "from_name": "scene",
+                        "to_name": "image",
+                        "value": {"choices": ["urban"]},
+                    },
+                ],
+            }
+            for ann, user, stamp, boxes in annotations
+        ],
+    }
 
 
 def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(tmp_path: Path) -> None:
     """Teams export the whole Label Studio project every day: unchanged annotations come again (copies), and an
     annotation edited since replaces its earlier version instead of voting a second time."""
     store = LocalStore(tmp_path / "landing")
-    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n"
-                                                    b"img-1,s3://b/img-1.jpg,1000,500\n")
-    first = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)]),
-                                  (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)])])]
-    edited = [ls_task(1, "img-0", [(101, 1, f"{DAYS[1]}T08:00:00Z", [("car", 10.0), ("truck", 50.0)]),
-                                   (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)])]),
-              ls_task(2, "img-1", [(103, 1, f"{DAYS[1]}T08:30:00Z", [("car", 30.0)])])]
+    store.write_bytes(
+        f"items/{DAYS[0]}/items.csv",
+        b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\nimg-1,s3://b/img-1.jpg,1000,500\n",
+    )
+    first = [
+        ls_task(
+            1,
+            "img-0",
+            [
+                (101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)]),
+                (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)]),
+            ],
+        )
+    ]
+    edited = [
+        ls_task(
+            1,
+            "img-0",
+            [
+                (101, 1, f"{DAYS[1]}T08:00:00Z", [("car", 10.0), ("truck", 50.0)]),
+                (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)]),
+            ],
+        ),
+        ls_task(2, "img-1", [(103, 1, f"{DAYS[1]}T08:30:00Z", [("car", 30.0)])]),
+    ]
     store.write_bytes(f"exports/{DAYS[0]}/project-3.json", json.dumps(first).encode())
     store.write_bytes(f"exports/{DAYS[1]}/project-3.json", json.dumps(edited).encode())
     resources, instance = resources_for(tmp_path), DagsterInstance.ephemeral()

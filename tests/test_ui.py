@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, free_port
+
 from labelops.storage import LocalStore
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -50,12 +50,30 @@ def dagster_dev(demo_landing: LocalStore, tmp_path: Path) -> Iterator[tuple[str,
     port = free_port()
     home = tmp_path / "home"
     home.mkdir()
-    env = dict(os.environ, LABELOPS_LANDING=str(demo_landing.root), LABELOPS_WAREHOUSE=str(tmp_path / "wh"), DAGSTER_HOME=str(home),
-               LABELOPS_START_DATE="2024-06-01")
+    env = dict(
+        os.environ,
+        LABELOPS_LANDING=str(demo_landing.root),
+        LABELOPS_WAREHOUSE=str(tmp_path / "wh"),
+        DAGSTER_HOME=str(home),
+        LABELOPS_START_DATE="2024-06-01",
+    )
     log = (tmp_path / "dagster-dev.log").open("w")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -66,7 +84,9 @@ def dagster_dev(demo_landing: LocalStore, tmp_path: Path) -> Iterator[tuple[str,
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("dagster dev did not start:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:])
+                    raise RuntimeError(
+                        "dagster dev did not start:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:]
+                    ) from None
                 time.sleep(1)
         yield url, tmp_path / "wh"
     finally:
@@ -136,7 +156,9 @@ def test_launch_one_partition_from_the_ui_and_read_its_metadata(dagster_dev: tup
                 page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
 
             page.goto(f"{url}/assets/item_catalog", wait_until="domcontentloaded")
-            page.get_by_text("team:data-platform", exact=False).or_(page.get_by_text("data-platform", exact=True)).first.wait_for(timeout=60_000)
+            page.get_by_text("team:data-platform", exact=False).or_(
+                page.get_by_text("data-platform", exact=True)
+            ).first.wait_for(timeout=60_000)
             page.get_by_role("button", name="Materialize…").click(timeout=60_000)
             dialog = page.get_by_role("dialog")
             dialog.get_by_text("Show all partitions").click()  # demo days are older than the default 90-day window

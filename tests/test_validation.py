@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +17,46 @@ from labelops.storage import LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = "2024-06-13"  # guideline v2 is in force
-NOW = datetime(2024, 6, 14, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 14, tzinfo=UTC)
 
 
 def row(n: int, **overrides) -> dict:
     base = {
-        "annotation_id": f"id-{n:05d}", "item_id": f"img-{n // 3}", "annotator_id": f"ann{n % 4}", "kind": "bbox",
-        "label": "car", "x": 100.0, "y": 100.0, "w": 50.0, "h": 40.0, "points": None, "image_width": 1920.0,
-        "image_height": 1080.0, "attributes": '{"occluded":"0"}', "annotated_at": pd.Timestamp("2024-06-13T10:00:00Z"),
-        "guideline_version": None, "source_format": "table", "source_file": "exports/2024-06-13/x.csv",
-        "source_ref": f"line={n}", "export_date": date(2024, 6, 13),
+        "annotation_id": f"id-{n:05d}",
+        "item_id": f"img-{n // 3}",
+        "annotator_id": f"ann{n % 4}",
+        "kind": "bbox",
+        "label": "car",
+        "x": 100.0,
+        "y": 100.0,
+        "w": 50.0,
+        "h": 40.0,
+        "points": None,
+        "image_width": 1920.0,
+        "image_height": 1080.0,
+        "attributes": '{"occluded":"0"}',
+        "annotated_at": pd.Timestamp("2024-06-13T10:00:00Z"),
+        "guideline_version": None,
+        "source_format": "table",
+        "source_file": "exports/2024-06-13/x.csv",
+        "source_ref": f"line={n}",
+        "export_date": date(2024, 6, 13),
     }
     return {**base, **overrides}
 
 
 def polygon(points: list[float]) -> dict:
     xs, ys = points[0::2], points[1::2]
-    return {"kind": "polygon", "label": "crosswalk", "points": points, "x": min(xs), "y": min(ys),
-            "w": max(xs) - min(xs), "h": max(ys) - min(ys), "attributes": "{}"}
+    return {
+        "kind": "polygon",
+        "label": "crosswalk",
+        "points": points,
+        "x": min(xs),
+        "y": min(ys),
+        "w": max(xs) - min(xs),
+        "h": max(ys) - min(ys),
+        "attributes": "{}",
+    }
 
 
 BAD = {  # annotation_id -> (overrides, the rule that must quarantine it)
@@ -64,10 +86,14 @@ WARN = {
 def corpus() -> pd.DataFrame:
     good = [row(n) for n in range(150)]
     good += [row(n, **polygon([10, 10, 90, 10, 95, 50, 5, 50])) for n in range(150, 200)]
-    good += [row(n, kind="classification", label="urban", x=np.nan, y=np.nan, w=np.nan, h=np.nan, attributes="{}")
-             for n in range(200, 260)]
+    good += [
+        row(n, kind="classification", label="urban", x=np.nan, y=np.nan, w=np.nan, h=np.nan, attributes="{}")
+        for n in range(200, 260)
+    ]
     good.append(row(260, guideline_version="v1", label="traffic_light"))  # renamed by v2: remapped, not quarantined
-    bad = [row(1000 + i, annotation_id=key, **overrides) for i, (key, (overrides, _)) in enumerate({**BAD, **WARN}.items())]
+    bad = [
+        row(1000 + i, annotation_id=key, **overrides) for i, (key, (overrides, _)) in enumerate({**BAD, **WARN}.items())
+    ]
     duplicate = row(2000, annotation_id="id-00007", label="truck")  # same id as an earlier valid row
     return conform(pd.DataFrame(good + bad + [duplicate]), ANNOTATION_SCHEMA)
 
@@ -92,15 +118,25 @@ def test_a_split_label_is_kept_and_marked_not_quarantined(validated) -> None:
     """Publishing a guideline never quarantines a label that was valid when it was made."""
     ok, _, _ = validated
     split = ok.set_index("annotation_id").loc["warn-relabel"]
-    assert (split["label"], split["needs_relabel"], split["guideline_version"]) == ("cyclist", "v2: split of 'cyclist'", "v1")
+    assert (split["label"], split["needs_relabel"], split["guideline_version"]) == (
+        "cyclist",
+        "v2: split of 'cyclist'",
+        "v1",
+    )
 
 
 def test_nothing_is_lost_and_good_rows_are_untouched(corpus: pd.DataFrame, validated) -> None:
     ok, quarantined, _ = validated
     assert len(ok) + len(quarantined) == len(corpus)
     assert set(quarantined["annotation_id"]) == set(BAD) | {"id-00007"}  # the repeat of an earlier id
-    assert (ok["annotation_id"] == "id-00007").sum() == 1 and quarantined["rule"].str.contains("annotation_id_unique").sum() == 1
-    good = corpus[corpus["annotation_id"].str.startswith("id-")].drop_duplicates("annotation_id").set_index("annotation_id")
+    assert (ok["annotation_id"] == "id-00007").sum() == 1 and quarantined["rule"].str.contains(
+        "annotation_id_unique"
+    ).sum() == 1
+    good = (
+        corpus[corpus["annotation_id"].str.startswith("id-")]
+        .drop_duplicates("annotation_id")
+        .set_index("annotation_id")
+    )
     kept = ok.set_index("annotation_id").loc[good.index]
     for column in ("item_id", "annotator_id", "kind", "x", "y", "w", "h", "attributes", "source_ref"):
         pd.testing.assert_series_equal(kept[column], good[column], check_names=False)
@@ -109,7 +145,11 @@ def test_nothing_is_lost_and_good_rows_are_untouched(corpus: pd.DataFrame, valid
 def test_renamed_label_is_remapped(validated) -> None:
     ok, _, _ = validated
     remapped = ok.set_index("annotation_id").loc["id-00260"]
-    assert (remapped["label"], remapped["remapped_from"], remapped["guideline_version"]) == ("traffic_signal", "v1:traffic_light", "v2")
+    assert (remapped["label"], remapped["remapped_from"], remapped["guideline_version"]) == (
+        "traffic_signal",
+        "v1:traffic_light",
+        "v2",
+    )
 
 
 def test_warnings_travel_with_validated_rows(validated) -> None:
@@ -120,8 +160,11 @@ def test_warnings_travel_with_validated_rows(validated) -> None:
     assert by_id["validation_warnings"].notna().sum() == len(WARN)
     # one bad row in ~280 is inside every critical rule's tolerance, but the warnings' 1 % is exceeded by nothing
     assert outcome.failed("critical").empty
-    assert set(outcome.expectations.query("severity == 'warning'")["rule"]) == {"box_min_size", "attributes_valid",
-                                                                                 "needs_relabel"}
+    assert set(outcome.expectations.query("severity == 'warning'")["rule"]) == {
+        "box_min_size",
+        "attributes_valid",
+        "needs_relabel",
+    }
     assert outcome.docs["index.html"].startswith(b"<!DOCTYPE html>") or b"<html" in outcome.docs["index.html"][:500]
 
 
@@ -130,17 +173,23 @@ def test_polygon_facts_match_shapely_on_real_coco(real: Path) -> None:
 
     from labelops.formats import parse_file
 
-    objects = parse_file("coco.json", (real / "faster_coco_eval/tests/dataset/cocoapi/instances_val2014_100.json").read_bytes()).objects
+    objects = parse_file(
+        "coco.json", (real / "faster_coco_eval/tests/dataset/cocoapi/instances_val2014_100.json").read_bytes()
+    ).objects
     polygons = objects[objects["kind"] == "polygon"].reset_index(drop=True)
     n_points, simple, bounds = validation._polygon_facts(polygons["points"], np.ones(len(polygons), bool))
     expected = [shapely.LinearRing(np.asarray(p).reshape(-1, 2)).is_simple for p in polygons["points"]]
     assert list(simple) == expected
-    assert bounds.tolist() == [list(shapely.LinearRing(np.asarray(p).reshape(-1, 2)).bounds) for p in polygons["points"]]
+    assert bounds.tolist() == [
+        list(shapely.LinearRing(np.asarray(p).reshape(-1, 2)).bounds) for p in polygons["points"]
+    ]
     assert list(n_points) == [len(p) // 2 for p in polygons["points"]]
 
 
 def test_schema_suite_lists_every_rule_column() -> None:
     """A rule computed in labelops must be declared in the schema suite, or the schema check fails."""
     suite = next(s for s in load_suites(LocalStore(REPO / "expectations")) if s["name"] == "annotations_schema")
-    columns = next(e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set")["kwargs"]["column_set"]
+    columns = next(e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set")["kwargs"][
+        "column_set"
+    ]
     assert columns == [*ANNOTATION_SCHEMA.names, "remapped_from", "needs_relabel", *validation.RULE_COLUMNS]

@@ -27,18 +27,28 @@ def downstream_quality(validated_annotations: Frames) -> dict[str, pd.DataFrame]
 
 def landing(tmp_path: Path, rows: list[str]) -> LocalStore:
     store = LocalStore(tmp_path / "landing")
-    store.write_bytes(f"items/{DAY}/items.csv", b"item_id,uri,width,height\n" + b"".join(
-        f"img-{n},s3://b/{n}.jpg,1920,1080\n".encode() for n in range(40)))
+    store.write_bytes(
+        f"items/{DAY}/items.csv",
+        b"item_id,uri,width,height\n" + b"".join(f"img-{n},s3://b/{n}.jpg,1920,1080\n".encode() for n in range(40)),
+    )
     store.write_bytes(f"exports/{DAY}/vendor.csv", ("item_id,annotator_id,label,x,y,w,h\n" + "".join(rows)).encode())
     return store
 
 
 def run(tmp_path: Path, store: LocalStore):
-    settings = Settings(landing=str(store.root), warehouse=str(tmp_path / "wh"), s3_endpoint_url=None,
-                        config_dir=str(REPO / "config"), start_date="2024-01-01")
+    settings = Settings(
+        landing=str(store.root),
+        warehouse=str(tmp_path / "wh"),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+    )
     return materialize(
         [item_catalog, label_exports, validate_annotations, downstream_quality],
-        partition_key=DAY, resources=build_resources(settings), instance=DagsterInstance.ephemeral(), raise_on_error=False,
+        partition_key=DAY,
+        resources=build_resources(settings),
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
 
 
@@ -47,7 +57,9 @@ def good(n: int) -> str:
 
 
 def test_critical_failure_blocks_downstream(tmp_path: Path) -> None:
-    rows = [good(n) for n in range(90)] + [f"img-{n},ann1,spaceship,10,20,60,40\n" for n in range(30)]  # 25 % off-taxonomy
+    rows = [good(n) for n in range(90)] + [
+        f"img-{n},ann1,spaceship,10,20,60,40\n" for n in range(30)
+    ]  # 25 % off-taxonomy
     result = run(tmp_path, landing(tmp_path, rows))
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["critical_expectations"].passed

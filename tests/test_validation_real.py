@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -35,26 +35,40 @@ FILES = [
 EXPECTED = {
     (COCO, "elephant", "polygon_simple"),  # COCO annotation 1 of 830 polygons whose outline crosses itself
     (COCO, "hot dog", "polygon_simple"),
-    (LS_CSV, "Car", "box_inside_image"),  # an accepted model pre-annotation at x=92.93 %, width 7.5 %: 3.3 px past the edge
+    (
+        LS_CSV,
+        "Car",
+        "box_inside_image",
+    ),  # an accepted model pre-annotation at x=92.93 %, width 7.5 %: 3.3 px past the edge
     (CVAT_TASK, None, "label_in_taxonomy; label_present"),  # a polygon saved with an empty label
 }
 
 
 def test_real_exports_pass_the_suites_except_real_errors(real: Path) -> None:
     frame = pd.concat(
-        [canonical_annotations(parse_file(f, (real / f).read_bytes()), f, date(2024, 6, 1)) for f in FILES], ignore_index=True
+        [canonical_annotations(parse_file(f, (real / f).read_bytes()), f, date(2024, 6, 1)) for f in FILES],
+        ignore_index=True,
     )
     # Each tool's own class list is the taxonomy; every geometry allowed, no minimum size.
     labels = sorted(label for label in frame["label"].dropna().unique())
-    guideline = {"version": "real", "effective_from": "2000-01-01", "min_box_size": {"w": 0, "h": 0},
-                 "classes": [{"name": label, "geometry": ["classification", "bbox", "polygon"]} for label in labels]}
+    guideline = {
+        "version": "real",
+        "effective_from": "2000-01-01",
+        "min_box_size": {"w": 0, "h": 0},
+        "classes": [{"name": label, "geometry": ["classification", "bbox", "polygon"]} for label in labels],
+    }
     guidelines = GuidelineSet([parse_guideline("real.yaml", yaml.safe_dump(guideline))])
 
-    checked = validation.validation_frame(frame, pd.DataFrame(), guidelines, "2024-06-01", datetime(2024, 6, 2, tzinfo=timezone.utc))
+    checked = validation.validation_frame(
+        frame, pd.DataFrame(), guidelines, "2024-06-01", datetime(2024, 6, 2, tzinfo=UTC)
+    )
     outcome = run_suites(checked, load_suites(LocalStore(REPO / "expectations")), asset_name="real_exports")
     validated, quarantined = validation.split_validated(checked, outcome.failures)
 
-    found = {(f, None if pd.isna(label) else label, rule) for f, label, rule in quarantined[["source_file", "label", "rule"]].itertuples(index=False)}
+    found = {
+        (f, None if pd.isna(label) else label, rule)
+        for f, label, rule in quarantined[["source_file", "label", "rule"]].itertuples(index=False)
+    }
     assert found == EXPECTED
     assert len(validated) == len(frame) - len(EXPECTED) == 101_601
     assert outcome.failed("critical").empty and outcome.failed("warning").empty

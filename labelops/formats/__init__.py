@@ -50,7 +50,10 @@ def parse_file(
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as error:
         raise ExportError(source_file, f"malformed export ({type(error).__name__}: {error})") from None
-    raise ExportError(source_file, "unknown export format (expected Label Studio/COCO JSON, CVAT XML, YOLO zip or folder, CSV/TSV/Parquet)")
+    raise ExportError(
+        source_file,
+        "unknown export format (expected Label Studio/COCO JSON, CVAT XML, YOLO zip or folder, CSV/TSV/Parquet)",
+    )
 
 
 def parse_folder(
@@ -58,7 +61,9 @@ def parse_folder(
 ) -> Parsed:
     """Parse a folder export: today that is YOLO, the one format spread over many files."""
     if not yolo.looks_like(files):
-        raise ExportError(source_file, "a folder export must be YOLO with a class list (obj.names, classes.txt or data.yaml)")
+        raise ExportError(
+            source_file, "a folder export must be YOLO with a class list (obj.names, classes.txt or data.yaml)"
+        )
     try:
         return yolo.parse(source_file, files, dict(image_sizes or {}))
     except ExportError:
@@ -73,7 +78,9 @@ def _parse_json(source_file: str, data: bytes, sizes: dict[str, tuple[float, flo
     except UnicodeDecodeError:
         raise ExportError(source_file, "not UTF-8 text") from None
     except json.JSONDecodeError as error:
-        raise ExportError(source_file, f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+        raise ExportError(
+            source_file, f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
     if label_studio.looks_like(document):
         return label_studio.parse(source_file, document, sizes)
     if coco.looks_like(document):

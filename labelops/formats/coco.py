@@ -59,16 +59,28 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
 
     boxes = _boxes(source_file, annotations)
     image_rows = images.loc[annotations["image_id"].to_numpy()]
-    segmentation = annotations["segmentation"] if "segmentation" in annotations else pd.Series([None] * len(annotations))
-    crowd = annotations["iscrowd"].fillna(0).astype(int) if "iscrowd" in annotations else pd.Series(np.zeros(len(annotations), int))
+    segmentation = (
+        annotations["segmentation"] if "segmentation" in annotations else pd.Series([None] * len(annotations))
+    )
+    crowd = (
+        annotations["iscrowd"].fillna(0).astype(int)
+        if "iscrowd" in annotations
+        else pd.Series(np.zeros(len(annotations), int))
+    )
     # Any polygon segmentation stays a polygon, however few its points: validation quarantines a
     # degenerate one with its reason instead of it silently becoming a plain box.
     is_polygon = segmentation.map(lambda s: isinstance(s, list) and len(s) > 0 and isinstance(s[0], list))
     annotator = (
-        annotations["annotator_id"].astype(str) if "annotator_id" in annotations else pd.Series([default_annotator] * len(annotations))
+        annotations["annotator_id"].astype(str)
+        if "annotator_id" in annotations
+        else pd.Series([default_annotator] * len(annotations))
     )
 
-    area = pd.to_numeric(annotations["area"], errors="coerce") if "area" in annotations else pd.Series(np.nan, index=annotations.index)
+    area = (
+        pd.to_numeric(annotations["area"], errors="coerce")
+        if "area" in annotations
+        else pd.Series(np.nan, index=annotations.index)
+    )
     attributes = _attributes(segmentation, is_polygon, crowd, area)
     objects = pd.DataFrame(
         {
@@ -81,8 +93,12 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
             "w": boxes[:, 2],
             "h": boxes[:, 3],
             "points": _first_parts(segmentation, is_polygon),
-            "image_width": pd.to_numeric(image_rows.get("width"), errors="coerce").to_numpy() if "width" in image_rows else np.nan,
-            "image_height": pd.to_numeric(image_rows.get("height"), errors="coerce").to_numpy() if "height" in image_rows else np.nan,
+            "image_width": pd.to_numeric(image_rows.get("width"), errors="coerce").to_numpy()
+            if "width" in image_rows
+            else np.nan,
+            "image_height": pd.to_numeric(image_rows.get("height"), errors="coerce").to_numpy()
+            if "height" in image_rows
+            else np.nan,
             "attributes": attributes,
             "annotated_at": None,
             "guideline_version": info.get("guideline_version"),

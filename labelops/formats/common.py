@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from urllib.parse import parse_qs, urlsplit
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,6 @@ OBJECT_COLUMNS = (
     "guideline_version",
     "source_ref",
 )
-
 
 
 @dataclass

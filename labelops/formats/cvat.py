@@ -55,7 +55,11 @@ def parse(source_file: str, root: Element) -> Parsed:
         for s_index, shape in enumerate(image):
             kind = SHAPES.get(shape.tag)
             if kind is None:
-                parsed.skip(f"unsupported shape {shape.tag}" if shape.tag in UNSUPPORTED_SHAPES else f"unknown element {shape.tag}")
+                parsed.skip(
+                    f"unsupported shape {shape.tag}"
+                    if shape.tag in UNSUPPORTED_SHAPES
+                    else f"unknown element {shape.tag}"
+                )
                 continue
             subset = f"subset={image.get('subset')}/" if image.get("subset") else ""
             ref = f"{subset}task={task}/image={image.get('id')}/{shape.tag}={s_index}"

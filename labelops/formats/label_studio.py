@@ -11,7 +11,7 @@ and the older versions are counted as superseded.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -60,8 +60,18 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
             if annotation.get("was_cancelled"):
                 parsed.skip("cancelled annotation", max(len(results), 1))
                 continue
-            records.extend(_annotation_records(source_file, item_id, task_id, annotation, image_sizes, parsed, version,
-                                               None if batch is None else str(batch)))
+            records.extend(
+                _annotation_records(
+                    source_file,
+                    item_id,
+                    task_id,
+                    annotation,
+                    image_sizes,
+                    parsed,
+                    version,
+                    None if batch is None else str(batch),
+                )
+            )
     parsed.objects = objects_frame(records)
     return parsed
 
@@ -97,8 +107,8 @@ def _stamp(value: Any) -> datetime:
     try:
         stamp = datetime.fromisoformat(str(value))
     except ValueError:
-        return datetime.min.replace(tzinfo=timezone.utc)
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def _item_id(source_file: str, task: dict[str, Any], task_id: Any) -> str:
@@ -169,16 +179,30 @@ def _annotation_records(
             choices = value.get("choices") or []
             if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
                 raise ExportError(source_file, f"{ref}: 'choices' must be a list of strings")
-            for choice in choices:
-                records.append(
-                    {**common, "kind": "classification", "label": choice, "attributes": to_json(attributes),
-                     "source_ref": f"{ref}/choice={choice}"}
-                )
+            records.extend(
+                {
+                    **common,
+                    "kind": "classification",
+                    "label": choice,
+                    "attributes": to_json(attributes),
+                    "source_ref": f"{ref}/choice={choice}",
+                }
+                for choice in choices
+            )
             continue
         if rtype in REGION_TYPES:
             records.append(
-                _region(source_file, ref, rtype, value, result, item_id, image_sizes, common,
-                        {**attributes, **extra.get(result.get("id"), {})})
+                _region(
+                    source_file,
+                    ref,
+                    rtype,
+                    value,
+                    result,
+                    item_id,
+                    image_sizes,
+                    common,
+                    {**attributes, **extra.get(result.get("id"), {})},
+                )
             )
             continue
         if result.get("id") in region_ids and rtype in REGION_ATTRIBUTE_TYPES:
@@ -204,7 +228,9 @@ def _region(
     width, height = result.get("original_width"), result.get("original_height")
     if width is None or height is None:
         if item_id not in image_sizes:
-            raise ExportError(source_file, f"{ref}: no original_width/height and item {item_id!r} is not in the item catalog")
+            raise ExportError(
+                source_file, f"{ref}: no original_width/height and item {item_id!r} is not in the item catalog"
+            )
         width, height = image_sizes[item_id]
     try:
         width, height = float(width), float(height)

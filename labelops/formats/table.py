@@ -22,7 +22,16 @@ from labelops.formats.common import Parsed, objects_frame
 
 ALIASES = {
     "item_id": ("item_id", "item", "orig_id", "object", "object_id", "task", "task_id", "image_id", "unit_id", "image"),
-    "annotator_id": ("annotator_id", "annotator", "worker", "worker_id", "!amt_worker_ids", "_worker_id", "user", "performer"),
+    "annotator_id": (
+        "annotator_id",
+        "annotator",
+        "worker",
+        "worker_id",
+        "!amt_worker_ids",
+        "_worker_id",
+        "user",
+        "performer",
+    ),
     "label": ("label", "response", "answer", "class", "category", "result"),
     "x": ("x", "xmin", "x_min", "left"),
     "y": ("y", "ymin", "y_min", "top"),
@@ -92,7 +101,7 @@ def _canonical(name: str) -> str:
     lowered = name.strip().lower()
     for prefix in ("input:", "output:", "golden:"):
         if lowered.startswith(prefix):
-            return lowered[len(prefix):]
+            return lowered[len(prefix) :]
     return lowered
 
 
@@ -116,7 +125,9 @@ def numeric_column(source_file: str, frame: pd.DataFrame, column: str) -> np.nda
     except (TypeError, ValueError):
         values = pd.to_numeric(frame[column], errors="coerce")
         line = frame.index[values.isna() & frame[column].notna()][0]
-        raise ExportError(source_file, f"line {line}: column '{column}' holds {frame.loc[line, column]!r}, not a number") from None
+        raise ExportError(
+            source_file, f"line {line}: column '{column}' holds {frame.loc[line, column]!r}, not a number"
+        ) from None
 
 
 def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> Parsed:
@@ -149,7 +160,9 @@ def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> P
     objects = pd.DataFrame(
         {
             "item_id": frame["item_id"].astype(str).str.strip().to_numpy(),
-            "annotator_id": frame["annotator_id"].astype(str).str.strip().to_numpy() if "annotator_id" in frame else "unknown",
+            "annotator_id": frame["annotator_id"].astype(str).str.strip().to_numpy()
+            if "annotator_id" in frame
+            else "unknown",
             "kind": np.where(is_box, "bbox", "classification"),
             "label": frame["label"].astype(str).to_numpy(),
             **{c: numbers.get(c, np.full(len(frame), np.nan)) for c in BOX},

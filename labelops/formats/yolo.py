@@ -69,9 +69,7 @@ def looks_like(files: Mapping[str, bytes]) -> bool:
 def parse(source_file: str, files: Mapping[str, bytes], image_sizes: dict[str, tuple[float, float]]) -> Parsed:
     names = _class_names(source_file, files)
     label_files = sorted(
-        name
-        for name in files
-        if name.lower().endswith(".txt") and posixpath.basename(name).lower() not in NOT_LABELS
+        name for name in files if name.lower().endswith(".txt") and posixpath.basename(name).lower() not in NOT_LABELS
     )
     rows = []
     for name in label_files:
@@ -89,7 +87,10 @@ def parse(source_file: str, files: Mapping[str, bytes], image_sizes: dict[str, t
     bad = ~((counts == 5) | ((counts >= 7) & (counts % 2 == 1)))
     if bad.any():
         first = lines[bad].iloc[0]
-        raise ExportError(source_file, f"{first['file']} line {first['line']}: expected 'class cx cy w h' or a polygon, got {first['text'][:60]!r}")
+        raise ExportError(
+            source_file,
+            f"{first['file']} line {first['line']}: expected 'class cx cy w h' or a polygon, got {first['text'][:60]!r}",
+        )
     try:
         class_ids = tokens.str[0].astype(int).to_numpy()
     except ValueError:
@@ -98,13 +99,17 @@ def parse(source_file: str, files: Mapping[str, bytes], image_sizes: dict[str, t
     out_of_range = (class_ids < 0) | (class_ids >= len(names))
     if out_of_range.any():
         first = lines[out_of_range].iloc[0]
-        raise ExportError(source_file, f"{first['file']} line {first['line']}: class {class_ids[out_of_range][0]} is not in the class list of {len(names)}")
+        raise ExportError(
+            source_file,
+            f"{first['file']} line {first['line']}: class {class_ids[out_of_range][0]} is not in the class list of {len(names)}",
+        )
 
     per_file = {f: item_id_from_reference(source_file, f) for f in lines["file"].unique()}
     unknown = sorted({i for i in per_file.values() if i not in image_sizes})
     if unknown:
         raise ExportError(
-            source_file, f"image size unknown for {len(unknown)} item(s), e.g. {unknown[:3]}: add them to the item catalog"
+            source_file,
+            f"image size unknown for {len(unknown)} item(s), e.g. {unknown[:3]}: add them to the item catalog",
         )
     item_ids = lines["file"].map(per_file).to_numpy()
     width = lines["file"].map({f: float(image_sizes[i][0]) for f, i in per_file.items()}).to_numpy()
