@@ -21,11 +21,11 @@ from dagster import (
 
 from assets.metadata import OWNERS, guideline_entry, link, table_metadata
 from assets.partitioned import Frames, for_day
+from assets.partitions import daily_partitions
 from labelops import coverage, state
 from labelops.guidelines import labels_under, predictions_under
 from labelops.plots import coverage_heatmap
 from labelops.reporting import markdown_table
-from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 

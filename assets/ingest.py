@@ -22,9 +22,9 @@ from dagster import (
 
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
+from assets.partitions import daily_partitions
 from labelops import ingest
 from labelops.reporting import counts_table, markdown_table
-from pipelines.partitions import daily_partitions
 from resources.privacy import AnnotatorIdsResource
 from resources.storage import StorageResource
 

@@ -13,12 +13,12 @@ from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config,
 
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
+from assets.partitions import daily_partitions
 from labelops import labeling, outbox, state
 from labelops.columns import isin
 from labelops.guidelines import Guideline, predictions_under
 from labelops.label_studio_config import labeling_config
 from labelops.reporting import markdown_table
-from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 

@@ -6,10 +6,10 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, concat_days
+from assets.partitions import daily_partitions
 from labelops import drift, snapshots
 from labelops.guidelines import predictions_under
 from labelops.reporting import markdown_table
-from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 

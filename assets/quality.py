@@ -9,11 +9,11 @@ from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Outp
 
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import SINGLE_RUN, DayFrames, Frames, concat_days, days, for_day
+from assets.partitions import daily_partitions
 from labelops import quality
 from labelops.annotators import Thresholds
 from labelops.guidelines import labels_under
 from labelops.reporting import markdown_table
-from pipelines.partitions import daily_partitions
 from resources.validation import GuidelinesResource
 
 GROUP = "quality"

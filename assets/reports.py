@@ -7,9 +7,9 @@ from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, a
 
 from assets.metadata import OWNERS, link
 from assets.partitioned import SINGLE_RUN, Frames, days, for_day
+from assets.partitions import daily_partitions
 from labelops import labeling, snapshots
 from labelops.report import quality_report as render_quality_report
-from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 

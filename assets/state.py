@@ -21,10 +21,10 @@ from dagster import (
 
 from assets.metadata import OWNERS, guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
+from assets.partitions import daily_partitions
 from labelops import ingest, labeling, state
 from labelops.guidelines import labels_under
 from labelops.reporting import markdown_table
-from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 

@@ -22,10 +22,10 @@ from dagster import (
 
 from assets.metadata import OWNERS, guideline_entry, link, table_metadata
 from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
+from assets.partitions import daily_partitions
 from labelops import validation
 from labelops.expectations import SuiteOutcome
 from labelops.reporting import counts_table, markdown_table
-from pipelines.partitions import daily_partitions
 from resources.storage import StorageResource
 from resources.validation import GreatExpectationsResource, GuidelinesResource
 

@@ -41,11 +41,9 @@ class SuiteOutcome:
         return e[(e["severity"] == severity) & ~e["success"]]
 
 
-def load_suites(store: Store, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Suite documents from ``<name>.json`` files, checked for the fields the runner relies on."""
+def load_suites(store: Store) -> list[dict[str, Any]]:
+    """Suite documents from every ``<name>.json`` file, checked for the fields the runner relies on."""
     keys = sorted(k for k in store.list() if k.endswith(".json"))
-    if names is not None:
-        keys = [k for k in keys if k[: -len(".json")] in names]
     suites = []
     for key in keys:
         where = f"{store.url}/{key}"

@@ -184,20 +184,6 @@ class GuidelineSet:
             mapping.update(self.remap(ancestor.version, version).mapping)
         return mapping
 
-    def touched_labels(self, version: str) -> set[str]:
-        """Labels of the parent version whose meaning ``version`` changes (renamed, merged, split, redefined, removed)."""
-        parent = self.by_version[version].parent
-        if parent is None:
-            return set()
-        remap = self.remap(parent, version)
-        return set(remap.mapping) | set(remap.relabel)
-
-    def affected_partitions(self, version: str, labels_by_day: dict[str, set[str]]) -> list[str]:
-        """Days on or after ``version`` takes effect that hold a label its changes touch: the backfill."""
-        start = self.by_version[version].effective_from.isoformat()
-        touched = self.touched_labels(version)
-        return sorted(day for day, labels in labels_by_day.items() if day >= start and labels & touched)
-
 
 def _check_changes(guideline: Guideline, parent: Guideline) -> None:
     names = set(parent.classes)

@@ -9,9 +9,9 @@ from dagster import AssetKey, DagsterInstance, asset, materialize
 
 from assets.ingest import item_catalog, label_exports
 from assets.partitioned import SINGLE_RUN, Frames
+from assets.partitions import daily_partitions
 from assets.validate import validate_annotations
 from labelops.storage import LocalStore
-from pipelines.partitions import daily_partitions
 from resources import build_resources
 from resources.settings import Settings
 

@@ -14,7 +14,6 @@ from labelops.errors import ExportError
 from labelops.formats import coco, cvat, label_studio, table, yolo
 from labelops.formats.common import Parsed, objects_frame
 
-FORMATS = ("label_studio", "coco", "cvat", "yolo", "table")
 TABLE_EXTENSIONS = table.TABLE_FILES
 IGNORED_NAMES = (".ds_store", "thumbs.db", "readme.md", "readme.txt", "license", "license.txt")
 
