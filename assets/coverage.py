@@ -22,7 +22,7 @@ from dagster import (
 from assets.metadata import OWNERS, guideline_entry, link, table_metadata
 from assets.partitioned import Frames, for_day
 from assets.partitions import daily_partitions
-from labelops import coverage, state
+from labelops import coverage, state, warehouse
 from labelops.guidelines import labels_under, predictions_under
 from labelops.plots import coverage_heatmap
 from labelops.reporting import markdown_table
@@ -101,7 +101,7 @@ def coverage_report(
     report = coverage.coverage_report(labeled, production, spec)
     missing = coverage.missing_critical_cells(report, spec)
     unseen = report[report["unseen_in_training"]]
-    heatmap_key = f"reports/coverage/{day}/heatmap.png"
+    heatmap_key = warehouse.coverage_heatmap(day)
     storage.warehouse_store.write_bytes(
         heatmap_key, coverage_heatmap(report, list(spec.required) or list(spec.dimensions))
     )
@@ -171,7 +171,7 @@ def risk_report(
     pairs = coverage.confusion_pairs(reference, detections)
     report = coverage.risk_report(pairs, item_catalog, spec)
     confusion = pd.crosstab(pairs["true"], pairs["predicted"]) if len(pairs) else pd.DataFrame()
-    storage.warehouse_store.write_bytes(f"reports/risk/{day}/confusion.csv", confusion.to_csv().encode())
+    storage.warehouse_store.write_bytes(warehouse.risk_confusion(day), confusion.to_csv().encode())
     failing = coverage.failing_critical_recall(report, spec)
     overall = report[report["scope"] == "overall"]
     yield Output(

@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, M
 
 from assets.metadata import OWNERS, link
 from assets.partitioned import Frames
-from labelops import snapshots, state
+from labelops import snapshots, state, warehouse
 from labelops.report import snapshot_report
 from labelops.reporting import markdown_table
 from resources.storage import StorageResource
@@ -19,13 +19,16 @@ from resources.validation import GuidelinesResource
 CODE_VERSION = "2"
 
 
+CURATION = snapshots.CurationConfig()
+
+
 class SnapshotConfig(Config):
-    min_confidence: float = 0.7
-    group_key: str = "session_id"
+    min_confidence: float = CURATION.min_confidence
+    group_key: str = CURATION.group_key
     # The scene label; slice columns (the demo adds lighting) are skipped, and reported, where the catalog lacks them.
-    stratify_by: list[str] = ["label"]
-    split_ratios: list[float] = [0.8, 0.1, 0.1]
-    seed: int = 0
+    stratify_by: list[str] = list(CURATION.stratify_by)
+    split_ratios: list[float] = list(CURATION.split_ratios)
+    seed: int = CURATION.seed
 
 
 @asset(
@@ -99,7 +102,7 @@ def dataset_snapshot(
         renames=(lambda parent: guideline_set.renames_between(parent, guideline.version)) if guideline else None,
     )
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
-    report = f"reports/snapshots/{version}.html"
+    report = warehouse.snapshot_report(version)
     if created or not store.exists(report):
         # equal content hashes mean equal tables, so the curated ones describe the version either way
         store.write_bytes(report, snapshot_report(manifest, curated.labels).encode())

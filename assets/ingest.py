@@ -23,7 +23,7 @@ from dagster import (
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from assets.partitions import daily_partitions
-from labelops import ingest
+from labelops import ingest, warehouse
 from labelops.reporting import counts_table, markdown_table
 from resources.privacy import AnnotatorIdsResource
 from resources.storage import StorageResource
@@ -58,7 +58,9 @@ def _report(
 ):
     """Write each day's file ledger, log bad files, and yield the output with its check."""
     for day, result in results.items():
-        storage.warehouse_store.write_bytes(f"ledgers/{name}/{day}.csv", result.ledger.to_csv(index=False).encode())
+        storage.warehouse_store.write_bytes(
+            warehouse.file_ledger(name, day), result.ledger.to_csv(index=False).encode()
+        )
     table = concat_days({day: r.table for day, r in results.items()})
     ledger = pd.concat([r.ledger for r in results.values()], ignore_index=True)
     errors = ledger[ledger["status"] == "error"]
@@ -125,7 +127,7 @@ def label_exports(
     context: AssetExecutionContext, storage: StorageResource, annotator_ids: AnnotatorIdsResource, item_catalog: Frames
 ):
     results = {}
-    warehouse = storage.warehouse_store
+    store = storage.warehouse_store
     for day in days(context):  # in day order: a range's later days compare against its earlier ones
         items = for_day(item_catalog, day, "item_catalog")
         sizes = dict(zip(items["item_id"], zip(items["width"], items["height"], strict=True), strict=True))
@@ -135,10 +137,10 @@ def label_exports(
             day,
             sizes,
             policy=storage.read_policy(),
-            known=ingest.known_judgments(warehouse, day),
+            known=ingest.known_judgments(store, day),
             protect=annotator_ids.protect,
         )
-        ingest.record_judgments(warehouse, day, results[day].table)
+        ingest.record_judgments(store, day, results[day].table)
     table = concat_days({day: r.table for day, r in results.items()})
     skipped: dict[str, int] = {}
     for entry in pd.concat([r.ledger["skipped"] for r in results.values()]):

@@ -14,7 +14,7 @@ from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config,
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from assets.partitions import daily_partitions
-from labelops import labeling, outbox, state
+from labelops import labeling, outbox, state, warehouse
 from labelops.columns import isin
 from labelops.guidelines import Guideline, predictions_under
 from labelops.label_studio_config import labeling_config
@@ -100,7 +100,7 @@ def _send(
 ) -> dict:
     """Files first, ledger last: a rerun of the day replaces the same batch instead of adding a second one."""
     store = storage.warehouse_store
-    prefix = f"outbox/{area}/{day}"
+    prefix = warehouse.outbox(area, day)
     config_key = f"{prefix}/labeling_config.{guideline.version}.xml"
     store.write_bytes(config_key, labeling_config(guideline))
     links = {"labeling_config": MetadataValue.path(f"{storage.warehouse}/{config_key}")}
@@ -112,7 +112,7 @@ def _send(
     ledger = pd.DataFrame(
         {"item_id": manifest["item_id"], "batch_id": batch_id, "sent_on": day, "reason": manifest["reason"]}
     )[labeling.LEDGER_COLUMNS]
-    store.write_bytes(f"outbox/{area}/ledger/{day}.csv", ledger.to_csv(index=False).encode())
+    store.write_bytes(warehouse.outbox_ledger(area, day), ledger.to_csv(index=False).encode())
     return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json"), **links}
 
 

@@ -16,10 +16,13 @@ from resources.validation import GuidelinesResource
 REFERENCE = drift.Reference()
 
 
+DRIFT = drift.DriftConfig()
+
+
 class DriftRunConfig(Config):
-    p_value: float = 0.05
-    distance: float = 0.1
-    dataset_share: float = 0.5
+    p_value: float = DRIFT.p_value
+    distance: float = DRIFT.distance
+    dataset_share: float = DRIFT.dataset_share
     methods: dict[str, str] = {}  # column -> ks | chisquare | z | wasserstein | jensenshannon
     reference_days: int = REFERENCE.days
     reference_rows: int = REFERENCE.rows

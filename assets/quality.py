@@ -10,10 +10,11 @@ from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Outp
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import SINGLE_RUN, DayFrames, Frames, concat_days, days, for_day
 from assets.partitions import daily_partitions
-from labelops import quality
+from labelops import quality, review
 from labelops.annotators import Thresholds
 from labelops.guidelines import labels_under
 from labelops.reporting import markdown_table
+from labelops.state import StateConfig
 from resources.validation import GuidelinesResource
 
 GROUP = "quality"
@@ -34,18 +35,21 @@ class AgreementConfig(Config):
     seed: int = 0
 
 
+CONSENSUS, THRESHOLDS = StateConfig(), Thresholds()  # the domain's defaults, named once
+
+
 class ConsensusConfig(Config):
-    method: str = "dawid_skene"  # or "majority_vote"
-    box_quorum: int = 2
-    box_cluster_iou: float = 0.5
-    min_gold_accuracy: float = 0.8
-    min_estimated_accuracy: float = 0.7
-    min_gold_box_recall: float = 0.7
+    method: str = CONSENSUS.method  # or "majority_vote"
+    box_quorum: int = CONSENSUS.box_quorum
+    box_cluster_iou: float = CONSENSUS.cluster_iou
+    min_gold_accuracy: float = THRESHOLDS.min_gold_accuracy
+    min_estimated_accuracy: float = THRESHOLDS.min_estimated_accuracy
+    min_gold_box_recall: float = THRESHOLDS.min_gold_box_recall
 
 
 class ReviewConfig(Config):
-    min_confidence: float = 0.7
-    min_agreement: float = 0.6
+    min_confidence: float = review.MIN_CONFIDENCE
+    min_agreement: float = review.MIN_AGREEMENT
 
 
 @asset(
@@ -145,7 +149,7 @@ def consensus_and_scores(
             "method": config.method,
             "items": int(table["item_id"].nunique()),
             "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
-            "low_confidence_items": int((table["confidence"] < 0.7).sum()),
+            "low_confidence_items": int((table["confidence"] < review.MIN_CONFIDENCE).sum()),
         },
     )
     yield Output(

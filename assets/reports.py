@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, a
 from assets.metadata import OWNERS, link
 from assets.partitioned import SINGLE_RUN, Frames, days, for_day
 from assets.partitions import daily_partitions
-from labelops import labeling, snapshots
+from labelops import labeling, snapshots, warehouse
 from labelops.report import quality_report as render_quality_report
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
@@ -31,11 +31,9 @@ LOOP_COLUMNS = ["item_id", "status", "answered_batch", "days", "current_judgment
 
 
 class QualityReportConfig(Config):
-    min_confidence: float = 0.7
-
-
-def report_key(day: str) -> str:
-    return f"reports/quality/{day}.html"
+    min_confidence: float = (
+        snapshots.CurationConfig().min_confidence
+    )  # the snapshot's threshold, drawn on the histogram
 
 
 @asset(
@@ -104,8 +102,8 @@ def quality_report(
             data_docs=f"../data_docs/{day}/index.html",
             progress=lambda section, day=day: context.log.info(f"{day}: report section {section}"),
         )
-        storage.warehouse_store.write_bytes(report_key(day), html.encode())
-        links[day] = link(storage, report_key(day))
+        storage.warehouse_store.write_bytes(warehouse.quality_report(day), html.encode())
+        links[day] = link(storage, warehouse.quality_report(day))
     return MaterializeResult(
         metadata={"report": links[day]} if len(links) == 1 else {f"report/{d}": v for d, v in links.items()}
     )

@@ -23,7 +23,7 @@ from dagster import (
 from assets.metadata import OWNERS, guideline_entry, link, table_metadata
 from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
 from assets.partitions import daily_partitions
-from labelops import validation
+from labelops import validation, warehouse
 from labelops.expectations import SuiteOutcome
 from labelops.reporting import counts_table, markdown_table
 from resources.storage import StorageResource
@@ -194,7 +194,7 @@ def _sorted(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _publish_docs(storage: StorageResource, day: str, outcome: SuiteOutcome) -> MetadataValue:
     """Great Expectations Data Docs for the day, replacing the previous run's, in the warehouse."""
-    prefix = f"reports/data_docs/{day}"
+    prefix = warehouse.data_docs(day)
     store = storage.warehouse_store
     for key in store.list(prefix):
         store.delete(key)

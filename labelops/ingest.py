@@ -33,12 +33,12 @@ from labelops.schema import (
     normalize_item_ids,
 )
 from labelops.storage import FileInfo, StorageUnavailableError, Store
+from labelops.warehouse import JUDGMENTS, outbox
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_EXPORT_BYTES = 1024 * 1024 * 1024
 LEDGER_COLUMNS = ["source_file", "format", "status", "rows", "skipped", "duplicates", "error"]
 STILL_ARRIVING = "still arriving"
-JUDGMENTS = "ledgers/judgments"  # warehouse prefix: each day's first deliveries, by content
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,7 @@ def read_sent_items(store: Store, since: str | None, before: str) -> pd.DataFram
     *.items.csv``), for the batches sent on ``since`` <= day < ``before``: an answer to such an item can only
     enter a snapshot if the item is catalogued. A batch's day stands in for the delivery day."""
     frames = []
-    for key in sorted(store.list("outbox/relabel")):
+    for key in sorted(store.list(outbox("relabel"))):
         parts = key.split("/")
         sent = parts[2] if len(parts) == 4 else ""
         if not key.endswith(".items.csv") or not sent < before or (since is not None and sent < since):

@@ -11,6 +11,7 @@ import io
 import numpy as np
 import pandas as pd
 
+from labelops import warehouse
 from labelops.columns import isin
 from labelops.storage import Store
 
@@ -27,7 +28,9 @@ PRIORITY = {
 def read_ledger(store: Store, area: str, *, before: str | None = None) -> pd.DataFrame:
     """What the outbox sent (``outbox/<area>/ledger/<day>.csv``), on every day or on the days before ``before``.
     Ledgers written before the ``reason`` column existed read with an empty one."""
-    keys = [k for k in store.list(f"outbox/{area}/ledger") if before is None or k.rsplit("/", 1)[-1][:10] < before]
+    keys = [
+        k for k in store.list(warehouse.outbox_ledger(area)) if before is None or k.rsplit("/", 1)[-1][:10] < before
+    ]
     frames = [pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=str) for key in keys]
     ledger = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LEDGER_COLUMNS)
     return ledger.reindex(columns=LEDGER_COLUMNS)

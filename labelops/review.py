@@ -11,6 +11,11 @@ import pandas as pd
 CRITICAL_FLOOR = 10.0
 
 
+# An item goes to review below these (classification consensus confidence, share of agreeing votes).
+MIN_CONFIDENCE = 0.7
+MIN_AGREEMENT = 0.6
+
+
 def review_queue(
     consensus: pd.DataFrame,
     conflicts: pd.DataFrame,
@@ -18,8 +23,8 @@ def review_queue(
     severity: dict[str, float],
     critical: set[str],
     *,
-    min_confidence: float = 0.7,
-    min_agreement: float = 0.6,
+    min_confidence: float = MIN_CONFIDENCE,
+    min_agreement: float = MIN_AGREEMENT,
 ) -> pd.DataFrame:
     """``consensus``: classification consensus rows; ``conflicts``: box label conflicts
     (item_id, label_a, label_b); ``unmatched``: critical boxes only some annotators drew (item_id, label)."""

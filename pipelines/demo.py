@@ -20,6 +20,7 @@ os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
 import pandas as pd
 from dagster import DagsterInstance, build_sensor_context, materialize
 
+from labelops import warehouse
 from labelops.demo import answer_tasks, days, seed_landing
 from pipelines.automation import drift_sensor
 from pipelines.definitions import defs
@@ -112,7 +113,7 @@ def _deliver_answers(resources: dict[str, Any], day: str, nights: list[str], tru
         print(f"  answers to relabel-{day} would arrive on {answered_on}, after the demo's last night")
         return
     storage = resources["storage"]
-    tasks = storage.warehouse_store.read_bytes(f"outbox/relabel/{day}/relabel-{day}.label_studio.json")
+    tasks = storage.warehouse_store.read_bytes(f"{warehouse.outbox('relabel', day)}/relabel-{day}.label_studio.json")
     production = pd.read_csv(io.BytesIO(storage.landing_store.read_bytes(f"production/{day}/predictions.csv")))
     export, answered = answer_tasks(tasks, truth, production, answered_on)
     key = f"exports/{answered_on}/label_studio_relabel-{day}_answers.json"

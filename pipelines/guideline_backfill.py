@@ -23,7 +23,7 @@ from typing import Any
 
 from dagster import AssetsDefinition, AssetSelection, DagsterInstance, materialize
 
-from labelops import landing, snapshots
+from labelops import landing, snapshots, warehouse
 from labelops.guidelines import GuidelineError, GuidelineSet
 from labelops.storage import Store
 from resources.io_manager import recorded_guideline
@@ -51,7 +51,7 @@ def stale_days(store: Store, guidelines: GuidelineSet) -> list[StaleDay]:
     judged; a day before the first version's effective date has no version to compare with."""
     recorded: dict[str, dict[str, str]] = {}
     for table in WITNESSES:
-        prefix = f"tables/{table}"
+        prefix = warehouse.table_prefix([table])
         for key in store.list(prefix):
             day = key.rsplit("/", 1)[-1].removesuffix(".parquet")
             if landing.DAY.match(day):

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
 
+from labelops import warehouse
 from labelops.storage import Store
 from resources.storage import StorageResource
 
-UNPARTITIONED = "all"
 # An output's `guideline_version` metadata entry (the guideline it was computed under) is also written into its
 # Parquet footer, so the warehouse itself says which days a new guideline version has not reached yet.
 GUIDELINE_VERSION = "guideline_version"
@@ -71,7 +71,7 @@ class ParquetIOManager(ConfigurableIOManager):
 
     @staticmethod
     def key(asset_path: Sequence[str], partition: str | None) -> str:
-        return "/".join(["tables", *asset_path, f"{partition or UNPARTITIONED}.parquet"])
+        return warehouse.table_key(asset_path, partition)
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame] | None) -> None:
         if obj is None:
@@ -108,7 +108,7 @@ class ParquetIOManager(ConfigurableIOManager):
             return pd.concat(
                 [self._read(self.key(path, day)) for day in context.asset_partition_keys], ignore_index=True
             )
-        existing = set(self.storage.warehouse_store.list("/".join(["tables", *path])))
+        existing = set(self.storage.warehouse_store.list(warehouse.table_prefix(path)))
         days = [p for p in context.asset_partition_keys if self.key(path, p) in existing]
         return DayTables(days, lambda day, **columns: self._read(self.key(path, day), **columns))
 
