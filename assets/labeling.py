@@ -258,9 +258,7 @@ def labeling_tasks(
     media = outbox.media(candidates["item_id"], item_catalog, pd.DataFrame(), day=day)
     has_media = isin(candidates["item_id"], media["item_id"])
     budget = outbox.item_budget(config.budget, config.honeypot_share)
-    chosen = candidates[has_media & ~isin(candidates["item_id"], open_items)].head(budget).reset_index(drop=True)
-    chosen = chosen.assign(batch_id=batch_id, rank=range(1, len(chosen) + 1))
-    chosen = chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *dimensions]]
+    chosen = labeling.select_tasks(candidates, has_media, open_items, budget, batch_id=batch_id, dimensions=dimensions)
     batch, media, honeypots = outbox.with_honeypots(
         chosen, media, gold, catalog, share=config.honeypot_share, exclude=open_items, batch_id=batch_id, day=day
     )

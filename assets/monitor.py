@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Outpu
 
 from assets.coverage import LOOKBACK
 from assets.metadata import OWNERS, guideline_entry, table_metadata
-from assets.partitioned import DayFrames, Frames, concat_days
+from assets.partitioned import DayFrames, Frames
 from assets.partitions import daily_partitions
 from labelops import drift, snapshots
 from labelops.guidelines import predictions_under
@@ -51,9 +51,8 @@ def production_drift(
     production_predictions: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
-    production_predictions = production_predictions.select(
-        drop=drift.PRODUCTION_META
-    )  # ids, time, boxes: not monitored
+    # ids, time, boxes: not monitored
+    production_predictions = production_predictions.select(drop=drift.PRODUCTION_META)
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day).version
     current = predictions_under(production_predictions.get(day, pd.DataFrame()), guideline_set, guideline)
@@ -62,10 +61,7 @@ def production_drift(
     source_days = snapshots.manifest(store, version)["source_partitions"] if version else []
     bounds = drift.Reference(config.reference_days, config.reference_rows, REFERENCE.first_days)
     reference_days = drift.reference_days(source_days, list(production_predictions), day, bounds)
-    per_day = bounds.rows // max(len(reference_days), 1)  # read a day, keep its share: memory stays bounded
-    reference = concat_days(
-        {d: drift.sample_rows(production_predictions[d], per_day, seed=n) for n, d in enumerate(reference_days)}
-    )
+    reference = drift.reference_sample(production_predictions, reference_days, bounds.rows)
     reference = predictions_under(reference, guideline_set, guideline)  # a renamed class is no drift
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
     columns = drift.monitored_columns(current) if len(current) and len(reference) else []

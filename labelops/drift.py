@@ -11,6 +11,7 @@ PSI (10 reference-quantile bins, shares clipped at 1e-4) is reported beside ever
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -262,6 +263,17 @@ def reference_days(source_days: list[str], available: list[str], day: str, refer
         return candidates
     picks = np.unique(np.round(np.linspace(0, len(candidates) - 1, reference.days)).astype(int))
     return [candidates[i] for i in picks]
+
+
+def reference_sample(frames: Mapping[str, pd.DataFrame], days: list[str], rows: int) -> pd.DataFrame:
+    """The reference rows: each of ``days`` read in turn and sampled to its share of ``rows`` (the same rows on
+    every run), so memory stays bounded however long the reference period is."""
+    per_day = rows // max(len(days), 1)
+    parts = [sample_rows(frames[day], per_day, seed=n) for n, day in enumerate(sorted(days))]
+    non_empty = [part for part in parts if len(part)]
+    if len(parts) <= 1:
+        return parts[0] if parts else pd.DataFrame()
+    return pd.concat(non_empty or parts[:1], ignore_index=True)
 
 
 def sample_rows(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:

@@ -188,6 +188,22 @@ def select(candidates: pd.DataFrame, budget: int, exclude: set[str]) -> pd.DataF
     return first.reset_index(drop=True)
 
 
+def select_tasks(
+    candidates: pd.DataFrame,
+    sendable: np.ndarray,
+    still_out: set[str],
+    budget: int,
+    *,
+    batch_id: str,
+    dimensions: list[str],
+) -> pd.DataFrame:
+    """The day's tasks: the most valuable candidates (``task_candidates`` order) that can be sent (a media URI)
+    and are not out already, up to ``budget``, ranked, with the slice columns that ranked them."""
+    chosen = candidates[sendable & ~isin(candidates["item_id"], still_out)].head(budget).reset_index(drop=True)
+    chosen = chosen.assign(batch_id=batch_id, rank=range(1, len(chosen) + 1))
+    return chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *dimensions]]
+
+
 def task_candidates(
     items: pd.DataFrame,
     labeled_ids: pd.Series,
