@@ -16,12 +16,11 @@ from dagster import (
     MetadataValue,
     Output,
     TimeWindowPartitionMapping,
-    asset,
 )
 
-from assets.metadata import OWNERS, guideline_entry, link, table_metadata
+from assets.metadata import guideline_entry, link, table_metadata
 from assets.partitioned import Frames, for_day
-from assets.partitions import daily_partitions
+from assets.partitions import daily_asset
 from labelops import coverage, state, warehouse
 from labelops.guidelines import labels_under, predictions_under
 from labelops.plots import coverage_heatmap
@@ -34,13 +33,6 @@ KINDS = {"python", "pandas", "parquet"}
 LOOKBACK_DAYS = 365
 # What coverage reads of the label state: the labels, and the days that date them.
 LABEL_COLUMNS = ["item_id", "label", "x", "y", "w", "h", "days"]
-COVERAGE_ASSET = {
-    "partitions_def": daily_partitions,
-    "group_name": GROUP,
-    "owners": OWNERS[GROUP],
-    "kinds": KINDS,
-    "code_version": "1",
-}
 LOOKBACK = TimeWindowPartitionMapping(
     start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
 )
@@ -50,8 +42,9 @@ def _severity(blocking: bool) -> AssetCheckSeverity:
     return AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
 
 
-@asset(
-    **COVERAGE_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
     ins={
         "label_state": AssetIn(),
         "item_index": AssetIn(),
@@ -129,8 +122,9 @@ def coverage_report(
     )
 
 
-@asset(
-    **COVERAGE_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
     check_specs=[
         AssetCheckSpec(
             "critical_recall",

@@ -17,26 +17,18 @@ from dagster import (
     AssetIn,
     MetadataValue,
     Output,
-    asset,
 )
 
-from assets.metadata import OWNERS, table_metadata
-from assets.partitioned import SINGLE_RUN, Frames, concat_days, days, for_day
-from assets.partitions import daily_partitions
+from assets.metadata import table_metadata
+from assets.partitioned import Frames, concat_days, days, for_day
+from assets.partitions import daily_asset
 from labelops import ingest, warehouse
 from labelops.reporting import counts_table, markdown_table
 from resources.privacy import AnnotatorIdsResource
 from resources.storage import StorageResource
 
 GROUP = "ingest"
-INGEST_ASSET = {
-    "partitions_def": daily_partitions,
-    "backfill_policy": SINGLE_RUN,
-    "group_name": GROUP,
-    "owners": OWNERS[GROUP],
-    "kinds": {"python", "pandas", "parquet"},
-    "code_version": "1",
-}
+KINDS = {"python", "pandas", "parquet"}
 
 
 def _readable_check(asset_name: str) -> AssetCheckSpec:
@@ -99,8 +91,10 @@ def _report(
     )
 
 
-@asset(
-    **INGEST_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    single_run=True,
     check_specs=[_readable_check("item_catalog")],
     description="Item metadata delivered on the day (items/YYYY-MM-DD/): item_id, uri, image size, capture "
     "time, and slice attributes (lighting, weather, device, region, …) as extra text columns. One row per item.",
@@ -113,8 +107,10 @@ def item_catalog(context: AssetExecutionContext, storage: StorageResource):
     yield from _report(context, storage, "item_catalog", results, {"slice_columns": ", ".join(slices) or "none"})
 
 
-@asset(
-    **INGEST_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    single_run=True,
     ins={"item_catalog": AssetIn()},
     check_specs=[_readable_check("label_exports")],
     description="Every annotation export of the day (exports/YYYY-MM-DD/) — Label Studio JSON, COCO, CVAT 1.1 "
@@ -160,8 +156,10 @@ def label_exports(
     yield from _report(context, storage, "label_exports", results, metadata)
 
 
-@asset(
-    **INGEST_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    single_run=True,
     check_specs=[_readable_check("gold_labels")],
     description="Gold / honeypot reference labels in force on the day: undated files under gold/ hold for "
     "every day, gold/YYYY-MM-DD/ from that day on. Any export format; classification and boxes.",
@@ -176,8 +174,10 @@ def gold_labels(context: AssetExecutionContext, storage: StorageResource):
     yield from _report(context, storage, "gold_labels", results, metadata)
 
 
-@asset(
-    **INGEST_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    single_run=True,
     check_specs=[_readable_check("production_predictions")],
     description="Model inference logs of the day (production/YYYY-MM-DD/): item_id, ts, model_version, "
     "predicted_label, confidence, and the model's input features as extra columns (numbers stay numeric).",

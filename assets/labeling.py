@@ -9,11 +9,11 @@ item is not sent twice while open.
 """
 
 import pandas as pd
-from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, Output
 
-from assets.metadata import OWNERS, table_metadata
+from assets.metadata import table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
-from assets.partitions import daily_partitions
+from assets.partitions import daily_asset
 from labelops import labeling, outbox, state, warehouse
 from labelops.columns import isin
 from labelops.guidelines import Guideline, predictions_under
@@ -27,16 +27,9 @@ KINDS = {"python", "pandas", "labelstudio"}
 # Both outbox assets are daily and read one day of the state, the latest, whatever day they run for: the label
 # state says what came back (and a rerun of an old day never re-sends an answered item), the item index gives the
 # media of items (review items, honeypots) delivered on earlier days.
-OUTBOX_ASSET = {
-    "partitions_def": daily_partitions,
-    "group_name": GROUP,
-    "owners": OWNERS[GROUP],
-    "kinds": KINDS,
-    "code_version": "3",
-    "ins": {
-        "item_index": AssetIn(partition_mapping=AllPartitionMapping()),
-        "label_state": AssetIn(partition_mapping=AllPartitionMapping()),
-    },
+OUTBOX_INS = {
+    "item_index": AssetIn(partition_mapping=AllPartitionMapping()),
+    "label_state": AssetIn(partition_mapping=AllPartitionMapping()),
 }
 
 
@@ -116,8 +109,11 @@ def _send(
     return {"outbox": MetadataValue.path(f"{storage.warehouse}/{prefix}/{batch_id}.label_studio.json"), **links}
 
 
-@asset(
-    **OUTBOX_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    code_version="3",
+    ins=OUTBOX_INS,
     description="Items to send back to labelers, under a budget, each with its reason: production items from "
     "drifted slices (stratified across them, least confident first), with classes training never saw, or "
     "predicted as a critical class in a slice below its coverage minimum, review-queue items, and items whose "
@@ -206,8 +202,11 @@ def relabel_batch(
     )
 
 
-@asset(
-    **OUTBOX_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    code_version="3",
+    ins=OUTBOX_INS,
     description="New raw items of the day's item catalog that nobody has labeled, exported as labeling tasks "
     "under a budget, most valuable first: items in slices production reaches more than training covers, then "
     "the model's least confident. An item is not exported again until its labels come back or the export "

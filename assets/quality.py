@@ -5,11 +5,11 @@ on a day whose critical expectations failed. All statistics come from labelops.
 """
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, asset, multi_asset
+from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, multi_asset
 
 from assets.metadata import OWNERS, table_metadata
 from assets.partitioned import SINGLE_RUN, DayFrames, Frames, concat_days, days, for_day
-from assets.partitions import daily_partitions
+from assets.partitions import daily_asset, daily_partitions
 from labelops import quality, review
 from labelops.annotators import Thresholds
 from labelops.guidelines import labels_under
@@ -19,14 +19,6 @@ from resources.validation import GuidelinesResource
 
 GROUP = "quality"
 KINDS = {"python", "pandas", "parquet"}
-QUALITY_ASSET = {
-    "partitions_def": daily_partitions,
-    "backfill_policy": SINGLE_RUN,
-    "group_name": GROUP,
-    "owners": OWNERS[GROUP],
-    "kinds": KINDS,
-    "code_version": "1",
-}
 SLICE_EXCLUDE = {"item_id", "uri", "width", "height", "captured_at", "source_file", "export_date", "session_id"}
 
 
@@ -52,8 +44,10 @@ class ReviewConfig(Config):
     min_agreement: float = review.MIN_AGREEMENT
 
 
-@asset(
-    **QUALITY_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    single_run=True,
     description="Inter-annotator agreement for the day: Krippendorff's alpha, Fleiss' kappa, mean pairwise "
     "Cohen's kappa and percent agreement (overall, per label, per slice value) with bootstrap 95 % intervals "
     "over items; for boxes, Hungarian-matched mean IoU, F1 at IoU 0.5, label-conflict rate and box alpha "
@@ -165,8 +159,10 @@ def consensus_and_scores(
     )
 
 
-@asset(
-    **QUALITY_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
+    single_run=True,
     description="Items a human must decide: low consensus confidence, split annotators, box label conflicts, "
     "critical-class boxes only some annotators drew. Safety-critical classes first, then by severity-weighted uncertainty.",
 )

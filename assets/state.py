@@ -16,12 +16,11 @@ from dagster import (
     MetadataValue,
     Output,
     TimeWindowPartitionMapping,
-    asset,
 )
 
-from assets.metadata import OWNERS, guideline_entry, table_metadata
+from assets.metadata import guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
-from assets.partitions import daily_partitions
+from assets.partitions import daily_asset
 from labelops import ingest, labeling, state
 from labelops.guidelines import labels_under
 from labelops.reporting import markdown_table
@@ -33,13 +32,6 @@ KINDS = {"python", "pandas", "parquet"}
 # The days before this one (a year): the state folds into the most recent of them that exists.
 EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-365, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 DEFAULTS = state.StateConfig()
-STATE_ASSET = {
-    "partitions_def": daily_partitions,
-    "group_name": GROUP,
-    "owners": OWNERS[GROUP],
-    "kinds": KINDS,
-    "code_version": "1",
-}
 
 
 class LabelStateConfig(Config):
@@ -64,8 +56,9 @@ def _previous_day(context: AssetExecutionContext, day: str, frames: Frames) -> s
     return latest
 
 
-@asset(
-    **STATE_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
     ins={"item_index": AssetIn(partition_mapping=EARLIER_DAYS), "item_catalog": AssetIn()},
     description="Every item known so far, one row each (the latest delivery wins): the item catalogs of all "
     "days, plus the item rows our relabel batches wrote for the production items they sent, so answers to "
@@ -92,8 +85,9 @@ def item_index(
     )
 
 
-@asset(
-    **STATE_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
     ins={
         "label_votes": AssetIn(partition_mapping=EARLIER_DAYS),
         "validated_annotations": AssetIn(),
@@ -155,8 +149,9 @@ def label_votes(
     )
 
 
-@asset(
-    **STATE_ASSET,
+@daily_asset(
+    GROUP,
+    kinds=KINDS,
     ins={
         "label_state": AssetIn(partition_mapping=EARLIER_DAYS),
         "label_votes": AssetIn(),
