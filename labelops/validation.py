@@ -69,17 +69,22 @@ def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) ->
     the day's are left as they are.
     """
     out = frame.copy()
-    made_on = pd.to_datetime(out["annotated_at"], utc=True, errors="coerce").dt.strftime("%Y-%m-%d")
-    made_on = made_on.astype(object).where(made_on.notna(), out["export_date"].astype(object))
-    in_force = made_on.map({d: _in_force_or_none(guidelines, d) for d in made_on.dropna().unique()})
-    in_force = in_force.where(
-        in_force.notna(),
-        out["export_date"].map({d: _in_force_or_none(guidelines, d) for d in out["export_date"].dropna().unique()}),
+    in_force = _in_force_when_made(out, guidelines)
+    # the version per distinct (version in force, label) pair: a handful of lookups, whatever the rows
+    version_codes, versions = pd.factorize(in_force)  # -1: no version in force (stays null)
+    label_codes, labels = pd.factorize(out["label"].astype(object).fillna(""))
+    pairs, inverse = np.unique(version_codes.astype(np.int64) * (len(labels) + 1) + label_codes, return_inverse=True)
+    made = np.array(
+        [
+            guidelines.made_under(versions[p // (len(labels) + 1)], labels[p % (len(labels) + 1)]) if p >= 0 else None
+            for p in pairs
+        ],
+        dtype=object,
     )
-    keys = in_force.astype(object) + "\x1f" + out["label"].astype(object).fillna("")  # null without a version
-    attributed = {key: guidelines.made_under(*key.split("\x1f", 1)) for key in keys.dropna().unique()}
     declared = out["guideline_version"].astype(object)
-    out["guideline_version"] = declared.where(declared.notna(), keys.map(attributed)).astype(object)
+    out["guideline_version"] = declared.where(declared.notna(), pd.Series(made[inverse], index=out.index)).astype(
+        object
+    )
     current = guidelines.in_force(day)
     out["remapped_from"] = None
     out["needs_relabel"] = None
@@ -96,6 +101,18 @@ def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) ->
         out.loc[mapped, "label"] = out.loc[mapped, "label"].map(remap.mapping)
         out.loc[rows & ~relabel, "guideline_version"] = current.version
     return out
+
+
+def _in_force_when_made(frame: pd.DataFrame, guidelines: GuidelineSet) -> pd.Series:
+    """Per row, the version in force on the day it was annotated (``annotated_at``), else on its export day;
+    null before the first version. Looked up once per distinct day."""
+    stamps = pd.to_datetime(frame["annotated_at"], utc=True, errors="coerce").dt.tz_localize(None)
+    days = stamps.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    exported = pd.to_datetime(frame["export_date"].astype(object), errors="coerce").to_numpy(dtype="datetime64[D]")
+    days = np.where(np.isnat(days), exported, days)
+    unique, inverse = np.unique(days, return_inverse=True)
+    versions = np.array([None if np.isnat(d) else _in_force_or_none(guidelines, str(d)) for d in unique], dtype=object)
+    return pd.Series(versions[inverse], index=frame.index, dtype=object)
 
 
 def _in_force_or_none(guidelines: GuidelineSet, day: str) -> str | None:
