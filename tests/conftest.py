@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +48,44 @@ def demo_landing(demo_seeded: tuple[LocalStore, Seeded]) -> LocalStore:
     return demo_seeded[0]
 
 
+@dataclass(frozen=True)
+class DemoNights:
+    defs: Any
+    resources: dict[str, Any]
+    instance: Any
+    warehouse: Path
+
+
+@pytest.fixture(scope="session")
+def demo_nights(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> DemoNights:
+    """The nightly job on the demo's 2024-06-10 and -11 (quiet) and -13 (the second drift day), once per session,
+    in one instance. Tests read it; a test that writes into it (a relabel batch, a guideline backfill) copies the
+    warehouse first or writes only what no other test reads."""
+    from dagster import DagsterInstance, materialize
+
+    from pipelines.definitions import NIGHTLY_ASSETS, defs
+    from resources import build_resources
+    from resources.settings import Settings
+
+    warehouse = tmp_path_factory.mktemp("demo-nights")
+    settings = Settings(
+        landing=str(demo_landing.root),
+        warehouse=str(warehouse),
+        s3_endpoint_url=None,
+        config_dir=str(REPO / "config"),
+        start_date="2024-01-01",
+    )
+    resources, instance = build_resources(settings), DagsterInstance.ephemeral()
+    for day in DEMO_NIGHTS:
+        assert materialize(
+            list(defs.assets), selection=NIGHTLY_ASSETS, partition_key=day, resources=resources, instance=instance
+        ).success
+    return DemoNights(defs, resources, instance, warehouse)
+
+
+DEMO_NIGHTS = ("2024-06-10", "2024-06-11", "2024-06-13")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 endpoint over HTTP on 127.0.0.1 (moto in server mode), not a mock."""
@@ -80,7 +120,7 @@ def copy_store(source: LocalStore, target_url: str, endpoint: str | None = None)
 # A test is end-to-end (`-m e2e`; `make test-fast` leaves them out) when it drives real Dagster runs or real servers:
 # the fixtures below start or need them, and these modules run the rest (CLI subprocesses, PostgreSQL, Chromium,
 # Label Studio, killed runs).
-E2E_FIXTURES = {"demo_landing", "demo_seeded", "s3_endpoint", "s3_bucket"}
+E2E_FIXTURES = {"demo_landing", "demo_seeded", "demo_nights", "s3_endpoint", "s3_bucket"}
 E2E_MODULES = {
     "test_postgres",
     "test_ui",

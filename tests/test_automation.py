@@ -15,7 +15,6 @@ from label_studio_checks import invalid_results
 
 from labelops.storage import LocalStore
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
-from pipelines.definitions import NIGHTLY_ASSETS
 from pipelines.demo import PRODUCTION_FRAMES
 from resources import build_resources
 from resources.settings import Settings
@@ -32,24 +31,9 @@ def test_nightly_schedule_requests_the_previous_day() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_runs(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory):
-    """Nightly runs for a quiet day and a drift day, in one instance."""
-    from pipelines.definitions import defs
-
-    warehouse = tmp_path_factory.mktemp("wh")
-    settings = Settings(
-        landing=str(demo_landing.root),
-        warehouse=str(warehouse),
-        s3_endpoint_url=None,
-        config_dir=str(REPO / "config"),
-        start_date="2024-01-01",
-    )
-    resources, instance = build_resources(settings), DagsterInstance.ephemeral()
-    for day in ("2024-06-10", "2024-06-11", "2024-06-13"):
-        assert materialize(
-            list(defs.assets), selection=NIGHTLY_ASSETS, partition_key=day, resources=resources, instance=instance
-        ).success
-    return defs, resources, instance, warehouse
+def demo_runs(demo_nights):
+    """The session's demo nights (conftest): quiet 2024-06-10 and -11, drift on -13, in one instance."""
+    return demo_nights.defs, demo_nights.resources, demo_nights.instance, demo_nights.warehouse
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
 from statsmodels.stats.proportion import proportion_confint
 
 from labelops import coverage
 from labelops.guidelines import load_guidelines
 from labelops.storage import LocalStore
-from resources import build_resources
-from resources.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDELINE = load_guidelines(LocalStore(REPO / "config")).in_force("2024-06-01")
@@ -144,32 +141,20 @@ def test_bad_specs_are_clear_errors(text: str, message: str) -> None:
         spec(text)
 
 
-def test_demo_night_and_rain_become_under_covered_on_the_drift_days(demo_landing: LocalStore, tmp_path: Path) -> None:
-    from pipelines.definitions import defs
-
-    settings = Settings(
-        landing=str(demo_landing.root),
-        warehouse=str(tmp_path / "wh"),
-        s3_endpoint_url=None,
-        config_dir=str(REPO / "config"),
-        start_date="2024-01-01",
-    )
-    resources = build_resources(settings)
-    instance = DagsterInstance.ephemeral()
+def test_demo_night_and_rain_become_under_covered_on_the_drift_days(demo_nights) -> None:
+    warehouse = demo_nights.warehouse  # the session's nightly runs of 2024-06-10, -11 and -13
     ratios = {}
     for day in ("2024-06-10", "2024-06-13"):  # before the drift, and its second day
-        result = materialize(list(defs.assets), partition_key=day, resources=resources, instance=instance)
-        assert result.success
-        report = pd.read_parquet(tmp_path / "wh" / "tables" / "coverage_report" / f"{day}.parquet").set_index(
+        report = pd.read_parquet(warehouse / "tables" / "coverage_report" / f"{day}.parquet").set_index(
             ["label", "dimension", "value"]
         )
         ratios[day] = {
             v: report.loc[("*", d, v), "underrepresentation"] for d, v in (("lighting", "night"), ("weather", "rain"))
         }
-        risk = pd.read_parquet(tmp_path / "wh" / "tables" / "risk_report" / f"{day}.parquet")
+        risk = pd.read_parquet(warehouse / "tables" / "risk_report" / f"{day}.parquet")
         assert {"cyclist", "pedestrian"} <= set(risk.loc[risk["critical"], "label"])
     assert ratios["2024-06-10"]["night"] < 1.5 and ratios["2024-06-10"]["rain"] < 1.5
     assert ratios["2024-06-13"]["night"] > 2 and ratios["2024-06-13"]["rain"] > 1.8
     unseen = report[report["unseen_in_training"]].reset_index()
     assert "e_scooter" in set(unseen["label"])  # the new object type production started to predict
-    assert (tmp_path / "wh" / "reports" / "coverage" / "2024-06-13" / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert (warehouse / "reports" / "coverage" / "2024-06-13" / "heatmap.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
 
 from labelops.storage import LocalStore
-from resources import build_resources
-from resources.settings import Settings
 
 DAY = "2024-06-13"
 
 
 @pytest.fixture(scope="module")
-def outputs(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
-    from pipelines.definitions import defs
-
-    warehouse = tmp_path_factory.mktemp("wh")
-    settings = Settings(
-        landing=str(demo_landing.root),
-        warehouse=str(warehouse),
-        s3_endpoint_url=None,
-        config_dir=str(Path(__file__).resolve().parents[1] / "config"),
-        start_date="2024-01-01",
-    )
-    result = materialize(
-        list(defs.assets), partition_key=DAY, resources=build_resources(settings), instance=DagsterInstance.ephemeral()
-    )
-    assert result.success
+def outputs(demo_nights) -> dict[str, pd.DataFrame]:
+    """The quality tables of a demo day the session's nightly runs wrote (a day's quality reads only that day)."""
     names = ["annotator_agreement", "consensus_labels", "annotator_scores", "review_queue", "validated_annotations"]
-    return {name: pd.read_parquet(warehouse / "tables" / name / f"{DAY}.parquet") for name in names}
+    return {name: pd.read_parquet(demo_nights.warehouse / "tables" / name / f"{DAY}.parquet") for name in names}
 
 
 def test_agreement_contract(outputs) -> None:
