@@ -23,7 +23,7 @@ OWNERS = {
 }
 
 
-def guideline_entry(versions: dict[str, str]) -> dict[str, object]:
+def guideline_entry(versions: dict[str, str]) -> dict[str, str | MetadataValue]:
     """The guideline each day of an output was computed under: shown in the UI, and written by the IO manager
     into each day's Parquet footer, where the guideline sensor compares it with the version now in force."""
     distinct = set(versions.values())
@@ -42,10 +42,10 @@ def column_schema(frame: pd.DataFrame) -> TableSchema:
     return TableSchema(columns=[TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()])
 
 
-def table_metadata(frame: pd.DataFrame, *, preview_columns: list[str] | None = None) -> dict[str, object]:
+def table_metadata(frame: pd.DataFrame, *, preview_columns: list[str] | None = None) -> dict[str, int | MetadataValue]:
     shown = frame[[c for c in (preview_columns or list(frame.columns)) if c in frame.columns]]
     return {
         "dagster/row_count": len(frame),
-        "dagster/column_schema": column_schema(frame),
+        "dagster/column_schema": MetadataValue.table_schema(column_schema(frame)),
         "preview": MetadataValue.md(markdown_table(shown, max_rows=10)),
     }

@@ -7,7 +7,7 @@ on a day whose critical expectations failed. All statistics come from labelops.
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, multi_asset
 
-from assets.metadata import OWNERS, table_metadata
+from assets.metadata import OWNERS, guideline_entry, table_metadata
 from assets.partitioned import SINGLE_RUN, DayFrames, Frames, concat_days, days, for_day
 from assets.partitions import daily_asset, daily_partitions
 from labelops import quality, review
@@ -135,6 +135,7 @@ def consensus_and_scores(
             context.log.warning(f"{day}: annotator {annotator} flagged: {reason}")
     table, scores = concat_days(labels), concat_days(scored)
     flagged = scores[scores["flagged"]]
+    versions = guideline_entry({day: guideline_set.in_force(day).version for day in labels})
     yield Output(
         labels,
         output_name="consensus_labels",
@@ -144,6 +145,7 @@ def consensus_and_scores(
             "items": int(table["item_id"].nunique()),
             "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
             "low_confidence_items": int((table["confidence"] < review.MIN_CONFIDENCE).sum()),
+            **versions,
         },
     )
     yield Output(
@@ -155,6 +157,7 @@ def consensus_and_scores(
             "flagged_annotators": MetadataValue.md(
                 markdown_table(flagged[["annotator_id", "flag_reason"]], max_rows=50)
             ),
+            **versions,
         },
     )
 
@@ -190,6 +193,7 @@ def review_queue(
         metadata={
             **table_metadata(queue),
             "critical_items": int(queue["critical"].sum()) if len(queue) else 0,
+            **guideline_entry({day: guideline_set.in_force(day).version for day in queues}),
         },
     )
 
