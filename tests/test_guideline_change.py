@@ -304,6 +304,6 @@ def test_one_partition_loads_as_a_dataframe(changed: dict, demo_landing: LocalSt
         start_date="2024-06-01",
     )
     local = Definitions(assets=list(defs.assets or []), resources=build_resources(settings))
-    loaded = local.load_asset_value("label_state", partition_key=AFFECTED[-1])
+    loaded = local.load_asset_value("label_state", partition_key=AFFECTED[-1], instance=DagsterInstance.ephemeral())
     assert isinstance(loaded, pd.DataFrame)
     pd.testing.assert_frame_equal(loaded, table(changed["warehouse"], "label_state", AFFECTED[-1]))
