@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,6 +87,53 @@ def demo_nights(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFacto
 DEMO_NIGHTS = ("2024-06-10", "2024-06-11", "2024-06-13")
 
 
+@dataclass(frozen=True)
+class DemoLoop:
+    root: Path  # landing/ (the reviewers' answers are written into it), warehouse/, config/
+    seeded: Seeded
+    sent: Any  # the 2024-06-12 relabel ledger as the drift sensor's run wrote it
+
+    def copy(self, target: Path) -> Path:
+        """A private copy for a test that writes (a rerun, a new guideline version)."""
+        shutil.copytree(self.root, target)
+        return target
+
+
+@pytest.fixture(scope="session")
+def demo_loop(demo_seeded: tuple[LocalStore, Seeded], tmp_path_factory: pytest.TempPathFactory) -> DemoLoop:
+    """The demo's last four nights as `make demo` runs them (drift sensor, relabel batch, simulated answers
+    delivered the next day), once per session. Read-only: a test that writes uses `copy`."""
+    import pandas as pd
+    from dagster import DagsterInstance
+
+    from labelops.demo import days
+    from pipelines.demo import run_nights
+
+    source, seeded = demo_seeded
+    root = tmp_path_factory.mktemp("demo-loop")
+    shutil.copytree(source.root, root / "landing")
+    shutil.copytree(REPO / "config", root / "config")
+    assert run_nights(days()[10:], DagsterInstance.ephemeral(), demo_resources(root), seeded.truth) == []
+    sent = pd.read_csv(root / "warehouse" / "outbox" / "relabel" / "ledger" / "2024-06-12.csv")
+    return DemoLoop(root, seeded, sent)
+
+
+def demo_resources(root: Path) -> dict[str, Any]:
+    """The resources of a warehouse laid out as `demo_loop`'s (landing/, warehouse/, config/ under one root)."""
+    from resources import build_resources
+    from resources.settings import Settings
+
+    return build_resources(
+        Settings(
+            landing=str(root / "landing"),
+            warehouse=str(root / "warehouse"),
+            s3_endpoint_url=None,
+            config_dir=str(root / "config"),
+            start_date="2024-06-01",
+        )
+    )
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 endpoint over HTTP on 127.0.0.1 (moto in server mode), not a mock."""
@@ -120,7 +168,7 @@ def copy_store(source: LocalStore, target_url: str, endpoint: str | None = None)
 # A test is end-to-end (`-m e2e`; `make test-fast` leaves them out) when it drives real Dagster runs or real servers:
 # the fixtures below start or need them, and these modules run the rest (CLI subprocesses, PostgreSQL, Chromium,
 # Label Studio, killed runs).
-E2E_FIXTURES = {"demo_landing", "demo_seeded", "demo_nights", "s3_endpoint", "s3_bucket"}
+E2E_FIXTURES = {"demo_landing", "demo_seeded", "demo_nights", "demo_loop", "s3_endpoint", "s3_bucket"}
 E2E_MODULES = {
     "test_postgres",
     "test_ui",

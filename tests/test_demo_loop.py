@@ -4,48 +4,21 @@ export, and the answers reach the label state, the queues and the next snapshot.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
+from conftest import DemoLoop, demo_resources
 from dagster import DagsterInstance, materialize
 
 from labelops import snapshots
-from labelops.demo import V2_RENAMES, Seeded, days, production_truth
+from labelops.demo import V2_RENAMES, production_truth
 from labelops.storage import LocalStore
 
-REPO = Path(__file__).resolve().parents[1]
 BATCH_DAY, ANSWER_DAY, LAST = "2024-06-12", "2024-06-13", "2024-06-14"
 
 
-@pytest.fixture(scope="module")
-def loop(demo_seeded: tuple[LocalStore, Seeded], tmp_path_factory: pytest.TempPathFactory):
-    """The demo's last four nights (the first drift night is the second of them), as `make demo` runs them."""
-    from pipelines.demo import run_nights
-    from resources import build_resources
-    from resources.settings import Settings
-
-    source, seeded = demo_seeded
-    root = tmp_path_factory.mktemp("demo-loop")
-    shutil.copytree(source.root, root / "landing")  # the reviewer's answers are written into the landing zone
-    resources = build_resources(
-        Settings(
-            landing=str(root / "landing"),
-            warehouse=str(root / "warehouse"),
-            s3_endpoint_url=None,
-            config_dir=str(REPO / "config"),
-            start_date="2024-06-01",
-        )
-    )
-    instance = DagsterInstance.ephemeral()
-    assert run_nights(days()[10:], instance, resources, seeded.truth) == []
-    sent = pd.read_csv(root / "warehouse" / "outbox" / "relabel" / "ledger" / f"{BATCH_DAY}.csv")
-    return root, resources, instance, seeded, sent  # the batch as sent (a test reruns it)
-
-
-def test_the_answers_reach_the_state_and_the_snapshot_without_the_old_boxes(loop) -> None:
-    root, _, _, seeded, sent = loop
+def test_the_answers_reach_the_state_and_the_snapshot_without_the_old_boxes(demo_loop: DemoLoop) -> None:
+    root, seeded, sent = demo_loop.root, demo_loop.seeded, demo_loop.sent
     warehouse = LocalStore(root / "warehouse")
     requests = sent[sent["reason"] != "honeypot"]
     assert len(sent) == 200 and len(requests) == 190
@@ -92,17 +65,18 @@ def test_the_answers_reach_the_state_and_the_snapshot_without_the_old_boxes(loop
     assert (got == scenes.replace(V2_RENAMES)).mean() >= 0.93
 
 
-def test_a_rerun_of_the_answered_batch_sends_none_of_its_items(loop) -> None:
+def test_a_rerun_of_the_answered_batch_sends_none_of_its_items(demo_loop: DemoLoop, tmp_path: Path) -> None:
+    """Launched by hand, in an instance that never saw the first run: the ledger, not the launcher, decides."""
     from pipelines.definitions import defs
     from pipelines.demo import RELABEL
 
-    root, resources, instance, _, first = loop
+    root, first = demo_loop.copy(tmp_path / "loop"), demo_loop.sent
     assert materialize(
         list(defs.assets),
         selection=["relabel_batch"],
         partition_key=BATCH_DAY,
-        resources=resources,
-        instance=instance,
+        resources=demo_resources(root),
+        instance=DagsterInstance.ephemeral(),
         run_config=RELABEL,
     ).success
     again = pd.read_csv(root / "warehouse" / "outbox" / "relabel" / "ledger" / f"{BATCH_DAY}.csv")
@@ -110,8 +84,8 @@ def test_a_rerun_of_the_answered_batch_sends_none_of_its_items(loop) -> None:
     assert len(again) and not answered & set(again["item_id"])
 
 
-def test_the_quality_report_shows_the_loop(loop) -> None:
-    root = loop[0]
+def test_the_quality_report_shows_the_loop(demo_loop: DemoLoop) -> None:
+    root = demo_loop.root
     html = (root / "warehouse" / "reports" / "quality" / f"{LAST}.html").read_text()
     section = html[html.index("<h2>Labeling loop</h2>") :]
     assert (

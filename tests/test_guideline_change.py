@@ -5,31 +5,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, SUBPROCESS_TIMEOUT
-from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
+from conftest import REPO, SUBPROCESS_TIMEOUT, DemoLoop, demo_resources
+from dagster import DagsterInstance, Definitions, build_sensor_context
 
 from labelops import labeling, state
 from labelops.guidelines import GuidelineSet, load_guidelines, parse_guideline
 from labelops.storage import LocalStore
 from pipelines.automation import guideline_sensor
-from pipelines.definitions import NIGHTLY_ASSETS, defs
-from resources import build_resources
-from resources.settings import Settings
+from pipelines.definitions import defs
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
 NIGHTS = ["2024-06-11", "2024-06-12", "2024-06-13", "2024-06-14"]  # v2 from the 12th, v3 from the 13th
 AFFECTED = NIGHTS[2:]
 MERGES = {"truck": "heavy_vehicle", "bus": "heavy_vehicle", "urban": "built_up", "residential": "built_up"}
-# curated as the demo curates (make demo): a backfill's snapshot must keep these settings
-NIGHTLY = {"ops": {"dataset_snapshot": {"config": {"stratify_by": ["label", "lighting"]}}}}
 
 
 def v3_merge(v2: str) -> str:
@@ -67,29 +62,13 @@ def table(warehouse: Path, name: str, day: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def changed(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Four demo nights under v1/v2, then v3 published (before any sensor ran) and the documented command run."""
-    root = tmp_path_factory.mktemp("guideline")
-    config, warehouse, home = root / "config", root / "warehouse", root / "home"
-    shutil.copytree(REPO / "config", config)
+def changed(demo_loop: DemoLoop, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The demo's four last nights under v1/v2 (a copy), then v3 published (before any sensor ran) and the
+    documented command run."""
+    root = demo_loop.copy(tmp_path_factory.mktemp("guideline") / "demo")
+    config, warehouse, landing, home = root / "config", root / "warehouse", root / "landing", root / "home"
     home.mkdir()
-    settings = Settings(
-        landing=str(demo_landing.root),
-        warehouse=str(warehouse),
-        s3_endpoint_url=None,
-        config_dir=str(config),
-        start_date="2024-06-01",
-    )
-    resources, instance = build_resources(settings), DagsterInstance.ephemeral()
-    for day in NIGHTS:
-        assert materialize(
-            list(defs.assets),
-            selection=NIGHTLY_ASSETS,
-            partition_key=day,
-            resources=resources,
-            instance=instance,
-            run_config=NIGHTLY,
-        ).success
+    instance = DagsterInstance.ephemeral()
     before = {
         "tables": tables(warehouse, NIGHTS),
         "latest": (warehouse / "snapshots" / "latest").read_text(),
@@ -97,7 +76,7 @@ def changed(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) 
         "scores": {d: table(warehouse, "annotator_scores", d) for d in AFFECTED},
     }
     (config / "guidelines" / "v3.yaml").write_text(v3_merge((config / "guidelines" / "v2.yaml").read_text()))
-    storage = StorageResource(landing=str(demo_landing.root), warehouse=str(warehouse))
+    storage = StorageResource(landing=str(landing), warehouse=str(warehouse))
     guidelines = GuidelinesResource(config_dir=str(config))
     tick = guideline_sensor.evaluate_tick(
         build_sensor_context(  # its first tick ever, no cursor
@@ -106,7 +85,7 @@ def changed(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) 
     )
     env = {
         **os.environ,
-        "LABELOPS_LANDING": str(demo_landing.root),
+        "LABELOPS_LANDING": str(landing),
         "LABELOPS_WAREHOUSE": str(warehouse),
         "LABELOPS_CONFIG": str(config),
         "LABELOPS_START_DATE": "2024-06-01",
@@ -143,6 +122,7 @@ def changed(demo_landing: LocalStore, tmp_path_factory: pytest.TempPathFactory) 
         "after_tick": after_tick,
         "guidelines": load_guidelines(LocalStore(config)),
         "home": home,
+        "root": root,
     }
 
 
@@ -294,16 +274,9 @@ def test_a_split_sends_exactly_the_touched_items_to_relabel() -> None:
     assert set(candidates.loc[candidates["kind"] == "guideline_change", "item_id"]) == {"a", "c"}
 
 
-def test_one_partition_loads_as_a_dataframe(changed: dict, demo_landing: LocalStore) -> None:
+def test_one_partition_loads_as_a_dataframe(changed: dict) -> None:
     """What a notebook does: a day of a daily asset, loaded from outside a run, is its table."""
-    settings = Settings(
-        landing=str(demo_landing.root),
-        warehouse=str(changed["warehouse"]),
-        s3_endpoint_url=None,
-        config_dir=str(REPO / "config"),
-        start_date="2024-06-01",
-    )
-    local = Definitions(assets=list(defs.assets or []), resources=build_resources(settings))
+    local = Definitions(assets=list(defs.assets or []), resources=demo_resources(changed["root"]))
     loaded = local.load_asset_value("label_state", partition_key=AFFECTED[-1], instance=DagsterInstance.ephemeral())
     assert isinstance(loaded, pd.DataFrame)
     pd.testing.assert_frame_equal(loaded, table(changed["warehouse"], "label_state", AFFECTED[-1]))
