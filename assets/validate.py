@@ -104,7 +104,7 @@ def validate_annotations(
         frame = validation.validation_frame(
             exports, for_day(item_catalog, day, "item_catalog"), guideline_set, day, datetime.now(UTC)
         )
-        outcome = great_expectations.validate(frame, asset_name="annotations")
+        outcome = great_expectations.validate_frame(frame, asset_name="annotations")
         validated[day], quarantined[day] = validation.split_validated(frame, outcome.failures)
         docs[day] = _publish_docs(storage, day, outcome)
         summary = validation.summary(validated[day], quarantined[day])
