@@ -119,7 +119,7 @@ def validate_annotations(
     all_validated, all_quarantined = concat_days(validated), concat_days(quarantined)
     summary = validation.summary(all_validated, all_quarantined)
     versions = {d: guideline_set.in_force(d).version for d in validated}
-    links = {"data_docs": docs[day]} if len(docs) == 1 else {f"data_docs/{d}": link for d, link in docs.items()}
+    links = {f"data_docs/{d}" if len(docs) > 1 else "data_docs": link for d, link in docs.items()}
 
     yield Output(
         validated,
