@@ -81,11 +81,11 @@ def coverage_report(
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
     # the state is read under the day's guideline already; the model still names classes as it was trained
-    production_predictions = predictions_under(
+    predictions = predictions_under(
         for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
     )
     labeled = coverage.slice_values(consensus_labels[LABEL_COLUMNS[:-1]], item_catalog, spec)
-    production = production_predictions.rename(columns={"predicted_label": "label"})
+    production = predictions.rename(columns={"predicted_label": "label"})
     production = coverage.slice_values(
         production[[c for c in production.columns if c in {"item_id", "label", "x", "y", "w", "h", *spec.dimensions}]],
         pd.DataFrame({"item_id": []}),

@@ -57,8 +57,8 @@ def dataset_snapshot(
     # One day of each input is read, whatever the history: the state and the item index are complete as of it.
     state_day = sorted(label_state)[-1] if len(label_state) else None
     current = label_state.select(keep=snapshots.STATE_COLUMNS)[state_day] if state_day else state.empty_state()
-    item_catalog = item_index[state_day] if state_day in item_index else pd.DataFrame(columns=["item_id"])
-    agreement = annotator_agreement[state_day] if state_day in annotator_agreement else pd.DataFrame()
+    item_catalog = item_index[state_day] if state_day and state_day in item_index else pd.DataFrame(columns=["item_id"])
+    agreement = annotator_agreement[state_day] if state_day and state_day in annotator_agreement else pd.DataFrame()
     store = storage.warehouse_store
     parent = snapshots.latest(store)
     parent_splits = (
@@ -66,8 +66,11 @@ def dataset_snapshot(
         if parent
         else pd.Series(dtype=object)
     )
+    if len(config.split_ratios) != 3:
+        raise ValueError(f"split_ratios: one ratio each for train, validation and test, got {config.split_ratios}")
+    train, validation, test = config.split_ratios
     curation = snapshots.CurationConfig(
-        config.min_confidence, config.group_key, tuple(config.stratify_by), tuple(config.split_ratios), config.seed
+        config.min_confidence, config.group_key, tuple(config.stratify_by), (train, validation, test), config.seed
     )
     inputs = snapshots.state_inputs(current)
     guideline_set = guidelines.load()

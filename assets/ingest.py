@@ -7,6 +7,8 @@ warehouse, and as a failed (non-blocking) check; the other files still load.
 """
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 from dagster import (
@@ -46,7 +48,8 @@ def _report(
     storage: StorageResource,
     name: str,
     results: dict[str, ingest.Ingested],
-    metadata: dict[str, object],
+    metadata: Mapping[str, Any],
+    preview_columns: list[str] | None = None,
 ):
     """Write each day's file ledger, log bad files, and yield the output with its check."""
     for day, result in results.items():
@@ -66,13 +69,13 @@ def _report(
     yield Output(
         {day: r.table for day, r in results.items()},
         metadata={
-            **table_metadata(table, preview_columns=metadata.pop("preview_columns", None)),
+            **table_metadata(table, preview_columns=preview_columns),
             "files": len(ledger),
             "files_rejected": len(errors),
             "files_still_arriving": len(arriving),
             "file_ledger": MetadataValue.md(markdown_table(ledger.drop(columns="error"), max_rows=30)),
             "ledger_path": MetadataValue.path(
-                f"{storage.warehouse}/ledgers/{name}/" + (f"{day}.csv" if len(results) == 1 else "")
+                f"{storage.warehouse}/ledgers/{name}/" + (f"{next(iter(results))}.csv" if len(results) == 1 else "")
             ),
             **metadata,
         },
@@ -143,7 +146,6 @@ def label_exports(
         for reason, count in json.loads(entry).items():
             skipped[reason] = skipped.get(reason, 0) + count
     metadata = {
-        "preview_columns": ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "source_format"],
         "by_format": MetadataValue.md(counts_table(table["source_format"], "format")),
         "by_annotator": MetadataValue.md(counts_table(table["annotator_id"], "annotator_id", max_rows=50)),
         "by_kind": MetadataValue.json(table["kind"].value_counts().to_dict()),
@@ -153,7 +155,8 @@ def label_exports(
         "annotator_ids": annotator_ids.mode,
         "skipped_records": MetadataValue.json(skipped),
     }
-    yield from _report(context, storage, "label_exports", results, metadata)
+    preview = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "source_format"]
+    yield from _report(context, storage, "label_exports", results, metadata, preview_columns=preview)
 
 
 @daily_asset(
@@ -188,12 +191,12 @@ def production_predictions(context: AssetExecutionContext, storage: StorageResou
     }
     table = concat_days({day: r.table for day, r in results.items()})
     metadata = {
-        "preview_columns": [c for c in table.columns if c not in ("source_file", "export_date")],
         "by_predicted_label": MetadataValue.md(counts_table(table["predicted_label"], "predicted_label")),
         "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
         "model_versions": ", ".join(sorted(table["model_version"].dropna().astype(str).unique())) or "none",
     }
-    yield from _report(context, storage, "production_predictions", results, metadata)
+    preview = [c for c in table.columns if c not in ("source_file", "export_date")]
+    yield from _report(context, storage, "production_predictions", results, metadata, preview_columns=preview)
 
 
 ingest_assets = [item_catalog, label_exports, gold_labels, production_predictions]

@@ -229,7 +229,7 @@ def labeling_tasks(
     day = context.partition_key
     batch_id = f"tasks-{day}"
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
-    item_catalog, coverage_report = (
+    day_catalog, coverage_report = (
         for_day(item_catalog, day, "item_catalog"),
         for_day(coverage_report, day, "coverage_report"),
     )
@@ -246,15 +246,15 @@ def labeling_tasks(
     critical = set(spec.critical)
     spec_dimensions = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     wanted = spec_dimensions if config.dimensions is None else config.dimensions
-    dimensions = [d for d in wanted if d in item_catalog.columns]
+    dimensions = [d for d in wanted if d in day_catalog.columns]
     ledger = labeling.read_ledger(storage.warehouse_store, "tasks")
     open_items = labeling.still_open(
         ledger[ledger["batch_id"] != batch_id], state.last_labeled(labeled_items), day, expire_days=config.expire_days
     )
     candidates = labeling.task_candidates(
-        item_catalog, labeled_items["item_id"], coverage_report, production_predictions, dimensions, critical
+        day_catalog, labeled_items["item_id"], coverage_report, production_predictions, dimensions, critical
     )
-    media = outbox.media(candidates["item_id"], item_catalog, pd.DataFrame(), day=day)
+    media = outbox.media(candidates["item_id"], day_catalog, pd.DataFrame(), day=day)
     has_media = isin(candidates["item_id"], media["item_id"])
     budget = outbox.item_budget(config.budget, config.honeypot_share)
     chosen = labeling.select_tasks(candidates, has_media, open_items, budget, batch_id=batch_id, dimensions=dimensions)

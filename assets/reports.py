@@ -104,6 +104,4 @@ def quality_report(
         )
         storage.warehouse_store.write_bytes(warehouse.quality_report(day), html.encode())
         links[day] = link(storage, warehouse.quality_report(day))
-    return MaterializeResult(
-        metadata={"report": links[day]} if len(links) == 1 else {f"report/{d}": v for d, v in links.items()}
-    )
+    return MaterializeResult(metadata={f"report/{d}" if len(links) > 1 else "report": v for d, v in links.items()})

@@ -104,7 +104,7 @@ def validate_annotations(
         frame = validation.validation_frame(
             exports, for_day(item_catalog, day, "item_catalog"), guideline_set, day, datetime.now(UTC)
         )
-        outcome = great_expectations.validate(frame, asset_name="annotations")
+        outcome = great_expectations.validate_frame(frame, asset_name="annotations")
         validated[day], quarantined[day] = validation.split_validated(frame, outcome.failures)
         docs[day] = _publish_docs(storage, day, outcome)
         summary = validation.summary(validated[day], quarantined[day])
@@ -119,7 +119,7 @@ def validate_annotations(
     all_validated, all_quarantined = concat_days(validated), concat_days(quarantined)
     summary = validation.summary(all_validated, all_quarantined)
     versions = {d: guideline_set.in_force(d).version for d in validated}
-    links = {"data_docs": docs[day]} if len(docs) == 1 else {f"data_docs/{d}": link for d, link in docs.items()}
+    links = {f"data_docs/{d}" if len(docs) > 1 else "data_docs": link for d, link in docs.items()}
 
     yield Output(
         validated,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,8 @@ class PolygonOverlap:
         lists = pa.array(frame["points"].tolist(), type=pa.list_(pa.float64()))
         coords = lists.flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
         ring = np.repeat(np.arange(len(frame)), lists.value_lengths().to_numpy(zero_copy_only=False) // 2)
-        self.shapes = shapely.make_valid(shapely.polygons(shapely.linearrings(coords, indices=ring)))
+        # with indices, linearrings makes an array of rings; its stubs allow a single ring too, and so a geometry
+        self.shapes = cast(np.ndarray, shapely.make_valid(shapely.polygons(shapely.linearrings(coords, indices=ring))))
         self.areas = shapely.area(self.shapes)
         self._shapely = shapely
 
@@ -79,7 +81,7 @@ class Matching:
     matches: pd.DataFrame  # MATCH_COLUMNS; label_a != label_b marks a label conflict
     boxes: pd.DataFrame  # the input boxes, with `index` = row position used in matches
     pair_boxes: pd.DataFrame  # per (item, annotator_a, annotator_b): n_a, n_b
-    overlap: BoxOverlap | PolygonOverlap | None = None
+    overlap: BoxOverlap | PolygonOverlap
 
     @property
     def same_label(self) -> pd.DataFrame:

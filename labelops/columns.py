@@ -7,6 +7,7 @@ pandas 3's ``Series.isin`` on a string column with a large value set hashes Pyth
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,8 @@ def lookup(keys: pd.Series | pd.Index | np.ndarray, mapping: pd.Series) -> np.nd
     keys (unique, as ``map`` requires)."""
     found = positions(keys, mapping.index)
     values = mapping.to_numpy(dtype=object)
-    return np.where(found >= 0, values[found.clip(0)] if len(values) else None, None)
+    # numpy's stubs read a None x or y as "not given" (the one-argument form); here None is the fill value
+    return cast(np.ndarray, np.where(found >= 0, values[found.clip(0)] if len(values) else None, None))
 
 
 def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:

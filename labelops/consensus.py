@@ -142,6 +142,8 @@ def _gold_rows(votes: Votes, gold: pd.Series | None) -> tuple[np.ndarray, np.nda
 
 def estimated_accuracy(aggregate: Aggregate) -> pd.Series:
     """Each annotator's accuracy implied by DS: Σ_c prior_c · P(answer c | true c)."""
+    if aggregate.confusions is None:
+        raise ValueError(f"estimated_accuracy needs confusion matrices (Dawid-Skene); {aggregate.method} has none")
     priors = aggregate.posteriors.mean(axis=0)
     diagonal = np.diagonal(aggregate.confusions, axis1=1, axis2=2)
     return pd.Series(diagonal @ priors, index=aggregate.annotators, name="estimated_accuracy")

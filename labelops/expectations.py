@@ -69,6 +69,7 @@ def run_suites(
 ) -> SuiteOutcome:
     """Validate ``frame`` against every suite through a GX checkpoint that also renders Data Docs."""
     import great_expectations as gx
+    from great_expectations.checkpoint.actions import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -99,7 +100,7 @@ def run_suites(
             gx.Checkpoint(
                 name=f"{asset_name}_checkpoint",
                 validation_definitions=definitions,
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["labelops"])],
+                actions=[UpdateDataDocsAction(name="data_docs", site_names=["labelops"])],
                 result_format=RESULT_FORMAT,
             )
         )
@@ -111,6 +112,8 @@ def run_suites(
     for run in result.run_results.values():
         for item in run.results:
             config = item.expectation_config
+            if config is None:
+                raise RuntimeError(f"{run.suite_name}: Great Expectations returned a result without its expectation")
             rule = config.meta["rule"]
             severity = config.severity.value if hasattr(config.severity, "value") else str(config.severity)
             detail = item.result or {}

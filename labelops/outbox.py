@@ -15,6 +15,7 @@ import json
 import math
 import string
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -327,7 +328,7 @@ def label_studio_tasks(
     for item_id, reason, is_honeypot in zip(
         batch["item_id"], batch["reason"], honeypot, strict=True
     ):  # one task per item
-        task = {
+        task: dict[str, Any] = {
             "data": {
                 MEDIA_FIELD: uri[item_id],
                 "item_id": item_id,

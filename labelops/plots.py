@@ -17,8 +17,9 @@ import pandas as pd
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not when the report module loads
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "text.parse_math": False,
     "font.size": 9,
     "axes.spines.top": False,

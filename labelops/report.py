@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -242,7 +243,7 @@ def quality_report(
     return report.html()
 
 
-def snapshot_report(manifest: Mapping[str, object], labels: pd.DataFrame) -> str:
+def snapshot_report(manifest: Mapping[str, Any], labels: pd.DataFrame) -> str:
     """A snapshot at a glance: sizes, splits, classes, what was left out, QA, and the diff to its parent."""
     report = Report(
         f"labelops dataset snapshot {manifest['version']}",

@@ -111,10 +111,10 @@ def curate(
     labeled = catalog[isin(catalog["item_id"], consensus["item_id"])]
     excluded: dict[str, int] = {}
     if annotated is not None:
-        annotated = pd.Series(annotated.dropna().unique(), dtype=object)
-        in_catalog = pd.Series(isin(annotated, catalog["item_id"]), index=annotated.index)
+        unique = pd.Series(annotated.dropna().unique(), dtype=object)
+        in_catalog = pd.Series(isin(unique, catalog["item_id"]), index=unique.index)
         excluded["not_in_catalog"] = int((~in_catalog).sum())
-        excluded["no_consensus"] = int((in_catalog & ~isin(annotated, consensus["item_id"])).sum())
+        excluded["no_consensus"] = int((in_catalog & ~isin(unique, consensus["item_id"])).sum())
 
     def drop(mask: pd.Series, reason: str) -> None:
         nonlocal labeled

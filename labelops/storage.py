@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 
@@ -54,7 +54,8 @@ class FileInfo:
 class Store(Protocol):
     """What the pipeline needs from storage, whatever the backend."""
 
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def list(self, prefix: str = "") -> list[str]: ...
 
@@ -192,7 +193,7 @@ class S3Store:
             )
         return self._client
 
-    def _call(self, operation: str, key: str, read_body: bool = False, **kwargs):
+    def _call(self, operation: str, key: str, read_body: bool = False, **kwargs) -> Any:  # boto3's untyped response
         from botocore.exceptions import BotoCoreError, ClientError
 
         schedule = (*S3_BACKOFF, None)

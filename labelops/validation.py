@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -318,7 +319,7 @@ def _joined(failures: pd.DataFrame, column: str) -> pd.Series:
     return failures.drop_duplicates(["row", column]).groupby("row", sort=True)[column].agg("; ".join)
 
 
-def summary(validated: pd.DataFrame, quarantined: pd.DataFrame) -> dict[str, object]:
+def summary(validated: pd.DataFrame, quarantined: pd.DataFrame) -> dict[str, Any]:
     """The reconciliation an engineer checks first: input = validated + quarantined."""
     by_rule = quarantined["rule"].str.split("; ").explode().value_counts().to_dict() if len(quarantined) else {}
     return {

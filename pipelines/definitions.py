@@ -38,20 +38,22 @@ nightly_job = define_asset_job(
     "labeling tasks. relabel_batch runs when the drift sensor sees drift; snapshot_exports when training asks.",
 )
 
+ASSETS = [
+    *ingest_assets,
+    validate_annotations,
+    *quality_assets,
+    *state_assets,
+    *coverage_assets,
+    dataset_snapshot,
+    snapshot_exports,
+    production_drift,
+    relabel_batch,
+    labeling_tasks,
+    quality_report,
+]
+
 defs = Definitions(
-    assets=[
-        *ingest_assets,
-        validate_annotations,
-        *quality_assets,
-        *state_assets,
-        *coverage_assets,
-        dataset_snapshot,
-        snapshot_exports,
-        production_drift,
-        relabel_batch,
-        labeling_tasks,
-        quality_report,
-    ],
+    assets=ASSETS,
     jobs=[ingest_job, nightly_job],
     schedules=[nightly_schedule],
     sensors=[drift_sensor, guideline_sensor, landing_sensor, state_sensor],

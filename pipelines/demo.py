@@ -23,7 +23,7 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 from labelops import warehouse
 from labelops.demo import answer_tasks, days, seed_landing
 from pipelines.automation import drift_sensor
-from pipelines.definitions import defs
+from pipelines.definitions import ASSETS, defs
 
 # Step-level debug logs stay in the instance (and the UI); the terminal gets a line per day.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -36,13 +36,14 @@ RELABEL = {**QUIET, "ops": {"relabel_batch": {"config": {"production_uri_templat
 
 
 def main() -> int:
-    storage = defs.resources["storage"]
+    resources: dict[str, Any] = dict(defs.resources or {})
+    storage = resources["storage"]
     seeded = seed_landing(storage.landing_store)
     print(f"seeded {storage.landing}: {seeded.counts}")
     instance = DagsterInstance.get()
-    failed = run_nights(days(), instance, defs.resources, seeded.truth)
+    failed = run_nights(days(), instance, resources, seeded.truth)
     exports = materialize(
-        list(defs.assets), selection=["snapshot_exports"], instance=instance, resources=defs.resources, run_config=QUIET
+        ASSETS, selection=["snapshot_exports"], instance=instance, resources=resources, run_config=QUIET
     )
     version = exports.asset_materializations_for_node("snapshot_exports")[0].metadata["version"].value
     print(f"COCO and YOLO files of the latest snapshot: snapshots/{version}/export/ (snapshot_exports)")
@@ -60,7 +61,7 @@ def run_nights(
     failed, cursor = [], None
     for day in nights:
         result = materialize(
-            list(defs.assets),
+            ASSETS,
             selection=selection,
             partition_key=day,
             instance=instance,
@@ -88,10 +89,13 @@ def _drift_tick(
     context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     result = drift_sensor.evaluate_tick(context)
     for request in result.run_requests or []:
+        day = request.partition_key
+        if day is None:
+            raise RuntimeError(f"the drift sensor requested a run without a day ({request.run_key})")
         run = materialize(
-            list(defs.assets),
+            ASSETS,
             selection=request.asset_selection,
-            partition_key=request.partition_key,
+            partition_key=day,
             instance=instance,
             resources=resources,
             tags=request.tags,
@@ -99,10 +103,10 @@ def _drift_tick(
         )
         batch = run.asset_materializations_for_node("relabel_batch")[0].metadata
         print(
-            f"  drift on {request.partition_key}: relabel_batch sent {batch['dagster/row_count'].value} items "
+            f"  drift on {day}: relabel_batch sent {batch['dagster/row_count'].value} items "
             f"{batch['by_kind'].value} ({request.run_key})"
         )
-        _deliver_answers(resources, request.partition_key, nights, truth)
+        _deliver_answers(resources, day, nights, truth)
     return result.cursor or cursor
 
 

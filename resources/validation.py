@@ -2,6 +2,7 @@
 
 from functools import cached_property
 
+import pandas as pd
 from dagster import ConfigurableResource
 
 from labelops.coverage import CoverageSpec, load_coverage_spec
@@ -33,6 +34,6 @@ class GreatExpectationsResource(ConfigurableResource):
 
     suites_dir: str
 
-    def validate(self, frame, asset_name: str) -> SuiteOutcome:
+    def validate_frame(self, frame: pd.DataFrame, asset_name: str) -> SuiteOutcome:
         suites = load_suites(open_store(self.suites_dir))
         return run_suites(frame, suites, asset_name=asset_name)

@@ -38,7 +38,8 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
     annotations = _frame(source_file, document, "annotations", ("id", "image_id", "category_id", "bbox"))
     if images["id"].duplicated().any():
         raise ExportError(source_file, "duplicate image ids in 'images'")
-    info = document.get("info") if isinstance(document.get("info"), dict) else {}
+    info = document.get("info")
+    info = info if isinstance(info, dict) else {}
     default_annotator = str(info.get("contributor") or "unknown")
 
     stems = pd.Series(item_ids_from_paths(source_file, images["file_name"]), index=images.index)

@@ -54,7 +54,7 @@ class Parsed:
 
 def objects_frame(records: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     """A frame with exactly the parser columns, in order."""
-    frame = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records
+    frame: pd.DataFrame = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records
     for column in OBJECT_COLUMNS:
         if column not in frame.columns:
             frame[column] = None

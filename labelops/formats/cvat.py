@@ -63,7 +63,12 @@ def parse(source_file: str, root: Element) -> Parsed:
                 continue
             subset = f"subset={image.get('subset')}/" if image.get("subset") else ""
             ref = f"{subset}task={task}/image={image.get('id')}/{shape.tag}={s_index}"
-            attributes: dict[str, Any] = {a.get("name"): (a.text or "") for a in shape.findall("attribute")}
+            attributes: dict[str, Any] = {}
+            for attribute in shape.findall("attribute"):
+                name = attribute.get("name")
+                if name is None:
+                    raise ExportError(source_file, f"{ref}: an <attribute> has no name")
+                attributes[name] = attribute.text or ""
             for key in ("occluded", "z_order", "source", "group_id", "rotation"):
                 if shape.get(key) is not None:
                     attributes[key] = shape.get(key)

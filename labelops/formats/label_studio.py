@@ -49,7 +49,8 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[st
         version = task["data"].get("guideline_version")
         # our own outbox tasks: an answer names the request it answers; a honeypot's answer is an ordinary
         # judgment of a gold item (it scores the labeler), not an answer that replaces labels
-        meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
+        meta = task.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
         batch = None if meta.get("honeypot") else task["data"].get("batch_id")
         parsed.skip("prediction", len(task.get("predictions") or []))
         for a_index, annotation in enumerate(_annotations(source_file, task, task_id)):
