@@ -1,0 +1,188 @@
+"""labelops.label_issues against cleanlab called directly on the same arrays, on real data: Snow et al.'s RTE
+judgments (a seeded model beside them) for confident learning and CROWDLAB, and COCO val2014 (100 images, the
+cocoapi detections) with swaps, shifts and drops planted by a seeded script for ObjectLab."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REAL
+from crowd_data import snow
+
+from labelops import label_issues
+
+COCO = REAL / "faster_coco_eval/tests/dataset/cocoapi"
+CLASSES = ["0", "1"]
+
+
+def model_probabilities(gold: pd.Series, accuracy: float, seed: int) -> pd.DataFrame:
+    """A model right on ``accuracy`` of the items, confident and somewhat calibrated (Beta-distributed)."""
+    rng = np.random.default_rng(seed)
+    right = rng.random(len(gold)) < accuracy
+    top = rng.beta(6, 2, len(gold)) * 0.5 + 0.5
+    p_true = np.where(right, top, 1 - top)
+    truth = gold.astype(str).to_numpy()
+    p1 = np.where(truth == "1", p_true, 1 - p_true)
+    return pd.DataFrame({"0": 1 - p1, "1": p1}, index=gold.index.astype(str))
+
+
+@pytest.fixture(scope="module")
+def rte() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    judgments, gold = snow("rte")
+    return judgments.assign(kind="classification"), gold, model_probabilities(gold, 0.85, seed=7)
+
+
+def test_confident_learning_is_cleanlabs(rte) -> None:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    _, gold, probs = rte
+    # the consensus a lone careless annotator would give: the gold label, 15 % of it flipped (seeded)
+    rng = np.random.default_rng(3)
+    flipped = rng.random(len(gold)) < 0.15
+    labels = np.where(flipped, np.where(gold.to_numpy() == "1", "0", "1"), gold.to_numpy())
+    consensus = pd.DataFrame({"item_id": gold.index, "kind": "classification", "label": labels})
+    issues, counts = label_issues.scene_issues(consensus, probs)
+
+    codes = pd.Categorical(labels, categories=CLASSES).codes
+    arrays = probs.loc[gold.index].to_numpy()
+    expected = find_label_issues(codes, arrays)
+    scores = get_label_quality_scores(codes, arrays)
+    assert counts["scene_items_checked"] == len(gold) == 800
+    assert list(issues["item_id"]) == list(gold.index[expected])
+    np.testing.assert_array_equal(issues["score"].to_numpy(dtype=float), scores[expected])
+    recall = flipped[expected].sum() / flipped.sum()
+    precision = flipped[expected].mean()
+    print(f"RTE, 15 % flipped: {expected.sum()} issues, precision {precision:.3f}, recall {recall:.3f}")
+    assert precision > 0.5 and recall > 0.5
+
+
+def test_crowdlab_is_cleanlabs(rte) -> None:
+    from cleanlab.multiannotator import get_label_quality_multiannotator
+
+    judgments, gold, probs = rte
+    consensus = pd.DataFrame({"item_id": gold.index, "kind": "classification", "label": gold.to_numpy()})
+    issues, crowd, annotators = label_issues.crowd_issues(judgments, consensus, probs)
+
+    wide = judgments.pivot_table(index="item_id", columns="annotator_id", values="label", aggfunc="last")
+    wide = wide.apply(lambda c: pd.to_numeric(c)).sort_index()
+    direct = get_label_quality_multiannotator(wide, probs.loc[wide.index].to_numpy(), verbose=False)
+    quality = direct["label_quality"]
+    np.testing.assert_array_equal(crowd["crowdlab_quality"].to_numpy(), quality["consensus_quality_score"].to_numpy())
+    assert list(crowd["crowdlab_label"]) == [CLASSES[i] for i in quality["consensus_label"]]
+    stats = direct["annotator_stats"]["annotator_quality"]
+    got = annotators.set_index("annotator_id")["crowdlab_quality"]
+    np.testing.assert_array_equal(got.reindex(stats.index).to_numpy(), stats.to_numpy())
+    accuracy = (crowd.set_index("item_id")["crowdlab_label"] == gold.reindex(crowd["item_id"])).mean()
+    print(f"RTE: CROWDLAB consensus accuracy {accuracy:.3f} against the expert gold; {len(issues)} disagreements")
+    assert accuracy > 0.8  # a model right on 85 % of the items pulls the consensus towards it
+
+
+def coco() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    gt = json.loads((COCO / "instances_val2014_100.json").read_text())
+    dt = json.loads((COCO / "instances_val2014_fakebbox100_results.json").read_text())
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+
+    def frame(rows: list[dict], label: str) -> pd.DataFrame:
+        out = pd.DataFrame(
+            {
+                "item_id": [str(r["image_id"]) for r in rows],
+                label: [names[r["category_id"]] for r in rows],
+                **{c: [float(r["bbox"][i]) for r in rows] for i, c in enumerate("xywh")},
+            }
+        )
+        return out
+
+    boxes = frame([a for a in gt["annotations"] if not a.get("iscrowd")], "label")
+    detections = frame(dt, "predicted_label").assign(confidence=[float(r["score"]) for r in dt])
+    return boxes, detections, sorted(set(names.values()))
+
+
+def plant(boxes: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Swap the class of a share of the boxes, shift another share by half their size, drop a third share."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(boxes))
+    k = int(len(boxes) * share)
+    planted = boxes.assign(truth="clean")
+    present = sorted(boxes["label"].unique())
+    for i in order[:k]:
+        planted.loc[i, "label"] = rng.choice([c for c in present if c != boxes.at[i, "label"]])
+        planted.loc[i, "truth"] = "swap"
+    shift = order[k : 2 * k]
+    planted.loc[shift, "x"] += planted.loc[shift, "w"] * 0.5
+    planted.loc[shift, "y"] += planted.loc[shift, "h"] * 0.5
+    planted.loc[shift, "truth"] = "badloc"
+    dropped = boxes.iloc[order[2 * k : 3 * k]]
+    return planted.drop(index=order[2 * k : 3 * k]).reset_index(drop=True), dropped
+
+
+def iou(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+    ax, ay, aw, ah = (a[c].to_numpy()[:, None] for c in "xywh")
+    bx, by, bw, bh = (b[c].to_numpy()[None, :] for c in "xywh")
+    w = np.clip(np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx), 0, None)
+    h = np.clip(np.minimum(ay + ah, by + bh) - np.maximum(ay, by), 0, None)
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def calibrated(detections: pd.DataFrame, boxes: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The same detections with a confidence a trained detector would give: high where a box of its class lies
+    under it (0.6 + 0.4 x IoU, with noise), low elsewhere. The cocoapi file's scores are uniform random."""
+    confidence = np.zeros(len(detections))
+    for item, rows in detections.groupby("item_id").indices.items():
+        truth = boxes[boxes["item_id"] == item]
+        if len(truth):
+            same = detections["predicted_label"].to_numpy()[rows][:, None] == truth["label"].to_numpy()[None, :]
+            confidence[rows] = (iou(detections.iloc[rows], truth) * same).max(axis=1)
+    noise = np.random.default_rng(seed).normal(0, 0.05, len(detections))
+    matched = np.where(confidence >= 0.5, 0.6 + 0.4 * confidence, 0.3 * confidence)
+    return detections.assign(confidence=np.clip(matched + noise, 0.01, 0.999))
+
+
+def recall_and_precision(issues: pd.DataFrame, planted: pd.DataFrame, dropped: pd.DataFrame) -> dict[str, tuple]:
+    found = issues[issues["issue"] != "overlooked"].merge(planted, on=["item_id", "x", "y", "w", "h"])
+    out = {}
+    for kind in ("swap", "badloc"):
+        flagged = found[found["issue"] == kind]
+        hits = flagged.loc[flagged["truth"] == kind, ["item_id", "x", "y"]].drop_duplicates()
+        out[kind] = (len(hits), int((planted["truth"] == kind).sum()), len(flagged))
+    overlooked = issues[issues["issue"] == "overlooked"]
+    recovered = sum(
+        bool((iou(dropped.iloc[[i]], overlooked[overlooked["item_id"] == item]) >= 0.5).any())
+        for i, item in enumerate(dropped["item_id"])
+    )
+    out["overlooked"] = (recovered, len(dropped), len(overlooked))
+    return out
+
+
+@pytest.mark.parametrize("scores", ["cocoapi", "calibrated"])
+def test_objectlab_is_cleanlabs_on_coco_with_planted_errors(scores: str) -> None:
+    from cleanlab.object_detection import rank
+
+    boxes, detections, classes = coco()
+    if scores == "calibrated":
+        detections = calibrated(detections, boxes, seed=1)
+    planted, dropped = plant(boxes, 0.05, seed=0)
+    config = label_issues.LabelIssueConfig()
+    issues, counts = label_issues.box_issues(planted, detections, classes, config)
+
+    inputs = label_issues.detection_inputs(planted, detections, classes)
+    assert counts["box_items_checked"] == len(inputs.items) == 99  # one image has no detection
+    direct = {
+        "swap": rank.compute_swap_box_scores(labels=inputs.labels, predictions=inputs.predictions),
+        "badloc": rank.compute_badloc_box_scores(labels=inputs.labels, predictions=inputs.predictions),
+        "overlooked": rank.compute_overlooked_box_scores(labels=inputs.labels, predictions=inputs.predictions),
+    }
+    below = {"swap": config.swap_below, "badloc": config.badloc_below, "overlooked": config.overlooked_below}
+    for kind, per_item in direct.items():
+        flat = np.concatenate([s for s in per_item if len(s)])
+        got = np.sort(issues.loc[issues["issue"] == kind, "score"].to_numpy(dtype=float))
+        np.testing.assert_array_equal(got, np.sort(flat[flat < below[kind]]))  # cleanlab's scores, our cut
+
+    result = recall_and_precision(issues, planted, dropped)
+    print(
+        f"COCO val2014 100, {scores} detection scores, 5 % of {len(boxes)} boxes planted per type: "
+        + ", ".join(f"{k} recall {h}/{n} ({h / n:.2f}), {f} flagged" for k, (h, n, f) in result.items())
+    )
