@@ -10,9 +10,10 @@ from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Outp
 from assets.metadata import OWNERS, guideline_entry, table_metadata
 from assets.partitioned import SINGLE_RUN, DayFrames, Frames, concat_days, days, for_day
 from assets.partitions import daily_asset, daily_partitions
+from labelops import label_issues as issue_finding
 from labelops import quality, review
 from labelops.annotators import Thresholds
-from labelops.guidelines import labels_under
+from labelops.guidelines import labels_under, predictions_under
 from labelops.reporting import markdown_table
 from labelops.state import StateConfig
 from resources.validation import GuidelinesResource
@@ -37,6 +38,19 @@ class ConsensusConfig(Config):
     min_gold_accuracy: float = THRESHOLDS.min_gold_accuracy
     min_estimated_accuracy: float = THRESHOLDS.min_estimated_accuracy
     min_gold_box_recall: float = THRESHOLDS.min_gold_box_recall
+
+
+ISSUES = issue_finding.LabelIssueConfig()
+
+
+class LabelIssuesConfig(Config):
+    filter_by: str = ISSUES.filter_by
+    rank_by: str = ISSUES.rank_by
+    min_items: int = ISSUES.min_items
+    swap_below: float = ISSUES.swap_below
+    badloc_below: float = ISSUES.badloc_below
+    overlooked_below: float = ISSUES.overlooked_below
+    max_box_items: int = ISSUES.max_box_items
 
 
 class ReviewConfig(Config):
@@ -198,4 +212,70 @@ def review_queue(
     )
 
 
-quality_assets = [annotator_agreement, consensus_and_scores, review_queue]
+@daily_asset(
+    GROUP,
+    kinds={"python", "pandas", "parquet", "cleanlab"},
+    description="Labels the production model says are likely wrong, found with cleanlab on the day's consensus: "
+    "confident learning on scene labels (the model's class probabilities, `prob_<class>` columns of the "
+    "production log), CROWDLAB on the judgments of items with probabilities (its consensus where it differs "
+    "from ours), ObjectLab on boxes against the model's detections (swapped class, bad location, overlooked "
+    "object). One row per issue, lowest label quality score first; items without model output are counted, "
+    "not guessed. The scores mean something only if the model never trained on these items.",
+)
+def label_issues(
+    context: AssetExecutionContext,
+    config: LabelIssuesConfig,
+    guidelines: GuidelinesResource,
+    consensus_labels: Frames,
+    validated_annotations: Frames,
+    production_predictions: Frames,
+    annotator_scores: Frames,
+) -> Output[DayFrames]:
+    day = context.partition_key
+    guideline_set = guidelines.load()
+    current = guideline_set.in_force(day)
+    predictions = predictions_under(
+        for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
+    )
+    columns = [c[len(issue_finding.PROBABILITY_PREFIX) :] for c in issue_finding.probability_columns(predictions)]
+    names = dict(zip(columns, guideline_set.read_under(pd.Series(columns, dtype=object), current.version), strict=True))
+    scene = [n for n, c in current.classes.items() if "classification" in c.geometry]
+    boxes = [n for n, c in current.classes.items() if "bbox" in c.geometry]
+    found = issue_finding.find(
+        for_day(consensus_labels, day, "consensus_labels"),
+        quality.countable(for_day(validated_annotations, day, "validated_annotations")),
+        predictions,
+        scene,
+        boxes,
+        issue_finding.LabelIssueConfig(**config.model_dump()),
+        names,
+    )
+    scores = for_day(annotator_scores, day, "annotator_scores")
+    issues = found.issues
+    return Output(
+        {day: issues},
+        metadata={
+            **table_metadata(issues),
+            **issue_finding.summary(found),
+            **crowdlab_beside_dawid_skene(found.annotators, scores),
+            "worst": MetadataValue.md(
+                markdown_table(issues[["item_id", "issue", "label", "suggested_label", "score"]], max_rows=15)
+            ),
+            **guideline_entry({day: current.version}),
+        },
+    )
+
+
+def crowdlab_beside_dawid_skene(annotators: pd.DataFrame, scores: pd.DataFrame) -> dict[str, float | int]:
+    """How CROWDLAB's annotator quality ranks the annotators against Dawid-Skene's estimated accuracy (no
+    annotator is named: identities stay out of metadata)."""
+    if annotators.empty or "estimated_accuracy" not in scores:
+        return {}
+    both = annotators.merge(scores[["annotator_id", "estimated_accuracy"]], on="annotator_id").dropna()
+    if len(both) < 3:
+        return {"crowdlab_annotators": len(annotators)}
+    rho = both["crowdlab_quality"].rank().corr(both["estimated_accuracy"].rank())
+    return {"crowdlab_annotators": len(annotators), "crowdlab_vs_dawid_skene_spearman": round(float(rho), 4)}
+
+
+quality_assets = [annotator_agreement, consensus_and_scores, review_queue, label_issues]

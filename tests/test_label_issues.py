@@ -186,3 +186,12 @@ def test_objectlab_is_cleanlabs_on_coco_with_planted_errors(scores: str) -> None
         f"COCO val2014 100, {scores} detection scores, 5 % of {len(boxes)} boxes planted per type: "
         + ", ".join(f"{k} recall {h}/{n} ({h / n:.2f}), {f} flagged" for k, (h, n, f) in result.items())
     )
+
+
+def test_objectlab_checks_at_most_the_daily_limit_the_same_images_every_run() -> None:
+    boxes, detections, classes = coco()
+    config = label_issues.LabelIssueConfig(max_box_items=10)
+    first, counts = label_issues.box_issues(boxes, detections, classes, config)
+    again, _ = label_issues.box_issues(boxes.sample(frac=1, random_state=3), detections, classes, config)
+    assert counts["box_items_checked"] == 10 and counts["box_items_over_daily_limit"] == 89
+    assert set(first["item_id"]) == set(again["item_id"])

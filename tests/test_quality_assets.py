@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from labelops.storage import LocalStore
 
@@ -70,3 +71,31 @@ def test_review_queue_puts_critical_classes_first(outputs) -> None:
     critical = queue["critical"].to_numpy()
     assert not (~critical[:-1] & critical[1:]).any()  # no critical item after a non-critical one
     assert queue["reason"].str.len().gt(0).all()
+
+
+def test_label_issues_on_the_demo_equal_the_domain_call(demo_nights) -> None:
+    """The asset is a thin wrapper: its table is labelops.label_issues.find on the day's tables, under the day's
+    guideline. The demo's log has detections on labeled items (ObjectLab runs) but no class probabilities, so
+    every scene item is counted as without model output."""
+    from labelops import label_issues, quality
+    from labelops.guidelines import load_guidelines, predictions_under
+
+    tables = demo_nights.warehouse / "tables"
+    got = pd.read_parquet(tables / "label_issues" / f"{DAY}.parquet")
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    current = guidelines.in_force(DAY)
+    read = {n: pd.read_parquet(tables / n / f"{DAY}.parquet") for n in ("consensus_labels", "validated_annotations")}
+    predictions = predictions_under(
+        pd.read_parquet(tables / "production_predictions" / f"{DAY}.parquet"), guidelines, current.version
+    )
+    found = label_issues.find(
+        read["consensus_labels"],
+        quality.countable(read["validated_annotations"]),
+        predictions,
+        [n for n, c in current.classes.items() if "classification" in c.geometry],
+        [n for n, c in current.classes.items() if "bbox" in c.geometry],
+    )
+    pd.testing.assert_frame_equal(got, found.issues.reset_index(drop=True), check_dtype=False)
+    assert len(got) and set(got["method"]) == {"objectlab"}
+    assert found.counts["scene_items_checked"] == 0 and found.counts["box_items_checked"] > 50
+    print(f"{DAY}: {found.counts}; issues by type {got['issue'].value_counts().to_dict()}")
