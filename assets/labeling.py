@@ -116,7 +116,8 @@ def _send(
     ins=OUTBOX_INS,
     description="Items to send back to labelers, under a budget, each with its reason: production items from "
     "drifted slices (stratified across them, least confident first), with classes training never saw, or "
-    "predicted as a critical class in a slice below its coverage minimum, review-queue items, and items whose "
+    "predicted as a critical class in a slice below its coverage minimum, review-queue items (those cleanlab "
+    "put there as `label_issue`, with their score), and items whose "
     "class a guideline change split or redefined, plus honeypot gold items (`honeypot_share` of the batch, "
     "from the budget). Items without a media URI are left out. Written to outbox/relabel/<day>/: a Label "
     "Studio import (model predictions as pre-annotations in the classes of the guideline in force), its "

@@ -56,6 +56,7 @@ class LabelIssuesConfig(Config):
 class ReviewConfig(Config):
     min_confidence: float = review.MIN_CONFIDENCE
     min_agreement: float = review.MIN_AGREEMENT
+    max_label_issues: int = review.MAX_LABEL_ISSUES  # a day's worst label_issues items that enter review
 
 
 @daily_asset(
@@ -181,6 +182,7 @@ def consensus_and_scores(
     kinds=KINDS,
     single_run=True,
     description="Items a human must decide: low consensus confidence, split annotators, box label conflicts, "
+    "the day's worst label issues cleanlab found (label_issues, at most max_label_issues), "
     "critical-class boxes only some annotators drew. Safety-critical classes first, then by severity-weighted uncertainty.",
 )
 def review_queue(
@@ -189,6 +191,7 @@ def review_queue(
     guidelines: GuidelinesResource,
     validated_annotations: Frames,
     consensus_labels: Frames,
+    label_issues: Frames,
 ) -> Output[DayFrames]:
     guideline_set = guidelines.load()
     queues = {
@@ -198,6 +201,7 @@ def review_queue(
             guideline_set.in_force(day),
             min_confidence=config.min_confidence,
             min_agreement=config.min_agreement,
+            label_issues=issue_finding.worst_items(for_day(label_issues, day, "label_issues"), config.max_label_issues),
         )
         for day in days(context)
     }
@@ -207,6 +211,9 @@ def review_queue(
         metadata={
             **table_metadata(queue),
             "critical_items": int(queue["critical"].sum()) if len(queue) else 0,
+            "label_issue_items": int(queue["reason"].str.contains("label_issue:", regex=False).sum())
+            if len(queue)
+            else 0,
             **guideline_entry({day: guideline_set.in_force(day).version for day in queues}),
         },
     )
@@ -215,6 +222,7 @@ def review_queue(
 @daily_asset(
     GROUP,
     kinds={"python", "pandas", "parquet", "cleanlab"},
+    single_run=True,
     description="Labels the production model says are likely wrong, found with cleanlab on the day's consensus: "
     "confident learning on scene labels (the model's class probabilities, `prob_<class>` columns of the "
     "production log), CROWDLAB on the judgments of items with probabilities (its consensus where it differs "
@@ -231,37 +239,42 @@ def label_issues(
     production_predictions: Frames,
     annotator_scores: Frames,
 ) -> Output[DayFrames]:
-    day = context.partition_key
     guideline_set = guidelines.load()
-    current = guideline_set.in_force(day)
-    predictions = predictions_under(
-        for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
-    )
-    columns = [c[len(issue_finding.PROBABILITY_PREFIX) :] for c in issue_finding.probability_columns(predictions)]
-    names = dict(zip(columns, guideline_set.read_under(pd.Series(columns, dtype=object), current.version), strict=True))
-    scene = [n for n, c in current.classes.items() if "classification" in c.geometry]
-    boxes = [n for n, c in current.classes.items() if "bbox" in c.geometry]
-    found = issue_finding.find(
-        for_day(consensus_labels, day, "consensus_labels"),
-        quality.countable(for_day(validated_annotations, day, "validated_annotations")),
-        predictions,
-        scene,
-        boxes,
-        issue_finding.LabelIssueConfig(**config.model_dump()),
-        names,
-    )
-    scores = for_day(annotator_scores, day, "annotator_scores")
-    issues = found.issues
+    settings = issue_finding.LabelIssueConfig(**config.model_dump())
+    tables, metadata, versions = {}, {}, {}
+    for day in days(context):
+        current = guideline_set.in_force(day)
+        predictions = predictions_under(
+            for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
+        )
+        columns = [c[len(issue_finding.PROBABILITY_PREFIX) :] for c in issue_finding.probability_columns(predictions)]
+        names = dict(
+            zip(columns, guideline_set.read_under(pd.Series(columns, dtype=object), current.version), strict=True)
+        )
+        found = issue_finding.find(
+            for_day(consensus_labels, day, "consensus_labels"),
+            quality.countable(for_day(validated_annotations, day, "validated_annotations")),
+            predictions,
+            [n for n, c in current.classes.items() if "classification" in c.geometry],
+            [n for n, c in current.classes.items() if "bbox" in c.geometry],
+            settings,
+            names,
+        )
+        tables[day], versions[day] = found.issues, current.version
+        metadata = {  # the last day's figures (a backfill's days each have their table)
+            **issue_finding.summary(found),
+            **crowdlab_beside_dawid_skene(found.annotators, for_day(annotator_scores, day, "annotator_scores")),
+        }
+    issues = concat_days(tables)
     return Output(
-        {day: issues},
+        tables,
         metadata={
             **table_metadata(issues),
-            **issue_finding.summary(found),
-            **crowdlab_beside_dawid_skene(found.annotators, scores),
+            **metadata,
             "worst": MetadataValue.md(
                 markdown_table(issues[["item_id", "issue", "label", "suggested_label", "score"]], max_rows=15)
             ),
-            **guideline_entry({day: current.version}),
+            **guideline_entry(versions),
         },
     )
 

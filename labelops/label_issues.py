@@ -352,10 +352,11 @@ def _empty() -> pd.DataFrame:
 
 def worst_items(issues: pd.DataFrame, limit: int) -> pd.DataFrame:
     """One row per item (its worst issue), worst first: what review and relabeling take, within their budget."""
+    columns = ["item_id", "issue", "label", "suggested_label", "score"]
     if issues.empty:
-        return pd.DataFrame(columns=["item_id", "issue", "score"])
+        return pd.DataFrame(columns=columns)
     worst = issues.sort_values(["score", "item_id"], kind="stable").drop_duplicates("item_id")
-    return worst.head(limit)[["item_id", "issue", "score"]].reset_index(drop=True)
+    return worst.head(limit)[columns].reset_index(drop=True)
 
 
 def summary(found: Found) -> dict[str, Any]:

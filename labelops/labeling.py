@@ -16,9 +16,11 @@ from labelops.columns import isin
 from labelops.storage import Store
 
 LEDGER_COLUMNS = ["item_id", "batch_id", "sent_on", "reason"]
+LABEL_ISSUE = "label_issue: "  # the review reason of an item cleanlab put there (labelops.review)
 PRIORITY = {
     "guideline_change": 5.0,
     "review_queue": 4.0,
+    "label_issue": 3.8,
     "unseen_in_training": 3.5,
     "drifted_slice": 3.0,
     "coverage_gap": 2.0,
@@ -128,13 +130,18 @@ def relabel_candidates(
             )
         )
     if len(review):
+        # items in review only because cleanlab found a likely label error keep that reason (and its score)
+        issue_only = review["reason"].astype(str).str.startswith(LABEL_ISSUE) & ~review["reason"].astype(
+            str
+        ).str.contains("; ", regex=False)
+        kind = np.where(issue_only, "label_issue", "review_queue")
         rows.append(
             pd.DataFrame(
                 {
                     "item_id": review["item_id"],
-                    "reason": "review_queue:" + review["reason"].astype(str),
-                    "kind": "review_queue",
-                    "stratum": "review",
+                    "reason": np.where(issue_only, "", "review_queue:") + review["reason"].astype(str),
+                    "kind": kind,
+                    "stratum": np.where(issue_only, "label_issue", "review"),
                     "uncertainty": review["priority"].astype(float),
                 }
             )

@@ -144,6 +144,7 @@ def review(
     *,
     min_confidence: float,
     min_agreement: float,
+    label_issues: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     box_frame = _boxes(countable(annotations))
     matching = boxes.match_boxes(box_frame)
@@ -158,4 +159,5 @@ def review(
         critical,
         min_confidence=min_confidence,
         min_agreement=min_agreement,
+        label_issues=label_issues,
     )

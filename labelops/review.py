@@ -14,6 +14,8 @@ CRITICAL_FLOOR = 10.0
 # An item goes to review below these (classification consensus confidence, share of agreeing votes).
 MIN_CONFIDENCE = 0.7
 MIN_AGREEMENT = 0.6
+# A day's worst label issues (cleanlab) that enter review: a ranking for people, within a reviewer's day.
+MAX_LABEL_ISSUES = 20
 
 
 def review_queue(
@@ -25,9 +27,11 @@ def review_queue(
     *,
     min_confidence: float = MIN_CONFIDENCE,
     min_agreement: float = MIN_AGREEMENT,
+    label_issues: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``consensus``: classification consensus rows; ``conflicts``: box label conflicts
-    (item_id, label_a, label_b); ``unmatched``: critical boxes only some annotators drew (item_id, label)."""
+    (item_id, label_a, label_b); ``unmatched``: critical boxes only some annotators drew (item_id, label);
+    ``label_issues``: the worst issues cleanlab found (item_id, issue, label, score), already within the budget."""
     weight = {label: max(w, CRITICAL_FLOOR) if label in critical else w for label, w in severity.items()}
     rows = []
     votes = consensus[consensus["n_votes"] >= 2]
@@ -76,6 +80,23 @@ def review_queue(
                     "reason": "critical boxes drawn by only some annotators: " + summary.to_numpy(),
                     "labels": summary.to_numpy(),
                     "uncertainty": 0.5,
+                }
+            )
+        )
+    if label_issues is not None and len(label_issues):
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": label_issues["item_id"].to_numpy(dtype=object),
+                    "reason": (
+                        "label_issue: "
+                        + label_issues["issue"].astype(str)
+                        + " (score "
+                        + label_issues["score"].astype(float).round(3).astype(str)
+                        + ")"
+                    ).to_numpy(dtype=object),
+                    "labels": label_issues["label"].fillna(label_issues["suggested_label"]).astype(str).to_numpy(),
+                    "uncertainty": 1 - label_issues["score"].astype(float).to_numpy(),
                 }
             )
         )

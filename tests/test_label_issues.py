@@ -195,3 +195,42 @@ def test_objectlab_checks_at_most_the_daily_limit_the_same_images_every_run() ->
     again, _ = label_issues.box_issues(boxes.sample(frac=1, random_state=3), detections, classes, config)
     assert counts["box_items_checked"] == 10 and counts["box_items_over_daily_limit"] == 89
     assert set(first["item_id"]) == set(again["item_id"])
+
+
+def test_the_worst_issues_enter_review_and_go_out_as_label_issue() -> None:
+    from labelops import labeling, review
+
+    issues = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "a", "c"],
+            "issue": ["badloc", "scene_label", "swap", "overlooked"],
+            "label": ["car", "urban", "bus", None],
+            "suggested_label": [None, "highway", None, "pedestrian"],
+            "score": [0.3, 0.05, 0.2, 0.25],
+        }
+    )
+    worst = label_issues.worst_items(issues, 2)
+    assert list(worst["item_id"]) == ["b", "a"] and list(worst["issue"]) == ["scene_label", "swap"]
+    consensus = pd.DataFrame(columns=["item_id", "label", "confidence", "agreement", "n_votes"])
+    empty = pd.DataFrame(columns=["item_id", "label_a", "label_b"])
+    queue = review.review_queue(
+        consensus,
+        empty,
+        pd.DataFrame(columns=["item_id", "label"]),
+        {"urban": 1.0, "bus": 2.0},
+        set(),
+        label_issues=worst,
+    )
+    assert dict(zip(queue["item_id"], queue["reason"], strict=True)) == {
+        "a": "label_issue: swap (score 0.2)",
+        "b": "label_issue: scene_label (score 0.05)",
+    }
+    assert queue.set_index("item_id")["priority"].to_dict() == {"a": 1.6, "b": 0.95}  # severity x (1 - score)
+    candidates = labeling.relabel_candidates(
+        pd.DataFrame(columns=["item_id", "predicted_label", "confidence"]),
+        pd.DataFrame(),
+        pd.DataFrame(),
+        queue,
+        pd.DataFrame(columns=["item_id", "needs_relabel"]),
+    )
+    assert set(candidates["kind"]) == {"label_issue"} and candidates["reason"].str.startswith("label_issue: ").all()

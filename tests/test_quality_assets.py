@@ -99,3 +99,11 @@ def test_label_issues_on_the_demo_equal_the_domain_call(demo_nights) -> None:
     assert len(got) and set(got["method"]) == {"objectlab"}
     assert found.counts["scene_items_checked"] == 0 and found.counts["box_items_checked"] > 50
     print(f"{DAY}: {found.counts}; issues by type {got['issue'].value_counts().to_dict()}")
+
+
+def test_the_days_worst_label_issues_are_in_its_review_queue(outputs, demo_nights) -> None:
+    issues = pd.read_parquet(demo_nights.warehouse / "tables" / "label_issues" / f"{DAY}.parquet")
+    queue = outputs["review_queue"]
+    flagged = queue[queue["reason"].str.contains("label_issue: ", regex=False)]
+    assert len(flagged) == min(issues["item_id"].nunique(), 20) > 0
+    assert set(flagged["item_id"]) <= set(issues["item_id"])
