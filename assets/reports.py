@@ -23,6 +23,7 @@ INPUTS = (
     "production_drift",
     "relabel_batch",
     "label_state",
+    "label_issues",
 )
 
 
@@ -48,7 +49,7 @@ class QualityReportConfig(Config):
     description="The day's quality report for people who do not open Dagster: one self-contained HTML file "
     "(reports/quality/<day>.html, plots inlined, no scripts, every label escaped) with the validation summary, "
     "agreement with bootstrap intervals, annotator scores, the consensus confidence distribution, the coverage "
-    "heatmap, drift per feature, the relabel batch (when the drift sensor requested one) and the labeling loop "
+    "heatmap, drift per feature, the worst label issues cleanlab found, the relabel batch (when the drift sensor requested one) and the labeling loop "
     "(items by status in the label state; per relabel batch the items sent, answered, still waiting and in the "
     "latest snapshot).",
 )
@@ -66,6 +67,7 @@ def quality_report(
     production_drift: Frames,
     relabel_batch: Frames,
     label_state: Frames,
+    label_issues: Frames,
 ) -> MaterializeResult:
     guideline_set = guidelines.load()
     latest = snapshots.latest(storage.warehouse_store)
@@ -100,6 +102,7 @@ def quality_report(
             snapshot_items=snapshot_items,
             sent=ledger[ledger["sent_on"] < day],  # the batches the day's state knows of
             data_docs=f"../data_docs/{day}/index.html",
+            label_issues=label_issues.get(day),
             progress=lambda section, day=day: context.log.info(f"{day}: report section {section}"),
         )
         storage.warehouse_store.write_bytes(warehouse.quality_report(day), html.encode())

@@ -109,6 +109,7 @@ def quality_report(
     snapshot_items: pd.Series | None = None,
     sent: pd.DataFrame | None = None,
     data_docs: str | None = None,
+    label_issues: pd.DataFrame | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> str:
     """The day's quality report: validation, agreement, annotators, consensus, coverage, drift, relabel batch,
@@ -196,6 +197,28 @@ def quality_report(
         report.table(drift[["feature", "method", "statistic", "p_value", "threshold", "drifted", "psi", "psi_band"]])
     else:
         report.text("no drift report for the day", "note")
+
+    progress("label issues")
+    report.section("Label issues (cleanlab)")
+    if label_issues is None:
+        report.text("no label_issues for the day", "note")
+    else:
+        report.facts(
+            {
+                "issues": len(label_issues),
+                "items": int(label_issues["item_id"].nunique()) if len(label_issues) else 0,
+                **{f"{k}": int(v) for k, v in label_issues["issue"].value_counts().sort_index().items()},
+            }
+        )
+        report.text(
+            "The worst first: the label, what the model suggests, cleanlab's label quality score (low = likely "
+            "wrong) and, for boxes, where. Scores assume the model never trained on these items.",
+            "note",
+        )
+        report.table(
+            label_issues[["item_id", "method", "issue", "label", "suggested_label", "score", "x", "y", "w", "h"]],
+            max_rows=25,
+        )
 
     report.section("Relabel batch")
     if relabel is None:
