@@ -244,6 +244,8 @@ def box_issues(
     """ObjectLab: each labeled box scored for a swapped class and a bad location, each detection no label
     covers scored as an overlooked object (``cleanlab.object_detection.rank.compute_*_box_scores``); a box is
     an issue of a type when its score is below that type's threshold."""
+    if boxes.empty or detections.empty:  # a log without detections, a day without boxes
+        return _empty(), {"box_items_checked": 0, "box_items_over_daily_limit": 0}
     boxes = boxes[boxes["label"].isin(list(classes))].reset_index(drop=True)
     detections = detections[detections["predicted_label"].isin(list(classes))].reset_index(drop=True)
     both = np.intersect1d(boxes["item_id"].astype(str).unique(), detections["item_id"].astype(str).unique())

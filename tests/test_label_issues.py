@@ -234,3 +234,27 @@ def test_the_worst_issues_enter_review_and_go_out_as_label_issue() -> None:
         pd.DataFrame(columns=["item_id", "needs_relabel"]),
     )
     assert set(candidates["kind"]) == {"label_issue"} and candidates["reason"].str.startswith("label_issue: ").all()
+
+
+@pytest.mark.parametrize(
+    "shape", ["no production rows", "a log without boxes", "a day without boxes", "scene labels only", "nothing"]
+)
+def test_days_of_every_shape_give_a_table_and_counts(shape: str) -> None:
+    """Logs and days as teams have them: counted, never a crash."""
+    boxes, detections, classes = coco()
+    scenes = pd.DataFrame({"item_id": boxes["item_id"].unique(), "kind": "classification", "label": "indoor"})
+    consensus = pd.concat([scenes, boxes.assign(kind="bbox")], ignore_index=True)
+    core = detections[["item_id", "predicted_label", "confidence"]]
+    cases = {
+        "no production rows": (consensus, core.iloc[:0]),
+        "a log without boxes": (consensus, core),
+        "a day without boxes": (scenes, detections),
+        "scene labels only": (scenes, core),
+        "nothing": (consensus.iloc[:0], core.iloc[:0]),
+    }
+    day, log = cases[shape]
+    votes = day.assign(annotator_id="a1")
+    found = label_issues.find(day, votes, log, ["indoor", "outdoor"], classes)
+    assert list(found.issues.columns) == label_issues.COLUMNS and found.issues.empty
+    assert found.counts["items_labeled"] == day["item_id"].nunique()
+    assert found.counts["scene_items_without_model_output"] == (scenes["item_id"].nunique() if len(day) else 0)
