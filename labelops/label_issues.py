@@ -84,6 +84,8 @@ def scene_probabilities(
     if not columns or predictions.empty:
         return pd.DataFrame(columns=list(classes), dtype=float)
     rows = predictions[predictions[columns].notna().any(axis=1)]
+    if "x" in rows:  # a detection's class probabilities are about its box, not the scene
+        rows = rows[rows["x"].isna()]
     probs = rows.groupby("item_id", sort=True)[columns].last().fillna(0.0).astype(float)
     renamed = [(names or {}).get(c[len(PROBABILITY_PREFIX) :], c[len(PROBABILITY_PREFIX) :]) for c in columns]
     probs = probs.T.groupby(np.asarray(renamed, dtype=object)).sum().T.reindex(columns=list(classes), fill_value=0.0)

@@ -258,3 +258,22 @@ def test_days_of_every_shape_give_a_table_and_counts(shape: str) -> None:
     assert list(found.issues.columns) == label_issues.COLUMNS and found.issues.empty
     assert found.counts["items_labeled"] == day["item_id"].nunique()
     assert found.counts["scene_items_without_model_output"] == (scenes["item_id"].nunique() if len(day) else 0)
+
+
+def test_scene_probabilities_are_read_under_the_guideline_in_force() -> None:
+    """A merged class adds its classes' probabilities; the latest row of an item wins; a box row is no scene
+    output; rows are renormalised (logs round)."""
+    log = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b", "c"],
+            "x": [None, None, None, 10.0],
+            "prob_urban": [0.1, 0.5, 0.2, 0.9],
+            "prob_residential": [0.1, 0.2, 0.2, 0.0],
+            "prob_highway": [0.8, 0.29, 0.6, 0.1],
+        }
+    )
+    names = {"urban": "built_up", "residential": "built_up", "highway": "highway"}
+    probs = label_issues.scene_probabilities(log, ["built_up", "highway"], names)
+    assert list(probs.index) == ["a", "b"]
+    np.testing.assert_allclose(probs.loc["a"].to_numpy(), [0.7 / 0.99, 0.29 / 0.99])
+    np.testing.assert_allclose(probs.loc["b"].to_numpy(), [0.4, 0.6])
