@@ -118,8 +118,9 @@ def demo_loop(demo_seeded: tuple[LocalStore, Seeded], tmp_path_factory: pytest.T
     return DemoLoop(root, seeded, sent)
 
 
-def demo_resources(root: Path) -> dict[str, Any]:
-    """The resources of a warehouse laid out as `demo_loop`'s (landing/, warehouse/, config/ under one root)."""
+def demo_resources(root: Path, config: Path | None = None) -> dict[str, Any]:
+    """The resources of a warehouse laid out as `demo_loop`'s: landing/ and warehouse/ under one root, the
+    guidelines in ``config`` (default: the root's config/)."""
     from resources import build_resources
     from resources.settings import Settings
 
@@ -128,7 +129,7 @@ def demo_resources(root: Path) -> dict[str, Any]:
             landing=str(root / "landing"),
             warehouse=str(root / "warehouse"),
             s3_endpoint_url=None,
-            config_dir=str(root / "config"),
+            config_dir=str(config or root / "config"),
             start_date="2024-06-01",
         )
     )

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO, demo_resources
 from dagster import DagsterInstance, RunRequest, build_sensor_context, materialize
 
 from labelops import snapshots
 from labelops.storage import LocalStore
 
 DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
-REPO = Path(__file__).resolve().parents[1]
 STATE_TABLES = ("item_index", "label_votes", "label_state")
 
 
@@ -43,21 +43,6 @@ def landing(root: Path, *, late: bool = False) -> LocalStore:
     return store
 
 
-def resources_for(root: Path) -> dict:
-    from resources import build_resources
-    from resources.settings import Settings
-
-    return build_resources(
-        Settings(
-            landing=str(root / "landing"),
-            warehouse=str(root / "warehouse"),
-            s3_endpoint_url=None,
-            config_dir=str(REPO / "config"),
-            start_date="2024-06-01",
-        )
-    )
-
-
 def night(resources: dict, instance: DagsterInstance, day: str) -> None:
     from pipelines.definitions import defs
 
@@ -81,7 +66,7 @@ def snapshot_bytes(warehouse: Path) -> dict[str, bytes]:
 def three_nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, DagsterInstance]:
     root = tmp_path_factory.mktemp("nights")
     landing(root / "landing")
-    resources, instance = resources_for(root), DagsterInstance.ephemeral()
+    resources, instance = demo_resources(root, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS:
         night(resources, instance, day)
     return root, resources, instance
@@ -110,7 +95,7 @@ def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -
     from pipelines.definitions import defs
 
     store = landing(tmp_path / "landing")
-    resources, instance = resources_for(tmp_path), DagsterInstance.ephemeral()
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS:
         night(resources, instance, day)
     quiet = state_sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs))
@@ -140,7 +125,7 @@ def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -
 
     fresh = tmp_path / "fresh"
     landing(fresh / "landing", late=True)
-    fresh_resources, fresh_instance = resources_for(fresh), DagsterInstance.ephemeral()
+    fresh_resources, fresh_instance = demo_resources(fresh, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS:
         night(fresh_resources, fresh_instance, day)
     assert state_bytes(tmp_path / "warehouse") == state_bytes(fresh / "warehouse")
@@ -222,7 +207,7 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
     ]
     store.write_bytes(f"exports/{DAYS[0]}/project-3.json", json.dumps(first).encode())
     store.write_bytes(f"exports/{DAYS[1]}/project-3.json", json.dumps(edited).encode())
-    resources, instance = resources_for(tmp_path), DagsterInstance.ephemeral()
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS[:2]:
         night(resources, instance, day)
     votes = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_votes" / f"{DAYS[1]}.parquet")
