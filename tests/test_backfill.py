@@ -38,6 +38,7 @@ def test_backfill_policies() -> None:
         "consensus_labels",
         "annotator_scores",
         "review_queue",
+        "label_issues",
         "quality_report",
     }
     for key in graph.get_all_asset_keys():
@@ -94,6 +95,6 @@ def test_range_in_one_run_equals_one_run_per_day(demo_landing: LocalStore, tmp_p
 
     per_day = sorted(p.relative_to(tmp_path / "per_day") for p in (tmp_path / "per_day" / "tables").rglob("*.parquet"))
     in_range = sorted(p.relative_to(tmp_path / "range") for p in (tmp_path / "range" / "tables").rglob("*.parquet"))
-    assert per_day == in_range and len(per_day) == 10 * len(DAYS)
+    assert per_day == in_range and len(per_day) == 11 * len(DAYS)
     for relative in per_day:
         assert (tmp_path / "range" / relative).read_bytes() == (tmp_path / "per_day" / relative).read_bytes(), relative

@@ -37,6 +37,7 @@ CHAIN = [
     "annotator_agreement",
     "consensus_labels",
     "annotator_scores",
+    "label_issues",
     "review_queue",
     "item_index",
     "label_votes",
