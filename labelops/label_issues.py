@@ -38,7 +38,6 @@ COLUMNS = [
     "h",
 ]
 CROWD_COLUMNS = ["item_id", "crowdlab_label", "crowdlab_quality", "annotator_agreement", "num_annotations"]
-BOX_ISSUES = ("swap", "badloc", "overlooked")
 
 
 @dataclass(frozen=True)
