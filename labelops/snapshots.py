@@ -337,9 +337,10 @@ def object_changes(
     matched = records.loc[matches["index_b"].to_numpy(dtype=int)].copy()
     matched["old_label"] = matches["label_a"].to_numpy()
     matched["iou"] = matches["iou"].to_numpy(dtype=float)
-    matched["change"] = np.where(
-        matched["old_label"] != matched["label"], "relabelled", np.where(matched["iou"] < moved_iou, "moved", None)
-    )
+    change = pd.Series(None, index=matched.index, dtype=object)
+    change[matched["iou"] < moved_iou] = "moved"
+    change[matched["old_label"] != matched["label"]] = "relabelled"  # a relabelled box may also have moved
+    matched["change"] = change
     records.loc[matched.index, ["change", "old_label", "iou"]] = matched[["change", "old_label", "iou"]]
     changed = records[records["change"].notna()].drop(columns="annotator_id")
     changed = changed.sort_values(["item_id", "change", "label", "x", "y"], kind="stable")
