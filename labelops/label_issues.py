@@ -116,7 +116,9 @@ def scene_issues(
         return _empty(), counts
     labels = pd.Categorical(checked["label"], categories=classes).codes.astype(int)
     pred_probs = probs.loc[checked["item_id"]].to_numpy(dtype=float)
-    is_issue = find_label_issues(labels, pred_probs, filter_by=config.filter_by)
+    # one process: cleanlab's default forks a pool per call, which can deadlock in a Dagster step that runs
+    # threads (the forked child inherits a lock another thread held); the results are the same either way
+    is_issue = find_label_issues(labels, pred_probs, filter_by=config.filter_by, n_jobs=1)
     quality = get_label_quality_scores(labels, pred_probs, method=config.rank_by)
     found = checked[is_issue]
     issues = pd.DataFrame(
