@@ -881,6 +881,15 @@ def answer_tasks(
     if answered_on >= V2_DAY:
         answered["label"] = answered["label"].replace(V2_RENAMES)
     sizes = objects.drop_duplicates("item_id").set_index("item_id")[["width", "height"]]
+    # the reviewer's tool keeps a box inside the image (its jitter could push an edge box past it)
+    boxes = (answered["kind"] == "bbox").to_numpy()
+    size = sizes.reindex(answered.loc[boxes, "item_id"]).to_numpy(dtype=float)
+    answered.loc[boxes, "w"] = np.minimum(
+        answered.loc[boxes, "w"].to_numpy(dtype=float), size[:, 0] - answered.loc[boxes, "x"]
+    )
+    answered.loc[boxes, "h"] = np.minimum(
+        answered.loc[boxes, "h"].to_numpy(dtype=float), size[:, 1] - answered.loc[boxes, "y"]
+    )
     stamp = f"{answered_on}T10:00:00Z"
     out = []
     for n, task in enumerate(sent, start=1):
