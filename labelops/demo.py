@@ -174,7 +174,7 @@ def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
         detections = _detections(np.random.default_rng([seed, index]), day, items[items["labeled"]], truth)
         counts["production"] += len(detections)
         _write(store, f"production/{day}/detections_labeled_items.csv", detections.to_csv(index=False).encode(), counts)
-        scenes = scene_probabilities(np.random.default_rng([seed, index, SCENE_STREAM]), day, truth)
+        scenes = scene_probabilities(np.random.default_rng([seed, index, SCENE_STREAM]), day, truth, items)
         counts["production"] += len(scenes)
         _write(store, f"production/{day}/scenes_labeled_items.csv", scenes.to_csv(index=False).encode(), counts)
     gold = pd.DataFrame(gold_rows)
@@ -656,9 +656,9 @@ def _background_boxes(rng: np.random.Generator, day: str, items: pd.DataFrame) -
     ).reset_index(drop=True)
 
 
-def scene_probabilities(rng: np.random.Generator, day: str, truth: pd.DataFrame) -> pd.DataFrame:
+def scene_probabilities(rng: np.random.Generator, day: str, truth: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     """The production scene classifier's log on the labeled items: its top class, its confidence and one
-    ``prob_<class>`` column per scene class. Drawn from the true scene alone (never from a label): a mixture of
+    ``prob_<class>`` column per scene class, with the frame's features as the detector logs them. Drawn from the true scene alone (never from a label): a mixture of
     Dirichlet priors over probability vectors (most items clear, some ambiguous between urban and highway)
     whose mean is the scenes' shares, and the vector drawn from its posterior given the true class, so the
     model is calibrated: among items it gives class k probability p, a share p is truly k."""
@@ -685,7 +685,7 @@ def scene_probabilities(rng: np.random.Generator, day: str, truth: pd.DataFrame)
             "confidence": probs.max(axis=1).round(4),
             **{f"prob_{name}": probs[:, k].round(4) for k, name in enumerate(SCENES)},
         }
-    )
+    ).merge(items[["item_id", "lighting", "weather", "device", "region"]], on="item_id", how="left")
 
 
 def plant_errors(
