@@ -36,8 +36,8 @@ class DriftRunConfig(Config):
     code_version="1",
     ins={"production_predictions": AssetIn(partition_mapping=LOOKBACK)},
     deps=["dataset_snapshot"],
-    description="Drift of the day's production inputs and predictions (every production column but ids, time and "
-    "boxes) against the reference: production of the days the current snapshot was built from (before this day; "
+    description="Drift of the day's production inputs and predictions (every production column but ids, time, "
+    "boxes and per-class probabilities) against the reference: production of the days the current snapshot was built from (before this day; "
     f"at most {REFERENCE.days} of them, evenly spread, and {REFERENCE.rows:,} rows), or the first "
     f"{REFERENCE.first_days} production days while no snapshot exists. Evidently's default tests and thresholds "
     "(KS / chi-square / z-test up to 1,000 reference rows, Wasserstein / Jensen-Shannon above), PSI beside them, "

@@ -10,7 +10,12 @@ What it contains, and why:
   logs whose inputs drift in the
   last three days (more night and rain traffic, darker images, a new object type);
 - guideline v2 from 2024-06-12, with one vendor still delivering v1 labels, so that
-  validation has renamed labels to remap and split ones to send back.
+  validation has renamed labels to remap and split ones to send back;
+- the production model's output on the labeled items: detections whose confidence follows their accuracy and
+  calibrated scene class probabilities (`prob_<class>`), both drawn from the truth, never from the labels;
+- label errors the annotators share, planted on some items every day and kept in `Seeded.planted` (a careless
+  annotator alone on a scene with a systematic confusion, swapped box classes, shifted boxes, dropped boxes),
+  so that what `label_issues` finds can be scored.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import io
 import json
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from xml.sax.saxutils import quoteattr
 
@@ -45,6 +50,7 @@ BOX_CLASSES = ("car", "truck", "bus", "pedestrian", "cyclist", "traffic_light")
 BOX_WEIGHTS = (0.42, 0.14, 0.06, 0.2, 0.08, 0.1)
 POLYGON_CLASS = "crosswalk"
 SCENES = ("urban", "highway", "residential")
+SCENE_SHARES = (0.5, 0.3, 0.2)
 NEW_OBJECT = "e_scooter"
 DEVICES = {"cam_a": (1920, 1080), "cam_b": (1280, 720), "cam_c": (1920, 1200)}
 LIGHTING = ("day", "dusk", "night")
@@ -73,6 +79,46 @@ ANNOTATORS = (
 CROWD = tuple(f"w{n:02d}" for n in range(1, 9))
 CROWD_ACCURACY = (0.9, 0.85, 0.88, 0.8, 0.92, 0.4, 0.86, 0.83)  # w06 is a spammer
 
+# Label errors the annotators share, planted every day on items outside gold (gold would catch them), each drawn
+# from its own stream after the day's other draws. Per day and type: scenes the careless annotator judged alone
+# with a systematic confusion (the true class, what it wrote), boxes whose class every annotator swapped (a
+# plausible confusion), boxes every annotator drew shifted (by this share of their width and height, towards the
+# image's centre), true boxes every annotator left out (among boxes no other true box touches: ObjectLab scores a
+# detection only where no label box overlaps it).
+PLANTED_STREAM, SCENE_STREAM = 101, 102
+PLANTED_PER_DAY = 12
+CARELESS = "ann04"
+SCENE_CONFUSION = ("highway", "urban")
+SWAPS = {"car": "truck", "truck": "car", "bus": "truck", "pedestrian": "cyclist", "cyclist": "pedestrian"}
+SHIFT = (0.4, 0.5)
+PLANTED_COLUMNS = [
+    "day",
+    "item_id",
+    "object",
+    "error",  # scene_label, swap, shift, drop
+    "true_label",
+    "planted_label",  # what the annotators wrote (None for a drop)
+    "x",  # the true box
+    "y",
+    "w",
+    "h",
+    "planted_x",  # the box the annotators drew (a shift moves it; None for a scene or a drop)
+    "planted_y",
+]
+# The production scene classifier: its probability vector is drawn from the posterior of a Dirichlet mixture
+# given the true scene, so P(true class = k | probabilities) = p_k (calibrated by construction, about 94 % right).
+# Most items are clear (a sharp component); some are ambiguous between urban and highway.
+SCENE_MODEL = "scene-classifier-2.3.0"
+SCENE_SHARP, SCENE_AMBIGUOUS = 0.05, 2.0  # Dirichlet concentrations
+SCENE_AMBIGUOUS_SHARE, SCENE_AMBIGUOUS_MEAN = 0.15, (0.55, 0.4, 0.05)
+# The detector's confidence (a logistic of a clarity score): objects it finds are mostly above 0.95 by day and
+# clearly less at night, in rain or fog and when small; a class it confuses and boxes on background get low ones.
+DETECTOR_LOGIT = 5.5
+DETECTOR_NOISE = 0.8
+DETECTOR_PENALTY = {"night": 1.8, "weather": 0.6, "small": 1.2}
+CONFUSED_LOGIT, BACKGROUND_LOGIT = -0.5, -1.0
+BACKGROUND_PER_ITEM = 0.25
+
 
 def email(name: str) -> str:
     """The demo team signs in with e-mail addresses in every tool."""
@@ -89,6 +135,8 @@ class Seeded:
 
     counts: dict[str, int]
     truth: pd.DataFrame  # the true objects of every labeled item, with the item's width, height and day
+    # the label errors planted in the annotators' work (PLANTED_COLUMNS): what label_issues should find
+    planted: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLANTED_COLUMNS))
 
 
 def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
@@ -96,19 +144,26 @@ def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
     rng = np.random.default_rng(seed)
     counts = {"items": 0, "objects": 0, "production": 0, "gold": 0, "files": 0}
     gold_rows: list[dict] = []
-    truths = []
+    truths, planted = [], []
     for index, day in enumerate(days()):
         drift = index >= N_DAYS - DRIFT_DAYS
         items = _items(rng, day, drift)
         truth = _truth(rng, items[items["labeled"]])
-        truths.append(truth.merge(items[["item_id", "width", "height"]], on="item_id").assign(day=day))
+        sized = truth.merge(items[["item_id", "width", "height"]], on="item_id")
+        truths.append(sized.assign(day=day))
         counts["items"] += len(items)
         counts["objects"] += len(truth)
         _write(store, f"items/{day}/items.csv", items.drop(columns="labeled").to_csv(index=False).encode(), counts)
-        _write_exports(store, rng, day, items, truth, counts)
+        work, crowd = _judgments(rng, day, items, truth)
         gold_items = items.loc[items["labeled"], "item_id"].sample(
             frac=GOLD_SHARE, random_state=int(rng.integers(1 << 31))
         )
+        # planted after every earlier draw, from their own stream: the rest of the demo draws what it drew before
+        work, crowd, errors = plant_errors(
+            np.random.default_rng([seed, index, PLANTED_STREAM]), sized, work, crowd, gold_items
+        )
+        planted.append(errors.assign(day=day))
+        _write_exports(store, day, items, work, crowd, counts)
         gold_truth = truth[truth["item_id"].isin(gold_items)]
         if day >= V2_DAY:
             gold_truth = gold_truth.assign(label=gold_truth["label"].replace(V2_RENAMES))
@@ -119,12 +174,15 @@ def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
         detections = _detections(np.random.default_rng([seed, index]), day, items[items["labeled"]], truth)
         counts["production"] += len(detections)
         _write(store, f"production/{day}/detections_labeled_items.csv", detections.to_csv(index=False).encode(), counts)
+        scenes = scene_probabilities(np.random.default_rng([seed, index, SCENE_STREAM]), day, truth, items)
+        counts["production"] += len(scenes)
+        _write(store, f"production/{day}/scenes_labeled_items.csv", scenes.to_csv(index=False).encode(), counts)
     gold = pd.DataFrame(gold_rows)
     counts["gold"] = len(gold)
     _write(store, "gold/gold_labels.csv", gold.to_csv(index=False).encode(), counts)
     _write_malformed(store, counts)
     _write_redeliveries(store, counts)
-    return Seeded(counts, pd.concat(truths, ignore_index=True))
+    return Seeded(counts, pd.concat(truths, ignore_index=True), pd.concat(planted, ignore_index=True))
 
 
 def _write(store: Store, key: str, data: bytes, counts: dict[str, int]) -> None:
@@ -164,7 +222,7 @@ def _truth(rng: np.random.Generator, items: pd.DataFrame) -> pd.DataFrame:
     for item in items.itertuples(index=False):
         width, height = float(item.width), float(item.height)
         rows.append(
-            {"item_id": item.item_id, "kind": "classification", "label": str(rng.choice(SCENES, p=[0.5, 0.3, 0.2]))}
+            {"item_id": item.item_id, "kind": "classification", "label": str(rng.choice(SCENES, p=SCENE_SHARES))}
         )
         for _ in range(1 + rng.poisson(2.2)):
             label = str(rng.choice(BOX_CLASSES, p=BOX_WEIGHTS))
@@ -219,15 +277,24 @@ def _annotate(rng: np.random.Generator, annotator: Annotator, truth: pd.DataFram
     return kept
 
 
-def _write_exports(
-    store: Store, rng: np.random.Generator, day: str, items: pd.DataFrame, truth: pd.DataFrame, counts: dict
-) -> None:
+def _judgments(
+    rng: np.random.Generator, day: str, items: pd.DataFrame, truth: pd.DataFrame
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Every annotator's work on the day's labeled items (three annotators an item) and the crowd's scene
+    judgments (three workers an item), in the guideline's v1 names."""
     labeled = items[items["labeled"]].set_index("item_id")
     assignment = {item: rng.choice(len(ANNOTATORS), 3, replace=False) for item in labeled.index}
     work = {
         a.name: _annotate(rng, a, truth[truth["item_id"].isin([i for i, chosen in assignment.items() if k in chosen])])
         for k, a in enumerate(ANNOTATORS)
     }
+    return work, _crowd(rng, truth, day)
+
+
+def _write_exports(
+    store: Store, day: str, items: pd.DataFrame, work: dict[str, pd.DataFrame], crowd: pd.DataFrame, counts: dict
+) -> None:
+    labeled = items[items["labeled"]].set_index("item_id")
     if day >= V2_DAY:
         for name, frame in work.items():
             if name != LAGGING_VENDOR:
@@ -243,7 +310,7 @@ def _write_exports(
         _write(store, f"exports/{day}/partner_prelabels_yolo.zip", _yolo_zip(work[coco_name], labeled), counts)
     else:
         _write(store, f"exports/{day}/coco_{coco_name}.json", _coco(coco_name, work[coco_name], labeled, "v1"), counts)
-    _write(store, f"exports/{day}/crowd_scene_judgments.csv", _crowd(rng, truth, day), counts)
+    _write(store, f"exports/{day}/crowd_scene_judgments.csv", crowd.to_csv(index=False).encode(), counts)
 
 
 def _label_studio(work: dict[str, pd.DataFrame], items: pd.DataFrame, stamp: str) -> bytes:
@@ -446,7 +513,7 @@ def _yolo_zip(frame: pd.DataFrame, items: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _crowd(rng: np.random.Generator, truth: pd.DataFrame, day: str) -> bytes:
+def _crowd(rng: np.random.Generator, truth: pd.DataFrame, day: str) -> pd.DataFrame:
     scenes = truth[truth["kind"] == "classification"]
     rows = []
     for item_id, label in zip(scenes["item_id"], scenes["label"], strict=True):
@@ -460,8 +527,7 @@ def _crowd(rng: np.random.Generator, truth: pd.DataFrame, day: str) -> bytes:
                     "SubmitTime": f"{day}T12:00:00Z",
                 }
             )
-    frame = pd.DataFrame(rows).rename(columns={"WorkerId": "worker_id", "SubmitTime": "submitted_at"})
-    return frame.to_csv(index=False).encode()
+    return pd.DataFrame(rows).rename(columns={"WorkerId": "worker_id", "SubmitTime": "submitted_at"})
 
 
 def _gold_rows(truth: pd.DataFrame) -> list[dict]:
@@ -521,10 +587,13 @@ def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: 
 
     Labeled images are sampled from production traffic, so the model's detections on them are
     logged like any other; against the consensus they give the model's real per-class risk. The
-    detector is good overall and weak exactly where it hurts: it misses most cyclists at night.
+    detector is good overall and weak exactly where it hurts: it misses most cyclists at night. Its
+    confidence follows its accuracy (see DETECTOR_LOGIT): high on the objects it finds, low on a truck it
+    calls a car and on its few boxes on background. It sees the world, not the labels: a box the annotators
+    dropped, swapped or shifted is detected where and as it truly is.
     """
     boxes = truth[truth["kind"] == "bbox"].merge(
-        items[["item_id", "lighting", "weather", "device", "region"]], on="item_id"
+        items[["item_id", "width", "lighting", "weather", "device", "region"]], on="item_id"
     )
     if day >= V2_DAY:
         boxes = boxes.assign(label=boxes["label"].replace(V2_RENAMES))
@@ -538,6 +607,17 @@ def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: 
     jitter = rng.normal(0, 4, (len(kept), 4))
     kept[["x", "y"]] = kept[["x", "y"]].to_numpy() + jitter[:, :2]
     kept[["w", "h"]] = np.maximum(kept[["w", "h"]].to_numpy() + jitter[:, 2:], 2)
+    # confidence follows accuracy: a clarity score for every found object, low for a confused class
+    logit = (
+        DETECTOR_LOGIT
+        + rng.normal(0, DETECTOR_NOISE, len(kept))
+        - DETECTOR_PENALTY["night"] * (kept["lighting"] == "night").to_numpy()
+        - DETECTOR_PENALTY["weather"] * (kept["weather"] != "clear").to_numpy()
+        - DETECTOR_PENALTY["small"] * (kept["w"] < 0.08 * kept["width"]).to_numpy()
+    )
+    logit[confuse] = CONFUSED_LOGIT + rng.normal(0, DETECTOR_NOISE, int(confuse.sum()))
+    background = _background_boxes(rng, day, items)
+    kept = pd.concat([kept.assign(logit=logit), background], ignore_index=True)
     start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     return pd.DataFrame(
         {
@@ -545,7 +625,7 @@ def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: 
             "ts": (start + timedelta(hours=12)).isoformat(),
             "model_version": "detector-1.4.0",
             "predicted_label": kept["label"].to_numpy(),
-            "confidence": np.clip(rng.beta(8, 2, len(kept)), 0.01, 0.999).round(4),
+            "confidence": np.clip(1 / (1 + np.exp(-kept["logit"].to_numpy(dtype=float))), 0.01, 0.999).round(4),
             "x": kept["x"].round(2).to_numpy(),
             "y": kept["y"].round(2).to_numpy(),
             "w": kept["w"].round(2).to_numpy(),
@@ -556,6 +636,153 @@ def _detections(rng: np.random.Generator, day: str, items: pd.DataFrame, truth: 
             "region": kept["region"].to_numpy(),
         }
     )
+
+
+def _background_boxes(rng: np.random.Generator, day: str, items: pd.DataFrame) -> pd.DataFrame:
+    """The detector's false positives on background: a few boxes an image, of any class, with low confidence."""
+    n = rng.poisson(BACKGROUND_PER_ITEM, len(items))
+    boxes = items.loc[items.index.repeat(n), ["item_id", "width", "height", "lighting", "weather", "device", "region"]]
+    width, height = boxes["width"].to_numpy(dtype=float), boxes["height"].to_numpy(dtype=float)
+    w = rng.uniform(0.03, 0.15, len(boxes)) * width
+    h = np.minimum(w * rng.uniform(0.6, 2.0, len(boxes)), 0.9 * height)
+    label = rng.choice(BOX_CLASSES, len(boxes), p=BOX_WEIGHTS)
+    return boxes.assign(
+        label=pd.Series(label, index=boxes.index).replace(V2_RENAMES) if day >= V2_DAY else label,
+        x=rng.uniform(0, 1, len(boxes)) * (width - w),
+        y=rng.uniform(0, 1, len(boxes)) * (height - h),
+        w=w,
+        h=h,
+        logit=BACKGROUND_LOGIT + rng.normal(0, DETECTOR_NOISE, len(boxes)),
+    ).reset_index(drop=True)
+
+
+def scene_probabilities(rng: np.random.Generator, day: str, truth: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """The production scene classifier's log on the labeled items: its top class, its confidence and one
+    ``prob_<class>`` column per scene class, with the frame's features as the detector logs them. Drawn from the true scene alone (never from a label): a mixture of
+    Dirichlet priors over probability vectors (most items clear, some ambiguous between urban and highway)
+    whose mean is the scenes' shares, and the vector drawn from its posterior given the true class, so the
+    model is calibrated: among items it gives class k probability p, a share p is truly k."""
+    scenes = truth[truth["kind"] == "classification"]
+    true = pd.Categorical(scenes["label"], categories=SCENES).codes
+    shares, ambiguous = np.asarray(SCENE_SHARES), np.asarray(SCENE_AMBIGUOUS_MEAN)
+    clear = (shares - SCENE_AMBIGUOUS_SHARE * ambiguous) / (1 - SCENE_AMBIGUOUS_SHARE)  # the mixture's mean: shares
+    # the posterior's component weights given the true class, then Dirichlet(alpha + one-hot of the true class)
+    weight = SCENE_AMBIGUOUS_SHARE * ambiguous[true]
+    is_ambiguous = rng.random(len(true)) < weight / (weight + (1 - SCENE_AMBIGUOUS_SHARE) * clear[true])
+    alpha = (
+        np.where(is_ambiguous[:, None], SCENE_AMBIGUOUS * ambiguous, SCENE_SHARP * clear) + np.eye(len(SCENES))[true]
+    )
+    draws = rng.gamma(alpha)
+    probs = np.maximum(draws / draws.sum(axis=1, keepdims=True), 1e-4)  # a softmax is never exactly 0
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return pd.DataFrame(
+        {
+            "item_id": scenes["item_id"].to_numpy(),
+            "ts": (start + timedelta(hours=12)).isoformat(),
+            "model_version": SCENE_MODEL,
+            "predicted_label": np.asarray(SCENES, dtype=object)[probs.argmax(axis=1)],
+            "confidence": probs.max(axis=1).round(4),
+            **{f"prob_{name}": probs[:, k].round(4) for k, name in enumerate(SCENES)},
+        }
+    ).merge(items[["item_id", "lighting", "weather", "device", "region"]], on="item_id", how="left")
+
+
+def plant_errors(
+    rng: np.random.Generator,
+    truth: pd.DataFrame,
+    work: dict[str, pd.DataFrame],
+    crowd: pd.DataFrame,
+    gold_items: pd.Series,
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame]:
+    """Label errors every annotator of an item shares, so consensus keeps them: ``PLANTED_PER_DAY`` of each type
+    on items outside gold (see SWAPS, SHIFT, CARELESS). Returns the annotators' work and the crowd's judgments
+    with the errors in, and the errors (PLANTED_COLUMNS but the day)."""
+    eligible = truth[~truth["item_id"].isin(gold_items)]
+    # (a) scenes of the confused class the careless annotator judged: it alone judges them, and confuses them
+    careless = work[CARELESS]
+    judged = careless.loc[careless["kind"] == "classification", "item_id"]
+    scenes = eligible[
+        (eligible["kind"] == "classification")
+        & (eligible["label"] == SCENE_CONFUSION[0])
+        & eligible["item_id"].isin(judged)
+    ]
+    scenes = scenes.iloc[np.sort(rng.choice(len(scenes), min(PLANTED_PER_DAY, len(scenes)), replace=False))]
+    # (b)-(d) boxes, each object at most one error; a drop only where no other true box touches it, on an item
+    # that keeps another box (an item without any box is not checked for overlooked objects)
+    boxes = eligible[eligible["kind"] == "bbox"]
+    alone = ~boxes["object"].isin(_touching(boxes)) & (boxes.groupby("item_id")["object"].transform("size") > 1)
+    drops = _pick(rng, boxes[alone.to_numpy()], PLANTED_PER_DAY)
+    rest = boxes[~boxes["object"].isin(drops["object"])]
+    swaps = _pick(rng, rest[rest["label"].isin(list(SWAPS))], PLANTED_PER_DAY)
+    rest = rest[~rest["object"].isin(swaps["object"])]
+    # a shift towards the image's centre by SHIFT of the box's size, among boxes it leaves inside the image
+    share = rng.uniform(*SHIFT, (len(rest), 2))
+    width, height = rest["width"].to_numpy(dtype=float), rest["height"].to_numpy(dtype=float)
+    towards_x = np.where(rest["x"] + rest["w"] / 2 < width / 2, 1.0, -1.0)
+    towards_y = np.where(rest["y"] + rest["h"] / 2 < height / 2, 1.0, -1.0)
+    moved = rest.assign(dx=towards_x * share[:, 0] * rest["w"], dy=towards_y * share[:, 1] * rest["h"])
+    inside = (
+        (moved["x"] + moved["dx"] >= 0)
+        & (moved["x"] + moved["dx"] + moved["w"] <= width)
+        & (moved["y"] + moved["dy"] >= 0)
+        & (moved["y"] + moved["dy"] + moved["h"] <= height)
+    )
+    shifts = _pick(rng, moved[inside.to_numpy()], PLANTED_PER_DAY)
+    dx = pd.Series(shifts["dx"].to_numpy(), index=shifts["object"].to_numpy())
+    dy = pd.Series(shifts["dy"].to_numpy(), index=shifts["object"].to_numpy())
+    swapped = pd.Series(swaps["label"].map(SWAPS).to_numpy(), index=swaps["object"].to_numpy())
+    out = {}
+    for name, frame in work.items():  # six annotators
+        frame = frame[~frame["object"].isin(drops["object"])].copy()
+        if name != CARELESS:
+            frame = frame[~((frame["kind"] == "classification") & frame["item_id"].isin(scenes["item_id"]))]
+        else:
+            frame.loc[frame["item_id"].isin(scenes["item_id"]) & (frame["kind"] == "classification"), "label"] = (
+                SCENE_CONFUSION[1]
+            )
+        is_swap = frame["object"].isin(swapped.index)
+        frame.loc[is_swap, "label"] = frame.loc[is_swap, "object"].map(swapped)
+        is_shift = frame["object"].isin(dx.index)
+        frame.loc[is_shift, "x"] = np.maximum(frame.loc[is_shift, "x"] + frame.loc[is_shift, "object"].map(dx), 0)
+        frame.loc[is_shift, "y"] = np.maximum(frame.loc[is_shift, "y"] + frame.loc[is_shift, "object"].map(dy), 0)
+        out[name] = frame
+    crowd = crowd[~crowd["INPUT:item_id"].isin(scenes["item_id"])].reset_index(drop=True)
+    planted = pd.concat(
+        [
+            scenes.assign(error="scene_label", planted_label=SCENE_CONFUSION[1]),
+            swaps.assign(
+                error="swap", planted_label=swaps["label"].map(SWAPS), planted_x=swaps["x"], planted_y=swaps["y"]
+            ),
+            shifts.drop(columns=["dx", "dy"]).assign(
+                error="shift",
+                planted_label=shifts["label"],
+                planted_x=shifts["x"] + shifts["dx"],
+                planted_y=shifts["y"] + shifts["dy"],
+            ),
+            drops.assign(error="drop", planted_label=None),
+        ],
+        ignore_index=True,
+    ).rename(columns={"label": "true_label"})
+    return out, crowd, planted.reindex(columns=PLANTED_COLUMNS[1:])
+
+
+def _pick(rng: np.random.Generator, boxes: pd.DataFrame, n: int) -> pd.DataFrame:
+    return boxes.iloc[np.sort(rng.choice(len(boxes), min(n, len(boxes)), replace=False))]
+
+
+def _touching(boxes: pd.DataFrame) -> np.ndarray:
+    """The objects among ``boxes`` that overlap another box of their item."""
+    pairs = boxes[["item_id", "object", "x", "y", "w", "h"]]
+    pairs = pairs.merge(pairs, on="item_id", suffixes=("", "_other"))
+    pairs = pairs[pairs["object"] != pairs["object_other"]]
+    overlap_x = np.minimum(pairs["x"] + pairs["w"], pairs["x_other"] + pairs["w_other"]) > np.maximum(
+        pairs["x"], pairs["x_other"]
+    )
+    overlap_y = np.minimum(pairs["y"] + pairs["h"], pairs["y_other"] + pairs["h_other"]) > np.maximum(
+        pairs["y"], pairs["y_other"]
+    )
+    return pairs.loc[(overlap_x & overlap_y).to_numpy(), "object"].unique()
 
 
 def _write_redeliveries(store: Store, counts: dict[str, int]) -> None:
@@ -654,6 +881,15 @@ def answer_tasks(
     if answered_on >= V2_DAY:
         answered["label"] = answered["label"].replace(V2_RENAMES)
     sizes = objects.drop_duplicates("item_id").set_index("item_id")[["width", "height"]]
+    # the reviewer's tool keeps a box inside the image (its jitter could push an edge box past it)
+    boxes = (answered["kind"] == "bbox").to_numpy()
+    size = sizes.reindex(answered.loc[boxes, "item_id"]).to_numpy(dtype=float)
+    answered.loc[boxes, "w"] = np.minimum(
+        answered.loc[boxes, "w"].to_numpy(dtype=float), size[:, 0] - answered.loc[boxes, "x"]
+    )
+    answered.loc[boxes, "h"] = np.minimum(
+        answered.loc[boxes, "h"].to_numpy(dtype=float), size[:, 1] - answered.loc[boxes, "y"]
+    )
     stamp = f"{answered_on}T10:00:00Z"
     out = []
     for n, task in enumerate(sent, start=1):

@@ -19,6 +19,8 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
+from labelops.label_issues import PROBABILITY_PREFIX
+
 SMALL_REFERENCE = 1000
 EPS = 1e-4
 PSI_BANDS = (0.1, 0.25)
@@ -240,8 +242,11 @@ PRODUCTION_META = {
 
 
 def monitored_columns(production: pd.DataFrame) -> list[str]:
-    """Model inputs and outputs: every production column except identifiers, time, box geometry and media."""
-    return [c for c in production.columns if c not in PRODUCTION_META]
+    """Model inputs and outputs: every production column except identifiers, time, box geometry and media, and
+    the per-class probabilities (``prob_<class>``, which label_issues reads): the prediction is monitored once,
+    as ``predicted_label`` and ``confidence``; a column per class would let the number of classes outvote the
+    inputs in the dataset's share of drifted columns."""
+    return [c for c in production.columns if c not in PRODUCTION_META and not str(c).startswith(PROBABILITY_PREFIX)]
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,9 @@ def scene_issues(
         return _empty(), counts
     labels = pd.Categorical(checked["label"], categories=classes).codes.astype(int)
     pred_probs = probs.loc[checked["item_id"]].to_numpy(dtype=float)
-    is_issue = find_label_issues(labels, pred_probs, filter_by=config.filter_by)
+    # one process: cleanlab's default forks a pool per call, which can deadlock in a Dagster step that runs
+    # threads (the forked child inherits a lock another thread held); the results are the same either way
+    is_issue = find_label_issues(labels, pred_probs, filter_by=config.filter_by, n_jobs=1)
     quality = get_label_quality_scores(labels, pred_probs, method=config.rank_by)
     found = checked[is_issue]
     issues = pd.DataFrame(
@@ -204,14 +206,20 @@ class Detection:
     prediction_rows: list[np.ndarray]  # per item, the rows of its detections in ObjectLab's order (by class)
 
 
-def detection_inputs(boxes: pd.DataFrame, detections: pd.DataFrame, classes: Sequence[str]) -> Detection:
+def detection_inputs(
+    boxes: pd.DataFrame, detections: pd.DataFrame, classes: Sequence[str], boxed: np.ndarray | None = None
+) -> Detection:
     """Labeled boxes (x, y, w, h, label) and detections (x, y, w, h, predicted_label, confidence) of the items
     that have both, as ObjectLab's lists: ``labels[i] = {"bboxes": (L, 4) x1y1x2y2, "labels": (L,)}`` and
-    ``predictions[i]`` a list of one (M_k, 5) array per class."""
+    ``predictions[i]`` a list of one (M_k, 5) array per class. ``boxed``: items annotators drew boxes on whose
+    labels may hold none (every box lost in consensus), checked too when they have detections."""
     classes = list(classes)
     boxes = boxes[boxes["label"].isin(classes)].reset_index(drop=True)
     detections = detections[detections["predicted_label"].isin(classes)].reset_index(drop=True)
-    items = np.intersect1d(boxes["item_id"].astype(str).unique(), detections["item_id"].astype(str).unique())
+    labeled = boxes["item_id"].astype(str).unique()
+    if boxed is not None:
+        labeled = np.union1d(labeled, np.asarray(boxed, dtype=str))
+    items = np.intersect1d(labeled, detections["item_id"].astype(str).unique())
     lab_xyxy = _xyxy(boxes)
     det_xyxy = _xyxy(detections)
     lab_class = pd.Categorical(boxes["label"], categories=classes).codes
@@ -221,7 +229,7 @@ def detection_inputs(boxes: pd.DataFrame, detections: pd.DataFrame, classes: Seq
     confidence = detections["confidence"].to_numpy(dtype=float)
     labels, predictions, label_rows, prediction_rows = [], [], [], []
     for item in items:  # one step per image: cleanlab's inputs are per-image lists
-        rows = lab_groups[item]
+        rows = lab_groups.get(item, np.array([], dtype=np.int64))
         labels.append({"bboxes": lab_xyxy[rows], "labels": lab_class[rows].astype(int)})
         label_rows.append(rows)
         drows = det_groups[item]
@@ -240,20 +248,27 @@ def _objects(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def box_issues(
-    boxes: pd.DataFrame, detections: pd.DataFrame, classes: Sequence[str], config: LabelIssueConfig = LabelIssueConfig()
+    boxes: pd.DataFrame,
+    detections: pd.DataFrame,
+    classes: Sequence[str],
+    config: LabelIssueConfig = LabelIssueConfig(),
+    boxed: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """ObjectLab: each labeled box scored for a swapped class and a bad location, each detection no label
     covers scored as an overlooked object (``cleanlab.object_detection.rank.compute_*_box_scores``); a box is
-    an issue of a type when its score is below that type's threshold."""
-    if boxes.empty or detections.empty:  # a log without detections, a day without boxes
+    an issue of a type when its score is below that type's threshold. ``boxed``: items annotators drew boxes
+    on, checked even when consensus kept none of their boxes (each confident detection there is overlooked)."""
+    boxed = np.asarray([] if boxed is None else boxed, dtype=str)
+    if (boxes.empty and not len(boxed)) or detections.empty:  # a log without detections, a day without boxes
         return _empty(), {"box_items_checked": 0, "box_items_over_daily_limit": 0}
     boxes = boxes[boxes["label"].isin(list(classes))].reset_index(drop=True)
     detections = detections[detections["predicted_label"].isin(list(classes))].reset_index(drop=True)
-    both = np.intersect1d(boxes["item_id"].astype(str).unique(), detections["item_id"].astype(str).unique())
+    labeled = np.union1d(boxes["item_id"].astype(str).unique(), boxed)
+    both = np.intersect1d(labeled, detections["item_id"].astype(str).unique())
     chosen = _sample(both, config.max_box_items)
     boxes = boxes[isin(boxes["item_id"].astype(str), chosen)].reset_index(drop=True)
     detections = detections[isin(detections["item_id"].astype(str), chosen)].reset_index(drop=True)
-    inputs = detection_inputs(boxes, detections, classes)
+    inputs = detection_inputs(boxes, detections, classes, np.intersect1d(boxed, chosen))
     counts = {"box_items_checked": len(inputs.items), "box_items_over_daily_limit": len(both) - len(chosen)}
     if len(inputs.items) == 0:
         return _empty(), counts
@@ -327,7 +342,10 @@ def find(
     )
     detections = predictions[has_box] if has_box is not None else predictions.iloc[:0]
     box_rows = consensus[consensus["kind"] == "bbox"]
-    boxes, box_counts = box_issues(box_rows, detections, box_classes, config)
+    # items annotators drew boxes on: an item whose boxes consensus all lost is still checked (a scene-only item
+    # is not: a detection there is no overlooked label)
+    boxed = votes.loc[votes["kind"] == "bbox", "item_id"].astype(str).unique() if "kind" in votes else None
+    boxes, box_counts = box_issues(box_rows, detections, box_classes, config, boxed)
     counts = {
         "items_labeled": len(labeled),
         "items_without_model_output": int((~with_output).sum()),

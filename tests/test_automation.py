@@ -281,7 +281,7 @@ def test_quality_report_of_a_drift_day_shows_every_section_and_the_batch(demo_ru
         "Labeling loop",
     ):
         assert f"<h2>{section}</h2>" in drift_day
-    assert "<td>objectlab</td><td>badloc</td>" in drift_day  # the worst issues, with their evidence
+    assert "<td>objectlab</td><td>overlooked</td>" in drift_day  # the worst issues, with their evidence
     assert "<p class='bad'>dataset drift</p>" in drift_day and "kind: drifted_slice" in drift_day
     record = instance.fetch_materializations(AssetKey("quality_report"), limit=1).records[0]
     assert record.asset_materialization.metadata["report"].value.endswith("reports/quality/2024-06-13.html")

@@ -277,3 +277,25 @@ def test_scene_probabilities_are_read_under_the_guideline_in_force() -> None:
     assert list(probs.index) == ["a", "b"]
     np.testing.assert_allclose(probs.loc["a"].to_numpy(), [0.7 / 0.99, 0.29 / 0.99])
     np.testing.assert_allclose(probs.loc["b"].to_numpy(), [0.4, 0.6])
+
+
+def test_an_item_whose_boxes_consensus_lost_is_checked_for_overlooked_objects() -> None:
+    """Annotators drew boxes on item b but consensus kept none: b's confident detection is an overlooked object.
+    Item c, which nobody drew boxes on (a scene-only task), is not checked."""
+    boxes = pd.DataFrame({"item_id": ["a"], "label": ["car"], "x": [10.0], "y": [10.0], "w": [50.0], "h": [40.0]})
+    detections = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "predicted_label": ["car", "car", "car"],
+            "confidence": [0.99, 0.99, 0.99],
+            "x": [11.0, 100.0, 100.0],
+            "y": [9.0, 100.0, 100.0],
+            "w": [50.0, 60.0, 60.0],
+            "h": [41.0, 40.0, 40.0],
+        }
+    )
+    issues, counts = label_issues.box_issues(boxes, detections, ["car", "truck"], boxed=np.array(["a", "b"]))
+    assert counts["box_items_checked"] == 2
+    assert list(issues["item_id"]) == ["b"] and list(issues["issue"]) == ["overlooked"]
+    unchanged, _ = label_issues.box_issues(boxes, detections, ["car", "truck"])
+    assert unchanged.empty  # without `boxed`, only items with labeled boxes are checked
