@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ BOX_KEYS = ("x", "y", "width", "height")
 _MISSING = object()
 # Attribute values that can key a cache of attribute sets: other types may be unhashable, or hash equal and
 # print differently (1, 1.0 and True).
-_PLAIN = (str, type(None))
+_PLAIN = {str, type(None)}
 
 
 def looks_like(document: Any) -> bool:
@@ -249,6 +250,14 @@ def _among(values: np.ndarray, choices: tuple[str, ...]) -> np.ndarray:
     return found
 
 
+def _field(values: list[dict[str, Any]], key: str) -> list[Any]:
+    """``value[key]`` of every value, ``_MISSING`` where it has none."""
+    try:
+        return list(map(itemgetter(key), values))
+    except KeyError:
+        return [v.get(key, _MISSING) for v in values]
+
+
 def _floats(values: list[Any], key: str | None = None) -> tuple[np.ndarray, dict[int, Exception]]:
     """``float()`` of every value, and the error of each one that has none (``key``: a missing key's name)."""
     try:
@@ -315,6 +324,9 @@ class _Results:
         other = ~relation & ~attribute
         other[self.choices] = other[self.regions] = False
         self.skipped.update(f"unsupported result type {t}" for t in self.types[other])
+        read = np.zeros(len(self.types), dtype=bool)
+        read[self.regions] = read[self.choices] = True
+        self.read = np.flatnonzero(read)  # the results that become rows: regions and scene choices
         self.labels = self._choice_labels()
         self.geometry = self._geometry(image_sizes)
         self.attributes = self._attributes()
@@ -328,7 +340,7 @@ class _Results:
     def _refs(self, rows: np.ndarray) -> np.ndarray:
         """``task=…/annotation=…/result=<id, or its place without one>`` of each result in ``rows``."""
         ids = [self.ids[n] for n in rows.tolist()]
-        if any(type(i) is not str for i in ids):
+        if set(map(type, ids)) - {str}:
             ids = [f"{p if i is _MISSING else i}" for i, p in zip(ids, self.position[rows].tolist(), strict=True)]
         return self.kept.ref[self.owner[rows]] + "/result=" + _objects(ids)
 
@@ -343,11 +355,12 @@ class _Results:
         """
         self.extra: dict[int, dict[Any, dict[Any, Any]]] = {}
         attribute = np.zeros(len(self.types), dtype=bool)
-        odd = [
-            (t is not None and type(t) is not str) or t in REGION_ATTRIBUTE_TYPES or isinstance(rid, list | dict)
-            for t, rid in zip(self.types, self.ids, strict=True)
-        ]
-        for k in np.unique(self.owner[np.asarray(odd, dtype=bool)]).tolist():
+        odd = _among(self.types, REGION_ATTRIBUTE_TYPES)
+        if set(map(type, self.types)) - {str, type(None)}:
+            odd |= [t is not None and type(t) is not str for t in self.types]
+        if set(map(type, self.ids)) & {list, dict}:
+            odd |= [isinstance(rid, list | dict) for rid in self.ids]
+        for k in sorted(set(self.owner[odd].tolist())):
             try:
                 region_ids, self.extra[k] = _region_attributes(self.kept.results[k])
             except Exception as error:  # raised by check(), unless a result before this annotation is bad
@@ -373,7 +386,9 @@ class _Results:
             if not isinstance(label, list) or len(label) != 1 or not isinstance(label[0], str):
                 message = f"{self._ref(n)}: '{t}' must hold exactly one label, got {label!r}"
                 self._fail(n, 3, ExportError(self.source_file, message))
-        sizes = [(results[n].get("original_width"), results[n].get("original_height")) for n in regions.tolist()]
+        in_regions = [results[n] for n in regions.tolist()]
+        widths, heights = [r.get("original_width") for r in in_regions], [r.get("original_height") for r in in_regions]
+        sizes = list(zip(widths, heights, strict=True))
         for m in [m for m, (w, h) in enumerate(sizes) if w is None or h is None]:
             item = self.kept.item_id[int(self.owner[regions[m]])]
             if item in image_sizes:
@@ -392,7 +407,7 @@ class _Results:
         box = types == "rectanglelabels"
         boxes = [values[n] for n in self.boxes.tolist()]
         for i, key in enumerate(BOX_KEYS):
-            numbers, errors = _floats([v.get(key, _MISSING) for v in boxes], key)
+            numbers, errors = _floats(_field(boxes, key), key)
             with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN, silently, as Python's floats give them
                 xywh[box, i] = numbers * scale[box, i]
             for m, error in errors.items():
@@ -426,25 +441,34 @@ class _Results:
 
         Most results share a handful of attribute sets (the same tool, origin and batch): each is written once.
         """
-        rows = np.union1d(self.regions, self.choices)
-        listed, owner = rows.tolist(), self.owner[rows]
+        listed, owner = self.read.tolist(), self.owner[self.read]
         rotation = self.geometry["rotation"]
+        read = [self.results[n] for n in listed]
+        from_name, origin = [r.get("from_name") for r in read], [r.get("origin") for r in read]
         keys = list(
             zip(
-                [self.results[n].get("from_name") for n in listed],
-                [self.results[n].get("origin") for n in listed],
+                from_name,
+                origin,
                 [self.kept.ground_truth[k] for k in owner.tolist()],
                 self.kept.batch[owner].tolist(),
                 [rotation.get(n) for n in listed] if rotation else [None] * len(listed),
                 strict=True,
             )
         )
-        odd = {n for n in listed if self.owner[n] in self.extra and self.types[n] in REGION_TYPES}
-        if not odd and all(type(f) in _PLAIN and type(o) in _PLAIN for f, o, *_ in keys):
+        described = set(self.extra)  # annotations whose regions may carry attribute results
+        odd = {n for n, k in zip(listed, owner.tolist(), strict=True) if k in described} if described else set()
+        odd &= set(self.regions.tolist())
+        if not odd and set(map(type, from_name)) | set(map(type, origin)) <= _PLAIN:
             written = {key: _attributes_json(*key) for key in set(keys)}
             return _objects([written[key] for key in keys])
+        written = {}
         out = np.empty(len(listed), dtype=object)
         for m, (n, key) in enumerate(zip(listed, keys, strict=True)):
+            if n not in odd and type(key[0]) in _PLAIN and type(key[1]) in _PLAIN:
+                if key not in written:
+                    written[key] = _attributes_json(*key)
+                out[m] = written[key]
+                continue
             extra = self.extra[int(self.owner[n])].get(self.results[n].get("id")) if n in odd else None
             try:
                 out[m] = _attributes_json(*key, extra)
@@ -488,7 +512,7 @@ class _Results:
             "annotator_id": kept.annotator[owner].tolist(),
             "kind": kind.tolist(),
             "label": label.tolist(),
-            "attributes": self.attributes[np.searchsorted(np.union1d(self.regions, self.choices), source)].tolist(),
+            "attributes": self.attributes[np.searchsorted(self.read, source)].tolist(),
             "annotated_at": kept.annotated_at[owner].tolist(),
             "guideline_version": kept.version[owner].tolist(),
             "source_ref": ref.tolist(),
