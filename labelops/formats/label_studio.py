@@ -242,12 +242,13 @@ def _objects(values: list[Any]) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
-def _among(values: np.ndarray, choices: tuple[str, ...]) -> np.ndarray:
-    """``value in choices`` for every value; ``np.isin`` would sort objects that may not compare."""
-    found = np.zeros(len(values), dtype=bool)
-    for choice in choices:
-        found |= values == choice
-    return found
+def _among(values: list[Any], choices: tuple[str, ...]) -> np.ndarray:
+    """``value in choices`` for every value, decided once for each distinct value."""
+    try:
+        found = {value: value in choices for value in set(values)}
+    except TypeError:  # a value that cannot be hashed (a list) is in no tuple of names
+        return np.fromiter((value in choices for value in values), dtype=bool, count=len(values))
+    return np.fromiter(map(found.__getitem__, values), dtype=bool, count=len(values))
 
 
 def _field(values: list[dict[str, Any]], key: str) -> list[Any]:
@@ -307,10 +308,11 @@ class _Results:
             self._fail(n, 0, ExportError(source_file, f"{kept.ref[k]}: result #{r} is not an object"))
             results[n] = {}
         self.results: list[dict[str, Any]] = results
-        self.types = _objects([r.get("type") for r in results])
+        self.type_list = [r.get("type") for r in results]
+        self.types = _objects(self.type_list)
         self.ids = [r.get("id", _MISSING) for r in results]
         attribute = self._attribute_results()
-        relation = _among(self.types, VALUELESS_TYPES)
+        relation = _among(self.type_list, VALUELESS_TYPES)
         self.skipped.update(f"{t} result" for t in self.types[relation])
         values = [r.get("value") for r in results]
         for n in np.flatnonzero([not isinstance(v, dict) for v in values]).tolist():
@@ -318,9 +320,9 @@ class _Results:
                 self._fail(n, 1, ExportError(source_file, f"{self._ref(n)}: 'value' is not an object"))
             values[n] = {}
         self.values: list[dict[str, Any]] = values
-        self.choices = np.flatnonzero((self.types == "choices") & ~attribute)
-        self.boxes = np.flatnonzero(self.types == "rectanglelabels")
-        self.regions = np.flatnonzero(_among(self.types, tuple(REGION_TYPES)))
+        self.choices = np.flatnonzero(_among(self.type_list, ("choices",)) & ~attribute)
+        self.boxes = np.flatnonzero(_among(self.type_list, ("rectanglelabels",)))
+        self.regions = np.flatnonzero(_among(self.type_list, tuple(REGION_TYPES)))
         other = ~relation & ~attribute
         other[self.choices] = other[self.regions] = False
         self.skipped.update(f"unsupported result type {t}" for t in self.types[other])
@@ -355,9 +357,9 @@ class _Results:
         """
         self.extra: dict[int, dict[Any, dict[Any, Any]]] = {}
         attribute = np.zeros(len(self.types), dtype=bool)
-        odd = _among(self.types, REGION_ATTRIBUTE_TYPES)
-        if set(map(type, self.types)) - {str, type(None)}:
-            odd |= [t is not None and type(t) is not str for t in self.types]
+        odd = _among(self.type_list, REGION_ATTRIBUTE_TYPES)
+        if set(map(type, self.type_list)) - {str, type(None)}:
+            odd |= [t is not None and type(t) is not str for t in self.type_list]
         if set(map(type, self.ids)) & {list, dict}:
             odd |= [isinstance(rid, list | dict) for rid in self.ids]
         for k in sorted(set(self.owner[odd].tolist())):
@@ -381,11 +383,13 @@ class _Results:
         """Labels, pixel boxes and polygon points of every region, and the rotation of every rotated box."""
         regions, values, results = self.regions, self.values, self.results
         types = self.types[regions]
-        labels = [values[n].get(t) for n, t in zip(regions.tolist(), types.tolist(), strict=True)]
-        for n, t, label in zip(regions.tolist(), types.tolist(), labels, strict=True):
-            if not isinstance(label, list) or len(label) != 1 or not isinstance(label[0], str):
-                message = f"{self._ref(n)}: '{t}' must hold exactly one label, got {label!r}"
-                self._fail(n, 3, ExportError(self.source_file, message))
+        labels: list[Any] = [values[n].get(t) for n, t in zip(regions.tolist(), types.tolist(), strict=True)]
+        exactly_one = set(map(type, labels)) <= {list} and set(map(len, labels)) <= {1}
+        if not (exactly_one and {type(label) for (label,) in labels} <= {str}):  # as exports write them: skip the walk
+            for n, t, label in zip(regions.tolist(), types.tolist(), labels, strict=True):
+                if not isinstance(label, list) or len(label) != 1 or not isinstance(label[0], str):
+                    message = f"{self._ref(n)}: '{t}' must hold exactly one label, got {label!r}"
+                    self._fail(n, 3, ExportError(self.source_file, message))
         in_regions = [results[n] for n in regions.tolist()]
         widths, heights = [r.get("original_width") for r in in_regions], [r.get("original_height") for r in in_regions]
         sizes = list(zip(widths, heights, strict=True))
@@ -404,7 +408,7 @@ class _Results:
                 self._conversion_error(regions[m], types[m], rank, error)
         scale = np.stack([width / 100.0, height / 100.0, width / 100.0, height / 100.0], axis=1)
         xywh = np.full((len(regions), 4), np.nan)
-        box = types == "rectanglelabels"
+        box = _among(types.tolist(), ("rectanglelabels",))
         boxes = [values[n] for n in self.boxes.tolist()]
         for i, key in enumerate(BOX_KEYS):
             numbers, errors = _floats(_field(boxes, key), key)
