@@ -195,7 +195,7 @@ E2E_MODULES = {
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """With `-m "not e2e"` the whole-e2e modules are not even imported: their imports (the Dagster definitions,
-    Playwright, the Dagster webserver's client) would cost the fast run a quarter of its time."""
+    Playwright, the Dagster webserver's client) cost the fast run about 2 s of collection for no test."""
     if config.option.markexpr.replace(" ", "") == "note2e" and collection_path.stem in E2E_MODULES:
         return True
     return None
