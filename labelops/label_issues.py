@@ -377,11 +377,18 @@ def _empty() -> pd.DataFrame:
 
 
 def worst_items(issues: pd.DataFrame, limit: int) -> pd.DataFrame:
-    """One row per item (its worst issue), worst first: what review and relabeling take, within their budget."""
+    """One row per item (its worst issue), taken round-robin over issue types, worst first within each.
+
+    Scores compare only within a type (ObjectLab's overlooked scores sit near 0 where a swap's rarely do), so a
+    single ranking would hand the budget of review and relabeling to one type; each type's k-th worst comes
+    before any type's (k+1)-th, and within a round the lower score first.
+    """
     columns = ["item_id", "issue", "label", "suggested_label", "score"]
     if issues.empty:
         return pd.DataFrame(columns=columns)
     worst = issues.sort_values(["score", "item_id"], kind="stable").drop_duplicates("item_id")
+    worst = worst.assign(_round=worst.groupby("issue", sort=False).cumcount())
+    worst = worst.sort_values(["_round", "score", "item_id"], kind="stable")
     return worst.head(limit)[columns].reset_index(drop=True)
 
 

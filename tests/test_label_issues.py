@@ -197,6 +197,23 @@ def test_objectlab_checks_at_most_the_daily_limit_the_same_images_every_run() ->
     assert set(first["item_id"]) == set(again["item_id"])
 
 
+def test_the_worst_items_go_round_robin_over_issue_types() -> None:
+    # overlooked scores sit near 0: ranked together, they would take every place
+    issues = pd.DataFrame(
+        {
+            "item_id": ["o1", "o2", "o3", "s1", "s2", "b1", "o1"],
+            "issue": ["overlooked", "overlooked", "overlooked", "swap", "swap", "badloc", "swap"],
+            "label": None,
+            "suggested_label": None,
+            "score": [0.001, 0.002, 0.003, 0.3, 0.1, 0.2, 0.0005],
+        }
+    )
+    worst = label_issues.worst_items(issues, 5)
+    # per item its worst (o1: the swap at 0.0005); round 1 = each type's worst, round 2 the second worst
+    assert list(worst["item_id"]) == ["o1", "o2", "b1", "o3", "s2"]
+    assert list(worst["issue"]) == ["swap", "overlooked", "badloc", "overlooked", "swap"]
+
+
 def test_the_worst_issues_enter_review_and_go_out_as_label_issue() -> None:
     from labelops import labeling, review
 
