@@ -211,11 +211,10 @@ def detection_inputs(
 ) -> Detection:
     """Labeled boxes (x, y, w, h, label) and detections (x, y, w, h, predicted_label, confidence) of the items
     that have both, as ObjectLab's lists: ``labels[i] = {"bboxes": (L, 4) x1y1x2y2, "labels": (L,)}`` and
-    ``predictions[i]`` a list of one (M_k, 5) array per class. ``boxed``: items annotators drew boxes on whose
+    ``predictions[i]`` a list of one (M_k, 5) array per class. Both frames hold only ``classes`` (box_issues
+    filters them; the row numbers returned index these frames). ``boxed``: items annotators drew boxes on whose
     labels may hold none (every box lost in consensus), checked too when they have detections."""
     classes = list(classes)
-    boxes = boxes[boxes["label"].isin(classes)].reset_index(drop=True)
-    detections = detections[detections["predicted_label"].isin(classes)].reset_index(drop=True)
     labeled = boxes["item_id"].astype(str).unique()
     if boxed is not None:
         labeled = np.union1d(labeled, np.asarray(boxed, dtype=str))
@@ -224,6 +223,8 @@ def detection_inputs(
     det_xyxy = _xyxy(detections)
     lab_class = pd.Categorical(boxes["label"], categories=classes).codes
     det_class = pd.Categorical(detections["predicted_label"], categories=classes).codes
+    if (lab_class < 0).any() or (det_class < 0).any():
+        raise ValueError("detection_inputs takes boxes and detections of the given classes only")
     lab_groups = boxes.groupby(boxes["item_id"].astype(str)).indices
     det_groups = detections.groupby(detections["item_id"].astype(str)).indices
     confidence = detections["confidence"].to_numpy(dtype=float)
