@@ -37,11 +37,23 @@ class Votes:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> Votes:
         """Latest judgment per (item, annotator) wins: a corrected answer replaces the first one."""
-        frame = frame.drop_duplicates(["item_id", "annotator_id"], keep="last")
         item, items = pd.factorize(frame["item_id"].astype(str), sort=True)
         annotator, annotators = pd.factorize(frame["annotator_id"].astype(str), sort=True)
+        # the last row of each (item, annotator), found on integer codes (pandas' drop_duplicates hashes the
+        # strings again: 1.7 s for 3.3 M votes); dropping repeats loses no item or annotator, possibly a label
+        key = item.astype(np.int64) * max(1, len(annotators)) + annotator
+        _, last_from_end = np.unique(key[::-1], return_index=True)
+        keep = np.sort(len(key) - 1 - last_from_end)
         label, labels = pd.factorize(frame["label"].astype(str), sort=True)
-        return cls(item, annotator, label, np.asarray(items), np.asarray(annotators), np.asarray(labels))
+        used = np.unique(label[keep])  # sorted, so the kept labels stay in order
+        return cls(
+            item[keep],
+            annotator[keep],
+            np.searchsorted(used, label[keep]),
+            np.asarray(items),
+            np.asarray(annotators),
+            np.asarray(labels)[used],
+        )
 
     @property
     def shape(self) -> tuple[int, int]:
