@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from assets.coverage import coverage_assets
 from assets.curate import dataset_snapshot, snapshot_exports
@@ -52,8 +52,13 @@ ASSETS = [
     quality_report,
 ]
 
+# Steps run one after another in the run's process. Dagster's default, the multiprocess executor, starts a process
+# per step that imports the code location again (3-6 s here, 20 steps a night): a 10,000-annotation night through
+# `dagster asset materialize` took 236 s with it and 73 s in process, on the same loaded 2-core machine. Where
+# parallel steps pay, a job of its own can set `executor_def` (docs/operations.md).
 defs = Definitions(
     assets=ASSETS,
+    executor=in_process_executor,
     jobs=[ingest_job, nightly_job],
     schedules=[nightly_schedule],
     sensors=[drift_sensor, guideline_sensor, landing_sensor, state_sensor],
