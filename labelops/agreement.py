@@ -103,35 +103,32 @@ class ItemStats:
     def alpha(self, weights: np.ndarray | None = None) -> float:
         """Krippendorff's alpha (nominal). Perfect agreement is 1 even when only one label occurs
         (the references leave that case undefined)."""
-        return float(self.alphas(weights)[0])
-
-    def alphas(self, weights: np.ndarray | None = None) -> np.ndarray:
-        """Alpha for each row of a replicates × items weight matrix."""
-        w = self._weights(weights)
-        n_c = w @ self.counts
-        n = n_c.sum(axis=1)
-        observed = w @ self.disagreement
-        expected = (n * n - (n_c * n_c).sum(axis=1)) / np.where(n > 1, n - 1, 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = np.where(expected > 0, 1.0 - observed / expected, np.nan)
-        return np.where(n <= 1, np.nan, np.where(observed == 0, 1.0, value))
+        return float(self.batch(weights)[0][0])
 
     def fleiss(self, weights: np.ndarray | None = None) -> tuple[float, float]:
         """Fleiss' kappa and percent agreement (Fleiss' P̄). With the same number of raters on every
         item this is statsmodels' ``fleiss_kappa``; otherwise each item's agreement is over its own pairs."""
-        kappa, observed = self.fleiss_batch(weights)
+        _, kappa, observed = self.batch(weights)
         return float(kappa[0]), float(observed[0])
 
-    def fleiss_batch(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Alpha, Fleiss' kappa and percent agreement for each row of a replicates × items weight matrix: the
+        weighted label counts the three share are summed once per batch of bootstrap replicates."""
         w = self._weights(weights)
+        n_c = w @ self.counts
+        n = n_c.sum(axis=1)
+        disagreement = w @ self.disagreement
+        expected = (n * n - (n_c * n_c).sum(axis=1)) / np.where(n > 1, n - 1, 1)
         total = w.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(expected > 0, 1.0 - disagreement / expected, np.nan)
             observed = (w @ self.agreement) / total
-            shares = (w @ self.counts) / (w @ self.m)[:, None]
+            shares = n_c / (w @ self.m)[:, None]
             chance = (shares * shares).sum(axis=1)
             kappa = np.where(chance < 1, (observed - chance) / (1 - chance), np.where(observed == 1, 1.0, np.nan))
+        alpha = np.where(n <= 1, np.nan, np.where(disagreement == 0, 1.0, value))
         empty = total == 0
-        return np.where(empty, np.nan, kappa), np.where(empty, np.nan, observed)
+        return alpha, np.where(empty, np.nan, kappa), np.where(empty, np.nan, observed)
 
 
 def alpha_from_counts(counts: np.ndarray) -> float:
@@ -216,14 +213,14 @@ def binary_confusion(confusion: np.ndarray, label: int) -> np.ndarray:
 
 def _scope_metrics(stats: ItemStats, confusion: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """The four metrics for each replicate: ``weights`` is replicates × items, ``confusion`` replicates × pairs × L × L."""
-    kappa, agreement = stats.fleiss_batch(weights)
+    alpha, kappa, agreement = stats.batch(weights)
     kappas = cohen_kappas(confusion)
     valid = np.isfinite(kappas) & (np.einsum("...ij->...", confusion) > 0)
     n_valid = valid.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_kappa = np.where(valid, kappas, 0.0).sum(axis=-1) / n_valid
     return {
-        "krippendorff_alpha": stats.alphas(weights),
+        "krippendorff_alpha": alpha,
         "fleiss_kappa": kappa,
         "mean_pairwise_cohen_kappa": np.where(n_valid > 0, mean_kappa, np.nan),
         "percent_agreement": agreement,
