@@ -55,6 +55,16 @@ def lookup(keys: pd.Series | pd.Index | np.ndarray, mapping: pd.Series) -> np.nd
     return cast(np.ndarray, np.where(found >= 0, values[found.clip(0)] if len(values) else None, None))
 
 
+def joined(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
+    """Per key (the sorted index), its distinct values in sorted order joined by ``sep``: what a groupby with
+    ``sep.join(sorted(set(s)))`` gives, without a Python call per group (Arrow lists each group's values)."""
+    pairs = pd.DataFrame({"key": keys.array, "value": values.astype(str).array}).drop_duplicates()
+    table = pa.Table.from_pandas(pairs.sort_values(["key", "value"], kind="stable"), preserve_index=False)
+    lists = table.group_by("key", use_threads=False).aggregate([("value", "list")])  # keeps the sorted order
+    text = pc.binary_join(lists["value_list"].cast(pa.list_(pa.string())), sep).to_numpy(zero_copy_only=False)
+    return pd.Series(text, index=lists["key"].to_numpy(zero_copy_only=False), dtype="str").sort_index()
+
+
 def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     """Values as an Arrow string array: zero-copy for pandas 3 string columns, converted otherwise."""
     column = (

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from labelops.columns import joined
+
 CRITICAL_FLOOR = 10.0
 
 
@@ -58,8 +60,7 @@ def review_queue(
         )
     )
     if len(conflicts):
-        grouped = conflicts.assign(pair=conflicts["label_a"] + " vs " + conflicts["label_b"]).groupby("item_id")
-        summary = grouped["pair"].agg(lambda s: ", ".join(sorted(set(s))))
+        summary = joined(conflicts["item_id"], conflicts["label_a"] + " vs " + conflicts["label_b"], ", ")
         rows.append(
             pd.DataFrame(
                 {
@@ -71,8 +72,7 @@ def review_queue(
             )
         )
     if len(unmatched):
-        grouped = unmatched.groupby("item_id")["label"]
-        summary = grouped.agg(lambda s: ", ".join(sorted(set(s))))
+        summary = joined(unmatched["item_id"], unmatched["label"], ", ")
         rows.append(
             pd.DataFrame(
                 {

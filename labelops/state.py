@@ -23,11 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from labelops import quality
-from labelops.columns import isin
+from labelops.columns import isin, joined
 from labelops.guidelines import GuidelineSet
 from labelops.outbox import HONEYPOT
 
@@ -300,20 +298,11 @@ def lineage(votes: pd.DataFrame) -> pd.DataFrame:
         rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("annotation_id", "size")
     )
     per_item["rounds"] += 1  # the ordinary round, plus one per answered batch
-    per_item["days"] = _joined_days(votes)
+    per_item["days"] = joined(votes["item_id"], votes["export_date"], ",")  # dates: sorted is delivery order
     per_item["current_judgments"] = live.groupby("item_id").size().reindex(per_item.index).fillna(0).astype("int64")
     answers = live[live["answer_to"].notna()].groupby("item_id")["answer_to"].max()
     per_item["answered_batch"] = answers.reindex(per_item.index).astype(object)
     return per_item[LINEAGE]
-
-
-def _joined_days(votes: pd.DataFrame) -> pd.Series:
-    """Per item (sorted), the distinct days its judgments were delivered on, in order, joined by commas."""
-    days = votes[["item_id", "export_date"]].drop_duplicates().sort_values(["item_id", "export_date"])
-    table = pa.Table.from_pandas(days.astype({"export_date": str}), preserve_index=False)
-    lists = table.group_by("item_id", use_threads=False).aggregate([("export_date", "list")])  # keeps the order
-    joined = pc.binary_join(lists["export_date_list"].cast(pa.list_(pa.string())), ",").to_numpy(zero_copy_only=False)
-    return pd.Series(joined, index=lists["item_id"].to_numpy(zero_copy_only=False), dtype="str").sort_index()
 
 
 def touched_items(votes: pd.DataFrame, day: str | None) -> pd.Series:

@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelops.columns import isin, lookup
+from labelops.columns import isin, joined, lookup
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
 
@@ -34,3 +34,18 @@ def test_lookup_equals_map() -> None:
     got = lookup(keys, mapping)
     expected = keys.astype(object).map(mapping).to_numpy(dtype=object)
     assert [None if (v is None or v is np.nan) else v for v in got] == [None if pd.isna(v) else v for v in expected]
+
+
+labels = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["car", "Bus", "é-scooter", "truck", "car"])),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=labels)
+def test_joined_equals_a_groupby_of_sorted_distinct_values(rows: list) -> None:
+    frame = pd.DataFrame(rows, columns=["item_id", "label"]).astype("str")
+    expected = frame.groupby("item_id")["label"].agg(lambda s: ", ".join(sorted(set(s))))
+    got = joined(frame["item_id"], frame["label"], ", ")
+    assert list(got.index) == list(expected.index) and list(got) == list(expected)
