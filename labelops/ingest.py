@@ -613,9 +613,9 @@ def _write_pass(
                     if restart:
                         continue  # still read on: every file's problems and types are learnt in this pass
                     part = conform_table(frame, schema())
-                    if writer is None:
-                        writer = pq.ParquetWriter(path, part.schema, compression="zstd")
-                    writer.write_table(part)
+                    opened = writer if writer is not None else pq.ParquetWriter(path, part.schema, compression="zstd")
+                    opened.write_table(part)
+                    writer = opened
                     wrote = True
                     total += len(frame)
                     if preview is None:

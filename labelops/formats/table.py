@@ -84,6 +84,7 @@ def _layout(source_file: str, data: bytes) -> tuple[str, list[str], bool]:
     header = [cell.strip() for cell in next(csv.reader([first], delimiter=sep), [])]
     known = {alias for aliases in ALIASES.values() for alias in aliases}
     has_header = any(_canonical(h) in known for h in header)
+    names: list[str]
     if has_header:
         names = header
     elif len(header) == 3:
