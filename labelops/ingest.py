@@ -609,10 +609,10 @@ def _write_pass(
                         elif columns[column] != kind and frame[column].notna().any():
                             columns[column] = pa.string()  # numbers so far, text now: text for the whole day
                             restart = restart or writer is not None
+                    part = conform_table(frame, schema())
                     count += len(frame)
                     if restart:
                         continue  # still read on: every file's problems and types are learnt in this pass
-                    part = conform_table(frame, schema())
                     opened = writer if writer is not None else pq.ParquetWriter(path, part.schema, compression="zstd")
                     opened.write_table(part)
                     writer = opened
@@ -620,11 +620,11 @@ def _write_pass(
                     total += len(frame)
                     if preview is None:
                         preview = part.slice(0, 10).to_pandas()
-                    labels = labels.add(frame["predicted_label"].value_counts(dropna=False), fill_value=0)
-                    confidence = frame["confidence"]
-                    confidence_sum += float(confidence.sum())
-                    confidence_rows += int(confidence.notna().sum())
-                    versions.update(frame["model_version"].dropna().astype(str).unique())
+                    seen = part.select(["predicted_label", "confidence", "model_version"]).to_pandas()
+                    labels = labels.add(seen["predicted_label"].value_counts(dropna=False), fill_value=0)
+                    confidence_sum += float(seen["confidence"].sum())
+                    confidence_rows += int(seen["confidence"].notna().sum())
+                    versions.update(seen["model_version"].dropna().astype(str).unique())
             except Exception as error:
                 failed[key] = _as_export_error(key, error)
                 rows.append(_error_row(key, failed[key]))

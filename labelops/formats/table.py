@@ -140,23 +140,23 @@ def read_batches(source_file: str, source: str | bytes, rows: int) -> Iterator[p
         head = head[3:]
     sep, names, has_header = _layout(source_file, head)
     first_line = 2 if has_header else 1
-    pending: list[pa.RecordBatch] = []
     try:
         reader = pacsv.open_csv(
             source if isinstance(source, str) else pa.BufferReader(source),
             **_csv_options(names, sep, has_header, BLOCK_BYTES),
         )
+        pending = reader.schema.empty_table()
         yielded = False
         for batch in reader:
-            pending.append(batch)
-            if sum(b.num_rows for b in pending) >= rows:
-                frame = pa.Table.from_batches(pending).to_pandas()
+            pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+            while pending.num_rows >= rows:
+                frame = pending.slice(0, rows).to_pandas()
                 frame.index = frame.index + first_line
                 first_line += len(frame)
-                pending, yielded = [], True
+                pending, yielded = pending.slice(rows), True
                 yield frame
-        if pending or not yielded:
-            frame = pa.Table.from_batches(pending, schema=reader.schema).to_pandas()
+        if pending.num_rows or not yielded:
+            frame = pending.to_pandas()
             frame.index = frame.index + first_line
             yield frame
     except pa.ArrowInvalid as error:
