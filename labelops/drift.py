@@ -7,6 +7,10 @@ a two-proportion z-test (p < 0.05); above 1,000 reference rows, numeric columns 
 distance over the reference standard deviation (drift at ≥ 0.1) and the others the Jensen-Shannon
 distance (natural log, drift at ≥ 0.1). The dataset drifts when at least half of the columns do.
 PSI (10 reference-quantile bins, shares clipped at 1e-4) is reported beside every column.
+
+A production day of any size goes through :func:`stream_drift` part by part: counts, PSI and row counts are exact,
+KS and Wasserstein use a seeded uniform sample of CURRENT_SAMPLE rows (the whole day when it is no larger, so the
+result then equals :func:`dataset_drift`'s).
 """
 
 from __future__ import annotations
