@@ -139,13 +139,18 @@ class ParquetIOManager(ConfigurableIOManager):
         return DayTables(
             days,
             lambda day, **columns: self._read(self.key(path, day), **columns),
-            open_file=lambda day: pq.ParquetFile(readable(store, self.key(path, day))),
+            open_file=lambda day: _parquet_file(readable(store, self.key(path, day))),
         )
 
     def _read(self, key: str, keep: tuple[str, ...] | None = None, drop: frozenset[str] = frozenset()) -> pd.DataFrame:
         table = pq.ParquetFile(pa.BufferReader(self.storage.warehouse_store.read_bytes(key)))
         names = [n for n in table.schema_arrow.names if (keep is None or n in keep) and n not in drop]
         return table.read(columns=names).to_pandas()
+
+
+def _parquet_file(source: str | bytes) -> pq.ParquetFile:
+    """A local path is read in parts from disk; an object's bytes (S3) are read from memory."""
+    return pq.ParquetFile(source if isinstance(source, str) else pa.BufferReader(source))
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -183,3 +183,20 @@ def test_text_in_a_later_part_makes_the_column_text_for_the_day(tmp_path: Path) 
     assert (
         table["extra"].isna().sum() == 2600 and pq.read_schema(tmp_path / "out.parquet").field("extra").type == "string"
     )
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])  # local disk, or an object's bytes (S3)
+def test_day_tables_read_a_day_in_parts(tmp_path: Path, as_bytes: bool) -> None:
+    from resources.io_manager import DayTables, _parquet_file
+
+    frame = _day(1000, 3)
+    path = tmp_path / f"{DAY}.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=300)
+    tables = DayTables(
+        [DAY],
+        lambda day, **columns: pd.read_parquet(path),
+        open_file=lambda day: _parquet_file(path.read_bytes() if as_bytes else str(path)),
+    ).select(drop=["lighting"])
+    parts = list(tables.batches(DAY, 250))
+    assert tables.rows(DAY) == 1000 and max(len(p) for p in parts) <= 250
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), frame.drop(columns="lighting"))
