@@ -83,6 +83,7 @@ bench: install
 	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.pipeline --annotations 100000 1000000 5000000
 	$(BIN)/python -m bench.nights
+	$(BIN)/python -m bench.production --rows 50000000
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

@@ -38,6 +38,14 @@ LOOKBACK = TimeWindowPartitionMapping(
 )
 
 
+def _production_day(production_predictions: Frames, day: str) -> Frames:
+    if day not in production_predictions:
+        raise LookupError(
+            f"production_predictions has not been materialized for {day}; materialize it for that day first"
+        )
+    return production_predictions
+
+
 def _severity(blocking: bool) -> AssetCheckSeverity:
     return AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
 
@@ -80,18 +88,19 @@ def coverage_report(
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
-    # the state is read under the day's guideline already; the model still names classes as it was trained
-    predictions = predictions_under(
-        for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
-    )
     labeled = coverage.slice_values(consensus_labels[LABEL_COLUMNS[:-1]], item_catalog, spec)
-    production = predictions.rename(columns={"predicted_label": "label"})
-    production = coverage.slice_values(
-        production[[c for c in production.columns if c in {"item_id", "label", "x", "y", "w", "h", *spec.dimensions}]],
-        pd.DataFrame({"item_id": []}),
+    # production grows with traffic: the day is counted per class and slice part by part, never held whole
+    production_day = _production_day(production_predictions, day)
+    predictions = production_day.select(keep=["item_id", "predicted_label", "x", "y", "w", "h", *spec.dimensions])
+    production = coverage.production_cells(
+        (
+            # the state is read under the day's guideline already; the model still names classes as it was trained
+            predictions_under(part, guideline_set, current.version).rename(columns={"predicted_label": "label"})
+            for part in predictions.batches(day, storage.batch_rows)
+        ),
         spec,
     )
-    report = coverage.coverage_report(labeled, production, spec)
+    report = coverage.coverage_report(labeled, production, spec, counted=True)
     missing = coverage.missing_critical_cells(report, spec)
     unseen = report[report["unseen_in_training"]]
     heatmap_key = warehouse.coverage_heatmap(day)
@@ -110,7 +119,7 @@ def coverage_report(
             ),
             "heatmap": link(storage, heatmap_key),
             "labeled_objects": len(labeled),
-            "production_predictions": len(production),
+            "production_predictions": int(production[coverage.PRODUCTION_ROWS].sum()),
             **guideline_entry({day: current.version}),
         },
     )
@@ -156,12 +165,19 @@ def risk_report(
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
-    production_predictions = predictions_under(
-        for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
-    )
     gold_labels = labels_under(gold_labels, guideline_set, current.version)
     reference = coverage.reference_boxes(consensus_labels, gold_labels)
-    detections = coverage.detections(production_predictions, reference)
+    # the model's boxes on the labeled items, picked from the day's production part by part
+    predictions = _production_day(production_predictions, day).select(
+        keep=["item_id", "predicted_label", "x", "y", "w", "h"]
+    )
+    detections = pd.concat(
+        [
+            coverage.detections(predictions_under(part, guideline_set, current.version), reference)
+            for part in predictions.batches(day, storage.batch_rows)
+        ],
+        ignore_index=True,
+    )
     pairs = coverage.confusion_pairs(reference, detections)
     report = coverage.risk_report(pairs, item_catalog, spec)
     confusion = pd.crosstab(pairs["true"], pairs["predicted"]) if len(pairs) else pd.DataFrame()

@@ -21,11 +21,12 @@ from dagster import (
     Output,
 )
 
-from assets.metadata import table_metadata
+from assets.metadata import column_schema, table_metadata
 from assets.partitioned import Frames, concat_days, days, for_day
 from assets.partitions import daily_asset
 from labelops import ingest, warehouse
 from labelops.reporting import counts_table, markdown_table
+from labelops.storage import staged_file
 from resources.privacy import AnnotatorIdsResource
 from resources.storage import StorageResource
 
@@ -52,12 +53,30 @@ def _report(
     preview_columns: list[str] | None = None,
 ):
     """Write each day's file ledger, log bad files, and yield the output with its check."""
-    for day, result in results.items():
-        storage.warehouse_store.write_bytes(
-            warehouse.file_ledger(name, day), result.ledger.to_csv(index=False).encode()
-        )
     table = concat_days({day: r.table for day, r in results.items()})
-    ledger = pd.concat([r.ledger for r in results.values()], ignore_index=True)
+    yield from _report_ledgers(
+        context,
+        storage,
+        name,
+        {day: r.ledger for day, r in results.items()},
+        {day: r.table for day, r in results.items()},
+        {**table_metadata(table, preview_columns=preview_columns), **metadata},
+    )
+
+
+def _report_ledgers(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    name: str,
+    ledgers: dict[str, pd.DataFrame],
+    value: Mapping[str, pd.DataFrame] | None,
+    metadata: Mapping[str, Any],
+):
+    """Write each day's file ledger, log bad files, and yield the output (``value``; None when the asset wrote
+    its tables itself) with its check."""
+    for day, day_ledger in ledgers.items():
+        storage.warehouse_store.write_bytes(warehouse.file_ledger(name, day), day_ledger.to_csv(index=False).encode())
+    ledger = pd.concat(list(ledgers.values()), ignore_index=True)
     errors = ledger[ledger["status"] == "error"]
     arriving = ledger[ledger["status"] == ingest.STILL_ARRIVING]
     for message in errors["error"]:
@@ -67,15 +86,14 @@ def _report(
             f"{file}: still arriving (modified less than {storage.settle_seconds:g} s ago); deferred to the next run"
         )
     yield Output(
-        {day: r.table for day, r in results.items()},
+        dict(value) if value is not None else None,
         metadata={
-            **table_metadata(table, preview_columns=preview_columns),
             "files": len(ledger),
             "files_rejected": len(errors),
             "files_still_arriving": len(arriving),
             "file_ledger": MetadataValue.md(markdown_table(ledger.drop(columns="error"), max_rows=30)),
             "ledger_path": MetadataValue.path(
-                f"{storage.warehouse}/ledgers/{name}/" + (f"{next(iter(results))}.csv" if len(results) == 1 else "")
+                f"{storage.warehouse}/ledgers/{name}/" + (f"{next(iter(ledgers))}.csv" if len(ledgers) == 1 else "")
             ),
             **metadata,
         },
@@ -186,17 +204,39 @@ def gold_labels(context: AssetExecutionContext, storage: StorageResource):
     "predicted_label, confidence, and the model's input features as extra columns (numbers stay numeric).",
 )
 def production_predictions(context: AssetExecutionContext, storage: StorageResource):
-    results = {
-        day: ingest.read_predictions(storage.landing_store, day, policy=storage.read_policy()) for day in days(context)
-    }
-    table = concat_days({day: r.table for day, r in results.items()})
+    # Production grows with traffic: each day is streamed from the landing files into its Parquet table in
+    # parts of storage.batch_rows rows (labelops.ingest.write_predictions), never held whole.
+    streamed: dict[str, ingest.StreamedDay] = {}
+    for day in days(context):
+        with staged_file(storage.warehouse_store, warehouse.table_key(["production_predictions"], day)) as path:
+            streamed[day] = ingest.write_predictions(
+                storage.landing_store, day, path, policy=storage.read_policy(), batch_rows=storage.batch_rows
+            )
+        if streamed[day].passes > 1:
+            context.log.info(f"production {day}: written in {streamed[day].passes} passes (a type or file changed)")
+    rows = sum(s.rows for s in streamed.values())
+    labels = pd.concat([s.predicted_labels for s in streamed.values()]).groupby(level=0, dropna=False).sum()
+    labels = labels.sort_values(ascending=False, kind="stable").rename_axis("predicted_label")
+    confidence_rows = sum(s.confidence_rows for s in streamed.values())
+    preview = concat_days({day: s.preview for day, s in streamed.items()}).head(10)
     metadata = {
-        "by_predicted_label": MetadataValue.md(counts_table(table["predicted_label"], "predicted_label")),
-        "mean_confidence": float(table["confidence"].mean()) if len(table) else 0.0,
-        "model_versions": ", ".join(sorted(table["model_version"].dropna().astype(str).unique())) or "none",
+        "dagster/row_count": rows,
+        "dagster/column_schema": MetadataValue.table_schema(column_schema(preview)),
+        "preview": MetadataValue.md(
+            markdown_table(
+                preview[[c for c in preview.columns if c not in ("source_file", "export_date")]], max_rows=10
+            )
+        ),
+        "by_predicted_label": MetadataValue.md(markdown_table(labels.reset_index(name="rows"), max_rows=20)),
+        "mean_confidence": sum(s.confidence_sum for s in streamed.values()) / confidence_rows
+        if confidence_rows
+        else 0.0,
+        "model_versions": ", ".join(sorted(set().union(*(s.model_versions for s in streamed.values())))) or "none",
+        "passes": max(s.passes for s in streamed.values()),
     }
-    preview = [c for c in table.columns if c not in ("source_file", "export_date")]
-    yield from _report(context, storage, "production_predictions", results, metadata, preview_columns=preview)
+    yield from _report_ledgers(
+        context, storage, "production_predictions", {day: s.ledger for day, s in streamed.items()}, None, metadata
+    )
 
 
 ingest_assets = [item_catalog, label_exports, gold_labels, production_predictions]

@@ -1,5 +1,7 @@
 """Monitor: drift of a production day against the reference the current snapshot was trained on."""
 
+from collections.abc import Iterator
+
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
@@ -55,17 +57,33 @@ def production_drift(
     production_predictions = production_predictions.select(drop=drift.PRODUCTION_META)
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day).version
-    current = predictions_under(production_predictions.get(day, pd.DataFrame()), guideline_set, guideline)
+    # the day is read in parts of storage.batch_rows rows: production grows with traffic, not with labels
+    current_rows = production_predictions.rows(day) if day in production_predictions else 0
+    confidence = [0.0, 0]
+
+    def current_parts() -> Iterator[pd.DataFrame]:
+        for part in production_predictions.batches(day, storage.batch_rows):
+            part = predictions_under(part, guideline_set, guideline)
+            if "confidence" in part:
+                confidence[0] += float(part["confidence"].sum())
+                confidence[1] += int(part["confidence"].notna().sum())
+            yield part
+
     store = storage.warehouse_store
     version = snapshots.latest(store)
     source_days = snapshots.manifest(store, version)["source_partitions"] if version else []
     bounds = drift.Reference(config.reference_days, config.reference_rows, REFERENCE.first_days)
     reference_days = drift.reference_days(source_days, list(production_predictions), day, bounds)
-    reference = drift.reference_sample(production_predictions, reference_days, bounds.rows)
+    reference = drift.reference_sample_parts(production_predictions, reference_days, bounds.rows, storage.batch_rows)
     reference = predictions_under(reference, guideline_set, guideline)  # a renamed class is no drift
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
-    columns = drift.monitored_columns(current) if len(current) and len(reference) else []
-    table = drift.dataset_drift(reference, current, columns, settings)
+    if current_rows and len(reference):
+        table = drift.stream_drift(reference, current_parts(), current_rows, None, settings)
+    else:
+        for _ in current_parts() if current_rows else ():  # no reference yet: read for the mean confidence alone
+            pass
+        table = drift.dataset_drift(reference, pd.DataFrame(), [], settings)
+        table["current_rows"] = current_rows
     drifted = table[table["drifted"] & (table["feature"] != "__dataset__")]["feature"].tolist()
     dataset = bool(table.loc[table["feature"] == "__dataset__", "drifted"].iloc[0])
     if dataset:
@@ -79,9 +97,10 @@ def production_drift(
             "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
             "reference_rows": len(reference),
             "reference_days": ", ".join(reference_days),
-            "mean_confidence": float(current["confidence"].mean()) if len(current) else 0.0,
+            "mean_confidence": confidence[0] / confidence[1] if confidence[1] else 0.0,
             "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
-            "current_rows": len(current),
+            "current_rows": current_rows,
+            "current_sample": f"KS, Wasserstein: {min(current_rows, drift.CURRENT_SAMPLE):,} of {current_rows:,} rows",
             **guideline_entry({day: guideline}),
             "by_feature": MetadataValue.md(
                 markdown_table(table[["feature", "method", "statistic", "p_value", "drifted", "psi_band"]], max_rows=40)

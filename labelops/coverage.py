@@ -9,6 +9,7 @@ recall so that "no errors on three examples" is not read as safe.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -161,21 +162,43 @@ def slice_values(objects: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec)
     return out
 
 
-def coverage_report(labeled: pd.DataFrame, production: pd.DataFrame, spec: CoverageSpec) -> pd.DataFrame:
+PRODUCTION_ROWS = "rows"
+
+
+def production_cells(parts: Iterable[pd.DataFrame], spec: CoverageSpec) -> pd.DataFrame:
+    """Production rows (item_id, label = the predicted class, box, slice columns) counted per class and slice
+    values, part by part: all :func:`coverage_report` needs of a day of any size, in the size of the cells."""
+    keys = ["label", *spec.dimensions]
+    counted = []
+    for part in parts:
+        sliced = slice_values(part, pd.DataFrame({"item_id": []}), spec)
+        counted.append(sliced.groupby(keys, dropna=False).size().rename(PRODUCTION_ROWS))
+    if not counted:
+        return pd.DataFrame(columns=[*keys, PRODUCTION_ROWS])
+    cells = pd.concat(counted).groupby(level=list(range(len(keys))), dropna=False).sum()
+    return cells.reset_index()
+
+
+def coverage_report(
+    labeled: pd.DataFrame, production: pd.DataFrame, spec: CoverageSpec, *, counted: bool = False
+) -> pd.DataFrame:
     """Class × slice-value cells (and each dimension alone, class '*'), worst under-representation first.
 
     ``labeled`` and ``production`` are outputs of :func:`slice_values`, with ``label`` the labeled
-    class and the predicted class respectively.
+    class and the predicted class respectively; with ``counted``, ``production`` is :func:`production_cells`
+    (rows per cell) instead of one row per prediction.
     """
     rows = []
-    n_labeled, n_production = len(labeled), len(production)
+    n_labeled = len(labeled)
+    n_production = int(production[PRODUCTION_ROWS].sum()) if counted else len(production)
     for dimension in spec.dimensions:
         for by_class in (True, False):
             keys = ["label", dimension] if by_class else [dimension]
             left = labeled.groupby(keys, dropna=True).size().rename("labeled_count")
+            grouped = production.groupby(keys, dropna=True) if dimension in production else None
             right = (
-                production.groupby(keys, dropna=True).size().rename("production_count")
-                if dimension in production
+                (grouped[PRODUCTION_ROWS].sum() if counted else grouped.size()).rename("production_count")
+                if grouped is not None
                 else pd.Series(dtype=float, name="production_count")
             )
             cells = pd.concat([left, right], axis=1).fillna(0).reset_index()

@@ -7,12 +7,17 @@ a two-proportion z-test (p < 0.05); above 1,000 reference rows, numeric columns 
 distance over the reference standard deviation (drift at ≥ 0.1) and the others the Jensen-Shannon
 distance (natural log, drift at ≥ 0.1). The dataset drifts when at least half of the columns do.
 PSI (10 reference-quantile bins, shares clipped at 1e-4) is reported beside every column.
+
+A production day of any size goes through :func:`stream_drift` part by part: counts, PSI and row counts are exact,
+KS and Wasserstein use a seeded uniform sample of CURRENT_SAMPLE rows (the whole day when it is no larger, so the
+result then equals :func:`dataset_drift`'s).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -78,8 +83,18 @@ def _counts(values: pd.Series) -> pd.Series:
     return counts.groupby(level=0).sum()
 
 
+def _text_counts(counts: pd.Series) -> pd.Series:
+    """Raw value counts keyed by text (1 and "1" are one category)."""
+    counts = counts.copy()
+    counts.index = counts.index.astype(str)
+    return counts.groupby(level=0).sum()
+
+
 def _shares(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    ref_counts, cur_counts = _counts(reference), _counts(current)
+    return _shares_of(_counts(reference), _counts(current))
+
+
+def _shares_of(ref_counts: pd.Series, cur_counts: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     keys = sorted(set(ref_counts.index) | set(cur_counts.index))
     ref = ref_counts.reindex(keys, fill_value=0).to_numpy(float)
     cur = cur_counts.reindex(keys, fill_value=0).to_numpy(float)
@@ -93,7 +108,12 @@ def ks(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
 
 def chisquare(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
     """Evidently's chi-square: current counts against reference counts scaled to the current size."""
-    ref, cur, _, _ = _shares(reference, current)
+    return chisquare_counts(_counts(reference), _counts(current))
+
+
+def chisquare_counts(ref_counts: pd.Series, cur_counts: pd.Series) -> tuple[float, float]:
+    """:func:`chisquare` from category counts (keyed by text)."""
+    ref, cur, _, _ = _shares_of(ref_counts, cur_counts)
     expected = ref * (cur.sum() / ref.sum())
     if (expected == 0).any():  # a category the reference never had: certain drift
         return float("inf"), 0.0
@@ -103,7 +123,12 @@ def chisquare(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
 
 def z_test(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
     """Two-proportion z-test on the share of the reference's first value."""
-    ref, cur, _, _ = _shares(reference, current)
+    return z_test_counts(_counts(reference), _counts(current))
+
+
+def z_test_counts(ref_counts: pd.Series, cur_counts: pd.Series) -> tuple[float, float]:
+    """:func:`z_test` from category counts (keyed by text)."""
+    ref, cur, _, _ = _shares_of(ref_counts, cur_counts)
     if len(ref) == 1:
         return 0.0, 1.0
     n1, n2 = ref.sum(), cur.sum()
@@ -137,7 +162,11 @@ def wasserstein(reference: pd.Series, current: pd.Series) -> float:
 
 
 def jensen_shannon(reference: pd.Series, current: pd.Series) -> float:
-    _, _, ref, cur = _shares(reference, current)
+    return jensen_shannon_counts(_counts(reference), _counts(current))
+
+
+def jensen_shannon_counts(ref_counts: pd.Series, cur_counts: pd.Series) -> float:
+    _, _, ref, cur = _shares_of(ref_counts, cur_counts)
     return float(distance.jensenshannon(np.maximum(ref, EPS), np.maximum(cur, EPS)))
 
 
@@ -145,55 +174,129 @@ def psi(reference: pd.Series, current: pd.Series, kind: str) -> float:
     """Population stability index over 10 reference-quantile bins (categories for categorical columns)."""
     if kind == "numeric":
         ref, cur = reference.dropna().to_numpy(float), current.dropna().to_numpy(float)
-        edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11)))
-        edges[0], edges[-1] = -np.inf, np.inf
+        edges = psi_edges(reference)
         ref_share = np.histogram(ref, edges)[0] / max(len(ref), 1)
         cur_share = np.histogram(cur, edges)[0] / max(len(cur), 1)
     else:
         _, _, ref_share, cur_share = _shares(reference, current)
+    return psi_of_shares(ref_share, cur_share)
+
+
+def psi_edges(reference: pd.Series) -> np.ndarray:
+    """PSI's bins: the reference's deciles, open at both ends."""
+    edges = np.unique(np.quantile(reference.dropna().to_numpy(float), np.linspace(0, 1, 11)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    return edges
+
+
+def psi_of_shares(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
     ref_share, cur_share = np.maximum(ref_share, EPS), np.maximum(cur_share, EPS)
     return float(((cur_share - ref_share) * np.log(cur_share / ref_share)).sum())
 
 
+COUNTED = ("chisquare", "z", "jensenshannon")  # methods that need only category counts
+SAMPLED = ("ks", "wasserstein")  # methods that need the values (of a sample when the day is large)
+CURRENT_SAMPLE = 1_000_000
+
+
+@dataclass
+class Tally:
+    """What drift needs of one current column, gathered part by part: exact counts (non-null values, categories,
+    PSI bins) and, for KS / Wasserstein, the values of the sampled rows."""
+
+    kind: str
+    method: str
+    edges: np.ndarray | None  # PSI bins (numeric columns)
+    rows: int = 0
+    counts: pd.Series | None = None
+    histogram: np.ndarray | None = None
+    sample: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def plan(cls, reference: pd.Series, current: pd.Series, config: DriftConfig, method: str | None = None) -> Tally:
+        """What to gather, decided from the reference and the current column's type (one part of it suffices)."""
+        kind = column_kind(reference, current)
+        method = method or config.methods.get(str(reference.name)) or choose_method(reference, kind)
+        edges = psi_edges(reference) if kind == "numeric" else None
+        counts = pd.Series(dtype="float64") if kind == "categorical" or method in COUNTED else None
+        histogram = np.zeros(len(edges) - 1) if edges is not None else None
+        return cls(kind, method, edges, counts=counts, histogram=histogram)
+
+    def add(self, values: pd.Series, sampled: np.ndarray | slice) -> None:
+        """One part of the current column; ``sampled``: the positions (in the part) of the sampled rows."""
+        self.rows += int(values.notna().sum())
+        if self.counts is not None:
+            self.counts = self.counts.add(values.value_counts(dropna=True), fill_value=0)
+        if self.histogram is not None and self.edges is not None:
+            self.histogram += np.histogram(values.dropna().to_numpy(float), self.edges)[0]
+        if self.method in SAMPLED:
+            self.sample.append(values.to_numpy()[sampled])
+
+    def result(self, reference: pd.Series, config: DriftConfig, current: pd.Series | None = None) -> dict:
+        """The column's row of the drift table; ``current``: the whole column when it was given whole."""
+        method, kind = self.method, self.kind
+        cur_counts = _text_counts(self.counts.astype("int64")) if self.counts is not None else None
+        ref_counts = _counts(reference) if cur_counts is not None else None
+        values = current if current is not None else pd.Series(_concat(self.sample), name=reference.name)
+        p_value = np.nan
+        if method == "ks":
+            statistic, p_value = ks(reference, values)
+        elif method == "chisquare":
+            assert ref_counts is not None and cur_counts is not None
+            statistic, p_value = chisquare_counts(ref_counts, cur_counts)
+        elif method == "z":
+            assert ref_counts is not None and cur_counts is not None
+            statistic, p_value = z_test_counts(ref_counts, cur_counts)
+        elif method == "wasserstein":
+            statistic = wasserstein(reference, values)
+        elif method == "jensenshannon":
+            assert ref_counts is not None and cur_counts is not None
+            statistic = jensen_shannon_counts(ref_counts, cur_counts)
+        else:
+            raise ValueError(f"unknown drift method {method!r} for column {reference.name!r}")
+        by_p = method in ("ks", "chisquare", "z")
+        threshold = config.p_value if by_p else config.distance
+        drifted = bool(p_value < threshold) if by_p else bool(statistic >= threshold)
+        if kind == "numeric":
+            assert self.histogram is not None and self.edges is not None
+            ref = reference.dropna().to_numpy(float)
+            ref_share = np.histogram(ref, self.edges)[0] / max(len(ref), 1)
+            value = psi_of_shares(ref_share, self.histogram / max(self.rows, 1))
+        else:
+            assert ref_counts is not None and cur_counts is not None
+            _, _, ref_share, cur_share = _shares_of(ref_counts, cur_counts)
+            value = psi_of_shares(ref_share, cur_share)
+        unseen = np.nan
+        if kind == "categorical":
+            assert ref_counts is not None and cur_counts is not None
+            total = cur_counts.sum()
+            unseen = float(cur_counts[~cur_counts.index.isin(ref_counts.index)].sum() / total) if total else 0.0
+        return {
+            "feature": str(reference.name),
+            "kind": kind,
+            "method": method,
+            "statistic": float(statistic),
+            "p_value": float(p_value),
+            "threshold": threshold,
+            "drifted": drifted,
+            "psi": value,
+            "psi_band": "major" if value >= PSI_BANDS[1] else "moderate" if value >= PSI_BANDS[0] else "none",
+            "unseen_rate": unseen,
+            "reference_rows": int(reference.notna().sum()),
+            "current_rows": self.rows,
+        }
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    if not parts:
+        return np.empty(0)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def column_drift(reference: pd.Series, current: pd.Series, config: DriftConfig, method: str | None = None) -> dict:
-    kind = column_kind(reference, current)
-    method = method or config.methods.get(str(reference.name)) or choose_method(reference, kind)
-    p_value = np.nan
-    if method == "ks":
-        statistic, p_value = ks(reference, current)
-    elif method == "chisquare":
-        statistic, p_value = chisquare(reference, current)
-    elif method == "z":
-        statistic, p_value = z_test(reference, current)
-    elif method == "wasserstein":
-        statistic = wasserstein(reference, current)
-    elif method == "jensenshannon":
-        statistic = jensen_shannon(reference, current)
-    else:
-        raise ValueError(f"unknown drift method {method!r} for column {reference.name!r}")
-    by_p = method in ("ks", "chisquare", "z")
-    threshold = config.p_value if by_p else config.distance
-    drifted = bool(p_value < threshold) if by_p else bool(statistic >= threshold)
-    value = psi(reference, current, kind)
-    unseen = np.nan
-    if kind == "categorical":
-        ref_counts, cur_counts = _counts(reference), _counts(current)
-        total = cur_counts.sum()
-        unseen = float(cur_counts[~cur_counts.index.isin(ref_counts.index)].sum() / total) if total else 0.0
-    return {
-        "feature": str(reference.name),
-        "kind": kind,
-        "method": method,
-        "statistic": float(statistic),
-        "p_value": float(p_value),
-        "threshold": threshold,
-        "drifted": drifted,
-        "psi": value,
-        "psi_band": "major" if value >= PSI_BANDS[1] else "moderate" if value >= PSI_BANDS[0] else "none",
-        "unseen_rate": unseen,
-        "reference_rows": int(reference.notna().sum()),
-        "current_rows": int(current.notna().sum()),
-    }
+    tally = Tally.plan(reference, current, config, method)
+    tally.add(current, slice(None))
+    return tally.result(reference, config, current)
 
 
 def dataset_drift(
@@ -205,6 +308,10 @@ def dataset_drift(
         for c in columns
         if c in reference and c in current
     ]
+    return _with_summary(rows, len(reference), len(current), config)
+
+
+def _with_summary(rows: list[dict], reference_rows: int, current_rows: int, config: DriftConfig) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS)
     share = float(table["drifted"].mean()) if len(table) else 0.0
     summary = {
@@ -218,10 +325,97 @@ def dataset_drift(
         "psi": np.nan,
         "psi_band": None,
         "unseen_rate": np.nan,
-        "reference_rows": len(reference),
-        "current_rows": len(current),
+        "reference_rows": reference_rows,
+        "current_rows": current_rows,
     }
     return pd.concat([table, pd.DataFrame([summary], columns=COLUMNS)], ignore_index=True)
+
+
+def stream_drift(
+    reference: pd.DataFrame,
+    parts: Iterable[pd.DataFrame],
+    rows: int,
+    columns: list[str] | None = None,
+    config: DriftConfig = DriftConfig(),
+    *,
+    sample: int = CURRENT_SAMPLE,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`dataset_drift` with the current day given as ``parts`` (``rows`` rows in all), in bounded memory.
+
+    Exact, whatever the day's size: category counts (chi-square, z-test, Jensen-Shannon, the unseen rate), the
+    PSI of every column (counts in the reference's fixed bins) and the row counts. KS and Wasserstein need the
+    current values: those of ``sample`` rows drawn uniformly with ``seed`` (every row when the day has no more),
+    so on a day of up to ``sample`` rows the table equals :func:`dataset_drift`'s. ``columns``: the monitored
+    columns (:func:`monitored_columns` of the first part when None).
+    """
+    positions = sample_positions(rows, sample, seed)
+    tallies: dict[str, Tally] = {}
+    offset = 0
+    for part in parts:
+        if offset == 0 and not tallies:
+            names = monitored_columns(part) if columns is None else columns
+            tallies = {
+                c: Tally.plan(reference[c].rename(c), part[c].rename(c), config)
+                for c in names
+                if c in reference and c in part
+            }
+        if positions is None:
+            picked: np.ndarray | slice = slice(None)
+        else:
+            low, high = np.searchsorted(positions, [offset, offset + len(part)])
+            picked = positions[low:high] - offset
+        for c, tally in tallies.items():
+            tally.add(part[c], picked)
+        offset += len(part)
+    rows_ = [tally.result(reference[c].rename(c), config) for c, tally in tallies.items()]
+    return _with_summary(rows_, len(reference), offset, config)
+
+
+def sample_positions(total: int, rows: int, seed: int) -> np.ndarray | None:
+    """The row positions ``frame.sample(rows, random_state=seed)`` draws from a frame of ``total`` rows, in
+    order; None when ``total`` is at most ``rows`` (every row is kept)."""
+    if total <= rows:
+        return None
+    return np.sort(np.random.RandomState(seed).choice(total, size=rows, replace=False))
+
+
+def take_rows(parts: Iterable[pd.DataFrame], positions: np.ndarray | None) -> pd.DataFrame:
+    """The rows at ``positions`` (every row when None) of a table given in parts."""
+    picked, offset = [], 0
+    for part in parts:
+        if positions is None:
+            picked.append(part)
+        else:
+            low, high = np.searchsorted(positions, [offset, offset + len(part)])
+            picked.append(part.iloc[positions[low:high] - offset])
+        offset += len(part)
+    non_empty = [p for p in picked if len(p)]
+    if not picked:
+        return pd.DataFrame()
+    return pd.concat(non_empty or picked[:1], ignore_index=True) if len(picked) > 1 else picked[0]
+
+
+class DayParts(Protocol):
+    """A daily table read in parts: how many rows a day has, and its rows part by part."""
+
+    def rows(self, day: str) -> int: ...
+
+    def batches(self, day: str, rows: int) -> Iterator[pd.DataFrame]: ...
+
+
+def reference_sample_parts(frames: DayParts, days: list[str], rows: int, batch_rows: int) -> pd.DataFrame:
+    """:func:`reference_sample` reading each day in parts of ``batch_rows`` rows: the same rows, and memory
+    bounded by ``rows`` and ``batch_rows`` whatever a day's size."""
+    per_day = rows // max(len(days), 1)
+    parts = [
+        take_rows(frames.batches(day, batch_rows), sample_positions(frames.rows(day), per_day, seed=n))
+        for n, day in enumerate(sorted(days))
+    ]
+    non_empty = [part for part in parts if len(part)]
+    if len(parts) <= 1:
+        return parts[0] if parts else pd.DataFrame()
+    return pd.concat(non_empty or parts[:1], ignore_index=True)
 
 
 # The frame's media (``uri``, ``width``, ``height``) says where a frame is, for sending it to labelers: not a model input.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,10 +30,12 @@ from labelops.schema import (
     GOLD_SCHEMA,
     ITEM_CORE_SCHEMA,
     PREDICTION_CORE_SCHEMA,
+    arrow_type_of,
     conform,
+    conform_table,
     normalize_item_ids,
 )
-from labelops.storage import FileInfo, StorageUnavailableError, Store
+from labelops.storage import FileInfo, StorageUnavailableError, Store, readable
 from labelops.warehouse import JUDGMENTS, outbox
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -465,7 +468,8 @@ def _numbers(column: pd.Series) -> pd.Series | None:
         return numbers.astype(float) if numbers.notna().sum() == column.notna().sum() else None
 
 
-def _predictions_frame(key: str, frame: pd.DataFrame) -> pd.DataFrame:
+def _predictions_frame(key: str, frame: pd.DataFrame, text: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """``text``: feature columns kept as text even where this part of them holds only numbers."""
     frame = frame.copy()
     if "confidence" in frame:
         frame["confidence"] = table.numeric_column(key, frame, "confidence")
@@ -475,10 +479,173 @@ def _predictions_frame(key: str, frame: pd.DataFrame) -> pd.DataFrame:
     for column in frame.columns:
         if column in core:
             continue
-        numbers = _numbers(frame[column])
+        numbers = None if column in text else _numbers(frame[column])
         if numbers is not None:
             frame[column] = numbers
         else:
             frame[column] = frame[column].astype("string").astype(object).where(frame[column].notna(), None)
     frame["item_id"] = normalize_item_ids(frame["item_id"])
     return frame
+
+
+DEFAULT_BATCH_ROWS = 1_000_000
+
+
+@dataclass
+class StreamedDay:
+    """A day's production logs written to one Parquet file part by part, and what was seen on the way."""
+
+    ledger: pd.DataFrame
+    rows: int
+    preview: pd.DataFrame  # the first rows, with the table's dtypes
+    predicted_labels: pd.Series  # rows per predicted label
+    confidence_sum: float = 0.0
+    confidence_rows: int = 0
+    model_versions: set[str] = field(default_factory=set)
+    passes: int = 1  # 2 or more when a later part changed the table's schema or a file failed part-way
+
+
+def _prediction_parts(store: Store, key: str, rows: int) -> Iterator[pd.DataFrame]:
+    """A production file as frames of about ``rows`` raw rows; JSON lines are read whole (their size is bounded
+    by the read policy), CSV/TSV/Parquet in parts."""
+    lower = key.lower()
+    if lower.endswith(".jsonl") or not lower.endswith(table.TABLE_FILES):
+        frame = _record_frame(key, store.read_bytes(key))
+        for start in range(0, max(len(frame), 1), rows):
+            yield frame.iloc[start : start + rows]
+        return
+    source = readable(store, key)
+    if isinstance(source, bytes):
+        head, size = source[:4096], len(source)
+    else:
+        with open(source, "rb") as handle:
+            head, size = handle.read(4096), Path(source).stat().st_size
+    if not head.strip() and size <= 4096:
+        raise ExportError(key, "the file is empty")
+    for frame in table.read_batches(key, source, rows):
+        if "item_id" not in frame.columns:
+            raise ExportError(key, f"no 'item_id' column; columns are {list(frame.columns)[:12]}")
+        yield frame
+
+
+def write_predictions(
+    store: Store,
+    day: str,
+    path: Path,
+    *,
+    policy: ReadPolicy = ReadPolicy(),
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> StreamedDay:
+    """:func:`read_predictions` in bounded memory: the day's production files are read in parts of about
+    ``batch_rows`` rows, each shaped and checked as the in-memory reader does, and appended to the Parquet
+    file at ``path`` (zstd, a row group per part). The table and ledger equal :func:`read_predictions`'s.
+
+    A feature column's type is the day's: numbers only if every part of every file holds only numbers. When a
+    later part shows text in a column already written as numbers, or a column not seen before, or a file fails
+    after some of its rows were written, the day is written again from the start with what was learnt (the
+    file left out, the column as text): rare, and never more passes than there are columns and files.
+    """
+    columns: dict[str, pa.DataType] = {}
+    failed: dict[str, ExportError] = {}
+    passes = 0
+    while True:
+        passes += 1
+        known = (dict(columns), dict(failed))
+        result = _write_pass(store, day, path, policy, batch_rows, columns, failed)
+        if result is not None:
+            result.passes = passes
+            return result
+        if (dict(columns), dict(failed)) == known:  # cannot happen: every restart learns something
+            raise RuntimeError(f"production {day}: the streamed write did not settle")
+
+
+def _write_pass(
+    store: Store,
+    day: str,
+    path: Path,
+    policy: ReadPolicy,
+    batch_rows: int,
+    columns: dict[str, pa.DataType],
+    failed: dict[str, ExportError],
+) -> StreamedDay | None:
+    """One pass over the day's files; None when the file must be written again (``columns``/``failed`` updated)."""
+    export_date = date.fromisoformat(day)
+    listing = store.stat(f"production/{day}")
+    core = set(PREDICTION_CORE_SCHEMA.names)
+    writer: pq.ParquetWriter | None = None
+    restart = False
+    rows: list[dict] = []
+    total = 0
+    preview: pd.DataFrame | None = None
+    labels = pd.Series(dtype="int64")
+    confidence_sum, confidence_rows, versions = 0.0, 0, set()
+
+    def schema() -> pa.Schema:
+        return pa.schema([*PREDICTION_CORE_SCHEMA, *(pa.field(c, t) for c, t in columns.items())])
+
+    try:
+        for key in landing.day_keys(list(listing), "production", day):
+            if is_ignored(key):
+                continue
+            if policy.arriving([listing[key]]):
+                rows.append(_deferred_row(key))
+                continue
+            if key in failed:
+                rows.append(_error_row(key, failed[key]))
+                continue
+            count, wrote = 0, False
+            try:
+                policy.check_sizes(key, {key: listing[key]})
+                for raw in _prediction_parts(store, key, batch_rows):
+                    text = frozenset(c for c, t in columns.items() if t == pa.string())
+                    frame = _predictions_frame(key, raw, text).assign(source_file=key, export_date=export_date)
+                    for column in frame.columns:
+                        if column in core:
+                            continue
+                        kind = arrow_type_of(frame[column])
+                        if column not in columns:
+                            columns[column] = kind
+                            restart = restart or writer is not None
+                        elif columns[column] != kind and frame[column].notna().any():
+                            columns[column] = pa.string()  # numbers so far, text now: text for the whole day
+                            restart = restart or writer is not None
+                    part = conform_table(frame, schema())
+                    count += len(frame)
+                    if restart:
+                        continue  # still read on: every file's problems and types are learnt in this pass
+                    opened = writer if writer is not None else pq.ParquetWriter(path, part.schema, compression="zstd")
+                    opened.write_table(part)
+                    writer = opened
+                    wrote = True
+                    total += len(frame)
+                    if preview is None:
+                        preview = part.slice(0, 10).to_pandas()
+                    seen = part.select(["predicted_label", "confidence", "model_version"]).to_pandas()
+                    labels = labels.add(seen["predicted_label"].value_counts(dropna=False), fill_value=0)
+                    confidence_sum += float(seen["confidence"].sum())
+                    confidence_rows += int(seen["confidence"].notna().sum())
+                    versions.update(seen["model_version"].dropna().astype(str).unique())
+            except Exception as error:
+                failed[key] = _as_export_error(key, error)
+                rows.append(_error_row(key, failed[key]))
+                restart = restart or wrote  # its written rows must go
+                continue
+            rows.append(_ok_row(key, key.rsplit(".", 1)[-1].lower(), count))
+    finally:
+        if writer is not None:
+            writer.close()
+    if restart:
+        return None
+    if writer is None:  # no rows: an empty table, as the in-memory reader returns
+        pq.write_table(conform_table(pd.DataFrame(), schema()), path, compression="zstd")
+        preview = conform(pd.DataFrame(), schema())
+    assert preview is not None
+    return StreamedDay(
+        ledger=_ledger(rows),
+        rows=total,
+        preview=preview,
+        predicted_labels=labels.astype("int64").sort_values(ascending=False, kind="stable"),
+        confidence_sum=confidence_sum,
+        confidence_rows=confidence_rows,
+        model_versions=versions,
+    )

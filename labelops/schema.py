@@ -92,6 +92,11 @@ def normalize_item_ids(ids: pd.Series) -> pd.Series:
 
 
 def conform(frame: pd.DataFrame, schema: pa.Schema, *, extra: str = "forbid") -> pd.DataFrame:
+    """:func:`conform_table`, back in pandas."""
+    return conform_table(frame, schema, extra=extra).to_pandas()
+
+
+def conform_table(frame: pd.DataFrame, schema: pa.Schema, *, extra: str = "forbid") -> pa.Table:
     """Cast a frame to a schema through Arrow, so dtypes are identical for every source.
 
     ``extra`` says what to do with columns the schema does not name: ``forbid``
@@ -114,13 +119,12 @@ def conform(frame: pd.DataFrame, schema: pa.Schema, *, extra: str = "forbid") ->
         raise ValueError(f"unexpected columns {others}")
     fields = list(schema)
     if extra == "keep":
-        fields += [pa.field(c, _arrow_type_of(frame[c])) for c in others]
+        fields += [pa.field(c, arrow_type_of(frame[c])) for c in others]
     target = pa.schema(fields)
-    table = pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False)
-    return table.to_pandas()
+    return pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False)
 
 
-def _arrow_type_of(column: pd.Series) -> pa.DataType:
+def arrow_type_of(column: pd.Series) -> pa.DataType:
     """Numbers stay numbers (drift needs them); everything else is text."""
     if pd.api.types.is_bool_dtype(column):
         return pa.bool_()

@@ -294,3 +294,32 @@ def open_store(url: str, *, endpoint_url: str | None = None, base: Path | None =
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     return LocalStore(root=path)
+
+
+def readable(store: Store, key: str) -> str | bytes:
+    """What pyarrow reads in parts: the file's path on local disk (nothing is read until asked for), else the
+    object's bytes (held whole: on S3 a file's size is bounded by the read policy, a table's by its compression)."""
+    if isinstance(store, LocalStore):
+        return str(store.path(key))
+    return store.read_bytes(key)
+
+
+@contextmanager
+def staged_file(store: Store, key: str) -> Iterator[Path]:
+    """A local file to write ``key``'s content into, put in place atomically when the block ends without error
+    (beside the target on local disk, so the rename is atomic; uploaded in one write otherwise), removed if not."""
+    target = store.path(key) if isinstance(store, LocalStore) else None
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent if target is not None else None)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if target is not None:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        else:
+            store.write_bytes(key, Path(tmp).read_bytes())
+    finally:
+        Path(tmp).unlink(missing_ok=True)

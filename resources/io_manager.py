@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
 
 from labelops import warehouse
-from labelops.storage import Store
+from labelops.storage import Store, readable
 from resources.storage import StorageResource
 
 # An output's `guideline_version` metadata entry (the guideline it was computed under) is also written into its
@@ -42,12 +42,37 @@ class DayTables(Mapping[str, pd.DataFrame]):
         read: Callable[..., pd.DataFrame],
         keep: tuple[str, ...] | None = None,
         drop: frozenset[str] = frozenset(),
+        open_file: Callable[[str], pq.ParquetFile] | None = None,
     ) -> None:
         self._days, self._read, self._keep, self._drop = sorted(days), read, keep, drop
+        self._open = open_file
 
     def select(self, keep: Iterable[str] | None = None, drop: Iterable[str] = ()) -> "DayTables":
         """The same days, reading only some columns: Parquet decodes nothing else."""
-        return DayTables(self._days, self._read, tuple(keep) if keep is not None else None, frozenset(drop))
+        return DayTables(self._days, self._read, tuple(keep) if keep is not None else None, frozenset(drop), self._open)
+
+    def _file(self, day: str) -> pq.ParquetFile:
+        if day not in self._days:
+            raise KeyError(day)
+        if self._open is None:  # a table given whole (tests): read it
+            return pq.ParquetFile(pa.BufferReader(_parquet_bytes(self[day])))
+        return self._open(day)
+
+    def rows(self, day: str) -> int:
+        """The day's row count, from the Parquet footer alone."""
+        return self._file(day).metadata.num_rows
+
+    def batches(self, day: str, rows: int) -> Iterator[pd.DataFrame]:
+        """The day's table in parts of at most ``rows`` rows (the selected columns only): a table of any length
+        is read in bounded memory."""
+        file = self._file(day)
+        names = [n for n in file.schema_arrow.names if (self._keep is None or n in self._keep) and n not in self._drop]
+        found = False
+        for batch in file.iter_batches(batch_size=rows, columns=names):
+            found = True
+            yield batch.to_pandas()
+        if not found:
+            yield file.schema_arrow.empty_table().select(names).to_pandas()
 
     def __getitem__(self, day: str) -> pd.DataFrame:
         if day not in self._days:
@@ -110,12 +135,28 @@ class ParquetIOManager(ConfigurableIOManager):
             )
         existing = set(self.storage.warehouse_store.list(warehouse.table_prefix(path)))
         days = [p for p in context.asset_partition_keys if self.key(path, p) in existing]
-        return DayTables(days, lambda day, **columns: self._read(self.key(path, day), **columns))
+        store = self.storage.warehouse_store
+        return DayTables(
+            days,
+            lambda day, **columns: self._read(self.key(path, day), **columns),
+            open_file=lambda day: _parquet_file(readable(store, self.key(path, day))),
+        )
 
     def _read(self, key: str, keep: tuple[str, ...] | None = None, drop: frozenset[str] = frozenset()) -> pd.DataFrame:
         table = pq.ParquetFile(pa.BufferReader(self.storage.warehouse_store.read_bytes(key)))
         names = [n for n in table.schema_arrow.names if (keep is None or n in keep) and n not in drop]
         return table.read(columns=names).to_pandas()
+
+
+def _parquet_file(source: str | bytes) -> pq.ParquetFile:
+    """A local path is read in parts from disk; an object's bytes (S3) are read from memory."""
+    return pq.ParquetFile(source if isinstance(source, str) else pa.BufferReader(source))
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    return buffer.getvalue()
 
 
 def recorded_guideline(store: Store, key: str) -> str | None:

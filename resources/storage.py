@@ -9,7 +9,7 @@ from functools import cached_property
 
 from dagster import ConfigurableResource
 
-from labelops.ingest import DEFAULT_MAX_EXPORT_BYTES, DEFAULT_MAX_FILE_BYTES, ReadPolicy
+from labelops.ingest import DEFAULT_BATCH_ROWS, DEFAULT_MAX_EXPORT_BYTES, DEFAULT_MAX_FILE_BYTES, ReadPolicy
 from labelops.storage import Store, open_store
 
 
@@ -18,6 +18,7 @@ class StorageResource(ConfigurableResource):
 
     ``settle_seconds``: a landing file modified more recently than this may still be being
     uploaded, so ingest defers it to a later run (0 reads everything at once).
+    ``batch_rows``: the rows held at once where a table is streamed (production logs, which grow with traffic).
     """
 
     landing: str
@@ -26,6 +27,7 @@ class StorageResource(ConfigurableResource):
     settle_seconds: float = 0.0
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_export_bytes: int = DEFAULT_MAX_EXPORT_BYTES
+    batch_rows: int = DEFAULT_BATCH_ROWS
 
     def read_policy(self) -> ReadPolicy:
         """Limits, and the cut-off for files still arriving, as of now."""

@@ -9,6 +9,7 @@ the way Get-Another-Label writes it: worker, object, label.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,14 +55,27 @@ def read_frame(source_file: str, data: bytes) -> pd.DataFrame:
     Delimited text goes through Arrow's multi-threaded CSV reader; only the empty
     string is null, so a label such as "NA" or "null" stays a label.
     """
-    lower = source_file.lower()
-    if lower.endswith(".parquet"):
+    if source_file.lower().endswith(".parquet"):
         try:
             return pq.read_table(pa.BufferReader(data)).to_pandas()
         except (pa.ArrowInvalid, OSError) as error:
             raise ExportError(source_file, f"invalid Parquet file ({error})") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    sep, names, has_header = _layout(source_file, data)
+    try:
+        table = pacsv.read_csv(pa.BufferReader(data), **_csv_options(names, sep, has_header))
+    except pa.ArrowInvalid as error:
+        problem = "not UTF-8 text" if "UTF8" in str(error) else f"malformed delimited text ({error})"
+        raise ExportError(source_file, problem) from None
+    frame = table.to_pandas()
+    frame.index = frame.index + (2 if has_header else 1)
+    return frame
+
+
+def _layout(source_file: str, data: bytes) -> tuple[str, list[str], bool]:
+    """Delimiter, column names and whether the first line is a header, from the file's first bytes."""
+    lower = source_file.lower()
     try:
         first = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
     except UnicodeDecodeError:
@@ -70,6 +84,7 @@ def read_frame(source_file: str, data: bytes) -> pd.DataFrame:
     header = [cell.strip() for cell in next(csv.reader([first], delimiter=sep), [])]
     known = {alias for aliases in ALIASES.values() for alias in aliases}
     has_header = any(_canonical(h) in known for h in header)
+    names: list[str]
     if has_header:
         names = header
     elif len(header) == 3:
@@ -80,21 +95,73 @@ def read_frame(source_file: str, data: bytes) -> pd.DataFrame:
         raise ExportError(source_file, f"no header with item_id/annotator_id/label and {len(header)} columns")
     if len(set(names)) != len(names):
         raise ExportError(source_file, f"duplicate column names in the header {names}")
+    return sep, names, has_header
+
+
+def _csv_options(names: list[str], sep: str, has_header: bool, block_size: int | None = None) -> dict[str, Any]:
+    return {
+        "read_options": pacsv.ReadOptions(
+            column_names=names, skip_rows=1 if has_header else 0, **({"block_size": block_size} if block_size else {})
+        ),
+        "parse_options": pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, null_values=[""], strings_can_be_null=True
+        ),
+    }
+
+
+HEAD_BYTES = 1 << 20
+BLOCK_BYTES = 16 << 20
+
+
+def read_batches(source_file: str, source: str | bytes, rows: int) -> Iterator[pd.DataFrame]:
+    """:func:`read_frame` in parts of about ``rows`` rows (at least one part, maybe empty), from a local path
+    or bytes: a file of any size is read in bounded memory. The index still holds the file's line numbers."""
+    if source_file.lower().endswith(".parquet"):
+        try:
+            file = pq.ParquetFile(source if isinstance(source, str) else pa.BufferReader(source))
+            offset = 0
+            for batch in file.iter_batches(batch_size=rows):
+                frame = batch.to_pandas()
+                frame.index = frame.index + offset
+                offset += len(frame)
+                yield frame
+            if offset == 0:
+                yield file.schema_arrow.empty_table().to_pandas()
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ExportError(source_file, f"invalid Parquet file ({error})") from None
+        return
+    if isinstance(source, str):
+        with open(source, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    else:
+        head = source[:HEAD_BYTES]
+    if head.startswith(b"\xef\xbb\xbf"):  # Arrow's reader skips the mark itself
+        head = head[3:]
+    sep, names, has_header = _layout(source_file, head)
+    first_line = 2 if has_header else 1
     try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0),
-            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, null_values=[""], strings_can_be_null=True
-            ),
+        reader = pacsv.open_csv(
+            source if isinstance(source, str) else pa.BufferReader(source),
+            **_csv_options(names, sep, has_header, BLOCK_BYTES),
         )
+        pending = reader.schema.empty_table()
+        yielded = False
+        for batch in reader:
+            pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+            while pending.num_rows >= rows:
+                frame = pending.slice(0, rows).to_pandas()
+                frame.index = frame.index + first_line
+                first_line += len(frame)
+                pending, yielded = pending.slice(rows), True
+                yield frame
+        if pending.num_rows or not yielded:
+            frame = pending.to_pandas()
+            frame.index = frame.index + first_line
+            yield frame
     except pa.ArrowInvalid as error:
         problem = "not UTF-8 text" if "UTF8" in str(error) else f"malformed delimited text ({error})"
         raise ExportError(source_file, problem) from None
-    frame = table.to_pandas()
-    frame.index = frame.index + (2 if has_header else 1)
-    return frame
 
 
 def _canonical(name: str) -> str:
