@@ -15,6 +15,7 @@ from labelops import quality, review
 from labelops.annotators import Thresholds
 from labelops.guidelines import labels_under, predictions_under
 from labelops.reporting import markdown_table
+from labelops.schema import PROBABILITY_PREFIX
 from labelops.state import StateConfig
 from resources.validation import GuidelinesResource
 
@@ -247,7 +248,7 @@ def label_issues(
         predictions = predictions_under(
             for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
         )
-        columns = [c[len(issue_finding.PROBABILITY_PREFIX) :] for c in issue_finding.probability_columns(predictions)]
+        columns = [c[len(PROBABILITY_PREFIX) :] for c in issue_finding.probability_columns(predictions)]
         names = dict(
             zip(columns, guideline_set.read_under(pd.Series(columns, dtype=object), current.version), strict=True)
         )

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from labelops.label_issues import PROBABILITY_PREFIX
+from labelops.schema import PROBABILITY_PREFIX
 
 SMALL_REFERENCE = 1000
 EPS = 1e-4

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from labelops.columns import isin
+from labelops.schema import PROBABILITY_PREFIX
 
-PROBABILITY_PREFIX = "prob_"
 COLUMNS = [
     "item_id",
     "kind",

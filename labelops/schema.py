@@ -80,6 +80,10 @@ PREDICTION_CORE_SCHEMA = pa.schema(
     ]
 )
 
+# A production log's model probabilities, one column per class (prob_<class>): the model's output, read by the
+# label-issue finder and left out of drift's monitored columns.
+PROBABILITY_PREFIX = "prob_"
+
 
 def normalize_item_ids(ids: pd.Series) -> pd.Series:
     """The one spelling of an item id: text without surrounding white space.
