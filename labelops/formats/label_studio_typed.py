@@ -15,12 +15,15 @@ as before this path existed.
 
 from __future__ import annotations
 
-import posixpath
+import re
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from msgspec import UNSET, UnsetType
 
 from labelops.formats.common import Parsed, item_id_from_reference, objects_frame
@@ -28,7 +31,9 @@ from labelops.formats.label_studio import (
     MEDIA_KEYS,
     REGION_ATTRIBUTE_TYPES,
     REGION_TYPES,
+    VALUE_KEYS,
     VALUELESS_TYPES,
+    _among,
     _annotator,
     _attributes_json,
     _objects,
@@ -47,6 +52,11 @@ class _Value(msgspec.Struct, gc=False):
     rectanglelabels: Any = None
     polygonlabels: Any = None
     choices: Any = None
+    taxonomy: Any = None
+    text: Any = None
+    number: Any = None
+    rating: Any = None
+    datetime: Any = None
 
 
 class _Result(msgspec.Struct, gc=False):
@@ -55,7 +65,7 @@ class _Result(msgspec.Struct, gc=False):
     value: _Value | UnsetType | None = UNSET
     original_width: Any = None
     original_height: Any = None
-    from_name: Any = None
+    from_name: Any = UNSET
     origin: Any = None
 
 
@@ -113,8 +123,16 @@ def parse(source_file: str, data: bytes, image_sizes: dict[str, tuple[float, flo
         return None
 
 
+# A media reference that is a plain path: no URL parts (scheme, host, query, fragment), no backslash, no ``..``,
+# nothing urlsplit strips. Its item id is the file name without extension, as the URL rules also give it.
+_PLAIN_PATH = re.compile(r"[^?#\\:.]*(?:\.(?!\.)[^?#\\:.]*)*")
+# The dtype pandas gives a column of Python strings; when it is Arrow-backed text, such columns are built in Arrow.
+_TEXT = pd.Series(["text"]).dtype
+_ARROW_TEXT = isinstance(_TEXT, pd.StringDtype) and _TEXT.storage == "pyarrow"
+
+
 def _item_id(source_file: str, data: _Data, task_id: Any) -> str:
-    """``label_studio._item_id``; a plain path (no URL parts, no ``..``) is cut without the URL rules."""
+    """``label_studio._item_id``; a plain path is cut to its stem without the URL rules."""
     text = str(data.item_id or "").strip()
     if text:
         return text
@@ -122,13 +140,10 @@ def _item_id(source_file: str, data: _Data, task_id: Any) -> str:
         value = getattr(data, key)
         if isinstance(value, str) and value:
             ref = value.strip()
-            if (
-                ref.isprintable()
-                and not ref.startswith("//")
-                and ".." not in ref
-                and not any(c in ref for c in "?#\\:")
-            ):
-                stem = posixpath.splitext(posixpath.basename(ref.rstrip("/")))[0]
+            if ref.isprintable() and not ref.startswith("//") and _PLAIN_PATH.fullmatch(ref):
+                base = ref.rstrip("/").rpartition("/")[2]
+                dot = base.rfind(".")
+                stem = base[:dot] if dot > 0 and base[:dot].strip(".") else base  # posixpath.splitext
                 if stem:
                     return stem
             return item_id_from_reference(source_file, value, url=True)
@@ -148,12 +163,11 @@ def _read(source_file: str, tasks: list[_Task], image_sizes: dict[str, tuple[flo
         data = task.data
         item_ids.append(_item_id(source_file, data, task_id))
         version = data.guideline_version
-        meta = task.meta if isinstance(task.meta, dict) else {}
-        batch = None if meta.get("honeypot") else data.batch_id
+        meta = task.meta
+        batch = None if isinstance(meta, dict) and meta.get("honeypot") else data.batch_id
         if task.predictions:
             parsed.skip("prediction", len(task.predictions))
-        annotations = task.completions if task.annotations is UNSET else task.annotations
-        annotations = annotations or []
+        annotations = (task.completions if task.annotations is UNSET else task.annotations) or []
         if annotations:
             hash(task_id)
         task_ids.append(task_id)
@@ -163,14 +177,14 @@ def _read(source_file: str, tasks: list[_Task], image_sizes: dict[str, tuple[flo
         counts.append(len(annotations))
     _check_single_versions(task_ids, listed, counts)
     task_of = np.repeat(np.arange(len(counts)), counts)
-    cancelled = [bool(a.was_cancelled) for a in listed]
-    if any(cancelled):
+    cancelled = [a.was_cancelled for a in listed]
+    if set(map(type, cancelled)) - {type(None), bool} or True in cancelled:
+        flags = [bool(c) for c in cancelled]
         parsed.skip(
-            "cancelled annotation",
-            sum(max(len(a.result or []), 1) for a, c in zip(listed, cancelled, strict=True) if c),
+            "cancelled annotation", sum(max(len(a.result or []), 1) for a, c in zip(listed, flags, strict=True) if c)
         )
-        kept = [a for a, c in zip(listed, cancelled, strict=True) if not c]
-        task_of = task_of[~np.asarray(cancelled)]
+        kept = [a for a, c in zip(listed, flags, strict=True) if not c]
+        task_of = task_of[~np.asarray(flags, dtype=bool)]
     else:
         kept = listed
     return _Columns(source_file, parsed, kept, task_of, task_ids, item_ids, versions, batches, image_sizes).parsed()
@@ -185,6 +199,28 @@ def _check_single_versions(task_ids: list[Any], listed: list[_Annotation], count
     keys = [(task_ids[t], i) for t, i in zip(owners, ids, strict=True) if i is not None]
     if len(set(keys)) < len(keys):
         raise _Unsupported("annotation versions")
+
+
+def _text(values: np.ndarray, index: np.ndarray) -> Any:
+    """``values[index]`` as a frame column, as ``pd.DataFrame`` makes it of the list: Arrow text when every
+    value is a string (built in Arrow, not from a million Python strings), else the list itself."""
+    listed = values.tolist()
+    kinds = set(map(type, listed))
+    if _ARROW_TEXT and kinds == {str}:
+        return pd.array(pc.take(pa.array(listed, type=pa.string()), pa.array(index, type=pa.int64())), dtype=_TEXT)
+    if kinds == {type(None)}:
+        return np.full(len(index), None, dtype=object)
+    return values[index].tolist()
+
+
+def _uniform_ints(values: list[Any]) -> pa.Array | None:
+    """The values as Arrow int64 when every one is a Python int (no bool) that fits, else None."""
+    if set(map(type, values)) != {int}:
+        return None
+    try:
+        return pa.array(values, type=pa.int64())
+    except (OverflowError, pa.ArrowInvalid):
+        return None
 
 
 class _Columns:
@@ -205,23 +241,28 @@ class _Columns:
         self.source_file = source_file
         self._parsed = parsed
         self.image_sizes = image_sizes
-        self.item_id = _objects(item_ids)[task_of]
-        self.version = _objects(versions)[task_of]
+        self.kept = kept
+        self.task_of = task_of
+        self.task_ids = task_ids
+        self.task_item_id = _objects(item_ids)
+        self.task_version = _objects(versions)
         self.batch = _objects(batches)[task_of]
         who = [a.completed_by for a in kept]
         self.annotator = _objects([w if type(w) is str else _annotator(w) for w in who])
         self.annotated_at = _objects([a.updated_at or a.created_at for a in kept])
-        self.ground_truth = np.fromiter((bool(a.ground_truth) for a in kept), dtype=bool, count=len(kept))
-        self.ref = _objects(
-            [f"task={task_ids[t]}/annotation={a.id}" for t, a in zip(task_of.tolist(), kept, strict=True)]
-        )
+        truth = [a.ground_truth for a in kept]
+        if set(map(type, truth)) <= {type(None), bool} and True not in truth:
+            self.ground_truth = np.zeros(len(kept), dtype=bool)
+        else:
+            self.ground_truth = np.fromiter(map(bool, truth), dtype=bool, count=len(kept))
         listed = [a.result or [] for a in kept]
         lengths = np.fromiter(map(len, listed), dtype=np.int64, count=len(listed))
         self.owner = np.repeat(np.arange(len(lengths)), lengths)
         self.position = np.arange(len(self.owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         self.results = [r for rs in listed for r in rs]
         self.type_list = [r.type for r in self.results]
-        if set(map(type, (r.id for r in self.results))) & {list, dict}:
+        self.ids = [r.id for r in self.results]
+        if set(map(type, self.ids)) & {list, dict}:
             raise _Unsupported("a result id that is a list or an object")
 
     def parsed(self) -> Parsed:
@@ -229,17 +270,20 @@ class _Columns:
         if types - {None} - {t for t in types if type(t) is str}:
             raise _Unsupported("result types that are not names")
         self.types = _objects(self.type_list)
-        values = [r.value for r in self.results]
-        relation = np.fromiter((t in VALUELESS_TYPES for t in self.type_list), dtype=bool, count=len(values))
-        if any(v is UNSET or v is None for v, r in zip(values, relation.tolist(), strict=True) if not r):
-            raise _Unsupported("a result without a value object")
+        values: list[Any] = [r.value for r in self.results]
+        if set(map(type, values)) - {_Value}:
+            relation = _among(self.type_list, VALUELESS_TYPES).tolist()
+            if any(not isinstance(v, _Value) for v, r in zip(values, relation, strict=True) if not r):
+                raise _Unsupported("a result without a value object")
         self.values = values
-        self.regions = np.flatnonzero([t in REGION_TYPES for t in self.type_list])
-        self.choices = np.flatnonzero(self.types == "choices")
-        self._check_attributes(types & set(REGION_ATTRIBUTE_TYPES))
+        self.regions = np.flatnonzero(_among(self.type_list, tuple(REGION_TYPES)))
+        attribute = self._region_attributes(types & set(REGION_ATTRIBUTE_TYPES))
+        choices = _among(self.type_list, ("choices",))
+        self.choices = np.flatnonzero(choices & ~attribute if len(self.extra) else choices)
         skipped: dict[str, int] = {}
-        for t in self.type_list:
-            if t not in REGION_TYPES and t != "choices":
+        if types - {*REGION_TYPES, "choices"}:
+            other = ~_among(self.type_list, (*REGION_TYPES, "choices")) & ~attribute
+            for t in self.types[other].tolist():
                 reason = f"{t} result" if t in VALUELESS_TYPES else f"unsupported result type {t}"
                 skipped[reason] = skipped.get(reason, 0) + 1
         read = np.zeros(len(self.types), dtype=bool)
@@ -253,23 +297,30 @@ class _Columns:
         self._parsed.objects = objects_frame(self.frame())
         return self._parsed
 
-    def _check_attributes(self, attribute_types: set[Any]) -> None:
-        """Attribute results (choices, text areas, …) with the id of a region of their annotation describe the
-        region, and are left to the generic parser; the others are scene choices or skipped results."""
-        if not attribute_types or not len(self.regions):
-            return
-        attributes = np.flatnonzero([t in attribute_types for t in self.type_list])
-        described = set(self.owner[attributes].tolist())
-        region_ids: dict[int, set[Any]] = {}
-        for n in self.regions.tolist():
-            k = int(self.owner[n])
-            if k in described:
-                rid = self.results[n].id
-                region_ids.setdefault(k, set()).add(None if rid is UNSET else rid)
-        for n in attributes.tolist():
-            rid = self.results[n].id
-            if (None if rid is UNSET else rid) in region_ids.get(int(self.owner[n]), ()):
-                raise _Unsupported("attribute results that describe a region")
+    def _region_attributes(self, attribute_types: set[Any]) -> np.ndarray:
+        """Which results are attributes of a region of their annotation (``label_studio._region_attributes``):
+        choices, text areas, … with the id of a region. Their values are kept by annotation and region id."""
+        self.extra: dict[int, dict[Any, dict[Any, Any]]] = {}
+        attribute = np.zeros(len(self.type_list), dtype=bool)
+        if not attribute_types:
+            return attribute
+        for k in sorted(set(self.owner[_among(self.type_list, REGION_ATTRIBUTE_TYPES)].tolist())):
+            first = int(np.searchsorted(self.owner, k))
+            results = self.kept[k].result or []
+            region_ids = {None if r.id is UNSET else r.id for r in results if r.type in REGION_TYPES}
+            extra: dict[Any, dict[Any, Any]] = {}
+            for m, result in enumerate(results):
+                rid = None if result.id is UNSET else result.id
+                if rid in region_ids and result.type in REGION_ATTRIBUTE_TYPES:
+                    if result.id is UNSET:
+                        raise _Unsupported("an attribute result without an id")
+                    value = result.value or _Value()
+                    key = VALUE_KEYS.get(result.type, result.type)
+                    name = result.type if result.from_name is UNSET else result.from_name
+                    extra.setdefault(rid, {})[name] = getattr(value, key)
+                    attribute[first + m] = True
+            self.extra[k] = extra
+        return attribute
 
     def _choice_labels(self) -> list[list[str]]:
         labels = [self.values[n].choices or [] for n in self.choices.tolist()]
@@ -281,27 +332,37 @@ class _Columns:
     def _geometry(self) -> dict[str, Any]:
         regions, values, results = self.regions.tolist(), self.values, self.results
         types = self.types[self.regions].tolist()
-        labels = [getattr(values[n], t) for n, t in zip(regions, types, strict=True)]
+        if set(types) == {"rectanglelabels"}:
+            labels = [values[n].rectanglelabels for n in regions]
+        else:
+            labels = [getattr(values[n], t) for n, t in zip(regions, types, strict=True)]
         if not (set(map(type, labels)) <= {list} and set(map(len, labels)) <= {1}):
             raise _Unsupported("a region without exactly one label")
         if not {type(label) for (label,) in labels} <= {str}:
             raise _Unsupported("a region label that is not a name")
         in_regions = [results[n] for n in regions]
-        sizes = [(r.original_width, r.original_height) for r in in_regions]
-        for m in [m for m, (w, h) in enumerate(sizes) if w is None or h is None]:
-            sizes[m] = self.image_sizes[self.item_id[int(self.owner[regions[m]])]]  # KeyError: the generic error
-        width = np.fromiter((float(w) for w, _ in sizes), dtype=float, count=len(sizes))
-        height = np.fromiter((float(h) for _, h in sizes), dtype=float, count=len(sizes))
+        widths = [r.original_width for r in in_regions]
+        heights = [r.original_height for r in in_regions]
+        if None in widths or None in heights:
+            for m in [m for m, (w, h) in enumerate(zip(widths, heights, strict=True)) if w is None or h is None]:
+                item = self.task_item_id[int(self.task_of[self.owner[regions[m]]])]
+                widths[m], heights[m] = self.image_sizes[item]  # KeyError: the generic parser's error
+        width = np.fromiter(map(float, widths), dtype=float, count=len(widths))
+        height = np.fromiter(map(float, heights), dtype=float, count=len(heights))
         scale = np.stack([width / 100.0, height / 100.0, width / 100.0, height / 100.0], axis=1)
         xywh = np.full((len(regions), 4), np.nan)
-        box = np.fromiter((t == "rectanglelabels" for t in types), dtype=bool, count=len(types))
+        box = _among(types, ("rectanglelabels",))
         boxes = [values[n] for n in self.regions[box].tolist()]
-        columns = ([v.x for v in boxes], [v.y for v in boxes], [v.width for v in boxes], [v.height for v in boxes])
-        for i, numbers in enumerate(columns):
+        for i, key in enumerate(("x", "y", "width", "height")):
+            numbers = list(map(attrgetter(key), boxes))
             floats = np.fromiter(map(float, numbers), dtype=float, count=len(numbers))  # UNSET: TypeError
             with np.errstate(over="ignore", invalid="ignore"):
                 xywh[box, i] = floats * scale[box, i]
-        rotation = np.fromiter((float(v.rotation or 0.0) for v in boxes), dtype=float, count=len(boxes))
+        turns = [v.rotation for v in boxes]
+        if set(map(type, turns)) <= {int, float, type(None)} and not any(turns):
+            rotation = np.zeros(len(boxes))
+        else:
+            rotation = np.fromiter((float(t or 0.0) for t in turns), dtype=float, count=len(boxes))
         points: list[list[float] | None] = [None] * len(regions)
         for m in np.flatnonzero(~box).tolist():
             raw = values[regions[m]].points
@@ -319,34 +380,63 @@ class _Columns:
             "rotation": dict(zip(box_results[rotated].tolist(), rotation[rotated].tolist(), strict=True)),
         }
 
-    def _attributes(self) -> np.ndarray:
+    def _attributes(self) -> tuple[list[str], np.ndarray]:
+        """The distinct attribute texts, and which one each region and scene choice has."""
         listed, owner = self.read.tolist(), self.owner[self.read]
         rotation = self.geometry["rotation"]
         read = [self.results[n] for n in listed]
         from_name, origin = [r.from_name for r in read], [r.origin for r in read]
-        if not set(map(type, from_name)) | set(map(type, origin)) <= {str, type(None)}:
+        named = set(map(type, from_name))
+        if not (named | set(map(type, origin))) <= {str, type(None), UnsetType}:
             raise _Unsupported("a from_name or origin that is not a name")
-        keys = list(
-            zip(
-                from_name,
-                origin,
-                self.ground_truth[owner].tolist(),
-                self.batch[owner].tolist(),
-                [rotation.get(n) for n in listed] if rotation else [None] * len(listed),
-                strict=True,
-            )
-        )
-        written = {key: _attributes_json(*key) for key in set(keys)}
-        return _objects([written[key] for key in keys])
+        if UnsetType in named:
+            from_name = [None if f is UNSET else f for f in from_name]
+        truth, batch = self.ground_truth[owner].tolist(), self.batch[owner].tolist()
+        columns = (from_name, origin, truth, batch)
+        if not rotation and all(len(set(c)) <= 1 for c in columns):  # one tool, origin and batch: one text
+            first: list[Any] = [c[0] if c else None for c in columns]
+            texts = [_attributes_json(first[0], first[1], first[2], first[3], None)]
+            index = np.zeros(len(listed), dtype=np.int64)
+        else:
+            rotations = [rotation.get(n) for n in listed] if rotation else [None] * len(listed)
+            keys = list(zip(*columns, rotations, strict=True))
+            codes: dict[tuple[Any, ...], int] = {}
+            index = np.fromiter((codes.setdefault(k, len(codes)) for k in keys), dtype=np.int64, count=len(keys))
+            texts = [_attributes_json(*key) for key in codes]
+        if self.extra:  # regions of annotations with attribute results: their attributes folded in
+            region = np.zeros(len(self.type_list), dtype=bool)
+            region[self.regions] = True
+            for m, (n, k) in enumerate(zip(listed, owner.tolist(), strict=True)):
+                if k in self.extra and region[n]:
+                    found = self.extra[k].get(None if self.ids[n] is UNSET else self.ids[n])
+                    index[m] = len(texts)
+                    key = (from_name[m], origin[m], truth[m], batch[m], rotation.get(n))
+                    texts.append(_attributes_json(*key, found))
+        return texts, index
 
-    def _refs(self, rows: np.ndarray) -> np.ndarray:
-        ids = [self.results[n].id for n in rows.tolist()]
+    def _refs(self, rows: np.ndarray) -> Any:
+        """``task=…/annotation=…/result=…`` of each result in ``rows``: Arrow text when ids are plain."""
+        ids = [self.ids[n] for n in rows.tolist()]
+        task_ids = _uniform_ints(self.task_ids)
+        annotation_ids = _uniform_ints([a.id for a in self.kept])
+        if _ARROW_TEXT and task_ids is not None and annotation_ids is not None and set(map(type, ids)) <= {str}:
+            owner = pa.array(self.owner[rows], type=pa.int64())
+            task = pc.take(pc.cast(task_ids, pa.string()), pc.take(pa.array(self.task_of, type=pa.int64()), owner))
+            annotation = pc.take(pc.cast(annotation_ids, pa.string()), owner)
+            result = pa.array(ids, type=pa.string())
+            return pc.binary_join_element_wise("task=", task, "/annotation=", annotation, "/result=", result, "")
         if set(map(type, ids)) - {str}:
             ids = [f"{p if i is UNSET else i}" for i, p in zip(ids, self.position[rows].tolist(), strict=True)]
-        return self.ref[self.owner[rows]] + "/result=" + _objects(ids)
+        refs = _objects(
+            [
+                f"task={self.task_ids[t]}/annotation={a.id}"
+                for t, a in zip(self.task_of.tolist(), self.kept, strict=True)
+            ]
+        )
+        return refs[self.owner[rows]] + "/result=" + _objects(ids)
 
     def frame(self) -> pd.DataFrame:
-        """``label_studio._Results.frame``: the same columns, built the same way."""
+        """``label_studio._Results.frame``: the same columns and values, text columns built in Arrow."""
         count = np.zeros(len(self.types), dtype=np.int64)
         count[self.regions] = 1
         count[self.choices] = [len(c) for c in self.labels]
@@ -356,26 +446,35 @@ class _Columns:
         start = np.cumsum(count) - count
         source = np.repeat(np.arange(len(count)), count)
         owner = self.owner[source]
+        task = self.task_of[owner]
         choice_rows = np.repeat(start[self.choices], count[self.choices]) + _ranks(count[self.choices])
         region_rows = start[self.regions]
         geometry = self.geometry
-        kind = np.empty(rows, dtype=object)
-        kind[choice_rows] = "classification"
-        kind[region_rows] = _objects([REGION_TYPES[t] for t in self.types[self.regions]])
+        kinds = ["classification", *REGION_TYPES.values()]
+        kind = np.zeros(rows, dtype=np.int64)
+        kind[region_rows] = [kinds.index(REGION_TYPES[t]) for t in self.types[self.regions]]
         label = np.empty(rows, dtype=object)
         label[choice_rows] = _objects([c for choices in self.labels for c in choices])
         label[region_rows] = _objects([labels[0] for labels in geometry["labels"]])
         ref = self._refs(source)
-        ref[choice_rows] += "/choice=" + label[choice_rows]
+        if len(choice_rows):
+            ref = _objects(ref.tolist()) if isinstance(ref, pa.Array) else ref
+            ref[choice_rows] += "/choice=" + label[choice_rows]
+            ref = _text(ref, np.arange(rows))
+        elif not isinstance(ref, pa.Array):
+            ref = _text(ref, np.arange(rows))
+        else:
+            ref = pd.array(ref, dtype=_TEXT)
+        texts, which = self.attributes
         columns: dict[str, Any] = {
-            "item_id": self.item_id[owner].tolist(),
-            "annotator_id": self.annotator[owner].tolist(),
-            "kind": kind.tolist(),
-            "label": label.tolist(),
-            "attributes": self.attributes[np.searchsorted(self.read, source)].tolist(),
-            "annotated_at": self.annotated_at[owner].tolist(),
-            "guideline_version": self.version[owner].tolist(),
-            "source_ref": ref.tolist(),
+            "item_id": _text(self.task_item_id, task),
+            "annotator_id": _text(self.annotator, owner),
+            "kind": _text(_objects(kinds), kind),
+            "label": _text(label, np.arange(rows)),
+            "attributes": _text(_objects(texts), which[np.searchsorted(self.read, source)]),
+            "annotated_at": _text(self.annotated_at, owner),
+            "guideline_version": _text(self.task_version, task),
+            "source_ref": ref,
         }
         if len(self.regions):
             at = np.full(len(count), -1)
@@ -389,7 +488,10 @@ class _Columns:
             ):
                 columns[name] = np.full(rows, np.nan)
                 columns[name][region] = numbers[at[region]]
-            points = np.full(rows, np.nan, dtype=object)
-            points[region] = _objects(geometry["points"])[at[region]]
-            columns["points"] = points.tolist()
+            if region.all() and not any(geometry["points"]):  # boxes only: no point lists
+                columns["points"] = np.full(rows, None, dtype=object)
+            else:
+                points = np.full(rows, np.nan, dtype=object)
+                points[region] = _objects(geometry["points"])[at[region]]
+                columns["points"] = points.tolist()
         return pd.DataFrame(columns)
