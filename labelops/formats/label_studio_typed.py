@@ -16,7 +16,8 @@ as before this path existed.
 from __future__ import annotations
 
 import re
-from operator import attrgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -151,43 +152,53 @@ def _item_id(source_file: str, data: _Data, task_id: Any) -> str:
 
 
 def _read(source_file: str, tasks: list[_Task], image_sizes: dict[str, tuple[float, float]]) -> Parsed | None:
+    """``label_studio.parse``'s walk over the tasks, as one comprehension per field."""
     parsed = Parsed(format="label_studio", objects=objects_frame([]))
-    task_ids: list[Any] = []
-    item_ids: list[str] = []
-    versions: list[str | None] = []
-    batches: list[str | None] = []
-    listed: list[_Annotation] = []
-    counts: list[int] = []
-    for t_index, task in enumerate(tasks):
-        task_id = t_index if task.id is UNSET else task.id
-        data = task.data
-        item_ids.append(_item_id(source_file, data, task_id))
-        version = data.guideline_version
-        meta = task.meta
-        batch = None if isinstance(meta, dict) and meta.get("honeypot") else data.batch_id
-        if task.predictions:
-            parsed.skip("prediction", len(task.predictions))
-        annotations = (task.completions if task.annotations is UNSET else task.annotations) or []
-        if annotations:
-            hash(task_id)
-        task_ids.append(task_id)
-        versions.append(None if version is None else str(version))
-        batches.append(None if batch is None else str(batch))
-        listed.extend(annotations)
-        counts.append(len(annotations))
+    task_ids: list[Any] = list(map(attrgetter("id"), tasks))
+    if UNSET in task_ids:
+        task_ids = [t if i is UNSET else i for t, i in enumerate(task_ids)]
+    data = list(map(attrgetter("data"), tasks))
+    item_ids = [_item_id(source_file, d, t) for d, t in zip(data, task_ids, strict=True)]
+    versions = _names(list(map(attrgetter("guideline_version"), data)))
+    batches = list(map(attrgetter("batch_id"), data))
+    metas = list(map(attrgetter("meta"), tasks))
+    if dict in set(map(type, metas)):  # our own outbox tasks: a honeypot's answer is no answer to a batch
+        batches = [
+            None if isinstance(m, dict) and m.get("honeypot") else b for m, b in zip(metas, batches, strict=True)
+        ]
+    batches = _names(batches)
+    predictions = sum(len(p) for p in map(attrgetter("predictions"), tasks) if p)
+    parsed.skip("prediction", predictions)
+    listed_by_task: list[Any] = list(map(attrgetter("annotations"), tasks))
+    if UNSET in listed_by_task:
+        listed_by_task = [t.completions if a is UNSET else a for t, a in zip(tasks, listed_by_task, strict=True)]
+    if UNSET in listed_by_task or None in listed_by_task:
+        listed_by_task = [a or [] for a in listed_by_task]
+    counts = list(map(len, listed_by_task))
+    if not set(map(type, task_ids)) <= {int, str, type(None)}:
+        for task_id, count in zip(task_ids, counts, strict=True):
+            if count:
+                hash(task_id)  # a task id that cannot key its annotations' versions (a list) fails the file
+    listed: list[_Annotation] = list(chain.from_iterable(listed_by_task))
     _check_single_versions(task_ids, listed, counts)
     task_of = np.repeat(np.arange(len(counts)), counts)
-    cancelled = [a.was_cancelled for a in listed]
+    cancelled = list(map(attrgetter("was_cancelled"), listed))
     if set(map(type, cancelled)) - {type(None), bool} or True in cancelled:
         flags = [bool(c) for c in cancelled]
-        parsed.skip(
-            "cancelled annotation", sum(max(len(a.result or []), 1) for a, c in zip(listed, flags, strict=True) if c)
-        )
+        skipped = sum(max(len(a.result or []), 1) for a, c in zip(listed, flags, strict=True) if c)
+        parsed.skip("cancelled annotation", skipped)
         kept = [a for a, c in zip(listed, flags, strict=True) if not c]
         task_of = task_of[~np.asarray(flags, dtype=bool)]
     else:
         kept = listed
     return _Columns(source_file, parsed, kept, task_of, task_ids, item_ids, versions, batches, image_sizes).parsed()
+
+
+def _names(values: list[Any]) -> list[str | None]:
+    """``None if value is None else str(value)`` of every value."""
+    if set(map(type, values)) <= {str, type(None)}:
+        return values
+    return [None if v is None else str(v) for v in values]
 
 
 def _check_single_versions(task_ids: list[Any], listed: list[_Annotation], counts: list[int]) -> None:
@@ -247,21 +258,25 @@ class _Columns:
         self.task_item_id = _objects(item_ids)
         self.task_version = _objects(versions)
         self.batch = _objects(batches)[task_of]
-        who = [a.completed_by for a in kept]
-        self.annotator = _objects([w if type(w) is str else _annotator(w) for w in who])
+        who = list(map(attrgetter("completed_by"), kept))
+        if set(map(type, who)) != {str}:
+            who = [w if type(w) is str else _annotator(w) for w in who]
+        self.annotator = _objects(who)
         self.annotated_at = _objects([a.updated_at or a.created_at for a in kept])
-        truth = [a.ground_truth for a in kept]
+        truth = list(map(attrgetter("ground_truth"), kept))
         if set(map(type, truth)) <= {type(None), bool} and True not in truth:
             self.ground_truth = np.zeros(len(kept), dtype=bool)
         else:
             self.ground_truth = np.fromiter(map(bool, truth), dtype=bool, count=len(kept))
-        listed = [a.result or [] for a in kept]
+        listed = list(map(attrgetter("result"), kept))
+        if None in listed:
+            listed = [rs or [] for rs in listed]
         lengths = np.fromiter(map(len, listed), dtype=np.int64, count=len(listed))
         self.owner = np.repeat(np.arange(len(lengths)), lengths)
         self.position = np.arange(len(self.owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        self.results = [r for rs in listed for r in rs]
-        self.type_list = [r.type for r in self.results]
-        self.ids = [r.id for r in self.results]
+        self.results = list(chain.from_iterable(listed))
+        self.type_list = list(map(attrgetter("type"), self.results))
+        self.ids = list(map(attrgetter("id"), self.results))
         if set(map(type, self.ids)) & {list, dict}:
             raise _Unsupported("a result id that is a list or an object")
 
@@ -270,7 +285,7 @@ class _Columns:
         if types - {None} - {t for t in types if type(t) is str}:
             raise _Unsupported("result types that are not names")
         self.types = _objects(self.type_list)
-        values: list[Any] = [r.value for r in self.results]
+        values: list[Any] = list(map(attrgetter("value"), self.results))
         if set(map(type, values)) - {_Value}:
             relation = _among(self.type_list, VALUELESS_TYPES).tolist()
             if any(not isinstance(v, _Value) for v, r in zip(values, relation, strict=True) if not r):
@@ -333,16 +348,16 @@ class _Columns:
         regions, values, results = self.regions.tolist(), self.values, self.results
         types = self.types[self.regions].tolist()
         if set(types) == {"rectanglelabels"}:
-            labels = [values[n].rectanglelabels for n in regions]
+            labels = list(map(attrgetter("rectanglelabels"), map(values.__getitem__, regions)))
         else:
             labels = [getattr(values[n], t) for n, t in zip(regions, types, strict=True)]
         if not (set(map(type, labels)) <= {list} and set(map(len, labels)) <= {1}):
             raise _Unsupported("a region without exactly one label")
         if not {type(label) for (label,) in labels} <= {str}:
             raise _Unsupported("a region label that is not a name")
-        in_regions = [results[n] for n in regions]
-        widths = [r.original_width for r in in_regions]
-        heights = [r.original_height for r in in_regions]
+        in_regions = list(map(results.__getitem__, regions))
+        widths = list(map(attrgetter("original_width"), in_regions))
+        heights = list(map(attrgetter("original_height"), in_regions))
         if None in widths or None in heights:
             for m in [m for m, (w, h) in enumerate(zip(widths, heights, strict=True)) if w is None or h is None]:
                 item = self.task_item_id[int(self.task_of[self.owner[regions[m]]])]
@@ -352,13 +367,13 @@ class _Columns:
         scale = np.stack([width / 100.0, height / 100.0, width / 100.0, height / 100.0], axis=1)
         xywh = np.full((len(regions), 4), np.nan)
         box = _among(types, ("rectanglelabels",))
-        boxes = [values[n] for n in self.regions[box].tolist()]
+        boxes = list(map(values.__getitem__, self.regions[box].tolist()))
         for i, key in enumerate(("x", "y", "width", "height")):
             numbers = list(map(attrgetter(key), boxes))
             floats = np.fromiter(map(float, numbers), dtype=float, count=len(numbers))  # UNSET: TypeError
             with np.errstate(over="ignore", invalid="ignore"):
                 xywh[box, i] = floats * scale[box, i]
-        turns = [v.rotation for v in boxes]
+        turns = list(map(attrgetter("rotation"), boxes))
         if set(map(type, turns)) <= {int, float, type(None)} and not any(turns):
             rotation = np.zeros(len(boxes))
         else:
@@ -384,8 +399,8 @@ class _Columns:
         """The distinct attribute texts, and which one each region and scene choice has."""
         listed, owner = self.read.tolist(), self.owner[self.read]
         rotation = self.geometry["rotation"]
-        read = [self.results[n] for n in listed]
-        from_name, origin = [r.from_name for r in read], [r.origin for r in read]
+        read = list(map(self.results.__getitem__, listed))
+        from_name, origin = list(map(attrgetter("from_name"), read)), list(map(attrgetter("origin"), read))
         named = set(map(type, from_name))
         if not (named | set(map(type, origin))) <= {str, type(None), UnsetType}:
             raise _Unsupported("a from_name or origin that is not a name")
@@ -450,12 +465,12 @@ class _Columns:
         choice_rows = np.repeat(start[self.choices], count[self.choices]) + _ranks(count[self.choices])
         region_rows = start[self.regions]
         geometry = self.geometry
-        kinds = ["classification", *REGION_TYPES.values()]
+        kinds = ["classification", REGION_TYPES["rectanglelabels"], REGION_TYPES["polygonlabels"]]
         kind = np.zeros(rows, dtype=np.int64)
-        kind[region_rows] = [kinds.index(REGION_TYPES[t]) for t in self.types[self.regions]]
+        kind[region_rows] = np.where(_among(self.types[self.regions].tolist(), ("rectanglelabels",)), 1, 2)
         label = np.empty(rows, dtype=object)
         label[choice_rows] = _objects([c for choices in self.labels for c in choices])
-        label[region_rows] = _objects([labels[0] for labels in geometry["labels"]])
+        label[region_rows] = _objects(list(map(itemgetter(0), geometry["labels"])))
         ref = self._refs(source)
         if len(choice_rows):
             ref = _objects(ref.tolist()) if isinstance(ref, pa.Array) else ref
