@@ -285,19 +285,26 @@ class _Columns:
         if types - {None} - {t for t in types if type(t) is str}:
             raise _Unsupported("result types that are not names")
         self.types = _objects(self.type_list)
+        if len(types) == 1:  # one type of result (boxes only, say): every mask is all or nothing
+            self.codes = np.zeros(len(self.type_list), dtype=np.int64)
+            self.names: list[Any] = list(types)
+        else:
+            self.names = list(types)
+            code = {t: n for n, t in enumerate(self.names)}
+            self.codes = np.fromiter(map(code.__getitem__, self.type_list), dtype=np.int64, count=len(self.type_list))
         values: list[Any] = list(map(attrgetter("value"), self.results))
         if set(map(type, values)) - {_Value}:
-            relation = _among(self.type_list, VALUELESS_TYPES).tolist()
+            relation = self._of_type(*VALUELESS_TYPES).tolist()
             if any(not isinstance(v, _Value) for v, r in zip(values, relation, strict=True) if not r):
                 raise _Unsupported("a result without a value object")
         self.values = values
-        self.regions = np.flatnonzero(_among(self.type_list, tuple(REGION_TYPES)))
+        self.regions = np.flatnonzero(self._of_type(*REGION_TYPES))
         attribute = self._region_attributes(types & set(REGION_ATTRIBUTE_TYPES))
-        choices = _among(self.type_list, ("choices",))
+        choices = self._of_type("choices")
         self.choices = np.flatnonzero(choices & ~attribute if len(self.extra) else choices)
         skipped: dict[str, int] = {}
         if types - {*REGION_TYPES, "choices"}:
-            other = ~_among(self.type_list, (*REGION_TYPES, "choices")) & ~attribute
+            other = ~self._of_type(*REGION_TYPES, "choices") & ~attribute
             for t in self.types[other].tolist():
                 reason = f"{t} result" if t in VALUELESS_TYPES else f"unsupported result type {t}"
                 skipped[reason] = skipped.get(reason, 0) + 1
@@ -311,6 +318,10 @@ class _Columns:
             self._parsed.skip(reason, count)
         self._parsed.objects = objects_frame(self.frame())
         return self._parsed
+
+    def _of_type(self, *names: str) -> np.ndarray:
+        """Which results have one of these types."""
+        return np.isin(self.codes, [n for n, t in enumerate(self.names) if t in names])
 
     def _region_attributes(self, attribute_types: set[Any]) -> np.ndarray:
         """Which results are attributes of a region of their annotation (``label_studio._region_attributes``):
@@ -353,20 +364,26 @@ class _Columns:
             labels = [getattr(values[n], t) for n, t in zip(regions, types, strict=True)]
         if not (set(map(type, labels)) <= {list} and set(map(len, labels)) <= {1}):
             raise _Unsupported("a region without exactly one label")
-        if not {type(label) for (label,) in labels} <= {str}:
+        names = list(map(itemgetter(0), labels))
+        if not set(map(type, names)) <= {str}:
             raise _Unsupported("a region label that is not a name")
         in_regions = list(map(results.__getitem__, regions))
         widths = list(map(attrgetter("original_width"), in_regions))
         heights = list(map(attrgetter("original_height"), in_regions))
-        if None in widths or None in heights:
+        try:
+            width = np.fromiter(map(float, widths), dtype=float, count=len(widths))
+            height = np.fromiter(map(float, heights), dtype=float, count=len(heights))
+        except TypeError:  # a size missing (None): the item catalog's
+            width = height = None
+        if width is None or height is None:
             for m in [m for m, (w, h) in enumerate(zip(widths, heights, strict=True)) if w is None or h is None]:
                 item = self.task_item_id[int(self.task_of[self.owner[regions[m]]])]
                 widths[m], heights[m] = self.image_sizes[item]  # KeyError: the generic parser's error
-        width = np.fromiter(map(float, widths), dtype=float, count=len(widths))
-        height = np.fromiter(map(float, heights), dtype=float, count=len(heights))
+            width = np.fromiter(map(float, widths), dtype=float, count=len(widths))
+            height = np.fromiter(map(float, heights), dtype=float, count=len(heights))
         scale = np.stack([width / 100.0, height / 100.0, width / 100.0, height / 100.0], axis=1)
         xywh = np.full((len(regions), 4), np.nan)
-        box = _among(types, ("rectanglelabels",))
+        box = self._of_type("rectanglelabels")[self.regions]
         boxes = list(map(values.__getitem__, self.regions[box].tolist()))
         for i, key in enumerate(("x", "y", "width", "height")):
             numbers = list(map(attrgetter(key), boxes))
@@ -387,7 +404,7 @@ class _Columns:
         rotated = rotation != 0
         box_results = self.regions[box]
         return {
-            "labels": labels,
+            "labels": names,
             "xywh": xywh,
             "points": points,
             "width": width,
@@ -467,10 +484,10 @@ class _Columns:
         geometry = self.geometry
         kinds = ["classification", REGION_TYPES["rectanglelabels"], REGION_TYPES["polygonlabels"]]
         kind = np.zeros(rows, dtype=np.int64)
-        kind[region_rows] = np.where(_among(self.types[self.regions].tolist(), ("rectanglelabels",)), 1, 2)
+        kind[region_rows] = np.where(self._of_type("rectanglelabels")[self.regions], 1, 2)
         label = np.empty(rows, dtype=object)
         label[choice_rows] = _objects([c for choices in self.labels for c in choices])
-        label[region_rows] = _objects(list(map(itemgetter(0), geometry["labels"])))
+        label[region_rows] = _objects(geometry["labels"])
         ref = self._refs(source)
         if len(choice_rows):
             ref = _objects(ref.tolist()) if isinstance(ref, pa.Array) else ref
