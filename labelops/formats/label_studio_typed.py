@@ -385,11 +385,10 @@ class _Columns:
         xywh = np.full((len(regions), 4), np.nan)
         box = self._of_type("rectanglelabels")[self.regions]
         boxes = list(map(values.__getitem__, self.regions[box].tolist()))
-        for i, key in enumerate(("x", "y", "width", "height")):
-            numbers = list(map(attrgetter(key), boxes))
-            floats = np.fromiter(map(float, numbers), dtype=float, count=len(numbers))  # UNSET: TypeError
-            with np.errstate(over="ignore", invalid="ignore"):
-                xywh[box, i] = floats * scale[box, i]
+        numbers = chain.from_iterable(map(attrgetter("x", "y", "width", "height"), boxes))  # one pass over the values
+        floats = np.fromiter(map(float, numbers), dtype=float, count=4 * len(boxes)).reshape(-1, 4)  # UNSET: TypeError
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN, silently, as Python's floats give them
+            xywh[box] = floats * scale[box]
         turns = list(map(attrgetter("rotation"), boxes))
         if set(map(type, turns)) <= {int, float, type(None)} and not any(turns):
             rotation = np.zeros(len(boxes))
