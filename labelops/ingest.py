@@ -145,8 +145,31 @@ def annotation_ids(source_file: pd.Series, source_ref: pd.Series) -> np.ndarray:
     The day folder is left out, so a vendor re-delivering the same export on a
     later day produces the same ids; a ref repeated within a file gets an
     occurrence number so that ids stay unique.
+
+    A table holds the rows of a few files: their names are cut and hashed once each (a categorical column
+    hashes as its values do), and the refs are hashed as they are, without a copy into Python objects and
+    without first collecting their distinct values (``categorize`` changes the speed, not the hashes).
     """
-    scope = source_file.str.replace(r"^exports/\d{4}-\d{2}-\d{2}/", "", regex=True)
+    if source_file.isna().any() or source_ref.isna().any():
+        return _annotation_ids_by_row(source_file, source_ref)
+    codes, files = pd.factorize(source_file.to_numpy(dtype=object))
+    scopes = pd.Series(files, dtype=object).str.replace(DAY_FOLDER, "", regex=True)
+    scope_codes, names = pd.factorize(scopes.to_numpy(dtype=object))
+    keyed = pd.DataFrame(
+        {"f": pd.Categorical.from_codes(scope_codes[codes], categories=names), "r": source_ref.array},
+        index=source_ref.index,
+    )
+    hashed = pd.util.hash_pandas_object(keyed, index=False, categorize=False).to_numpy()  # same hashes, no factorizing
+    if pd.Series(hashed).duplicated().any():  # a ref repeated within a file: numbered by the rows' own path
+        return _annotation_ids_by_row(source_file, source_ref)
+    return hex_strings(hashed)
+
+
+DAY_FOLDER = r"^exports/\d{4}-\d{2}-\d{2}/"
+
+
+def _annotation_ids_by_row(source_file: pd.Series, source_ref: pd.Series) -> np.ndarray:
+    scope = source_file.str.replace(DAY_FOLDER, "", regex=True)
     keyed = pd.DataFrame({"f": scope.to_numpy(), "r": source_ref.to_numpy()})
     hashed = pd.util.hash_pandas_object(keyed, index=False).to_numpy()
     if pd.Series(hashed).duplicated().any():
@@ -156,12 +179,17 @@ def annotation_ids(source_file: pd.Series, source_ref: pd.Series) -> np.ndarray:
     return hex_strings(hashed)
 
 
+# Each byte's two lowercase hex digits, by byte value.
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02x}" for b in range(256)).encode(), dtype=np.uint8).reshape(256, 2)
+
+
 def hex_strings(values: np.ndarray) -> np.ndarray:
-    """uint64 values as 16-character lowercase hex, without a Python loop."""
-    shifts = np.arange(60, -1, -4, dtype=np.uint64)
-    nibbles = ((values.astype(np.uint64)[:, None] >> shifts) & np.uint64(0xF)).astype(np.uint8)
-    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles]
-    return np.ascontiguousarray(digits).view("S16").ravel().astype(str).astype(object)
+    """uint64 values as 16-character lowercase hex, without a Python loop (Arrow makes the Python strings)."""
+    octets = np.ascontiguousarray(values.astype(np.uint64), dtype=">u8").view(np.uint8)
+    digits = np.ascontiguousarray(_HEX_PAIRS[octets])
+    offsets = np.arange(0, 16 * len(values) + 1, 16, dtype=np.int64)
+    text = pa.Array.from_buffers(pa.large_string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(digits)])
+    return text.to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
 def canonical_annotations(parsed: Parsed, source_file: str, export_date: date) -> pd.DataFrame:
