@@ -522,20 +522,9 @@ class _Results:
             "source_ref": ref.tolist(),
         }
         if len(self.regions):
-            at = np.full(len(count), -1)
-            at[self.regions] = np.arange(len(self.regions))
-            at = at[source]
-            region = at >= 0
-            for name, numbers in zip(
-                ("x", "y", "w", "h", "image_width", "image_height"),
-                (*geometry["xywh"].T, geometry["width"], geometry["height"]),
-                strict=True,
-            ):
-                columns[name] = np.full(rows, np.nan)
-                columns[name][region] = numbers[at[region]]
-            points = np.full(rows, np.nan, dtype=object)
-            points[region] = _objects(geometry["points"])[at[region]]
-            columns["points"] = points.tolist()
+            region_of = region_rows_of(self.regions, len(count), source)
+            columns.update(geometry_columns(geometry, region_of))
+            columns["points"] = points_column(geometry, region_of)
         return pd.DataFrame(columns)
 
 
@@ -556,3 +545,33 @@ def _attributes_json(
 def _ranks(counts: np.ndarray) -> np.ndarray:
     """0, 1, … within each run of ``counts``."""
     return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def region_rows_of(regions: np.ndarray, results: int, source: np.ndarray) -> np.ndarray:
+    """For each output row (``source``: the result it comes from), the position of its region among the read
+    regions, or -1 for a scene-choice row."""
+    at = np.full(results, -1)
+    at[regions] = np.arange(len(regions))
+    return at[source]
+
+
+def geometry_columns(geometry: dict[str, Any], region_of: np.ndarray) -> dict[str, np.ndarray]:
+    """The box and image-size columns of every row, NaN on rows that are not regions."""
+    region = region_of >= 0
+    columns = {}
+    for name, numbers in zip(
+        ("x", "y", "w", "h", "image_width", "image_height"),
+        (*geometry["xywh"].T, geometry["width"], geometry["height"]),
+        strict=True,
+    ):
+        columns[name] = np.full(len(region_of), np.nan)
+        columns[name][region] = numbers[region_of[region]]
+    return columns
+
+
+def points_column(geometry: dict[str, Any], region_of: np.ndarray) -> list:
+    """Each region row's polygon points (a box's are empty), NaN on the other rows."""
+    region = region_of >= 0
+    points = np.full(len(region_of), np.nan, dtype=object)
+    points[region] = _objects(geometry["points"])[region_of[region]]
+    return points.tolist()

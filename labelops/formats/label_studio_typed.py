@@ -40,6 +40,9 @@ from labelops.formats.label_studio import (
     _objects,
     _polygon,
     _ranks,
+    geometry_columns,
+    points_column,
+    region_rows_of,
 )
 
 
@@ -508,21 +511,10 @@ class _Columns:
             "source_ref": ref,
         }
         if len(self.regions):
-            at = np.full(len(count), -1)
-            at[self.regions] = np.arange(len(self.regions))
-            at = at[source]
-            region = at >= 0
-            for name, numbers in zip(
-                ("x", "y", "w", "h", "image_width", "image_height"),
-                (*geometry["xywh"].T, geometry["width"], geometry["height"]),
-                strict=True,
-            ):
-                columns[name] = np.full(rows, np.nan)
-                columns[name][region] = numbers[at[region]]
-            if region.all() and not any(geometry["points"]):  # boxes only: no point lists
+            region_of = region_rows_of(self.regions, len(count), source)
+            columns.update(geometry_columns(geometry, region_of))
+            if (region_of >= 0).all() and not any(geometry["points"]):  # boxes only: no point lists
                 columns["points"] = np.full(rows, None, dtype=object)
             else:
-                points = np.full(rows, np.nan, dtype=object)
-                points[region] = _objects(geometry["points"])[at[region]]
-                columns["points"] = points.tolist()
+                columns["points"] = points_column(geometry, region_of)
         return pd.DataFrame(columns)
