@@ -160,7 +160,6 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
 
     resources = dict(defs.resources)
     instance = DagsterInstance.ephemeral()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     history, timings = days[:-1], {}
     for day in history:
         start = time.time()
@@ -170,7 +169,7 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
             partition_key=day,
             resources=resources,
             instance=instance,
-            run_config=quiet,
+            run_config=pipeline.QUIET,
         ).success
         timings[day] = time.time() - start
         print(f"history {day}: {timings[day]:.1f} s", file=sys.stderr)
@@ -187,7 +186,7 @@ def build_history(landing: Path, warehouse: Path, days: list[str]) -> dict:
         selection=AssetSelection.assets("dataset_snapshot"),
         resources=resources,
         instance=instance,
-        run_config=quiet,
+        run_config=pipeline.QUIET,
     ).success
     return {
         "daily_assets_s": sum(timings.values()),

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ SLICES = {
     "region": ["eu", "us", "apac"],
 }
 RESULTS = Path(__file__).resolve().parent / "results"
+QUIET = {
+    "loggers": {"console": {"config": {"log_level": "WARNING"}}}
+}  # a materialization's run config: no step chatter
 SPARE_ANNOTATORS = 5  # per item, annotators kept aside to judge it again on a later day (bench.nights)
 
 
@@ -286,7 +290,6 @@ def run_pipeline(
     resources = dict(defs.resources)
     resources["io_manager"] = TimedIOManager(storage=resources["storage"])
     instance = DagsterInstance.ephemeral()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     # the drift reference: yesterday's production, ingested before the clock starts
     assert materialize(
         list(defs.assets),
@@ -294,25 +297,12 @@ def run_pipeline(
         partition_key=reference_day,
         resources=resources,
         instance=instance,
-        run_config=quiet,
+        run_config=QUIET,
     ).success
     import great_expectations  # noqa: F401  imported once per process; not counted as pipeline time (bench.validate shows it)
 
     intervals.clear()
-    sampler = Sampler()
-    sampler.start()
-    start = time.time()
-    result = materialize(
-        list(defs.assets),
-        selection=NIGHTLY_ASSETS,
-        partition_key=day,
-        resources=resources,
-        instance=instance,
-        run_config=quiet,
-    )
-    total = time.time() - start
-    sampler.running = False
-    assert result.success
+    result, total, sampler = sampled_run(list(defs.assets), NIGHTLY_ASSETS, day, resources, instance)
     events = instance.all_logs(result.run_id)
     steps: dict[str, dict] = {}
     for record in events:
@@ -362,6 +352,23 @@ def run_pipeline(
         "outputs": [str(p) for p in (warehouse / "tables").rglob(f"{day}.parquet")]
         + [str(p) for p in (warehouse / "tables").rglob("all.parquet")],
     }
+
+
+def sampled_run(assets: list, selection: Any, day: str, resources: dict, instance: Any) -> tuple[Any, float, Sampler]:
+    """One materialization of ``selection`` for ``day`` (it must succeed): the result, its wall time, and the
+    process's RSS sampled while it ran."""
+    from dagster import materialize
+
+    sampler = Sampler()
+    sampler.start()
+    start = time.time()
+    result = materialize(
+        assets, selection=selection, partition_key=day, resources=resources, instance=instance, run_config=QUIET
+    )
+    total = time.time() - start
+    sampler.running = False
+    assert result.success
+    return result, total, sampler
 
 
 def floor(landing: Path, outputs: list[str]) -> float:

@@ -66,7 +66,7 @@ def generate(
 
 def run(landing: Path, later: Path, warehouse: Path) -> dict:
     """In this (fresh) process: the labeled side and the reference day, then the measured production path."""
-    from bench.pipeline import DAY, REFERENCE_DAY, START_DATE, Sampler, configure
+    from bench.pipeline import DAY, QUIET, REFERENCE_DAY, START_DATE, configure, sampled_run
 
     configure(landing, warehouse, START_DATE)
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
@@ -74,7 +74,6 @@ def run(landing: Path, later: Path, warehouse: Path) -> dict:
     from pipelines.definitions import defs
 
     instance = DagsterInstance.ephemeral()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     assets = list(defs.assets)
     resources = dict(defs.resources)
     graph = defs.resolve_asset_graph()
@@ -90,25 +89,12 @@ def run(landing: Path, later: Path, warehouse: Path) -> dict:
     ):
         start = time.time()
         assert materialize(
-            assets, selection=selection, partition_key=day, resources=resources, instance=instance, run_config=quiet
+            assets, selection=selection, partition_key=day, resources=resources, instance=instance, run_config=QUIET
         ).success, name
         timings[name] = time.time() - start
     for part in sorted((later / "production" / DAY).iterdir()):  # now the day's traffic lands
         part.rename(landing / "production" / DAY / part.name)
-    sampler = Sampler()
-    sampler.start()
-    start = time.time()
-    result = materialize(
-        assets,
-        selection=AssetSelection.assets(*MEASURED),
-        partition_key=DAY,
-        resources=resources,
-        instance=instance,
-        run_config=quiet,
-    )
-    total = time.time() - start
-    sampler.running = False
-    assert result.success
+    result, total, sampler = sampled_run(assets, AssetSelection.assets(*MEASURED), DAY, resources, instance)
     steps: dict[str, dict[str, float]] = {}
     for record in instance.all_logs(result.run_id):
         event = record.dagster_event
