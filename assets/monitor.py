@@ -1,8 +1,5 @@
 """Monitor: drift of a production day against the reference the current snapshot was trained on."""
 
-from collections.abc import Iterator
-
-import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from assets.coverage import LOOKBACK
@@ -59,16 +56,10 @@ def production_drift(
     guideline = guideline_set.in_force(day).version
     # the day is read in parts of storage.batch_rows rows: production grows with traffic, not with labels
     current_rows = production_predictions.rows(day) if day in production_predictions else 0
-    confidence = [0.0, 0]
-
-    def current_parts() -> Iterator[pd.DataFrame]:
-        for part in production_predictions.batches(day, storage.batch_rows):
-            part = predictions_under(part, guideline_set, guideline)
-            if "confidence" in part:
-                confidence[0] += float(part["confidence"].sum())
-                confidence[1] += int(part["confidence"].notna().sum())
-            yield part
-
+    parts = (
+        predictions_under(part, guideline_set, guideline)
+        for part in (production_predictions.batches(day, storage.batch_rows) if current_rows else ())
+    )
     store = storage.warehouse_store
     version = snapshots.latest(store)
     source_days = snapshots.manifest(store, version)["source_partitions"] if version else []
@@ -77,13 +68,8 @@ def production_drift(
     reference = drift.reference_sample_parts(production_predictions, reference_days, bounds.rows, storage.batch_rows)
     reference = predictions_under(reference, guideline_set, guideline)  # a renamed class is no drift
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
-    if current_rows and len(reference):
-        table = drift.stream_drift(reference, current_parts(), current_rows, None, settings)
-    else:
-        for _ in current_parts() if current_rows else ():  # no reference yet: read for the mean confidence alone
-            pass
-        table = drift.dataset_drift(reference, pd.DataFrame(), [], settings)
-        table["current_rows"] = current_rows
+    measured = drift.day_drift(reference, parts, current_rows, settings)
+    table = measured.table
     drifted = table[table["drifted"] & (table["feature"] != "__dataset__")]["feature"].tolist()
     dataset = bool(table.loc[table["feature"] == "__dataset__", "drifted"].iloc[0])
     if dataset:
@@ -97,7 +83,7 @@ def production_drift(
             "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
             "reference_rows": len(reference),
             "reference_days": ", ".join(reference_days),
-            "mean_confidence": confidence[0] / confidence[1] if confidence[1] else 0.0,
+            "mean_confidence": measured.mean_confidence,
             "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
             "current_rows": current_rows,
             "current_sample": f"KS, Wasserstein: {min(current_rows, drift.CURRENT_SAMPLE):,} of {current_rows:,} rows",

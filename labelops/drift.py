@@ -372,6 +372,38 @@ def stream_drift(
     return _with_summary(rows_, len(reference), offset, config)
 
 
+@dataclass
+class DayDrift:
+    """A production day's drift table and its mean confidence, from one read of the day."""
+
+    table: pd.DataFrame
+    mean_confidence: float
+
+
+def day_drift(
+    reference: pd.DataFrame, parts: Iterable[pd.DataFrame], rows: int, config: DriftConfig = DriftConfig()
+) -> DayDrift:
+    """:func:`stream_drift` of the day's ``parts`` (``rows`` rows), the mean confidence summed on the way. Without
+    reference rows the table has no column rows (only ``__dataset__``), and the parts are still read once for
+    the mean confidence, so a day's first night reports it too."""
+    confidence = np.zeros(2)
+
+    def counted() -> Iterator[pd.DataFrame]:
+        for part in parts:
+            if "confidence" in part:
+                confidence[:] += (part["confidence"].sum(), part["confidence"].notna().sum())
+            yield part
+
+    if rows and len(reference):
+        table = stream_drift(reference, counted(), rows, None, config)
+    else:
+        for _ in counted():
+            pass
+        table = dataset_drift(reference, pd.DataFrame(), [], config)
+        table["current_rows"] = rows
+    return DayDrift(table, float(confidence[0] / confidence[1]) if confidence[1] else 0.0)
+
+
 def sample_positions(total: int, rows: int, seed: int) -> np.ndarray | None:
     """The row positions ``frame.sample(rows, random_state=seed)`` draws from a frame of ``total`` rows, in
     order; None when ``total`` is at most ``rows`` (every row is kept)."""

@@ -48,6 +48,21 @@ def test_streamed_drift_equals_dataset_drift_when_the_sample_holds_the_day(refer
     assert set(whole["method"]) >= ({"ks", "chisquare", "z"} if reference_rows <= 1000 else {"wasserstein"})
 
 
+def test_day_drift_reads_the_day_once_for_the_table_and_the_mean_confidence() -> None:
+    reference, current = _day(3000, 1), _day(2500, 2, shift=0.3)
+    current.loc[::7, "confidence"] = np.nan
+    measured = drift.day_drift(reference, _parts(current, 700), len(current))
+    monitored = drift.monitored_columns(current)
+    pd.testing.assert_frame_equal(measured.table, drift.stream_drift(reference, _parts(current, 700), len(current)))
+    assert set(measured.table["feature"]) == {*monitored, "__dataset__"}
+    assert measured.mean_confidence == pytest.approx(current["confidence"].mean(), rel=1e-12)
+    # no reference yet (the first production day): no column rows, but the day is still read for its mean
+    first = drift.day_drift(reference.iloc[:0], _parts(current, 700), len(current))
+    assert first.table["feature"].tolist() == ["__dataset__"] and first.table["current_rows"].tolist() == [2500]
+    assert first.mean_confidence == pytest.approx(current["confidence"].mean(), rel=1e-12)
+    assert drift.day_drift(reference, iter(()), 0).mean_confidence == 0.0
+
+
 @pytest.mark.parametrize("reference_rows", [800, 3000])
 def test_streamed_drift_counts_exactly_and_samples_the_values(reference_rows: int) -> None:
     reference, current = _day(reference_rows, 1), _day(2500, 2, shift=0.3)

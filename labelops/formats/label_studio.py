@@ -18,6 +18,7 @@ first: an error names the first bad result of the file, and the rule it breaks f
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
@@ -490,17 +491,11 @@ class _Results:
     def frame(self) -> pd.DataFrame:
         """One row per region and per scene choice, in document order, with the columns ``pd.DataFrame``
         infers from one dict per row (a key a row lacks is NaN; box columns only if some region was read)."""
-        count = np.zeros(len(self.types), dtype=np.int64)
-        count[self.regions] = 1
-        count[self.choices] = [len(c) for c in self.labels]
-        rows = int(count.sum())
-        if not rows:
+        layout = RowLayout.of(len(self.types), self.regions, self.choices, self.labels)
+        if not layout.rows:
             return pd.DataFrame([])
-        start = np.cumsum(count) - count
-        source = np.repeat(np.arange(len(count)), count)
+        rows, source, choice_rows, region_rows = layout.rows, layout.source, layout.choice_rows, layout.region_rows
         owner = self.owner[source]
-        choice_rows = np.repeat(start[self.choices], count[self.choices]) + _ranks(count[self.choices])
-        region_rows = start[self.regions]
         geometry = self.geometry
         kind = np.empty(rows, dtype=object)
         kind[choice_rows] = "classification"
@@ -522,7 +517,7 @@ class _Results:
             "source_ref": ref.tolist(),
         }
         if len(self.regions):
-            region_of = region_rows_of(self.regions, len(count), source)
+            region_of = region_rows_of(self.regions, len(self.types), source)
             columns.update(geometry_columns(geometry, region_of))
             columns["points"] = points_column(geometry, region_of)
         return pd.DataFrame(columns)
@@ -540,6 +535,32 @@ def _attributes_json(
     if rotation is not None:
         attributes["rotation"] = rotation
     return to_json(attributes)
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Where each read result's output rows go, in document order: a region is one row, a choices result one
+    row per chosen label. Both readers lay rows out this way, so their frames agree row for row."""
+
+    rows: int
+    source: np.ndarray  # for each row, the result it comes from
+    choice_rows: np.ndarray
+    region_rows: np.ndarray
+
+    @classmethod
+    def of(cls, results: int, regions: np.ndarray, choices: np.ndarray, labels: list[Any]) -> RowLayout:
+        """``regions``/``choices``: the positions of region and choices results; ``labels``: each choices
+        result's chosen labels."""
+        count = np.zeros(results, dtype=np.int64)
+        count[regions] = 1
+        count[choices] = [len(c) for c in labels]
+        start = np.cumsum(count) - count
+        return cls(
+            rows=int(count.sum()),
+            source=np.repeat(np.arange(results), count),
+            choice_rows=np.repeat(start[choices], count[choices]) + _ranks(count[choices]),
+            region_rows=start[regions],
+        )
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:

@@ -34,12 +34,12 @@ from labelops.formats.label_studio import (
     REGION_TYPES,
     VALUE_KEYS,
     VALUELESS_TYPES,
+    RowLayout,
     _among,
     _annotator,
     _attributes_json,
     _objects,
     _polygon,
-    _ranks,
     geometry_columns,
     points_column,
     region_rows_of,
@@ -471,18 +471,12 @@ class _Columns:
 
     def frame(self) -> pd.DataFrame:
         """``label_studio._Results.frame``: the same columns and values, text columns built in Arrow."""
-        count = np.zeros(len(self.types), dtype=np.int64)
-        count[self.regions] = 1
-        count[self.choices] = [len(c) for c in self.labels]
-        rows = int(count.sum())
-        if not rows:
+        layout = RowLayout.of(len(self.types), self.regions, self.choices, self.labels)
+        if not layout.rows:
             return pd.DataFrame([])
-        start = np.cumsum(count) - count
-        source = np.repeat(np.arange(len(count)), count)
+        rows, source, choice_rows, region_rows = layout.rows, layout.source, layout.choice_rows, layout.region_rows
         owner = self.owner[source]
         task = self.task_of[owner]
-        choice_rows = np.repeat(start[self.choices], count[self.choices]) + _ranks(count[self.choices])
-        region_rows = start[self.regions]
         geometry = self.geometry
         kinds = ["classification", REGION_TYPES["rectanglelabels"], REGION_TYPES["polygonlabels"]]
         kind = np.zeros(rows, dtype=np.int64)
@@ -511,7 +505,7 @@ class _Columns:
             "source_ref": ref,
         }
         if len(self.regions):
-            region_of = region_rows_of(self.regions, len(count), source)
+            region_of = region_rows_of(self.regions, len(self.types), source)
             columns.update(geometry_columns(geometry, region_of))
             if (region_of >= 0).all() and not any(geometry["points"]):  # boxes only: no point lists
                 columns["points"] = np.full(rows, None, dtype=object)
