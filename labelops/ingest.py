@@ -215,7 +215,12 @@ def _timestamps(source_file: str, values: pd.Series, refs: pd.Series) -> pd.Seri
 
 
 def content_ids(frame: pd.DataFrame) -> np.ndarray:
-    """Identity by content: a 64-bit hash of (annotator, item, kind, label, geometry) as hex.
+    """Identity by content (:func:`content_hashes`) as hex."""
+    return hex_strings(content_hashes(frame))
+
+
+def content_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """Identity by content: a 64-bit hash of (annotator, item, kind, label, geometry).
 
     Coordinates are compared to a hundredth of a pixel, so the same judgment converted
     twice from percentages (Label Studio) or re-exported by a tool hashes the same, while
@@ -223,22 +228,39 @@ def content_ids(frame: pd.DataFrame) -> np.ndarray:
     of the identity: the same export under two names is the same set of judgments.
     """
     if frame.empty:
-        return np.empty(0, dtype=object)
+        return np.empty(0, dtype=np.uint64)
     geometry = frame[["x", "y", "w", "h"]].astype(float).round(2) + 0.0  # + 0.0 folds -0.0 into 0.0
     points = pa.array(frame["points"].to_numpy(dtype=object), type=pa.list_(pa.float64()))
     rounded = pc.add(pc.round(points.flatten(), 2), 0.0)
     as_text = pa.ListArray.from_arrays(points.offsets, pc.cast(rounded, pa.string()), mask=points.is_null())
     keyed = pd.DataFrame(
         {
-            "annotator": frame["annotator_id"].to_numpy(dtype=object),
-            "item": frame["item_id"].to_numpy(dtype=object),
-            "kind": frame["kind"].to_numpy(dtype=object),
-            "label": frame["label"].astype(object).fillna("\x00").to_numpy(dtype=object),
+            "annotator": _hashable(frame["annotator_id"]),
+            "item": _hashable(frame["item_id"]),
+            "kind": _hashable(frame["kind"]),
+            # a missing label hashes as "" (which ingest never keeps: "" is no label); the ids stored so far were
+            # made by pandas' fillna("\x00"), which pandas 3 stores as "" (NUL ends the text)
+            "label": _hashable(frame["label"], missing=""),
             **{c: geometry[c].to_numpy() for c in geometry},
-            "points": pc.fill_null(pc.binary_join(as_text, ","), "").to_numpy(zero_copy_only=False).astype(object),
+            "points": _hashable(pd.Series(pc.fill_null(pc.binary_join(as_text, ","), ""))),
         }
     )
-    return hex_strings(pd.util.hash_pandas_object(keyed, index=False).to_numpy())
+    return pd.util.hash_pandas_object(keyed, index=False, categorize=False).to_numpy()
+
+
+def _hashable(column: pd.Series, missing: str | None = None) -> pd.Categorical:
+    """A text column as a categorical, which ``hash_pandas_object`` hashes as it hashes the values themselves
+    (each distinct text once; a missing value, code -1, as a missing object), encoded by Arrow: pandas'
+    factorize and the copy into Python objects cost 1–2 s per million texts. ``missing``: the text a missing
+    value stands for."""
+    values = pa.Array.from_pandas(column)
+    if isinstance(values, pa.ChunkedArray):  # a text column read from Parquet: one dictionary for all chunks
+        values = values.combine_chunks()
+    if missing is not None:
+        values = pc.fill_null(values, missing)
+    encoded = values.dictionary_encode()
+    categories = pd.Index(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+    return pd.Categorical.from_codes(pc.fill_null(encoded.indices, -1).to_numpy(), categories=categories)
 
 
 def mark_duplicates(frame: pd.DataFrame, known: JudgmentLedger | None = None) -> pd.DataFrame:
@@ -246,20 +268,33 @@ def mark_duplicates(frame: pd.DataFrame, known: JudgmentLedger | None = None) ->
 
     ``known`` holds earlier days' first deliveries; within the day, the first row in file order is the
     delivery and later copies point at it. A copy is kept in the table (and quarantined by validation with
-    rule ``duplicate``) so every input row stays accounted for, but it is never counted twice.
+    rule ``duplicate``) so every input row stays accounted for, but it is never counted twice. Copies are
+    found on the 64-bit hashes, not on their hex text.
     """
+    hashes = content_hashes(frame)
+    codes, distinct = pd.factorize(hashes)  # codes in order of first appearance
+    first_rows = np.flatnonzero(~pd.Series(hashes).duplicated().to_numpy())
+    annotation_ids = frame["annotation_id"].to_numpy(dtype=object)
+    delivered = annotation_ids[first_rows]  # the day's first delivery of each distinct content
     out = frame.copy()
-    out["content_id"] = content_ids(out)
-    ids = out["content_id"]
-    first_today = ~ids.duplicated()
-    firsts = pd.Series(out["annotation_id"].to_numpy()[first_today.to_numpy()], index=ids[first_today].to_numpy())
-    duplicate_of = ids.map(firsts).where(~first_today)
-    earlier = known.lookup(ids) if known is not None and len(ids) else None
+    out["content_id"] = hex_strings(hashes)
+    origin = np.where(np.arange(len(frame)) == first_rows[codes], None, delivered[codes]) if len(frame) else []
+    earlier = known.lookup(hex_strings(distinct)) if known is not None and len(distinct) else None
     if earlier is not None and len(earlier):
-        earlier = earlier.drop_duplicates("content_id").set_index("content_id")["annotation_id"]
-        duplicate_of = ids.map(earlier).fillna(duplicate_of)
-    out["duplicate_of"] = duplicate_of.astype(object).where(duplicate_of.notna(), None)
+        earlier = earlier.drop_duplicates("content_id")
+        position = pd.Index(distinct).get_indexer(hex_values(earlier["content_id"]))
+        before = np.full(len(distinct), None, dtype=object)
+        before[position] = earlier["annotation_id"].to_numpy(dtype=object)
+        origin = np.where(pd.isna(before[codes]), origin, before[codes])
+    out["duplicate_of"] = pd.Series(origin, index=out.index, dtype=object)
     return out
+
+
+def hex_values(texts: pd.Series) -> np.ndarray:
+    """:func:`hex_strings` undone: 16-character hex texts as uint64, without a Python loop."""
+    digits = np.frombuffer("".join(texts.to_numpy(dtype=object)).encode(), dtype=np.uint8).reshape(-1, 16)
+    nibbles = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0")).astype(np.uint64)
+    return (nibbles << np.arange(60, -1, -4, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
 
 
 def record_judgments(warehouse: Store, day: str, table: pd.DataFrame) -> None:
@@ -281,12 +316,13 @@ class JudgmentLedger:
     store: Store
     day: str
 
-    def lookup(self, content_ids: pd.Series) -> pd.DataFrame:
-        """Earlier first deliveries (content_id, annotation_id) of these content ids, oldest day first."""
+    def lookup(self, content_ids: np.ndarray) -> pd.DataFrame:
+        """Earlier first deliveries (content_id, annotation_id) of these distinct content ids, oldest day
+        first."""
         keys = sorted(
             k for k in self.store.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day
         )
-        wanted = pa.array(pd.unique(content_ids.dropna().astype(str)), type=pa.string())
+        wanted = pa.array(content_ids, type=pa.string())
         found = [
             table.filter(pc.is_in(table["content_id"], value_set=wanted.cast(table["content_id"].type)))
             for table in (
