@@ -36,7 +36,7 @@ def test_ids_are_the_row_by_row_ids(seed: int, as_text: bool) -> None:
     dtype = None if as_text else object  # pandas' own text dtype, or Python objects
     file_column, ref_column = pd.Series(files, dtype=dtype), pd.Series(refs, dtype=dtype, index=np.arange(n) + 3)
     ids = annotation_ids(file_column, ref_column)
-    assert ids.dtype == object and all(type(i) is str for i in ids)
+    assert ids.dtype == "str" and all(type(i) is str for i in ids)
     assert ids.tolist() == _annotation_ids_by_row(file_column, ref_column).tolist()
     assert len(set(ids.tolist())) == n
 
