@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from labelops.columns import joined
+from labelops.columns import concatenated, joined
 
 CRITICAL_FLOOR = 10.0
 
@@ -110,15 +110,15 @@ def review_queue(
     item_weight = exploded.map(weight).fillna(1.0).groupby(level=0).max()
     queue["critical"] = exploded.isin(critical).groupby(level=0).any() if len(queue) else pd.Series(dtype=bool)
     queue["priority"] = (item_weight.reindex(queue.index).fillna(1.0) * queue["uncertainty"].astype(float)).round(6)
-    queue = (
-        queue.groupby("item_id", sort=False)
-        .agg(
-            reason=("reason", "; ".join),
-            priority=("priority", "sum"),
-            critical=("critical", "any"),
-            labels=("labels", ", ".join),
-        )
-        .reset_index()
+    per_item = queue.groupby("item_id", sort=False).agg(priority=("priority", "sum"), critical=("critical", "any"))
+    queue = pd.DataFrame(
+        {
+            "item_id": per_item.index,
+            "reason": concatenated(queue["item_id"], queue["reason"], "; ").reindex(per_item.index).to_numpy(),
+            "priority": per_item["priority"].to_numpy(),
+            "critical": per_item["critical"].to_numpy(),
+            "labels": concatenated(queue["item_id"], queue["labels"], ", ").reindex(per_item.index).to_numpy(),
+        }
     )
     return queue.sort_values(
         ["critical", "priority", "item_id"], ascending=[False, False, True], kind="stable"

@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelops.columns import isin, joined, lookup
+from labelops.columns import concatenated, isin, joined, lookup
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
 
@@ -49,3 +49,23 @@ def test_joined_equals_a_groupby_of_sorted_distinct_values(rows: list) -> None:
     expected = frame.groupby("item_id")["label"].agg(lambda s: ", ".join(sorted(set(s))))
     got = joined(frame["item_id"], frame["label"], ", ")
     assert list(got.index) == list(expected.index) and list(got) == list(expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["b", "a", "c", "ü", ""]), st.text(max_size=4)), max_size=60))
+def test_concatenated_equals_a_groupby_join_in_row_order(rows: list) -> None:
+    for dtype in ("str", object):
+        frame = pd.DataFrame(rows, columns=["item_id", "reason"]).astype(dtype)
+        expected = frame.groupby("item_id", sort=False)["reason"].agg("; ".join)
+        got = concatenated(frame["item_id"], frame["reason"], "; ")
+        assert list(got.index) == list(expected.index) and list(got) == list(expected)
+
+
+def test_concatenated_keeps_row_order_across_many_groups() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"item_id": rng.integers(0, 5000, 100_000).astype(str), "reason": np.arange(100_000).astype(str)}
+    )
+    expected = frame.groupby("item_id", sort=False)["reason"].agg(",".join)
+    got = concatenated(frame["item_id"], frame["reason"], ",")
+    assert got.index.tolist() == expected.index.tolist() and got.tolist() == expected.tolist()
