@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -112,11 +112,38 @@ class Matching:
 
 
 def _pair_boxes(boxes: pd.DataFrame) -> pd.DataFrame:
-    """Per (item, annotator a < annotator b): how many boxes each drew."""
-    per = boxes.groupby(["item_id", "annotator_id"], sort=True).size().rename("n").reset_index()
-    pairs = per.merge(per, on="item_id", suffixes=("_a", "_b"))
-    pairs = pairs[pairs["annotator_id_a"] < pairs["annotator_id_b"]]
-    return pairs.rename(columns={"annotator_id_a": "annotator_a", "annotator_id_b": "annotator_b"})
+    """Per (item, annotator a < annotator b): how many boxes each drew, in (item, a, b) order. Built on integer
+    codes (a merge of the per-annotator counts on item ids cost 0.9 s for 500,000 boxes)."""
+    item_code, items = pd.factorize(boxes["item_id"], sort=True)
+    annotator_code, annotators = pd.factorize(boxes["annotator_id"], sort=True)
+    n = max(len(annotators), 1)
+    keys, counts = np.unique(item_code.astype(np.int64) * n + annotator_code, return_counts=True)
+    item, annotator = keys // n, keys % n
+    # each item's annotators are consecutive and sorted: every (a, b) of a run, then a < b by position
+    starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])[: len(keys)]
+    sizes = np.diff(np.r_[starts, len(keys)]).astype(np.int64)
+    squares = sizes**2
+    run = np.repeat(np.arange(len(starts)), squares)
+    offset = np.arange(int(squares.sum())) - np.repeat(np.cumsum(squares) - squares, squares)
+    a, b = starts[run] + offset // sizes[run], starts[run] + offset % sizes[run]
+    a, b = a[a < b], b[a < b]
+    return pd.DataFrame(
+        {
+            "item_id": _take(items, item[a]),
+            "annotator_a": _take(annotators, annotator[a]),
+            "n_a": counts[a].astype(np.int64),
+            "annotator_b": _take(annotators, annotator[b]),
+            "n_b": counts[b].astype(np.int64),
+        }
+    )
+
+
+def _take(column: pd.Series | pd.Index, positions: np.ndarray) -> Any:
+    """The values at ``positions``. pandas' Arrow-backed text stays in Arrow: taken as a numpy object array, a
+    frame would convert it back value by value (2.6 s for a matching of 500,000 boxes)."""
+    if column.dtype == "str":
+        return column.array.take(positions)
+    return column.to_numpy()[positions]
 
 
 def match_boxes(
@@ -133,10 +160,8 @@ def match_boxes(
     if pair_boxes.empty:
         return Matching(pd.DataFrame(columns=MATCH_COLUMNS), boxes, pair_boxes, overlap)
     # Integer codes: items and annotators in sorted order, so "a < b" keeps its meaning.
-    annotator_code = pd.Categorical(
-        boxes["annotator_id"], categories=sorted(boxes["annotator_id"].unique())
-    ).codes.astype(np.int64)
-    item_code = pd.Categorical(boxes["item_id"], categories=sorted(boxes["item_id"].unique())).codes.astype(np.int64)
+    annotator_code = pd.factorize(boxes["annotator_id"], sort=True)[0].astype(np.int64)
+    item_code = pd.factorize(boxes["item_id"], sort=True)[0].astype(np.int64)
     label_code = pd.factorize(boxes["label"])[0].astype(np.int64)
     codes = _Codes(item_code, annotator_code, label_code, n_annotators=int(annotator_code.max()) + 1)
     matched = np.zeros(
@@ -176,13 +201,13 @@ def match_boxes(
     index_a, index_b = rows["index_a"].to_numpy(), rows["index_b"].to_numpy()
     matches = pd.DataFrame(
         {
-            "item_id": boxes["item_id"].to_numpy()[index_a],
-            "annotator_a": boxes["annotator_id"].to_numpy()[index_a],
-            "annotator_b": boxes["annotator_id"].to_numpy()[index_b],
+            "item_id": _take(boxes["item_id"], index_a),
+            "annotator_a": _take(boxes["annotator_id"], index_a),
+            "annotator_b": _take(boxes["annotator_id"], index_b),
             "index_a": index_a,
             "index_b": index_b,
-            "label_a": boxes["label"].to_numpy()[index_a],
-            "label_b": boxes["label"].to_numpy()[index_b],
+            "label_a": _take(boxes["label"], index_a),
+            "label_b": _take(boxes["label"], index_b),
             "iou": rows["iou"].to_numpy(),
         }
     )

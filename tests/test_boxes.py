@@ -164,3 +164,26 @@ def test_polygons_are_matched_on_polygon_iou() -> None:
         }
     )
     assert boxes.match_boxes(triangle, polygons=True).same_label["iou"].iloc[0] == pytest.approx(0.5)
+
+
+def _pair_boxes_by_merge(frame: pd.DataFrame) -> pd.DataFrame:
+    """The per-pair box counts as the replaced code built them: the per-annotator counts merged on item."""
+    per = frame.groupby(["item_id", "annotator_id"], sort=True).size().rename("n").reset_index()
+    pairs = per.merge(per, on="item_id", suffixes=("_a", "_b"))
+    pairs = pairs[pairs["annotator_id_a"] < pairs["annotator_id_b"]]
+    return pairs.rename(columns={"annotator_id_a": "annotator_a", "annotator_id_b": "annotator_b"})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pair_box_counts_equal_the_merge(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = [0, 1, 40, 500, 3000][seed]
+    frame = pd.DataFrame(
+        {
+            "item_id": rng.choice(["img b", "img-a", "ü", "c", "a10", "a9"], n),
+            "annotator_id": rng.choice(["w2", "w10", "gold", "ä", "w1"], n),
+        }
+    ).astype("str" if seed % 2 else object)
+    got, expected = boxes._pair_boxes(frame), _pair_boxes_by_merge(frame)
+    assert list(got.columns) == list(expected.columns)
+    assert got.astype(object).values.tolist() == expected.astype(object).values.tolist()
