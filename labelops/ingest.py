@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelops import landing
+from labelops.columns import text
 from labelops.errors import ExportError
 from labelops.formats import is_ignored, parse_file, parse_folder, table, yolo
 from labelops.formats.common import Parsed
@@ -189,11 +190,9 @@ def hex_strings(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
     octets = np.ascontiguousarray(values.astype(np.uint64), dtype=">u8").view(np.uint8)
     digits = np.ascontiguousarray(_HEX_PAIRS[octets])
     offsets = np.arange(0, 16 * len(values) + 1, 16, dtype=np.int64)
-    text = pa.Array.from_buffers(pa.large_string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(digits)])
-    return pd.arrays.ArrowStringArray(text, dtype=TEXT)
-
-
-TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default text dtype ("str")
+    return text(
+        pa.Array.from_buffers(pa.large_string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(digits)])
+    )
 
 
 def canonical_annotations(parsed: Parsed, source_file: str, export_date: date) -> pd.DataFrame:

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from labelops.columns import text
 from labelops.errors import ExportError
 from labelops.formats.common import Parsed, objects_frame
 
@@ -222,24 +224,27 @@ def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> P
         is_box = present.all(axis=1)
 
     extras = [c for c in frame.columns if c not in ALIASES]
-    attributes = _attributes_json(frame[extras]) if extras else np.full(len(frame), "{}", dtype=object)
+    # text columns stay pandas' Arrow-backed text: as numpy object arrays the frame would convert them back
+    attributes = (
+        _attributes_json(frame[extras]) if extras else text(pc.fill_null(pa.nulls(len(frame), pa.large_string()), "{}"))
+    )
     annotated_at = frame["annotated_at"] if "annotated_at" in frame else None
     objects = pd.DataFrame(
         {
-            "item_id": frame["item_id"].astype(str).str.strip().to_numpy(),
-            "annotator_id": frame["annotator_id"].astype(str).str.strip().to_numpy()
+            "item_id": frame["item_id"].astype(str).str.strip().array,
+            "annotator_id": frame["annotator_id"].astype(str).str.strip().array
             if "annotator_id" in frame
             else "unknown",
-            "kind": np.where(is_box, "bbox", "classification"),
-            "label": frame["label"].astype(str).to_numpy(),
+            "kind": text(pc.if_else(pa.array(is_box), "bbox", "classification")),
+            "label": frame["label"].astype(str).array,
             **{c: numbers.get(c, np.full(len(frame), np.nan)) for c in BOX},
             "points": None,
             "image_width": numbers.get("image_width", np.nan),
             "image_height": numbers.get("image_height", np.nan),
             "attributes": attributes,
-            "annotated_at": annotated_at.to_numpy() if annotated_at is not None else None,
-            "guideline_version": frame["guideline_version"].to_numpy() if "guideline_version" in frame else None,
-            "source_ref": "line=" + pd.Series(frame.index.astype(str), dtype=object).to_numpy(),
+            "annotated_at": annotated_at.array if annotated_at is not None else None,
+            "guideline_version": frame["guideline_version"].array if "guideline_version" in frame else None,
+            "source_ref": text(pc.binary_join_element_wise("line=", pc.cast(pa.array(frame.index), pa.string()), "")),
         }
     )
     return Parsed(format="table", objects=objects_frame(objects))
