@@ -103,6 +103,12 @@ class Matching:
     def conflicts(self) -> pd.DataFrame:
         return self.matches[self.matches["label_a"] != self.matches["label_b"]]
 
+    @property
+    def paired(self) -> np.ndarray:
+        """Per box (row of ``boxes``), whether a match holds it, as either side."""
+        held = np.concatenate([self.matches["index_a"].to_numpy(), self.matches["index_b"].to_numpy()])
+        return np.isin(self.boxes["index"].to_numpy(), held)
+
     def only_label(self, label: str) -> Matching:
         """The matching ``match_boxes`` gives for this label's boxes alone: its same-label matches
         (groups are per item and label, so they do not depend on other labels) and no conflicts."""

@@ -84,6 +84,17 @@ def concatenated(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
     return pd.Series(text, index=lists["key"].to_numpy(zero_copy_only=False), dtype="str")
 
 
+def extract(values: pd.Series, pattern: str, needle: str) -> pd.Series:
+    """``values.astype(str).str.extract(pattern, expand=False)`` (the first group; NaN where nothing matches), as
+    text, for a ``pattern`` that only matches text holding ``needle``: Arrow finds those few rows, and Python's
+    regular expression runs on them alone (on every row it cost 3 s per million)."""
+    candidates = pc.fill_null(pc.match_substring(_text(values), needle), False).to_numpy(zero_copy_only=False)
+    out = pd.Series(np.nan, index=values.index, dtype=TEXT)
+    if candidates.any():
+        out[candidates] = values[candidates].astype(str).str.extract(pattern, expand=False).to_numpy()
+    return out
+
+
 def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     """Values as an Arrow string array: zero-copy for pandas 3 string columns, converted otherwise."""
     column = (

@@ -294,8 +294,7 @@ def confusion_pairs(reference: pd.DataFrame, predictions: pd.DataFrame, *, iou: 
     pairs = matching.matches[["item_id", "label_a", "label_b"]].rename(
         columns={"label_a": "true", "label_b": "predicted"}
     )
-    paired = set(matching.matches["index_a"]) | set(matching.matches["index_b"])
-    lonely = boxes[~boxes["index"].isin(paired)]
+    lonely = boxes[~matching.paired]
     missed = lonely[lonely["annotator_id"] == "\x00truth"]
     alarms = lonely[lonely["annotator_id"] == "\x01model"]
     return pd.concat(
@@ -329,7 +328,7 @@ def risk_report(pairs: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec) ->
     for scope, mask in scopes:
         part = sliced[mask]
         part_cost = cost[mask]
-        classes = sorted((set(part["true"]) | set(part["predicted"])) - {BACKGROUND})
+        classes = sorted((set(part["true"].unique()) | set(part["predicted"].unique())) - {BACKGROUND})
         correct = part["true"] == part["predicted"]
         support = part[part["true"] != BACKGROUND].groupby("true").size()
         predicted = part[part["predicted"] != BACKGROUND].groupby("predicted").size()

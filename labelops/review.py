@@ -132,7 +132,6 @@ def unmatched_boxes(matching, critical: set[str]) -> pd.DataFrame:
     one of three annotators saw is worth a human look.
     """
     boxes = matching.boxes
-    paired = set(matching.matches["index_a"]).union(matching.matches["index_b"])
     multi = boxes.groupby("item_id")["annotator_id"].transform("nunique") >= 2
-    lonely = boxes[multi & ~boxes["index"].isin(paired) & boxes["label"].isin(critical)]
+    lonely = boxes[multi & ~matching.paired & boxes["label"].isin(critical)]
     return lonely[["item_id", "annotator_id", "label"]].reset_index(drop=True)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from labelops import quality
-from labelops.columns import isin, joined
+from labelops.columns import extract, isin, joined
 from labelops.guidelines import GuidelineSet
 from labelops.outbox import HONEYPOT
 
@@ -101,7 +101,7 @@ def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     (Label Studio's task and annotation ids, kept in ``source_ref``); None elsewhere."""
     if frame.empty:
         return pd.Series(dtype=object, index=frame.index)
-    ids = frame["source_ref"].astype(str).str.extract(TOOL_ANNOTATION, expand=False)
+    ids = extract(frame["source_ref"], TOOL_ANNOTATION, "task=")
     keys = frame["source_format"].astype(str) + "|" + frame["item_id"].astype(str) + "|" + ids
     return keys.astype(object).where(ids.notna(), None)
 
@@ -110,7 +110,7 @@ def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
     """The day's validated annotations as votes: answers to our relabel batches name their batch."""
     if validated.empty:
         return empty_votes()
-    answer = validated["attributes"].astype(object).fillna("").str.extract(ANSWER_BATCH, expand=False)
+    answer = extract(validated["attributes"], ANSWER_BATCH, '"batch_id":"relabel-')
     votes = validated.assign(
         answer_to=answer.astype(object).where(answer.notna(), None),
         superseded_by=None,

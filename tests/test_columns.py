@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelops.columns import concatenated, isin, joined, lookup
+from labelops.columns import concatenated, extract, isin, joined, lookup
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
 
@@ -69,3 +69,34 @@ def test_concatenated_keeps_row_order_across_many_groups() -> None:
     expected = frame.groupby("item_id", sort=False)["reason"].agg(",".join)
     got = concatenated(frame["item_id"], frame["reason"], ",")
     assert got.index.tolist() == expected.index.tolist() and got.tolist() == expected.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.sampled_from(
+                [
+                    "task=1/annotation=2/result=a",
+                    "task=1/annotation=None/result=a",
+                    "line=7",
+                    "xtask=3/annotation=4/",
+                    "task=/annotation=1/",
+                    "task=ü/annotation=ß/r",
+                    "",
+                ]
+            ),
+        ),
+        max_size=30,
+    )
+)
+def test_extract_equals_pandas_extract(values: list) -> None:
+    pattern = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"  # the Label Studio annotation key (labelops.state)
+    for dtype in ("str", object):
+        column = pd.Series(values, dtype=dtype, index=np.arange(len(values)) * 2)
+        expected = column.astype(str).str.extract(pattern, expand=False)
+        got = extract(column, pattern, "task=")
+        assert got.index.equals(column.index) and got.dtype == "str"
+        assert got.isna().tolist() == (expected.isna() | column.isna()).tolist()
+        assert got.dropna().tolist() == expected[got.notna()].tolist()
