@@ -626,6 +626,46 @@ def write_predictions(
             raise RuntimeError(f"production {day}: the streamed write did not settle")
 
 
+PROBE_ROWS = 10_000
+
+
+def _probe_columns(store: Store, keys: list[str], columns: dict[str, pa.DataType]) -> None:
+    """Learn the feature columns of every file from its first rows before any is written: a column that only a
+    later file has would otherwise make the day be written again (a day of detections and of plain predictions
+    in two files was written twice). A file's problems are left for the pass that reads it whole."""
+    for key in keys:
+        try:
+            raw = next(iter(_prediction_parts(store, key, PROBE_ROWS)))
+            _learn_columns(_predictions_frame(key, raw, _text_columns(columns)), columns)
+        except Exception:
+            continue
+
+
+def _text_columns(columns: dict[str, pa.DataType]) -> frozenset[str]:
+    return frozenset(c for c, t in columns.items() if t == pa.string())
+
+
+def _learn_columns(frame: pd.DataFrame, columns: dict[str, pa.DataType]) -> bool:
+    """Add the frame's feature columns to ``columns`` (in order of first appearance) with their type, and make a
+    column typed as numbers so far text when the frame holds text in it (text for the whole day). True when
+    ``columns`` was written to: rows already written were written with the older columns."""
+    changed = False
+    for column in frame.columns:
+        if column in PREDICTION_CORE_COLUMNS:
+            continue
+        kind = arrow_type_of(frame[column])
+        if column not in columns:
+            columns[column] = kind
+            changed = True
+        elif columns[column] != kind and frame[column].notna().any():
+            columns[column] = pa.string()
+            changed = True
+    return changed
+
+
+PREDICTION_CORE_COLUMNS = frozenset(PREDICTION_CORE_SCHEMA.names)
+
+
 def _write_pass(
     store: Store,
     day: str,
@@ -638,7 +678,6 @@ def _write_pass(
     """One pass over the day's files; None when the file must be written again (``columns``/``failed`` updated)."""
     export_date = date.fromisoformat(day)
     listing = store.stat(f"production/{day}")
-    core = set(PREDICTION_CORE_SCHEMA.names)
     writer: pq.ParquetWriter | None = None
     restart = False
     rows: list[dict] = []
@@ -650,10 +689,11 @@ def _write_pass(
     def schema() -> pa.Schema:
         return pa.schema([*PREDICTION_CORE_SCHEMA, *(pa.field(c, t) for c, t in columns.items())])
 
+    keys = [k for k in landing.day_keys(list(listing), "production", day) if not is_ignored(k)]
+    if len(keys) > 1:
+        _probe_columns(store, [k for k in keys if k not in failed and not policy.arriving([listing[k]])], columns)
     try:
-        for key in landing.day_keys(list(listing), "production", day):
-            if is_ignored(key):
-                continue
+        for key in keys:
             if policy.arriving([listing[key]]):
                 rows.append(_deferred_row(key))
                 continue
@@ -664,18 +704,9 @@ def _write_pass(
             try:
                 policy.check_sizes(key, {key: listing[key]})
                 for raw in _prediction_parts(store, key, batch_rows):
-                    text = frozenset(c for c, t in columns.items() if t == pa.string())
-                    frame = _predictions_frame(key, raw, text).assign(source_file=key, export_date=export_date)
-                    for column in frame.columns:
-                        if column in core:
-                            continue
-                        kind = arrow_type_of(frame[column])
-                        if column not in columns:
-                            columns[column] = kind
-                            restart = restart or writer is not None
-                        elif columns[column] != kind and frame[column].notna().any():
-                            columns[column] = pa.string()  # numbers so far, text now: text for the whole day
-                            restart = restart or writer is not None
+                    frame = _predictions_frame(key, raw, _text_columns(columns))
+                    frame = frame.assign(source_file=key, export_date=export_date)
+                    restart = restart or (_learn_columns(frame, columns) and writer is not None)
                     part = conform_table(frame, schema())
                     count += len(frame)
                     if restart:

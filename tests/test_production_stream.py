@@ -185,14 +185,15 @@ def test_a_bad_value_in_a_later_part_fails_its_file_alone(tmp_path: Path) -> Non
     assert result.passes == 2
 
 
-def test_text_in_a_later_part_makes_the_column_text_for_the_day(tmp_path: Path) -> None:
+def test_text_in_a_later_file_makes_the_column_text_for_the_day(tmp_path: Path) -> None:
     store = _landing(tmp_path / "landing")
     path = tmp_path / "landing" / "production" / DAY / "d.csv"
     pd.DataFrame({"item_id": ["q1", "q2"], "brightness": ["dark", "12.5"], "extra": ["x", "y"]}).to_csv(
         path, index=False
     )
     result, table = _written(store, tmp_path, 300)
-    assert result.passes == 2 and result.rows == len(table) == 2602
+    # the column types are learnt from every file's first rows before any is written: no second pass
+    assert result.passes == 1 and result.rows == len(table) == 2602
     assert table["brightness"].dtype != np.float64 and "dark" in set(table["brightness"])
     assert table["brightness"].iloc[0] == str(_day(2600, 7)["brightness"].iloc[0])  # the file's own text
     assert (
@@ -215,3 +216,18 @@ def test_day_tables_read_a_day_in_parts(tmp_path: Path, as_bytes: bool) -> None:
     parts = list(tables.batches(DAY, 250))
     assert tables.rows(DAY) == 1000 and max(len(p) for p in parts) <= 250
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), frame.drop(columns="lighting"))
+
+
+def test_text_past_the_probed_rows_still_makes_the_column_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "PROBE_ROWS", 100)
+    store = _landing(tmp_path / "landing")
+    path = tmp_path / "landing" / "production" / DAY / "a.csv"
+    frame = pd.read_csv(path, dtype=str)
+    frame.loc[500, "brightness"] = "dark"  # in a.csv's second part of 300 rows, past the 100 rows probed
+    frame.to_csv(path, index=False)
+    result, table = _written(store, tmp_path, 300)
+    assert result.passes == 2 and result.rows == len(table) == 2600
+    assert (
+        "dark" in set(table["brightness"])
+        and pq.read_schema(tmp_path / "out.parquet").field("brightness").type == "string"
+    )
