@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from labelops import quality
-from labelops.columns import extract, isin, joined
+from labelops.columns import day_text, extract, isin, joined, stable_order
 from labelops.guidelines import GuidelineSet
 from labelops.outbox import HONEYPOT
 
@@ -117,7 +117,7 @@ def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
         annotation_key=annotation_keys(validated),
         replaced_on=None,
     )
-    return votes.reindex(columns=VOTE_COLUMNS).assign(export_date=votes["export_date"].astype(str))
+    return votes.reindex(columns=VOTE_COLUMNS).assign(export_date=day_text(votes["export_date"]))
 
 
 def fold_votes(
@@ -142,7 +142,8 @@ def fold_votes(
     if guidelines is not None and version is not None and previous_version != version:
         previous = carry_votes(previous, guidelines, version)  # the first day of a version (or one not known)
     new = today[~isin(today["content_id"], previous["content_id"])] if len(previous) and len(today) else today
-    new = new.drop_duplicates("content_id").sort_values(["item_id", "export_date", "annotation_id"], kind="stable")
+    new = new.drop_duplicates("content_id")
+    new = new.iloc[stable_order(new, ["item_id", "export_date", "annotation_id"])]
     # earlier judgments keep their rows and order; the day's are appended: the fold reads the history once
     combined = pd.concat([df for df in (previous, new) if len(df)] or [empty_votes()], ignore_index=True)
     combined = _replace_edited(combined, today, copies)

@@ -3,12 +3,14 @@ missing values on either side."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelops.columns import concatenated, extract, isin, joined, lookup
+from labelops.columns import concatenated, day_text, extract, isin, joined, lookup, stable_order
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
 
@@ -100,3 +102,32 @@ def test_extract_equals_pandas_extract(values: list) -> None:
         assert got.index.equals(column.index) and got.dtype == "str"
         assert got.isna().tolist() == (expected.isna() | column.isna()).tolist()
         assert got.dropna().tolist() == expected[got.notna()].tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["b", "a", "ä", "a b", "B"]),
+            st.one_of(st.none(), st.sampled_from(["2024-06-02", "2024-06-01"])),
+            st.text(alphabet="xyz", max_size=2),
+        ),
+        max_size=40,
+    )
+)
+def test_stable_order_equals_a_stable_sort_values(rows: list) -> None:
+    for dtype in ("str", object):
+        frame = pd.DataFrame(rows, columns=["item_id", "day", "ref"]).astype(dtype)
+        frame.index = frame.index * 3 + 1
+        expected = frame.sort_values(["item_id", "day", "ref"], kind="stable")
+        got = frame.iloc[stable_order(frame, ["item_id", "day", "ref"])]
+        assert got.index.tolist() == expected.index.tolist()
+
+
+def test_day_text_equals_astype_str() -> None:
+    days = pd.Series([date(2024, 6, 3), None, date(1999, 1, 2)], dtype=object, index=[5, 6, 7], name="export_date")
+    for column in (days, days.astype(str), pd.Series([], dtype=object)):
+        expected = column.astype(str)
+        got = day_text(column)
+        assert got.index.equals(expected.index) and got.dtype == expected.dtype
+        assert got.isna().tolist() == expected.isna().tolist() and got.dropna().tolist() == expected.dropna().tolist()
