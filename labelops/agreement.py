@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
 
 METRICS = ("krippendorff_alpha", "fleiss_kappa", "mean_pairwise_cohen_kappa", "percent_agreement")
 CI_LEVEL = 0.95
@@ -112,23 +113,29 @@ class ItemStats:
         return float(kappa[0]), float(observed[0])
 
     def batch(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Alpha, Fleiss' kappa and percent agreement for each row of a replicates × items weight matrix: the
-        weighted label counts the three share are summed once per batch of bootstrap replicates."""
+        """Alpha, Fleiss' kappa and percent agreement for each row of a replicates × items weight matrix."""
         w = self._weights(weights)
-        n_c = w @ self.counts
-        n = n_c.sum(axis=1)
-        disagreement = w @ self.disagreement
-        expected = (n * n - (n_c * n_c).sum(axis=1)) / np.where(n > 1, n - 1, 1)
-        total = w.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = np.where(expected > 0, 1.0 - disagreement / expected, np.nan)
-            observed = (w @ self.agreement) / total
-            shares = n_c / (w @ self.m)[:, None]
-            chance = (shares * shares).sum(axis=1)
-            kappa = np.where(chance < 1, (observed - chance) / (1 - chance), np.where(observed == 1, 1.0, np.nan))
-        alpha = np.where(n <= 1, np.nan, np.where(disagreement == 0, 1.0, value))
-        empty = total == 0
-        return alpha, np.where(empty, np.nan, kappa), np.where(empty, np.nan, observed)
+        return item_statistics(w @ self.counts, w.sum(axis=1), w @ self.disagreement, w @ self.agreement)
+
+
+def item_statistics(
+    label_counts: np.ndarray, total: np.ndarray, disagreement: np.ndarray, agreement: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alpha, Fleiss' kappa and percent agreement per replicate from a scope's weighted sums: ``label_counts``
+    (replicates × labels, C order: the shares' row sums add in numpy's order for a contiguous row), the weight
+    of the pairable items and the weighted per-item disagreement and agreement terms. The label counts and the
+    total are integer-valued, so any way of summing them gives these floats."""
+    n = label_counts.sum(axis=1)
+    expected = (n * n - (label_counts * label_counts).sum(axis=1)) / np.where(n > 1, n - 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(expected > 0, 1.0 - disagreement / expected, np.nan)
+        observed = agreement / total
+        shares = label_counts / n[:, None]
+        chance = (shares * shares).sum(axis=1)
+        kappa = np.where(chance < 1, (observed - chance) / (1 - chance), np.where(observed == 1, 1.0, np.nan))
+    alpha = np.where(n <= 1, np.nan, np.where(disagreement == 0, 1.0, value))
+    empty = total == 0
+    return alpha, np.where(empty, np.nan, kappa), np.where(empty, np.nan, observed)
 
 
 def alpha_from_counts(counts: np.ndarray) -> float:
@@ -176,15 +183,6 @@ class PairTable:
         size = self.n_pairs * n_labels * n_labels
         return np.bincount(key, weights=w, minlength=size).reshape(self.n_pairs, n_labels, n_labels)
 
-    def by_item(self, n_labels: int):
-        """Items × (pair, label_a, label_b) counts as a sparse matrix: weights @ it is a batch of confusions."""
-        from scipy.sparse import csr_matrix
-
-        key = (self.pair * n_labels + self.label_a) * n_labels + self.label_b
-        return csr_matrix(
-            (np.ones(len(key)), (self.item, key)), shape=(self.n_items, self.n_pairs * n_labels * n_labels)
-        )
-
 
 # Sums over the small label axes go through einsum: numpy's reductions over a trailing axis of 3-10 labels cost
 # 3-4x as much on the bootstrap's replicates × pairs × labels × labels tensors. The entries are counts, so every
@@ -194,37 +192,176 @@ class PairTable:
 def cohen_kappas(confusion: np.ndarray) -> np.ndarray:
     """Cohen's kappa of every annotator pair (the last three axes: pairs × labels × labels);
     NaN where chance agreement is 1 (as scikit-learn)."""
-    n = np.einsum("...ij->...", confusion)
-    rows, columns = np.einsum("...ij->...i", confusion), np.einsum("...ij->...j", confusion)
+    return PairMargins.from_confusion(confusion).kappas()
+
+
+def _kappa(n: np.ndarray, agreeing: np.ndarray, chance_products: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        observed = np.einsum("...ii->...", confusion) / n
-        chance = np.einsum("...i,...i->...", rows, columns) / (n * n)
+        observed = agreeing / n
+        chance = chance_products / (n * n)
         return (observed - chance) / (1 - chance)
 
 
-def binary_confusion(confusion: np.ndarray, label: int) -> np.ndarray:
-    """Collapse a K-label confusion (last two axes) to "label vs. any other" for per-label agreement."""
-    both = confusion[..., label, label]
-    a_only = np.einsum("...j->...", confusion[..., label, :]) - both
-    b_only = np.einsum("...i->...", confusion[..., :, label]) - both
-    neither = np.einsum("...ij->...", confusion) - both - a_only - b_only
-    return np.stack([np.stack([both, a_only], axis=-1), np.stack([b_only, neither], axis=-1)], axis=-2)
+@dataclass(frozen=True)
+class PairMargins:
+    """What Cohen's kappa needs of each pair's confusion: its total, diagonal and margins (leading axes as
+    given, then pairs [× labels]). They are counts, so the kappas of "label vs. any other" follow from the
+    K-label margins exactly, without building the 2 × 2 confusions."""
+
+    n: np.ndarray
+    diagonal: np.ndarray
+    rows: np.ndarray
+    columns: np.ndarray
+
+    @classmethod
+    def from_confusion(cls, confusion: np.ndarray) -> PairMargins:
+        return cls(
+            np.einsum("...ij->...", confusion),
+            np.einsum("...ii->...i", confusion),
+            np.einsum("...ij->...i", confusion),
+            np.einsum("...ij->...j", confusion),
+        )
+
+    def kappas(self) -> np.ndarray:
+        agreeing = np.einsum("...i->...", self.diagonal)
+        return _kappa(self.n, agreeing, np.einsum("...i,...i->...", self.rows, self.columns))
+
+    def label_kappas(self, label: int) -> np.ndarray:
+        """Kappa of "label vs. any other": both gave it, or neither did."""
+        both, a, b = self.diagonal[..., label], self.rows[..., label], self.columns[..., label]
+        neither = self.n - a - b + both
+        return _kappa(self.n, both + neither, a * b + (self.n - a) * (self.n - b))
 
 
-def _scope_metrics(stats: ItemStats, confusion: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """The four metrics for each replicate: ``weights`` is replicates × items, ``confusion`` replicates × pairs × L × L."""
-    alpha, kappa, agreement = stats.batch(weights)
-    kappas = cohen_kappas(confusion)
-    valid = np.isfinite(kappas) & (np.einsum("...ij->...", confusion) > 0)
+def mean_kappa(kappas: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Mean over the pairs (last axis) of replicates × pairs kappas, where defined; NaN where no pair's is.
+
+    The pairs are added one after another, as numpy adds them in an F-ordered array (the confusions leave the
+    sparse product replicate-innermost): the bootstrap intervals are quantiles of these means, and numpy's
+    pairwise addition of a C-ordered row could change their last bits.
+    """
+    valid = np.isfinite(kappas) & (n > 0)
     n_valid = valid.sum(axis=-1)
+    summed = np.asfortranarray(np.where(valid, kappas, 0.0)).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_kappa = np.where(valid, kappas, 0.0).sum(axis=-1) / n_valid
-    return {
-        "krippendorff_alpha": alpha,
-        "fleiss_kappa": kappa,
-        "mean_pairwise_cohen_kappa": np.where(n_valid > 0, mean_kappa, np.nan),
-        "percent_agreement": agreement,
-    }
+        return np.where(n_valid > 0, summed / n_valid, np.nan)
+
+
+@dataclass(frozen=True)
+class Scopes:
+    """Every scope's statistics for a batch of bootstrap replicates (replicates × items weights).
+
+    Scopes are the whole day, each label against the rest and each slice value (a subset of items). All the
+    sums they need that hold integers (pair confusions, weighted label counts, pairable weight) are one sparse
+    product of the weights with ``sums`` (columns × items): such sums are exact in any order. The weighted
+    disagreement and agreement terms are not integers; each is the matrix-vector product of the replicates'
+    weights it always was, with a slice's items selected by zeroing the others' terms (w · 0 = 0 · t, so the
+    products and their order of addition are unchanged).
+    """
+
+    stats: ItemStats
+    labels: list[str]
+    slices: list[str]
+    terms: np.ndarray  # per scope: disagreement and agreement terms over the pairable items (2·scopes rows)
+    sums: csr_matrix
+    n_pairs: int
+    n_labels: int
+
+    @classmethod
+    def build(
+        cls, votes: Votes, counts: np.ndarray, pairs: PairTable, slice_masks: list[tuple[str, np.ndarray]]
+    ) -> Scopes:
+        n_items, n_labels = votes.shape
+        stats = ItemStats.from_counts(counts)
+        per_item = counts.sum(axis=1)
+        binary = [
+            ItemStats.from_counts(np.stack([counts[:, k], per_item - counts[:, k]], axis=1)) for k in range(n_labels)
+        ]
+        masks = [np.ones(n_items, bool)] + [mask for _, mask in slice_masks]
+        terms = [stats.disagreement, stats.agreement]
+        for b in binary:
+            terms += [b.disagreement, b.agreement]
+        for mask in masks[1:]:
+            terms += [stats.disagreement * mask[stats.index], stats.agreement * mask[stats.index]]
+        # columns: each (slice) scope's pair confusions, then each one's label counts and pairable weight
+        block = pairs.n_pairs * n_labels * n_labels
+        key = (pairs.pair * n_labels + pairs.label_a) * n_labels + pairs.label_b
+        item_counts = counts[stats.index]
+        labelled = np.nonzero(item_counts)
+        columns, items, values = [], [], []
+        for j, mask in enumerate(masks):
+            chosen = mask[pairs.item]
+            columns.append(j * block + key[chosen])
+            items.append(pairs.item[chosen])
+            values.append(np.ones(int(chosen.sum())))
+            base = len(masks) * block + j * (n_labels + 1)
+            counted = mask[stats.index[labelled[0]]]
+            columns += [base + labelled[1][counted], np.full(int(mask[stats.index].sum()), base + n_labels)]
+            items += [stats.index[labelled[0][counted]], stats.index[mask[stats.index]]]
+            values += [item_counts[labelled][counted], np.ones(int(mask[stats.index].sum()))]
+        sums = csr_matrix(
+            (np.concatenate(values), (np.concatenate(columns), np.concatenate(items))),
+            shape=(len(masks) * (block + n_labels + 1), n_items),
+        )
+        return cls(
+            stats,
+            [str(n) for n in votes.labels],
+            [s for s, _ in slice_masks],
+            np.stack(terms),
+            sums,
+            pairs.n_pairs,
+            n_labels,
+        )
+
+    def metrics(self, weights: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """The four metrics of every scope, one value per replicate (row of ``weights``)."""
+        n_reps, n_labels, n_scopes = len(weights), self.n_labels, 1 + len(self.slices)
+        block = self.n_pairs * n_labels * n_labels
+        totals = self.sums @ np.ascontiguousarray(weights.T)  # columns × replicates
+
+        def margins(j: int) -> PairMargins:
+            confusion = totals[j * block : (j + 1) * block].T.reshape(n_reps, self.n_pairs, n_labels, n_labels)
+            return PairMargins.from_confusion(confusion)
+
+        item_sums = totals[n_scopes * block :].reshape(n_scopes, n_labels + 1, n_reps)
+        label_counts = np.ascontiguousarray(item_sums[:, :n_labels].transpose(0, 2, 1))
+        pairable_weight = item_sums[:, n_labels]
+        w = self.stats._weights(weights)
+        weighted = [w @ t for t in self.terms]
+
+        def scope(j: int, t: int, counts: np.ndarray, mean_kappa: np.ndarray) -> dict[str, np.ndarray]:
+            alpha, kappa, agreement = item_statistics(counts, pairable_weight[j], weighted[2 * t], weighted[2 * t + 1])
+            return {
+                "krippendorff_alpha": alpha,
+                "fleiss_kappa": kappa,
+                "mean_pairwise_cohen_kappa": mean_kappa,
+                "percent_agreement": agreement,
+            }
+
+        overall = margins(0)
+        out = {"overall": scope(0, 0, label_counts[0], mean_kappa(overall.kappas(), overall.n))}
+        judged = label_counts[0].sum(axis=1)
+        for k, name in enumerate(self.labels):
+            binary = np.stack([label_counts[0][:, k], judged - label_counts[0][:, k]], axis=1)
+            out[f"label={name}"] = scope(0, 1 + k, binary, mean_kappa(overall.label_kappas(k), overall.n))
+        for j, name in enumerate(self.slices, start=1):
+            scoped = margins(j)
+            out[name] = scope(j, n_labels + j, label_counts[j], mean_kappa(scoped.kappas(), scoped.n))
+        return out
+
+
+def _slice_masks(votes: Votes, slices: pd.DataFrame | None) -> list[tuple[str, np.ndarray]]:
+    """``dimension=value`` and its items (by item code) for every value of every slice dimension, values in
+    sorted order (as strings)."""
+    if slices is None or slices.empty:
+        return []
+    table = slices.drop_duplicates("item_id").set_index("item_id").reindex(votes.items)
+    masks = []
+    for dimension in table.columns:
+        values = sorted(table[dimension].dropna().astype(str).unique())
+        codes = pd.Categorical(table[dimension].astype(str), categories=values).codes
+        masks += [(f"{dimension}={value}", codes == k) for k, value in enumerate(values)]
+    return masks
 
 
 def classification_agreement(
@@ -247,44 +384,21 @@ def classification_agreement(
     n_items, n_labels = votes.shape
     counts = votes.counts()
     per_item = counts.sum(axis=1)
-    stats = ItemStats.from_counts(counts)
-    binary = [ItemStats.from_counts(np.stack([counts[:, k], per_item - counts[:, k]], axis=1)) for k in range(n_labels)]
-    slice_masks: list[tuple[str, np.ndarray]] = []
-    if slices is not None and not slices.empty:
-        table = slices.drop_duplicates("item_id").set_index("item_id").reindex(votes.items)
-        slice_masks = [
-            (f"{dimension}={value}", (table[dimension].astype(str) == value).to_numpy())
-            for dimension in table.columns
-            for value in sorted(table[dimension].dropna().astype(str).unique())
-        ]
+    slice_masks = _slice_masks(votes, slices)
     pairs = PairTable.from_votes(votes)
-    by_item = pairs.by_item(n_labels)
-    slice_rows = [(scope, np.flatnonzero(mask)) for scope, mask in slice_masks]
-    slice_matrices = [by_item[rows] for _, rows in slice_rows]
-
-    def every_scope(weights: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-        """All scopes for a batch of item weights (replicates × items); per-label scopes reuse the overall confusion."""
-        shape = (len(weights), pairs.n_pairs, n_labels, n_labels)
-        confusion = np.asarray((by_item.T @ weights.T).T).reshape(shape)
-        out = {"overall": _scope_metrics(stats, confusion, weights)}
-        for k, name in enumerate(votes.labels):
-            out[f"label={name}"] = _scope_metrics(binary[k], binary_confusion(confusion, k), weights)
-        for (scope, rows), matrix in zip(slice_rows, slice_matrices, strict=True):
-            scoped = np.zeros_like(weights)
-            scoped[:, rows] = weights[:, rows]
-            out[scope] = _scope_metrics(stats, np.asarray((matrix.T @ weights[:, rows].T).T).reshape(shape), scoped)
-        return out
-
+    scopes = Scopes.build(votes, counts, pairs, slice_masks)
     rng = np.random.default_rng(seed)
     point = {
         scope: {m: float(v[0]) for m, v in metrics.items()}
-        for scope, metrics in every_scope(np.ones((1, n_items))).items()
+        for scope, metrics in scopes.metrics(np.ones((1, n_items))).items()
     }
     draws = [np.bincount(rng.integers(0, n_items, n_items), minlength=n_items).astype(float) for _ in range(n_boot)]
+    # the batches must stay these: a replicate's weighted sums of non-integer terms are matrix-vector products
+    # whose order of addition may depend on the batch's shape and the replicate's row in it
     batch = int(
         max(1, min(50, BOOT_CELLS // max(1, pairs.n_pairs * n_labels * n_labels), BOOT_CELLS // max(1, 8 * n_items)))
     )
-    batches = [every_scope(np.stack(draws[i : i + batch])) for i in range(0, n_boot, batch)]
+    batches = [scopes.metrics(np.stack(draws[i : i + batch])) for i in range(0, n_boot, batch)]
     masks = {
         "overall": np.ones(n_items, bool),
         **{f"label={n}": np.ones(n_items, bool) for n in votes.labels},
