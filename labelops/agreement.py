@@ -248,120 +248,189 @@ def mean_kappa(kappas: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class SliceDimension:
+    """A slice dimension's values (sorted, as strings) and each item's value code (-1: none)."""
+
+    name: str
+    values: list[str]
+    codes: np.ndarray
+
+    def masks(self) -> list[tuple[str, np.ndarray]]:
+        return [(f"{self.name}={value}", self.codes == k) for k, value in enumerate(self.values)]
+
+
+def slice_dimensions(votes: Votes, slices: pd.DataFrame | None) -> list[SliceDimension]:
+    """The dimensions of ``slices`` (item_id plus a column per dimension) over the items of ``votes``."""
+    if slices is None or slices.empty:
+        return []
+    table = slices.drop_duplicates("item_id").set_index("item_id").reindex(votes.items)
+    dimensions = []
+    for name in table.columns:
+        values = sorted(table[name].dropna().astype(str).unique())
+        codes = pd.Categorical(table[name].astype(str), categories=values).codes.astype(np.int64)
+        dimensions.append(SliceDimension(str(name), values, codes))
+    return dimensions
+
+
+MAX_CELLS = 16  # slice cells a group of dimensions may have
+
+
+@dataclass(frozen=True)
+class CellGroup:
+    """Items split by the values of some slice dimensions at once (cells: the combinations that occur).
+
+    A slice value's sums are the sums of its cells, and the day's are all cells' of a group: each judgment
+    pair enters the sparse product once per group instead of once per dimension and once for the day. The
+    sums are counts, so adding cells gives the same floats. Dimensions join a group while it has at most
+    MAX_CELLS cells: more cells mean more, emptier confusion blocks to add up.
+    """
+
+    cell: np.ndarray  # each item's cell
+    n_cells: int
+    scopes: list[tuple[str, np.ndarray]]  # slice scope and the cells it adds up
+
+    @classmethod
+    def split(cls, dimensions: list[SliceDimension], n_items: int) -> list[CellGroup]:
+        """Consecutive dimensions grouped; always one group (a single cell when there are no slices)."""
+        groups, members, cell = [], [], np.zeros(n_items, np.int64)
+        for dimension in dimensions:
+            joined, cells = pd.factorize(cell * (len(dimension.values) + 1) + dimension.codes + 1)
+            if members and len(cells) > MAX_CELLS:
+                groups.append(cls.of(members, cell))
+                members, (joined, cells) = [], pd.factorize(dimension.codes + 1)
+            members.append(dimension)
+            cell = joined
+        return [*groups, cls.of(members, cell)]
+
+    @classmethod
+    def of(cls, dimensions: list[SliceDimension], cell: np.ndarray) -> CellGroup:
+        n_cells = int(cell.max(initial=0)) + 1
+        scopes = []
+        for dimension in dimensions:
+            code = np.zeros(n_cells, np.int64)
+            code[cell] = dimension.codes  # all items of a cell share its value
+            scopes += [(scope, np.flatnonzero(code == k)) for k, (scope, _) in enumerate(dimension.masks())]
+        return cls(cell, n_cells, scopes)
+
+
+@dataclass(frozen=True)
 class Scopes:
     """Every scope's statistics for a batch of bootstrap replicates (replicates × items weights).
 
     Scopes are the whole day, each label against the rest and each slice value (a subset of items). All the
-    sums they need that hold integers (pair confusions, weighted label counts, pairable weight) are one sparse
-    product of the weights with ``sums`` (columns × items): such sums are exact in any order. The weighted
-    disagreement and agreement terms are not integers; each is the matrix-vector product of the replicates'
-    weights it always was, with a slice's items selected by zeroing the others' terms (w · 0 = 0 · t, so the
-    products and their order of addition are unchanged).
+    sums they need that hold integers (pair confusions, weighted label counts, pairable weight) come from one
+    sparse product of the weights with ``sums`` (columns × items), per cell of each `CellGroup`: such sums
+    are exact in any order. The weighted disagreement and agreement terms are not integers; each is the
+    matrix-vector product of the replicates' weights it always was, with a slice's items selected by zeroing
+    the others' terms (w · 0 = 0 · t, so the products and their order of addition are unchanged).
     """
 
     stats: ItemStats
     labels: list[str]
-    slices: list[str]
-    terms: np.ndarray  # per scope: disagreement and agreement terms over the pairable items (2·scopes rows)
+    groups: list[CellGroup]
+    terms: dict[str, tuple[np.ndarray, np.ndarray]]  # per scope: disagreement and agreement terms, pairable items
     sums: csr_matrix
     n_pairs: int
     n_labels: int
 
     @classmethod
-    def build(
-        cls, votes: Votes, counts: np.ndarray, pairs: PairTable, slice_masks: list[tuple[str, np.ndarray]]
-    ) -> Scopes:
+    def build(cls, votes: Votes, counts: np.ndarray, pairs: PairTable, dimensions: list[SliceDimension]) -> Scopes:
         n_items, n_labels = votes.shape
         stats = ItemStats.from_counts(counts)
         per_item = counts.sum(axis=1)
         binary = [
             ItemStats.from_counts(np.stack([counts[:, k], per_item - counts[:, k]], axis=1)) for k in range(n_labels)
         ]
-        masks = [np.ones(n_items, bool)] + [mask for _, mask in slice_masks]
-        terms = [stats.disagreement, stats.agreement]
-        for b in binary:
-            terms += [b.disagreement, b.agreement]
-        for mask in masks[1:]:
-            terms += [stats.disagreement * mask[stats.index], stats.agreement * mask[stats.index]]
-        # columns: each (slice) scope's pair confusions, then each one's label counts and pairable weight
+        groups = CellGroup.split(dimensions, n_items)
+        terms = {"overall": (stats.disagreement, stats.agreement)}
+        for name, b in zip(votes.labels, binary, strict=True):
+            terms[f"label={name}"] = (b.disagreement, b.agreement)
+        for dimension in dimensions:
+            for scope, mask in dimension.masks():
+                terms[scope] = (stats.disagreement * mask[stats.index], stats.agreement * mask[stats.index])
+        # columns, group after group: each cell's pair confusions, then each cell's label counts and pairable weight
         block = pairs.n_pairs * n_labels * n_labels
         key = (pairs.pair * n_labels + pairs.label_a) * n_labels + pairs.label_b
-        item_counts = counts[stats.index]
-        labelled = np.nonzero(item_counts)
-        columns, items, values = [], [], []
-        for j, mask in enumerate(masks):
-            chosen = mask[pairs.item]
-            columns.append(j * block + key[chosen])
-            items.append(pairs.item[chosen])
-            values.append(np.ones(int(chosen.sum())))
-            base = len(masks) * block + j * (n_labels + 1)
-            counted = mask[stats.index[labelled[0]]]
-            columns += [base + labelled[1][counted], np.full(int(mask[stats.index].sum()), base + n_labels)]
-            items += [stats.index[labelled[0][counted]], stats.index[mask[stats.index]]]
-            values += [item_counts[labelled][counted], np.ones(int(mask[stats.index].sum()))]
+        labelled_item, label = np.nonzero(counts[stats.index])
+        labelled_item = stats.index[labelled_item]
+        columns, items, values, offset = [], [], [], 0
+        for group in groups:
+            sums_at = offset + group.n_cells * block
+            columns += [
+                offset + group.cell[pairs.item] * block + key,
+                sums_at + group.cell[labelled_item] * (n_labels + 1) + label,
+                sums_at + group.cell[stats.index] * (n_labels + 1) + n_labels,
+            ]
+            items += [pairs.item, labelled_item, stats.index]
+            values += [np.ones(len(key)), counts[labelled_item, label], np.ones(len(stats.index))]
+            # entries are counts of judgments: float32 holds them exactly
+            offset = sums_at + group.n_cells * (n_labels + 1)
         sums = csr_matrix(
-            (np.concatenate(values), (np.concatenate(columns), np.concatenate(items))),
-            shape=(len(masks) * (block + n_labels + 1), n_items),
+            (np.concatenate(values).astype(np.float32), (np.concatenate(columns), np.concatenate(items))),
+            shape=(offset, n_items),
         )
-        return cls(
-            stats,
-            [str(n) for n in votes.labels],
-            [s for s, _ in slice_masks],
-            np.stack(terms),
-            sums,
-            pairs.n_pairs,
-            n_labels,
-        )
+        labels = [str(n) for n in votes.labels]
+        return cls(stats, labels, groups, terms, sums, pairs.n_pairs, n_labels)
 
     def metrics(self, weights: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-        """The four metrics of every scope, one value per replicate (row of ``weights``)."""
-        n_reps, n_labels, n_scopes = len(weights), self.n_labels, 1 + len(self.slices)
+        """The four metrics of every scope, one value per replicate (row of ``weights``: integer counts of each
+        item in the replicate)."""
+        n_reps, n_labels = len(weights), self.n_labels
         block = self.n_pairs * n_labels * n_labels
-        totals = self.sums @ np.ascontiguousarray(weights.T)  # columns × replicates
-
-        def margins(j: int) -> PairMargins:
-            confusion = totals[j * block : (j + 1) * block].T.reshape(n_reps, self.n_pairs, n_labels, n_labels)
-            return PairMargins.from_confusion(confusion)
-
-        item_sums = totals[n_scopes * block :].reshape(n_scopes, n_labels + 1, n_reps)
-        label_counts = np.ascontiguousarray(item_sums[:, :n_labels].transpose(0, 2, 1))
-        pairable_weight = item_sums[:, n_labels]
+        # the sums are integers no larger than the heaviest replicate's weight times the largest entry: float32
+        # holds them exactly below 2**24, and its product moves half the bytes
+        exact32 = float(weights.sum(axis=1).max(initial=0)) * float(self.sums.data.max(initial=0)) < 2**24
+        dtype = np.float32 if exact32 else np.float64
+        replicates = np.ascontiguousarray(weights.T, dtype=dtype)
+        totals = self.sums.astype(dtype, copy=False) @ replicates  # columns × replicates
         w = self.stats._weights(weights)
-        weighted = [w @ t for t in self.terms]
 
-        def scope(j: int, t: int, counts: np.ndarray, mean_kappa: np.ndarray) -> dict[str, np.ndarray]:
-            alpha, kappa, agreement = item_statistics(counts, pairable_weight[j], weighted[2 * t], weighted[2 * t + 1])
+        def scope(
+            confusions: np.ndarray, item_sums: np.ndarray, cells: np.ndarray
+        ) -> tuple[PairMargins, np.ndarray, np.ndarray]:
+            """The scope's pair margins, label counts (replicates × labels) and pairable weight."""
+            confusion, sums = _cell_sum(confusions, cells), _cell_sum(item_sums, cells)
+            margins = PairMargins.from_confusion(confusion.T.reshape(n_reps, self.n_pairs, n_labels, n_labels))
+            return margins, np.ascontiguousarray(sums[:n_labels].T), sums[n_labels]
+
+        def metrics(
+            name: str, counts: np.ndarray, pairable: np.ndarray, kappas: np.ndarray, margins: PairMargins
+        ) -> dict[str, np.ndarray]:
+            disagreement, agreement_terms = self.terms[name]
+            alpha, kappa, agreement = item_statistics(counts, pairable, w @ disagreement, w @ agreement_terms)
             return {
                 "krippendorff_alpha": alpha,
                 "fleiss_kappa": kappa,
-                "mean_pairwise_cohen_kappa": mean_kappa,
+                "mean_pairwise_cohen_kappa": mean_kappa(kappas, margins.n),
                 "percent_agreement": agreement,
             }
 
-        overall = margins(0)
-        out = {"overall": scope(0, 0, label_counts[0], mean_kappa(overall.kappas(), overall.n))}
-        judged = label_counts[0].sum(axis=1)
-        for k, name in enumerate(self.labels):
-            binary = np.stack([label_counts[0][:, k], judged - label_counts[0][:, k]], axis=1)
-            out[f"label={name}"] = scope(0, 1 + k, binary, mean_kappa(overall.label_kappas(k), overall.n))
-        for j, name in enumerate(self.slices, start=1):
-            scoped = margins(j)
-            out[name] = scope(j, n_labels + j, label_counts[j], mean_kappa(scoped.kappas(), scoped.n))
+        out, offset = {}, 0
+        for g, group in enumerate(self.groups):
+            sums_at = offset + group.n_cells * block
+            confusions = totals[offset:sums_at].reshape(group.n_cells, block, n_reps)
+            item_sums = totals[sums_at : sums_at + group.n_cells * (n_labels + 1)].reshape(group.n_cells, -1, n_reps)
+            offset = sums_at + group.n_cells * (n_labels + 1)
+            if g == 0:
+                margins, counts, pairable = scope(confusions, item_sums, np.arange(group.n_cells))
+                out["overall"] = metrics("overall", counts, pairable, margins.kappas(), margins)
+                judged = counts.sum(axis=1)
+                for k, name in enumerate(self.labels):
+                    binary = np.stack([counts[:, k], judged - counts[:, k]], axis=1)
+                    out[f"label={name}"] = metrics(f"label={name}", binary, pairable, margins.label_kappas(k), margins)
+            for name, cells in group.scopes:
+                margins, counts, pairable = scope(confusions, item_sums, cells)
+                out[name] = metrics(name, counts, pairable, margins.kappas(), margins)
         return out
 
 
-def _slice_masks(votes: Votes, slices: pd.DataFrame | None) -> list[tuple[str, np.ndarray]]:
-    """``dimension=value`` and its items (by item code) for every value of every slice dimension, values in
-    sorted order (as strings)."""
-    if slices is None or slices.empty:
-        return []
-    table = slices.drop_duplicates("item_id").set_index("item_id").reindex(votes.items)
-    masks = []
-    for dimension in table.columns:
-        values = sorted(table[dimension].dropna().astype(str).unique())
-        codes = pd.Categorical(table[dimension].astype(str), categories=values).codes
-        masks += [(f"{dimension}={value}", codes == k) for k, value in enumerate(values)]
-    return masks
+def _cell_sum(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Some cells' blocks added up, in float64 (they hold counts: exact), one cell after another: summing a
+    fancy-indexed selection would copy every block first."""
+    total = blocks[cells[0]].astype(np.float64)
+    for cell in cells[1:]:
+        total += blocks[cell]
+    return total
 
 
 def classification_agreement(
@@ -384,9 +453,9 @@ def classification_agreement(
     n_items, n_labels = votes.shape
     counts = votes.counts()
     per_item = counts.sum(axis=1)
-    slice_masks = _slice_masks(votes, slices)
+    dimensions = slice_dimensions(votes, slices)
     pairs = PairTable.from_votes(votes)
-    scopes = Scopes.build(votes, counts, pairs, slice_masks)
+    scopes = Scopes.build(votes, counts, pairs, dimensions)
     rng = np.random.default_rng(seed)
     point = {
         scope: {m: float(v[0]) for m, v in metrics.items()}
@@ -402,7 +471,7 @@ def classification_agreement(
     masks = {
         "overall": np.ones(n_items, bool),
         **{f"label={n}": np.ones(n_items, bool) for n in votes.labels},
-        **dict(slice_masks),
+        **{scope: mask for dimension in dimensions for scope, mask in dimension.masks()},
     }
     rows = []
     for scope, mask in masks.items():
