@@ -248,13 +248,10 @@ class _Codes:
 
     @classmethod
     def of(cls, boxes: pd.DataFrame) -> _Codes:
-        """Integer codes: items and annotators in sorted order, so "a < b" keeps its meaning."""
-        annotator_code = pd.Categorical(
-            boxes["annotator_id"], categories=sorted(boxes["annotator_id"].unique())
-        ).codes.astype(np.int64)
-        item_code = pd.Categorical(boxes["item_id"], categories=sorted(boxes["item_id"].unique())).codes.astype(
-            np.int64
-        )
+        """Integer codes: items and annotators in sorted order, so "a < b" keeps its meaning (factorized
+        with sorting: a categorical over Python-sorted uniques hashed the ids twice and sorted them in Python)."""
+        annotator_code = pd.factorize(boxes["annotator_id"], sort=True)[0].astype(np.int64)
+        item_code = pd.factorize(boxes["item_id"], sort=True)[0].astype(np.int64)
         label_code, labels = pd.factorize(boxes["label"])
         n_annotators = max(1, int(annotator_code.max(initial=-1)) + 1)
         return cls(item_code, annotator_code, label_code.astype(np.int64), n_annotators, pd.Index(labels))
