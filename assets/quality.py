@@ -73,11 +73,13 @@ def annotator_agreement(
     context: AssetExecutionContext, config: AgreementConfig, validated_annotations: Frames, item_catalog: Frames
 ) -> Output[DayFrames]:
     tables = {}
+    annotations = validated_annotations.select(keep=quality.AGREEMENT_INPUTS)
+    catalog = item_catalog.select(drop=SLICE_EXCLUDE - {"item_id"})
     for day in days(context):
-        items = for_day(item_catalog, day, "item_catalog")
+        items = for_day(catalog, day, "item_catalog")
         slices = [c for c in items.columns if c not in SLICE_EXCLUDE]
         tables[day] = quality.agreement_table(
-            for_day(validated_annotations, day, "validated_annotations"),
+            for_day(annotations, day, "validated_annotations"),
             items,
             slices,
             n_boot=config.bootstrap_resamples,

@@ -93,19 +93,38 @@ class Matching:
 
     matches: pd.DataFrame  # MATCH_COLUMNS; label_a != label_b marks a label conflict
     boxes: pd.DataFrame  # the input boxes, with `index` = row position used in matches
-    pair_boxes: pd.DataFrame  # per (item, annotator_a, annotator_b): n_a, n_b
     overlap: BoxOverlap | PolygonOverlap
+    codes: _Codes  # of the boxes match_boxes was given, by `index`
+
+    @cached_property
+    def pair_boxes(self) -> pd.DataFrame:
+        """Per (item, annotator_a, annotator_b): n_a, n_b."""
+        return _pair_boxes(self.boxes)
+
+    @cached_property
+    def is_same_label(self) -> np.ndarray:
+        """Per match: same label (else a label conflict); found once, the metrics ask several times."""
+        return (self.matches["label_a"] == self.matches["label_b"]).to_numpy(bool)
 
     # each is read several times per matching (metrics, fusion, gold scores), and a row filter over the
     # Arrow-backed text columns costs 0.15 s per 500,000 matches
 
     @cached_property
     def same_label(self) -> pd.DataFrame:
-        return self.matches[self.matches["label_a"] == self.matches["label_b"]]
+        return self.matches[self.is_same_label]
 
     @cached_property
     def conflicts(self) -> pd.DataFrame:
-        return self.matches[self.matches["label_a"] != self.matches["label_b"]]
+        return self.matches[~self.is_same_label]
+
+    def paired_boxes(self) -> int:
+        """The boxes of both annotators summed over the annotator pairs of each item (n_a + n_b over
+        pair_boxes, without building it): on an item where k annotators drew, each one's boxes are in k − 1 pairs."""
+        index = self.boxes["index"].to_numpy()
+        item, annotator = self.codes.item[index], self.codes.annotator[index]
+        n_items = int(item.max(initial=-1)) + 1
+        annotators, boxes = self.codes.annotators_per_item(item, annotator), np.bincount(item, minlength=n_items)
+        return int(((annotators - 1).clip(min=0) * boxes).sum())
 
     @property
     def paired(self) -> np.ndarray:
@@ -116,9 +135,11 @@ class Matching:
     def only_label(self, label: str) -> Matching:
         """The matching ``match_boxes`` gives for this label's boxes alone: its same-label matches
         (groups are per item and label, so they do not depend on other labels) and no conflicts."""
-        boxes = self.boxes[self.boxes["label"] == label]
-        same = self.matches[(self.matches["label_a"] == label) & (self.matches["label_b"] == label)]
-        return Matching(same.reset_index(drop=True), boxes, _pair_boxes(boxes), self.overlap)
+        code = self.codes.label_code(label)
+        boxes = self.boxes[self.codes.label[self.boxes["index"].to_numpy()] == code]
+        a, b = self.matches["index_a"].to_numpy(np.int64), self.matches["index_b"].to_numpy(np.int64)
+        same = self.matches[(self.codes.label[a] == code) & (self.codes.label[b] == code)]
+        return Matching(same.reset_index(drop=True), boxes, self.overlap, self.codes)
 
 
 def _pair_boxes(boxes: pd.DataFrame) -> pd.DataFrame:
@@ -166,14 +187,10 @@ def match_boxes(
     """
     boxes = boxes.reset_index(drop=True).assign(index=lambda f: np.arange(len(f)))
     overlap = PolygonOverlap(boxes) if polygons else BoxOverlap(boxes)
-    pair_boxes = _pair_boxes(boxes)
-    if pair_boxes.empty:
-        return Matching(pd.DataFrame(columns=MATCH_COLUMNS), boxes, pair_boxes, overlap)
-    # Integer codes: items and annotators in sorted order, so "a < b" keeps its meaning.
-    annotator_code = pd.factorize(boxes["annotator_id"], sort=True)[0].astype(np.int64)
-    item_code = pd.factorize(boxes["item_id"], sort=True)[0].astype(np.int64)
-    label_code = pd.factorize(boxes["label"])[0].astype(np.int64)
-    codes = _Codes(item_code, annotator_code, label_code, n_annotators=int(annotator_code.max()) + 1)
+    codes = _Codes.of(boxes)
+    item_code, annotator_code = codes.item, codes.annotator
+    if not (codes.annotators_per_item(item_code, annotator_code) > 1).any():
+        return Matching(pd.DataFrame(columns=MATCH_COLUMNS), boxes, overlap, codes)  # no item has two annotators
     matched = np.zeros(
         0, dtype=np.int64
     )  # sorted index * n_annotators + partner: a box is matched at most once per partner
@@ -221,7 +238,7 @@ def match_boxes(
             "iou": rows["iou"].to_numpy(),
         }
     )
-    return Matching(matches[MATCH_COLUMNS], boxes, pair_boxes, overlap)
+    return Matching(matches[MATCH_COLUMNS], boxes, overlap, codes)
 
 
 @dataclass
@@ -230,6 +247,28 @@ class _Codes:
     annotator: np.ndarray
     label: np.ndarray
     n_annotators: int
+    labels: pd.Index  # label of each label code
+
+    @classmethod
+    def of(cls, boxes: pd.DataFrame) -> _Codes:
+        """Integer codes: items and annotators in sorted order, so "a < b" keeps its meaning (factorized
+        with sorting: a categorical over Python-sorted uniques hashed the ids twice and sorted them in Python)."""
+        annotator_code = pd.factorize(boxes["annotator_id"], sort=True)[0].astype(np.int64)
+        item_code = pd.factorize(boxes["item_id"], sort=True)[0].astype(np.int64)
+        label_code, labels = pd.factorize(boxes["label"])
+        n_annotators = max(1, int(annotator_code.max(initial=-1)) + 1)
+        return cls(item_code, annotator_code, label_code.astype(np.int64), n_annotators, pd.Index(labels))
+
+    def annotators_per_item(self, item: np.ndarray, annotator: np.ndarray) -> np.ndarray:
+        """How many distinct annotators drew on each item code (up to the largest given), by sorting: numpy's
+        hashed unique is several times slower on these keys."""
+        keys = np.sort(item * self.n_annotators + annotator)
+        first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+        return np.bincount(keys[first] // self.n_annotators, minlength=int(item.max(initial=-1)) + 1)
+
+    def label_code(self, label: str) -> int:
+        """-1 for a label no box has."""
+        return int(self.labels.get_indexer([label])[0])
 
     def matched_keys(self, pairs: pd.DataFrame) -> np.ndarray:
         a, b = pairs["index_a"].to_numpy(), pairs["index_b"].to_numpy()
@@ -317,14 +356,15 @@ def _assign_groups(codes: _Codes, overlap, rows, starts, sizes, min_iou, matched
 
 def box_metrics(matching: Matching, *, seed: int = 0) -> dict[str, float]:
     """mean matched IoU, F1 at IoU 0.5, label-conflict rate and box alpha (δ = 1 − IoU)."""
-    same = matching.same_label
-    n_boxes = float((matching.pair_boxes["n_a"] + matching.pair_boxes["n_b"]).sum())
-    true_positives = float((same["iou"] >= 0.5).sum())
+    same = matching.is_same_label
+    iou = matching.matches["iou"][same]  # the numbers only: filtering every column costs more than the metrics
+    n_boxes = float(matching.paired_boxes())
+    true_positives = float((iou >= 0.5).sum())
     total_matches = len(matching.matches)
     return {
-        "mean_matched_iou": float(same["iou"].mean()) if len(same) else float("nan"),
+        "mean_matched_iou": float(iou.mean()) if len(iou) else float("nan"),
         "box_f1@0.5": 2 * true_positives / n_boxes if n_boxes else float("nan"),
-        "label_conflict_rate": len(matching.conflicts) / total_matches if total_matches else float("nan"),
+        "label_conflict_rate": int((~same).sum()) / total_matches if total_matches else float("nan"),
         "box_alpha": box_alpha(matching, seed=seed),
     }
 
@@ -337,12 +377,12 @@ def box_alpha(matching: Matching, *, seed: int = 0) -> float:
     up to EXACT_EXPECTED_LIMIT boxes and from a seeded sample of pairs above (and for
     polygons, whose pairwise intersections are costly).
     """
-    same = matching.same_label
-    if len(same) < 2:
+    same, matches = matching.is_same_label, matching.matches
+    if same.sum() < 2:
         return float("nan")
-    values = np.concatenate([same["index_a"].to_numpy(), same["index_b"].to_numpy()]).astype(int)
+    values = np.concatenate([matches["index_a"].to_numpy()[same], matches["index_b"].to_numpy()[same]]).astype(int)
     overlap = matching.overlap
-    observed = float((1 - same["iou"]).mean())
+    observed = float((1 - matches["iou"][same]).mean())
     n = len(values)
     if n <= overlap.exact_limit:
         total = 0.0

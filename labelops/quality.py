@@ -27,6 +27,8 @@ CONSENSUS_COLUMNS = [
     "support",
 ]
 METHODS = ("dawid_skene", "majority_vote")
+# the columns of the annotations agreement_table reads (the day's table has many more)
+AGREEMENT_INPUTS = ("item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "points", "needs_relabel")
 
 
 def countable(annotations: pd.DataFrame) -> pd.DataFrame:

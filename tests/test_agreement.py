@@ -16,12 +16,18 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa
 
 from labelops.agreement import (
+    MAX_CELLS,
+    CellGroup,
+    ItemStats,
     PairTable,
+    Scopes,
+    SliceDimension,
     Votes,
     alpha_from_counts,
     classification_agreement,
     cohen_kappas,
     fleiss_from_counts,
+    slice_dimensions,
 )
 
 DATASETS = {"rte": lambda: snow("rte")[0], "bluebirds": lambda: bluebirds()[0], "temp": lambda: snow("temp")[0]}
@@ -155,3 +161,61 @@ def test_permuting_annotator_ids_changes_nothing(rows: list[tuple[int, int, str]
     a = classification_agreement(frame, n_boot=0)
     b = classification_agreement(renamed, n_boot=0)
     np.testing.assert_allclose(a["value"].to_numpy(float), b["value"].to_numpy(float), atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0**22])  # 2**22: the sums outgrow float32, the product runs in float64
+def test_every_scope_at_once_equals_each_scope_on_its_own(scale: float) -> None:
+    frame = DATASETS["bluebirds"]()
+    votes = Votes.from_frame(frame)
+    items = pd.DataFrame({"item_id": votes.items})
+    rng = np.random.default_rng(3)
+    items["a"] = rng.choice(["x", "y", None], len(items))
+    items["b"] = rng.choice(["p", "q", "r"], len(items))
+    counts = votes.counts()
+    pairs = PairTable.from_votes(votes)
+    dimensions = slice_dimensions(votes, items)
+    scopes = Scopes.build(votes, counts, pairs, dimensions)
+    weights = np.stack([np.bincount(rng.integers(0, len(items), len(items)), minlength=len(items)) for _ in range(6)])
+    weights = weights.astype(float) * scale
+    got = scopes.metrics(weights)
+    n_labels = len(votes.labels)
+
+    def expect(scope: str, stats: ItemStats, scoped: np.ndarray, kappas: np.ndarray, n: np.ndarray) -> None:
+        alpha, fleiss, agreement = stats.batch(scoped)
+        np.testing.assert_array_equal(got[scope]["krippendorff_alpha"], alpha)
+        np.testing.assert_array_equal(got[scope]["fleiss_kappa"], fleiss)
+        np.testing.assert_array_equal(got[scope]["percent_agreement"], agreement)
+        valid = np.isfinite(kappas) & (n > 0)
+        mean = np.where(valid, kappas, 0).sum(axis=1) / valid.sum(axis=1)
+        np.testing.assert_allclose(got[scope]["mean_pairwise_cohen_kappa"], mean, rtol=1e-12)
+
+    confusion = np.stack([pairs.confusion(n_labels, w) for w in weights])
+    expect("overall", ItemStats.from_counts(counts), weights, cohen_kappas(confusion), confusion.sum(axis=(2, 3)))
+    for k, name in enumerate(votes.labels):
+        both = confusion[..., k, k]
+        a, b = confusion[..., k, :].sum(axis=-1) - both, confusion[..., :, k].sum(axis=-1) - both
+        neither = confusion.sum(axis=(2, 3)) - both - a - b
+        binary = np.stack([np.stack([both, a], axis=-1), np.stack([b, neither], axis=-1)], axis=-2)
+        stats = ItemStats.from_counts(np.stack([counts[:, k], counts.sum(axis=1) - counts[:, k]], axis=1))
+        expect(f"label={name}", stats, weights, cohen_kappas(binary), binary.sum(axis=(2, 3)))
+    for dimension in dimensions:
+        for scope, mask in dimension.masks():
+            scoped = weights * mask
+            sliced = np.stack([pairs.confusion(n_labels, w) for w in scoped])
+            expect(scope, ItemStats.from_counts(counts), scoped, cohen_kappas(sliced), sliced.sum(axis=(2, 3)))
+    assert set(got) == {"overall", *(f"label={n}" for n in votes.labels), "a=x", "a=y", "b=p", "b=q", "b=r"}
+
+
+def test_cell_groups_add_up_to_the_slices() -> None:
+    rng = np.random.default_rng(5)
+    codes = [rng.integers(-1, k, 500) for k in (3, 2, 5, 7)]
+    dimensions = [SliceDimension(f"d{i}", [str(v) for v in range(c.max() + 1)], c) for i, c in enumerate(codes)]
+    groups = CellGroup.split(dimensions, 500)
+    assert len(groups) > 1
+    for group in groups:  # several dimensions share a group only within MAX_CELLS cells
+        assert len({scope.split("=")[0] for scope, _ in group.scopes}) == 1 or group.n_cells <= MAX_CELLS
+    found = {scope: np.isin(g.cell, cells) for g in groups for scope, cells in g.scopes}
+    for dimension in dimensions:
+        for scope, mask in dimension.masks():
+            np.testing.assert_array_equal(found[scope], mask)
+    assert CellGroup.split([], 4)[0].n_cells == 1

@@ -187,3 +187,20 @@ def test_pair_box_counts_equal_the_merge(seed: int) -> None:
     got, expected = boxes._pair_boxes(frame), _pair_boxes_by_merge(frame)
     assert list(got.columns) == list(expected.columns)
     assert got.astype(object).values.tolist() == expected.astype(object).values.tolist()
+
+
+def test_label_scopes_and_pair_box_counts_on_codes(kscgr_matching: boxes.Matching) -> None:
+    """only_label and paired_boxes work on integer codes; they equal filtering the strings and summing
+    pair_boxes (KSCGR, one item with a single annotator, and no boxes at all)."""
+    lone = pd.DataFrame([("z", "a", "car", 1.0, 1.0, 5.0, 5.0)], columns=["item_id", "annotator_id", "label", *"xywh"])
+    for matching in (kscgr_matching, boxes.match_boxes(pd.concat([kscgr(), lone])), boxes.match_boxes(lone.iloc[:0])):
+        pairs = matching.pair_boxes
+        assert matching.paired_boxes() == int((pairs["n_a"] + pairs["n_b"]).sum())
+        for label in [*matching.boxes["label"].unique(), "no such label"]:
+            scoped = matching.only_label(label)
+            pd.testing.assert_frame_equal(scoped.boxes, matching.boxes[matching.boxes["label"] == label])
+            m = matching.matches
+            same = m[(m["label_a"] == label) & (m["label_b"] == label)].reset_index(drop=True)
+            pd.testing.assert_frame_equal(scoped.matches, same)
+            pairs = scoped.pair_boxes
+            assert scoped.paired_boxes() == int((pairs["n_a"] + pairs["n_b"]).sum())
