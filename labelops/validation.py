@@ -59,7 +59,7 @@ def fill_image_sizes(frame: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     sizes = items.drop_duplicates("item_id", keep="last")
     ids = _text(frame["item_id"]).take(missing)
     found = pc.index_in(ids, value_set=_text(sizes["item_id"]).cast(ids.type)).fill_null(-1).to_numpy()
-    out = frame.copy()
+    out = frame.copy(deep=False)  # only whole columns are set below: the caller's frame is never written
     for column, source in (("image_width", "width"), ("image_height", "height")):
         values = out[column].to_numpy(dtype=float, copy=True)
         catalog = np.where(found >= 0, sizes[source].to_numpy(dtype=float)[found], np.nan)
@@ -81,7 +81,8 @@ def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) ->
     publishing a guideline never quarantines labels that were valid when they were made. Versions newer than
     the day's are left as they are.
     """
-    out = frame.copy()
+    out = frame.copy(deep=False)
+    out["label"] = out["label"].copy()  # the one column rewritten in place below (pandas < 3 has no copy-on-write)
     in_force = _in_force_when_made(out, guidelines)
     # the version per distinct (version in force, label) pair: a handful of lookups, whatever the rows
     version_codes, versions = pd.factorize(in_force)  # -1: no version in force (stays null)
@@ -143,7 +144,7 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
     distinct (version, label, kind) and spread to the rows: a day holds a million rows but a few dozen classes.
     Text facts about ``attributes`` are read with Arrow kernels on the Arrow strings the table arrives in.
     """
-    out = frame.copy()
+    out = frame.copy(deep=False)  # only whole columns are set below: the caller's frame is never written
     n = len(out)
     classes, of_row = _classes(out)
     key = classes["version"] + "\x1f" + classes["label"]

@@ -126,3 +126,20 @@ def test_fill_image_sizes_matches_the_catalog_map() -> None:
     )
     pd.testing.assert_frame_equal(validation.fill_image_sizes(frame, items), expected)
     assert validation.fill_image_sizes(frame, items.iloc[:0]) is frame
+
+
+def test_validation_frame_leaves_its_input_alone() -> None:
+    """The steps share the input's columns instead of copying them; a remapped label must not leak back."""
+    from datetime import UTC, datetime
+
+    from labelops.schema import ANNOTATION_SCHEMA, conform
+    from tests.test_validation import DAY, row
+
+    rows = [row(1, guideline_version="v1", label="traffic_light"), row(2, image_width=np.nan), row(3)]
+    annotations = pa.Table.from_pandas(conform(pd.DataFrame(rows), ANNOTATION_SCHEMA)).to_pandas()
+    before = annotations.copy()
+    items = pd.DataFrame({"item_id": ["img-0"], "width": [640.0], "height": [480.0]})
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    frame = validation.validation_frame(annotations, items, guidelines, DAY, datetime(2024, 6, 14, tzinfo=UTC))
+    assert frame["remapped_from"].notna().sum() == 1 and frame["image_width"].notna().all()
+    pd.testing.assert_frame_equal(annotations, before)
