@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from labelops.guidelines import GuidelineError, GuidelineSet
@@ -25,6 +26,7 @@ from labelops.schema import ANNOTATION_SCHEMA
 # tools round coordinates, and a half-pixel overhang is not a labeling error.
 BORDER_TOLERANCE = 1.0
 CLOCK_SKEW = timedelta(minutes=5)
+AREA = '"area":'  # the key an export declares a region's area under, in ``attributes``
 RULE_COLUMNS = (
     "annotation_id_first",
     "not_duplicate",
@@ -47,13 +49,23 @@ RULE_COLUMNS = (
 
 
 def fill_image_sizes(frame: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Image sizes the export did not carry (long tables, some COCO files), from the item catalog."""
-    if items.empty or not (frame["image_width"].isna() | frame["image_height"].isna()).any():
+    """Image sizes the export did not carry (long tables, some COCO files), from the item catalog.
+
+    Only the rows missing a size are looked up: a table export leaves half a day's rows without one.
+    """
+    missing = np.flatnonzero((frame["image_width"].isna() | frame["image_height"].isna()).to_numpy())
+    if items.empty or not len(missing):
         return frame
-    sizes = items.drop_duplicates("item_id", keep="last").set_index("item_id")[["width", "height"]]
-    out = frame.copy()
-    out["image_width"] = out["image_width"].fillna(out["item_id"].map(sizes["width"]))
-    out["image_height"] = out["image_height"].fillna(out["item_id"].map(sizes["height"]))
+    sizes = items.drop_duplicates("item_id", keep="last")
+    ids = _text(frame["item_id"]).take(missing)
+    found = pc.index_in(ids, value_set=_text(sizes["item_id"]).cast(ids.type)).fill_null(-1).to_numpy()
+    out = frame.copy(deep=False)  # only whole columns are set below: the caller's frame is never written
+    for column, source in (("image_width", "width"), ("image_height", "height")):
+        values = out[column].to_numpy(dtype=float, copy=True)
+        catalog = np.where(found >= 0, sizes[source].to_numpy(dtype=float)[found], np.nan)
+        gap = np.isnan(values[missing])
+        values[missing[gap]] = catalog[gap]
+        out[column] = values
     return out
 
 
@@ -69,11 +81,12 @@ def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) ->
     publishing a guideline never quarantines labels that were valid when they were made. Versions newer than
     the day's are left as they are.
     """
-    out = frame.copy()
+    out = frame.copy(deep=False)
+    out["label"] = out["label"].copy()  # the one column rewritten in place below (pandas < 3 has no copy-on-write)
     in_force = _in_force_when_made(out, guidelines)
     # the version per distinct (version in force, label) pair: a handful of lookups, whatever the rows
     version_codes, versions = pd.factorize(in_force)  # -1: no version in force (stays null)
-    label_codes, labels = pd.factorize(out["label"].astype(object).fillna(""))
+    label_codes, labels = pd.factorize(out["label"].fillna(""))
     pairs, inverse = np.unique(version_codes.astype(np.int64) * (len(labels) + 1) + label_codes, return_inverse=True)
     made = np.array(
         [
@@ -82,10 +95,10 @@ def apply_guidelines(frame: pd.DataFrame, guidelines: GuidelineSet, day: str) ->
         ],
         dtype=object,
     )
-    declared = out["guideline_version"].astype(object)
-    out["guideline_version"] = declared.where(declared.notna(), pd.Series(made[inverse], index=out.index)).astype(
-        object
-    )
+    version = out["guideline_version"].to_numpy(dtype=object)
+    undeclared = out["guideline_version"].isna().to_numpy()
+    version[undeclared] = made[inverse[undeclared]]
+    out["guideline_version"] = pd.Series(version, index=out.index, dtype=object)
     current = guidelines.in_force(day)
     out["remapped_from"] = None
     out["needs_relabel"] = None
@@ -125,15 +138,16 @@ def _in_force_or_none(guidelines: GuidelineSet, day: str) -> str | None:
 
 
 def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -> pd.DataFrame:
-    """The facts the suites assert, one nullable boolean column per rule."""
-    out = frame.copy()
-    n = len(out)
-    kind = out["kind"].to_numpy(dtype=object)
-    version = out["guideline_version"].astype(object).fillna("").to_numpy(dtype=object)
-    label = out["label"].astype(object).fillna("").to_numpy(dtype=object)
-    key = pd.Series(version + "\x1f" + label)
+    """The facts the suites assert, one nullable boolean column per rule.
 
-    known = pd.Series(version).isin(list(guidelines.by_version)).to_numpy()
+    Facts that depend on the guideline (taxonomy, geometry, minimum size, attributes) are decided once per
+    distinct (version, label, kind) and spread to the rows: a day holds a million rows but a few dozen classes.
+    Text facts about ``attributes`` are read with Arrow kernels on the Arrow strings the table arrives in.
+    """
+    out = frame.copy(deep=False)  # only whole columns are set below: the caller's frame is never written
+    n = len(out)
+    classes, of_row = _classes(out)
+    key = classes["version"] + "\x1f" + classes["label"]
     taxonomy = {f"{g.version}\x1f{c}" for g in guidelines.by_version.values() for c in g.classes}
     allowed = {
         f"{g.version}\x1f{c.name}\x1f{geo}"
@@ -141,11 +155,17 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
         for c in g.classes.values()
         for geo in c.geometry
     }
-    in_taxonomy = key.isin(taxonomy).to_numpy()
-    geometry_ok = (key + "\x1f" + pd.Series(kind)).isin(allowed).to_numpy()
+    min_sizes = {f"{g.version}\x1f{c}": g.min_size(c) for g in guidelines.by_version.values() for c in g.classes}
+    kinds = classes["kind"].to_numpy(dtype=object)
+    known = classes["version"].isin(list(guidelines.by_version)).to_numpy()[of_row]
+    class_in_taxonomy = key.isin(taxonomy).to_numpy()
+    in_taxonomy = class_in_taxonomy[of_row]
+    geometry_ok = (key + "\x1f" + classes["kind"]).isin(allowed).to_numpy()[of_row]
+    is_region = ((kinds == "bbox") | (kinds == "polygon"))[of_row]
+    is_polygon = (kinds == "polygon")[of_row]
+    min_w = key.map({k: v[0] for k, v in min_sizes.items()}).to_numpy(dtype=float)[of_row]
+    min_h = key.map({k: v[1] for k, v in min_sizes.items()}).to_numpy(dtype=float)[of_row]
 
-    is_region = (kind == "bbox") | (kind == "polygon")
-    is_polygon = kind == "polygon"
     x, y, w, h = (out[c].to_numpy(dtype=float) for c in ("x", "y", "w", "h"))
     width, height = out["image_width"].to_numpy(dtype=float), out["image_height"].to_numpy(dtype=float)
     finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(w) & np.isfinite(h)
@@ -158,15 +178,12 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
             & (y + h <= height + BORDER_TOLERANCE)
         )
     size_known = np.isfinite(width) & np.isfinite(height)
-    min_sizes = {f"{g.version}\x1f{c}": g.min_size(c) for g in guidelines.by_version.values() for c in g.classes}
-    min_w = key.map({k: v[0] for k, v in min_sizes.items()}).to_numpy(dtype=float)
-    min_h = key.map({k: v[1] for k, v in min_sizes.items()}).to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
         big_enough = (w >= min_w) & (h >= min_h)
 
     n_points, simple, bounds = _polygon_facts(out["points"], is_polygon)
-    attributes = out["attributes"].astype(object).fillna("")
-    single_part = ~attributes.str.contains('"polygon_parts"', regex=False).to_numpy()
+    attributes = _text(out["attributes"])
+    single_part = ~_contains(attributes, '"polygon_parts"')
     with np.errstate(invalid="ignore"):  # every point inside the box; a one-part polygon also fills it
         within = (
             (bounds[:, 0] >= x - BORDER_TOLERANCE)
@@ -180,8 +197,8 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
             & (bounds[:, 2] >= x + w - BORDER_TOLERANCE)
             & (bounds[:, 3] >= y + h - BORDER_TOLERANCE)
         )
-    area = pd.to_numeric(attributes.str.extract(r'"area":(-?[0-9.eE+-]+)', expand=False), errors="coerce")
-    closed = ~attributes.str.contains('"closed":false', regex=False).to_numpy()
+    area = _declared_area(attributes)
+    closed = ~_contains(attributes, '"closed":false')
 
     stamps = pd.to_datetime(out["annotated_at"], utc=True)
     future = (stamps > pd.Timestamp(now) + CLOCK_SKEW).to_numpy()
@@ -205,18 +222,73 @@ def rule_columns(frame: pd.DataFrame, guidelines: GuidelineSet, now: datetime) -
         "polygon_closed": _where(is_polygon, closed),
         "polygon_simple": _where(is_polygon & (n_points >= 3), simple),
         "polygon_matches_box": _where(is_polygon & (n_points >= 3) & finite, within & (fills | ~single_part)),
-        "area_non_negative": _where(area.notna().to_numpy(), (area >= 0).to_numpy()),
+        "area_non_negative": _where(~np.isnan(area), area >= 0),
         "not_in_future": _where(stamps.notna().to_numpy(), ~future),
-        "attributes_valid": _attribute_rule(out, guidelines, in_taxonomy),
+        "attributes_valid": _attribute_rule(attributes, classes, of_row, class_in_taxonomy, guidelines),
     }
     for name, values in rules.items():
         out[name] = values
     return out
 
 
+def _classes(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The distinct (version, label, kind) of ``frame`` as text, and each row's position among them.
+
+    A missing version or label reads as "" and a missing kind stays missing, as the rules read them.
+    """
+    version, versions = _codes(frame["guideline_version"], "")
+    label, labels = _codes(frame["label"], "")
+    kind, kinds = _codes(frame["kind"], np.nan)
+    pair, pairs = pd.factorize(version * len(labels) + label)
+    of_row, triples = pd.factorize(pair * len(kinds) + kind)
+    triples = np.asarray(triples, dtype=np.int64)
+    pair_of_class = pairs[triples // len(kinds)]
+    classes = pd.DataFrame(
+        {
+            "version": versions[pair_of_class // len(labels)],
+            "label": labels[pair_of_class % len(labels)],
+            "kind": kinds[triples % len(kinds)],
+        },
+        dtype=object,
+    )
+    return classes, of_row
+
+
+def _codes(values: pd.Series, missing: object) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's code into the distinct values (as Python objects, ``missing`` last for nulls)."""
+    codes, uniques = pd.factorize(values)
+    distinct = np.empty(len(uniques) + 1, dtype=object)
+    distinct[:-1] = np.asarray(uniques, dtype=object)
+    distinct[-1] = missing
+    return np.where(codes < 0, len(uniques), codes).astype(np.int64), distinct
+
+
+def _text(values: pd.Series) -> pa.Array:
+    """A text column as one Arrow array (the table's own buffers when it is Arrow-backed), nulls kept."""
+    text = pa.array(values, from_pandas=True)
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    return text.cast(pa.string()) if pa.types.is_null(text.type) else text  # no value at all: still text
+
+
+def _contains(text: pa.Array, literal: str) -> np.ndarray:
+    """Rows whose text holds ``literal``; a missing text holds nothing."""
+    return pc.fill_null(pc.match_substring(text, literal), False).to_numpy(zero_copy_only=False)
+
+
+def _declared_area(attributes: pa.Array) -> np.ndarray:
+    """The ``"area"`` an export declares (NaN where it declares none or no number), read like pandas reads it."""
+    area = np.full(len(attributes), np.nan)
+    rows = np.flatnonzero(_contains(attributes, AREA))
+    found = pc.extract_regex(attributes.take(rows), AREA + r"(?P<area>-?[0-9.eE+-]+)")
+    matched = found.is_valid().to_numpy(zero_copy_only=False)
+    text = pc.struct_field(found.filter(pa.array(matched)), [0]).to_numpy(zero_copy_only=False)
+    area[rows[matched]] = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=float)
+    return area
+
+
 def _where(applies: np.ndarray, passes: np.ndarray) -> pd.Series:
     """A nullable boolean column: the rule's verdict where it applies, null elsewhere."""
-    return pd.Series(pd.array(np.where(applies, passes, False), dtype="boolean")).mask(~pd.Series(applies))
+    return pd.Series(pd.arrays.BooleanArray(np.where(applies, passes, False), ~applies))
 
 
 def _polygon_facts(points: pd.Series, is_polygon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -255,28 +327,43 @@ def _polygon_facts(points: pd.Series, is_polygon: np.ndarray) -> tuple[np.ndarra
     return n_points, simple, bounds
 
 
-def _attribute_rule(frame: pd.DataFrame, guidelines: GuidelineSet, in_taxonomy: np.ndarray) -> pd.Series:
-    """Declared attributes hold one of their declared values (undeclared attributes are free)."""
-    declared = {
-        (g.version, c.name, name): set(values)
-        for g in guidelines.by_version.values()
-        for c in g.classes.values()
-        for name, values in c.attributes.items()
-    }
-    n = len(frame)
+def _attribute_rule(
+    attributes: pa.Array,
+    classes: pd.DataFrame,
+    of_row: np.ndarray,
+    class_in_taxonomy: np.ndarray,
+    guidelines: GuidelineSet,
+) -> pd.Series:
+    """Declared attributes hold one of their declared values (undeclared attributes are free).
+
+    Each attribute name is read once, with one regex, over the rows of every class that declares it.
+    """
+    declared: dict[str, list[tuple[np.ndarray, list[Any]]]] = {}
+    for g in guidelines.by_version.values():
+        for c in g.classes.values():
+            of_class = ((classes["version"] == g.version) & (classes["label"] == c.name)).to_numpy()
+            for name, values in c.attributes.items():
+                declared.setdefault(name, []).append((of_class & class_in_taxonomy, list(values)))
+    n = len(of_row)
     applies = np.zeros(n, dtype=bool)
     passes = np.ones(n, dtype=bool)
-    attributes = frame["attributes"].astype(object).fillna("{}")
-    for (version, label, name), values in declared.items():
-        rows = ((frame["guideline_version"] == version) & (frame["label"] == label)).to_numpy() & in_taxonomy
-        if not rows.any():
+    for name, entries in declared.items():
+        rows = np.flatnonzero(np.logical_or.reduce([of_class for of_class, _ in entries])[of_row])
+        if not len(rows):
             continue
-        pattern = '"' + name + r'":(?:"((?:[^"\\]|\\.)*)"|([^,}\]]+))'
-        found = attributes[rows].str.extract(pattern)
-        value = found[0].fillna(found[1])
-        present = value.notna().to_numpy()
-        applies[np.flatnonzero(rows)[present]] = True
-        passes[np.flatnonzero(rows)[present]] &= value[present].isin(list(values)).to_numpy()
+        pattern = '"' + name + r'":(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^,}\]]+))'
+        found = pc.extract_regex(attributes.take(rows), pattern)
+        present = found.is_valid().to_numpy(zero_copy_only=False)
+        rows, found = rows[present], found.filter(pa.array(present))
+        quoted, bare = pc.struct_field(found, [0]), pc.struct_field(found, [1])
+        # a bare value is never empty, so an empty one means the quoted alternative matched
+        value = pc.dictionary_encode(pc.if_else(pc.not_equal(bare, ""), bare, quoted))
+        texts = pd.Series(value.dictionary.to_pylist(), dtype=object)
+        of_value = value.indices.to_numpy(zero_copy_only=False)
+        for of_class, values in entries:
+            mine = of_class[of_row[rows]]
+            applies[rows[mine]] = True
+            passes[rows[mine]] &= texts.isin(values).to_numpy()[of_value[mine]]
     return _where(applies, passes)
 
 

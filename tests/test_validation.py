@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from labelops import validation
-from labelops.expectations import load_suites, run_suites
+from labelops.expectations import load_suites, run_suites, suite_batch
 from labelops.guidelines import load_guidelines
 from labelops.schema import ANNOTATION_SCHEMA, conform
 from labelops.storage import LocalStore
@@ -193,3 +193,31 @@ def test_schema_suite_lists_every_rule_column() -> None:
         "column_set"
     ]
     assert columns == [*ANNOTATION_SCHEMA.names, "remapped_from", "needs_relabel", *validation.RULE_COLUMNS]
+
+
+def test_a_suite_on_the_columns_it_names_says_what_it_says_on_the_whole_frame(corpus: pd.DataFrame) -> None:
+    """run_suites hands each suite only the columns it names (suite_batch); GX must find the same on the whole
+    frame: counts, percentages, examples and failing rows."""
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    frame = validation.validation_frame(corpus, pd.DataFrame(), guidelines, DAY, NOW)
+    suites = load_suites(LocalStore(REPO / "expectations"))
+    rules = next(s for s in suites if s["name"] == "annotations_rules")
+    schema = next(s for s in suites if s["name"] == "annotations_schema")
+    assert list(suite_batch(frame, rules).columns) == [e["kwargs"]["column"] for e in rules["expectations"]]
+    assert suite_batch(frame, schema) is frame  # a table-level expectation: the whole table
+    with_condition = {
+        **rules,
+        "expectations": [{**rules["expectations"][0], "kwargs": {"column": "x", "row_condition": "y>0"}}],
+    }
+    assert suite_batch(frame, with_condition) is frame
+    missing = {**rules, "expectations": [{**rules["expectations"][0], "kwargs": {"column": "no_such_column"}}]}
+    assert suite_batch(frame, missing).columns.empty  # left for GX to report
+    narrowed = run_suites(frame, [rules], asset_name="annotations")
+    whole = run_suites(
+        frame,
+        [{**rules, "expectations": [*rules["expectations"], schema["expectations"][0]]}],
+        asset_name="annotations",
+    )
+    pd.testing.assert_frame_equal(narrowed.expectations, whole.expectations.iloc[:-1])
+    pd.testing.assert_frame_equal(narrowed.failures, whole.failures)
+    assert not narrowed.failures.empty
