@@ -190,7 +190,7 @@ def label_state(
     )
     labels = state.consensus(
         votes,
-        previous[previous["kind"].notna()] if len(previous) else previous,
+        previous,
         touched,
         labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, version),
         settings,

@@ -274,7 +274,8 @@ def consensus(
     votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame, config: StateConfig
 ) -> pd.DataFrame:
     """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
-    items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``)."""
+    items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``), the
+    boxes of ``previous_items`` (the previous state) kept for the others."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
     counted = counts(votes) & (  # boxes only of the touched items
         (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids)
@@ -293,8 +294,9 @@ def consensus(
     fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     scenes = fresh[fresh["kind"] == "classification"]
     new_boxes = fresh[(fresh["kind"] != "classification") & isin(fresh["item_id"], touched_ids)]
-    kept = previous_items[(previous_items["kind"] != "classification") & ~isin(previous_items["item_id"], touched_ids)]
-    kept = kept[quality.CONSENSUS_COLUMNS] if len(kept) else kept.reindex(columns=quality.CONSENSUS_COLUMNS)
+    kind = previous_items["kind"]  # an item's row without a consensus has none
+    carried = (kind.notna() & (kind != "classification")).to_numpy() & ~isin(previous_items["item_id"], touched_ids)
+    kept = previous_items.loc[carried, quality.CONSENSUS_COLUMNS]  # one selection, not a copy per condition
     parts = [df for df in (scenes[quality.CONSENSUS_COLUMNS], new_boxes[quality.CONSENSUS_COLUMNS], kept) if len(df)]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     return sorted_rows(out, ["item_id", "kind", "label", "x", "y"])

@@ -346,9 +346,7 @@ def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None
     for n, day in enumerate(DAYS):
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
         touched = state.touched_items(votes, day)
-        labels = state.consensus(
-            votes, previous[previous["kind"].notna()] if len(previous) else previous, touched, gold, state.StateConfig()
-        )
+        labels = state.consensus(votes, previous, touched, gold, state.StateConfig())
         previous = state.item_state(
             votes,
             labels,
