@@ -22,6 +22,7 @@ from assets.metadata import guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from assets.partitions import daily_asset
 from labelops import ingest, labeling, state
+from labelops.columns import group_starts
 from labelops.guidelines import labels_under
 from labelops.reporting import markdown_table
 from resources.storage import StorageResource
@@ -178,8 +179,8 @@ def label_state(
     previous = label_state[since] if since else state.empty_state()
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
-    # the ids that deduplicate judgments are label_votes' business; the state needs the judgments themselves
-    votes = for_day(label_votes.select(drop=["content_id", "annotation_key"]), day, "label_votes")
+    # the state reads the judgments themselves, not the ids that deduplicate them (label_votes' business)
+    votes = for_day(label_votes.select(keep=state.STATE_INPUTS), day, "label_votes")
     settings = state.StateConfig(
         config.method, config.box_quorum, config.cluster_iou, config.answer_quorum, config.request_expire_days
     )
@@ -189,7 +190,7 @@ def label_state(
     )
     labels = state.consensus(
         votes,
-        previous[previous["kind"].notna()] if len(previous) else previous,
+        previous,
         touched,
         labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, version),
         settings,
@@ -205,14 +206,15 @@ def label_state(
     sent = labeling.read_ledger(storage.warehouse_store, "relabel", before=day)
     requests = state.open_requests(sent, day, settings.request_expire_days)
     table = state.item_state(votes, labels, requests, in_review, previous=previous, touched=touched)
-    statuses = table.drop_duplicates("item_id")["status"].value_counts().to_dict()
+    per_item = group_starts(table["item_id"])  # the state holds an item's status and lineage on each of its rows
+    statuses = table.loc[per_item, "status"].value_counts().to_dict()
     return Output(
         {day: table},
         metadata={
             **table_metadata(
                 table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]
             ),
-            "items": int(table["item_id"].nunique()),
+            "items": int(per_item.sum()),
             **guideline_entry({day: version}),
             "touched_today": int(touched.nunique()),
             "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),

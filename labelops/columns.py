@@ -119,3 +119,33 @@ def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     if column is None or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         column = pa.array(pd.Series(np.asarray(values, dtype=object)).astype(str), type=pa.large_string())
     return column.cast(pa.large_string())
+
+
+def group_starts(values: pd.Series) -> np.ndarray:
+    """Which rows start a run of equal values. In a column whose equal values are adjacent (a label state holds
+    an item's rows together) these are the rows ``drop_duplicates`` keeps, found by comparing neighbours instead
+    of hashing every string (0.04 s instead of 0.7 s for 1.2 M items). Missing values equal each other."""
+    column = pa.array(values.array, from_pandas=True)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_null(column.type):  # nothing but missing values: Arrow compares no null-typed arrays
+        column = column.cast(pa.large_string())
+    out = np.ones(len(column), dtype=bool)
+    if len(column) > 1:
+        before, after = column[:-1], column[1:]
+        both_missing = pc.and_(before.is_null(), after.is_null())
+        differs = pc.if_else(both_missing, False, pc.fill_null(pc.not_equal(before, after), True))
+        out[1:] = differs.to_numpy(zero_copy_only=False)
+    return out
+
+
+def sorted_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``frame.sort_values(keys, kind="stable")`` with a fresh index, ordered by Arrow's stable sort: pandas
+    factorizes every key column first (2 s for a state's 1.2 M consensus rows). Missing values go last, as in
+    pandas; columns Arrow cannot type (mixed objects) are left to pandas."""
+    try:
+        table = pa.Table.from_pandas(frame[keys], preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+    order = pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys])
+    return frame.take(order.to_numpy()).reset_index(drop=True)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import take
 
 from labelops import quality
-from labelops.columns import day_text, extract, isin, joined, stable_order
+from labelops.columns import day_text, extract, group_starts, isin, joined, positions, sorted_rows, stable_order
 from labelops.guidelines import GuidelineSet
 from labelops.outbox import HONEYPOT
 
@@ -236,8 +237,18 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
     return combined
 
 
-# What the consensus of a vote set reads: the judgment, and the relabel batch it answers.
-VOTE_INPUTS = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "answer_to"]
+# What the consensus of a vote set reads: the judgment (the relabel batch it answers only selects the method).
+VOTE_INPUTS = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h"]
+# What the item state reads of the vote sets: label_state reads only these columns of label_votes.
+STATE_INPUTS = [
+    *VOTE_INPUTS,
+    "export_date",
+    "source_file",
+    "answer_to",
+    "superseded_by",
+    "replaced_on",
+    "needs_relabel",
+]
 
 
 def counts(votes: pd.DataFrame) -> np.ndarray:
@@ -263,29 +274,32 @@ def consensus(
     votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame, config: StateConfig
 ) -> pd.DataFrame:
     """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
-    items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``)."""
+    items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``), the
+    boxes of ``previous_items`` (the previous state) kept for the others."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
     counted = counts(votes) & (  # boxes only of the touched items
         (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids)
     )
-    live = votes.loc[counted, VOTE_INPUTS]  # one selection of the columns consensus reads, not a copy per step
-    is_answered = pd.Series(isin(live["item_id"], live.loc[live["answer_to"].notna(), "item_id"]), index=live.index)
+    answers = counted & votes["answer_to"].notna().to_numpy()
+    answered = counted & isin(votes["item_id"], votes.loc[answers, "item_id"]) if answers.any() else answers
     tables = []
-    for part, quorum, method in (
-        (live[~is_answered], config.box_quorum, config.method),
-        (live[is_answered], config.answer_quorum, "majority_vote"),
+    for rows, quorum, method in (
+        (counted & ~answered, config.box_quorum, config.method),
+        (answered, config.answer_quorum, "majority_vote"),
     ):
-        if len(part):
+        if rows.any():  # one selection of the columns consensus reads, straight from the vote sets
+            part = votes.loc[rows, VOTE_INPUTS]
             table, _ = quality.consensus_table(part, gold, method=method, quorum=quorum, cluster_iou=config.cluster_iou)
             tables.append(table)
     fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     scenes = fresh[fresh["kind"] == "classification"]
     new_boxes = fresh[(fresh["kind"] != "classification") & isin(fresh["item_id"], touched_ids)]
-    kept = previous_items[(previous_items["kind"] != "classification") & ~isin(previous_items["item_id"], touched_ids)]
-    kept = kept[quality.CONSENSUS_COLUMNS] if len(kept) else kept.reindex(columns=quality.CONSENSUS_COLUMNS)
+    kind = previous_items["kind"]  # an item's row without a consensus has none
+    carried = (kind.notna() & (kind != "classification")).to_numpy() & ~isin(previous_items["item_id"], touched_ids)
+    kept = previous_items.loc[carried, quality.CONSENSUS_COLUMNS]  # one selection, not a copy per condition
     parts = [df for df in (scenes[quality.CONSENSUS_COLUMNS], new_boxes[quality.CONSENSUS_COLUMNS], kept) if len(df)]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
-    return out.sort_values(["item_id", "kind", "label", "x", "y"], kind="stable").reset_index(drop=True)
+    return sorted_rows(out, ["item_id", "kind", "label", "x", "y"])
 
 
 LINEAGE = ["rounds", "files", "judgments", "days", "current_judgments", "answered_batch"]
@@ -296,7 +310,7 @@ def lineage(votes: pd.DataFrame) -> pd.DataFrame:
     count and the batch its counted answer belongs to."""
     live = current(votes)
     per_item = votes.groupby("item_id", sort=True).agg(
-        rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("annotation_id", "size")
+        rounds=("answer_to", "nunique"), files=("source_file", "nunique"), judgments=("kind", "size")
     )
     per_item["rounds"] += 1  # the ordinary round, plus one per answered batch
     per_item["days"] = joined(votes["item_id"], votes["export_date"], ",")  # dates: sorted is delivery order
@@ -335,7 +349,7 @@ def item_state(
     """
     if previous is not None and touched is not None and len(previous):
         # an item's lineage changes only with its judgments: carried for the others, computed for the touched
-        carried = previous.drop_duplicates("item_id").set_index("item_id")[LINEAGE]
+        carried = previous.loc[group_starts(previous["item_id"]), ["item_id", *LINEAGE]].set_index("item_id")
         carried = carried[~isin(carried.index.to_series(), touched)]
         fresh = lineage(votes[isin(votes["item_id"], touched)])
         per_item = pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]).sort_index()
@@ -347,7 +361,8 @@ def item_state(
         else (pd.Series(dtype=object))
     )
     per_item["requested_batch"] = last_request.reindex(per_item.index).astype(object)
-    has_label = pd.Series(isin(per_item.index.to_series(), labels["item_id"]), index=per_item.index)
+    owner = positions(labels["item_id"], per_item.index)  # each consensus row's item (-1: an item without votes)
+    has_label = np.bincount(owner[owner >= 0], minlength=len(per_item)) > 0
     answered = per_item["answered_batch"].notna() & (
         per_item["requested_batch"].isna() | (per_item["answered_batch"] >= per_item["requested_batch"])
     )
@@ -362,9 +377,38 @@ def item_state(
         ["relabel_requested", "answered", "needs_relabel", "in_review", "no_consensus"],
         "labeled",
     )
-    per_item = per_item.reset_index()
-    # labels are sorted (consensus), per_item by item: a right merge keeps that order, so no sort is needed
-    return labels.merge(per_item, on="item_id", how="right").reset_index(drop=True)
+    return with_items(labels, per_item.reset_index(), owner)
+
+
+def with_items(labels: pd.DataFrame, per_item: pd.DataFrame, owner: np.ndarray) -> pd.DataFrame:
+    """``labels.merge(per_item, on="item_id", how="right")``: each item of ``per_item`` (one row each, in its
+    order) with its consensus rows in the order of ``labels``, or one row without a label; ``owner`` is each
+    label row's position in ``per_item`` (-1: none), which the status needed too. The rows are placed by
+    position: pandas' merge hashes the item ids of both sides again (2.5 s for a state)."""
+    matched = np.flatnonzero(owner >= 0)
+    matched = matched[np.argsort(owner[matched], kind="stable")]  # grouped by item, each group in labels' order
+    per = np.bincount(owner[matched], minlength=len(per_item))
+    rows = np.maximum(per, 1)  # an item without a label keeps one row
+    start = np.cumsum(rows) - rows
+    label_row = np.full(int(rows.sum()), -1, dtype=np.int64)
+    group_start = np.cumsum(per) - per
+    owners = owner[matched]
+    label_row[start[owners] + np.arange(len(matched)) - group_start[owners]] = matched
+    item_row = np.repeat(np.arange(len(per_item)), rows)
+    parts = [(per_item, item_row, False) if name == "item_id" else (labels, label_row, True) for name in labels]
+    columns = {name: _taken(frame[name], row, fill) for name, (frame, row, fill) in zip(labels, parts, strict=True)}
+    columns.update({name: _taken(per_item[name], item_row, False) for name in per_item if name != "item_id"})
+    return pd.DataFrame(columns)
+
+
+def _taken(column: pd.Series, rows: np.ndarray, fill: bool) -> pd.Series:
+    """The column's values at ``rows`` (-1: missing, with ``fill``), keeping its dtype as a merge does (an
+    object column stays object, an integer one with missing values turns float)."""
+    if isinstance(column.dtype, np.dtype):  # a numpy column: promoted for missing values, as pandas takes
+        values = take(column.to_numpy(), rows, allow_fill=fill)
+    else:
+        values = column.array.take(rows, allow_fill=fill)
+    return pd.Series(values, dtype=values.dtype, copy=False)
 
 
 def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Series | None) -> pd.DataFrame:

@@ -10,7 +10,17 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelops.columns import concatenated, day_text, extract, isin, joined, lookup, stable_order
+from labelops.columns import (
+    concatenated,
+    day_text,
+    extract,
+    group_starts,
+    isin,
+    joined,
+    lookup,
+    sorted_rows,
+    stable_order,
+)
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
 
@@ -131,3 +141,33 @@ def test_day_text_equals_astype_str() -> None:
         got = day_text(column)
         assert got.index.equals(expected.index) and got.dtype == expected.dtype
         assert got.isna().tolist() == expected.isna().tolist() and got.dropna().tolist() == expected.dropna().tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=ids, dtype=st.sampled_from(["str", object]))
+def test_group_starts_are_the_rows_drop_duplicates_keeps_in_a_grouped_column(values: list, dtype: str) -> None:
+    column = pd.Series(values, dtype=dtype)
+    grouped = column.iloc[np.argsort(column.fillna("~").to_numpy(dtype=str), kind="stable")].reset_index(drop=True)
+    assert (group_starts(grouped) == (~grouped.duplicated()).to_numpy()).all()
+
+
+boxes = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "é"]),
+        st.one_of(st.none(), st.sampled_from(["bbox", "classification"])),
+        st.one_of(st.none(), st.sampled_from(["car", "Bus"])),
+        st.sampled_from([np.nan, -0.0, 0.0, 1.5, 2.0]),
+        st.sampled_from([np.nan, 1.0, 3.0]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=boxes, dtype=st.sampled_from(["str", object]))
+def test_sorted_rows_equals_a_stable_sort_values(rows: list, dtype: str) -> None:
+    keys = ["item_id", "kind", "label", "x", "y"]
+    frame = pd.DataFrame(rows, columns=keys).astype({"item_id": "str", "kind": dtype, "label": dtype})
+    frame["row"] = np.arange(len(frame))  # ties keep their order
+    expected = frame.sort_values(keys, kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(sorted_rows(frame, keys), expected, check_exact=True)

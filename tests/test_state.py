@@ -15,6 +15,7 @@ from dagster import DagsterInstance, materialize
 from labelops import consensus as ds
 from labelops import ingest, snapshots, state
 from labelops.agreement import Votes
+from labelops.columns import positions
 from labelops.storage import LocalStore
 
 DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
@@ -345,9 +346,7 @@ def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None
     for n, day in enumerate(DAYS):
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
         touched = state.touched_items(votes, day)
-        labels = state.consensus(
-            votes, previous[previous["kind"].notna()] if len(previous) else previous, touched, gold, state.StateConfig()
-        )
+        labels = state.consensus(votes, previous, touched, gold, state.StateConfig())
         previous = state.item_state(
             votes,
             labels,
@@ -359,3 +358,33 @@ def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None
     full = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none)
     assert len(previous) == frame["item_id"].nunique() == 462
     pd.testing.assert_frame_equal(previous, full)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_with_items_equals_a_right_merge(seed: int) -> None:
+    """Consensus rows placed by position under their items: what ``labels.merge(per_item, how="right")`` gives,
+    dtypes included (items without a label, labels of no item, an item order of any kind)."""
+    random = np.random.default_rng(seed)
+    ids = np.array([f"img-{i:03d}" for i in range(30)], dtype=object)
+    n = int(random.integers(0, 40))
+    labels = pd.DataFrame(
+        {
+            "item_id": pd.Series(np.sort(random.choice(ids, n)), dtype="str"),
+            "kind": random.choice(["bbox", "classification"], n),
+            "label": pd.Series(random.choice(["car", "bus", None], n), dtype=object),
+            "confidence": random.random(n),
+            "n_votes": random.integers(0, 5, n),
+            "flag": random.random(n) > 0.5,
+        }
+    ).sample(frac=1.0, random_state=seed)
+    chosen = random.choice(ids, int(random.integers(0, 30)), replace=False)
+    per_item = pd.DataFrame(
+        {
+            "item_id": pd.Series(np.sort(chosen) if seed % 3 else chosen, dtype="str"),
+            "rounds": np.arange(len(chosen)),
+            "answered_batch": pd.Series([None] * len(chosen), dtype=object),
+        }
+    )
+    expected = labels.merge(per_item, on="item_id", how="right").reset_index(drop=True)
+    got = state.with_items(labels, per_item, positions(labels["item_id"], per_item["item_id"]))
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
