@@ -95,13 +95,6 @@ def extract(values: pd.Series, pattern: str, needle: str) -> pd.Series:
     return out
 
 
-def stable_order(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
-    """The row positions of ``frame.sort_values(keys, kind="stable")`` for text keys (missing values last),
-    found by Arrow's stable sort: pandas factorizes and sorts every text key first (4 s for a million rows)."""
-    table = pa.table({k: _text(frame[k]) for k in keys})
-    return pc.sort_indices(table, sort_keys=[(k, "ascending", "at_end") for k in keys]).to_numpy()
-
-
 def day_text(values: pd.Series) -> pd.Series:
     """Dates as ISO text, as ``astype(str)`` writes them, cast by Arrow (``str`` of each Python date costs 2 s
     per million); a column that is not dates is left to ``astype(str)``."""

@@ -26,7 +26,7 @@ import pandas as pd
 from pandas.api.extensions import take
 
 from labelops import quality
-from labelops.columns import day_text, extract, group_starts, isin, joined, positions, sorted_rows, stable_order
+from labelops.columns import day_text, extract, group_starts, isin, joined, positions, sorted_rows
 from labelops.guidelines import GuidelineSet
 from labelops.outbox import HONEYPOT
 
@@ -143,8 +143,7 @@ def fold_votes(
     if guidelines is not None and version is not None and previous_version != version:
         previous = carry_votes(previous, guidelines, version)  # the first day of a version (or one not known)
     new = today[~isin(today["content_id"], previous["content_id"])] if len(previous) and len(today) else today
-    new = new.drop_duplicates("content_id")
-    new = new.iloc[stable_order(new, ["item_id", "export_date", "annotation_id"])]
+    new = sorted_rows(new.drop_duplicates("content_id"), ["item_id", "export_date", "annotation_id"])
     # earlier judgments keep their rows and order; the day's are appended: the fold reads the history once
     combined = pd.concat([df for df in (previous, new) if len(df)] or [empty_votes()], ignore_index=True)
     combined = _replace_edited(combined, today, copies)

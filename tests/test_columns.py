@@ -19,7 +19,6 @@ from labelops.columns import (
     joined,
     lookup,
     sorted_rows,
-    stable_order,
 )
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
@@ -112,26 +111,6 @@ def test_extract_equals_pandas_extract(values: list) -> None:
         assert got.index.equals(column.index) and got.dtype == "str"
         assert got.isna().tolist() == (expected.isna() | column.isna()).tolist()
         assert got.dropna().tolist() == expected[got.notna()].tolist()
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["b", "a", "ä", "a b", "B"]),
-            st.one_of(st.none(), st.sampled_from(["2024-06-02", "2024-06-01"])),
-            st.text(alphabet="xyz", max_size=2),
-        ),
-        max_size=40,
-    )
-)
-def test_stable_order_equals_a_stable_sort_values(rows: list) -> None:
-    for dtype in ("str", object):
-        frame = pd.DataFrame(rows, columns=["item_id", "day", "ref"]).astype(dtype)
-        frame.index = frame.index * 3 + 1
-        expected = frame.sort_values(["item_id", "day", "ref"], kind="stable")
-        got = frame.iloc[stable_order(frame, ["item_id", "day", "ref"])]
-        assert got.index.tolist() == expected.index.tolist()
 
 
 def test_day_text_equals_astype_str() -> None:
