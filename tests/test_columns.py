@@ -10,7 +10,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelops.columns import concatenated, day_text, extract, isin, joined, lookup, stable_order
+from labelops.columns import codes, concatenated, day_text, extract, isin, joined, lookup, stable_order
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
 
@@ -131,3 +131,14 @@ def test_day_text_equals_astype_str() -> None:
         got = day_text(column)
         assert got.index.equals(expected.index) and got.dtype == expected.dtype
         assert got.isna().tolist() == expected.isna().tolist() and got.dropna().tolist() == expected.dropna().tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(left=ids, right=ids)
+def test_codes_equal_a_sorted_factorization_of_both_columns(left: list, right: list) -> None:
+    both = pd.Series(left + right, dtype="str")
+    expected, uniques = pd.factorize(both, sort=True, use_na_sentinel=True)
+    expected = np.where(expected < 0, len(uniques), expected)
+    got = codes(pd.Series(left, dtype="str"), pd.Series(right, dtype=object))
+    assert [len(c) for c in got] == [len(left), len(right)]
+    assert list(np.concatenate(got)) == list(expected)
