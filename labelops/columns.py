@@ -69,22 +69,17 @@ def codes(*columns: pd.Series | pd.Index | np.ndarray) -> list[np.ndarray]:
     text (nulls last, all one code): joins, membership tests, duplicates and sorts on string ids become integer
     operations on arrays as long as the columns.
 
-    One sort of all the values at once, not a hash: ids arrive sorted or in a few sorted runs (a table, the
-    parent snapshot), which Arrow sorts several times faster than it hashes a million distinct strings.
+    One dense rank of all the values at once (a sort, not a hash): ids arrive sorted or in a few sorted runs
+    (a table, the parent snapshot), which Arrow sorts several times faster than it hashes a million distinct
+    strings.
     """
     text = [_text(column) for column in columns]
-    chunks = [chunk for column in text for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])]
+    chunks = [
+        chunk for column in text for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])
+    ]
     values = pa.concat_arrays(chunks) if chunks else pa.array([], type=pa.large_string())
-    order = pc.array_sort_indices(values, null_placement="at_end").to_numpy()
-    valid = len(values) - values.null_count
-    ordered = values.take(order[:valid])
-    starts = np.ones(valid, dtype=bool)
-    if valid > 1:
-        starts[1:] = pc.not_equal(ordered[1:], ordered[:-1]).to_numpy(zero_copy_only=False)
-    flat = np.empty(len(values), dtype=np.int64)
-    flat[order[:valid]] = np.cumsum(starts) - 1
-    flat[order[valid:]] = int(starts.sum())
-    return np.split(flat, np.cumsum([len(column) for column in text])[:-1])
+    ranks = pc.rank(values, tiebreaker="dense").to_numpy().astype(np.int64) - 1  # nulls rank last, together
+    return np.split(ranks, np.cumsum([len(column) for column in text])[:-1])
 
 
 def joined(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:

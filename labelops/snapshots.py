@@ -80,7 +80,7 @@ STATE_COLUMNS = [*CONSENSUS_COLUMNS, "status"]  # what curation reads of the lab
 def state_inputs(state: pd.DataFrame) -> StateInputs:
     """The current label state as curation's inputs: answered items are no longer waiting for anything."""
     (ids,) = codes(state["item_id"])
-    items = state[_first(ids)]
+    items = state.loc[_first(ids), ["item_id", "status"]]
     waiting = items[items["status"].isin(["relabel_requested", "needs_relabel"])]
     return StateInputs(
         consensus=state.loc[state["kind"].notna(), CONSENSUS_COLUMNS].reset_index(drop=True),
@@ -250,14 +250,20 @@ def assign_splits(items: pd.DataFrame, parent: np.ndarray, scene: np.ndarray, co
     if items.empty:
         return np.array([], dtype=object)
     group = items[config.group_key].fillna(items["item_id"]) if config.group_key in items else items["item_id"]
-    group = group.astype(str)
-    group_split = pd.Series(parent, index=items.index).groupby(group).first().dropna()
+    # groups in sorted order; a group's values are the first present in its rows (as groupby's first())
+    group_codes, names = pd.factorize(group.astype(str), sort=True)
+    group_split = pd.Series(_first_present(parent, group_codes, len(names)), index=names, dtype=object).dropna()
     # (a group that reappears keeps its split)
     columns, _ = strata_columns(config.stratify_by, items)
-    strata = pd.DataFrame({"group": group})
-    for column in columns:
-        strata[column] = scene if column == "label" else items[column].to_numpy(dtype=object)
-    per_group = strata.groupby("group", sort=True).first().fillna(NO_LABEL)  # first() skips missing values
+    per_group = pd.DataFrame(
+        {
+            column: _first_present(
+                scene if column == "label" else items[column].to_numpy(dtype=object), group_codes, len(names)
+            )
+            for column in columns
+        },
+        index=names,
+    ).fillna(NO_LABEL)
     stratum = pd.Series("", index=per_group.index, dtype=object)
     for position, column in enumerate(columns):  # "label|lighting" values, one vectorized join per column
         stratum = stratum + ("|" if position else "") + per_group[column].astype(str).to_numpy(dtype=object)
@@ -278,7 +284,17 @@ def assign_splits(items: pd.DataFrame, parent: np.ndarray, scene: np.ndarray, co
         have[pick] += 1
         picked.append(SPLITS[pick])
     chosen = pd.concat([group_split, pd.Series(picked, index=new.index, dtype=object)])
-    return lookup(group, chosen)
+    split = np.concatenate([lookup(names, chosen), np.array([None], dtype=object)])
+    return split[group_codes]  # a missing group (code -1) takes the None at the end
+
+
+def _first_present(values: np.ndarray, groups: np.ndarray, size: int) -> np.ndarray:
+    """Per group code below ``size``, the first value in row order that is not missing (None where none is)."""
+    rows = np.flatnonzero(pd.notna(values) & (groups >= 0))
+    rows = rows[_first(groups[rows])]
+    first = np.full(size, None, dtype=object)
+    first[groups[rows]] = values[rows]
+    return first
 
 
 def _hash(values: pd.Series, seed: int) -> np.ndarray:
@@ -333,7 +349,7 @@ def diff(
     than as a change of the data. Items are matched by shared integer codes of their ids, one sort of all four
     id columns: a version holds every item of the dataset, a night changes few of them.
     """
-    if parent_items is None:
+    if parent_items is None or parent_labels is None:  # the first version: no parent tables
         return {
             "added": sorted(items["item_id"]),
             "removed": [],
@@ -351,7 +367,7 @@ def diff(
     def scene(frame: pd.DataFrame, frame_ids: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
         rows = np.flatnonzero(_is_scene(frame))
         rows = rows[_first(frame_ids[rows])]
-        return frame_ids[rows], frame.iloc[rows]
+        return frame_ids[rows], frame[["item_id", "label"]].iloc[rows]
 
     renames = dict(renames or {})
     scenes = _changes(*scene(parent_labels, old_label_ids), *scene(labels, new_label_ids), "label", size)
@@ -441,7 +457,8 @@ def object_changes(before: pd.DataFrame, after: pd.DataFrame, *, moved_iou: floa
     same label first, then a different label at IoU >= 0.5, which is a relabelled box).
     """
     parts = [
-        frame[frame["kind"] == "bbox"].assign(annotator_id=side) for frame, side in ((before, "0-parent"), (after, "1-new"))
+        frame[frame["kind"] == "bbox"].assign(annotator_id=side)
+        for frame, side in ((before, "0-parent"), (after, "1-new"))
     ]
     frame = pd.concat(parts, ignore_index=True)[["item_id", "annotator_id", "label", "x", "y", "w", "h"]]
     if frame.empty:
