@@ -560,11 +560,15 @@ def class_counts(items: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[st
     split_codes, names = pd.factorize(items["split"].iloc[first])  # a missing split: -1, as a missing item
     split = np.full(size, -1, dtype=np.int64)
     split[item_ids[first]] = split_codes
-    counts = pd.DataFrame({"split": split[label_ids], "label": labels["label"].array}).groupby(["split", "label"])
+    counts = pd.DataFrame({"split": split[label_ids], "label": labels["label"].array}).groupby(
+        ["split", "label"], dropna=False
+    )
     by_split: dict[str, dict[str, int]] = {}
     for (code, label), count in counts.size().items():
-        if code >= 0:
-            by_split.setdefault(names[code], {})[label] = int(count)
+        if code >= 0:  # a split whose labels are all missing is listed, empty, as a merge's groupby lists it
+            labels_of_split = by_split.setdefault(names[code], {})
+            if pd.notna(label):
+                labels_of_split[label] = int(count)
     return {name: dict(sorted(by_split[name].items())) for name in sorted(by_split)}
 
 
