@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelops import boxes
-from labelops.columns import isin, lookup, positions
+from labelops.columns import codes, isin, lookup
 from labelops.export import to_coco, to_yolo
 from labelops.quality import CONSENSUS_COLUMNS
 from labelops.storage import Store
@@ -79,7 +79,8 @@ STATE_COLUMNS = [*CONSENSUS_COLUMNS, "status"]  # what curation reads of the lab
 
 def state_inputs(state: pd.DataFrame) -> StateInputs:
     """The current label state as curation's inputs: answered items are no longer waiting for anything."""
-    items = state.drop_duplicates("item_id")
+    (ids,) = codes(state["item_id"])
+    items = state.loc[_first(ids), ["item_id", "status"]]
     waiting = items[items["status"].isin(["relabel_requested", "needs_relabel"])]
     return StateInputs(
         consensus=state.loc[state["kind"].notna(), CONSENSUS_COLUMNS].reset_index(drop=True),
@@ -87,6 +88,9 @@ def state_inputs(state: pd.DataFrame) -> StateInputs:
         relabel=pd.DataFrame({"item_id": waiting["item_id"].to_numpy(), "rule": "needs_relabel"}),
         items=items["item_id"].reset_index(drop=True),
     )
+
+
+LABEL_KEY = ["item_id", "kind", "label", "x", "y", "w", "h"]  # one label row of an item; labels sort by it
 
 
 def curate(
@@ -105,43 +109,121 @@ def curate(
     items with validated annotations: those that reach no consensus (polygons only, boxes from a
     single annotator) or are missing from the item catalog are counted in ``excluded`` too, so
     every validated item is in the snapshot or counted.
+
+    Every input's item ids get shared integer codes once (:func:`labelops.columns.codes`): the joins and
+    membership tests between a million-item catalog, the state and the parent are then array lookups.
     """
-    consensus = consensus.drop_duplicates(["item_id", "kind", "label", "x", "y", "w", "h"], keep="last")
-    catalog = items.drop_duplicates("item_id", keep="last")
-    labeled = catalog[isin(catalog["item_id"], consensus["item_id"])]
-    excluded: dict[str, int] = {}
-    if annotated is not None:
-        unique = pd.Series(annotated.dropna().unique(), dtype=object)
-        in_catalog = pd.Series(isin(unique, catalog["item_id"]), index=unique.index)
-        excluded["not_in_catalog"] = int((~in_catalog).sum())
-        excluded["no_consensus"] = int((in_catalog & ~isin(unique, consensus["item_id"])).sum())
-
-    def drop(mask: pd.Series, reason: str) -> None:
-        nonlocal labeled
-        excluded[reason] = int(mask.sum())
-        labeled = labeled[~mask]
-
-    classification = (
-        consensus[consensus["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")
-    )
-    confidence = pd.Series(lookup(labeled["item_id"], classification["confidence"]), index=labeled.index, dtype=float)
-    drop(confidence.lt(config.min_confidence), "low_confidence")
-    drop(pd.Series(isin(labeled["item_id"], review["item_id"]), index=labeled.index), "waiting_for_review")
     relabel = (
         quarantined.loc[quarantined["rule"].astype(str).str.contains("needs_relabel"), "item_id"]
         if len(quarantined)
         else pd.Series(dtype=object)
     )
-    drop(labeled["item_id"].isin(relabel), "waiting_for_relabel")
-    identity = labeled["content_hash"] if "content_hash" in labeled else labeled["uri"]
-    drop(identity.notna() & identity.duplicated(keep="first"), "duplicate")
+    known = annotated.dropna() if annotated is not None else pd.Series(dtype=object)
+    label_ids, catalog_ids, review_ids, relabel_ids, parent_ids, annotated_ids = ids = codes(
+        consensus["item_id"], items["item_id"], review["item_id"], relabel, parent_splits.index, known
+    )
+    size = max((int(c.max()) + 1 for c in ids if len(c)), default=0)
+    # Rows are tracked as positions into the inputs and each frame is taken once, at the end.
+    label_rows = np.flatnonzero(~_duplicated_labels(consensus, label_ids))
+    label_ids = label_ids[label_rows]
+    catalog_rows = np.flatnonzero(_first(catalog_ids[::-1])[::-1])  # the catalog's last row of an item
+    catalog_ids = catalog_ids[catalog_rows]
+    has_consensus = _member(label_ids, size)
+    keep = has_consensus[catalog_ids]
+    rows, labeled_ids = catalog_rows[keep], catalog_ids[keep]
+    excluded: dict[str, int] = {}
+    if annotated is not None:
+        distinct = np.flatnonzero(_member(annotated_ids, size))
+        in_catalog = _member(catalog_ids, size)[distinct]
+        excluded["not_in_catalog"] = int((~in_catalog).sum())
+        excluded["no_consensus"] = int((in_catalog & ~has_consensus[distinct]).sum())
 
-    labeled = labeled.sort_values("item_id").reset_index(drop=True)
-    labels = consensus[isin(consensus["item_id"], labeled["item_id"])]
-    labels = labels.sort_values(["item_id", "kind", "label", "x", "y", "w", "h"], kind="stable").reset_index(drop=True)
-    labeled["split"] = assign_splits(labeled, labels, parent_splits, config)
+    def drop(mask: np.ndarray, reason: str) -> None:
+        nonlocal rows, labeled_ids
+        excluded[reason] = int(mask.sum())
+        rows, labeled_ids = rows[~mask], labeled_ids[~mask]
+
+    is_scene = _is_scene(consensus)[label_rows]
+    scenes = np.flatnonzero(is_scene)
+    last = scenes[_first(label_ids[scenes][::-1])[::-1]]  # an item's last scene label gives its confidence
+    confidence = np.full(size, np.nan)
+    values = consensus["confidence"].iloc[label_rows[last]].to_numpy(dtype=object)
+    confidence[label_ids[last]] = pd.Series(values, dtype=float).to_numpy()
+    drop(confidence[labeled_ids] < config.min_confidence, "low_confidence")
+    drop(_member(review_ids, size)[labeled_ids], "waiting_for_review")
+    drop(_member(relabel_ids, size)[labeled_ids], "waiting_for_relabel")
+    identity = items["content_hash" if "content_hash" in items else "uri"].iloc[rows]
+    drop(identity.notna().to_numpy() & ~_first(codes(identity)[0]), "duplicate")
+
+    order = np.argsort(labeled_ids, kind="stable")
+    labeled, labeled_ids = items.iloc[rows[order]].reset_index(drop=True), labeled_ids[order]
+    chosen = _member(labeled_ids, size)[label_ids]
+    label_rows, label_ids, is_scene = label_rows[chosen], label_ids[chosen], is_scene[chosen]
+    order = _label_order(consensus, label_rows, label_ids)
+    labels = consensus.iloc[label_rows[order]].reset_index(drop=True)
+    label_ids, is_scene = label_ids[order], is_scene[order]
+    first = np.flatnonzero(_first(parent_ids))
+    parent = np.full(size, None, dtype=object)
+    parent[parent_ids[first]] = parent_splits.iloc[first].to_numpy(dtype=object)
+    scenes = np.flatnonzero(is_scene)
+    scenes = scenes[_first(label_ids[scenes])]  # an item's first scene label (in label order) is its stratum
+    scene = np.full(size, None, dtype=object)
+    scene[label_ids[scenes]] = labels["label"].iloc[scenes].to_numpy(dtype=object)
+    labeled["split"] = assign_splits(labeled, parent[labeled_ids], scene[labeled_ids], config)
     used, skipped = strata_columns(config.stratify_by, labeled)
     return Curated(labeled, labels, excluded, {"by": used, "skipped": skipped})
+
+
+def _first(ids: np.ndarray) -> np.ndarray:
+    """Whether each row is the first of its code: ``~duplicated(keep="first")`` on integer codes, by a stable
+    sort (numpy's assignment through repeated indices keeps no defined one)."""
+    order = np.argsort(ids, kind="stable")
+    starts = np.ones(len(ids), dtype=bool)
+    starts[1:] = ids[order[1:]] != ids[order[:-1]]
+    first = np.zeros(len(ids), dtype=bool)
+    first[order[starts]] = True
+    return first
+
+
+def _member(ids: np.ndarray, size: int) -> np.ndarray:
+    """Per code below ``size``, whether ``ids`` holds it: a membership test is then one index operation."""
+    present = np.zeros(size, dtype=bool)
+    present[ids] = True
+    return present
+
+
+def _is_scene(labels: pd.DataFrame) -> np.ndarray:
+    return labels["kind"].eq("classification").to_numpy(dtype=bool, na_value=False)
+
+
+def _multi_row(ids: np.ndarray) -> np.ndarray:
+    """Positions of the rows whose item has more than one row: only they can repeat or need ordering among
+    themselves, and an item has one label row in most datasets."""
+    return np.flatnonzero(np.bincount(ids)[ids] > 1) if len(ids) else np.array([], dtype=np.int64)
+
+
+def _duplicated_labels(labels: pd.DataFrame, ids: np.ndarray) -> np.ndarray:
+    """``labels.duplicated(LABEL_KEY, keep="last")``, the item id compared by its code, among the rows of items
+    with more than one row."""
+    duplicated = np.zeros(len(labels), dtype=bool)
+    rows = _multi_row(ids)
+    if len(rows):
+        sample = labels.iloc[rows][LABEL_KEY[1:]].assign(item_id=ids[rows])
+        duplicated[rows] = sample.duplicated(keep="last").to_numpy()
+    return duplicated
+
+
+def _label_order(labels: pd.DataFrame, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The order of ``rows`` of ``labels`` (``ids`` their item codes) that sorts them by :data:`LABEL_KEY`,
+    stably, as ``sort_values`` does: by item code, then within items of several rows by their rank under
+    pandas' sort of those rows alone."""
+    rank = np.zeros(len(rows), dtype=np.int64)
+    multi = _multi_row(ids)
+    if len(multi):
+        sample = labels.iloc[rows[multi]][LABEL_KEY[1:]].assign(item_id=ids[multi]).reset_index(drop=True)
+        ranked = sample.sort_values(LABEL_KEY, kind="stable").index.to_numpy()
+        rank[multi[ranked]] = np.arange(len(multi))
+    return np.lexsort((rank, ids))
 
 
 def strata_columns(stratify_by: Sequence[str], items: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -155,11 +237,12 @@ def strata_columns(stratify_by: Sequence[str], items: pd.DataFrame) -> tuple[lis
     return used, [column for column in stratify_by if column not in used]
 
 
-def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, config: CurationConfig) -> np.ndarray:
+def assign_splits(items: pd.DataFrame, parent: np.ndarray, scene: np.ndarray, config: CurationConfig) -> np.ndarray:
     """One split per group; groups from the parent keep theirs, new groups are stratified.
 
-    Within each stratum (the group's scene label and slice values, the first present in the group,
-    :data:`NO_LABEL` where it has none), new groups are taken in a seeded hash order and each goes
+    ``parent`` is each item's split in the parent (None where new), ``scene`` its scene label (None where
+    it has none). Within each stratum (the group's scene label and slice values, the first present in the
+    group, :data:`NO_LABEL` where it has none), new groups are taken in a seeded hash order and each goes
     to the split furthest below its target share of the stratum, counting the groups the stratum
     already has. Small daily increments therefore still fill val and test over time, and the same
     inputs always give the same assignment. Slice columns the catalog lacks are skipped.
@@ -167,17 +250,20 @@ def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, 
     if items.empty:
         return np.array([], dtype=object)
     group = items[config.group_key].fillna(items["item_id"]) if config.group_key in items else items["item_id"]
-    group = group.astype(str)
-    group_split = pd.Series(lookup(items["item_id"], parent), index=items.index).groupby(group).first().dropna()
+    # groups in sorted order; a group's values are the first present in its rows (as groupby's first())
+    group_codes, names = pd.factorize(group.astype(str), sort=True)
+    group_split = pd.Series(_first_present(parent, group_codes, len(names)), index=names, dtype=object).dropna()
     # (a group that reappears keeps its split)
-    primary = labels[labels["kind"] == "classification"].drop_duplicates("item_id").set_index("item_id")["label"]
     columns, _ = strata_columns(config.stratify_by, items)
-    strata = pd.DataFrame({"group": group})
-    for column in columns:
-        strata[column] = (
-            lookup(items["item_id"], primary) if column == "label" else items[column].to_numpy(dtype=object)
-        )
-    per_group = strata.groupby("group", sort=True).first().fillna(NO_LABEL)  # first() skips missing values
+    per_group = pd.DataFrame(
+        {
+            column: _first_present(
+                scene if column == "label" else items[column].to_numpy(dtype=object), group_codes, len(names)
+            )
+            for column in columns
+        },
+        index=names,
+    ).fillna(NO_LABEL)
     stratum = pd.Series("", index=per_group.index, dtype=object)
     for position, column in enumerate(columns):  # "label|lighting" values, one vectorized join per column
         stratum = stratum + ("|" if position else "") + per_group[column].astype(str).to_numpy(dtype=object)
@@ -198,7 +284,17 @@ def assign_splits(items: pd.DataFrame, labels: pd.DataFrame, parent: pd.Series, 
         have[pick] += 1
         picked.append(SPLITS[pick])
     chosen = pd.concat([group_split, pd.Series(picked, index=new.index, dtype=object)])
-    return lookup(group, chosen)
+    split = np.concatenate([lookup(names, chosen), np.array([None], dtype=object)])
+    return split[group_codes]  # a missing group (code -1) takes the None at the end
+
+
+def _first_present(values: np.ndarray, groups: np.ndarray, size: int) -> np.ndarray:
+    """Per group code below ``size``, the first value in row order that is not missing (None where none is)."""
+    rows = np.flatnonzero(pd.notna(values) & (groups >= 0))
+    rows = rows[_first(groups[rows])]
+    first = np.full(size, None, dtype=object)
+    first[groups[rows]] = values[rows]
+    return first
 
 
 def _hash(values: pd.Series, seed: int) -> np.ndarray:
@@ -250,10 +346,10 @@ def diff(
 
     ``renames`` are the guideline renames and merges from the parent's version to this one: a scene label or
     box whose only change is one of them is listed under ``remapped_labels`` / ``remapped_objects`` rather
-    than as a change of the data. Items are matched by Arrow's hash of their ids: a version holds every item
-    of the dataset, a night changes few of them.
+    than as a change of the data. Items are matched by shared integer codes of their ids, one sort of all four
+    id columns: a version holds every item of the dataset, a night changes few of them.
     """
-    if parent_items is None:
+    if parent_items is None or parent_labels is None:  # the first version: no parent tables
         return {
             "added": sorted(items["item_id"]),
             "removed": [],
@@ -263,67 +359,105 @@ def diff(
             "remapped_objects": [],
             "split_moves": [],
         }
-    old, new = parent_items["item_id"], items["item_id"]
+    old_ids, new_ids, old_label_ids, new_label_ids = ids = codes(
+        parent_items["item_id"], items["item_id"], parent_labels["item_id"], labels["item_id"]
+    )
+    size = max((int(c.max()) + 1 for c in ids if len(c)), default=0)
 
-    def scene(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.loc[frame["kind"] == "classification", ["item_id", "label"]].drop_duplicates("item_id")
+    def scene(frame: pd.DataFrame, frame_ids: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+        rows = np.flatnonzero(_is_scene(frame))
+        rows = rows[_first(frame_ids[rows])]
+        return frame_ids[rows], frame[["item_id", "label"]].iloc[rows]
 
     renames = dict(renames or {})
-    scenes = _changes(scene(parent_labels), scene(labels), "label")
-    objects = object_changes(parent_labels, labels, changed_items(parent_labels, labels))
+    scenes = _changes(*scene(parent_labels, old_label_ids), *scene(labels, new_label_ids), "label", size)
+    changed = changed_items(parent_labels, old_label_ids, labels, new_label_ids, size)
+    objects = object_changes(parent_labels[changed[old_label_ids]], labels[changed[new_label_ids]])
     scene_remapped = [renames.get(c["old"]) == c["new"] for c in scenes]
     object_remapped = [c["change"] == "relabelled" and renames.get(c["old_label"]) == c["label"] for c in objects]
     return {
-        "added": sorted(new[positions(new, old) < 0]),
-        "removed": sorted(old[positions(old, new) < 0]),
+        "added": _sorted_ids(items, new_ids, ~_member(old_ids, size)[new_ids]),
+        "removed": _sorted_ids(parent_items, old_ids, ~_member(new_ids, size)[old_ids]),
         "label_changes": [c for c, remapped in zip(scenes, scene_remapped, strict=True) if not remapped],
         "object_changes": [c for c, remapped in zip(objects, object_remapped, strict=True) if not remapped],
         "remapped_labels": [c for c, remapped in zip(scenes, scene_remapped, strict=True) if remapped],
         "remapped_objects": [c for c, remapped in zip(objects, object_remapped, strict=True) if remapped],
-        "split_moves": _changes(parent_items[["item_id", "split"]], items[["item_id", "split"]], "split"),
+        "split_moves": _changes(old_ids, parent_items, new_ids, items, "split", size),
     }
 
 
-def _changes(before: pd.DataFrame, after: pd.DataFrame, column: str) -> list[dict]:
-    """Items in both tables (one row per item) whose ``column`` differs: item_id, old, new, by item."""
-    found = positions(after["item_id"], before["item_id"])
-    both = found >= 0
-    old = before[column].to_numpy(dtype=object)[found[both]]
-    new = after[column].to_numpy(dtype=object)[both]
-    differ = old != new
+def _sorted_ids(frame: pd.DataFrame, ids: np.ndarray, rows: np.ndarray) -> list[str]:
+    """The item ids of the chosen rows in sorted order (their codes sort as the ids do)."""
+    chosen = np.flatnonzero(rows)
+    return frame["item_id"].iloc[chosen[np.argsort(ids[chosen], kind="stable")]].tolist()
+
+
+def _changes(
+    before_ids: np.ndarray, before: pd.DataFrame, after_ids: np.ndarray, after: pd.DataFrame, column: str, size: int
+) -> list[dict]:
+    """Items in both tables (one row per item, ``*_ids`` their codes) whose ``column`` differs: item_id, old,
+    new, by item.
+
+    The values are compared as objects (``!=``, so a missing value always differs) only where a vectorized
+    comparison does not find them equal: a night changes few of a million values.
+    """
+    at = np.full(size, -1, dtype=np.int64)
+    first = np.flatnonzero(_first(before_ids))
+    at[before_ids[first]] = first
+    found = at[after_ids]
+    both = np.flatnonzero(found >= 0)
+    old = before[column].iloc[found[both]].reset_index(drop=True)
+    new = after[column].iloc[both].reset_index(drop=True)
+    maybe = np.flatnonzero(~(old == new).to_numpy(dtype=bool, na_value=False))
+    old_values, new_values = old.iloc[maybe].to_numpy(dtype=object), new.iloc[maybe].to_numpy(dtype=object)
+    differ = np.asarray(old_values != new_values, dtype=bool)
     changed = pd.DataFrame(
-        {"item_id": after["item_id"].to_numpy(dtype=object)[both][differ], "old": old[differ], "new": new[differ]}
+        {
+            "item_id": after["item_id"].iloc[both[maybe[differ]]].to_numpy(dtype=object),
+            "old": old_values[differ],
+            "new": new_values[differ],
+        }
     )
     return changed.sort_values("item_id", kind="stable").to_dict("records")
 
 
-def changed_items(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
-    """Items in both versions whose label rows differ: only they can have box changes.
+def changed_items(
+    before: pd.DataFrame, before_ids: np.ndarray, after: pd.DataFrame, after_ids: np.ndarray, size: int
+) -> np.ndarray:
+    """Per item code, whether the item is in both versions and its label rows differ: only those can have box
+    changes.
 
-    An item's signature is the sum of its rows' hashes, so the comparison costs a pass over the rows and the
-    box matching runs on the items a night changed rather than the whole dataset.
+    An item's signature is the sum of its rows' hashes (the item by its code, kind and label by codes shared by
+    both versions), so the comparison costs a pass over the rows and the box matching runs on the items a night
+    changed rather than the whole dataset.
     """
-    columns = ["item_id", "kind", "label", "x", "y", "w", "h"]
+    both = pd.concat([before[LABEL_KEY[1:]], after[LABEL_KEY[1:]]], ignore_index=True)
+    rows = pd.DataFrame(
+        {
+            "item_id": np.concatenate([before_ids, after_ids]),
+            "kind": pd.factorize(both["kind"])[0],
+            "label": pd.factorize(both["label"])[0],
+            **{axis: both[axis].to_numpy() for axis in "xywh"},
+        }
+    )
+    hashes = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    signatures = []
+    for ids, part in ((before_ids, hashes[: len(before_ids)]), (after_ids, hashes[len(before_ids) :])):
+        total = np.zeros(size, dtype=np.uint64)
+        np.add.at(total, ids, part)
+        signatures.append(total)
+    return _member(before_ids, size) & _member(after_ids, size) & (signatures[0] != signatures[1])
 
-    def signatures(frame: pd.DataFrame) -> pd.DataFrame:
-        codes, ids = pd.factorize(frame["item_id"])
-        total = np.zeros(len(ids), dtype=np.uint64)
-        np.add.at(total, codes, pd.util.hash_pandas_object(frame[columns], index=False).to_numpy())
-        return pd.DataFrame({"item_id": np.asarray(ids, dtype=object), "signature": total})
 
-    return [row["item_id"] for row in _changes(signatures(before), signatures(after), "signature")]
-
-
-def object_changes(
-    before: pd.DataFrame, after: pd.DataFrame, items: list[str], *, moved_iou: float = 0.5
-) -> list[dict]:
-    """Boxes of items in both versions that changed: added, removed, relabelled, or moved below ``moved_iou``.
+def object_changes(before: pd.DataFrame, after: pd.DataFrame, *, moved_iou: float = 0.5) -> list[dict]:
+    """Boxes that changed between two versions' label rows of the same items: added, removed, relabelled, or
+    moved below ``moved_iou``.
 
     The parent's and the new version's boxes of each item are matched like two annotators' (Hungarian on IoU,
     same label first, then a different label at IoU >= 0.5, which is a relabelled box).
     """
     parts = [
-        frame[(frame["kind"] == "bbox") & isin(frame["item_id"], items)].assign(annotator_id=side)
+        frame[frame["kind"] == "bbox"].assign(annotator_id=side)
         for frame, side in ((before, "0-parent"), (after, "1-new"))
     ]
     frame = pd.concat(parts, ignore_index=True)[["item_id", "annotator_id", "label", "x", "y", "w", "h"]]
@@ -382,8 +516,9 @@ def publish(
                 f"snapshot {version} is being published by another run (content {owner[:12]}); "
                 "this run's content will be the next version when it runs again"
             )
-    parent_items = read_table(store, parent, "items.parquet") if parent else None
-    parent_labels = read_table(store, parent, "labels.parquet") if parent else None
+    # the diff reads of the parent its ids, splits and label keys only
+    parent_items = read_table(store, parent, "items.parquet", ["item_id", "split"]) if parent else None
+    parent_labels = read_table(store, parent, "labels.parquet", LABEL_KEY) if parent else None
     parent_guideline = manifest(store, parent).get("guideline_version") if parent else None
     changes = diff(
         parent_items,
@@ -396,7 +531,6 @@ def publish(
         store.write_bytes(f"{ROOT}/{version}/{name}", data)
     store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(changes, indent=1).encode())
     split_counts = curated.items["split"].value_counts().reindex(list(SPLITS), fill_value=0)
-    by_split = curated.labels.merge(curated.items[["item_id", "split"]], on="item_id")
     document = {
         "version": version,
         "content_hash": digest,
@@ -404,10 +538,7 @@ def publish(
         **metadata,
         "rows": {"items": len(curated.items), "labels": len(curated.labels)},
         "split_sizes": {k: int(v) for k, v in split_counts.items()},
-        "class_counts": {
-            s: {k: int(v) for k, v in g["label"].value_counts().sort_index().items()}
-            for s, g in by_split.groupby("split")
-        },
+        "class_counts": class_counts(curated.items, curated.labels),
         "excluded": curated.excluded,
         "stratification": curated.stratification,
         "diff_summary": {k: len(v) for k, v in changes.items()},
@@ -419,6 +550,26 @@ def publish(
         return version, manifest(store, version), False  # a twin with the same content published it first
     store.write_bytes(LATEST, version.encode())
     return version, document, True
+
+
+def class_counts(items: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Labels per split and class; a label row takes its item's split (the item's first row in ``items``)."""
+    item_ids, label_ids = codes(items["item_id"], labels["item_id"])
+    size = max((int(c.max()) + 1 for c in (item_ids, label_ids) if len(c)), default=0)
+    first = np.flatnonzero(_first(item_ids))
+    split_codes, names = pd.factorize(items["split"].iloc[first])  # a missing split: -1, as a missing item
+    split = np.full(size, -1, dtype=np.int64)
+    split[item_ids[first]] = split_codes
+    counts = pd.DataFrame({"split": split[label_ids], "label": labels["label"].array}).groupby(
+        ["split", "label"], dropna=False
+    )
+    by_split: dict[str, dict[str, int]] = {}
+    for (code, label), count in counts.size().items():
+        if code >= 0:  # a split whose labels are all missing is listed, empty, as a merge's groupby lists it
+            labels_of_split = by_split.setdefault(names[code], {})
+            if pd.notna(label):
+                labels_of_split[label] = int(count)
+    return {name: dict(sorted(by_split[name].items())) for name in sorted(by_split)}
 
 
 def write_exports(store: Store, version: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labelops.columns import (
+    codes,
     concatenated,
     day_text,
     extract,
@@ -150,3 +151,14 @@ def test_sorted_rows_equals_a_stable_sort_values(rows: list, dtype: str) -> None
     frame["row"] = np.arange(len(frame))  # ties keep their order
     expected = frame.sort_values(keys, kind="stable").reset_index(drop=True)
     pd.testing.assert_frame_equal(sorted_rows(frame, keys), expected, check_exact=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(left=ids, right=ids)
+def test_codes_equal_a_sorted_factorization_of_both_columns(left: list, right: list) -> None:
+    both = pd.Series(left + right, dtype="str")
+    expected, uniques = pd.factorize(both, sort=True, use_na_sentinel=True)
+    expected = np.where(expected < 0, len(uniques), expected)
+    got = codes(pd.Series(left, dtype="str"), pd.Series(right, dtype=object))
+    assert [len(c) for c in got] == [len(left), len(right)]
+    assert list(np.concatenate(got)) == list(expected)
