@@ -98,8 +98,8 @@ def concatenated(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
     values in row order when it runs on one thread)."""
     table = pa.table({"key": _text(keys), "value": _text(values)})
     lists = table.group_by("key", use_threads=False).aggregate([("value", "list")])
-    text = pc.binary_join(lists["value_list"], pa.scalar(sep, pa.large_string())).to_numpy(zero_copy_only=False)
-    return pd.Series(text, index=lists["key"].to_numpy(zero_copy_only=False), dtype="str")
+    joined_values = pc.binary_join(lists["value_list"], pa.scalar(sep, pa.large_string()))
+    return pd.Series(text(joined_values), index=lists["key"].to_numpy(zero_copy_only=False))
 
 
 def extract(values: pd.Series, pattern: str, needle: str) -> pd.Series:
