@@ -73,13 +73,13 @@ def codes(*columns: pd.Series | pd.Index | np.ndarray) -> list[np.ndarray]:
     (a table, the parent snapshot), which Arrow sorts several times faster than it hashes a million distinct
     strings.
     """
-    text = [_text(column) for column in columns]
+    texts = [_text(column) for column in columns]
     chunks = [
-        chunk for column in text for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])
+        chunk for column in texts for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])
     ]
     values = pa.concat_arrays(chunks) if chunks else pa.array([], type=pa.large_string())
     ranks = pc.rank(values, tiebreaker="dense").to_numpy().astype(np.int64) - 1  # nulls rank last, together
-    return np.split(ranks, np.cumsum([len(column) for column in text])[:-1])
+    return np.split(ranks, np.cumsum([len(column) for column in texts])[:-1])
 
 
 def joined(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
