@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from labelops.errors import ExportError
-from labelops.formats import coco, cvat, label_studio, label_studio_typed, table, yolo
+from labelops.formats import coco, cvat, label_studio, label_studio_arrow, label_studio_typed, table, yolo
 from labelops.formats.common import Parsed, objects_frame
 
 TABLE_EXTENSIONS = table.TABLE_FILES
@@ -78,8 +78,8 @@ def parse_folder(
 
 def _parse_json(source_file: str, data: bytes, sizes: dict[str, tuple[float, float]]) -> Parsed:
     with _cycle_collection_paused():
-        typed = label_studio_typed.parse(source_file, data, sizes)  # None: read by the generic path below
-        if typed is not None:
+        typed = label_studio_arrow.parse(source_file, data, sizes) or label_studio_typed.parse(source_file, data, sizes)
+        if typed is not None:  # else: read by the generic path below
             return typed
         document = _decode_json(source_file, data)
         if label_studio.looks_like(document):

@@ -18,6 +18,7 @@ first: an error names the first bad result of the file, and the rule it breaks f
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -491,7 +492,7 @@ class _Results:
     def frame(self) -> pd.DataFrame:
         """One row per region and per scene choice, in document order, with the columns ``pd.DataFrame``
         infers from one dict per row (a key a row lacks is NaN; box columns only if some region was read)."""
-        layout = RowLayout.of(len(self.types), self.regions, self.choices, self.labels)
+        layout = RowLayout.of(len(self.types), self.regions, self.choices, [len(c) for c in self.labels])
         if not layout.rows:
             return pd.DataFrame([])
         rows, source, choice_rows, region_rows = layout.rows, layout.source, layout.choice_rows, layout.region_rows
@@ -548,12 +549,12 @@ class RowLayout:
     region_rows: np.ndarray
 
     @classmethod
-    def of(cls, results: int, regions: np.ndarray, choices: np.ndarray, labels: list[Any]) -> RowLayout:
-        """``regions``/``choices``: the positions of region and choices results; ``labels``: each choices
-        result's chosen labels."""
+    def of(cls, results: int, regions: np.ndarray, choices: np.ndarray, chosen: Sequence[int]) -> RowLayout:
+        """``regions``/``choices``: the positions of region and choices results; ``chosen``: how many labels
+        each choices result chose."""
         count = np.zeros(results, dtype=np.int64)
         count[regions] = 1
-        count[choices] = [len(c) for c in labels]
+        count[choices] = chosen
         start = np.cumsum(count) - count
         return cls(
             rows=int(count.sum()),

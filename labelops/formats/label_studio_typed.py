@@ -471,7 +471,7 @@ class _Columns:
 
     def frame(self) -> pd.DataFrame:
         """``label_studio._Results.frame``: the same columns and values, text columns built in Arrow."""
-        layout = RowLayout.of(len(self.types), self.regions, self.choices, self.labels)
+        layout = RowLayout.of(len(self.types), self.regions, self.choices, [len(c) for c in self.labels])
         if not layout.rows:
             return pd.DataFrame([])
         rows, source, choice_rows, region_rows = layout.rows, layout.source, layout.choice_rows, layout.region_rows
