@@ -3,22 +3,27 @@
 Run with `make bench` (or `python -m bench.ingest --rows 1000000`). Each format is
 written once from the same synthetic boxes, then read back through labelops'
 parser the way `label_exports` reads it; the pyarrow CSV read of the long table
-is printed beside it as the I/O floor.
+is printed beside it as the I/O floor. Label Studio is read twice: as `label_exports`
+reads it (the Arrow path), and by the typed reader alone, which reads the exports the
+Arrow path leaves to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import time
+from collections.abc import Callable
 from datetime import date
 
 import numpy as np
 import pandas as pd
 import pyarrow.csv as pacsv
 
-from labelops.formats import parse_file
+from labelops.formats import label_studio_typed, parse_file
+from labelops.formats.common import Parsed
 from labelops.ingest import canonical_annotations
 
 
@@ -69,47 +74,75 @@ def as_coco(frame: pd.DataFrame) -> bytes:
 
 
 def as_label_studio(frame: pd.DataFrame) -> bytes:
+    """One task per item, one annotation per annotator of it, in order of first appearance (as ``groupby(sort=False)``
+    would give them; a plain pass over the rows, since a million boxes in groups took minutes)."""
+    columns = [frame[c].tolist() for c in ("item_id", "annotator_id", "label", "x", "y", "w", "h")]
+    grouped: dict[str, dict[str, list[int]]] = {}
+    for n, (item, annotator) in enumerate(zip(columns[0], columns[1], strict=True)):
+        grouped.setdefault(item, {}).setdefault(annotator, []).append(n)
+    _, _, labels, xs, ys, ws, hs = columns
     tasks = []
-    for t, (item, group) in enumerate(frame.groupby("item_id", sort=False), start=1):
-        annotations = []
-        for a, (annotator, objects) in enumerate(group.groupby("annotator_id", sort=False), start=1):
-            annotations.append(
-                {
-                    "id": t * 100 + a,
-                    "completed_by": annotator,
-                    "result": [
-                        {
-                            "id": f"r{n}",
-                            "type": "rectanglelabels",
-                            "original_width": 1920,
-                            "original_height": 1080,
-                            "value": {
-                                "x": x / 19.2,
-                                "y": y / 10.8,
-                                "width": w / 19.2,
-                                "height": h / 10.8,
-                                "rotation": 0,
-                                "rectanglelabels": [label],
-                            },
-                        }
-                        for n, (label, x, y, w, h) in enumerate(
-                            zip(objects["label"], objects["x"], objects["y"], objects["w"], objects["h"], strict=True)
-                        )
-                    ],
-                }
-            )
+    for t, (item, by_annotator) in enumerate(grouped.items(), start=1):
+        annotations = [
+            {
+                "id": t * 100 + a,
+                "completed_by": annotator,
+                "result": [
+                    {
+                        "id": f"r{n}",
+                        "type": "rectanglelabels",
+                        "original_width": 1920,
+                        "original_height": 1080,
+                        "value": {
+                            "x": xs[row] / 19.2,
+                            "y": ys[row] / 10.8,
+                            "width": ws[row] / 19.2,
+                            "height": hs[row] / 10.8,
+                            "rotation": 0,
+                            "rectanglelabels": [labels[row]],
+                        },
+                    }
+                    for n, row in enumerate(rows)
+                ],
+            }
+            for a, (annotator, rows) in enumerate(by_annotator.items(), start=1)
+        ]
         tasks.append({"id": t, "data": {"image": f"/data/upload/{item}.jpg"}, "annotations": annotations})
     return json.dumps(tasks).encode()
 
 
-def measure(name: str, data: bytes, rows: int) -> dict[str, object]:
+def generated(write: Callable[[pd.DataFrame], bytes], frame: pd.DataFrame) -> bytes:
+    """The export written with the cycle collector paused: it walks the millions of new dicts again and
+    again otherwise (a million Label Studio boxes took 7.5 minutes to write, 19 s without it)."""
+    gc.disable()
+    try:
+        return write(frame)
+    finally:
+        gc.enable()
+
+
+def typed_reader(name: str, data: bytes) -> Parsed:
+    """The typed Label Studio reader alone: what an export the Arrow path leaves to it (regions with attribute
+    results, say) costs."""
+    gc.disable()  # as parse_file reads JSON
+    try:
+        parsed = label_studio_typed.parse(name, data, {})
+    finally:
+        gc.enable()
+    assert parsed is not None, "the typed reader should read the bench file"
+    return parsed
+
+
+def measure(
+    name: str, data: bytes, rows: int, reader: Callable[[str, bytes], Parsed] = parse_file
+) -> dict[str, object]:
     start = time.perf_counter()
-    parsed = parse_file(name, data)
+    parsed = reader(name, data)
     table = canonical_annotations(parsed, f"exports/2024-06-01/{name}", date(2024, 6, 1))
     seconds = time.perf_counter() - start
     assert len(table) == rows, (name, len(table), rows)
     return {
-        "format": parsed.format,
+        "format": parsed.format if reader is parse_file else f"{parsed.format} ({reader.__name__})",
         "rows": rows,
         "MB": round(len(data) / 1e6, 1),
         "seconds": round(seconds, 2),
@@ -121,7 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument(
-        "--formats", default="csv,coco,label_studio", help="comma-separated, of csv, coco, label_studio (default: all)"
+        "--formats",
+        default="csv,coco,label_studio,label_studio_typed",
+        help="comma-separated, of csv, coco, label_studio, label_studio_typed (default: all)",
     )
     args = parser.parse_args()
     formats = args.formats.split(",")
@@ -134,9 +169,13 @@ def main() -> None:
     if "csv" in formats:
         results.append(measure("crowd.csv", csv, args.rows))
     if "coco" in formats:
-        results.append(measure("coco.json", as_coco(frame), args.rows))
-    if "label_studio" in formats:
-        results.append(measure("label_studio.json", as_label_studio(frame), args.rows))
+        results.append(measure("coco.json", generated(as_coco, frame), args.rows))
+    if {"label_studio", "label_studio_typed"} & set(formats):
+        label_studio = generated(as_label_studio, frame)
+        if "label_studio" in formats:
+            results.append(measure("label_studio.json", label_studio, args.rows))
+        if "label_studio_typed" in formats:
+            results.append(measure("label_studio.json", label_studio, args.rows, typed_reader))
     report = pd.DataFrame(results)
     print(report.to_string(index=False))
     print(f"I/O floor: pyarrow reads the CSV in {floor:.2f} s ({int(args.rows / floor)} rows/s)")
