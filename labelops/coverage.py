@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import yaml
-from scipy.stats import norm
 
 from labelops.boxes import match_boxes
 from labelops.columns import isin
@@ -274,6 +273,8 @@ def wilson_interval(
     successes: np.ndarray, trials: np.ndarray, confidence: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval; (0, 1) where there are no trials."""
+    from scipy.stats import norm  # here: scipy.stats costs a second at every process start (code location load)
+
     z = norm.ppf(0.5 + confidence / 2)
     n = np.asarray(trials, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):

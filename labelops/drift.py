@@ -21,7 +21,6 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from scipy.spatial import distance
 
 from labelops.schema import PROBABILITY_PREFIX
@@ -102,6 +101,8 @@ def _shares_of(ref_counts: pd.Series, cur_counts: pd.Series) -> tuple[np.ndarray
 
 
 def ks(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    from scipy import stats  # here: scipy.stats costs a second at every process start (code location load)
+
     result = stats.ks_2samp(reference.dropna().to_numpy(float), current.dropna().to_numpy(float))
     return float(result.statistic), float(result.pvalue)
 
@@ -117,6 +118,8 @@ def chisquare_counts(ref_counts: pd.Series, cur_counts: pd.Series) -> tuple[floa
     expected = ref * (cur.sum() / ref.sum())
     if (expected == 0).any():  # a category the reference never had: certain drift
         return float("inf"), 0.0
+    from scipy import stats
+
     result = stats.chisquare(cur, expected)
     return float(result.statistic), float(result.pvalue)
 
@@ -138,6 +141,8 @@ def z_test_counts(ref_counts: pd.Series, cur_counts: pd.Series) -> tuple[float, 
     if scale == 0:
         return 0.0, 1.0
     z = (p1 - p2) / scale
+    from scipy import stats
+
     return float(z), float(2 * stats.norm.sf(abs(z)))
 
 
