@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from test_label_studio_outputs import SIZED, Case, box, real_files, snapshot, task
+from test_label_studio_outputs import ERRORS, SIZED, Case, box, real_files, snapshot, task
 from test_label_studio_typed import FAST_CASES, bench_file
 
 from labelops.formats import label_studio_arrow, label_studio_typed
@@ -181,6 +181,7 @@ LEFT: dict[str, bytes] = {
     "not a list of tasks": b'{"images": []}',
     "empty": b"[]",
     "not JSON": b"[{",
+    **{name: json.dumps(doc).encode() for name, doc in ERRORS.items()},  # the general parser's errors
 }
 
 

@@ -147,7 +147,7 @@ def _read(source_file: str, table: pa.Table) -> Parsed:
     parsed = Parsed(format="label_studio", objects=objects_frame([]))
     tasks = table.combine_chunks()
     task_ids, data, listed = (tasks[key].combine_chunks() for key in ("id", "data", "annotations"))
-    _require(task_ids.null_count == 0, "a task without an id")
+    _require(task_ids.null_count == 0 and data.null_count == 0, "a task without an id or data")
     _require(listed.is_valid()[0].as_py(), "a first task without annotations")  # what looks_like() takes
     parsed.skip("prediction", int(pc.sum(pc.list_value_length(tasks["predictions"])).as_py() or 0))
     item_ids = _item_ids(source_file, data, task_ids)
