@@ -181,6 +181,7 @@ LEFT: dict[str, bytes] = {
     "not a list of tasks": b'{"images": []}',
     "empty": b"[]",
     "not JSON": b"[{",
+    "a task that is null": b'[{"id": 1, "data": {}, "annotations": []}, null]',  # crashed pyarrow's JSON reader
     **{name: json.dumps(doc).encode() for name, doc in ERRORS.items()},  # the general parser's errors
 }
 

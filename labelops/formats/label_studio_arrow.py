@@ -83,6 +83,8 @@ def parse(source_file: str, data: bytes, image_sizes: dict[str, tuple[float, flo
         count, schema, block = len(tasks), _schema(tasks), max(1 << 20, 2 * max(map(len, tasks)))
         lines = b"\n".join(tasks)  # one task per line, as Arrow's reader takes JSON
         del tasks  # and with them the file's copy
+        if lines.count(b"\n{") + lines.startswith(b"{") != count:  # a task that is not an object (pyarrow 26
+            return None  # crashes on a line of ``null``); the only newlines are the ones just put between tasks
         table = pajson.read_json(
             io.BytesIO(lines),
             read_options=pajson.ReadOptions(block_size=block),
@@ -97,8 +99,9 @@ def parse(source_file: str, data: bytes, image_sizes: dict[str, tuple[float, flo
 
 
 def _schema(tasks: list[msgspec.Raw]) -> pa.Schema:
-    """The tasks' schema, with ``completed_by`` and predictions typed as the first task that has them has them:
-    a name, a user id or the user object; prediction ids or objects (only counted)."""
+    """The tasks' schema. ``completed_by`` (a name, a user id or the user object) and predictions (ids or
+    objects, only counted) take the type the first of the first 100 tasks to hold one gives them; a file that
+    mixes types fails Arrow's read and goes to the other readers."""
     who: pa.DataType = pa.string()
     predicted: pa.DataType = pa.int64()
     found_who = found_predicted = False
@@ -166,7 +169,7 @@ def _read(source_file: str, table: pa.Table) -> Parsed:
         parsed.skip("cancelled annotation", int(np.maximum(lengths[cancelled], 1).sum()))
         keep = pa.array(~cancelled)
         annotations, results, task_of = annotations.filter(keep), results.filter(keep), task_of[~cancelled]
-    return _Results(source_file, parsed, annotations, results, task_of, task_ids, item_ids, data, batch).parsed()
+    return _Results(parsed, annotations, results, task_of, task_ids, item_ids, data, batch).parsed()
 
 
 def _item_ids(source_file: str, data: pa.StructArray, task_ids: pa.Array) -> pa.Array:
@@ -202,7 +205,6 @@ class _Results:
 
     def __init__(
         self,
-        source_file: str,
         parsed: Parsed,
         annotations: pa.StructArray,
         results: pa.ListArray,
@@ -212,7 +214,6 @@ class _Results:
         data: pa.StructArray,
         batch: pa.Array,
     ) -> None:
-        self.source_file = source_file
         self._parsed = parsed
         self.annotations = annotations
         self.task_of = task_of
