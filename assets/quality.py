@@ -247,16 +247,17 @@ def label_issues(
     tables, metadata, versions = {}, {}, {}
     for day in days(context):
         current = guideline_set.in_force(day)
-        predictions = predictions_under(
-            for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
-        )
+        consensus = for_day(consensus_labels, day, "consensus_labels")
+        votes = quality.countable(for_day(validated_annotations, day, "validated_annotations"))
+        checked = production_predictions.only_items(issue_finding.checked_items(consensus, votes))
+        predictions = predictions_under(for_day(checked, day, "production_predictions"), guideline_set, current.version)
         columns = [c[len(PROBABILITY_PREFIX) :] for c in issue_finding.probability_columns(predictions)]
         names = dict(
             zip(columns, guideline_set.read_under(pd.Series(columns, dtype=object), current.version), strict=True)
         )
         found = issue_finding.find(
-            for_day(consensus_labels, day, "consensus_labels"),
-            quality.countable(for_day(validated_annotations, day, "validated_annotations")),
+            consensus,
+            votes,
             predictions,
             [n for n, c in current.classes.items() if "classification" in c.geometry],
             [n for n, c in current.classes.items() if "bbox" in c.geometry],
