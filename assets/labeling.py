@@ -238,10 +238,11 @@ def labeling_tasks(
     labeled_items = _latest(label_state, ["item_id", "days"])  # every item with a label state, however old
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
+    day_predictions = production_predictions.select(keep=PREDICTION_COLUMNS).only_items(
+        labeling.task_items(day_catalog, gold)
+    )
     production_predictions = predictions_under(
-        for_day(production_predictions.select(keep=PREDICTION_COLUMNS), day, "production_predictions"),
-        guideline_set,
-        guideline.version,
+        for_day(day_predictions, day, "production_predictions"), guideline_set, guideline.version
     )
     spec = guidelines.coverage_spec(guideline)
     critical = set(spec.critical)

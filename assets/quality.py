@@ -73,7 +73,7 @@ def annotator_agreement(
     context: AssetExecutionContext, config: AgreementConfig, validated_annotations: Frames, item_catalog: Frames
 ) -> Output[DayFrames]:
     tables = {}
-    annotations = validated_annotations.select(keep=quality.AGREEMENT_INPUTS)
+    annotations = validated_annotations.select(keep=quality.QUALITY_INPUTS)
     catalog = item_catalog.select(drop=SLICE_EXCLUDE - {"item_id"})
     for day in days(context):
         items = for_day(catalog, day, "item_catalog")
@@ -134,6 +134,7 @@ def consensus_and_scores(
         min_gold_box_recall=config.min_gold_box_recall,
     )
     guideline_set = guidelines.load()
+    annotations = validated_annotations.select(keep=quality.QUALITY_INPUTS)
     labels, scored = {}, {}
     for day in days(context):
         # gold files keep the names of their day: read under the day's guideline, as the judgments are
@@ -141,7 +142,7 @@ def consensus_and_scores(
             for_day(gold_labels, day, "gold_labels"), guideline_set, guideline_set.in_force(day).version
         )
         labels[day], scored[day] = quality.consensus_and_scores(
-            for_day(validated_annotations, day, "validated_annotations"),
+            for_day(annotations, day, "validated_annotations"),
             gold,
             method=config.method,
             quorum=config.box_quorum,
@@ -197,9 +198,10 @@ def review_queue(
     label_issues: Frames,
 ) -> Output[DayFrames]:
     guideline_set = guidelines.load()
+    annotations = validated_annotations.select(keep=quality.QUALITY_INPUTS)
     queues = {
         day: quality.review(
-            for_day(validated_annotations, day, "validated_annotations"),
+            for_day(annotations, day, "validated_annotations"),
             for_day(consensus_labels, day, "consensus_labels"),
             guideline_set.in_force(day),
             min_confidence=config.min_confidence,
@@ -244,19 +246,21 @@ def label_issues(
 ) -> Output[DayFrames]:
     guideline_set = guidelines.load()
     settings = issue_finding.LabelIssueConfig(**config.model_dump())
+    annotations = validated_annotations.select(keep=quality.QUALITY_INPUTS)
     tables, metadata, versions = {}, {}, {}
     for day in days(context):
         current = guideline_set.in_force(day)
-        predictions = predictions_under(
-            for_day(production_predictions, day, "production_predictions"), guideline_set, current.version
-        )
+        consensus = for_day(consensus_labels, day, "consensus_labels")
+        votes = quality.countable(for_day(annotations, day, "validated_annotations"))
+        checked = production_predictions.only_items(issue_finding.checked_items(consensus, votes))
+        predictions = predictions_under(for_day(checked, day, "production_predictions"), guideline_set, current.version)
         columns = [c[len(PROBABILITY_PREFIX) :] for c in issue_finding.probability_columns(predictions)]
         names = dict(
             zip(columns, guideline_set.read_under(pd.Series(columns, dtype=object), current.version), strict=True)
         )
         found = issue_finding.find(
-            for_day(consensus_labels, day, "consensus_labels"),
-            quality.countable(for_day(validated_annotations, day, "validated_annotations")),
+            consensus,
+            votes,
             predictions,
             [n for n, c in current.classes.items() if "classification" in c.geometry],
             [n for n, c in current.classes.items() if "bbox" in c.geometry],

@@ -322,6 +322,13 @@ def box_scores(inputs: Detection) -> dict[str, list[np.ndarray]]:
     }
 
 
+def checked_items(consensus: pd.DataFrame, votes: pd.DataFrame) -> pd.Series:
+    """The items whose model output ``find`` reads: those of the consensus and of the judgments behind it. A
+    production row of any other item changes nothing ``find`` returns, so a day's production table need only be
+    read for these (a tenth of the 1M bench's rows)."""
+    return pd.concat([consensus["item_id"], votes["item_id"]], ignore_index=True)
+
+
 def find(
     consensus: pd.DataFrame,
     votes: pd.DataFrame,

@@ -211,6 +211,13 @@ def select_tasks(
     return chosen[["item_id", "uri", "reason", "priority", "batch_id", "rank", *dimensions]]
 
 
+def task_items(items: pd.DataFrame, gold: pd.DataFrame) -> pd.Series:
+    """The items whose model output a task batch reads: the day's catalog items (candidates are its raw items)
+    and the gold items (honeypots). A production row of any other item changes neither the candidates' priority
+    nor the batch's pre-annotations, so a day's production table need only be read for these."""
+    return pd.concat([items["item_id"], gold["item_id"]], ignore_index=True)
+
+
 def task_candidates(
     items: pd.DataFrame,
     labeled_ids: pd.Series,

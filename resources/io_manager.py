@@ -17,8 +17,10 @@ import io
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
 
@@ -43,41 +45,87 @@ class DayTables(Mapping[str, pd.DataFrame]):
         keep: tuple[str, ...] | None = None,
         drop: frozenset[str] = frozenset(),
         open_file: Callable[[str], pq.ParquetFile] | None = None,
+        items: pa.Array | None = None,
     ) -> None:
         self._days, self._read, self._keep, self._drop = sorted(days), read, keep, drop
-        self._open = open_file
+        self._open, self._items = open_file, items
 
     def select(self, keep: Iterable[str] | None = None, drop: Iterable[str] = ()) -> "DayTables":
         """The same days, reading only some columns: Parquet decodes nothing else."""
-        return DayTables(self._days, self._read, tuple(keep) if keep is not None else None, frozenset(drop), self._open)
+        keep = tuple(keep) if keep is not None else None
+        return DayTables(self._days, self._read, keep, frozenset(drop), self._open, self._items)
+
+    def only_items(self, item_ids: pd.Series | pd.Index | np.ndarray | Sequence[str]) -> "DayTables":
+        """The same days and columns, only the rows of these items: each part of the file is filtered in Arrow as
+        it is decoded, so the other rows never become pandas (an asset that needs the labeled items' rows of a
+        day's million production rows holds a tenth of them)."""
+        return DayTables(
+            self._days, self._read, self._keep, self._drop, self._open, pa.array(item_ids, type=pa.string()).unique()
+        )
 
     def _file(self, day: str) -> pq.ParquetFile:
         if day not in self._days:
             raise KeyError(day)
         if self._open is None:  # a table given whole (tests): read it
-            return pq.ParquetFile(pa.BufferReader(_parquet_bytes(self[day])))
+            return pq.ParquetFile(pa.BufferReader(_parquet_bytes(self._read(day))))
         return self._open(day)
+
+    def _names(self, file: pq.ParquetFile) -> list[str]:
+        return [n for n in file.schema_arrow.names if (self._keep is None or n in self._keep) and n not in self._drop]
+
+    def _decoded(self, names: list[str]) -> list[str]:
+        """The columns to decode: the selected ones, and item_id when rows are chosen by it."""
+        return names if self._items is None or "item_id" in names else [*names, "item_id"]
+
+    def _groups(self, file: pq.ParquetFile) -> list[int]:
+        """The row groups that may hold the chosen items: a group whose item_id statistics (bounds) hold none of
+        them is never decoded. Ingest writes a group per landing file, so a day's labeled items, drawn from a few
+        files, skip most of the production table."""
+        groups = list(range(file.num_row_groups))
+        if self._items is None:
+            return groups
+        column = [file.schema.column(i).path for i in range(len(file.schema))].index("item_id")
+
+        def may_hold(group: int) -> bool:
+            stats = file.metadata.row_group(group).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                return True
+            inside = pc.and_(pc.greater_equal(self._items, stats.min), pc.less_equal(self._items, stats.max))
+            return bool(pc.any(inside).as_py())
+
+        return [g for g in groups if may_hold(g)]
+
+    def _kept(self, part: pa.Table | pa.RecordBatch, names: list[str]) -> pa.Table | pa.RecordBatch:
+        """Decoded rows: those of the chosen items, if chosen (filtered in Arrow), in the selected columns."""
+        if self._items is not None:
+            part = part.filter(pc.field("item_id").isin(self._items))
+        return part.select(names)
 
     def rows(self, day: str) -> int:
         """The day's row count, from the Parquet footer alone."""
         return self._file(day).metadata.num_rows
 
     def batches(self, day: str, rows: int) -> Iterator[pd.DataFrame]:
-        """The day's table in parts of at most ``rows`` rows (the selected columns only): a table of any length
-        is read in bounded memory."""
+        """The day's table in parts of at most ``rows`` rows (the selected columns and items only): a table of any
+        length is read in bounded memory."""
         file = self._file(day)
-        names = [n for n in file.schema_arrow.names if (self._keep is None or n in self._keep) and n not in self._drop]
+        names = self._names(file)
         found = False
-        for batch in file.iter_batches(batch_size=rows, columns=names):
+        for batch in file.iter_batches(batch_size=rows, row_groups=self._groups(file), columns=self._decoded(names)):
             found = True
-            yield batch.to_pandas()
+            yield self._kept(batch, names).to_pandas()
         if not found:
             yield file.schema_arrow.empty_table().select(names).to_pandas()
 
     def __getitem__(self, day: str) -> pd.DataFrame:
         if day not in self._days:
             raise KeyError(day)
-        return self._read(day, keep=self._keep, drop=self._drop)
+        if self._items is None:
+            return self._read(day, keep=self._keep, drop=self._drop)
+        file = self._file(day)
+        names = self._names(file)
+        # the groups at once: the items' lookup table is built once, not per batch
+        return self._kept(file.read_row_groups(self._groups(file), columns=self._decoded(names)), names).to_pandas()
 
     def __contains__(self, day: object) -> bool:  # without reading the table
         return day in self._days

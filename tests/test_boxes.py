@@ -184,9 +184,25 @@ def test_pair_box_counts_equal_the_merge(seed: int) -> None:
             "annotator_id": rng.choice(["w2", "w10", "gold", "ä", "w1"], n),
         }
     ).astype("str" if seed % 2 else object)
-    got, expected = boxes._pair_boxes(frame), _pair_boxes_by_merge(frame)
-    assert list(got.columns) == list(expected.columns)
-    assert got.astype(object).values.tolist() == expected.astype(object).values.tolist()
+    codes = boxes._Codes.of(frame.assign(label="car"))
+    # every box, and a subset (a label's scope) counted on the codes of all of them
+    for rows in (np.arange(n), np.sort(rng.choice(n, n // 3, replace=False))):
+        got, expected = boxes._pair_boxes(codes, rows), _pair_boxes_by_merge(frame.iloc[rows])
+        assert list(got.columns) == list(expected.columns)
+        assert got.astype(object).values.tolist() == expected.astype(object).values.tolist()
+
+
+def test_paired_equals_isin_of_the_matched_indexes(kscgr_matching: boxes.Matching) -> None:
+    """``paired`` (a mask over the box indexes) equals ``np.isin`` of the indexes against both sides of the
+    matches, on the whole matching, on each label's scope and on a matching without boxes."""
+    scopes = [kscgr_matching, boxes.match_boxes(kscgr().iloc[:0])]
+    scopes += [kscgr_matching.only_label(label) for label in kscgr_matching.boxes["label"].unique()]
+    for matching in scopes:
+        m = matching.matches
+        held = np.concatenate([m["index_a"].to_numpy(), m["index_b"].to_numpy()])
+        expected = np.isin(matching.boxes["index"].to_numpy(), held)
+        assert matching.paired.dtype == bool
+        np.testing.assert_array_equal(matching.paired, expected)
 
 
 def test_label_scopes_and_pair_box_counts_on_codes(kscgr_matching: boxes.Matching) -> None:

@@ -316,3 +316,37 @@ def test_an_item_whose_boxes_consensus_lost_is_checked_for_overlooked_objects() 
     assert list(issues["item_id"]) == ["b"] and list(issues["issue"]) == ["overlooked"]
     unchanged, _ = label_issues.box_issues(boxes, detections, ["car", "truck"])
     assert unchanged.empty  # without `boxed`, only items with labeled boxes are checked
+
+
+def test_find_needs_the_production_rows_of_the_checked_items_only(rte) -> None:
+    """``find`` on a day's whole production log and on its rows of ``checked_items`` alone gives the same issues,
+    CROWDLAB tables and counts: RTE scenes with model probabilities, COCO boxes with planted errors and
+    detections (one item's boxes lost in consensus, only the judgments have them), and traffic of unlabeled
+    items that copies both. The limit on box items makes the sampled items part of the check."""
+    judgments, gold, probs = rte
+    boxes, detections, classes = coco()
+    planted, _ = plant(boxes, 0.1, seed=5)
+    lost = planted["item_id"].iloc[0]
+    rng = np.random.default_rng(11)
+    flipped = np.where(rng.random(len(gold)) < 0.15, np.where(gold.to_numpy() == "1", "0", "1"), gold.to_numpy())
+    consensus = pd.concat(
+        [
+            pd.DataFrame({"item_id": gold.index, "kind": "classification", "label": flipped}),
+            planted[planted["item_id"] != lost].assign(kind="bbox"),
+        ],
+        ignore_index=True,
+    )
+    votes = pd.concat([judgments, planted.assign(kind="bbox", annotator_id="a1")], ignore_index=True)
+    scene_rows = probs.add_prefix("prob_").rename_axis("item_id").reset_index()
+    labeled = pd.concat([scene_rows, calibrated(detections, boxes, seed=2)], ignore_index=True)
+    traffic = labeled.sample(frac=0.7, random_state=3).assign(item_id=lambda f: "prod-" + f["item_id"])
+    log = pd.concat([traffic.iloc[: len(traffic) // 2], labeled, traffic.iloc[len(traffic) // 2 :]], ignore_index=True)
+    config = label_issues.LabelIssueConfig(max_box_items=60)
+    checked = log[log["item_id"].isin(set(label_issues.checked_items(consensus, votes)))].reset_index(drop=True)
+    assert len(checked) == len(labeled)
+    whole = label_issues.find(consensus, votes, log, CLASSES, classes, config)
+    part = label_issues.find(consensus, votes, checked, CLASSES, classes, config)
+    assert set(whole.issues["issue"]) >= {"scene_label", "crowd_disagreement", "swap", "badloc", "overlooked"}
+    assert whole.counts == part.counts and whole.counts["box_items_over_daily_limit"] > 0
+    for got, expected in ((part.issues, whole.issues), (part.crowd, whole.crowd), (part.annotators, whole.annotators)):
+        pd.testing.assert_frame_equal(got, expected)

@@ -13,7 +13,7 @@ import pytest
 from defusedxml import ElementTree
 from label_studio_checks import config_controls, invalid_results
 
-from labelops import annotators, ingest, outbox
+from labelops import annotators, ingest, labeling, outbox
 from labelops.formats import parse_file
 from labelops.guidelines import GuidelineSet, load_guidelines, parse_guideline
 from labelops.label_studio_config import labeling_config
@@ -131,6 +131,47 @@ def test_pre_annotations_use_only_the_configs_controls_and_current_classes(guide
     old = outbox.pre_annotations(predictions(), media_table(), v1, guidelines.renames_into("v1"))
     assert old.remapped == 0 and old.dropped["class not in v1"] == 1 and len(old.results) == 4
     assert "traffic_light" in set(old.results["label"]) and "e_scooter" not in set(old.results["label"])
+
+
+def test_a_task_batch_needs_the_production_rows_of_its_task_items_only(guidelines: GuidelineSet) -> None:
+    """The candidates (ranked by the model's confidence and critical classes) and the batch's pre-annotations are
+    the same from a day's production log as from its rows of ``task_items``: catalog items a, b, d (c is labeled),
+    honeypot g (gold), and traffic items with the same predictions."""
+    catalog = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "weather": ["rain", "sun", "rain", "sun"]})
+    gold = pd.DataFrame({"item_id": ["g"]})
+    log = pd.concat(
+        [
+            predictions().assign(item_id=lambda f: "prod-" + f["item_id"]),
+            predictions(),
+            predictions().iloc[:3].assign(item_id="g"),
+        ],
+        ignore_index=True,
+    )
+    own = log[log["item_id"].isin(set(labeling.task_items(catalog, gold)))].reset_index(drop=True)
+    assert len(own) == len(log) - len(predictions())
+    chosen = [
+        labeling.task_candidates(catalog, pd.Series(["c"]), pd.DataFrame(), table, ["weather"], {"pedestrian"})
+        for table in (log, own)
+    ]
+    pd.testing.assert_frame_equal(chosen[0], chosen[1])
+    batch = pd.concat(
+        [
+            chosen[0].loc[chosen[0]["item_id"] != "d", ["item_id", "reason"]],
+            pd.DataFrame({"item_id": ["g"], "reason": "honeypot"}),
+        ]
+    )
+    media = pd.concat([media_table(), media_table().iloc[:1].assign(item_id="g")], ignore_index=True)
+    v2 = guidelines.by_version["v2"]
+    (whole, pre_whole), (part, pre_part) = (
+        outbox.task_file(batch, media, table, guidelines, v2, batch_id="tasks-x") for table in (log, own)
+    )
+    assert whole == part and len(pre_whole.results) == 8  # a: 4, b: 1, g: 3
+    pd.testing.assert_frame_equal(pre_whole.results, pre_part.results)
+    assert (pre_whole.predictions, pre_whole.remapped, pre_whole.dropped) == (
+        pre_part.predictions,
+        pre_part.remapped,
+        pre_part.dropped,
+    )
 
 
 # --- media ------------------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""DayTables.only_items against reading the whole day and filtering it in pandas: the same rows, columns and
+types, read whole or in batches, from local disk or an object's bytes, with row groups its statistics skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from resources.io_manager import DayTables, _parquet_file
+
+DAY = "2024-06-03"
+
+
+def _production(n: int, seed: int, *, ordered: bool) -> pd.DataFrame:
+    """Labeled items (img-) and traffic (prod-), some items on several rows; ``ordered`` as ingest writes a day
+    (grouped by source file, so row groups hold ranges of ids), else shuffled (every group spans every id)."""
+    rng = np.random.default_rng(seed)
+    ids = np.where(rng.random(n) < 0.3, "img-", "prod-") + rng.integers(0, n // 2, n).astype(str)
+    frame = pd.DataFrame(
+        {
+            "item_id": ids,
+            "predicted_label": pd.Series(rng.choice(["car", "bus", None], n), dtype=object),
+            "confidence": rng.uniform(0, 1, n),
+            "x": np.where(rng.random(n) < 0.5, np.nan, rng.uniform(0, 100, n)),
+            "day": pd.Timestamp(DAY, tz="UTC") + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
+        }
+    )
+    return frame.sort_values("item_id", kind="stable").reset_index(drop=True) if ordered else frame
+
+
+def _tables(frame: pd.DataFrame, path: Path, source: str) -> DayTables:
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=150)
+
+    def read(day: str, keep: tuple[str, ...] | None = None, drop: frozenset[str] = frozenset()) -> pd.DataFrame:
+        names = [c for c in frame.columns if (keep is None or c in keep) and c not in drop]
+        return pq.read_table(path, columns=names).to_pandas()
+
+    if source == "given whole":  # no file to open: DayTables writes the table it reads
+        return DayTables([DAY], read)
+    return DayTables(
+        [DAY], read, open_file=lambda day: _parquet_file(path.read_bytes() if source == "bytes" else str(path))
+    )
+
+
+def _id_sets(frame: pd.DataFrame, seed: int) -> dict[str, object]:
+    rng = np.random.default_rng(seed)
+    labeled = frame.loc[frame["item_id"].str.startswith("img-"), "item_id"].unique()
+    return {
+        "none": [],
+        "missing only": ["nope", "img-x", "zzz"],
+        "labeled and missing": pd.Series([*labeled[::3], "nope", "a"], dtype="str"),
+        "duplicates": np.asarray([*labeled[:5], *labeled[:5]], dtype=object),
+        "every item": pd.Index(frame["item_id"].unique()),
+        "one row group's range": list(frame["item_id"].iloc[160:200]),
+        "random": list(rng.choice(frame["item_id"].unique(), 40, replace=False)),
+    }
+
+
+@pytest.mark.parametrize("source", ["path", "bytes", "given whole"])
+@pytest.mark.parametrize("ordered", [True, False])
+def test_only_items_reads_the_rows_pandas_would_keep(tmp_path: Path, source: str, ordered: bool) -> None:
+    frame = _production(1000, 1, ordered=ordered)
+    tables = _tables(frame, tmp_path / f"{DAY}.parquet", source)
+    whole = tables[DAY]  # what reading everything gives (the column types of a Parquet round trip)
+    for name, ids in _id_sets(frame, 2).items():
+        wanted = set(np.asarray(ids, dtype=object).tolist())
+        for keep in (None, ["item_id", "confidence", "day"], ["x", "predicted_label"]):  # the last without item_id
+            columns = [c for c in whole.columns if keep is None or c in keep]  # in the file's order, as select reads
+            expected = whole.loc[whole["item_id"].isin(wanted), columns].reset_index(drop=True)
+            chosen = tables.select(keep=keep).only_items(ids)
+            for got in (chosen[DAY], tables.only_items(ids).select(keep=keep)[DAY]):  # either order
+                pd.testing.assert_frame_equal(got, expected, obj=f"{name}, {keep}")
+            parts = list(chosen.batches(DAY, 64))
+            assert parts and max(len(p) for p in parts) <= 64
+            pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), expected, obj=f"{name}, {keep}")
+    pd.testing.assert_frame_equal(tables[DAY], whole)  # the tables it was made from still read every row
+
+
+def test_row_groups_without_the_items_are_skipped_by_their_statistics(tmp_path: Path) -> None:
+    """On a day ordered as ingest writes it, a few ids skip most groups; a group without statistics is read."""
+    frame = _production(1000, 3, ordered=True)
+    path = tmp_path / f"{DAY}.parquet"
+    tables = _tables(frame, path, "path")
+    file = pq.ParquetFile(path)
+    ids = frame["item_id"].iloc[[10, 11, 700]].tolist()
+    groups = tables.only_items(ids)._groups(file)
+    assert groups == sorted({10 // 150, 700 // 150}) and file.num_row_groups == 7
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=150, write_statistics=False)
+    assert tables.only_items(ids)._groups(pq.ParquetFile(path)) == list(range(7))
+    whole = tables[DAY]
+    pd.testing.assert_frame_equal(tables.only_items(ids)[DAY], whole[whole["item_id"].isin(ids)].reset_index(drop=True))
