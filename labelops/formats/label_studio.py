@@ -427,15 +427,7 @@ class _Results:
                 points[m], xywh[m] = _polygon(values[regions[m]].get("points", _MISSING), scale[m, 0], scale[m, 1])
             except (KeyError, TypeError, ValueError, OverflowError) as error:
                 self._conversion_error(regions[m], "polygonlabels", 2, error)
-        rotated = rotation != 0  # NaN too, as ``if float(rotation)`` reads it
-        return {
-            "labels": labels,
-            "xywh": xywh,
-            "points": points,
-            "width": width,
-            "height": height,
-            "rotation": dict(zip(self.boxes[rotated].tolist(), rotation[rotated].tolist(), strict=True)),
-        }
+        return region_geometry(labels, xywh, points, width, height, self.boxes, rotation)
 
     def _conversion_error(self, n: int, rtype: str, rank: int, error: BaseException) -> None:
         if isinstance(error, KeyError | TypeError | ValueError):
@@ -518,9 +510,7 @@ class _Results:
             "source_ref": ref.tolist(),
         }
         if len(self.regions):
-            region_of = region_rows_of(self.regions, len(self.types), source)
-            columns.update(geometry_columns(geometry, region_of))
-            columns["points"] = points_column(geometry, region_of)
+            columns.update(region_columns(geometry, self.regions, len(self.types), source))
         return pd.DataFrame(columns)
 
 
@@ -569,12 +559,47 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
     return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
+def region_geometry(
+    labels: Any,
+    xywh: np.ndarray,
+    points: list[Any],
+    width: np.ndarray,
+    height: np.ndarray,
+    boxes: np.ndarray,
+    rotation: np.ndarray,
+) -> dict[str, Any]:
+    """The regions' geometry as every reader hands it to the frame helpers below: per region its labels, pixel
+    box, polygon points (``None`` for a box) and image size; ``boxes`` are the box results' positions and
+    ``rotation`` their rotations, of which the rotated ones are kept by position (NaN too, as
+    ``if float(rotation)`` reads it)."""
+    rotated = rotation != 0
+    return {
+        "labels": labels,
+        "xywh": xywh,
+        "points": points,
+        "width": width,
+        "height": height,
+        "rotation": dict(zip(boxes[rotated].tolist(), rotation[rotated].tolist(), strict=True)),
+    }
+
+
 def region_rows_of(regions: np.ndarray, results: int, source: np.ndarray) -> np.ndarray:
     """For each output row (``source``: the result it comes from), the position of its region among the read
     regions, or -1 for a scene-choice row."""
     at = np.full(results, -1)
     at[regions] = np.arange(len(regions))
     return at[source]
+
+
+def region_columns(geometry: dict[str, Any], regions: np.ndarray, results: int, source: np.ndarray) -> dict[str, Any]:
+    """The box, image-size and points columns of every row (``source``: the result it comes from)."""
+    region_of = region_rows_of(regions, results, source)
+    columns: dict[str, Any] = geometry_columns(geometry, region_of)
+    if (region_of >= 0).all() and not any(geometry["points"]):  # boxes only: no point lists to place
+        columns["points"] = np.full(len(source), None, dtype=object)
+    else:
+        columns["points"] = points_column(geometry, region_of)
+    return columns
 
 
 def geometry_columns(geometry: dict[str, Any], region_of: np.ndarray) -> dict[str, np.ndarray]:

@@ -34,9 +34,8 @@ from labelops.formats.label_studio import (
     RowLayout,
     _attributes_json,
     _item_id,
-    geometry_columns,
-    points_column,
-    region_rows_of,
+    region_columns,
+    region_geometry,
 )
 
 _LABELS = pa.list_(pa.string())
@@ -290,16 +289,7 @@ class _Results:
         points: list[Any] = [None] * len(self.regions)
         if not box.all():
             self._polygons(values.filter(pa.array(~box)), np.flatnonzero(~box), scale, xywh, points)
-        rotated = rotation != 0
-        box_results = self.regions[box]
-        return {
-            "labels": names,
-            "xywh": xywh,
-            "points": points,
-            "width": width,
-            "height": height,
-            "rotation": dict(zip(box_results[rotated].tolist(), rotation[rotated].tolist(), strict=True)),
-        }
+        return region_geometry(names, xywh, points, width, height, self.regions[box], rotation)
 
     @staticmethod
     def _polygons(
@@ -405,12 +395,7 @@ class _Results:
             "source_ref": _text(ref),
         }
         if len(self.regions):
-            region_of = region_rows_of(self.regions, len(self.types), source)
-            columns.update(geometry_columns(geometry, region_of))
-            if (region_of >= 0).all() and not any(geometry["points"]):  # boxes only: no point lists
-                columns["points"] = np.full(rows, None, dtype=object)
-            else:
-                columns["points"] = points_column(geometry, region_of)
+            columns.update(region_columns(geometry, self.regions, len(self.types), source))
         return pd.DataFrame(columns)
 
 

@@ -40,9 +40,8 @@ from labelops.formats.label_studio import (
     _attributes_json,
     _objects,
     _polygon,
-    geometry_columns,
-    points_column,
-    region_rows_of,
+    region_columns,
+    region_geometry,
 )
 
 
@@ -403,16 +402,7 @@ class _Columns:
             if raw is UNSET:
                 raise _Unsupported("a polygon without points")
             points[m], xywh[m] = _polygon(raw, scale[m, 0], scale[m, 1])
-        rotated = rotation != 0
-        box_results = self.regions[box]
-        return {
-            "labels": names,
-            "xywh": xywh,
-            "points": points,
-            "width": width,
-            "height": height,
-            "rotation": dict(zip(box_results[rotated].tolist(), rotation[rotated].tolist(), strict=True)),
-        }
+        return region_geometry(names, xywh, points, width, height, self.regions[box], rotation)
 
     def _attributes(self) -> tuple[list[str], np.ndarray]:
         """The distinct attribute texts, and which one each region and scene choice has."""
@@ -505,10 +495,5 @@ class _Columns:
             "source_ref": ref,
         }
         if len(self.regions):
-            region_of = region_rows_of(self.regions, len(self.types), source)
-            columns.update(geometry_columns(geometry, region_of))
-            if (region_of >= 0).all() and not any(geometry["points"]):  # boxes only: no point lists
-                columns["points"] = np.full(rows, None, dtype=object)
-            else:
-                columns["points"] = points_column(geometry, region_of)
+            columns.update(region_columns(geometry, self.regions, len(self.types), source))
         return pd.DataFrame(columns)
