@@ -60,6 +60,7 @@ HISTORY_ASSETS = (
     "annotator_agreement",
     "consensus_labels",
     "annotator_scores",
+    "label_issues",
     "review_queue",
 )
 
