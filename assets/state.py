@@ -24,6 +24,7 @@ from assets.partitions import daily_asset
 from labelops import ingest, labeling, state
 from labelops.columns import group_starts
 from labelops.guidelines import labels_under
+from labelops.layers import Layered
 from labelops.reporting import markdown_table
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
@@ -108,7 +109,7 @@ def label_votes(
     label_votes: Frames,
     validated_annotations: Frames,
     quarantined_annotations: Frames,
-) -> Output[DayFrames]:
+) -> Output[dict[str, Layered]]:
     day = context.partition_key
     since = _previous_day(context, day, label_votes)
     previous = label_votes[since] if since else state.empty_votes()
@@ -122,17 +123,15 @@ def label_votes(
     )
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
+    previous_version = guideline_set.in_force(since).version if since else None
     votes = state.fold_votes(
-        previous,
-        today,
-        copies,
-        guidelines=guideline_set,
-        version=version,
-        previous_version=guideline_set.in_force(since).version if since else None,
+        previous, today, copies, guidelines=guideline_set, version=version, previous_version=previous_version
     )
+    # a night adds 2 % to the table: written as a layer over the previous day (a guideline change rewrites it whole)
+    changed = state.changed_votes(previous, votes) if since and previous_version == version else None
     live = state.current(votes)
     return Output(
-        {day: votes},
+        {day: Layered(votes, since, len(previous), changed)},
         metadata={
             **table_metadata(
                 votes, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]

@@ -151,6 +151,21 @@ def fold_votes(
     return combined
 
 
+def changed_votes(previous: pd.DataFrame, votes: pd.DataFrame) -> np.ndarray:
+    """Positions of the earlier judgments a fold under the same guideline changed: those a later answer
+    superseded or an edited version replaced (the only columns such a fold changes in earlier rows). With the
+    day's new rows they are all a layer of the vote table holds (labelops.layers)."""
+    earlier = len(previous)
+    changed = np.zeros(earlier, dtype=bool)
+    for name in ("superseded_by", "replaced_on"):
+        before, after = previous[name], votes[name].iloc[:earlier]
+        look = np.flatnonzero(before.notna().to_numpy() | after.notna().to_numpy())  # few: most are empty
+        old = before.iloc[look].astype(object).to_numpy()
+        new = after.iloc[look].astype(object).to_numpy()
+        changed[look] |= (pd.isna(old) != pd.isna(new)) | (~pd.isna(old) & (old != new))
+    return np.flatnonzero(changed)
+
+
 def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> pd.DataFrame:
     """Votes made under ancestors of ``version`` read under it, as validation reads a day's annotations: a
     renamed or merged label takes its new name (``remapped_from`` keeps the first original), a split,

@@ -14,6 +14,7 @@ break ``--select '*' --partition DAY`` (see assets/partitioned.py).
 """
 
 import io
+import posixpath
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -24,7 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
 
-from labelops import warehouse
+from labelops import layers, warehouse
+from labelops.layers import Layered
 from labelops.storage import Store, readable
 from resources.storage import StorageResource
 
@@ -146,7 +148,9 @@ class ParquetIOManager(ConfigurableIOManager):
     def key(asset_path: Sequence[str], partition: str | None) -> str:
         return warehouse.table_key(asset_path, partition)
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame] | None) -> None:
+    def handle_output(
+        self, context: OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame | Layered] | None
+    ) -> None:
         if obj is None:
             return
         name = context.asset_key.to_user_string()
@@ -161,9 +165,9 @@ class ParquetIOManager(ConfigurableIOManager):
         guideline = context.output_metadata.get(GUIDELINE_VERSION)
         guideline = getattr(guideline, "value", guideline)  # a MetadataValue, or the plain value
         for partition, frame in frames.items():
-            if not isinstance(frame, pd.DataFrame):
+            if not isinstance(frame, pd.DataFrame | Layered):
                 raise TypeError(f"{name} {partition or ''}: expected a pandas DataFrame, got {type(frame).__name__}")
-            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = self._table(context.asset_key.path, frame)
             version = guideline.get(partition) if isinstance(guideline, Mapping) else guideline  # one per day
             if version is not None:
                 table = table.replace_schema_metadata(
@@ -183,17 +187,80 @@ class ParquetIOManager(ConfigurableIOManager):
             )
         existing = set(self.storage.warehouse_store.list(warehouse.table_prefix(path)))
         days = [p for p in context.asset_partition_keys if self.key(path, p) in existing]
-        store = self.storage.warehouse_store
         return DayTables(
             days,
             lambda day, **columns: self._read(self.key(path, day), **columns),
-            open_file=lambda day: _parquet_file(readable(store, self.key(path, day))),
+            open_file=lambda day: self._open(self.key(path, day)),
         )
 
+    def _table(self, asset_path: Sequence[str], frame: pd.DataFrame | Layered) -> pa.Table:
+        """What a partition stores: a layer over its base partition when the asset says what it shares with it
+        and that pays (labelops.layers), else the whole table."""
+        if not isinstance(frame, Layered):
+            return pa.Table.from_pandas(frame, preserve_index=False)
+        found = frame.layer()
+        if found is not None and frame.base is not None:
+            base_bytes = self.storage.warehouse_store.read_bytes(self.key(asset_path, frame.base))
+            base = pq.read_schema(pa.BufferReader(base_bytes))
+            if layers.depth(base) < layers.MAX_DEPTH:
+                table = layers.layer_table(*found, _data_schema(base))
+                if table is not None:
+                    return table.replace_schema_metadata(layers.footer(frame.base, base_bytes, layers.depth(base)))
+        return pa.Table.from_pandas(frame.frame, preserve_index=False)
+
+    def _open(self, key: str) -> pq.ParquetFile:
+        """A partition's file to read in parts; a layer is resolved into its whole table first."""
+        store = self.storage.warehouse_store
+        file = _parquet_file(readable(store, key))
+        if layers.base_of(file.schema_arrow) is None:
+            return file
+        buffer = io.BytesIO()
+        pq.write_table(read_arrow(store, key), buffer)
+        return pq.ParquetFile(pa.BufferReader(buffer.getvalue()))
+
     def _read(self, key: str, keep: tuple[str, ...] | None = None, drop: frozenset[str] = frozenset()) -> pd.DataFrame:
-        table = pq.ParquetFile(pa.BufferReader(self.storage.warehouse_store.read_bytes(key)))
-        names = [n for n in table.schema_arrow.names if (keep is None or n in keep) and n not in drop]
-        return table.read(columns=names).to_pandas()
+        return read_table(self.storage.warehouse_store, key, keep, drop)
+
+
+def read_table(
+    store: Store, key: str, keep: Iterable[str] | None = None, drop: Iterable[str] = frozenset()
+) -> pd.DataFrame:
+    """A warehouse table as the pipeline reads it (some columns, or all): a whole file, or a layer over its base
+    partition (labelops.layers), which a Parquet reader alone would read as only the rows the layer holds."""
+    keep, drop = (set(keep) if keep is not None else None), set(drop)
+    data = store.read_bytes(key)
+    schema = _data_schema(pq.read_schema(pa.BufferReader(data)))
+    names = [n for n in schema.names if (keep is None or n in keep) and n not in drop]
+    return read_arrow(store, key, names, data).to_pandas()
+
+
+def read_arrow(store: Store, key: str, names: list[str] | None = None, data: bytes | None = None) -> pa.Table:
+    """The table a file holds: read whole, or a layer put over its base (read the same way, checked to be the
+    base the layer was written over)."""
+    file = pq.ParquetFile(pa.BufferReader(data if data is not None else store.read_bytes(key)))
+    found = layers.base_of(file.schema_arrow)
+    if found is None:
+        return file.read(columns=names)
+    base, digest, _ = found
+    base_key = f"{posixpath.dirname(key)}/{base}.parquet"
+    if not store.exists(base_key):
+        raise layers.StaleLayerError(
+            f"{key}: a layer over {base_key}, which is gone; re-materialize this partition to write it whole"
+        )
+    base_data = store.read_bytes(base_key)
+    if layers.sha256(base_data) != digest:
+        raise layers.StaleLayerError(
+            f"{key}: a layer over {base_key}, which was re-materialized after it; re-materialize this partition "
+            "(for the state assets, the state sensor folds the later days again in order)"
+        )
+    names = names if names is not None else _data_schema(file.schema_arrow).names
+    return layers.resolve(read_arrow(store, base_key, names, base_data), file.read(columns=[*names, layers.ROW]))
+
+
+def _data_schema(schema: pa.Schema) -> pa.Schema:
+    """A file's table columns: a layer's row positions are not one of them."""
+    index = schema.get_field_index(layers.ROW)
+    return schema if index < 0 else schema.remove(index)
 
 
 def _parquet_file(source: str | bytes) -> pq.ParquetFile:

@@ -19,6 +19,7 @@ from labelops.guidelines import GuidelineSet, load_guidelines, parse_guideline
 from labelops.storage import LocalStore
 from pipelines.automation import guideline_sensor
 from pipelines.definitions import defs
+from resources.io_manager import read_table
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
 
@@ -58,7 +59,8 @@ def tables(warehouse: Path, days: list[str]) -> dict[str, bytes]:
 
 
 def table(warehouse: Path, name: str, day: str) -> pd.DataFrame:
-    return pd.read_parquet(warehouse / "tables" / name / f"{day}.parquet")
+    """A day's table as the pipeline reads it (label_votes' days are layers over the day before)."""
+    return read_table(LocalStore(warehouse), f"tables/{name}/{day}.parquet")
 
 
 @pytest.fixture(scope="module")

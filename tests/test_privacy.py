@@ -29,6 +29,7 @@ from labelops.demo import ANNOTATORS, email
 from labelops.storage import LocalStore
 from pipelines.definitions import NIGHTLY_ASSETS
 from resources import build_resources
+from resources.io_manager import read_table
 from resources.settings import ANNOTATOR_IDS, ANNOTATOR_KEY, Settings, annotator_ids_mode
 
 DAY, NEXT_DAY = "2024-06-12", "2024-06-13"
@@ -261,7 +262,8 @@ def readable(path: Path) -> Iterator[str]:
 
 
 def table(warehouse: Path, name: str, day: str) -> pd.DataFrame:
-    return pd.read_parquet(warehouse / "tables" / name / f"{day}.parquet")
+    """A day's table as the pipeline reads it (label_votes' days are layers over the day before)."""
+    return read_table(LocalStore(warehouse), f"tables/{name}/{day}.parquet")
 
 
 def test_no_address_nor_key_in_the_warehouse(pseudonymized: tuple[Path, DagsterInstance, list[str]]) -> None:

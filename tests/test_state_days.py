@@ -13,6 +13,7 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context, materiali
 
 from labelops import snapshots
 from labelops.storage import LocalStore
+from resources.io_manager import read_table
 
 DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
 STATE_TABLES = ("item_index", "label_votes", "label_state")
@@ -80,7 +81,7 @@ def test_rerunning_any_day_leaves_the_state_and_the_latest_snapshot_byte_identic
         snapshots.latest(LocalStore(warehouse)),
         snapshot_bytes(warehouse),
     )
-    votes = pd.read_parquet(warehouse / "tables" / "label_votes" / f"{DAYS[2]}.parquet")
+    votes = read_table(LocalStore(warehouse), f"tables/label_votes/{DAYS[2]}.parquet")
     assert votes.groupby("item_id").size().eq(8).all()  # 2 + 1 + 1 annotators, a scene and a box each, pooled
     for day in (DAYS[1], DAYS[0], DAYS[2]):
         night(resources, instance, day)
@@ -210,7 +211,7 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
     resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS[:2]:
         night(resources, instance, day)
-    votes = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_votes" / f"{DAYS[1]}.parquet")
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[1]}.parquet")
     live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
     mine = live[(live["item_id"] == "img-0") & (live["annotator_id"] == "1")].sort_values(["kind", "label"])
     assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]

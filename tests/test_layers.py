@@ -1,0 +1,152 @@
+"""Tables kept as layers (labelops.layers, through the IO manager): a layered day reads back exactly as the same
+table written whole, day after day, for every column selection; chains are cut; a rewritten base is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey, build_input_context, build_output_context
+
+from labelops import layers
+from labelops.layers import Layered
+from resources.io_manager import ParquetIOManager
+from resources.storage import StorageResource
+
+DAYS = [d.date().isoformat() for d in pd.date_range("2024-06-01", periods=12)]
+
+
+@pytest.fixture
+def io_manager(tmp_path: Path) -> ParquetIOManager:
+    storage = StorageResource(landing=str(tmp_path / "landing"), warehouse=str(tmp_path / "warehouse"))
+    return ParquetIOManager(storage=storage)
+
+
+def _write(io_manager: ParquetIOManager, name: str, day: str, frame: pd.DataFrame | Layered) -> None:
+    io_manager.handle_output(build_output_context(asset_key=AssetKey(name), partition_key=day), {day: frame})
+
+
+def _read(io_manager: ParquetIOManager, name: str, day: str) -> pd.DataFrame:
+    frame = io_manager.load_input(build_input_context(asset_key=AssetKey(name), partition_key=day))
+    assert isinstance(frame, pd.DataFrame)
+    return frame
+
+
+def _file(io_manager: ParquetIOManager, name: str, day: str) -> Path:
+    return Path(io_manager.storage.warehouse) / "tables" / name / f"{day}.parquet"
+
+
+def _days_of_votes(seed: int) -> list[tuple[pd.DataFrame, np.ndarray]]:
+    """A vote table as label_votes grows it: each day appends judgments and marks a few earlier ones (superseded,
+    replaced); ``answer_to`` stays empty until day 7 (its type changes from null to text then), and so does
+    ``superseded_by`` in the first day's rows. Each day: the table and the positions of the earlier rows it changed."""
+    rng = np.random.default_rng(seed)
+    out, frame = [], None
+    for n, day in enumerate(DAYS):
+        rows = 4000 if n == 0 else 200 + 10 * n
+        new = pd.DataFrame(
+            {
+                "item_id": pd.Series([f"img-{n}-{i % 97}" for i in range(rows)], dtype=object),
+                "content_id": pd.Series([f"c-{n}-{i}" for i in range(rows)], dtype=object),
+                "label": pd.Series(rng.choice(np.array(["car", "bus", None], dtype=object), rows), dtype=object),
+                "x": np.where(rng.random(rows) < 0.3, np.nan, rng.uniform(0, 100, rows)),
+                "export_date": day,
+                "answer_to": pd.Series(
+                    [f"relabel-{day}" if n >= 6 and i % 50 == 0 else None for i in range(rows)], dtype=object
+                ),
+                "superseded_by": pd.Series([None] * rows, dtype=object),
+                "replaced_on": pd.Series(
+                    ["2024-05-31" if n == 0 and i < 5 else None for i in range(rows)], dtype=object
+                ),
+            }
+        )
+        if frame is None:
+            frame, changed = new, np.array([], dtype=np.int64)
+        else:
+            frame = frame.copy()
+            changed = np.sort(rng.choice(len(frame), 15, replace=False))
+            frame.loc[changed[:8], "superseded_by"] = f"relabel-{day}"
+            frame.loc[changed[8:], "replaced_on"] = day
+            frame.loc[changed[:2], "superseded_by"] = None  # set, then cleared again: still a change
+            frame = pd.concat([frame, new], ignore_index=True)
+        out.append((frame, changed))
+    return out
+
+
+def test_a_layered_day_reads_back_as_the_table_written_whole(io_manager: ParquetIOManager) -> None:
+    previous: pd.DataFrame | None = None
+    depths = []
+    for day, (frame, changed) in zip(DAYS, _days_of_votes(1), strict=True):
+        base = None if previous is None else DAYS[DAYS.index(day) - 1]
+        _write(io_manager, "votes", day, Layered(frame, base, 0 if previous is None else len(previous), changed))
+        _write(io_manager, "whole", day, frame)
+        depths.append(layers.depth(pq.read_schema(_file(io_manager, "votes", day))))
+        got, want = _read(io_manager, "votes", day), _read(io_manager, "whole", day)
+        pd.testing.assert_frame_equal(got, want)
+        # what a reader of some columns gets, as from a whole file
+        keep = ("item_id", "superseded_by", "x")
+        pd.testing.assert_frame_equal(
+            io_manager._read(io_manager.key(["votes"], day), keep),
+            io_manager._read(io_manager.key(["whole"], day), keep),
+        )
+        previous = frame
+    # day 1 whole, day 2 too (superseded_by first holds text: another type than the base's); then layers until
+    # answer_to first holds text on day 7
+    assert depths == [0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5]
+    assert _file(io_manager, "votes", DAYS[5]).stat().st_size < _file(io_manager, "whole", DAYS[5]).stat().st_size / 2
+
+
+def test_chains_are_cut_at_max_depth_and_large_layers_are_written_whole(io_manager: ParquetIOManager) -> None:
+    frame = pd.DataFrame({"item_id": [f"i{i}" for i in range(1000)], "v": np.arange(1000.0)})
+    _write(io_manager, "t", DAYS[0], frame)
+    for n, day in enumerate(DAYS[1:], start=1):
+        grown = pd.concat([frame, pd.DataFrame({"item_id": [f"n{n}"], "v": [float(n)]})], ignore_index=True)
+        _write(io_manager, "t", day, Layered(grown, DAYS[n - 1], len(frame), np.array([n], dtype=np.int64)))
+        pd.testing.assert_frame_equal(_read(io_manager, "t", day), grown)
+        frame = grown
+    depths = [layers.depth(pq.read_schema(_file(io_manager, "t", d))) for d in DAYS]
+    assert max(depths) == layers.MAX_DEPTH and depths[layers.MAX_DEPTH + 1] == 0
+    # a layer holding most of the table, and a table whose earlier rows are unknown, are written whole
+    for day, changed in ((DAYS[3], np.arange(600)), (DAYS[4], None)):
+        _write(io_manager, "t", day, Layered(frame, DAYS[2], 1000, changed))
+        assert layers.depth(pq.read_schema(_file(io_manager, "t", day))) == 0
+
+
+def test_a_rewritten_base_is_refused_and_a_rerun_with_the_same_rows_is_not(io_manager: ParquetIOManager) -> None:
+    (first, _), (base, _), (table, changed) = _days_of_votes(2)[:3]
+    _write(io_manager, "whole", DAYS[2], table)
+    _write(io_manager, "votes", DAYS[1], base)
+    layered = Layered(table, DAYS[1], len(base), changed)
+    _write(io_manager, "votes", DAYS[2], layered)
+    assert layers.depth(pq.read_schema(_file(io_manager, "votes", DAYS[2]))) == 1
+    before = _file(io_manager, "votes", DAYS[2]).read_bytes()
+    _write(io_manager, "votes", DAYS[1], base)  # a rerun: the same bytes, the layer still holds
+    pd.testing.assert_frame_equal(_read(io_manager, "votes", DAYS[2]), _read(io_manager, "whole", DAYS[2]))
+    _write(io_manager, "votes", DAYS[2], layered)
+    assert _file(io_manager, "votes", DAYS[2]).read_bytes() == before
+    _write(io_manager, "votes", DAYS[1], first)  # re-materialized with other rows
+    with pytest.raises(layers.StaleLayerError, match=rf"votes/{DAYS[2]}\.parquet.*re-materialized after it"):
+        _read(io_manager, "votes", DAYS[2])
+    _file(io_manager, "votes", DAYS[1]).unlink()
+    with pytest.raises(layers.StaleLayerError, match="which is gone"):
+        _read(io_manager, "votes", DAYS[2])
+
+
+def test_day_tables_open_a_layer_as_its_whole_table(io_manager: ParquetIOManager) -> None:
+    (_, _), (base, _), (table, changed) = _days_of_votes(3)[:3]
+    _write(io_manager, "votes", DAYS[1], base)
+    _write(io_manager, "votes", DAYS[2], Layered(table, DAYS[1], len(base), changed))
+    _write(io_manager, "whole", DAYS[2], table)
+    tables = {}
+    for name in ("votes", "whole"):
+        context = build_input_context(asset_key=AssetKey(name), partition_key=DAYS[2], name=name)
+        tables[name] = io_manager.load_input(context)
+        assert not isinstance(tables[name], pd.DataFrame)
+    assert tables["votes"].rows(DAYS[2]) == len(table)
+    items = table["item_id"].iloc[::7]
+    pd.testing.assert_frame_equal(
+        tables["votes"].only_items(items)[DAYS[2]], tables["whole"].only_items(items)[DAYS[2]]
+    )
