@@ -109,10 +109,9 @@ def label_votes(
     label_votes: Frames,
     validated_annotations: Frames,
     quarantined_annotations: Frames,
-) -> Output[dict[str, Layered]]:
+) -> Output[dict[str, object]]:  # a whole table (pd.DataFrame) or a Layered
     day = context.partition_key
     since = _previous_day(context, day, label_votes)
-    previous = label_votes[since] if since else state.empty_votes()
     today = for_day(validated_annotations, day, "validated_annotations")
     copies = for_day(
         quarantined_annotations.select(
@@ -124,27 +123,32 @@ def label_votes(
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
     previous_version = guideline_set.in_force(since).version if since else None
-    votes = state.fold_votes(
-        previous, today, copies, guidelines=guideline_set, version=version, previous_version=previous_version
-    )
-    # a night adds 2 % to the table: written as a layer over the previous day (a guideline change rewrites it whole)
-    changed = state.changed_votes(previous, votes) if since and previous_version == version else None
-    live = state.current(votes)
+    if since and previous_version == version:
+        # a night adds 2 % to the table: it is written as a layer over the previous day, and the fold reads of
+        # the earlier votes only the columns that decide what the day changes
+        previous = label_votes.select(keep=state.FOLD_INPUTS)[since]
+        marks, added = state.fold_day(previous, today, copies)
+        output: pd.DataFrame | Layered = Layered(since, marks, added)
+        counts = state.vote_summary(previous, day, marks, added)
+        rows = len(previous) + len(added)
+    else:  # the first day, or every vote read again under a new guideline version: the table is written whole
+        previous = label_votes[since] if since else state.empty_votes()
+        votes = state.fold_votes(
+            previous, today, copies, guidelines=guideline_set, version=version, previous_version=previous_version
+        )
+        output, added = votes, votes.iloc[len(previous) :]
+        counts = state.vote_summary(votes, day)
+        rows = len(votes)
     return Output(
-        {day: Layered(votes, since, len(previous), changed)},
+        {day: output},
         metadata={
+            # the schema and preview of the judgments the day added
             **table_metadata(
-                votes, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]
+                added, preview_columns=["item_id", "kind", "label", "export_date", "answer_to", "superseded_by"]
             ),
+            "dagster/row_count": rows,
             **guideline_entry({day: version}),
-            "remapped": int(votes["remapped_from"].notna().sum()),
-            "needs_relabel": int(votes["needs_relabel"].notna().sum()),
-            "items": int(votes["item_id"].nunique()),
-            "added_today": int((votes["export_date"] == day).sum()),
-            "current_judgments": len(live),
-            "superseded": int(votes["superseded_by"].notna().sum()),
-            "replaced_by_edits": int(votes["replaced_on"].notna().sum()),
-            "answers": int(votes["answer_to"].notna().sum()),
+            **counts,
         },
     )
 

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.extensions import take
 
 from labelops import quality
 from labelops.columns import day_text, extract, group_starts, isin, joined, positions, sorted_rows
 from labelops.guidelines import GuidelineSet
+from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
 
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'  # attributes of an answer to one of our relabel tasks
@@ -151,19 +154,74 @@ def fold_votes(
     return combined
 
 
-def changed_votes(previous: pd.DataFrame, votes: pd.DataFrame) -> np.ndarray:
-    """Positions of the earlier judgments a fold under the same guideline changed: those a later answer
-    superseded or an edited version replaced (the only columns such a fold changes in earlier rows). With the
-    day's new rows they are all a layer of the vote table holds (labelops.layers)."""
-    earlier = len(previous)
-    changed = np.zeros(earlier, dtype=bool)
-    for name in ("superseded_by", "replaced_on"):
-        before, after = previous[name], votes[name].iloc[:earlier]
-        look = np.flatnonzero(before.notna().to_numpy() | after.notna().to_numpy())  # few: most are empty
-        old = before.iloc[look].astype(object).to_numpy()
-        new = after.iloc[look].astype(object).to_numpy()
-        changed[look] |= (pd.isna(old) != pd.isna(new)) | (~pd.isna(old) & (old != new))
+# What a night's fold reads of the earlier vote sets when the guideline has not changed (fold_day): the columns
+# that find the day's repeats, edited annotations and superseded judgments, and those the table's summary counts.
+FOLD_INPUTS = [
+    "item_id",
+    "content_id",
+    "kind",
+    "export_date",
+    "answer_to",
+    "superseded_by",
+    "annotation_key",
+    "replaced_on",
+    "remapped_from",
+    "needs_relabel",
+]
+MARKS = ["superseded_by", "replaced_on"]  # all such a fold changes in earlier judgments
+
+
+def fold_day(
+    previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The day's fold under the guideline ``previous`` was read under, as what it changes (a layer of the vote
+    table, labelops.layers): the earlier judgments it marks (superseded by an answer, replaced by an edited
+    version), with their positions in ``previous`` (``ROW``) and new ``MARKS``, and the judgments it adds.
+
+    It is :func:`fold_votes` on the earlier judgments of the day's items alone, which is the whole fold restricted
+    to them: repeats (the content id hashes the item), edited versions (keyed by item) and supersession (per
+    item) never reach across items. So ``previous`` needs only ``FOLD_INPUTS``, not the judgments themselves."""
+    items = [validated["item_id"]] + ([copies["item_id"]] if copies is not None and len(copies) else [])
+    at = np.flatnonzero(isin(previous["item_id"], pd.concat(items, ignore_index=True)))
+    earlier = previous.iloc[at].reindex(columns=VOTE_COLUMNS).reset_index(drop=True)
+    combined = fold_votes(earlier, validated, copies)
+    changed = _changed(earlier, combined)
+    marks = combined.iloc[changed][MARKS].reset_index(drop=True).assign(**{ROW: at[changed]})
+    return marks, combined.iloc[len(earlier) :].reset_index(drop=True)
+
+
+def _changed(earlier: pd.DataFrame, combined: pd.DataFrame) -> np.ndarray:
+    """Positions of the earlier judgments whose ``MARKS`` the fold changed."""
+    changed = np.zeros(len(earlier), dtype=bool)
+    for name in MARKS:
+        old = earlier[name].astype(object).to_numpy()
+        new = combined[name].iloc[: len(earlier)].astype(object).to_numpy()
+        changed |= (pd.isna(old) != pd.isna(new)) | (~pd.isna(old) & (old != new))
     return np.flatnonzero(changed)
+
+
+def vote_summary(
+    previous: pd.DataFrame, day: str, marks: pd.DataFrame | None = None, appended: pd.DataFrame | None = None
+) -> dict[str, int]:
+    """The vote table's counts after the day: ``previous`` with the day's ``marks`` in place and ``appended``
+    after it (a whole table alone), from ``FOLD_INPUTS`` only."""
+    parts = [previous] if appended is None else [previous, appended]
+    flagged = ("answer_to", *MARKS, "remapped_from", "needs_relabel")
+    flags = {name: np.concatenate([p[name].notna().to_numpy() for p in parts]) for name in flagged}
+    if marks is not None and len(marks):
+        for name in MARKS:
+            flags[name][marks[ROW].to_numpy(dtype=np.int64)] = marks[name].notna().to_numpy()
+    item_ids = pa.chunked_array([pa.array(p["item_id"].astype(str).array).cast(pa.large_string()) for p in parts])
+    return {
+        "remapped": int(flags["remapped_from"].sum()),
+        "needs_relabel": int(flags["needs_relabel"].sum()),
+        "items": len(pc.unique(item_ids)),
+        "added_today": int(sum((p["export_date"].astype(str) == day).sum() for p in parts)),
+        "current_judgments": int((~flags["superseded_by"] & ~flags["replaced_on"] & ~flags["needs_relabel"]).sum()),
+        "superseded": int(flags["superseded_by"].sum()),
+        "replaced_by_edits": int(flags["replaced_on"].sum()),
+        "answers": int(flags["answer_to"].sum()),
+    }
 
 
 def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> pd.DataFrame:

@@ -194,19 +194,23 @@ class ParquetIOManager(ConfigurableIOManager):
         )
 
     def _table(self, asset_path: Sequence[str], frame: pd.DataFrame | Layered) -> pa.Table:
-        """What a partition stores: a layer over its base partition when the asset says what it shares with it
-        and that pays (labelops.layers), else the whole table."""
+        """What a partition stores: a layer over its base partition (labelops.layers) when the asset gives one and
+        it pays, else the whole table (for a layer that does not pay, its base with the layer applied)."""
         if not isinstance(frame, Layered):
             return pa.Table.from_pandas(frame, preserve_index=False)
-        found = frame.layer()
-        if found is not None and frame.base is not None:
-            base_bytes = self.storage.warehouse_store.read_bytes(self.key(asset_path, frame.base))
-            base = pq.read_schema(pa.BufferReader(base_bytes))
-            if layers.depth(base) < layers.MAX_DEPTH:
-                table = layers.layer_table(*found, _data_schema(base))
-                if table is not None:
-                    return table.replace_schema_metadata(layers.footer(frame.base, base_bytes, layers.depth(base)))
-        return pa.Table.from_pandas(frame.frame, preserve_index=False)
+        store = self.storage.warehouse_store
+        base_key = self.key(asset_path, frame.base)
+        base_bytes = store.read_bytes(base_key)
+        base = pq.ParquetFile(pa.BufferReader(base_bytes))
+        base_rows = layers.rows(base.schema_arrow) or base.metadata.num_rows
+        depth = layers.depth(base.schema_arrow)
+        if depth < layers.MAX_DEPTH and frame.rows() <= layers.MAX_SHARE * (base_rows + len(frame.appended)):
+            table = layers.layer_table(frame, _data_schema(base.schema_arrow))
+            if table is not None:
+                rows = base_rows + len(frame.appended)
+                return table.replace_schema_metadata(layers.footer(frame, base_bytes, depth, rows))
+        whole = frame.whole(read_arrow(store, base_key, data=base_bytes).to_pandas())
+        return pa.Table.from_pandas(whole, preserve_index=False)
 
     def _open(self, key: str) -> pq.ParquetFile:
         """A partition's file to read in parts; a layer is resolved into its whole table first."""
@@ -241,7 +245,7 @@ def read_arrow(store: Store, key: str, names: list[str] | None = None, data: byt
     found = layers.base_of(file.schema_arrow)
     if found is None:
         return file.read(columns=names)
-    base, digest, _ = found
+    base, digest, changed = found
     base_key = f"{posixpath.dirname(key)}/{base}.parquet"
     if not store.exists(base_key):
         raise layers.StaleLayerError(
@@ -254,7 +258,8 @@ def read_arrow(store: Store, key: str, names: list[str] | None = None, data: byt
             "(for the state assets, the state sensor folds the later days again in order)"
         )
     names = names if names is not None else _data_schema(file.schema_arrow).names
-    return layers.resolve(read_arrow(store, base_key, names, base_data), file.read(columns=[*names, layers.ROW]))
+    layer = file.read(columns=[*names, layers.ROW])
+    return layers.resolve(read_arrow(store, base_key, names, base_data), layer, changed)
 
 
 def _data_schema(schema: pa.Schema) -> pa.Schema:

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from crowd_data import snow
 from dagster import AssetKey, build_input_context, build_output_context
+from test_state import DAYS as STATE_DAYS
+from test_state import box, crowd_votes, validated
 
-from labelops import layers
+from labelops import layers, state
 from labelops.layers import Layered
 from resources.io_manager import ParquetIOManager
 from resources.storage import StorageResource
@@ -76,23 +80,25 @@ def _days_of_votes(seed: int) -> list[tuple[pd.DataFrame, np.ndarray]]:
     return out
 
 
+def _layered(frame: pd.DataFrame, previous: pd.DataFrame, changed: np.ndarray, base: str) -> Layered:
+    """The day's table as what it changed in the day before (``changed``: the earlier rows it marked)."""
+    marks = frame.iloc[changed][state.MARKS].reset_index(drop=True).assign(**{layers.ROW: changed})
+    return Layered(base, marks, frame.iloc[len(previous) :].reset_index(drop=True))
+
+
 def test_a_layered_day_reads_back_as_the_table_written_whole(io_manager: ParquetIOManager) -> None:
-    previous: pd.DataFrame | None = None
+    days = _days_of_votes(1)
     depths = []
-    for day, (frame, changed) in zip(DAYS, _days_of_votes(1), strict=True):
-        base = None if previous is None else DAYS[DAYS.index(day) - 1]
-        _write(io_manager, "votes", day, Layered(frame, base, 0 if previous is None else len(previous), changed))
+    for n, (day, (frame, changed)) in enumerate(zip(DAYS, days, strict=True)):
+        _write(io_manager, "votes", day, frame if n == 0 else _layered(frame, days[n - 1][0], changed, DAYS[n - 1]))
         _write(io_manager, "whole", day, frame)
         depths.append(layers.depth(pq.read_schema(_file(io_manager, "votes", day))))
-        got, want = _read(io_manager, "votes", day), _read(io_manager, "whole", day)
-        pd.testing.assert_frame_equal(got, want)
-        # what a reader of some columns gets, as from a whole file
-        keep = ("item_id", "superseded_by", "x")
-        pd.testing.assert_frame_equal(
-            io_manager._read(io_manager.key(["votes"], day), keep),
-            io_manager._read(io_manager.key(["whole"], day), keep),
-        )
-        previous = frame
+        pd.testing.assert_frame_equal(_read(io_manager, "votes", day), _read(io_manager, "whole", day))
+        for keep in (("item_id", "superseded_by", "x"), ("content_id",), ("replaced_on", "answer_to")):
+            pd.testing.assert_frame_equal(
+                io_manager._read(io_manager.key(["votes"], day), keep),
+                io_manager._read(io_manager.key(["whole"], day), keep),
+            )
     # day 1 whole, day 2 too (superseded_by first holds text: another type than the base's); then layers until
     # answer_to first holds text on day 7
     assert depths == [0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5]
@@ -104,22 +110,26 @@ def test_chains_are_cut_at_max_depth_and_large_layers_are_written_whole(io_manag
     _write(io_manager, "t", DAYS[0], frame)
     for n, day in enumerate(DAYS[1:], start=1):
         grown = pd.concat([frame, pd.DataFrame({"item_id": [f"n{n}"], "v": [float(n)]})], ignore_index=True)
-        _write(io_manager, "t", day, Layered(grown, DAYS[n - 1], len(frame), np.array([n], dtype=np.int64)))
+        grown.loc[n, "v"] = -1.0
+        marks = pd.DataFrame({"v": [-1.0], layers.ROW: [n]})
+        _write(io_manager, "t", day, Layered(DAYS[n - 1], marks, grown.iloc[len(frame) :].reset_index(drop=True)))
         pd.testing.assert_frame_equal(_read(io_manager, "t", day), grown)
         frame = grown
     depths = [layers.depth(pq.read_schema(_file(io_manager, "t", d))) for d in DAYS]
-    assert max(depths) == layers.MAX_DEPTH and depths[layers.MAX_DEPTH + 1] == 0
-    # a layer holding most of the table, and a table whose earlier rows are unknown, are written whole
-    for day, changed in ((DAYS[3], np.arange(600)), (DAYS[4], None)):
-        _write(io_manager, "t", day, Layered(frame, DAYS[2], 1000, changed))
-        assert layers.depth(pq.read_schema(_file(io_manager, "t", day))) == 0
+    assert depths == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]
+    # a layer marking most of the table is written whole, and reads back the same
+    marks = pd.DataFrame({"v": np.zeros(600), layers.ROW: np.arange(600)})
+    _write(io_manager, "t", DAYS[3], Layered(DAYS[2], marks, frame.iloc[:0]))
+    assert layers.depth(pq.read_schema(_file(io_manager, "t", DAYS[3]))) == 0
+    expected = _read(io_manager, "t", DAYS[2]).assign(v=lambda f: f["v"].where(f.index >= 600, 0.0))
+    pd.testing.assert_frame_equal(_read(io_manager, "t", DAYS[3]), expected)
 
 
 def test_a_rewritten_base_is_refused_and_a_rerun_with_the_same_rows_is_not(io_manager: ParquetIOManager) -> None:
     (first, _), (base, _), (table, changed) = _days_of_votes(2)[:3]
     _write(io_manager, "whole", DAYS[2], table)
     _write(io_manager, "votes", DAYS[1], base)
-    layered = Layered(table, DAYS[1], len(base), changed)
+    layered = _layered(table, base, changed, DAYS[1])
     _write(io_manager, "votes", DAYS[2], layered)
     assert layers.depth(pq.read_schema(_file(io_manager, "votes", DAYS[2]))) == 1
     before = _file(io_manager, "votes", DAYS[2]).read_bytes()
@@ -138,7 +148,7 @@ def test_a_rewritten_base_is_refused_and_a_rerun_with_the_same_rows_is_not(io_ma
 def test_day_tables_open_a_layer_as_its_whole_table(io_manager: ParquetIOManager) -> None:
     (_, _), (base, _), (table, changed) = _days_of_votes(3)[:3]
     _write(io_manager, "votes", DAYS[1], base)
-    _write(io_manager, "votes", DAYS[2], Layered(table, DAYS[1], len(base), changed))
+    _write(io_manager, "votes", DAYS[2], _layered(table, base, changed, DAYS[1]))
     _write(io_manager, "whole", DAYS[2], table)
     tables = {}
     for name in ("votes", "whole"):
@@ -150,3 +160,53 @@ def test_day_tables_open_a_layer_as_its_whole_table(io_manager: ParquetIOManager
     pd.testing.assert_frame_equal(
         tables["votes"].only_items(items)[DAYS[2]], tables["whole"].only_items(items)[DAYS[2]]
     )
+
+
+def _edit(item: str, x: float, day: str) -> dict:
+    """A Label Studio box annotation (task 1, annotation 7 of ``item``), as delivered on ``day``."""
+    return {
+        **box(item, "u3", "car", x, day),
+        "source_format": "label_studio",
+        "source_ref": f"task=1/annotation=7/{item}",
+    }
+
+
+def test_the_day_fold_as_a_layer_is_the_whole_fold() -> None:
+    """fold_day reads only FOLD_INPUTS of the earlier votes and returns what the day changes; put over the
+    earlier table it gives what fold_votes gives on every judgment: crowd rounds of RTE over three days, box
+    answers that supersede earlier boxes, an edited Label Studio annotation that replaces its first version."""
+    frame, _ = snow("rte")
+    day_of = pd.util.hash_pandas_object(frame[["item_id", "annotator_id"]], index=False).to_numpy() % 3
+    items = frame["item_id"].drop_duplicates().to_numpy()[:3]
+    deliveries = [
+        pd.concat(
+            [
+                crowd_votes(frame[day_of == n], day),
+                validated(
+                    [box(i, "u1", "car", 10.0 + n, day) for i in items]
+                    + ([_edit(items[2], 50.0 + n, day)] if n else [])
+                    + (
+                        [box(items[0], "reviewer", "bus", 90.0, day, batch=f"relabel-{STATE_DAYS[0]}")]
+                        if n == 2
+                        else []
+                    )
+                ),
+            ],
+            ignore_index=True,
+        )
+        for n, day in enumerate(STATE_DAYS)
+    ]
+    whole = state.fold_votes(state.empty_votes(), deliveries[0])
+    layered = whole
+    for delivery in deliveries[1:]:
+        marks, added = state.fold_day(layered[state.FOLD_INPUTS], delivery)
+        layered = Layered("earlier", marks, added).whole(layered)
+        whole = state.fold_votes(whole, delivery)
+        pd.testing.assert_frame_equal(_as_stored(layered), _as_stored(whole))
+        assert state.vote_summary(layered, STATE_DAYS[2]) == state.vote_summary(whole, STATE_DAYS[2])
+    assert whole["superseded_by"].notna().sum() == 3 and whole["replaced_on"].notna().sum() == 1
+
+
+def _as_stored(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as the warehouse stores it and hands it back."""
+    return pa.Table.from_pandas(frame, preserve_index=False).to_pandas()
