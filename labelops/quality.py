@@ -40,12 +40,16 @@ def countable(annotations: pd.DataFrame) -> pd.DataFrame:
     return annotations[annotations["needs_relabel"].isna()]
 
 
+SCENE_INPUTS = ["item_id", "annotator_id", "label"]
+BOX_INPUTS = ["item_id", "annotator_id", "label", "x", "y", "w", "h"]
+
+
 def _classification(annotations: pd.DataFrame) -> pd.DataFrame:
-    return annotations.loc[annotations["kind"] == "classification", ["item_id", "annotator_id", "label"]]
+    return annotations.loc[annotations["kind"] == "classification", SCENE_INPUTS]
 
 
 def _boxes(annotations: pd.DataFrame) -> pd.DataFrame:
-    return annotations.loc[annotations["kind"] == "bbox", ["item_id", "annotator_id", "label", "x", "y", "w", "h"]]
+    return annotations.loc[annotations["kind"] == "bbox", BOX_INPUTS]
 
 
 def agreement_table(
@@ -91,9 +95,24 @@ def consensus_table(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """``consensus_labels`` rows (classification and fused boxes), and each annotator's accuracy as
     Dawid-Skene estimates it (empty for majority vote), which weights the box fusion."""
+    return consensus_of(
+        _classification(annotations), _boxes(annotations), gold, method=method, quorum=quorum, cluster_iou=cluster_iou
+    )
+
+
+def consensus_of(
+    answers: pd.DataFrame,
+    box_frame: pd.DataFrame,
+    gold: pd.DataFrame,
+    *,
+    method: str = "dawid_skene",
+    quorum: int = 2,
+    cluster_iou: float = 0.5,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """:func:`consensus_table` of scene judgments (item_id, annotator_id, label) and box judgments (with x, y, w,
+    h) selected already: the label state selects them from millions of votes once, not twice."""
     if method not in METHODS:
         raise ValueError(f"unknown consensus method {method!r}; use one of {METHODS}")
-    answers = _classification(annotations)
     estimated = pd.Series(dtype=float)
     tables = []
     if len(answers):
@@ -107,7 +126,6 @@ def consensus_table(
         else:
             aggregate = consensus.majority_vote(votes)
         tables.append(aggregate.table(votes).assign(kind="classification"))
-    box_frame = _boxes(annotations)
     if len(box_frame):
         weights = estimated if len(estimated) else None
         fused = boxes.fuse_boxes(boxes.match_boxes(box_frame), weights=weights, cluster_iou=cluster_iou, quorum=quorum)

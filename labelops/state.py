@@ -349,9 +349,8 @@ def consensus(
     items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``), the
     boxes of ``previous_items`` (the previous state) kept for the others."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
-    counted = counts(votes) & (  # boxes only of the touched items
-        (votes["kind"] == "classification").to_numpy() | isin(votes["item_id"], touched_ids)
-    )
+    scene, box = (votes["kind"] == "classification").to_numpy(), (votes["kind"] == "bbox").to_numpy()
+    counted = counts(votes) & (scene | isin(votes["item_id"], touched_ids))  # boxes only of the touched items
     answers = counted & votes["answer_to"].notna().to_numpy()
     answered = counted & isin(votes["item_id"], votes.loc[answers, "item_id"]) if answers.any() else answers
     tables = []
@@ -359,9 +358,15 @@ def consensus(
         (counted & ~answered, config.box_quorum, config.method),
         (answered, config.answer_quorum, "majority_vote"),
     ):
-        if rows.any():  # one selection of the columns consensus reads, straight from the vote sets
-            part = votes.loc[rows, VOTE_INPUTS]
-            table, _ = quality.consensus_table(part, gold, method=method, quorum=quorum, cluster_iou=config.cluster_iou)
+        if rows.any():  # one selection of each kind's columns, straight from the vote sets
+            table, _ = quality.consensus_of(
+                votes.loc[rows & scene, quality.SCENE_INPUTS],
+                votes.loc[rows & box, quality.BOX_INPUTS],
+                gold,
+                method=method,
+                quorum=quorum,
+                cluster_iou=config.cluster_iou,
+            )
             tables.append(table)
     fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     scenes = fresh[fresh["kind"] == "classification"]
