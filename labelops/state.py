@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from pandas.api.extensions import take
 
 from labelops import quality
-from labelops.columns import day_text, extract, group_starts, isin, joined, positions, sorted_rows
+from labelops.columns import day_text, extract, group_starts, isin, joined, lookup, positions, sorted_rows
 from labelops.guidelines import GuidelineSet
 from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
@@ -426,35 +426,33 @@ def item_state(
     """
     if previous is not None and touched is not None and len(previous):
         # an item's lineage changes only with its judgments: carried for the others, computed for the touched
-        carried = previous.loc[group_starts(previous["item_id"]), ["item_id", *LINEAGE]].set_index("item_id")
-        carried = carried[~isin(carried.index.to_series(), touched)]
-        fresh = lineage(votes[isin(votes["item_id"], touched)])
-        per_item = pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]).sort_index()
+        carried = previous.loc[group_starts(previous["item_id"]), ["item_id", *LINEAGE]]
+        carried = carried[~isin(carried["item_id"], touched)]
+        fresh = lineage(votes[isin(votes["item_id"], touched)]).reset_index()
+        per_item = sorted_rows(pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]), ["item_id"])
     else:
-        per_item = lineage(votes)
-    last_request = (
-        requested.sort_values("sent_on").groupby("item_id")["batch_id"].last()
-        if len(requested)
-        else (pd.Series(dtype=object))
-    )
-    per_item["requested_batch"] = last_request.reindex(per_item.index).astype(object)
-    owner = positions(labels["item_id"], per_item.index)  # each consensus row's item (-1: an item without votes)
+        per_item = lineage(votes).reset_index()
+    # items are a column, not the index: a pandas index of a million ids is hashed again by each lookup
+    ids, none = per_item["item_id"], np.full(len(per_item), None, dtype=object)
+    last_request = requested.sort_values("sent_on").groupby("item_id")["batch_id"].last() if len(requested) else None
+    per_item["requested_batch"] = lookup(ids, last_request) if last_request is not None else none
+    owner = positions(labels["item_id"], ids)  # each consensus row's item (-1: an item without votes)
     has_label = np.bincount(owner[owner >= 0], minlength=len(per_item)) > 0
-    answered = per_item["answered_batch"].notna() & (
-        per_item["requested_batch"].isna() | (per_item["answered_batch"] >= per_item["requested_batch"])
-    )
-    requested_open = per_item["requested_batch"].notna() & ~answered
-    index = per_item.index.to_series()
-    reviewing = pd.Series(isin(index, in_review), index=per_item.index) & ~answered
+    answered = (
+        per_item["answered_batch"].notna()
+        & (per_item["requested_batch"].isna() | (per_item["answered_batch"] >= per_item["requested_batch"]))
+    ).to_numpy()
+    requested_open = per_item["requested_batch"].notna().to_numpy() & ~answered
+    reviewing = isin(ids, in_review) & ~answered
     marked = waiting_for_relabel(votes).set_index("item_id")["needs_relabel"]
-    per_item["needs_relabel"] = marked.reindex(per_item.index).astype(object)
-    relabel = per_item["needs_relabel"].notna() & ~answered
+    per_item["needs_relabel"] = lookup(ids, marked) if len(marked) else none
+    relabel = per_item["needs_relabel"].notna().to_numpy() & ~answered
     per_item["status"] = np.select(
         [requested_open, answered, relabel, reviewing, ~has_label],
         ["relabel_requested", "answered", "needs_relabel", "in_review", "no_consensus"],
         "labeled",
     )
-    return with_items(labels, per_item.reset_index(), owner)
+    return with_items(labels, per_item, owner)
 
 
 def with_items(labels: pd.DataFrame, per_item: pd.DataFrame, owner: np.ndarray) -> pd.DataFrame:
