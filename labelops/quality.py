@@ -86,21 +86,6 @@ def agreement_table(
 
 
 def consensus_table(
-    annotations: pd.DataFrame,
-    gold: pd.DataFrame,
-    *,
-    method: str = "dawid_skene",
-    quorum: int = 2,
-    cluster_iou: float = 0.5,
-) -> tuple[pd.DataFrame, pd.Series]:
-    """``consensus_labels`` rows (classification and fused boxes), and each annotator's accuracy as
-    Dawid-Skene estimates it (empty for majority vote), which weights the box fusion."""
-    return consensus_of(
-        _classification(annotations), _boxes(annotations), gold, method=method, quorum=quorum, cluster_iou=cluster_iou
-    )
-
-
-def consensus_of(
     answers: pd.DataFrame,
     box_frame: pd.DataFrame,
     gold: pd.DataFrame,
@@ -109,8 +94,10 @@ def consensus_of(
     quorum: int = 2,
     cluster_iou: float = 0.5,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """:func:`consensus_table` of scene judgments (item_id, annotator_id, label) and box judgments (with x, y, w,
-    h) selected already: the label state selects them from millions of votes once, not twice."""
+    """``consensus_labels`` rows (classification and fused boxes) of scene judgments (item_id, annotator_id,
+    label) and box judgments (with x, y, w, h), and each annotator's accuracy as Dawid-Skene estimates it (empty
+    for majority vote), which weights the box fusion. The judgments come selected by kind: the label state
+    selects them from millions of votes, once."""
     if method not in METHODS:
         raise ValueError(f"unknown consensus method {method!r}; use one of {METHODS}")
     estimated = pd.Series(dtype=float)
@@ -152,7 +139,9 @@ def consensus_and_scores(
     """``consensus_labels`` (classification and fused boxes) and ``annotator_scores``."""
     annotations = countable(annotations)
     thresholds = thresholds or Thresholds()
-    table, estimated = consensus_table(annotations, gold, method=method, quorum=quorum, cluster_iou=cluster_iou)
+    table, estimated = consensus_table(
+        _classification(annotations), _boxes(annotations), gold, method=method, quorum=quorum, cluster_iou=cluster_iou
+    )
     classification_consensus = table[table["kind"] == "classification"]
     scores = annotator_scores(annotations, gold, classification_consensus, estimated, thresholds)
     return table, scores

@@ -359,7 +359,7 @@ def consensus(
         (answered, config.answer_quorum, "majority_vote"),
     ):
         if rows.any():  # one selection of each kind's columns, straight from the vote sets
-            table, _ = quality.consensus_of(
+            table, _ = quality.consensus_table(
                 votes.loc[rows & scene, quality.SCENE_INPUTS],
                 votes.loc[rows & box, quality.BOX_INPUTS],
                 gold,
