@@ -101,7 +101,9 @@ def item_index(
     "(a judgment already in the state is not added again). Ordinary rounds pool; "
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier "
     "judgments of the kinds it covers (`superseded_by`), which stay as lineage. A Label Studio annotation "
-    "delivered again after an edit (a cumulative project export) replaces its earlier version (`replaced_on`).",
+    "delivered again after an edit (a cumulative project export) replaces its earlier version (`replaced_on`). "
+    "A day is stored as a layer over the day before (the judgments it added, the marks it changed; whole every "
+    "7 days): read it through the IO manager, e.g. `defs.load_asset_value`, not with a bare Parquet reader.",
 )
 def label_votes(
     context: AssetExecutionContext,
