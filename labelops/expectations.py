@@ -78,6 +78,7 @@ def run_suites(
     from great_expectations.checkpoint.actions import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.execution_engine import pandas_execution_engine
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -97,21 +98,28 @@ def run_suites(
             .add_batch_definition_whole_dataframe("partition")
         )
         runs = []
-        for document in suites:
-            suite = context.suites.add(gx.ExpectationSuite(**document))
-            definition = context.validation_definitions.add(
-                gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
-            )
-            checkpoint = context.checkpoints.add(
-                gx.Checkpoint(
-                    name=f"{asset_name}_{suite.name}_checkpoint",
-                    validation_definitions=[definition],
-                    actions=[UpdateDataDocsAction(name="data_docs", site_names=["labelops"])],
-                    result_format=RESULT_FORMAT,
+        # GX fingerprints a pandas batch under HASH_THRESHOLD (1 GB) by hashing every value, and a larger one not
+        # at all: the fingerprint is a batch marker in the results, which nothing here reads, and the hash cost 2.1 s
+        # of validation's 5.9 s at a million rows. Every batch is validated as GX validates a large one.
+        threshold, pandas_execution_engine.HASH_THRESHOLD = pandas_execution_engine.HASH_THRESHOLD, 0
+        try:
+            for document in suites:
+                suite = context.suites.add(gx.ExpectationSuite(**document))
+                definition = context.validation_definitions.add(
+                    gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
                 )
-            )
-            result = checkpoint.run(batch_parameters={"dataframe": suite_batch(frame, document)}, run_id=run_id)
-            runs.extend(result.run_results.values())
+                checkpoint = context.checkpoints.add(
+                    gx.Checkpoint(
+                        name=f"{asset_name}_{suite.name}_checkpoint",
+                        validation_definitions=[definition],
+                        actions=[UpdateDataDocsAction(name="data_docs", site_names=["labelops"])],
+                        result_format=RESULT_FORMAT,
+                    )
+                )
+                result = checkpoint.run(batch_parameters={"dataframe": suite_batch(frame, document)}, run_id=run_id)
+                runs.extend(result.run_results.values())
+        finally:
+            pandas_execution_engine.HASH_THRESHOLD = threshold
         docs = {p.relative_to(docs_dir).as_posix(): p.read_bytes() for p in Path(docs_dir).rglob("*") if p.is_file()}
 
     rows, failures = [], []
