@@ -102,8 +102,8 @@ def item_index(
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier "
     "judgments of the kinds it covers (`superseded_by`), which stay as lineage. A Label Studio annotation "
     "delivered again after an edit (a cumulative project export) replaces its earlier version (`replaced_on`). "
-    "A day is stored as a layer over the day before (the judgments it added, the marks it changed; whole every "
-    "7 days): read it through the IO manager, e.g. `defs.load_asset_value`, not with a bare Parquet reader.",
+    "A day is stored as a layer over the day before (the judgments it added, the marks it changed; whole after 7 "
+    "layers): read it through the IO manager, e.g. `defs.load_asset_value`, not with a bare Parquet reader.",
 )
 def label_votes(
     context: AssetExecutionContext,
@@ -130,7 +130,7 @@ def label_votes(
         # the earlier votes only the columns that decide what the day changes
         previous = label_votes.select(keep=state.FOLD_INPUTS)[since]
         marks, added = state.fold_day(previous, today, copies)
-        output: pd.DataFrame | Layered = Layered(since, marks, added)
+        output: pd.DataFrame | Layered = Layered(since, marks, added, len(previous))
         counts = state.vote_summary(previous, day, marks, added)
         rows = len(previous) + len(added)
     else:  # the first day, or every vote read again under a new guideline version: the table is written whole

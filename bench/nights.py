@@ -245,11 +245,13 @@ def warehouse_sizes(warehouse: Path, day: str) -> dict:
     parent snapshot, and the production rows the night's drift reference held."""
     import pyarrow.parquet as pq
 
+    from labelops import layers
+
     tables = warehouse / "tables"
 
     def rows(name: str, days: list[str]) -> int:
-        files = sorted((tables / name).glob("*.parquet"))
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.stem in days)
+        files = [pq.ParquetFile(f) for f in sorted((tables / name).glob("*.parquet")) if f.stem in days]
+        return sum(layers.rows(f.schema_arrow) or f.metadata.num_rows for f in files)  # a layer: its table's rows
 
     manifests = [json.loads(m.read_text()) for m in sorted((warehouse / "snapshots").glob("v*/manifest.json"))]
     parent = manifests[-2] if len(manifests) > 1 else None

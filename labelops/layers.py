@@ -5,12 +5,13 @@ A table that grows by a little each day but is read whole (``label_votes``: ever
 night, for the 2 % of it that changed. A layer holds the rows the day appended, with every column, and for the
 earlier rows it changed only their position in the base (``_base_row``) and the columns it changed (the
 footer lists them). Reading a layer reads its base (itself possibly a layer), puts the changed values in place
-and appends the new rows: exactly the table a whole write would have stored, the same rows, order and types.
+and appends the new rows: exactly the table a whole write would have stored, the same rows, order and pandas
+dtypes.
 
 A layer's footer names its base partition and the SHA-256 of the base file's bytes, so a base that was
 re-materialized after the layer was written is refused with a clear error instead of read as if nothing had
-changed. The table is written whole (a compaction) every ``MAX_DEPTH`` layers, when a layer would hold more
-than ``MAX_SHARE`` of the table, or when a column gets a type the base does not have.
+changed. The table is written whole (a compaction) after ``MAX_DEPTH`` layers, when a layer would hold more
+than ``MAX_SHARE`` of the table, or when a column is new or gets a type the base does not have.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Layered:
     base: str
     marks: pd.DataFrame
     appended: pd.DataFrame
+    base_rows: int  # the rows of the base the day was folded into: a base rewritten since is refused at the write
 
     @property
     def changed(self) -> list[str]:
@@ -61,10 +63,11 @@ class Layered:
         out = base.copy()
         at = self.marks[ROW].to_numpy(dtype=np.int64)
         for name in self.changed:
-            column = out[name].astype(object).to_numpy(copy=True)
+            column = out[name].astype(object).to_numpy(copy=True) if name in out else np.full(len(out), None)
             column[at] = self.marks[name].astype(object).to_numpy()
             out[name] = pd.Series(column, dtype=object).where(pd.notna(column), None)
-        return pd.concat([out, self.appended.reindex(columns=base.columns)], ignore_index=True)
+        # a column the base lacks (written before it existed) is kept: missing in the base's rows
+        return pd.concat([out, self.appended], ignore_index=True)
 
 
 def sha256(data: bytes) -> str:
@@ -106,7 +109,7 @@ def rows(schema: pa.Schema) -> int | None:
 def layer_table(layered: Layered, base: pa.Schema) -> pa.Table | None:
     """The layer as Arrow in the base's column types (a column the day left empty takes the base's type, text the
     base's width): the marked rows (only their changed columns; the others null), then the appended ones. None
-    when a column is missing or has another type: the table is then written whole."""
+    when a column is missing, new or has another type: the table is then written whole (with every column)."""
     names = [f.name for f in base]
     appended = pa.Table.from_pandas(layered.appended, preserve_index=False)
     marks = pa.Table.from_pandas(layered.marks[layered.changed], preserve_index=False)
@@ -118,7 +121,7 @@ def layer_table(layered: Layered, base: pa.Schema) -> pa.Table | None:
         for part in (marks, appended):
             column = part.column(field.name) if field.name in part.column_names else pa.nulls(len(part), field.type)
             if column.type != field.type:
-                if column.type == pa.null():
+                if column.type == pa.null() or len(part) == 0:  # no values: nothing to convert
                     column = pa.nulls(len(part), field.type)
                 elif _text(column.type) and _text(field.type):  # pandas writes str columns as large_string
                     column = column.cast(field.type)

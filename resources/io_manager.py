@@ -203,6 +203,11 @@ class ParquetIOManager(ConfigurableIOManager):
         base_bytes = store.read_bytes(base_key)
         base = pq.ParquetFile(pa.BufferReader(base_bytes))
         base_rows = layers.rows(base.schema_arrow) or base.metadata.num_rows
+        if base_rows != frame.base_rows:
+            raise layers.StaleLayerError(
+                f"{base_key} holds {base_rows} rows, and this day was folded into it when it held {frame.base_rows}: "
+                "it was re-materialized meanwhile; materialize this day again"
+            )
         depth = layers.depth(base.schema_arrow)
         if depth < layers.MAX_DEPTH and frame.rows() <= layers.MAX_SHARE * (base_rows + len(frame.appended)):
             table = layers.layer_table(frame, _data_schema(base.schema_arrow))

@@ -83,7 +83,7 @@ def _days_of_votes(seed: int) -> list[tuple[pd.DataFrame, np.ndarray]]:
 def _layered(frame: pd.DataFrame, previous: pd.DataFrame, changed: np.ndarray, base: str) -> Layered:
     """The day's table as what it changed in the day before (``changed``: the earlier rows it marked)."""
     marks = frame.iloc[changed][state.MARKS].reset_index(drop=True).assign(**{layers.ROW: changed})
-    return Layered(base, marks, frame.iloc[len(previous) :].reset_index(drop=True))
+    return Layered(base, marks, frame.iloc[len(previous) :].reset_index(drop=True), len(previous))
 
 
 def test_a_layered_day_reads_back_as_the_table_written_whole(io_manager: ParquetIOManager) -> None:
@@ -112,14 +112,19 @@ def test_chains_are_cut_at_max_depth_and_large_layers_are_written_whole(io_manag
         grown = pd.concat([frame, pd.DataFrame({"item_id": [f"n{n}"], "v": [float(n)]})], ignore_index=True)
         grown.loc[n, "v"] = -1.0
         marks = pd.DataFrame({"v": [-1.0], layers.ROW: [n]})
-        _write(io_manager, "t", day, Layered(DAYS[n - 1], marks, grown.iloc[len(frame) :].reset_index(drop=True)))
+        _write(
+            io_manager,
+            "t",
+            day,
+            Layered(DAYS[n - 1], marks, grown.iloc[len(frame) :].reset_index(drop=True), len(frame)),
+        )
         pd.testing.assert_frame_equal(_read(io_manager, "t", day), grown)
         frame = grown
     depths = [layers.depth(pq.read_schema(_file(io_manager, "t", d))) for d in DAYS]
     assert depths == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]
     # a layer marking most of the table is written whole, and reads back the same
     marks = pd.DataFrame({"v": np.zeros(600), layers.ROW: np.arange(600)})
-    _write(io_manager, "t", DAYS[3], Layered(DAYS[2], marks, frame.iloc[:0]))
+    _write(io_manager, "t", DAYS[3], Layered(DAYS[2], marks, frame.iloc[:0], len(frame) - 9))
     assert layers.depth(pq.read_schema(_file(io_manager, "t", DAYS[3]))) == 0
     expected = _read(io_manager, "t", DAYS[2]).assign(v=lambda f: f["v"].where(f.index >= 600, 0.0))
     pd.testing.assert_frame_equal(_read(io_manager, "t", DAYS[3]), expected)
@@ -200,7 +205,7 @@ def test_the_day_fold_as_a_layer_is_the_whole_fold() -> None:
     layered = whole
     for delivery in deliveries[1:]:
         marks, added = state.fold_day(layered[state.FOLD_INPUTS], delivery)
-        layered = Layered("earlier", marks, added).whole(layered)
+        layered = Layered("earlier", marks, added, len(layered)).whole(layered)
         whole = state.fold_votes(whole, delivery)
         pd.testing.assert_frame_equal(_as_stored(layered), _as_stored(whole))
         assert state.vote_summary(layered, STATE_DAYS[2]) == state.vote_summary(whole, STATE_DAYS[2])
@@ -210,3 +215,31 @@ def test_the_day_fold_as_a_layer_is_the_whole_fold() -> None:
 def _as_stored(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as the warehouse stores it and hands it back."""
     return pa.Table.from_pandas(frame, preserve_index=False).to_pandas()
+
+
+def test_marks_alone_a_new_column_and_a_base_rewritten_before_the_write(io_manager: ParquetIOManager) -> None:
+    frame = pd.DataFrame(
+        {"item_id": [f"i{i}" for i in range(100)], "mark": pd.Series([None] * 99 + ["x"], dtype=object)}
+    )
+    _write(io_manager, "t", DAYS[0], frame)
+    # a day that only marks (an edited re-export adds no judgment): a layer, though its empty rows have no types
+    empty = pd.DataFrame({"item_id": pd.Series(dtype="float64"), "mark": pd.Series(dtype="float64")})
+    marks = pd.DataFrame({"mark": ["y"], layers.ROW: [3]})
+    _write(io_manager, "t", DAYS[1], Layered(DAYS[0], marks, empty, 100))
+    assert layers.depth(pq.read_schema(_file(io_manager, "t", DAYS[1]))) == 1
+    pd.testing.assert_frame_equal(
+        _read(io_manager, "t", DAYS[1]), frame.assign(mark=["y" if i == 3 else m for i, m in enumerate(frame["mark"])])
+    )
+    # a column the base lacks: the table is written whole, with it (missing in the earlier rows)
+    new = pd.DataFrame({"item_id": ["n"], "mark": [None], "extra": [1.5]})
+    _write(io_manager, "t", DAYS[2], Layered(DAYS[1], marks.iloc[:0], new, 100))
+    got = _read(io_manager, "t", DAYS[2])
+    assert layers.depth(pq.read_schema(_file(io_manager, "t", DAYS[2]))) == 0
+    assert list(got.columns) == ["item_id", "mark", "extra"] and len(got) == 101
+    assert got["extra"].isna().sum() == 100 and got["extra"].iloc[-1] == 1.5 and got["mark"].iloc[3] == "y"
+    # the base rewritten between the fold (which saw 101 rows) and the write: refused, nothing written
+    _write(io_manager, "t", DAYS[2], frame)
+    before = _file(io_manager, "t", DAYS[3]).exists()
+    with pytest.raises(layers.StaleLayerError, match=rf"t/{DAYS[2]}\.parquet holds 100 rows.*held 101"):
+        _write(io_manager, "t", DAYS[3], Layered(DAYS[2], marks.iloc[:0], new, 101))
+    assert _file(io_manager, "t", DAYS[3]).exists() == before
