@@ -150,7 +150,7 @@ def relabel_batch(
     )
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
-    latest = _latest(label_state, ["item_id", "days", "status", "needs_relabel"]).drop_duplicates("item_id")
+    latest = state.one_row_per_item(_latest(label_state, ["item_id", "days", "status", "needs_relabel"]))
     returned = state.last_labeled(latest)
     needs_relabel = latest.loc[latest["status"] == "needs_relabel", ["item_id", "needs_relabel"]]
     spec = guidelines.coverage_spec(guideline)

@@ -150,6 +150,16 @@ def group_starts(values: pd.Series) -> np.ndarray:
     return out
 
 
+def is_sorted(values: pd.Series) -> bool:
+    """Whether a text column is in ascending order without missing values (neighbours compared by Arrow)."""
+    column = _text(values)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        return False
+    return len(column) < 2 or bool(pc.all(pc.less_equal(column[:-1], column[1:])).as_py())
+
+
 def sorted_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """``frame.sort_values(keys, kind="stable")`` with a fresh index, ordered by Arrow's stable sort: pandas
     factorizes every key column first (2 s for a state's 1.2 M consensus rows). Missing values go last, as in
@@ -160,3 +170,19 @@ def sorted_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         return frame.sort_values(keys, kind="stable").reset_index(drop=True)
     order = pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys])
     return frame.take(order.to_numpy()).reset_index(drop=True)
+
+
+def latest_rows(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """``frame.drop_duplicates(key, keep="last").sort_values(key, kind="stable")`` with a fresh index: one Arrow
+    stable sort, then the last row of each run of equal keys (pandas hashes every key to drop duplicates, then
+    factorizes them again to sort: 0.9 s for an item index of 1.2 M items). Missing keys go last, as one."""
+    try:
+        keys = pa.Table.from_pandas(frame[[key]], preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame.drop_duplicates(key, keep="last").sort_values(key, kind="stable").reset_index(drop=True)
+    order = pc.sort_indices(keys, sort_keys=[(key, "ascending", "at_end")])
+    starts = group_starts(
+        pd.Series(keys.column(key).take(order).combine_chunks(), dtype=pd.ArrowDtype(keys.schema.field(key).type))
+    )
+    ends = np.append(starts[1:], True) if len(starts) else starts
+    return frame.take(order.to_numpy()[ends]).reset_index(drop=True)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from labelops import plots
 from labelops.columns import isin
-from labelops.state import loop_by_batch
+from labelops.state import loop_by_batch, one_row_per_item
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -234,7 +234,7 @@ def quality_report(
     if state is None or state.empty:
         report.text("no label state for the day", "note")
     else:
-        items = state.drop_duplicates("item_id")
+        items = one_row_per_item(state)
         answered = items[items["status"] == "answered"]
         in_snapshot = pd.Series(
             isin(answered["item_id"], snapshot_items)

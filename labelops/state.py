@@ -28,7 +28,19 @@ import pyarrow.compute as pc
 from pandas.api.extensions import take
 
 from labelops import quality
-from labelops.columns import day_text, extract, group_starts, isin, joined, lookup, positions, sorted_rows
+from labelops.columns import (
+    day_text,
+    extract,
+    group_starts,
+    is_sorted,
+    isin,
+    joined,
+    latest_rows,
+    lookup,
+    positions,
+    sorted_rows,
+    text,
+)
 from labelops.guidelines import GuidelineSet
 from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
@@ -96,8 +108,7 @@ def fold_items(previous: pd.DataFrame, sent: pd.DataFrame, catalog: pd.DataFrame
     parts = [df for df in (sent, previous, catalog) if len(df)]
     if not parts:
         return catalog.iloc[:0]
-    known = pd.concat(parts, ignore_index=True).drop_duplicates("item_id", keep="last")
-    return known.sort_values("item_id", kind="stable").reset_index(drop=True)
+    return latest_rows(pd.concat(parts, ignore_index=True), "item_id")
 
 
 def annotation_keys(frame: pd.DataFrame) -> pd.Series:
@@ -380,6 +391,17 @@ def consensus(
 
 
 LINEAGE = ["rounds", "files", "judgments", "days", "current_judgments", "answered_batch"]
+# what lineage reads of a vote set: not the judgments themselves (a selection copies every column it keeps)
+LINEAGE_INPUTS = [
+    "item_id",
+    "kind",
+    "export_date",
+    "source_file",
+    "answer_to",
+    "superseded_by",
+    "replaced_on",
+    "needs_relabel",
+]
 
 
 def lineage(votes: pd.DataFrame) -> pd.DataFrame:
@@ -428,7 +450,7 @@ def item_state(
         # an item's lineage changes only with its judgments: carried for the others, computed for the touched
         carried = previous.loc[group_starts(previous["item_id"]), ["item_id", *LINEAGE]]
         carried = carried[~isin(carried["item_id"], touched)]
-        fresh = lineage(votes[isin(votes["item_id"], touched)]).reset_index()
+        fresh = lineage(votes.loc[isin(votes["item_id"], touched), LINEAGE_INPUTS]).reset_index()
         per_item = sorted_rows(pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]), ["item_id"])
     else:
         per_item = lineage(votes).reset_index()
@@ -492,15 +514,15 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
     columns = ["batch_id", "sent_on", "sent", "honeypots", "answered", "waiting", "answered_in_snapshot"]
     if sent.empty:
         return pd.DataFrame(columns=columns)
-    per_item = (
-        items.drop_duplicates("item_id").set_index("item_id")
+    first = (
+        one_row_per_item(items).set_index("item_id")
         if len(items)
         else pd.DataFrame(columns=["answered_batch", "status"])
     )
     honeypot = sent["reason"].astype(object).eq(HONEYPOT).to_numpy()
-    answered_batch = sent["item_id"].map(per_item["answered_batch"]).astype(object)
+    answered_batch = sent["item_id"].map(first["answered_batch"]).astype(object)
     answered = (answered_batch.notna() & (answered_batch.fillna("") >= sent["batch_id"])).to_numpy() & ~honeypot
-    waiting = sent["item_id"].map(per_item["status"]).eq("relabel_requested").to_numpy() & ~honeypot
+    waiting = sent["item_id"].map(first["status"]).eq("relabel_requested").to_numpy() & ~honeypot
     shown = isin(sent["item_id"], snapshot_items) if snapshot_items is not None else np.zeros(len(sent), bool)
     table = pd.DataFrame(
         {
@@ -516,12 +538,18 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
     return table.groupby(["batch_id", "sent_on"], as_index=False).sum()[columns]
 
 
+def one_row_per_item(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per item of a state (its first): ``drop_duplicates("item_id")``, without hashing a million ids when
+    the rows are sorted by item, as a state's are (then an item's rows are neighbours)."""
+    if is_sorted(items["item_id"]):
+        return items[group_starts(items["item_id"])]
+    return items.drop_duplicates("item_id")
+
+
 def last_labeled(items: pd.DataFrame) -> pd.DataFrame:
     """Each item of a state with the last day a judgment of it was delivered (``days`` ends with it)."""
-    per_item = items.drop_duplicates("item_id")
-    return pd.DataFrame(
-        {"item_id": per_item["item_id"].to_numpy(), "export_date": per_item["days"].astype(str).str[-10:].to_numpy()}
-    )
+    first = one_row_per_item(items)
+    return pd.DataFrame({"item_id": first["item_id"].array, "export_date": _last_day(first["days"]).array})
 
 
 def current_labels(items: pd.DataFrame, *, since: str | None = None) -> pd.DataFrame:
@@ -529,5 +557,12 @@ def current_labels(items: pd.DataFrame, *, since: str | None = None) -> pd.DataF
     after ``since``: the labeled data as it stands, each item once."""
     rows = items[items["label"].notna()] if len(items) else items
     if since is not None and len(rows):
-        rows = rows[rows["days"].astype(str).str[-10:] >= since]
+        rows = rows[(_last_day(rows["days"]) >= since).to_numpy()]
     return rows.reset_index(drop=True)
+
+
+def _last_day(days: pd.Series) -> pd.Series:
+    """The last date of each ``days`` list (its last ten characters), sliced by Arrow: ``astype(str).str[-10:]``
+    makes a Python string per row (1 s for a state's 1.2 M items)."""
+    values = pa.array(days.array, from_pandas=True).cast(pa.large_string())
+    return pd.Series(text(pc.utf8_slice_codeunits(values, -10)), index=days.index)
