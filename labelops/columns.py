@@ -186,3 +186,20 @@ def latest_rows(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     )
     ends = np.append(starts[1:], True) if len(starts) else starts
     return frame.take(order.to_numpy()[ends]).reset_index(drop=True)
+
+
+def rows_where(frame: pd.DataFrame, mask: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+    """``frame.loc[mask, columns]``, with text columns filtered by Arrow chunk by chunk: pandas turns the mask
+    into positions and Arrow's take joins a column's chunks first (half a second for 3 of a vote table's
+    columns). Same index, values and dtypes."""
+    names = list(frame.columns) if columns is None else columns
+    index, selected = frame.index[mask], {}
+    for name in names:
+        column = frame[name]
+        if isinstance(column.array, pd.arrays.ArrowStringArray):
+            values = pa.chunked_array(column.array.__arrow_array__()).filter(pa.array(mask))
+            kept = pd.arrays.ArrowStringArray(values, dtype=column.dtype)
+        else:
+            kept = column.array[mask]
+        selected[name] = pd.Series(kept, index=index, dtype=column.dtype, copy=False)
+    return pd.DataFrame(selected, index=index, columns=names)

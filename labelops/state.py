@@ -38,6 +38,7 @@ from labelops.columns import (
     latest_rows,
     lookup,
     positions,
+    rows_where,
     sorted_rows,
     text,
 )
@@ -371,8 +372,8 @@ def consensus(
     ):
         if rows.any():  # one selection of each kind's columns, straight from the vote sets
             table, _ = quality.consensus_table(
-                votes.loc[rows & scene, quality.SCENE_INPUTS],
-                votes.loc[rows & box, quality.BOX_INPUTS],
+                rows_where(votes, rows & scene, quality.SCENE_INPUTS),
+                rows_where(votes, rows & box, quality.BOX_INPUTS),
                 gold,
                 method=method,
                 quorum=quorum,
@@ -384,7 +385,7 @@ def consensus(
     new_boxes = fresh[(fresh["kind"] != "classification") & isin(fresh["item_id"], touched_ids)]
     kind = previous_items["kind"]  # an item's row without a consensus has none
     carried = (kind.notna() & (kind != "classification")).to_numpy() & ~isin(previous_items["item_id"], touched_ids)
-    kept = previous_items.loc[carried, quality.CONSENSUS_COLUMNS]  # one selection, not a copy per condition
+    kept = rows_where(previous_items, carried, quality.CONSENSUS_COLUMNS)  # one selection, not a copy per condition
     parts = [df for df in (scenes[quality.CONSENSUS_COLUMNS], new_boxes[quality.CONSENSUS_COLUMNS], kept) if len(df)]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     return sorted_rows(out, ["item_id", "kind", "label", "x", "y"])
@@ -450,7 +451,7 @@ def item_state(
         # an item's lineage changes only with its judgments: carried for the others, computed for the touched
         carried = previous.loc[group_starts(previous["item_id"]), ["item_id", *LINEAGE]]
         carried = carried[~isin(carried["item_id"], touched)]
-        fresh = lineage(votes.loc[isin(votes["item_id"], touched), LINEAGE_INPUTS]).reset_index()
+        fresh = lineage(rows_where(votes, isin(votes["item_id"], touched), LINEAGE_INPUTS)).reset_index()
         per_item = sorted_rows(pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]), ["item_id"])
     else:
         per_item = lineage(votes).reset_index()

@@ -16,9 +16,12 @@ from labelops.columns import (
     day_text,
     extract,
     group_starts,
+    is_sorted,
     isin,
     joined,
+    latest_rows,
     lookup,
+    rows_where,
     sorted_rows,
 )
 
@@ -162,3 +165,31 @@ def test_codes_equal_a_sorted_factorization_of_both_columns(left: list, right: l
     got = codes(pd.Series(left, dtype="str"), pd.Series(right, dtype=object))
     assert [len(c) for c in got] == [len(left), len(right)]
     assert list(np.concatenate(got)) == list(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=ids, dtype=st.sampled_from(["str", object]))
+def test_latest_rows_equal_drop_duplicates_keep_last_then_a_stable_sort(values: list, dtype: str) -> None:
+    frame = pd.DataFrame({"item_id": pd.Series(values, dtype=dtype), "row": np.arange(len(values))})
+    expected = frame.drop_duplicates("item_id", keep="last").sort_values("item_id", kind="stable")
+    pd.testing.assert_frame_equal(latest_rows(frame, "item_id"), expected.reset_index(drop=True), check_exact=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=ids)
+def test_is_sorted_means_ascending_without_missing_values(values: list) -> None:
+    column = pd.Series(values, dtype="str")
+    expected = column.notna().all() and column.is_monotonic_increasing
+    assert is_sorted(column) == expected and is_sorted(column.astype(object)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=boxes, mask=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_rows_where_equals_loc_with_a_mask(rows: list, mask: list) -> None:
+    frame = pd.DataFrame(rows, columns=["item_id", "kind", "label", "x", "y"]).astype(
+        {"item_id": "str", "kind": object}
+    )
+    frame.index = np.arange(len(frame)) * 3  # the index is kept, as .loc keeps it
+    chosen = np.array(mask[: len(frame)], dtype=bool)
+    pd.testing.assert_frame_equal(rows_where(frame, chosen), frame.loc[chosen], check_exact=True)
+    pd.testing.assert_frame_equal(rows_where(frame, chosen, ["y", "item_id"]), frame.loc[chosen, ["y", "item_id"]])
