@@ -326,13 +326,15 @@ class JudgmentLedger:
             k for k in self.store.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day
         )
         wanted = pa.array(content_ids, type=pa.string())
-        found = [
-            table.filter(pc.is_in(table["content_id"], value_set=wanted.cast(table["content_id"].type)))
-            for table in (
-                pq.read_table(pa.BufferReader(self.store.read_bytes(k)), columns=["content_id", "annotation_id"])
-                for k in keys
-            )
-        ]
+        found = []
+        for key in keys:
+            # the ids first: a day's copies of earlier judgments are few, so the annotation ids of most days
+            # are never decoded
+            file = pq.ParquetFile(pa.BufferReader(self.store.read_bytes(key)))
+            ids = file.read(columns=["content_id"])["content_id"]
+            hit = pc.is_in(ids, value_set=wanted.cast(ids.type))
+            if pc.any(hit).as_py() or not found:  # one table at least, for the columns' types
+                found.append(file.read(columns=["content_id", "annotation_id"]).filter(hit))
         if not found:
             return pd.DataFrame({"content_id": pd.Series(dtype=object), "annotation_id": pd.Series(dtype=object)})
         return pa.concat_tables(found).to_pandas()

@@ -17,6 +17,7 @@ from test_state import box, crowd_votes, validated
 
 from labelops import layers, state
 from labelops.layers import Layered
+from resources import io_manager as io_manager_module
 from resources.io_manager import ParquetIOManager
 from resources.storage import StorageResource
 
@@ -243,3 +244,25 @@ def test_marks_alone_a_new_column_and_a_base_rewritten_before_the_write(io_manag
     with pytest.raises(layers.StaleLayerError, match=rf"t/{DAYS[2]}\.parquet holds 100 rows.*held 101"):
         _write(io_manager, "t", DAYS[3], Layered(DAYS[2], marks.iloc[:0], new, 101))
     assert _file(io_manager, "t", DAYS[3]).exists() == before
+
+
+def test_text_stored_as_a_dictionary_is_read_as_one_and_expanded_to_the_same_table(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    rows = 300_000
+    frame = pd.DataFrame(
+        {
+            "item_id": pd.Series([f"item-{i:07d}" for i in range(rows)], dtype="str"),  # too many for a dictionary
+            "kind": pd.Series(rng.choice(["bbox", "classification", None], rows), dtype="str"),
+            "answer_to": pd.Series([None] * rows, dtype=object),
+            "x": rng.random(rows),
+        }
+    )
+    path = tmp_path / "table.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    file = pq.ParquetFile(path)
+    assert io_manager_module._dictionary_encoded(file, ["item_id", "kind", "x"]) == ["kind"]
+    data = path.read_bytes()
+    for names in (None, ["kind", "item_id"], ["x"]):
+        read = io_manager_module._read_columns(data, pq.ParquetFile(pa.BufferReader(data)), names)
+        expected = pq.read_table(path, columns=names)
+        assert read.equals(expected) and read.schema.equals(expected.schema, check_metadata=True)
