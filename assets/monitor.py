@@ -31,9 +31,41 @@ class DriftRunConfig(Config):
     partitions_def=daily_partitions,
     group_name="monitor",
     owners=OWNERS["monitor"],
+    kinds={"python", "pandas", "parquet"},
+    code_version="1",
+    ins={"production_predictions": AssetIn()},
+    description="The day's share of a drift reference, drawn once when the day arrives: "
+    f"{REFERENCE.rows // REFERENCE.days:,} of its production rows (all of them on a smaller day; every column "
+    "production_drift compares), with a seed of the day, so the day gives the same rows to every reference it "
+    "is in. production_drift reads these instead of the days themselves, which it would otherwise read whole "
+    f"each night ({REFERENCE.days} days of traffic for one reference).",
+)
+def production_sample(
+    context: AssetExecutionContext, storage: StorageResource, production_predictions: Frames
+) -> Output[DayFrames]:
+    day = context.partition_key
+    frames = production_predictions.select(drop=drift.PRODUCTION_META)
+    if day not in frames:
+        raise LookupError(
+            f"production_predictions has not been materialized for {day}; materialize it for that day first"
+        )
+    sample = drift.day_sample(frames, day, REFERENCE.rows // REFERENCE.days, storage.batch_rows)
+    return Output(
+        {day: sample},
+        metadata={**table_metadata(sample), "day_rows": frames.rows(day), "seed": drift.day_seed(day)},
+    )
+
+
+@asset(
+    partitions_def=daily_partitions,
+    group_name="monitor",
+    owners=OWNERS["monitor"],
     kinds={"python", "pandas", "parquet", "scipy"},
     code_version="1",
-    ins={"production_predictions": AssetIn(partition_mapping=LOOKBACK)},
+    ins={
+        "production_predictions": AssetIn(partition_mapping=LOOKBACK),
+        "production_sample": AssetIn(partition_mapping=LOOKBACK),
+    },
     deps=["dataset_snapshot"],
     description="Drift of the day's production inputs and predictions (every production column but ids, time, "
     "boxes and per-class probabilities) against the reference: production of the days the current snapshot was built from (before this day; "
@@ -48,6 +80,7 @@ def production_drift(
     storage: StorageResource,
     guidelines: GuidelinesResource,
     production_predictions: Frames,
+    production_sample: Frames,
 ) -> Output[DayFrames]:
     day = context.partition_key
     # ids, time, boxes: not monitored
@@ -65,7 +98,12 @@ def production_drift(
     source_days = snapshots.manifest(store, version)["source_partitions"] if version else []
     bounds = drift.Reference(config.reference_days, config.reference_rows, REFERENCE.first_days)
     reference_days = drift.reference_days(source_days, list(production_predictions), day, bounds)
-    reference = drift.reference_sample_parts(production_predictions, reference_days, bounds.rows, storage.batch_rows)
+    # a reference day's share drawn when the day arrived is read instead of the day (the same rows)
+    reference = drift.reference_sample_parts(
+        production_predictions, reference_days, bounds.rows, storage.batch_rows, drawn=production_sample
+    )
+    per_day = bounds.rows // max(len(reference_days), 1)
+    kept = sum(drift.kept_share(production_sample, production_predictions, d, per_day) for d in reference_days)
     reference = predictions_under(reference, guideline_set, guideline)  # a renamed class is no drift
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
     measured = drift.day_drift(reference, parts, current_rows, settings)
@@ -83,6 +121,7 @@ def production_drift(
             "reference": f"snapshot {version}" if version else f"first {len(reference_days)} production days",
             "reference_rows": len(reference),
             "reference_days": ", ".join(reference_days),
+            "reference_days_drawn_before": f"{kept} of {len(reference_days)} (production_sample; the others read whole)",
             "mean_confidence": measured.mean_confidence,
             "reference_mean_confidence": float(reference["confidence"].mean()) if len(reference) else 0.0,
             "current_rows": current_rows,

@@ -55,6 +55,7 @@ HISTORY_ASSETS = (
     "label_exports",
     "gold_labels",
     "production_predictions",
+    "production_sample",
     "validated_annotations",
     "quarantined_annotations",
     "annotator_agreement",

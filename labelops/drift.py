@@ -441,18 +441,47 @@ class DayParts(Protocol):
     def batches(self, day: str, rows: int) -> Iterator[pd.DataFrame]: ...
 
 
-def reference_sample_parts(frames: DayParts, days: list[str], rows: int, batch_rows: int) -> pd.DataFrame:
+class KeptDays(DayParts, Protocol):
+    """Days of a daily table read in parts, some of them present."""
+
+    def __contains__(self, day: object) -> bool: ...
+
+
+def day_seed(day: str) -> int:
+    """The seed of a day's share of a reference (its date as a number, 20240603): a day gives the same rows
+    whichever days it is compared with, so its share can be drawn once, when the day arrives (production_sample)."""
+    return int(day.replace("-", ""))
+
+
+def day_sample(frames: DayParts, day: str, rows: int, batch_rows: int) -> pd.DataFrame:
+    """A day's share of a reference: ``rows`` of its rows (all of them if it has fewer), read in parts of
+    ``batch_rows`` rows."""
+    return take_rows(frames.batches(day, batch_rows), sample_positions(frames.rows(day), rows, day_seed(day)))
+
+
+def reference_sample_parts(
+    frames: DayParts, days: list[str], rows: int, batch_rows: int, drawn: KeptDays | None = None
+) -> pd.DataFrame:
     """:func:`reference_sample` reading each day in parts of ``batch_rows`` rows: the same rows, and memory
-    bounded by ``rows`` and ``batch_rows`` whatever a day's size."""
+    bounded by ``rows`` and ``batch_rows`` whatever a day's size. A day's share already ``drawn`` (the same
+    draw, kept by production_sample) is read instead of the day, when it holds as many rows as this reference
+    takes of the day: the draw depends only on the day and that number."""
     per_day = rows // max(len(days), 1)
     parts = [
-        take_rows(frames.batches(day, batch_rows), sample_positions(frames.rows(day), per_day, seed=n))
-        for n, day in enumerate(sorted(days))
+        take_rows(drawn.batches(day, batch_rows), None)
+        if drawn is not None and kept_share(drawn, frames, day, per_day)
+        else day_sample(frames, day, per_day, batch_rows)
+        for day in sorted(days)
     ]
     non_empty = [part for part in parts if len(part)]
     if len(parts) <= 1:
         return parts[0] if parts else pd.DataFrame()
     return pd.concat(non_empty or parts[:1], ignore_index=True)
+
+
+def kept_share(drawn: KeptDays, frames: DayParts, day: str, per_day: int) -> bool:
+    """Whether ``drawn`` holds ``day``'s share of a reference taking ``per_day`` rows of each day."""
+    return day in drawn and drawn.rows(day) == min(frames.rows(day), per_day)
 
 
 # The frame's media (``uri``, ``width``, ``height``) says where a frame is, for sending it to labelers: not a model input.
@@ -505,7 +534,7 @@ def reference_sample(frames: Mapping[str, pd.DataFrame], days: list[str], rows: 
     """The reference rows: each of ``days`` read in turn and sampled to its share of ``rows`` (the same rows on
     every run), so memory stays bounded however long the reference period is."""
     per_day = rows // max(len(days), 1)
-    parts = [sample_rows(frames[day], per_day, seed=n) for n, day in enumerate(sorted(days))]
+    parts = [sample_rows(frames[day], per_day, seed=day_seed(day)) for day in sorted(days)]
     non_empty = [part for part in parts if len(part)]
     if len(parts) <= 1:
         return parts[0] if parts else pd.DataFrame()

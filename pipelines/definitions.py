@@ -10,7 +10,7 @@ from assets.coverage import coverage_assets
 from assets.curate import dataset_snapshot, snapshot_exports
 from assets.ingest import ingest_assets
 from assets.labeling import labeling_tasks, relabel_batch
-from assets.monitor import production_drift
+from assets.monitor import production_drift, production_sample
 from assets.quality import quality_assets
 from assets.reports import quality_report
 from assets.state import state_assets
@@ -46,6 +46,7 @@ ASSETS = [
     *coverage_assets,
     dataset_snapshot,
     snapshot_exports,
+    production_sample,
     production_drift,
     relabel_batch,
     labeling_tasks,

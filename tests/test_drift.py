@@ -98,3 +98,21 @@ def test_demo_drift_is_found_in_the_changed_columns_only(demo_landing: LocalStor
         assert table.loc[["lighting", "weather", "brightness", "predicted_label"], "drifted"].all()
         assert not table.loc[["device", "region", "blur", "speed_kmh"], "drifted"].any()
         assert table.loc["predicted_label", "unseen_rate"] > 0.02  # the new e_scooter class
+
+
+def test_a_night_reads_its_reference_days_as_drawn_when_they_arrived(demo_nights) -> None:
+    """The demo's 2024-06-13 compares with 2024-06-10 and -11: production_sample drew their shares on their own
+    nights (seeded by the day), and the drift night read those instead of the days."""
+    from dagster import AssetKey
+
+    records = demo_nights.instance.fetch_materializations(AssetKey("production_drift"), limit=10).records
+    metadata = {r.asset_materialization.partition: r.asset_materialization.metadata for r in records}
+    assert metadata["2024-06-13"]["reference_days"].value == "2024-06-10, 2024-06-11"
+    assert metadata["2024-06-13"]["reference_days_drawn_before"].value.startswith("2 of 2")
+    per_day = drift.Reference().rows // drift.Reference().days
+    for day in ("2024-06-10", "2024-06-11"):
+        production = pd.read_parquet(demo_nights.warehouse / "tables" / "production_predictions" / f"{day}.parquet")
+        drawn = pd.read_parquet(demo_nights.warehouse / "tables" / "production_sample" / f"{day}.parquet")
+        monitored = production.drop(columns=[c for c in production.columns if c in drift.PRODUCTION_META])
+        expected = drift.sample_rows(monitored, per_day, seed=drift.day_seed(day)).reset_index(drop=True)
+        pd.testing.assert_frame_equal(drawn, expected)

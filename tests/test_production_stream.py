@@ -107,12 +107,32 @@ class _Days:
         assert rows == self.part_rows
         yield from _parts(self.frames[day], rows)
 
+    def __contains__(self, day: object) -> bool:
+        return day in self.frames
+
 
 def test_reference_sample_in_parts_draws_the_same_rows() -> None:
     frames = {"2024-06-01": _day(1800, 1), "2024-06-02": _day(400, 2)}
     whole = drift.reference_sample(frames, list(frames), 1000)
     parted = drift.reference_sample_parts(_Days(frames, 300), list(frames), 1000, 300)
     pd.testing.assert_frame_equal(parted.reset_index(drop=True), whole.reset_index(drop=True))
+
+
+def test_a_day_drawn_when_it_arrived_gives_a_reference_the_same_rows() -> None:
+    frames = {"2024-06-01": _day(1800, 1), "2024-06-02": _day(400, 2), "2024-06-03": _day(2200, 3)}
+    days = _Days(frames, 300)
+    fresh = drift.reference_sample_parts(days, list(frames), 1500, 300)  # 500 rows of each day
+    # drawn with the reference's share of each day (the first and the small second), then with another share
+    drawn = {d: drift.day_sample(days, d, 500, 300) for d in ("2024-06-01", "2024-06-02")}
+    assert [len(f) for f in drawn.values()] == [500, 400]
+    kept = drift.reference_sample_parts(days, list(frames), 1500, 300, drawn=_Days(drawn, 300))
+    pd.testing.assert_frame_equal(kept, fresh)
+    other = _Days({"2024-06-01": drift.day_sample(days, "2024-06-01", 700, 300)}, 300)
+    assert not drift.kept_share(other, days, "2024-06-01", 500)  # another share is not used
+    pd.testing.assert_frame_equal(drift.reference_sample_parts(days, list(frames), 1500, 300, drawn=other), fresh)
+    # a day's draw is the same whichever days share the reference with it
+    alone = drift.reference_sample_parts(days, ["2024-06-01"], 500, 300)
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), fresh.iloc[:500].reset_index(drop=True))
 
 
 def test_coverage_from_counted_parts_equals_the_row_report() -> None:
