@@ -15,7 +15,7 @@ from assets.metadata import table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from assets.partitions import daily_asset
 from labelops import labeling, outbox, state, warehouse
-from labelops.columns import isin
+from labelops.columns import first_rows, isin
 from labelops.guidelines import Guideline, predictions_under
 from labelops.label_studio_config import labeling_config
 from labelops.reporting import markdown_table
@@ -150,7 +150,7 @@ def relabel_batch(
     )
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
-    latest = state.one_row_per_item(_latest(label_state, ["item_id", "days", "status", "needs_relabel"]))
+    latest = first_rows(_latest(label_state, ["item_id", "days", "status", "needs_relabel"]), "item_id")
     returned = state.last_labeled(latest)
     needs_relabel = latest.loc[latest["status"] == "needs_relabel", ["item_id", "needs_relabel"]]
     spec = guidelines.coverage_spec(guideline)

@@ -160,6 +160,14 @@ def is_sorted(values: pd.Series) -> bool:
     return len(column) < 2 or bool(pc.all(pc.less_equal(column[:-1], column[1:])).as_py())
 
 
+def first_rows(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """``frame.drop_duplicates(key)`` (each key's first row), without hashing a million ids when the frame is
+    sorted by ``key``, as a label state is by item: a key's rows are then neighbours."""
+    if len(frame) and is_sorted(frame[key]):
+        return frame[group_starts(frame[key])]
+    return frame.drop_duplicates(key)
+
+
 def sorted_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """``frame.sort_values(keys, kind="stable")`` with a fresh index, ordered by Arrow's stable sort: pandas
     factorizes every key column first (2 s for a state's 1.2 M consensus rows). Missing values go last, as in

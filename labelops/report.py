@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from labelops import plots
-from labelops.columns import isin
-from labelops.state import loop_by_batch, one_row_per_item
+from labelops.columns import first_rows, isin
+from labelops.state import loop_by_batch
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -234,7 +234,7 @@ def quality_report(
     if state is None or state.empty:
         report.text("no label state for the day", "note")
     else:
-        items = one_row_per_item(state)
+        items = first_rows(state, "item_id")
         answered = items[items["status"] == "answered"]
         in_snapshot = pd.Series(
             isin(answered["item_id"], snapshot_items)

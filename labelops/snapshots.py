@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelops import boxes
-from labelops.columns import codes, isin, lookup
+from labelops.columns import codes, first_rows, isin, lookup, rows_where
 from labelops.export import to_coco, to_yolo
 from labelops.quality import CONSENSUS_COLUMNS
 from labelops.storage import Store
@@ -79,11 +79,10 @@ STATE_COLUMNS = [*CONSENSUS_COLUMNS, "status"]  # what curation reads of the lab
 
 def state_inputs(state: pd.DataFrame) -> StateInputs:
     """The current label state as curation's inputs: answered items are no longer waiting for anything."""
-    (ids,) = codes(state["item_id"])
-    items = state.loc[_first(ids), ["item_id", "status"]]
+    items = first_rows(state[["item_id", "status"]], "item_id")
     waiting = items[items["status"].isin(["relabel_requested", "needs_relabel"])]
     return StateInputs(
-        consensus=state.loc[state["kind"].notna(), CONSENSUS_COLUMNS].reset_index(drop=True),
+        consensus=rows_where(state, state["kind"].notna().to_numpy(), CONSENSUS_COLUMNS).reset_index(drop=True),
         review=items.loc[items["status"] == "in_review", ["item_id"]].reset_index(drop=True),
         relabel=pd.DataFrame({"item_id": waiting["item_id"].to_numpy(), "rule": "needs_relabel"}),
         items=items["item_id"].reset_index(drop=True),

@@ -31,8 +31,8 @@ from labelops import quality
 from labelops.columns import (
     day_text,
     extract,
+    first_rows,
     group_starts,
-    is_sorted,
     isin,
     joined,
     latest_rows,
@@ -516,7 +516,7 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
     if sent.empty:
         return pd.DataFrame(columns=columns)
     first = (
-        one_row_per_item(items).set_index("item_id")
+        first_rows(items, "item_id").set_index("item_id")
         if len(items)
         else pd.DataFrame(columns=["answered_batch", "status"])
     )
@@ -539,17 +539,9 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
     return table.groupby(["batch_id", "sent_on"], as_index=False).sum()[columns]
 
 
-def one_row_per_item(items: pd.DataFrame) -> pd.DataFrame:
-    """One row per item of a state (its first): ``drop_duplicates("item_id")``, without hashing a million ids when
-    the rows are sorted by item, as a state's are (then an item's rows are neighbours)."""
-    if is_sorted(items["item_id"]):
-        return items[group_starts(items["item_id"])]
-    return items.drop_duplicates("item_id")
-
-
 def last_labeled(items: pd.DataFrame) -> pd.DataFrame:
     """Each item of a state with the last day a judgment of it was delivered (``days`` ends with it)."""
-    first = one_row_per_item(items)
+    first = first_rows(items, "item_id")
     return pd.DataFrame({"item_id": first["item_id"].array, "export_date": _last_day(first["days"]).array})
 
 
