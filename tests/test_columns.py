@@ -15,6 +15,7 @@ from labelops.columns import (
     concatenated,
     day_text,
     extract,
+    first_rows,
     group_starts,
     is_sorted,
     isin,
@@ -193,3 +194,12 @@ def test_rows_where_equals_loc_with_a_mask(rows: list, mask: list) -> None:
     chosen = np.array(mask[: len(frame)], dtype=bool)
     pd.testing.assert_frame_equal(rows_where(frame, chosen), frame.loc[chosen], check_exact=True)
     pd.testing.assert_frame_equal(rows_where(frame, chosen, ["y", "item_id"]), frame.loc[chosen, ["y", "item_id"]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=ids, dtype=st.sampled_from(["str", object]), presort=st.booleans())
+def test_first_rows_equal_drop_duplicates_sorted_or_not(values: list, dtype: str, presort: bool) -> None:
+    frame = pd.DataFrame({"item_id": pd.Series(values, dtype=dtype), "row": np.arange(len(values))})
+    if presort:
+        frame = frame.sort_values("item_id", kind="stable")
+    pd.testing.assert_frame_equal(first_rows(frame, "item_id"), frame.drop_duplicates("item_id"), check_exact=True)
