@@ -323,9 +323,10 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
 
 # What the consensus of a vote set reads: the judgment (the relabel batch it answers only selects the method).
 VOTE_INPUTS = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h"]
-# What the item state reads of the vote sets: label_state reads only these columns of label_votes.
-STATE_INPUTS = [
-    *VOTE_INPUTS,
+# What lineage reads of a vote set: not the judgments themselves (a selection copies every column it keeps).
+LINEAGE_INPUTS = [
+    "item_id",
+    "kind",
     "export_date",
     "source_file",
     "answer_to",
@@ -333,6 +334,8 @@ STATE_INPUTS = [
     "replaced_on",
     "needs_relabel",
 ]
+# What the item state reads of the vote sets: label_state reads only these columns of label_votes.
+STATE_INPUTS = [*VOTE_INPUTS, *(c for c in LINEAGE_INPUTS if c not in VOTE_INPUTS)]
 
 
 def counts(votes: pd.DataFrame) -> np.ndarray:
@@ -392,17 +395,6 @@ def consensus(
 
 
 LINEAGE = ["rounds", "files", "judgments", "days", "current_judgments", "answered_batch"]
-# what lineage reads of a vote set: not the judgments themselves (a selection copies every column it keeps)
-LINEAGE_INPUTS = [
-    "item_id",
-    "kind",
-    "export_date",
-    "source_file",
-    "answer_to",
-    "superseded_by",
-    "replaced_on",
-    "needs_relabel",
-]
 
 
 def lineage(votes: pd.DataFrame) -> pd.DataFrame:
