@@ -180,6 +180,9 @@ def _annotation_ids_by_row(source_file: pd.Series, source_ref: pd.Series) -> pd.
     return hex_strings(hashed)
 
 
+# Each lowercase hex digit's value, by its character code.
+_NIBBLES = np.zeros(256, dtype=np.uint8)
+_NIBBLES[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 # Each byte's two lowercase hex digits, by byte value.
 _HEX_PAIRS = np.frombuffer("".join(f"{b:02x}" for b in range(256)).encode(), dtype=np.uint8).reshape(256, 2)
 
@@ -282,7 +285,7 @@ def mark_duplicates(frame: pd.DataFrame, known: JudgmentLedger | None = None) ->
     out = frame.copy()
     out["content_id"] = hex_strings(hashes)
     origin = np.where(np.arange(len(frame)) == first_rows[codes], None, delivered[codes]) if len(frame) else []
-    earlier = known.lookup(hex_strings(distinct)) if known is not None and len(distinct) else None
+    earlier = known.lookup(distinct) if known is not None and len(distinct) else None
     if earlier is not None and len(earlier):
         earlier = earlier.drop_duplicates("content_id")
         position = pd.Index(distinct).get_indexer(hex_values(earlier["content_id"]))
@@ -294,15 +297,31 @@ def mark_duplicates(frame: pd.DataFrame, known: JudgmentLedger | None = None) ->
 
 
 def hex_values(texts: pd.Series) -> np.ndarray:
-    """:func:`hex_strings` undone: 16-character hex texts as uint64, without a Python loop."""
-    digits = np.frombuffer("".join(texts.to_numpy(dtype=object)).encode(), dtype=np.uint8).reshape(-1, 16)
-    nibbles = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0")).astype(np.uint64)
-    return (nibbles << np.arange(60, -1, -4, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
+    """:func:`hex_strings` undone: 16-character hex texts as uint64, without a Python loop (nor a Python string
+    per value: the digits are read from the Arrow buffer that holds them, 16 bytes apart)."""
+    nibbles = _NIBBLES[_hex_digits(texts)]
+    octets = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])
+    return octets.view(">u8").ravel().astype(np.uint64)
+
+
+def _hex_digits(texts: pd.Series) -> np.ndarray:
+    """The texts' bytes as rows of 16, from their Arrow buffer when it holds them back to back."""
+    column = pa.array(texts.array, from_pandas=True)
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) and not column.null_count:
+        width = np.int64 if pa.types.is_large_string(column.type) else np.int32
+        offsets = np.frombuffer(column.buffers()[1], dtype=width)[column.offset : column.offset + len(column) + 1]
+        if len(column) and (np.diff(offsets) == 16).all():
+            data = np.frombuffer(column.buffers()[2], dtype=np.uint8)
+            return data[offsets[0] : offsets[-1]].reshape(-1, 16)
+    return np.frombuffer("".join(texts.to_numpy(dtype=object)).encode(), dtype=np.uint8).reshape(-1, 16)
 
 
 def record_judgments(warehouse: Store, day: str, table: pd.DataFrame) -> None:
-    """Keep the day's first deliveries (copies excluded), which later days compare against."""
+    """Keep the day's first deliveries (copies excluded), which later days compare against: their content ids,
+    also as the 64-bit values (``content_key``) that later days probe, and annotation ids."""
     firsts = table.loc[table["duplicate_of"].isna(), ["content_id", "annotation_id"]]
+    firsts.insert(1, "content_key", hex_values(firsts["content_id"]) if len(firsts) else np.array([], np.uint64))
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(firsts, preserve_index=False), buffer, compression="zstd")
     warehouse.write_bytes(f"{JUDGMENTS}/{day}.parquet", buffer.getvalue())
@@ -319,20 +338,25 @@ class JudgmentLedger:
     store: Store
     day: str
 
-    def lookup(self, content_ids: np.ndarray) -> pd.DataFrame:
-        """Earlier first deliveries (content_id, annotation_id) of these distinct content ids, oldest day
-        first."""
+    def lookup(self, contents: np.ndarray) -> pd.DataFrame:
+        """Earlier first deliveries (content_id, annotation_id) of these distinct contents (their 64-bit
+        values, as :func:`hex_strings` writes them for ``content_id``), oldest day first."""
         keys = sorted(
             k for k in self.store.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day
         )
-        wanted = pa.array(content_ids, type=pa.string())
+        wanted = pd.Index(np.unique(np.asarray(contents, dtype=np.uint64)))  # hashed once, probed by every day
+        wanted_text = pa.array(hex_strings(wanted.to_numpy()))  # for days recorded before the keys were
         found = []
         for key in keys:
-            # the ids first: a day's copies of earlier judgments are few, so the annotation ids of most days
-            # are never decoded
+            # the 64-bit keys first, compared as integers; a day's copies of earlier judgments are few, so most
+            # days' other columns are never decoded
             file = pq.ParquetFile(pa.BufferReader(self.store.read_bytes(key)))
-            ids = file.read(columns=["content_id"])["content_id"]
-            hit = pc.is_in(ids, value_set=wanted.cast(ids.type))
+            if "content_key" in file.schema_arrow.names:
+                day_keys = file.read(columns=["content_key"])["content_key"].to_numpy()
+                hit = pa.array(wanted.get_indexer(day_keys) >= 0)
+            else:  # a day recorded before the keys were: its hex ids
+                ids = file.read(columns=["content_id"])["content_id"]
+                hit = pc.is_in(ids, value_set=wanted_text.cast(ids.type))
             if pc.any(hit).as_py() or not found:  # one table at least, for the columns' types
                 found.append(file.read(columns=["content_id", "annotation_id"]).filter(hit))
         if not found:

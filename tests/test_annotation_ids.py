@@ -4,10 +4,13 @@ Content ids hash Arrow-encoded categories; ids and copies are those of the objec
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from labelops.ingest import (
@@ -21,6 +24,7 @@ from labelops.ingest import (
     record_judgments,
 )
 from labelops.storage import LocalStore
+from labelops.warehouse import JUDGMENTS
 
 FILES = ["exports/2024-06-01/a.json", "exports/2024-06-02/a.json", "b.json", "exports/2024-06-03/ü/é.json"]
 
@@ -119,3 +123,19 @@ def test_content_ids_and_copies_are_those_of_the_object_hashing(seed: int, shape
 def test_hex_values_undo_hex_strings() -> None:
     values = np.array([0, 1, 0xABCDEF, 2**64 - 1, 2**63], dtype=np.uint64)
     assert hex_values(pd.Series(hex_strings(values))).tolist() == values.tolist()
+
+
+def test_the_ledger_finds_earlier_deliveries_by_key_and_in_days_recorded_before_the_keys(tmp_path) -> None:
+    store = LocalStore(tmp_path)
+    values = np.array([5, 2**64 - 1, 0xABCDEF, 17], dtype=np.uint64)
+    recorded = pd.DataFrame({"content_id": hex_strings(values), "annotation_id": ["a", "b", "c", "d"]})
+    record_judgments(store, "2024-06-01", recorded.iloc[:2].assign(duplicate_of=None))
+    # a day recorded by the code before content_key: content and annotation ids only
+    older = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(recorded.iloc[2:], preserve_index=False), older)
+    store.write_bytes(f"{JUDGMENTS}/2024-05-31.parquet", older.getvalue())
+    assert "content_key" in pq.read_schema(tmp_path / JUDGMENTS / "2024-06-01.parquet").names
+    found = known_judgments(store, "2024-06-02").lookup(values[[3, 1, 2]])
+    assert found["content_id"].tolist() == list(hex_strings(values[[2, 3, 1]]))  # the oldest day first
+    assert found["annotation_id"].tolist() == ["c", "d", "b"]
+    assert known_judgments(store, "2024-06-02").lookup(np.array([9], dtype=np.uint64)).empty
