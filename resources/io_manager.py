@@ -48,22 +48,22 @@ class DayTables(Mapping[str, pd.DataFrame]):
         drop: frozenset[str] = frozenset(),
         open_file: Callable[[str], pq.ParquetFile] | None = None,
         items: pa.Array | None = None,
+        count: Callable[[str], int] | None = None,
     ) -> None:
         self._days, self._read, self._keep, self._drop = sorted(days), read, keep, drop
-        self._open, self._items = open_file, items
+        self._open, self._items, self._count = open_file, items, count
 
     def select(self, keep: Iterable[str] | None = None, drop: Iterable[str] = ()) -> "DayTables":
         """The same days, reading only some columns: Parquet decodes nothing else."""
         keep = tuple(keep) if keep is not None else None
-        return DayTables(self._days, self._read, keep, frozenset(drop), self._open, self._items)
+        return DayTables(self._days, self._read, keep, frozenset(drop), self._open, self._items, self._count)
 
     def only_items(self, item_ids: pd.Series | pd.Index | np.ndarray | Sequence[str]) -> "DayTables":
         """The same days and columns, only the rows of these items: each part of the file is filtered in Arrow as
         it is decoded, so the other rows never become pandas (an asset that needs the labeled items' rows of a
         day's million production rows holds a tenth of them)."""
-        return DayTables(
-            self._days, self._read, self._keep, self._drop, self._open, pa.array(item_ids, type=pa.string()).unique()
-        )
+        items = pa.array(item_ids, type=pa.string()).unique()
+        return DayTables(self._days, self._read, self._keep, self._drop, self._open, items, self._count)
 
     def _file(self, day: str) -> pq.ParquetFile:
         if day not in self._days:
@@ -104,7 +104,10 @@ class DayTables(Mapping[str, pd.DataFrame]):
         return part.select(names)
 
     def rows(self, day: str) -> int:
-        """The day's row count, from the Parquet footer alone."""
+        """The day's row count (every row, chosen items or not), from the Parquet footer alone: on S3 the file's
+        last bytes, not the object."""
+        if self._count is not None and day in self._days:
+            return self._count(day)
         return self._file(day).metadata.num_rows
 
     def batches(self, day: str, rows: int) -> Iterator[pd.DataFrame]:
@@ -187,10 +190,12 @@ class ParquetIOManager(ConfigurableIOManager):
             )
         existing = set(self.storage.warehouse_store.list(warehouse.table_prefix(path)))
         days = [p for p in context.asset_partition_keys if self.key(path, p) in existing]
+        store = self.storage.warehouse_store
         return DayTables(
             days,
             lambda day, **columns: self._read(self.key(path, day), **columns),
             open_file=lambda day: self._open(self.key(path, day)),
+            count=lambda day: table_rows(store, self.key(path, day)),
         )
 
     def _table(self, asset_path: Sequence[str], frame: pd.DataFrame | Layered) -> pa.Table:
@@ -322,14 +327,24 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def recorded_guideline(store: Store, key: str) -> str | None:
-    """The guideline version a warehouse table was computed under, from its Parquet footer alone (None when it
-    records none): a sensor can check every day without reading the data."""
+def footer(store: Store, key: str) -> pq.FileMetaData:
+    """A Parquet file's footer, read from its last bytes only (one ranged read on S3, two for a large footer)."""
     tail = store.read_tail(key, FOOTER_PROBE)
     length = struct.unpack("<I", tail[-8:-4])[0]
     if length + 8 > len(tail):
         tail = store.read_tail(key, length + 8)
-    # the footer with the file's leading magic bytes is a file pyarrow reads the schema of
-    schema = pq.read_schema(pa.BufferReader(b"PAR1" + tail[-(length + 8) :]))
-    value = (schema.metadata or {}).get(FOOTER_GUIDELINE)
+    # the footer with the file's leading magic bytes is a file pyarrow reads the metadata of
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-(length + 8) :]))
+
+
+def table_rows(store: Store, key: str) -> int:
+    """A warehouse table's rows from its footer: a layer's footer records its whole table's."""
+    meta = footer(store, key)
+    return layers.rows(meta.schema.to_arrow_schema()) or meta.num_rows
+
+
+def recorded_guideline(store: Store, key: str) -> str | None:
+    """The guideline version a warehouse table was computed under, from its Parquet footer alone (None when it
+    records none): a sensor can check every day without reading the data."""
+    value = (footer(store, key).schema.to_arrow_schema().metadata or {}).get(FOOTER_GUIDELINE)
     return value.decode() if value is not None else None

@@ -17,8 +17,9 @@ from test_state import box, crowd_votes, validated
 
 from labelops import layers, state
 from labelops.layers import Layered
+from labelops.storage import LocalStore
 from resources import io_manager as io_manager_module
-from resources.io_manager import ParquetIOManager
+from resources.io_manager import ParquetIOManager, table_rows
 from resources.storage import StorageResource
 
 DAYS = [d.date().isoformat() for d in pd.date_range("2024-06-01", periods=12)]
@@ -151,6 +152,13 @@ def test_a_rewritten_base_is_refused_and_a_rerun_with_the_same_rows_is_not(io_ma
         _read(io_manager, "votes", DAYS[2])
 
 
+class _TailOnly(LocalStore):
+    """A store whose objects may only be read by their last bytes."""
+
+    def read_bytes(self, key: str) -> bytes:
+        raise AssertionError(f"{key} was read whole")
+
+
 def test_day_tables_open_a_layer_as_its_whole_table(io_manager: ParquetIOManager) -> None:
     (_, _), (base, _), (table, changed) = _days_of_votes(3)[:3]
     _write(io_manager, "votes", DAYS[1], base)
@@ -163,6 +171,11 @@ def test_day_tables_open_a_layer_as_its_whole_table(io_manager: ParquetIOManager
         assert not isinstance(tables[name], pd.DataFrame)
     assert tables["votes"].rows(DAYS[2]) == len(table)
     items = table["item_id"].iloc[::7]
+    assert tables["votes"].only_items(items).rows(DAYS[2]) == len(table)
+    # a day's rows come from the footer alone (on S3: the object's last bytes), a layer's from its own footer
+    assert table_rows(_TailOnly(io_manager.storage.warehouse_store.root), io_manager.key(["votes"], DAYS[2])) == len(
+        table
+    )
     pd.testing.assert_frame_equal(
         tables["votes"].only_items(items)[DAYS[2]], tables["whole"].only_items(items)[DAYS[2]]
     )
