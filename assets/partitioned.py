@@ -12,6 +12,7 @@ outboxes) keep one run per day, since a window per day cannot be cut from the un
 from collections.abc import Mapping
 
 import pandas as pd
+import pyarrow as pa
 from dagster import AssetExecutionContext, BackfillPolicy
 
 from resources.io_manager import DayTables
@@ -27,9 +28,19 @@ def days(context: AssetExecutionContext) -> list[str]:
 
 
 def for_day(frames: Mapping[str, pd.DataFrame], day: str, asset: str) -> pd.DataFrame:
+    _require(frames, day, asset)
+    return frames[day]
+
+
+def arrow_for_day(frames: DayTables, day: str, asset: str) -> pa.Table:
+    """:func:`for_day` as Arrow (DayTables.arrow)."""
+    _require(frames, day, asset)
+    return frames.arrow(day)
+
+
+def _require(frames: Mapping[str, pd.DataFrame], day: str, asset: str) -> None:
     if day not in frames:
         raise LookupError(f"{asset} has not been materialized for {day}; materialize it for that day first")
-    return frames[day]
 
 
 def concat_days(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

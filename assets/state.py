@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from assets.metadata import guideline_entry, table_metadata
-from assets.partitioned import DayFrames, Frames, for_day
+from assets.partitioned import DayFrames, Frames, arrow_for_day, for_day
 from assets.partitions import daily_asset
 from labelops import ingest, labeling, state
 from labelops.columns import group_starts
@@ -128,11 +128,11 @@ def label_votes(
     if since and previous_version == version:
         # a night adds 2 % to the table: it is written as a layer over the previous day, and the fold reads of
         # the earlier votes only the columns that decide what the day changes
-        previous = label_votes.select(keep=state.FOLD_INPUTS)[since]
+        previous = label_votes.select(keep=state.FOLD_INPUTS).arrow(since)
         marks, added = state.fold_day(previous, today, copies)
-        output: pd.DataFrame | Layered = Layered(since, marks, added, len(previous))
+        output: pd.DataFrame | Layered = Layered(since, marks, added, previous.num_rows)
         counts = state.vote_summary(previous, day, marks, added)
-        rows = len(previous) + len(added)
+        rows = previous.num_rows + len(added)
     else:  # the first day, or every vote read again under a new guideline version: the table is written whole
         previous = label_votes[since] if since else state.empty_votes()
         votes = state.fold_votes(
@@ -184,8 +184,9 @@ def label_state(
     previous = label_state[since] if since else state.empty_state()
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
-    # the state reads the judgments themselves, not the ids that deduplicate them (label_votes' business)
-    votes = for_day(label_votes.select(keep=state.STATE_INPUTS), day, "label_votes")
+    # the state reads the judgments themselves, not the ids that deduplicate them (label_votes' business), as
+    # Arrow: of millions of votes it converts the rows it uses (scene labels, the touched items' boxes and lineage)
+    votes = arrow_for_day(label_votes.select(keep=state.STATE_INPUTS), day, "label_votes")
     settings = state.StateConfig(
         config.method, config.box_quorum, config.cluster_iou, config.answer_quorum, config.request_expire_days
     )

@@ -184,7 +184,7 @@ MARKS = ["superseded_by", "replaced_on"]  # all such a fold changes in earlier j
 
 
 def fold_day(
-    previous: pd.DataFrame, validated: pd.DataFrame, copies: pd.DataFrame | None = None
+    previous: pa.Table, validated: pd.DataFrame, copies: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The day's fold under the guideline ``previous`` was read under, as what it changes (a layer of the vote
     table, labelops.layers): the earlier judgments it marks (superseded by an answer, replaced by an edited
@@ -192,10 +192,14 @@ def fold_day(
 
     It is :func:`fold_votes` on the earlier judgments of the day's items alone, which is the whole fold restricted
     to them: repeats (the content id hashes the item), edited versions (keyed by item) and supersession (per
-    item) never reach across items. So ``previous`` needs only ``FOLD_INPUTS``, not the judgments themselves."""
+    item) never reach across items. So ``previous`` needs only ``FOLD_INPUTS``, not the judgments themselves,
+    and stays Arrow: only the day's items' rows of its millions become pandas."""
     items = [validated["item_id"]] + ([copies["item_id"]] if copies is not None and len(copies) else [])
-    at = np.flatnonzero(isin(previous["item_id"], pd.concat(items, ignore_index=True)))
-    earlier = previous.iloc[at].reindex(columns=VOTE_COLUMNS).reset_index(drop=True)
+    wanted = pa.array(pd.concat(items, ignore_index=True).astype(str).unique(), type=pa.large_string())
+    column = previous.column("item_id")
+    found = pc.is_in(column, value_set=wanted.cast(column.type)) if len(previous) else pa.array([], pa.bool_())
+    at = np.flatnonzero(found.to_numpy(zero_copy_only=False))
+    earlier = previous.take(at).to_pandas().reindex(columns=VOTE_COLUMNS)
     combined = fold_votes(earlier, validated, copies)
     changed = _changed(earlier, combined)
     marks = combined.iloc[changed][MARKS].reset_index(drop=True).assign(**{ROW: at[changed]})
@@ -213,27 +217,70 @@ def _changed(earlier: pd.DataFrame, combined: pd.DataFrame) -> np.ndarray:
 
 
 def vote_summary(
-    previous: pd.DataFrame, day: str, marks: pd.DataFrame | None = None, appended: pd.DataFrame | None = None
+    previous: Table,
+    day: str,
+    marks: pd.DataFrame | None = None,
+    appended: pd.DataFrame | None = None,
 ) -> dict[str, int]:
     """The vote table's counts after the day: ``previous`` with the day's ``marks`` in place and ``appended``
-    after it (a whole table alone), from ``FOLD_INPUTS`` only."""
+    after it (a whole table alone), from ``FOLD_INPUTS`` only; the earlier votes counted in Arrow (a night's
+    millions never become pandas). How many items have votes is label_state's count (hashing every vote's item
+    id again here cost a second a night)."""
     parts = [previous] if appended is None else [previous, appended]
     flagged = ("answer_to", *MARKS, "remapped_from", "needs_relabel")
-    flags = {name: np.concatenate([p[name].notna().to_numpy() for p in parts]) for name in flagged}
+    flags = {name: np.concatenate([_present(p, name) for p in parts]) for name in flagged}
     if marks is not None and len(marks):
         for name in MARKS:
             flags[name][marks[ROW].to_numpy(dtype=np.int64)] = marks[name].notna().to_numpy()
-    item_ids = pa.chunked_array([pa.array(p["item_id"].astype(str).array).cast(pa.large_string()) for p in parts])
     return {
         "remapped": int(flags["remapped_from"].sum()),
         "needs_relabel": int(flags["needs_relabel"].sum()),
-        "items": len(pc.unique(item_ids)),
-        "added_today": int(sum((p["export_date"].astype(str) == day).sum() for p in parts)),
+        "added_today": int(sum(_equal(p, "export_date", day).sum() for p in parts)),
         "current_judgments": int((~flags["superseded_by"] & ~flags["replaced_on"] & ~flags["needs_relabel"]).sum()),
         "superseded": int(flags["superseded_by"].sum()),
         "replaced_by_edits": int(flags["replaced_on"].sum()),
         "answers": int(flags["answer_to"].sum()),
     }
+
+
+# A vote table is Arrow where the state reads millions of judgments to select a night's few (the earlier votes,
+# read through DayTables.arrow), pandas elsewhere (a day's votes, tests); these read either the same way.
+Table = pa.Table | pd.DataFrame
+
+
+def _present(votes: Table, name: str) -> np.ndarray:
+    """Which rows of the column hold a value."""
+    if isinstance(votes, pa.Table):
+        return pc.is_valid(votes.column(name)).to_numpy(zero_copy_only=False)
+    return votes[name].notna().to_numpy()
+
+
+def _equal(votes: Table, name: str, value: str) -> np.ndarray:
+    """Which rows of the text column hold ``value``."""
+    if isinstance(votes, pd.DataFrame):
+        return (votes[name].astype(object) == value).to_numpy(dtype=bool)
+    column = votes.column(name)
+    if pa.types.is_null(column.type):  # no row holds a value
+        return np.zeros(votes.num_rows, dtype=bool)
+    return pc.fill_null(pc.equal(column, pa.scalar(value, column.type)), False).to_numpy(zero_copy_only=False)
+
+
+def _among(votes: Table, name: str, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+    """Which rows of the text column hold one of ``values``."""
+    if isinstance(votes, pd.DataFrame):
+        return isin(votes[name], values)
+    column = votes.column(name)
+    if not votes.num_rows or pa.types.is_null(column.type):
+        return np.zeros(votes.num_rows, dtype=bool)
+    value_set = pa.array(np.asarray(values, dtype=object), type=pa.large_string()).cast(column.type)
+    return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False)
+
+
+def _rows(votes: Table, mask: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """The rows of the mask, some columns, as pandas: from Arrow, only these rows are converted."""
+    if isinstance(votes, pd.DataFrame):
+        return rows_where(votes, mask, columns)
+    return votes.select(columns).filter(pa.array(mask)).to_pandas()
 
 
 def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> pd.DataFrame:
@@ -338,10 +385,10 @@ LINEAGE_INPUTS = [
 STATE_INPUTS = [*VOTE_INPUTS, *(c for c in LINEAGE_INPUTS if c not in VOTE_INPUTS)]
 
 
-def counts(votes: pd.DataFrame) -> np.ndarray:
+def counts(votes: Table) -> np.ndarray:
     """Which judgments count: neither superseded by an answer, nor replaced by an edited version, nor waiting
     for a relabel because a guideline change split or redefined their class."""
-    return (votes["superseded_by"].isna() & votes["replaced_on"].isna() & votes["needs_relabel"].isna()).to_numpy()
+    return ~_present(votes, "superseded_by") & ~_present(votes, "replaced_on") & ~_present(votes, "needs_relabel")
 
 
 def current(votes: pd.DataFrame) -> pd.DataFrame:
@@ -349,25 +396,28 @@ def current(votes: pd.DataFrame) -> pd.DataFrame:
     return votes[counts(votes)]
 
 
-def waiting_for_relabel(votes: pd.DataFrame) -> pd.DataFrame:
+def waiting_for_relabel(votes: Table) -> pd.DataFrame:
     """Items with a judgment a guideline change left ambiguous (and no answer superseding it), with the change:
     they wait for a relabel, which ``relabel_batch`` sends."""
-    marked = (votes["needs_relabel"].notna() & votes["superseded_by"].isna() & votes["replaced_on"].isna()).to_numpy()
-    rows = votes.loc[marked, ["item_id", "needs_relabel"]]
+    marked = _present(votes, "needs_relabel") & ~_present(votes, "superseded_by") & ~_present(votes, "replaced_on")
+    rows = _rows(votes, marked, ["item_id", "needs_relabel"])
     return rows.drop_duplicates("item_id").sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
 def consensus(
-    votes: pd.DataFrame, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame, config: StateConfig
+    votes: Table, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame, config: StateConfig
 ) -> pd.DataFrame:
     """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
     items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``), the
     boxes of ``previous_items`` (the previous state) kept for the others."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
-    scene, box = (votes["kind"] == "classification").to_numpy(), (votes["kind"] == "bbox").to_numpy()
-    counted = counts(votes) & (scene | isin(votes["item_id"], touched_ids))  # boxes only of the touched items
-    answers = counted & votes["answer_to"].notna().to_numpy()
-    answered = counted & isin(votes["item_id"], votes.loc[answers, "item_id"]) if answers.any() else answers
+    scene, box = _equal(votes, "kind", "classification"), _equal(votes, "kind", "bbox")
+    counted = counts(votes) & (scene | _among(votes, "item_id", touched_ids))  # boxes only of the touched items
+    answers = counted & _present(votes, "answer_to")
+    if answers.any():
+        answered = counted & _among(votes, "item_id", _rows(votes, answers, ["item_id"])["item_id"].unique())
+    else:
+        answered = answers
     tables = []
     for rows, quorum, method in (
         (counted & ~answered, config.box_quorum, config.method),
@@ -375,8 +425,8 @@ def consensus(
     ):
         if rows.any():  # one selection of each kind's columns, straight from the vote sets
             table, _ = quality.consensus_table(
-                rows_where(votes, rows & scene, quality.SCENE_INPUTS),
-                rows_where(votes, rows & box, quality.BOX_INPUTS),
+                _rows(votes, rows & scene, quality.SCENE_INPUTS),
+                _rows(votes, rows & box, quality.BOX_INPUTS),
                 gold,
                 method=method,
                 quorum=quorum,
@@ -412,19 +462,18 @@ def lineage(votes: pd.DataFrame) -> pd.DataFrame:
     return per_item[LINEAGE]
 
 
-def touched_items(votes: pd.DataFrame, day: str | None) -> pd.Series:
+def touched_items(votes: Table, day: str | None) -> pd.Series:
     """Items whose judgments the day changed: new judgments, or earlier ones an edited version replaced; every
     item for ``day=None`` (a guideline change read every vote again)."""
     if day is None:
-        return pd.Series(pd.unique(votes["item_id"]), dtype=object)
-    changed = (votes["export_date"].astype(str) == day).to_numpy() | (
-        votes["replaced_on"].astype(object) == day
-    ).to_numpy()
-    return pd.Series(pd.unique(votes.loc[changed, "item_id"]), dtype=object)
+        changed = np.ones(len(votes), dtype=bool)
+    else:
+        changed = _equal(votes, "export_date", day) | _equal(votes, "replaced_on", day)
+    return pd.Series(pd.unique(_rows(votes, changed, ["item_id"])["item_id"]), dtype=object)
 
 
 def item_state(
-    votes: pd.DataFrame,
+    votes: Table,
     labels: pd.DataFrame,
     requested: pd.DataFrame,
     in_review: pd.Series,
@@ -443,10 +492,10 @@ def item_state(
         # an item's lineage changes only with its judgments: carried for the others, computed for the touched
         carried = previous.loc[group_starts(previous["item_id"]), ["item_id", *LINEAGE]]
         carried = carried[~isin(carried["item_id"], touched)]
-        fresh = lineage(rows_where(votes, isin(votes["item_id"], touched), LINEAGE_INPUTS)).reset_index()
+        fresh = lineage(_rows(votes, _among(votes, "item_id", touched), LINEAGE_INPUTS)).reset_index()
         per_item = sorted_rows(pd.concat([df for df in (carried, fresh) if len(df)] or [fresh]), ["item_id"])
     else:
-        per_item = lineage(votes).reset_index()
+        per_item = lineage(_rows(votes, np.ones(len(votes), dtype=bool), LINEAGE_INPUTS)).reset_index()
     # items are a column, not the index: a pandas index of a million ids is hashed again by each lookup
     ids, none = per_item["item_id"], np.full(len(per_item), None, dtype=object)
     last_request = requested.sort_values("sent_on").groupby("item_id")["batch_id"].last() if len(requested) else None
