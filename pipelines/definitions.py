@@ -17,7 +17,10 @@ from assets.state import state_assets
 from assets.validate import validate_annotations
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule, state_sensor
 from resources import build_resources
+from resources.memory import choose_arrow_pool
 from resources.settings import Settings
+
+choose_arrow_pool()  # before any table is read: every process that loads the code location allocates through it
 
 ingest_job = define_asset_job(
     "ingest_job",

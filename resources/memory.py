@@ -1,0 +1,27 @@
+"""Which allocator Arrow uses in the code location's processes.
+
+Arrow's default (the mimalloc it bundles) hands freed memory back to the system eagerly, so a night that reads,
+drops and reads again tables of millions of rows pays for faulting the same memory in again and again. On the
+benchmark machine (a virtual machine, where a first touch of a page is dear) night 60's `label_state` spent
+6.5 s of system time and took 11.2 s with it; with Arrow's jemalloc, 3.2-4.2 s and 7.9-8.9 s, at a lower peak
+(2.8 GB against 3.0). docs/benchmarks.md has the runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+CHOICE = "ARROW_DEFAULT_MEMORY_POOL"  # Arrow's own setting: when it is set, it decides
+
+
+def choose_arrow_pool() -> str:
+    """Arrow's jemalloc as its default pool (the system allocator where this Arrow has no jemalloc), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` chose one; the pool in use."""
+    if not os.environ.get(CHOICE):
+        try:
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+        except NotImplementedError:  # an Arrow built without jemalloc (some platforms' wheels)
+            pa.set_memory_pool(pa.system_memory_pool())
+    return pa.default_memory_pool().backend_name
