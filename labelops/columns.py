@@ -24,6 +24,21 @@ def text(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray
     return pd.arrays.ArrowStringArray(values.cast(pa.large_string()), dtype=TEXT)
 
 
+def plain(table: pa.Table) -> pa.Table:
+    """The table with its dictionary-encoded columns as their values (what pandas reads as text, not categories)."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            value_type = cast(pa.DictionaryType, field.type).value_type
+            table = table.set_column(index, pa.field(field.name, value_type), table.column(index).cast(value_type))
+    return table
+
+
+def value_type(column: pa.ChunkedArray | pa.Array) -> pa.DataType:
+    """A column's value type (a dictionary's values)."""
+    kind = column.type
+    return cast(pa.DictionaryType, kind).value_type if pa.types.is_dictionary(kind) else kind
+
+
 def isin(values: pd.Series | pd.Index, candidates: pd.Series | pd.Index | Iterable[object]) -> np.ndarray:
     """``values.isin(candidates)`` as a boolean array; nulls match nulls, as in pandas."""
     if isinstance(candidates, (set, frozenset)):

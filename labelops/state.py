@@ -20,6 +20,7 @@ items a day touched are fused again and the others keep their boxes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -37,10 +38,12 @@ from labelops.columns import (
     joined,
     latest_rows,
     lookup,
+    plain,
     positions,
     rows_where,
     sorted_rows,
     text,
+    value_type,
 )
 from labelops.guidelines import GuidelineSet
 from labelops.layers import ROW
@@ -197,9 +200,9 @@ def fold_day(
     items = [validated["item_id"]] + ([copies["item_id"]] if copies is not None and len(copies) else [])
     wanted = pa.array(pd.concat(items, ignore_index=True).astype(str).unique(), type=pa.large_string())
     column = previous.column("item_id")
-    found = pc.is_in(column, value_set=wanted.cast(column.type)) if len(previous) else pa.array([], pa.bool_())
+    found = pc.is_in(column, value_set=wanted.cast(value_type(column))) if len(previous) else pa.array([], pa.bool_())
     at = np.flatnonzero(found.to_numpy(zero_copy_only=False))
-    earlier = previous.take(at).to_pandas().reindex(columns=VOTE_COLUMNS)
+    earlier = plain(previous.take(at)).to_pandas().reindex(columns=VOTE_COLUMNS)
     combined = fold_votes(earlier, validated, copies)
     changed = _changed(earlier, combined)
     marks = combined.iloc[changed][MARKS].reset_index(drop=True).assign(**{ROW: at[changed]})
@@ -245,7 +248,7 @@ def vote_summary(
 
 # A vote table is Arrow where the state reads millions of judgments to select a night's few (the earlier votes,
 # read through DayTables.arrow), pandas elsewhere (a day's votes, tests); these read either the same way.
-Table = pa.Table | pd.DataFrame
+Table: TypeAlias = pa.Table | pd.DataFrame
 
 
 def _present(votes: Table, name: str) -> np.ndarray:
@@ -262,7 +265,7 @@ def _equal(votes: Table, name: str, value: str) -> np.ndarray:
     column = votes.column(name)
     if pa.types.is_null(column.type):  # no row holds a value
         return np.zeros(votes.num_rows, dtype=bool)
-    return pc.fill_null(pc.equal(column, pa.scalar(value, column.type)), False).to_numpy(zero_copy_only=False)
+    return pc.fill_null(pc.equal(column, pa.scalar(value, value_type(column))), False).to_numpy(zero_copy_only=False)
 
 
 def _among(votes: Table, name: str, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
@@ -272,7 +275,7 @@ def _among(votes: Table, name: str, values: pd.Series | pd.Index | np.ndarray) -
     column = votes.column(name)
     if not votes.num_rows or pa.types.is_null(column.type):
         return np.zeros(votes.num_rows, dtype=bool)
-    value_set = pa.array(np.asarray(values, dtype=object), type=pa.large_string()).cast(column.type)
+    value_set = pa.array(np.asarray(values, dtype=object), type=pa.large_string()).cast(value_type(column))
     return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False)
 
 
@@ -280,7 +283,7 @@ def _rows(votes: Table, mask: np.ndarray, columns: list[str]) -> pd.DataFrame:
     """The rows of the mask, some columns, as pandas: from Arrow, only these rows are converted."""
     if isinstance(votes, pd.DataFrame):
         return rows_where(votes, mask, columns)
-    return votes.select(columns).filter(pa.array(mask)).to_pandas()
+    return plain(votes.select(columns).filter(pa.array(mask))).to_pandas()
 
 
 def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> pd.DataFrame:

@@ -138,12 +138,14 @@ class DayTables(Mapping[str, pd.DataFrame]):
         return self._kept(file.read_row_groups(self._groups(file), columns=self._decoded(names)), names).to_pandas()
 
     def arrow(self, day: str) -> pa.Table:
-        """The day's table (the selected columns, the chosen items) as Arrow, the types pandas would get: for an
-        asset that counts and selects in a table of millions of rows before any of them becomes pandas."""
+        """The day's table (the selected columns, the chosen items) as Arrow: for an asset that counts and selects
+        in a table of millions of rows before any of them becomes pandas. Text columns the file stores
+        dictionary-encoded may stay dictionaries (a vote table's files, kinds, labels: a fraction of the memory
+        of their text); ``labelops.columns.plain`` gives the types pandas would get, best after selecting rows."""
         if self._items is None and self._read_arrow is not None:
             if day not in self._days:
                 raise KeyError(day)
-            return self._read_arrow(day, keep=self._keep, drop=self._drop)
+            return self._read_arrow(day, keep=self._keep, drop=self._drop, dictionaries=True)
         file = self._file(day)
         names = self._names(file)
         return self._kept(file.read_row_groups(self._groups(file), columns=self._decoded(names)), names)
@@ -262,24 +264,32 @@ def read_table(
 
 
 def arrow_table(
-    store: Store, key: str, keep: Iterable[str] | None = None, drop: Iterable[str] = frozenset()
+    store: Store,
+    key: str,
+    keep: Iterable[str] | None = None,
+    drop: Iterable[str] = frozenset(),
+    *,
+    dictionaries: bool = False,
 ) -> pa.Table:
-    """:func:`read_table` before pandas."""
+    """:func:`read_table` before pandas (with ``dictionaries``, as :func:`read_arrow` reads)."""
     keep, drop = (set(keep) if keep is not None else None), set(drop)
     data = store.read_bytes(key)
     schema = _data_schema(pq.read_schema(pa.BufferReader(data)))
     names = [n for n in schema.names if (keep is None or n in keep) and n not in drop]
-    return read_arrow(store, key, names, data)
+    return read_arrow(store, key, names, data, dictionaries=dictionaries)
 
 
-def read_arrow(store: Store, key: str, names: list[str] | None = None, data: bytes | None = None) -> pa.Table:
+def read_arrow(
+    store: Store, key: str, names: list[str] | None = None, data: bytes | None = None, *, dictionaries: bool = False
+) -> pa.Table:
     """The table a file holds: read whole, or a layer put over its base (read the same way, checked to be the
-    base the layer was written over)."""
+    base the layer was written over). With ``dictionaries``, the text columns a file stores dictionary-encoded
+    stay dictionaries (each part of a layered table with its own)."""
     data = data if data is not None else store.read_bytes(key)
     file = pq.ParquetFile(pa.BufferReader(data))
     found = layers.base_of(file.schema_arrow)
     if found is None:
-        return _read_columns(data, file, names)
+        return _read_columns(data, file, names, dictionaries)
     base, digest, changed = found
     base_key = f"{posixpath.dirname(key)}/{base}.parquet"
     if not store.exists(base_key):
@@ -293,11 +303,11 @@ def read_arrow(store: Store, key: str, names: list[str] | None = None, data: byt
             "(for the state assets, the state sensor folds the later days again in order)"
         )
     names = names if names is not None else _data_schema(file.schema_arrow).names
-    layer = _read_columns(data, file, [*names, layers.ROW])
-    return layers.resolve(read_arrow(store, base_key, names, base_data), layer, changed)
+    layer = _read_columns(data, file, [*names, layers.ROW], dictionaries)
+    return layers.resolve(read_arrow(store, base_key, names, base_data, dictionaries=dictionaries), layer, changed)
 
 
-def _read_columns(data: bytes, file: pq.ParquetFile, names: list[str] | None) -> pa.Table:
+def _read_columns(data: bytes, file: pq.ParquetFile, names: list[str] | None, dictionaries: bool = False) -> pa.Table:
     """``file.read(columns=names)`` (``file`` opened on ``data``), with the text columns the file stores
     dictionary-encoded throughout read as their dictionaries and indices, then expanded by Arrow: the same table,
     but Parquet's own expansion of a vote table's low-cardinality texts (kinds, labels, days, files) took 0.6-3 s
@@ -307,6 +317,8 @@ def _read_columns(data: bytes, file: pq.ParquetFile, names: list[str] | None) ->
     if not coded:
         return file.read(columns=names)
     table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=coded).read(columns=names)
+    if dictionaries:
+        return table
     for name in coded:
         index = table.schema.get_field_index(name)
         field = file.schema_arrow.field(name)
