@@ -260,8 +260,8 @@ def _present(votes: Table, name: str) -> np.ndarray:
 
 def _equal(votes: Table, name: str, value: str) -> np.ndarray:
     """Which rows of the text column hold ``value``."""
-    if isinstance(votes, pd.DataFrame):
-        return (votes[name].astype(object) == value).to_numpy(dtype=bool)
+    if isinstance(votes, pd.DataFrame):  # as text: a day given as a date compares as its ISO text
+        return (votes[name].astype(str) == value).to_numpy(dtype=bool)
     column = votes.column(name)
     if pa.types.is_null(column.type):  # no row holds a value
         return np.zeros(votes.num_rows, dtype=bool)
