@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from crowd_data import snow
 from dagster import DagsterInstance, materialize
@@ -337,25 +338,30 @@ def test_a_honeypot_answer_is_an_ordinary_judgment() -> None:
 
 
 def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None:
-    """A night recomputes lineage only for the items it touched; the result is the full recomputation's."""
+    """A night recomputes lineage only for the items it touched; the result is the full recomputation's. Each
+    night's state is the same whether the votes come as pandas or as label_state reads them (Arrow)."""
     frame, _ = snow("temp")
     day_of = pd.util.hash_pandas_object(frame[["item_id", "annotator_id"]], index=False).to_numpy() % 3
     none = pd.Series(dtype=object)
     gold = pd.DataFrame(columns=["item_id", "kind", "label"])
     votes, previous = state.empty_votes(), state.empty_state()
+    requests = pd.DataFrame(columns=["item_id", "batch_id", "sent_on"])
     for n, day in enumerate(DAYS):
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
         touched = state.touched_items(votes, day)
         labels = state.consensus(votes, previous, touched, gold, state.StateConfig())
-        previous = state.item_state(
-            votes,
-            labels,
-            pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]),
-            none,
-            previous=previous,
-            touched=touched,
-        )
-    full = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]), none)
+        night = state.item_state(votes, labels, requests, none, previous=previous, touched=touched)
+        # read as label_state reads it: Arrow, its low-cardinality text as dictionaries; the same state
+        table = pa.Table.from_pandas(votes[state.STATE_INPUTS], preserve_index=False)
+        for name in ("annotator_id", "kind", "label", "export_date", "source_file"):
+            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).dictionary_encode())
+        assert state.touched_items(table, day).tolist() == touched.tolist()
+        read = state.consensus(table, previous, touched, gold, state.StateConfig())
+        pd.testing.assert_frame_equal(read, labels)
+        as_read = state.item_state(table, read, requests, none, previous=previous, touched=touched)
+        pd.testing.assert_frame_equal(as_read, night)
+        previous = night
+    full = state.item_state(votes, labels, requests, none)
     assert len(previous) == frame["item_id"].nunique() == 462
     pd.testing.assert_frame_equal(previous, full)
 
