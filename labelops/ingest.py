@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +346,12 @@ class JudgmentLedger:
             k for k in self.store.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day
         )
         wanted = pd.Index(np.unique(np.asarray(contents, dtype=np.uint64)))  # hashed once, probed by every day
-        wanted_text = pa.array(hex_strings(wanted.to_numpy()))  # for days recorded before the keys were
+
+        @cache
+        def wanted_text() -> pa.Array:
+            """The contents as hex ids, for days recorded before the keys were: made only if one is probed."""
+            return pa.array(hex_strings(wanted.to_numpy()))
+
         found = []
         for key in keys:
             # the 64-bit keys first, compared as integers; a day's copies of earlier judgments are few, so most
@@ -356,7 +362,7 @@ class JudgmentLedger:
                 hit = pa.array(wanted.get_indexer(day_keys) >= 0)
             else:  # a day recorded before the keys were: its hex ids
                 ids = file.read(columns=["content_id"])["content_id"]
-                hit = pc.is_in(ids, value_set=wanted_text.cast(ids.type))
+                hit = pc.is_in(ids, value_set=wanted_text().cast(ids.type))
             if pc.any(hit).as_py() or not found:  # one table at least, for the columns' types
                 found.append(file.read(columns=["content_id", "annotation_id"]).filter(hit))
         if not found:
