@@ -198,10 +198,7 @@ def fold_day(
     item) never reach across items. So ``previous`` needs only ``FOLD_INPUTS``, not the judgments themselves,
     and stays Arrow: only the day's items' rows of its millions become pandas."""
     items = [validated["item_id"]] + ([copies["item_id"]] if copies is not None and len(copies) else [])
-    wanted = pa.array(pd.concat(items, ignore_index=True).astype(str).unique(), type=pa.large_string())
-    column = previous.column("item_id")
-    found = pc.is_in(column, value_set=wanted.cast(value_type(column))) if len(previous) else pa.array([], pa.bool_())
-    at = np.flatnonzero(found.to_numpy(zero_copy_only=False))
+    at = np.flatnonzero(_among(previous, "item_id", pd.concat(items, ignore_index=True).astype(str).unique()))
     earlier = plain(previous.take(at)).to_pandas().reindex(columns=VOTE_COLUMNS)
     combined = fold_votes(earlier, validated, copies)
     changed = _changed(earlier, combined)

@@ -132,10 +132,7 @@ class DayTables(Mapping[str, pd.DataFrame]):
             raise KeyError(day)
         if self._items is None:
             return self._read(day, keep=self._keep, drop=self._drop)
-        file = self._file(day)
-        names = self._names(file)
-        # the groups at once: the items' lookup table is built once, not per batch
-        return self._kept(file.read_row_groups(self._groups(file), columns=self._decoded(names)), names).to_pandas()
+        return self.arrow(day).to_pandas()  # the chosen items' rows, filtered in Arrow
 
     def arrow(self, day: str) -> pa.Table:
         """The day's table (the selected columns, the chosen items) as Arrow: for an asset that counts and selects
@@ -148,6 +145,7 @@ class DayTables(Mapping[str, pd.DataFrame]):
             return self._read_arrow(day, keep=self._keep, drop=self._drop, dictionaries=True)
         file = self._file(day)
         names = self._names(file)
+        # the groups at once: the items' lookup table is built once, not per batch
         return self._kept(file.read_row_groups(self._groups(file), columns=self._decoded(names)), names)
 
     def __contains__(self, day: object) -> bool:  # without reading the table
