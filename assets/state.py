@@ -8,21 +8,26 @@ re-materialized, the state sensor (pipelines/automation.py) folds the later days
 latest earlier day is read; the others cost a listing.
 """
 
+from collections.abc import Iterator
+
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
+    AssetOut,
     Config,
     MetadataValue,
     Output,
     TimeWindowPartitionMapping,
+    multi_asset,
 )
 
-from assets.metadata import guideline_entry, table_metadata
+from assets.metadata import OWNERS, column_schema, guideline_entry, table_metadata
 from assets.partitioned import DayFrames, Frames, arrow_for_day, for_day
-from assets.partitions import daily_asset
-from labelops import ingest, labeling, state
+from assets.partitions import daily_asset, daily_partitions
+from labelops import consensus, ingest, labeling, state
 from labelops.columns import group_starts
+from labelops.consensus import AnnotatorModel
 from labelops.guidelines import labels_under
 from labelops.layers import Layered
 from labelops.reporting import markdown_table
@@ -38,6 +43,7 @@ DEFAULTS = state.StateConfig()
 
 class LabelStateConfig(Config):
     method: str = DEFAULTS.method
+    refit_days: int = DEFAULTS.refit_days
     box_quorum: int = DEFAULTS.box_quorum
     cluster_iou: float = DEFAULTS.cluster_iou
     answer_quorum: int = DEFAULTS.answer_quorum
@@ -155,51 +161,81 @@ def label_votes(
     )
 
 
-@daily_asset(
-    GROUP,
-    kinds=KINDS,
+@multi_asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
     ins={
-        "label_state": AssetIn(partition_mapping=EARLIER_DAYS),
+        "earlier_states": AssetIn("label_state", partition_mapping=EARLIER_DAYS),
+        "earlier_models": AssetIn("annotator_model", partition_mapping=EARLIER_DAYS),
         "label_votes": AssetIn(),
         "gold_labels": AssetIn(),
         "review_queue": AssetIn(),
     },
-    description="One current label state per item: its consensus (one row per scene label and fused box; "
-    "Dawid-Skene over every current vote, boxes fused again for the items the day touched, answered items "
-    "with one authoritative reviewer), its status (labeled, in_review, needs_relabel, relabel_requested with "
-    "the batch, answered, no_consensus) and lineage (rounds, days, files, judgments). dataset_snapshot reads it.",
+    outs={
+        "label_state": AssetOut(
+            kinds=KINDS,
+            owners=OWNERS[GROUP],
+            code_version="1",
+            description="One current label state per item: its consensus (one row per scene label and fused box; "
+            "Dawid-Skene, boxes fused again for the items the day touched, answered items with one authoritative "
+            "reviewer), its status (labeled, in_review, needs_relabel, relabel_requested with the batch, answered, "
+            "no_consensus) and lineage (rounds, days, files, judgments). Scene labels: a Dawid-Skene fit over "
+            "every current vote when annotator_model is due (weekly by default, and on a new guideline version); "
+            "between fits the kept model labels the touched items and the others keep their labels. "
+            "dataset_snapshot reads it.",
+        ),
+        "annotator_model": AssetOut(
+            kinds=KINDS,
+            owners=OWNERS[GROUP],
+            code_version="1",
+            description="The Dawid-Skene fit the label state labels scene judgments with: class priors (rows "
+            "without an annotator) and each annotator's confusion matrix (probability of answering `observed` when "
+            "the class is `true`), and the day it was fit (`fitted_on`). Fit again over every current vote every "
+            "`refit_days` (label_state's config), on a new guideline version, or when a class it never saw is used.",
+        ),
+    },
 )
 def label_state(
     context: AssetExecutionContext,
     config: LabelStateConfig,
     storage: StorageResource,
     guidelines: GuidelinesResource,
-    label_state: Frames,
+    earlier_states: Frames,
+    earlier_models: Frames,
     label_votes: Frames,
     gold_labels: Frames,
     review_queue: Frames,
-) -> Output[DayFrames]:
+) -> Iterator[Output[DayFrames]]:
     day = context.partition_key
-    since = _previous_day(context, day, label_state)
-    previous = label_state[since] if since else state.empty_state()
+    since = _previous_day(context, day, earlier_states)
+    previous = earlier_states[since] if since else state.empty_state()
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
+    same_guideline = since is not None and guideline_set.in_force(since).version == version
     # the state reads the judgments themselves, not the ids that deduplicate them (label_votes' business), as
     # Arrow: of millions of votes it converts the rows it uses (scene labels, the touched items' boxes and lineage)
     votes = arrow_for_day(label_votes.select(keep=state.STATE_INPUTS), day, "label_votes")
     settings = state.StateConfig(
-        config.method, config.box_quorum, config.cluster_iou, config.answer_quorum, config.request_expire_days
+        config.method,
+        config.box_quorum,
+        config.cluster_iou,
+        config.answer_quorum,
+        config.request_expire_days,
+        config.refit_days,
     )
     # under a new guideline every item is read again (label_votes carried its votes); otherwise the day's items
-    touched = state.touched_items(
-        votes, day if since is None or guideline_set.in_force(since).version == version else None
-    )
-    labels = state.consensus(
+    touched = state.touched_items(votes, day if since is None or same_guideline else None)
+    # a fit under an earlier guideline knows its classes, not the new ones: the first day of a version fits again
+    kept = earlier_models[since] if since is not None and same_guideline and since in earlier_models else None
+    model = AnnotatorModel.from_frame(kept) if kept is not None else None
+    labels, fitted = state.consensus(
         votes,
         previous,
         touched,
         labels_under(for_day(gold_labels, day, "gold_labels"), guideline_set, version),
         settings,
+        day=day,
+        model=model,
     )
     # items in review wait for a decision, carried from day to day until an answer arrives
     in_review = pd.concat(
@@ -214,8 +250,10 @@ def label_state(
     table = state.item_state(votes, labels, requests, in_review, previous=previous, touched=touched)
     per_item = group_starts(table["item_id"])  # the state holds an item's status and lineage on each of its rows
     statuses = table.loc[per_item, "status"].value_counts().to_dict()
-    return Output(
+    refit = fitted is not None and fitted.fitted_on == day
+    yield Output(
         {day: table},
+        output_name="label_state",
         metadata={
             **table_metadata(
                 table, preview_columns=["item_id", "kind", "label", "confidence", "status", "rounds", "days"]
@@ -232,6 +270,21 @@ def label_state(
                     max_rows=20,
                 )
             ),
+            "scene_labels": "fit over every current vote" if refit else "touched items labeled with the kept fit",
+        },
+    )
+    model_table = fitted.frame() if fitted is not None else pd.DataFrame(columns=consensus.MODEL_COLUMNS)
+    yield Output(
+        {day: model_table},
+        output_name="annotator_model",
+        metadata={  # no preview: the table names annotators
+            "dagster/row_count": len(model_table),
+            "dagster/column_schema": MetadataValue.table_schema(column_schema(model_table)),
+            "fitted_on": fitted.fitted_on if fitted is not None else "none (no scene judgments, or majority vote)",
+            "refit_today": refit,
+            "annotators": len(fitted.annotators) if fitted is not None else 0,
+            "classes": MetadataValue.json(fitted.labels.astype(str).tolist() if fitted is not None else []),
+            "mean_estimated_accuracy": float(fitted.accuracy().mean()) if fitted is not None else 0.0,
         },
     )
 

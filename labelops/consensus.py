@@ -32,6 +32,13 @@ class Aggregate:
     annotators: np.ndarray | None = None
     iterations: int = 0
 
+    def model(self, fitted_on: str) -> AnnotatorModel:
+        """What the fit learned, to label later judgments with (Dawid-Skene only)."""
+        if self.confusions is None or self.annotators is None:
+            raise ValueError(f"{self.method} learns no annotator model")
+        priors = self.posteriors.mean(axis=0)  # as estimated_accuracy weighs each class
+        return AnnotatorModel(self.labels, self.annotators, priors, self.confusions, fitted_on)
+
     def table(self, votes: Votes) -> pd.DataFrame:
         """The classification rows of ``consensus_labels``."""
         best = self.posteriors.argmax(axis=1)  # first maximum: the lowest label, like crowd-kit
@@ -138,6 +145,90 @@ def _gold_rows(votes: Votes, gold: pd.Series | None) -> tuple[np.ndarray, np.nda
     if not known.any():
         return None
     return rows[known], columns[known]
+
+
+MODEL_COLUMNS = ["annotator_id", "observed", "true", "probability", "fitted_on"]
+
+
+@dataclass(frozen=True)
+class AnnotatorModel:
+    """A Dawid-Skene fit kept to label later judgments: the class priors and each annotator's confusion matrix.
+
+    A fit reads every current judgment (the model is global); labeling a few new items with a kept fit is one
+    E-step over their judgments alone, as an online Dawid-Skene labels a task when it completes (Amazon SageMaker
+    Ground Truth's annotation consolidation does so), so a night's cost follows the day, not the history."""
+
+    labels: np.ndarray  # sorted
+    annotators: np.ndarray  # sorted
+    priors: np.ndarray  # labels
+    confusions: np.ndarray  # annotators × observed × true
+    fitted_on: str
+
+    def knows(self, labels: np.ndarray) -> bool:
+        """Whether the fit saw every one of ``labels`` (a class first used later needs a new fit)."""
+        return bool(np.isin(np.asarray(labels, dtype=str), self.labels.astype(str)).all())
+
+    def accuracy(self) -> pd.Series:
+        """Each annotator's accuracy the fit implies (estimated_accuracy of the fit)."""
+        diagonal = np.diagonal(self.confusions, axis1=1, axis2=2)
+        return pd.Series(diagonal @ self.priors, index=self.annotators, name="estimated_accuracy")
+
+    def aggregate(self, votes: Votes, *, gold: pd.Series | None = None) -> tuple[Aggregate, Votes]:
+        """Posteriors of the items of ``votes`` under the kept fit (one E-step, gold clamped), and the votes with
+        the fit's label codes (their counts and agreement go with the posteriors). An annotator the fit never saw
+        answers with the mean confusion matrix of those it did: nothing is known of them yet."""
+        label = np.searchsorted(self.labels.astype(str), votes.labels.astype(str))[votes.label]
+        coded = Votes(votes.item, votes.annotator, label, votes.items, votes.annotators, self.labels)
+        known = np.searchsorted(self.annotators.astype(str), votes.annotators.astype(str)).clip(
+            0, max(len(self.annotators) - 1, 0)
+        )
+        seen = self.annotators[known] == votes.annotators if len(self.annotators) else np.zeros(0, dtype=bool)
+        confusions = np.concatenate([self.confusions, self.confusions.mean(axis=0, keepdims=True)])
+        errors = confusions[np.where(seen, known, len(self.annotators))]
+        n_labels = len(self.labels)
+        with np.errstate(divide="ignore"):
+            log_errors = np.log2(errors.reshape(-1, n_labels))
+        log_errors[~np.isfinite(log_errors)] = 0.0  # an answer the annotator never gave in the fit: no evidence
+        log_likelihood = np.log2(np.maximum(self.priors, EPS)) + _incidence(coded) @ log_errors
+        scaled = np.exp2(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
+        posteriors = scaled / scaled.sum(axis=1, keepdims=True)
+        clamp = _gold_rows(coded, gold)
+        if clamp is not None:
+            posteriors[clamp[0]] = 0.0
+            posteriors[clamp] = 1.0
+        aggregate = Aggregate(coded.items, self.labels, np.maximum(posteriors, EPS), "dawid_skene")
+        return aggregate, coded
+
+    def frame(self) -> pd.DataFrame:
+        """The fit as a table (``MODEL_COLUMNS``): a row per annotator, answer and true class, and a row per class
+        for the priors (no annotator, no answer)."""
+        n_annotators, n_labels = len(self.annotators), len(self.labels)
+        confusion = pd.DataFrame(
+            {
+                "annotator_id": np.repeat(self.annotators.astype(object), n_labels * n_labels),
+                "observed": np.tile(np.repeat(self.labels.astype(object), n_labels), n_annotators),
+                "true": np.tile(self.labels.astype(object), n_annotators * n_labels),
+                "probability": self.confusions.reshape(-1),
+            }
+        )
+        priors = pd.DataFrame(
+            {"annotator_id": None, "observed": None, "true": self.labels.astype(object), "probability": self.priors}
+        )
+        return pd.concat([priors, confusion], ignore_index=True).assign(fitted_on=self.fitted_on)[MODEL_COLUMNS]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> AnnotatorModel | None:
+        """The fit a table of ``frame`` holds (None for an empty table: no fit yet)."""
+        if frame.empty:
+            return None
+        prior = frame["annotator_id"].isna().to_numpy()
+        labels = frame.loc[prior, "true"].to_numpy(dtype=object)
+        rest = frame[~prior]
+        n_labels = len(labels)
+        annotators = rest["annotator_id"].to_numpy(dtype=object)[:: n_labels * n_labels]
+        confusions = rest["probability"].to_numpy(dtype=float).reshape(len(annotators), n_labels, n_labels)
+        priors = frame.loc[prior, "probability"].to_numpy(dtype=float)
+        return cls(labels, annotators, priors, confusions, str(frame["fitted_on"].iloc[0]))
 
 
 def estimated_accuracy(aggregate: Aggregate) -> pd.Series:

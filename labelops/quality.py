@@ -93,22 +93,27 @@ def consensus_table(
     method: str = "dawid_skene",
     quorum: int = 2,
     cluster_iou: float = 0.5,
-) -> tuple[pd.DataFrame, pd.Series]:
+    model: consensus.AnnotatorModel | None = None,
+) -> tuple[pd.DataFrame, pd.Series, consensus.Aggregate | None]:
     """``consensus_labels`` rows (classification and fused boxes) of scene judgments (item_id, annotator_id,
-    label) and box judgments (with x, y, w, h), and each annotator's accuracy as Dawid-Skene estimates it (empty
-    for majority vote), which weights the box fusion. The judgments come selected by kind: the label state
-    selects them from millions of votes, once."""
+    label) and box judgments (with x, y, w, h), each annotator's accuracy as Dawid-Skene estimates it (empty
+    for majority vote), which weights the box fusion, and the Dawid-Skene fit (None for majority vote, or when
+    the kept ``model`` labeled the judgments instead of a new fit). The judgments come selected by kind: the
+    label state selects them from millions of votes, once."""
     if method not in METHODS:
         raise ValueError(f"unknown consensus method {method!r}; use one of {METHODS}")
-    estimated = pd.Series(dtype=float)
+    estimated = model.accuracy() if model is not None and method == "dawid_skene" else pd.Series(dtype=float)
+    fit = None
     tables = []
     if len(answers):
         votes = agreement.Votes.from_frame(answers)
         gold_labels = (
             gold[gold["kind"] == "classification"].drop_duplicates("item_id", keep="last").set_index("item_id")["label"]
         )
-        if method == "dawid_skene":
-            aggregate = consensus.dawid_skene(votes, gold=gold_labels)
+        if method == "dawid_skene" and model is not None:
+            aggregate, votes = model.aggregate(votes, gold=gold_labels)
+        elif method == "dawid_skene":
+            aggregate = fit = consensus.dawid_skene(votes, gold=gold_labels)
             estimated = consensus.estimated_accuracy(aggregate)
         else:
             aggregate = consensus.majority_vote(votes)
@@ -124,7 +129,7 @@ def consensus_table(
     table = table[CONSENSUS_COLUMNS].astype(
         {"support": "float64", "x": "float64", "y": "float64", "w": "float64", "h": "float64"}
     )
-    return table, estimated
+    return table, estimated, fit
 
 
 def consensus_and_scores(
@@ -139,7 +144,7 @@ def consensus_and_scores(
     """``consensus_labels`` (classification and fused boxes) and ``annotator_scores``."""
     annotations = countable(annotations)
     thresholds = thresholds or Thresholds()
-    table, estimated = consensus_table(
+    table, estimated, _ = consensus_table(
         _classification(annotations), _boxes(annotations), gold, method=method, quorum=quorum, cluster_iou=cluster_iou
     )
     classification_consensus = table[table["kind"] == "classification"]

@@ -45,6 +45,7 @@ from labelops.columns import (
     text,
     value_type,
 )
+from labelops.consensus import AnnotatorModel
 from labelops.guidelines import GuidelineSet
 from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
@@ -82,6 +83,7 @@ class StateConfig:
     cluster_iou: float = 0.5
     answer_quorum: int = 1  # one reviewer's answer is authoritative
     request_expire_days: int = 14  # an unanswered relabel request lapses, and the item may be sent again
+    refit_days: int = 7  # Dawid-Skene is fit over every current vote again when its fit is this many days old
 
 
 def open_requests(ledger: pd.DataFrame, day: str, expire_days: int) -> pd.DataFrame:
@@ -404,44 +406,84 @@ def waiting_for_relabel(votes: Table) -> pd.DataFrame:
     return rows.drop_duplicates("item_id").sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
+def refit_due(model: AnnotatorModel | None, day: str, config: StateConfig) -> bool:
+    """Whether the night fits Dawid-Skene over every current vote again: there is no fit to keep (the first day,
+    or a new guideline version, whose classes a fit under the old one does not know), or the kept fit is
+    ``refit_days`` old."""
+    if config.method != "dawid_skene":
+        return False
+    if model is None:
+        return True
+    return (pd.Timestamp(day) - pd.Timestamp(model.fitted_on)).days >= config.refit_days
+
+
 def consensus(
-    votes: Table, previous_items: pd.DataFrame, touched: pd.Series, gold: pd.DataFrame, config: StateConfig
-) -> pd.DataFrame:
-    """Current consensus rows of every item: scene labels over all current votes, boxes fused again for the
-    items the day touched (ordinary rounds with the box quorum, answered items with ``answer_quorum``), the
-    boxes of ``previous_items`` (the previous state) kept for the others."""
+    votes: Table,
+    previous_items: pd.DataFrame,
+    touched: pd.Series,
+    gold: pd.DataFrame,
+    config: StateConfig,
+    *,
+    day: str,
+    model: AnnotatorModel | None = None,
+) -> tuple[pd.DataFrame, AnnotatorModel | None]:
+    """Current consensus rows of every item, and the annotator model they were labeled with.
+
+    Boxes are fused again for the items the day touched (ordinary rounds with the box quorum, answered items with
+    ``answer_quorum``); the others keep their boxes from ``previous_items`` (the previous state). Scene labels:
+    when a fit is due (:func:`refit_due`, or the day's judgments use a class the kept ``model`` never saw),
+    Dawid-Skene over every current vote, which becomes the model (stamped ``day``); otherwise the kept model
+    labels the touched and gold items (one E-step each) and the other items keep their labels. Majority vote,
+    local to an item, labels the touched items alone. Answered items take their answers' majority."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
-    scene, box = _equal(votes, "kind", "classification"), _equal(votes, "kind", "bbox")
-    counted = counts(votes) & (scene | _among(votes, "item_id", touched_ids))  # boxes only of the touched items
+    every_scene, box = _equal(votes, "kind", "classification"), _equal(votes, "kind", "bbox")
+    on_touched = _among(votes, "item_id", touched_ids)
+    live = counts(votes)
+    scene, fit, relabeled = every_scene, refit_due(model, day, config), touched_ids.to_numpy()
+    if not fit:  # the kept model (or majority vote) labels the touched items, and the gold ones (gold may be new)
+        gold_ids = gold.loc[gold["kind"] == "classification", "item_id"] if len(gold) else touched_ids.iloc[:0]
+        relabeled = pd.concat([touched_ids, gold_ids.astype(object)], ignore_index=True).unique()
+        scene = every_scene & _among(votes, "item_id", relabeled)
+        if model is not None:
+            fit = not model.knows(_rows(votes, live & scene, ["label"])["label"].unique())
+    if fit:
+        scene = every_scene
+    counted = live & (scene | (box & on_touched))  # boxes only of the touched items
+    kept_model = None if fit else model
     answers = counted & _present(votes, "answer_to")
     if answers.any():
         answered = counted & _among(votes, "item_id", _rows(votes, answers, ["item_id"])["item_id"].unique())
     else:
         answered = answers
-    tables = []
+    tables, learned = [], kept_model
     for rows, quorum, method in (
         (counted & ~answered, config.box_quorum, config.method),
         (answered, config.answer_quorum, "majority_vote"),
     ):
         if rows.any():  # one selection of each kind's columns, straight from the vote sets
-            table, _ = quality.consensus_table(
+            table, _, fitted = quality.consensus_table(
                 _rows(votes, rows & scene, quality.SCENE_INPUTS),
                 _rows(votes, rows & box, quality.BOX_INPUTS),
                 gold,
                 method=method,
                 quorum=quorum,
                 cluster_iou=config.cluster_iou,
+                model=kept_model,
             )
             tables.append(table)
+            if fitted is not None:
+                learned = fitted.model(day)
     fresh = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
     scenes = fresh[fresh["kind"] == "classification"]
     new_boxes = fresh[(fresh["kind"] != "classification") & isin(fresh["item_id"], touched_ids)]
     kind = previous_items["kind"]  # an item's row without a consensus has none
     carried = (kind.notna() & (kind != "classification")).to_numpy() & ~isin(previous_items["item_id"], touched_ids)
+    if not fit:  # the scene labels of the items not labeled again
+        carried |= (kind == "classification").to_numpy() & ~isin(previous_items["item_id"], relabeled)
     kept = rows_where(previous_items, carried, quality.CONSENSUS_COLUMNS)  # one selection, not a copy per condition
     parts = [df for df in (scenes[quality.CONSENSUS_COLUMNS], new_boxes[quality.CONSENSUS_COLUMNS], kept) if len(df)]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=quality.CONSENSUS_COLUMNS)
-    return sorted_rows(out, ["item_id", "kind", "label", "x", "y"])
+    return sorted_rows(out, ["item_id", "kind", "label", "x", "y"]), learned
 
 
 LINEAGE = ["rounds", "files", "judgments", "days", "current_judgments", "answered_batch"]

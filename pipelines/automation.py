@@ -34,7 +34,7 @@ from resources.validation import GuidelinesResource
 LANDING_AREAS = ("exports", "items", "production")
 RELABEL_SELECTION = [AssetKey("relabel_batch"), AssetKey("quality_report")]
 # Daily assets that fold into their own previous day (assets/state.py).
-STATE_ASSETS = [AssetKey("item_index"), AssetKey("label_votes"), AssetKey("label_state")]
+STATE_ASSETS = [AssetKey(name) for name in ("item_index", "label_votes", "label_state", "annotator_model")]
 NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
 UNFINISHED_STATUSES = (
     DagsterRunStatus.QUEUED,

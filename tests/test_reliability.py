@@ -42,6 +42,7 @@ CHAIN = [
     "item_index",
     "label_votes",
     "label_state",
+    "annotator_model",
     "coverage_report",
     "risk_report",
     "dataset_snapshot",

@@ -51,12 +51,13 @@ def test_rounds_on_different_days_pool_into_one_dawid_skene_fit() -> None:
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
     assert len(votes) == len(frame) == 8000 and votes["superseded_by"].isna().all()
     assert sorted(votes.groupby("export_date").size()) == sorted(np.bincount(day_of).tolist())
-    pooled = state.consensus(
+    pooled, _ = state.consensus(
         votes,
         pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
         votes["item_id"],
         pd.DataFrame(columns=["item_id", "kind", "label"]),
         state.StateConfig(),
+        day=DAYS[2],
     )
     one_day = ds.dawid_skene(Votes.from_frame(frame)).table(Votes.from_frame(frame)).set_index("item_id")
     pooled = pooled.set_index("item_id").loc[one_day.index]
@@ -122,12 +123,13 @@ def test_an_answer_supersedes_the_kinds_it_covers_and_one_reviewer_decides() -> 
     assert sorted(live.loc[live["item_id"] == "a", "label"]) == ["bus", "urban"]  # boxes replaced, scene kept
     assert set(votes.loc[votes["superseded_by"].notna(), "annotation_id"]) == set(first["annotation_id"][:4])
     assert (votes["superseded_by"].dropna() == f"relabel-{DAYS[0]}").all()
-    labels = state.consensus(
+    labels, _ = state.consensus(
         votes,
         pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
         answer["item_id"],
         pd.DataFrame(columns=["item_id", "kind", "label"]),
         state.StateConfig(),
+        day=DAYS[1],
     )
     boxes_of_a = labels[(labels["item_id"] == "a") & (labels["kind"] == "bbox")]
     assert boxes_of_a[["label", "x", "support"]].values.tolist() == [["bus", 300.0, 1.0]]  # no quorum of two
@@ -346,17 +348,19 @@ def test_lineage_carried_for_untouched_items_equals_lineage_recomputed() -> None
     gold = pd.DataFrame(columns=["item_id", "kind", "label"])
     votes, previous = state.empty_votes(), state.empty_state()
     requests = pd.DataFrame(columns=["item_id", "batch_id", "sent_on"])
+    settings, model = state.StateConfig(), None
     for n, day in enumerate(DAYS):
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
         touched = state.touched_items(votes, day)
-        labels = state.consensus(votes, previous, touched, gold, state.StateConfig())
+        kept = model  # the first night fits, the later ones label their items with that fit
+        labels, model = state.consensus(votes, previous, touched, gold, settings, day=day, model=model)
         night = state.item_state(votes, labels, requests, none, previous=previous, touched=touched)
         # read as label_state reads it: Arrow, its low-cardinality text as dictionaries; the same state
         table = pa.Table.from_pandas(votes[state.STATE_INPUTS], preserve_index=False)
         for name in ("annotator_id", "kind", "label", "export_date", "source_file"):
             table = table.set_column(table.schema.get_field_index(name), name, table.column(name).dictionary_encode())
         assert state.touched_items(table, day).tolist() == touched.tolist()
-        read = state.consensus(table, previous, touched, gold, state.StateConfig())
+        read, _ = state.consensus(table, previous, touched, gold, settings, day=day, model=kept)
         pd.testing.assert_frame_equal(read, labels)
         as_read = state.item_state(table, read, requests, none, previous=previous, touched=touched)
         pd.testing.assert_frame_equal(as_read, night)

@@ -119,8 +119,8 @@ def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -
             instance=instance,
         ).success
     assert requested == [
-        (DAYS[1], ["item_index", "label_state", "label_votes"]),
-        (DAYS[2], ["dataset_snapshot", "item_index", "label_state", "label_votes"]),
+        (DAYS[1], ["annotator_model", "item_index", "label_state", "label_votes"]),
+        (DAYS[2], ["annotator_model", "dataset_snapshot", "item_index", "label_state", "label_votes"]),
     ]
     assert "every day of the label state" in result.skip_message  # caught up
 
@@ -224,8 +224,18 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
 def test_the_state_sensor_leaves_half_written_days_to_their_own_runs() -> None:
     from pipelines.automation import STATE_ASSETS, first_stale_day
 
-    index, votes, labels = STATE_ASSETS
-    running = {index: {DAYS[0]: 1, DAYS[1]: 5}, votes: {DAYS[0]: 2, DAYS[1]: 6}, labels: {DAYS[0]: 3}}
+    index, votes, labels, model = STATE_ASSETS
+    running = {
+        index: {DAYS[0]: 1, DAYS[1]: 5},
+        votes: {DAYS[0]: 2, DAYS[1]: 6},
+        labels: {DAYS[0]: 3},
+        model: {DAYS[0]: 3},  # written by label_state's step
+    }
     assert first_stale_day(running) is None  # DAYS[1]'s run has not written label_state yet
-    rerun = {index: {DAYS[0]: 7, DAYS[1]: 5}, votes: {DAYS[0]: 8, DAYS[1]: 6}, labels: {DAYS[0]: 9, DAYS[1]: 4}}
+    rerun = {
+        index: {DAYS[0]: 7, DAYS[1]: 5},
+        votes: {DAYS[0]: 8, DAYS[1]: 6},
+        labels: {DAYS[0]: 9, DAYS[1]: 4},
+        model: {DAYS[0]: 9, DAYS[1]: 4},
+    }
     assert first_stale_day(rerun) == (DAYS[1], 9)
