@@ -228,7 +228,18 @@ def label_state(
     # a fit under an earlier guideline knows its classes, not the new ones: the first day of a version fits again
     kept = earlier_models[since] if since is not None and same_guideline and since in earlier_models else None
     model = AnnotatorModel.from_frame(kept) if kept is not None else None
-    labels, fitted = state.consensus(
+    # items in review wait for a decision, carried from day to day until an answer arrives
+    reviewed_today = for_day(review_queue, day, "review_queue")["item_id"]
+    in_review = pd.concat(
+        [
+            previous.loc[previous["status"] == "in_review", "item_id"] if len(previous) else pd.Series(dtype=object),
+            reviewed_today,
+        ]
+    )
+    # A day's batch goes out after its nightly run: requests count from the next day, so a rerun gives the same state.
+    sent = labeling.read_ledger(storage.warehouse_store, "relabel", before=day)
+    requests = state.open_requests(sent, day, settings.request_expire_days)
+    table, fitted = state.fold_state(
         votes,
         previous,
         touched,
@@ -236,18 +247,10 @@ def label_state(
         settings,
         day=day,
         model=model,
+        requests=requests,
+        in_review=in_review,
+        reviewed_today=reviewed_today,
     )
-    # items in review wait for a decision, carried from day to day until an answer arrives
-    in_review = pd.concat(
-        [
-            previous.loc[previous["status"] == "in_review", "item_id"] if len(previous) else pd.Series(dtype=object),
-            for_day(review_queue, day, "review_queue")["item_id"],
-        ]
-    )
-    # A day's batch goes out after its nightly run: requests count from the next day, so a rerun gives the same state.
-    sent = labeling.read_ledger(storage.warehouse_store, "relabel", before=day)
-    requests = state.open_requests(sent, day, settings.request_expire_days)
-    table = state.item_state(votes, labels, requests, in_review, previous=previous, touched=touched)
     per_item = group_starts(table["item_id"])  # the state holds an item's status and lineage on each of its rows
     statuses = table.loc[per_item, "status"].value_counts().to_dict()
     refit = fitted is not None and fitted.fitted_on == day

@@ -592,6 +592,50 @@ def _taken(column: pd.Series, rows: np.ndarray, fill: bool) -> pd.Series:
     return pd.Series(values, dtype=values.dtype, copy=False)
 
 
+def fold_state(
+    votes: Table,
+    previous: pd.DataFrame,
+    touched: pd.Series,
+    gold: pd.DataFrame,
+    config: StateConfig,
+    *,
+    day: str,
+    model: AnnotatorModel | None,
+    requests: pd.DataFrame,
+    in_review: pd.Series,
+    reviewed_today: pd.Series,
+) -> tuple[pd.DataFrame, AnnotatorModel | None]:
+    """The item state at the end of ``day`` (:func:`consensus`, then :func:`item_state`), and its annotator model.
+
+    Between fits only some items can change: those the day touched, the gold items (labeled again), items with an
+    open request or one that lapsed (``requests``; the previous state's ``requested_batch``) and items the day
+    put in review (``reviewed_today``); the rows of all others are the previous state's. Those items' rows are
+    computed and spliced into the previous state (the whole state is then not rebuilt from a million items, and
+    is the same). A night that fits labels every item again, so it builds the whole state."""
+    if len(previous) and not refit_due(model, day, config):
+        gold_ids = gold.loc[gold["kind"] == "classification", "item_id"] if len(gold) else touched.iloc[:0]
+        was_requested = previous.loc[previous["requested_batch"].notna().to_numpy(), "item_id"]
+        parts = [touched, gold_ids, requests["item_id"] if len(requests) else None, was_requested, reviewed_today]
+        affected = pd.concat([p.astype(object) for p in parts if p is not None], ignore_index=True).unique()
+        mine = isin(previous["item_id"], affected)
+        before = rows_where(previous, mine)
+        labels, fitted = consensus(votes, before, touched, gold, config, day=day, model=model)
+        if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
+            rows = item_state(votes, labels, requests, in_review, previous=before, touched=touched)
+            others = rows_where(previous, ~mine)
+            # a text column the previous state held only missing values of (no request yet) takes the computed type
+            blank = {
+                name: dtype
+                for name, dtype in rows.dtypes.items()
+                if others[name].dtype == object and dtype.kind not in "iub" and others[name].isna().all()
+            }
+            others = others.astype(blank) if len(rows) and blank else others
+            parts = [df for df in (others, rows) if len(df)] or [rows]
+            return sorted_rows(pd.concat(parts, ignore_index=True), ["item_id"]), fitted
+    labels, fitted = consensus(votes, previous, touched, gold, config, day=day, model=model)
+    return item_state(votes, labels, requests, in_review, previous=previous, touched=touched), fitted
+
+
 def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Series | None) -> pd.DataFrame:
     """Per relabel batch, the loop so far: items sent (honeypots counted apart: they are no requests), answered
     (by this batch's answer or a later one), still waiting, and answered items the latest snapshot holds."""

@@ -132,3 +132,40 @@ def test_a_class_the_fit_never_saw_brings_a_new_fit() -> None:
     assert nights[1][4] is nights[0][4]  # the second night keeps the first night's fit
     refit = nights[2][4]
     assert refit is not None and refit.fitted_on == DAYS[2] and "never-seen" in refit.labels.tolist()
+
+
+def test_a_night_between_fits_splices_the_items_it_can_change_into_the_previous_state() -> None:
+    """fold_state rebuilds only the items a night can change (touched, gold, requested, put in review) and keeps
+    the other rows: the same state, row for row, as building it whole from every item."""
+    frame, day_of = split("temp")
+    items = frame["item_id"].drop_duplicates()
+    gold = pd.DataFrame({"item_id": items.iloc[:5], "kind": "classification", "label": "1"})
+    requested = pd.DataFrame({"item_id": items.iloc[5:9], "batch_id": f"relabel-{DAYS[0]}", "sent_on": DAYS[0]})
+    votes, previous, model = state.empty_votes(), state.empty_state(), None
+    config = state.StateConfig()
+    for n, day in enumerate(DAYS):
+        votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
+        touched = state.touched_items(votes, day)
+        requests = state.open_requests(requested, day, config.request_expire_days) if n else requested.iloc[:0]
+        reviewed_today = items.iloc[10 + n : 12 + n]
+        in_review = pd.concat(
+            [previous.loc[previous.get("status", pd.Series()) == "in_review", "item_id"], reviewed_today]
+        )
+        spliced, fitted = state.fold_state(
+            votes,
+            previous,
+            touched,
+            gold,
+            config,
+            day=day,
+            model=model,
+            requests=requests,
+            in_review=in_review,
+            reviewed_today=reviewed_today,
+        )
+        labels, whole_fit = state.consensus(votes, previous, touched, gold, config, day=day, model=model)
+        whole = state.item_state(votes, labels, requests, in_review, previous=previous, touched=touched)
+        pd.testing.assert_frame_equal(spliced, whole)
+        assert (fitted is model) == (n > 0) and (fitted is whole_fit or fitted.fitted_on == whole_fit.fitted_on)
+        assert n == 0 or (spliced["status"] == "relabel_requested").sum() == 4
+        previous, model = spliced, fitted
