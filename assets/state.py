@@ -273,7 +273,13 @@ def label_state(
                     max_rows=20,
                 )
             ),
-            "scene_labels": "fit over every current vote" if refit else "touched items labeled with the kept fit",
+            "scene_labels": (
+                "Dawid-Skene, fit over every current vote"
+                if refit
+                else "the items the day changed, with the kept Dawid-Skene fit"
+                if fitted is not None
+                else "majority vote"
+            ),
         },
     )
     model_table = fitted.frame() if fitted is not None else pd.DataFrame(columns=consensus.MODEL_COLUMNS)

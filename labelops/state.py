@@ -407,11 +407,12 @@ def waiting_for_relabel(votes: Table) -> pd.DataFrame:
 
 
 def refit_due(model: AnnotatorModel | None, day: str, config: StateConfig) -> bool:
-    """Whether the night fits Dawid-Skene over every current vote again: there is no fit to keep (the first day,
-    or a new guideline version, whose classes a fit under the old one does not know), or the kept fit is
-    ``refit_days`` old."""
+    """Whether the night labels every item's scene again: for Dawid-Skene, a fit over every current vote when
+    there is no fit to keep (the first day, a new guideline version, whose classes a fit under the old one does
+    not know, or a switch from majority vote) or the kept fit is ``refit_days`` old; for majority vote, a
+    switch from Dawid-Skene (a kept fit is there)."""
     if config.method != "dawid_skene":
-        return False
+        return model is not None
     if model is None:
         return True
     return (pd.Timestamp(day) - pd.Timestamp(model.fitted_on)).days >= config.refit_days
@@ -434,7 +435,8 @@ def consensus(
     when a fit is due (:func:`refit_due`, or the day's judgments use a class the kept ``model`` never saw),
     Dawid-Skene over every current vote, which becomes the model (stamped ``day``); otherwise the kept model
     labels the touched and gold items (one E-step each) and the other items keep their labels. Majority vote,
-    local to an item, labels the touched items alone. Answered items take their answers' majority."""
+    local to an item, labels the touched items alone (every item on a switch from Dawid-Skene). Answered items
+    take their answers' majority."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
     every_scene, box = _equal(votes, "kind", "classification"), _equal(votes, "kind", "bbox")
     on_touched = _among(votes, "item_id", touched_ids)

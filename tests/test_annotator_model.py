@@ -120,7 +120,9 @@ def test_a_fit_is_due_every_refit_days_and_then_equals_one_fit_over_all_days() -
     assert state.refit_due(nights[0][4], "2024-06-16", state.StateConfig()) is False  # six days on: kept
     assert state.refit_due(nights[0][4], "2024-06-17", state.StateConfig()) is True  # seven: fit again
     assert state.refit_due(None, DAYS[0], state.StateConfig()) is True
-    assert state.refit_due(None, DAYS[0], state.StateConfig(method="majority_vote")) is False
+    majority = state.StateConfig(method="majority_vote")
+    assert state.refit_due(None, DAYS[0], majority) is False  # local to an item: the touched items alone
+    assert state.refit_due(nights[0][4], DAYS[1], majority) is True  # a switch from Dawid-Skene: every item
 
 
 def test_a_class_the_fit_never_saw_brings_a_new_fit() -> None:
@@ -169,3 +171,20 @@ def test_a_night_between_fits_splices_the_items_it_can_change_into_the_previous_
         assert (fitted is model) == (n > 0) and (fitted is whole_fit or fitted.fitted_on == whole_fit.fitted_on)
         assert n == 0 or (spliced["status"] == "relabel_requested").sum() == 4
         previous, model = spliced, fitted
+
+
+def test_a_switch_of_method_labels_every_item_again() -> None:
+    frame, day_of = split("temp")
+    votes, previous, model = state.empty_votes(), state.empty_state(), None
+    none, requests = pd.Series(dtype=object), pd.DataFrame(columns=["item_id", "batch_id", "sent_on"])
+    methods = ["dawid_skene", "majority_vote", "dawid_skene"]
+    for n, (day, method) in enumerate(zip(DAYS, methods, strict=True)):
+        votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
+        touched = state.touched_items(votes, day)
+        config = state.StateConfig(method=method)
+        labels, fitted = state.consensus(votes, previous, touched, NO_GOLD, config, day=day, model=model)
+        scene = labels[labels["kind"] == "classification"]
+        assert (scene["method"] == method).all() and scene["item_id"].is_unique  # no item left with the other
+        assert (fitted is None) == (method == "majority_vote") and (fitted is None or fitted.fitted_on == day)
+        previous = state.item_state(votes, labels, requests, none, previous=previous, touched=touched)
+        model = fitted
