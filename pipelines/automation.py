@@ -33,8 +33,11 @@ from resources.validation import GuidelinesResource
 
 LANDING_AREAS = ("exports", "items", "production")
 RELABEL_SELECTION = [AssetKey("relabel_batch"), AssetKey("quality_report")]
-# Daily assets that fold into their own previous day (assets/state.py).
-STATE_ASSETS = [AssetKey(name) for name in ("item_index", "label_votes", "label_state", "annotator_model")]
+# Daily assets that fold into their own previous day (assets/state.py). annotator_model is written by label_state's
+# step, so it goes with it in a run; staleness is judged on the three (a warehouse from before annotator_model
+# existed has days without it).
+STATE_ASSETS = [AssetKey("item_index"), AssetKey("label_votes"), AssetKey("label_state")]
+STATE_RUN = [*STATE_ASSETS, AssetKey("annotator_model")]
 NIGHTLY_TIMEZONE = os.environ.get("LABELOPS_TIMEZONE", "UTC")
 UNFINISHED_STATUSES = (
     DagsterRunStatus.QUEUED,
@@ -169,7 +172,7 @@ def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
 
 
 @sensor(
-    target=AssetSelection.assets(*STATE_ASSETS, "dataset_snapshot"),
+    target=AssetSelection.assets(*STATE_RUN, "dataset_snapshot"),
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="When a day of the label state is materialized again (a rerun, a late export, a backfill), fold "
@@ -190,7 +193,7 @@ def state_sensor(context: SensorEvaluationContext):
         return SkipReason("every day of the label state folds into the current state of the day before")
     day, cause = stale
     latest = max(max(ids, default="") for ids in materialized.values())
-    selection = [*STATE_ASSETS, AssetKey("dataset_snapshot")] if day == latest else STATE_ASSETS
+    selection = [*STATE_RUN, AssetKey("dataset_snapshot")] if day == latest else STATE_RUN
     return RunRequest(
         run_key=f"state-{day}-{cause}",
         partition_key=day,

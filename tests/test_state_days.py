@@ -4,6 +4,7 @@ in day order, by the later days folding into it again (the state sensor)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ from labelops.storage import LocalStore
 from resources.io_manager import read_table
 
 DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
-STATE_TABLES = ("item_index", "label_votes", "label_state")
+STATE_TABLES = ("item_index", "label_votes", "label_state", "annotator_model")
 
 
 def landing(root: Path, *, late: bool = False) -> LocalStore:
@@ -87,6 +88,28 @@ def test_rerunning_any_day_leaves_the_state_and_the_latest_snapshot_byte_identic
         night(resources, instance, day)
         assert state_bytes(warehouse) == states, day
         assert snapshots.latest(LocalStore(warehouse)) == version and snapshot_bytes(warehouse) == snapshot, day
+
+
+def test_the_first_night_fits_and_the_next_keep_the_fit_until_a_warehouse_lacks_it(
+    three_nights, tmp_path: Path
+) -> None:
+    """annotator_model through Dagster: the first day's fit is kept by the next day (a week has not passed), the
+    first day of guideline v2 (DAYS[2]) fits again, and so does a day whose previous fit is missing (a warehouse
+    from before annotator_model)."""
+    root, _, _ = three_nights
+    store = LocalStore(root / "warehouse")
+    models = [read_table(store, f"tables/annotator_model/{day}.parquet") for day in DAYS]
+    assert set(models[0]["fitted_on"]) == {DAYS[0]} and models[0]["annotator_id"].nunique() == 2
+    pd.testing.assert_frame_equal(models[1], models[0])  # u3's judgments labeled with u1's and u2's fit
+    assert set(models[2]["fitted_on"]) == {DAYS[2]} and models[2]["annotator_id"].nunique() == 4
+    copy = tmp_path / "root"
+    copy.mkdir()
+    (copy / "landing").symlink_to(root / "landing")
+    shutil.copytree(root / "warehouse", copy / "warehouse")
+    (copy / "warehouse" / "tables" / "annotator_model" / f"{DAYS[0]}.parquet").unlink()
+    night(demo_resources(copy, REPO / "config"), DagsterInstance.ephemeral(), DAYS[1])
+    refit = read_table(LocalStore(copy / "warehouse"), f"tables/annotator_model/{DAYS[1]}.parquet")
+    assert set(refit["fitted_on"]) == {DAYS[1]} and refit["annotator_id"].nunique() == 3
 
 
 def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -> None:
@@ -224,18 +247,8 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
 def test_the_state_sensor_leaves_half_written_days_to_their_own_runs() -> None:
     from pipelines.automation import STATE_ASSETS, first_stale_day
 
-    index, votes, labels, model = STATE_ASSETS
-    running = {
-        index: {DAYS[0]: 1, DAYS[1]: 5},
-        votes: {DAYS[0]: 2, DAYS[1]: 6},
-        labels: {DAYS[0]: 3},
-        model: {DAYS[0]: 3},  # written by label_state's step
-    }
+    index, votes, labels = STATE_ASSETS
+    running = {index: {DAYS[0]: 1, DAYS[1]: 5}, votes: {DAYS[0]: 2, DAYS[1]: 6}, labels: {DAYS[0]: 3}}
     assert first_stale_day(running) is None  # DAYS[1]'s run has not written label_state yet
-    rerun = {
-        index: {DAYS[0]: 7, DAYS[1]: 5},
-        votes: {DAYS[0]: 8, DAYS[1]: 6},
-        labels: {DAYS[0]: 9, DAYS[1]: 4},
-        model: {DAYS[0]: 9, DAYS[1]: 4},
-    }
+    rerun = {index: {DAYS[0]: 7, DAYS[1]: 5}, votes: {DAYS[0]: 8, DAYS[1]: 6}, labels: {DAYS[0]: 9, DAYS[1]: 4}}
     assert first_stale_day(rerun) == (DAYS[1], 9)
