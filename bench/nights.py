@@ -334,7 +334,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
     for scratch in ("warehouse", "warehouse-fit"):
         subprocess.run(["cp", "-al", str(root / "history"), str(root / scratch)], check=True)
     # the last night once more as a night that fits Dawid-Skene over every vote (one in refit_days): no kept fit
-    shutil.rmtree(root / "warehouse-fit" / "tables" / "annotator_model")
+    shutil.rmtree(root / "warehouse-fit" / "tables" / "annotator_model", ignore_errors=True)  # none in old histories
     nights = {}
     for name, night_landing, warehouse in (
         ("night_1", root / "landing-1", root / "warehouse-1"),
