@@ -97,6 +97,26 @@ def codes(*columns: pd.Series | pd.Index | np.ndarray) -> list[np.ndarray]:
     return np.split(ranks, np.cumsum([len(column) for column in texts])[:-1])
 
 
+def run_positions(keys: pd.Series, runs: pd.Series) -> np.ndarray | None:
+    """Each value's position in ``keys``, when ``keys`` is strictly ascending text and ``runs`` holds the keys in
+    that order, each as one run of one or more rows (a snapshot's label rows against its items); None otherwise.
+    Only neighbours are compared: with the keys' positions as their codes, :func:`codes` need not rank the runs
+    (a snapshot's 900,000 label rows cost a third of a second there)."""
+    if not len(keys) or not len(runs):
+        return None
+    key_text = _text(keys)
+    if isinstance(key_text, pa.ChunkedArray):
+        key_text = key_text.combine_chunks()
+    ascending = len(key_text) < 2 or bool(pc.all(pc.less(key_text[:-1], key_text[1:])).as_py())
+    starts = group_starts(runs)
+    if key_text.null_count or not ascending or int(starts.sum()) != len(key_text):
+        return None
+    firsts = _text(runs).filter(pa.array(starts))
+    if firsts.null_count or not bool(pc.all(pc.equal(firsts, key_text)).as_py()):
+        return None
+    return np.cumsum(starts) - 1
+
+
 def joined(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
     """Per key (the sorted index), its distinct values in sorted order joined by ``sep``: what a groupby with
     ``sep.join(sorted(set(s)))`` gives, without a Python call per group (Arrow lists each group's values)."""

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelops import boxes
-from labelops.columns import codes, first_rows, isin, lookup
+from labelops.columns import codes, first_rows, isin, lookup, run_positions
 from labelops.export import to_coco, to_yolo
 from labelops.quality import CONSENSUS_COLUMNS
 from labelops.storage import Store
@@ -348,8 +348,9 @@ def diff(
 
     ``renames`` are the guideline renames and merges from the parent's version to this one: a scene label or
     box whose only change is one of them is listed under ``remapped_labels`` / ``remapped_objects`` rather
-    than as a change of the data. Items are matched by shared integer codes of their ids, one sort of all four
-    id columns: a version holds every item of the dataset, a night changes few of them.
+    than as a change of the data. Items are matched by shared integer codes of their ids, one sort of both
+    versions' item ids (label rows, grouped in their items' order, take their items' codes; other tables get
+    codes of all four id columns): a version holds every item of the dataset, a night changes few of them.
     """
     if parent_items is None or parent_labels is None:  # the first version: no parent tables
         return {
@@ -361,9 +362,18 @@ def diff(
             "remapped_objects": [],
             "split_moves": [],
         }
-    old_ids, new_ids, old_label_ids, new_label_ids = ids = codes(
-        parent_items["item_id"], items["item_id"], parent_labels["item_id"], labels["item_id"]
-    )
+    old_ids, new_ids = codes(parent_items["item_id"], items["item_id"])
+    # a version's labels come grouped by item in its items' order: their codes are their items' codes
+    old_at, new_at = run_positions(parent_items["item_id"], parent_labels["item_id"]), None
+    if old_at is not None:
+        new_at = run_positions(items["item_id"], labels["item_id"])
+    if old_at is not None and new_at is not None:
+        old_label_ids, new_label_ids = old_ids[old_at], new_ids[new_at]
+    else:
+        old_ids, new_ids, old_label_ids, new_label_ids = codes(
+            parent_items["item_id"], items["item_id"], parent_labels["item_id"], labels["item_id"]
+        )
+    ids = (old_ids, new_ids, old_label_ids, new_label_ids)
     size = max((int(c.max()) + 1 for c in ids if len(c)), default=0)
 
     def scene(frame: pd.DataFrame, frame_ids: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
@@ -556,7 +566,8 @@ def publish(
 
 def class_counts(items: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Labels per split and class; a label row takes its item's split (the item's first row in ``items``)."""
-    item_ids, label_ids = codes(items["item_id"], labels["item_id"])
+    at = run_positions(items["item_id"], labels["item_id"])  # a version's labels, grouped in its items' order
+    item_ids, label_ids = (np.arange(len(items)), at) if at is not None else codes(items["item_id"], labels["item_id"])
     size = max((int(c.max()) + 1 for c in (item_ids, label_ids) if len(c)), default=0)
     first = np.flatnonzero(_first(item_ids))
     split_codes, names = pd.factorize(items["split"].iloc[first])  # a missing split: -1, as a missing item

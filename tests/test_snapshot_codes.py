@@ -3,13 +3,15 @@ repeated rows, items of one and of several rows, missing values, empty frames.""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labelops import snapshots
-from labelops.columns import codes
+from labelops.columns import codes, run_positions
 
 ITEMS = st.sampled_from(["img-1", "img-10", "img-2", "b", None])
 ROWS = st.lists(
@@ -91,3 +93,45 @@ def test_changes_equal_a_comparison_per_item(before: list, after: list) -> None:
 
 def _plain(*values: object) -> tuple:
     return tuple(None if pd.isna(v) else v for v in values)
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(ITEMS, max_size=8), runs=st.lists(ITEMS, max_size=20))
+def test_run_positions_are_the_keys_positions_or_none(keys: list, runs: list) -> None:
+    """run_positions answers only for keys strictly ascending and runs holding them in order, one run each; then
+    its positions give each run value's key, as shared codes would pair them."""
+    key_series, run_series = pd.Series(keys, dtype="str"), pd.Series(runs, dtype="str")
+    at = run_positions(key_series, run_series)
+    distinct = [v for i, v in enumerate(runs) if i == 0 or runs[i - 1] != v]
+    aligned = (
+        len(keys) > 0 and None not in keys and all(a < b for a, b in itertools.pairwise(keys)) and distinct == keys
+    )
+    assert (at is not None) == aligned
+    if at is not None:
+        assert [keys[i] for i in at] == runs
+
+
+def test_snapshot_diff_and_class_counts_agree_with_or_without_aligned_labels() -> None:
+    """The diff and the class counts of a version whose labels are grouped in its items' order (what curation
+    writes) equal those of the same tables shuffled, where shared codes of every id column are used."""
+    rng = np.random.default_rng(5)
+    ids = [f"img-{i:03d}" for i in range(60)]
+    items = pd.DataFrame({"item_id": ids, "split": rng.choice(["train", "val", "test"], 60)})
+    rows = [(i, k, lab, float(x)) for i in ids for k, lab, x in [("classification", "urban", 0), ("bbox", "car", 1)]]
+    labels = pd.DataFrame(rows, columns=["item_id", "kind", "label", "x"]).assign(y=2.0, w=3.0, h=4.0)
+    new_items = items.iloc[5:].assign(split=items["split"].iloc[5:].to_numpy()[::-1])
+    new_labels = labels[labels["item_id"].isin(new_items["item_id"])].copy()
+    new_labels.loc[new_labels.index[::7], "label"] = "highway"
+    new_labels.loc[new_labels["kind"] == "bbox", "x"] += rng.choice([0.0, 50.0], (new_labels["kind"] == "bbox").sum())
+    new_labels = new_labels.reset_index(drop=True)
+    aligned = snapshots.diff(items, labels, new_items, new_labels)
+    shuffled = snapshots.diff(
+        items.sample(frac=1, random_state=1),
+        labels.sample(frac=1, random_state=2),
+        new_items.sample(frac=1, random_state=3),
+        new_labels.sample(frac=1, random_state=4),
+    )
+    assert aligned == shuffled and aligned["label_changes"] and aligned["object_changes"] and aligned["removed"]
+    assert snapshots.class_counts(new_items, new_labels) == snapshots.class_counts(
+        new_items.sample(frac=1, random_state=6), new_labels.sample(frac=1, random_state=7)
+    )
