@@ -120,9 +120,19 @@ def curate(
         else pd.Series(dtype=object)
     )
     known = annotated.dropna() if annotated is not None else pd.Series(dtype=object)
-    label_ids, catalog_ids, review_ids, relabel_ids, parent_ids, annotated_ids = ids = codes(
-        consensus["item_id"], items["item_id"], review["item_id"], relabel, parent_splits.index, known
-    )
+    # the label state's rows come grouped by item in the order of its items (``annotated``): they take their
+    # items' codes, and the million rows are not ranked again
+    at = run_positions(known, consensus["item_id"])
+    if at is not None:
+        catalog_ids, review_ids, relabel_ids, parent_ids, annotated_ids = codes(
+            items["item_id"], review["item_id"], relabel, parent_splits.index, known
+        )
+        label_ids = annotated_ids[at]
+    else:
+        label_ids, catalog_ids, review_ids, relabel_ids, parent_ids, annotated_ids = codes(
+            consensus["item_id"], items["item_id"], review["item_id"], relabel, parent_splits.index, known
+        )
+    ids = (label_ids, catalog_ids, review_ids, relabel_ids, parent_ids, annotated_ids)
     size = max((int(c.max()) + 1 for c in ids if len(c)), default=0)
     # Rows are tracked as positions into the inputs and each frame is taken once, at the end.
     # rows without a kind are items without a consensus (the label state gives them one row): no label

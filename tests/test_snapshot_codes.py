@@ -135,3 +135,26 @@ def test_snapshot_diff_and_class_counts_agree_with_or_without_aligned_labels() -
     assert snapshots.class_counts(new_items, new_labels) == snapshots.class_counts(
         new_items.sample(frac=1, random_state=6), new_labels.sample(frac=1, random_state=7)
     )
+
+
+def test_curation_of_a_state_grouped_by_item_equals_curation_of_the_same_rows_shuffled() -> None:
+    """A label state's rows, grouped by item in its items' order, take their items' codes; shuffled rows are
+    ranked with the other ids. Both curate the same snapshot, with an item without consensus (a row without a
+    kind, as the state gives it) counted and left out."""
+    from test_snapshots import CONFIG, EMPTY, inputs
+
+    consensus, items = inputs(40, seed=3)
+    consensus = consensus.sort_values(["item_id", "kind"], kind="stable").reset_index(drop=True)
+    lone = pd.DataFrame({"item_id": ["img-0040"], "kind": [None]})  # votes, no consensus
+    consensus = pd.concat([consensus, lone], ignore_index=True)
+    items = pd.concat([items, items.iloc[[0]].assign(item_id="img-0040")], ignore_index=True)
+    annotated = pd.Series(sorted(consensus["item_id"].unique()))
+    assert run_positions(annotated, consensus["item_id"]) is not None
+    parent = pd.Series(dtype=object)
+    grouped = snapshots.curate(consensus, items, EMPTY, EMPTY, parent, CONFIG, annotated=annotated)
+    shuffled = consensus.sample(frac=1, random_state=1).reset_index(drop=True)
+    assert run_positions(annotated, shuffled["item_id"]) is None
+    ranked = snapshots.curate(shuffled, items, EMPTY, EMPTY, parent, CONFIG, annotated=annotated)
+    pd.testing.assert_frame_equal(grouped.items, ranked.items)
+    pd.testing.assert_frame_equal(grouped.labels, ranked.labels)
+    assert grouped.excluded == ranked.excluded and grouped.excluded["no_consensus"] == 1
