@@ -94,3 +94,42 @@ def test_row_groups_without_the_items_are_skipped_by_their_statistics(tmp_path: 
     assert tables.only_items(ids)._groups(pq.ParquetFile(path)) == list(range(7))
     whole = tables[DAY]
     pd.testing.assert_frame_equal(tables.only_items(ids)[DAY], whole[whole["item_id"].isin(ids)].reset_index(drop=True))
+
+
+def test_only_low_cardinality_columns_are_dictionary_encoded() -> None:
+    """The IO manager dictionary-encodes the columns of few distinct values (kinds, labels, days) and every column
+    of a small table; ids and coordinates of a large one are written plain, and read back the same."""
+    from resources.io_manager import dictionary_columns
+
+    n = 50_000
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {
+            "item_id": [f"img-{i:06d}" for i in range(n)],
+            "kind": rng.choice(["bbox", "classification"], n),
+            "x": rng.uniform(0, 100, n),
+            "points": [[1.0, 2.0]] * n,
+            "nothing": None,
+        }
+    )
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert dictionary_columns(table) == ["kind"]
+    assert dictionary_columns(table.slice(0, 500)) == ["item_id", "kind", "x"]
+    assert dictionary_columns(table.slice(0, 0)) == ["item_id", "kind", "x"]
+
+
+def test_a_table_written_by_the_io_manager_reads_back_whatever_its_encoding(tmp_path: Path) -> None:
+    from labelops.storage import LocalStore
+    from resources.io_manager import dictionary_columns, read_table
+
+    frame = _production(30_000, 4, ordered=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, tmp_path / "t.parquet", compression="zstd", use_dictionary=dictionary_columns(table))
+    encodings = {
+        c.path_in_schema: c.encodings
+        for c in (pq.ParquetFile(tmp_path / "t.parquet").metadata.row_group(0).column(i) for i in range(5))
+    }
+    assert "RLE_DICTIONARY" in encodings["predicted_label"] and "RLE_DICTIONARY" not in encodings["item_id"]
+    pq.write_table(table, tmp_path / "default.parquet", compression="zstd")  # a dictionary tried for every column
+    store = LocalStore(tmp_path)
+    pd.testing.assert_frame_equal(read_table(store, "t.parquet"), read_table(store, "default.parquet"))
