@@ -418,6 +418,13 @@ def refit_due(model: AnnotatorModel | None, day: str, config: StateConfig) -> bo
     return (pd.Timestamp(day) - pd.Timestamp(model.fitted_on)).days >= config.refit_days
 
 
+def _gold_scenes(gold: pd.DataFrame) -> pd.Series:
+    """The items with a gold scene label: between fits the kept fit labels them again every night."""
+    if gold.empty:
+        return pd.Series(dtype=object)
+    return gold.loc[gold["kind"] == "classification", "item_id"].astype(object)
+
+
 def consensus(
     votes: Table,
     previous_items: pd.DataFrame,
@@ -443,8 +450,7 @@ def consensus(
     live = counts(votes)
     scene, fit, relabeled = every_scene, refit_due(model, day, config), touched_ids.to_numpy()
     if not fit:  # the kept model (or majority vote) labels the touched items, and the gold ones (gold may be new)
-        gold_ids = gold.loc[gold["kind"] == "classification", "item_id"] if len(gold) else touched_ids.iloc[:0]
-        relabeled = pd.concat([touched_ids, gold_ids.astype(object)], ignore_index=True).unique()
+        relabeled = pd.concat([touched_ids, _gold_scenes(gold)], ignore_index=True).unique()
         scene = every_scene & _among(votes, "item_id", relabeled)
         if model is not None:
             fit = not model.knows(_rows(votes, live & scene, ["label"])["label"].unique())
@@ -615,7 +621,7 @@ def fold_state(
     computed and spliced into the previous state (the whole state is then not rebuilt from a million items, and
     is the same). A night that fits labels every item again, so it builds the whole state."""
     if len(previous) and not refit_due(model, day, config):
-        gold_ids = gold.loc[gold["kind"] == "classification", "item_id"] if len(gold) else touched.iloc[:0]
+        gold_ids = _gold_scenes(gold)
         was_requested = previous.loc[previous["requested_batch"].notna().to_numpy(), "item_id"]
         parts = [touched, gold_ids, requests["item_id"] if len(requests) else None, was_requested, reviewed_today]
         affected = pd.concat([p.astype(object) for p in parts if p is not None], ignore_index=True).unique()
