@@ -29,7 +29,7 @@ from labelops import consensus, ingest, labeling, state
 from labelops.columns import group_starts
 from labelops.consensus import AnnotatorModel
 from labelops.guidelines import labels_under
-from labelops.layers import Layered
+from labelops.layers import ROW, Layered
 from labelops.reporting import markdown_table
 from resources.storage import StorageResource
 from resources.validation import GuidelinesResource
@@ -70,23 +70,33 @@ def _previous_day(context: AssetExecutionContext, day: str, frames: Frames) -> s
     ins={"item_index": AssetIn(partition_mapping=EARLIER_DAYS), "item_catalog": AssetIn()},
     description="Every item known so far, one row each (the latest delivery wins): the item catalogs of all "
     "days, plus the item rows our relabel batches wrote for the production items they sent, so answers to "
-    "those items can enter a snapshot. dataset_snapshot takes item metadata (uri, size, slices) from it.",
+    "those items can enter a snapshot. dataset_snapshot takes item metadata (uri, size, slices) from it. A day "
+    "that only adds items is stored as a layer over the day before (its new items; whole after 7 layers): read it "
+    "through the IO manager, e.g. `defs.load_asset_value`, not with a bare Parquet reader.",
 )
 def item_index(
     context: AssetExecutionContext, storage: StorageResource, item_index: Frames, item_catalog: Frames
-) -> Output[DayFrames]:
+) -> Output[dict[str, object]]:  # a whole table (pd.DataFrame) or a Layered
     day = context.partition_key
     since = _previous_day(context, day, item_index)
-    previous = item_index[since] if since else pd.DataFrame()
     sent = ingest.read_sent_items(storage.warehouse_store, since, day)  # batches sent after the previous state
     today = for_day(item_catalog, day, "item_catalog")
-    known = state.fold_items(previous, sent, today)
+    known = item_index.arrow(since) if since else None
+    added = state.added_items(known, sent, today) if known is not None else None
+    if since and known is not None and added is not None:  # new items only: a layer of them over the previous day
+        output: pd.DataFrame | Layered = Layered(since, pd.DataFrame({ROW: []}), added, known.num_rows)
+        rows, shown = known.num_rows + len(added), added
+    else:
+        whole = state.fold_items(item_index[since] if since else pd.DataFrame(), sent, today)
+        output, rows, shown = whole, len(whole), whole
     return Output(
-        {day: known},
+        {day: output},
         metadata={
+            # the schema and preview of the rows the day added (of every row, when the index was folded whole)
             **table_metadata(
-                known, preview_columns=["item_id", "uri", "width", "height", "export_date", "source_file"]
+                shown, preview_columns=["item_id", "uri", "width", "height", "export_date", "source_file"]
             ),
+            "dagster/row_count": rows,
             "catalogued_today": len(today),
             "sent_items_read": len(sent),
         },

@@ -142,7 +142,10 @@ def curate(
     catalog_ids = catalog_ids[catalog_rows]
     has_consensus = _member(label_ids, size)
     keep = has_consensus[catalog_ids]
-    rows, labeled_ids = catalog_rows[keep], catalog_ids[keep]
+    # in item order, whatever the catalog's (an item index kept as layers lists the items a day added last):
+    # of duplicate items, the first by id stays
+    order = np.argsort(catalog_ids[keep], kind="stable")
+    rows, labeled_ids = catalog_rows[keep][order], catalog_ids[keep][order]
     excluded: dict[str, int] = {}
     if annotated is not None:
         distinct = np.flatnonzero(_member(annotated_ids, size))
@@ -167,8 +170,7 @@ def curate(
     identity = items["content_hash" if "content_hash" in items else "uri"].iloc[rows]
     drop(identity.notna().to_numpy() & ~_first(codes(identity)[0]), "duplicate")
 
-    order = np.argsort(labeled_ids, kind="stable")
-    labeled, labeled_ids = items.iloc[rows[order]].reset_index(drop=True), labeled_ids[order]
+    labeled = items.iloc[rows].reset_index(drop=True)
     chosen = _member(labeled_ids, size)[label_ids]
     label_rows, label_ids, is_scene = label_rows[chosen], label_ids[chosen], is_scene[chosen]
     order = _label_order(consensus, label_rows, label_ids)

@@ -117,6 +117,26 @@ def fold_items(previous: pd.DataFrame, sent: pd.DataFrame, catalog: pd.DataFrame
     return latest_rows(pd.concat(parts, ignore_index=True), "item_id")
 
 
+def added_items(known: pa.Table, sent: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows a day adds to the item index ``known`` (the previous day's, as Arrow), when adding is all the day
+    does: the new items' rows, each as :func:`fold_items` gives it, in item order and the index's columns. None
+    when the day delivers an item the index holds (its row is replaced) or a column the index lacks: the index is
+    then folded whole.
+
+    A night's catalog holds the night's new items (20,000 against 1.2 M known), so the index is kept as layers
+    (labelops.layers): the rows it adds, not the whole index rewritten."""
+    ids = pd.Series(text(plain(known.select(["item_id"])).column("item_id")))
+    if len(catalog) and isin(catalog["item_id"], ids).any():
+        return None
+    fresh = sent[~isin(sent["item_id"], ids)] if len(sent) else sent  # a known item's row beats a sent one
+    columns = known.column_names
+    parts = [df for df in (fresh, catalog) if len(df)]
+    if not parts:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+    added = latest_rows(pd.concat(parts, ignore_index=True), "item_id")
+    return added[columns] if set(added.columns) == set(columns) else None
+
+
 def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     """The tool-side annotation a row belongs to, where the tool gives annotations stable ids across exports
     (Label Studio's task and annotation ids, kept in ``source_ref``); None elsewhere."""

@@ -296,3 +296,44 @@ def test_text_stored_as_a_dictionary_is_read_as_one_and_expanded_to_the_same_tab
         read = io_manager_module._read_columns(data, pq.ParquetFile(pa.BufferReader(data)), names)
         expected = pq.read_table(path, columns=names)
         assert read.equals(expected) and read.schema.equals(expected.schema, check_metadata=True)
+
+
+def _catalog(ids: list[str], day: str, **extra: object) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": pd.Series(ids, dtype=object),
+            "uri": pd.Series([f"s3://b/{i}.jpg" for i in ids], dtype=object),
+            "width": 1280,
+            "height": 720,
+            "export_date": day,
+            "source_file": f"items/{day}/items.csv",
+            **extra,
+        }
+    )
+
+
+def test_an_item_index_day_that_only_adds_items_is_a_layer_of_them(io_manager: ParquetIOManager) -> None:
+    """The item index of a day that only adds items is stored as a layer of the new items' rows and reads back as
+    the whole fold (its rows in another order: new items last, whatever their ids). A day that delivers a known
+    item again (its row is replaced) or a column the index lacks is folded whole."""
+    first = state.fold_items(pd.DataFrame(), pd.DataFrame(), _catalog([f"img-{i}" for i in range(5, 40)], DAYS[0]))
+    _write(io_manager, "items", DAYS[0], first)
+    # new ids sort before and between the known ones; a sent production item the catalog also delivers (the
+    # catalog's row wins), one nobody catalogued (its sent row is added) and one already known (its row stays)
+    catalog = _catalog(["img-0", "img-1", "img-55", "prod-2"], DAYS[1])
+    sent = _catalog(["prod-1", "prod-2", "img-7"], DAYS[0]).assign(width=640, source_file="outbox/relabel/x.csv")
+    known = pa.Table.from_pandas(_read(io_manager, "items", DAYS[0]), preserve_index=False)
+    added = state.added_items(known, sent, catalog)
+    assert added is not None and list(added["item_id"]) == ["img-0", "img-1", "img-55", "prod-1", "prod-2"]
+    _write(io_manager, "items", DAYS[1], Layered(DAYS[0], pd.DataFrame({layers.ROW: []}), added, len(first)))
+    assert layers.depth(pq.read_schema(_file(io_manager, "items", DAYS[1]))) == 1
+    stored = _read(io_manager, "items", DAYS[1])
+    whole = _as_stored(state.fold_items(_read(io_manager, "items", DAYS[0]), sent, catalog))
+    assert list(stored["item_id"][-5:]) == list(added["item_id"])  # after the earlier items
+    pd.testing.assert_frame_equal(stored.sort_values("item_id").reset_index(drop=True), whole)
+    assert stored.loc[stored["item_id"] == "img-7", "source_file"].item() == f"items/{DAYS[0]}/items.csv"
+    layered = pa.Table.from_pandas(stored, preserve_index=False)
+    assert state.added_items(layered, sent.iloc[:0], _catalog(["img-9", "img-99"], DAYS[2])) is None  # img-9 again
+    assert state.added_items(layered, sent.iloc[:0], _catalog(["img-99"], DAYS[2], region="eu")) is None
+    nothing = state.added_items(layered, sent.iloc[:0], _catalog([], DAYS[2]))
+    assert nothing is not None and nothing.empty and list(nothing.columns) == list(stored.columns)

@@ -158,3 +158,24 @@ def test_curation_of_a_state_grouped_by_item_equals_curation_of_the_same_rows_sh
     pd.testing.assert_frame_equal(grouped.items, ranked.items)
     pd.testing.assert_frame_equal(grouped.labels, ranked.labels)
     assert grouped.excluded == ranked.excluded and grouped.excluded["no_consensus"] == 1
+
+
+def test_curation_takes_the_catalog_in_item_order_whatever_its_row_order() -> None:
+    """An item index kept as layers lists the items a day added after the earlier ones, not in id order: curation
+    gives the same snapshot from its rows in any order, and of duplicate items (one content hash) keeps the
+    first by id."""
+    from test_snapshots import CONFIG, EMPTY, inputs
+
+    consensus, items = inputs(40, seed=4)
+    items["content_hash"] = [f"h{i}" for i in range(40)]
+    items.loc[[7, 23, 31], "content_hash"] = "same"  # three copies of one image
+    annotated = pd.Series(sorted(consensus["item_id"].unique()))
+    parent = pd.Series(dtype=object)
+    in_order = snapshots.curate(consensus, items, EMPTY, EMPTY, parent, CONFIG, annotated=annotated)
+    for seed in range(3):
+        shuffled = items.sample(frac=1, random_state=seed).reset_index(drop=True)
+        curated = snapshots.curate(consensus, shuffled, EMPTY, EMPTY, parent, CONFIG, annotated=annotated)
+        pd.testing.assert_frame_equal(curated.items, in_order.items)
+        pd.testing.assert_frame_equal(curated.labels, in_order.labels)
+        assert curated.excluded == in_order.excluded
+    assert in_order.excluded["duplicate"] == 2 and "img-0007" in set(in_order.items["item_id"])
