@@ -215,6 +215,40 @@ def sorted_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.take(order.to_numpy()).reset_index(drop=True)
 
 
+def spliced(frame: pd.DataFrame, drop: np.ndarray, rows: pd.DataFrame, key: str) -> pd.DataFrame | None:
+    """``sorted_rows(pd.concat([frame[~drop], rows]), [key])``, for a ``frame`` sorted by ``key`` and ``rows`` whose
+    keys none of the kept rows hold: the rows are placed among the kept ones by binary search and each column is
+    copied once, where the concatenation and the sorted take copy a million-row state three times (fresh memory,
+    which a new process faults in page by page). None where a key is missing, the frame is not sorted or a
+    column's type differs between the two (the concatenation decides the type then)."""
+    rows = sorted_rows(rows, [key])
+    if list(rows.columns) != list(frame.columns) or any(rows[c].dtype != frame[c].dtype for c in frame.columns):
+        return None
+    if frame[key].isna().any() or rows[key].isna().any() or not is_sorted(frame[key]):
+        return None
+    keep = np.flatnonzero(~drop)
+    kept_keys = frame[key].to_numpy(dtype=object)[keep]
+    at = np.searchsorted(kept_keys, rows[key].to_numpy(dtype=object), side="left")
+    new = at + np.arange(len(rows))  # each row's place in the result
+    old = np.ones(len(keep) + len(rows), dtype=bool)
+    old[new] = False
+    old = np.flatnonzero(old)
+    columns = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, np.dtype):
+            values = np.empty(len(old) + len(new), dtype=column.dtype)
+            values[old] = column.to_numpy()[keep]
+            values[new] = rows[name].to_numpy()
+            columns[name] = pd.Series(values, dtype=column.dtype, copy=False)
+        else:  # an extension array (Arrow-backed text): one take of the two sides joined
+            order = np.empty(len(old) + len(new), dtype=np.int64)
+            order[old], order[new] = keep, len(frame) + np.arange(len(rows))
+            joined = pd.concat([column, rows[name]], ignore_index=True).array
+            columns[name] = pd.Series(joined.take(order), dtype=column.dtype, copy=False)
+    return pd.DataFrame(columns)
+
+
 def latest_rows(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     """``frame.drop_duplicates(key, keep="last").sort_values(key, kind="stable")`` with a fresh index: one Arrow
     stable sort, then the last row of each run of equal keys (pandas hashes every key to drop duplicates, then

@@ -42,6 +42,7 @@ from labelops.columns import (
     positions,
     rows_where,
     sorted_rows,
+    spliced,
     text,
     value_type,
 )
@@ -296,6 +297,13 @@ def _among(votes: Table, name: str, values: pd.Series | pd.Index | np.ndarray) -
         return np.zeros(votes.num_rows, dtype=bool)
     value_set = pa.array(np.asarray(values, dtype=object), type=pa.large_string()).cast(value_type(column))
     return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False)
+
+
+def _subset(votes: Table, mask: np.ndarray) -> Table:
+    """The rows of the mask, every column, in the vote table's own form (Arrow stays Arrow)."""
+    if isinstance(votes, pd.DataFrame):
+        return rows_where(votes, mask)
+    return votes.filter(pa.array(mask))
 
 
 def _rows(votes: Table, mask: np.ndarray, columns: list[str]) -> pd.DataFrame:
@@ -647,9 +655,15 @@ def fold_state(
         affected = pd.concat([p.astype(object) for p in parts if p is not None], ignore_index=True).unique()
         mine = isin(previous["item_id"], affected)
         before = rows_where(previous, mine)
-        labels, fitted = consensus(votes, before, touched, gold, config, day=day, model=model)
+        # what follows reads the affected items' votes alone: selected once, not tested again and again among
+        # millions (the votes of 41,706 items of 1.2 M on night 60 of the benchmark)
+        theirs = _subset(votes, _among(votes, "item_id", affected))
+        labels, fitted = consensus(theirs, before, touched, gold, config, day=day, model=model)
         if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
-            rows = item_state(votes, labels, requests, in_review, previous=before, touched=touched)
+            rows = item_state(theirs, labels, requests, in_review, previous=before, touched=touched)
+            state = spliced(previous, mine, rows, "item_id")
+            if state is not None:
+                return state, fitted
             others = rows_where(previous, ~mine)
             # a text column the previous state held only missing values of (no request yet) takes the computed type
             blank = {

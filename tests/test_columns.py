@@ -24,6 +24,7 @@ from labelops.columns import (
     lookup,
     rows_where,
     sorted_rows,
+    spliced,
 )
 
 ids = st.lists(st.one_of(st.none(), st.sampled_from([f"img-{i}" for i in range(40)])), max_size=60)
@@ -203,3 +204,40 @@ def test_first_rows_equal_drop_duplicates_sorted_or_not(values: list, dtype: str
     if presort:
         frame = frame.sort_values("item_id", kind="stable")
     pd.testing.assert_frame_equal(first_rows(frame, "item_id"), frame.drop_duplicates("item_id"), check_exact=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kept=st.lists(st.sampled_from([f"img-{i:02d}" for i in range(30)] + ["é-1", "Z-2"]), max_size=40),
+    new=st.lists(st.sampled_from([f"img-{i:02d}" for i in range(30, 45)] + ["a-0", "ê-9"]), max_size=15),
+    dropped=st.integers(0, 2**40),
+)
+def test_spliced_rows_equal_the_sorted_concatenation(kept: list, new: list, dropped: int) -> None:
+    """A sorted frame with some rows dropped and rows of other keys put in: the same frame, types and all, as
+    concatenating and sorting again; None where the two sides' types differ or the frame is not sorted."""
+    frame = pd.DataFrame(
+        {
+            "item_id": pd.Series(sorted(kept), dtype="str"),
+            "x": np.arange(len(kept), dtype=float),
+            "n": np.arange(len(kept), dtype=np.int64),
+            "batch": pd.Series([None] * len(kept), dtype=object),
+            "label": pd.Series(["car" if i % 2 else None for i in range(len(kept))], dtype="str"),
+        }
+    )
+    drop = np.array([bool(dropped >> i & 1) for i in range(len(kept))], dtype=bool)
+    rows = pd.DataFrame(
+        {
+            "item_id": pd.Series(new[::-1], dtype="str"),  # in any order: sorted first, stably
+            "x": -np.arange(len(new), dtype=float),
+            "n": np.arange(len(new), dtype=np.int64),
+            "batch": pd.Series(["relabel-1"] * len(new), dtype=object),
+            "label": pd.Series(["bus"] * len(new), dtype="str"),
+        }
+    )
+    expected = sorted_rows(pd.concat([frame[~drop], rows], ignore_index=True), ["item_id"])
+    got = spliced(frame, drop, rows, "item_id")
+    assert got is not None
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert spliced(frame, drop, rows.astype({"n": float}), "item_id") is None
+    if len(set(kept)) > 1:
+        assert spliced(frame.iloc[::-1].reset_index(drop=True), drop, rows, "item_id") is None
