@@ -193,7 +193,13 @@ class ParquetIOManager(ConfigurableIOManager):
                     {**(table.schema.metadata or {}), FOOTER_GUIDELINE: str(version).encode()}
                 )
             buffer = io.BytesIO()
-            pq.write_table(table, buffer, compression="zstd", use_dictionary=dictionary_columns(table))
+            pq.write_table(
+                table,
+                buffer,
+                compression="zstd",
+                use_dictionary=dictionary_columns(table),
+                write_statistics=statistics_columns(table),
+            )
             self.storage.warehouse_store.write_bytes(self.key(context.asset_key.path, partition), buffer.getvalue())
 
     def load_input(self, context: InputContext) -> pd.DataFrame | DayTables:
@@ -324,6 +330,16 @@ def dictionary_columns(table: pa.Table) -> list[str]:
         if pc.count_distinct(column, mode="all").as_py() <= limit:
             chosen.append(name)
     return chosen
+
+
+STATISTICS = ("item_id",)  # the column readers skip row groups by (DayTables.only_items)
+
+
+def statistics_columns(table: pa.Table) -> list[str] | bool:
+    """The columns whose minimum and maximum the file records: the item id, which readers skip row groups by. The
+    bounds of every other column cost a fifth of a write (a 1.2 M-row label state: 0.60 s with them, 0.49 s
+    without) and no reader here uses them."""
+    return [name for name in STATISTICS if name in table.column_names] or False
 
 
 def _read_columns(data: bytes, file: pq.ParquetFile, names: list[str] | None, dictionaries: bool = False) -> pa.Table:

@@ -133,3 +133,19 @@ def test_a_table_written_by_the_io_manager_reads_back_whatever_its_encoding(tmp_
     pq.write_table(table, tmp_path / "default.parquet", compression="zstd")  # a dictionary tried for every column
     store = LocalStore(tmp_path)
     pd.testing.assert_frame_equal(read_table(store, "t.parquet"), read_table(store, "default.parquet"))
+
+
+def test_the_io_manager_records_the_bounds_of_the_item_id_alone(tmp_path: Path) -> None:
+    """A table the IO manager writes keeps the item id's minimum and maximum, which readers skip row groups by, and
+    no other column's; a table without item ids keeps none."""
+    from dagster import AssetKey, build_output_context
+
+    from resources.io_manager import ParquetIOManager
+    from resources.storage import StorageResource
+
+    manager = ParquetIOManager(storage=StorageResource(landing=str(tmp_path / "l"), warehouse=str(tmp_path / "w")))
+    for name, frame in (("with_ids", _production(5_000, 3, ordered=True)), ("without", pd.DataFrame({"n": [1, 2]}))):
+        manager.handle_output(build_output_context(asset_key=AssetKey(name), partition_key=DAY), {DAY: frame})
+        meta = pq.ParquetFile(tmp_path / "w" / "tables" / name / f"{DAY}.parquet").metadata.row_group(0)
+        bounded = {meta.column(i).path_in_schema for i in range(meta.num_columns) if meta.column(i).is_stats_set}
+        assert bounded == ({"item_id"} if name == "with_ids" else set())
