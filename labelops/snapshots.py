@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelops import boxes
@@ -452,10 +453,23 @@ def changed_items(
     """Per item code, whether the item is in both versions and its label rows differ: only those can have box
     changes.
 
-    An item's signature is the sum of its rows' hashes (the item by its code, kind and label by codes shared by
-    both versions), so the comparison costs a pass over the rows and the box matching runs on the items a night
-    changed rather than the whole dataset.
+    Versions' label rows come grouped by item in id order, each item's in label order: an item with as many rows in
+    both is then compared row by row, and one with more or fewer has changed. Other tables take an item's
+    signature, the sum of its rows' hashes (the item by its code, kind and label by codes shared by both
+    versions). Either way the comparison costs a pass over the rows, and the box matching, which says what
+    changed, runs on the items a night changed rather than the whole dataset; an item flagged whose boxes are the
+    same shows no change there.
     """
+    grouped = (ids.size < 2 or bool((ids[1:] >= ids[:-1]).all()) for ids in (before_ids, after_ids))
+    if all(grouped):
+        return changed_in_place(before, before_ids, after, after_ids, size)
+    return changed_by_signature(before, before_ids, after, after_ids, size)
+
+
+def changed_by_signature(
+    before: pd.DataFrame, before_ids: np.ndarray, after: pd.DataFrame, after_ids: np.ndarray, size: int
+) -> np.ndarray:
+    """:func:`changed_items` for label rows in any order: an item's rows hashed and summed on each side."""
     both = pd.concat([before[LABEL_KEY[1:]], after[LABEL_KEY[1:]]], ignore_index=True)
     rows = pd.DataFrame(
         {
@@ -472,6 +486,38 @@ def changed_items(
         np.add.at(total, ids, part)
         signatures.append(total)
     return _member(before_ids, size) & _member(after_ids, size) & (signatures[0] != signatures[1])
+
+
+def changed_in_place(
+    before: pd.DataFrame, before_ids: np.ndarray, after: pd.DataFrame, after_ids: np.ndarray, size: int
+) -> np.ndarray:
+    """:func:`changed_items` for label rows sorted by item code: the rows of the items with as many rows on both
+    sides pair up in order, and are compared column by column (a missing value equals a missing value)."""
+    count_before, count_after = np.bincount(before_ids, minlength=size), np.bincount(after_ids, minlength=size)
+    in_both = (count_before > 0) & (count_after > 0)
+    paired = in_both & (count_before == count_after)
+    old, new = np.flatnonzero(paired[before_ids]), np.flatnonzero(paired[after_ids])
+    differs = np.zeros(len(old), dtype=bool)
+    for name in LABEL_KEY[1:]:
+        a, b = before[name].iloc[old], after[name].iloc[new]
+        if pd.api.types.is_float_dtype(a.dtype) and pd.api.types.is_float_dtype(b.dtype):
+            x, y = a.to_numpy(dtype=float), b.to_numpy(dtype=float)
+            differs |= ~((x == y) | (np.isnan(x) & np.isnan(y)))
+        else:
+            x, y = _text(a), _text(b)
+            same = pc.fill_null(pc.equal(x, y), False)
+            differs |= ~pc.or_(same, pc.and_(pc.is_null(x), pc.is_null(y))).to_numpy(zero_copy_only=False)
+    changed = in_both & ~paired
+    changed[before_ids[old[differs]]] = True
+    return changed
+
+
+def _text(values: pd.Series) -> pa.Array:
+    """A text column as Arrow (missing values null), without a Python object per value where pandas holds Arrow."""
+    column = pa.array(values, from_pandas=True)
+    return (
+        column.cast(pa.large_string()) if pa.types.is_string(column.type) or pa.types.is_null(column.type) else column
+    )
 
 
 def object_changes(before: pd.DataFrame, after: pd.DataFrame, *, moved_iou: float = 0.5) -> list[dict]:

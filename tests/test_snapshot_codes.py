@@ -179,3 +179,42 @@ def test_curation_takes_the_catalog_in_item_order_whatever_its_row_order() -> No
         pd.testing.assert_frame_equal(curated.labels, in_order.labels)
         assert curated.excluded == in_order.excluded
     assert in_order.excluded["duplicate"] == 2 and "img-0007" in set(in_order.items["item_id"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    before=st.lists(
+        st.tuples(
+            st.integers(0, 9),
+            st.sampled_from(["classification", "bbox"]),
+            st.sampled_from(["car", "bus", None]),
+            st.sampled_from([np.nan, 1.0, 2.5]),
+        ),
+        max_size=30,
+    ),
+    edits=st.lists(st.tuples(st.integers(0, 29), st.sampled_from(["drop", "label", "x", "nan", "add"])), max_size=6),
+)
+def test_items_changed_row_by_row_equal_those_changed_by_signature(before: list, edits: list) -> None:
+    """Label rows in item order, each item's in label order (what curation writes), are compared row by row; the
+    same rows in another order by their items' signatures. Both find the same items, missing values equal."""
+    old = pd.DataFrame(before, columns=["item", "kind", "label", "x"]).assign(y=0.0, w=1.0, h=1.0)
+    new = old.copy()
+    for row, edit in edits:
+        if row >= len(new):
+            continue
+        if edit == "drop":
+            new = new.drop(index=new.index[row])
+        elif edit == "add":
+            new = pd.concat([new, new.iloc[[row]].assign(x=9.0)])
+        else:
+            new.iloc[row, new.columns.get_loc("x" if edit in ("x", "nan") else "label")] = (
+                np.nan if edit == "nan" else (7.0 if edit == "x" else "truck")
+            )
+    key = ["item", "kind", "label", "x", "y"]
+    old, new = (f.sort_values(key, kind="stable").reset_index(drop=True) for f in (old, new))
+    old_ids, new_ids = old["item"].to_numpy(dtype=np.int64), new["item"].to_numpy(dtype=np.int64)
+    in_place = snapshots.changed_in_place(old, old_ids, new, new_ids, 10)
+    flip = np.arange(len(new))[::-1]
+    hashed = snapshots.changed_by_signature(old, old_ids, new.iloc[flip].reset_index(drop=True), new_ids[flip], 10)
+    assert list(in_place) == list(hashed)
+    assert list(snapshots.changed_items(old, old_ids, new, new_ids, 10)) == list(in_place)
