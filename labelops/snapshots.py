@@ -462,7 +462,10 @@ def changed_items(
     """
     grouped = (ids.size < 2 or bool((ids[1:] >= ids[:-1]).all()) for ids in (before_ids, after_ids))
     if all(grouped):
-        return changed_in_place(before, before_ids, after, after_ids, size)
+        try:
+            return changed_in_place(before, before_ids, after, after_ids, size)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # a column typed otherwise
+            pass
     return changed_by_signature(before, before_ids, after, after_ids, size)
 
 
