@@ -329,22 +329,26 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         history["generate_s"] = time.time() - start
         (root / "history.json").write_text(json.dumps(history))
         first_night_landing(landing, root / "landing-1", day, reference_day)
-    for scratch in ("warehouse-1", "warehouse", "warehouse-fit"):
-        shutil.rmtree(root / scratch, ignore_errors=True)
-    for scratch in ("warehouse", "warehouse-fit"):
-        subprocess.run(["cp", "-al", str(root / "history"), str(root / scratch)], check=True)
-    # the last night once more as a night that fits Dawid-Skene over every vote (one in refit_days): no kept fit
-    shutil.rmtree(root / "warehouse-fit" / "tables" / "annotator_model", ignore_errors=True)  # none in old histories
-    nights = {}
-    for name, night_landing, warehouse in (
-        ("night_1", root / "landing-1", root / "warehouse-1"),
-        (f"night_{args.nights}", landing, root / "warehouse"),
-        (f"night_{args.nights}_fit", landing, root / "warehouse-fit"),
-    ):
-        nights[name] = _worker([*run, "--night", str(night_landing), str(warehouse)])
-        nights[name]["read"] = warehouse_sizes(warehouse, day)
-        print(f"{name}: {nights[name]['total_s']:.1f} s", file=sys.stderr)
-    ratio = nights[f"night_{args.nights}"]["total_s"] / nights["night_1"]["total_s"]
+    last = f"night_{args.nights}"
+    measured: dict[str, list[dict]] = {"night_1": [], last: [], f"{last}_fit": []}
+    for repeat in range(args.repeat):
+        # night 1 and the last night take turns, each on a fresh warehouse; the last night once more as a night that
+        # fits Dawid-Skene over every vote (one in refit_days: no kept fit), in the first round only
+        nights = [("night_1", root / "landing-1", "warehouse-1"), (last, landing, "warehouse")]
+        nights += [(f"{last}_fit", landing, "warehouse-fit")] if repeat == 0 else []
+        for name, night_landing, scratch in nights:
+            warehouse = root / scratch
+            shutil.rmtree(warehouse, ignore_errors=True)
+            if scratch != "warehouse-1":
+                subprocess.run(["cp", "-al", str(root / "history"), str(warehouse)], check=True)
+            if scratch == "warehouse-fit":  # none in old histories
+                shutil.rmtree(warehouse / "tables" / "annotator_model", ignore_errors=True)
+            result = _worker([*run, "--night", str(night_landing), str(warehouse)])
+            result["read"] = warehouse_sizes(warehouse, day)
+            measured[name].append(result)
+            print(f"{name}: {result['total_s']:.1f} s", file=sys.stderr)
+    nights = {name: _median_run(results) for name, results in measured.items()}
+    ratio = nights[last]["total_s"] / nights["night_1"]["total_s"]
     fit_ratio = nights[f"night_{args.nights}_fit"]["total_s"] / nights["night_1"]["total_s"]
     return {
         "annotations_per_day": args.annotations_per_day,
@@ -357,8 +361,19 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         "target": TARGET,
         "generated": generated,
         "history": history,
+        # every round's totals: the machine's own variation between runs is as large as a change's effect
+        "runs": [
+            {"night_1_s": a["total_s"], f"{last}_s": b["total_s"], "ratio": b["total_s"] / a["total_s"]}
+            for a, b in zip(measured["night_1"], measured[last], strict=True)
+        ],
         **nights,
     }
+
+
+def _median_run(results: list[dict]) -> dict:
+    """Of a night's runs, the one with the median total (the lower middle one of an even count): its steps are
+    shown, as measured together."""
+    return sorted(results, key=lambda r: r["total_s"])[(len(results) - 1) // 2]
 
 
 def _worker(command: list[str]) -> dict:
@@ -411,6 +426,12 @@ def show(m: dict) -> None:
         f"{history['state_fold_s']:.0f} s, parent snapshot {history['snapshot_s']:.0f} s)"
     )
     verdict = "met" if m["ratio"] <= m["target"] else "MISSED"
+    runs = m.get("runs", [])
+    if len(runs) > 1:
+        print(
+            f"{len(runs)} rounds, night 1 and night {n} taking turns; the median runs are shown: "
+            + ", ".join(f"{r[f'night_{n}_s']:.1f} s / {r['night_1_s']:.1f} s = {r['ratio']:.2f}x" for r in runs)
+        )
     print(f"night {n} / night 1 = {m['ratio']:.2f} (target <= {m['target']}): {verdict}")
     fit = m[f"night_{n}_fit"]
     print(
@@ -431,6 +452,12 @@ def main() -> None:
         help="judgments of earlier days' items a day, as a share of --annotations-per-day",
     )
     parser.add_argument("--production-per-day", type=int, default=1_000_000)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of night 1 and the last night, taking turns; the ratio is of their median runs",
+    )
     parser.add_argument("--workdir", help="keep the landing zone and warehouses here (default: a temporary directory)")
     parser.add_argument(
         "--reuse",
@@ -461,6 +488,8 @@ def main() -> None:
         return
     if args.nights < 2:
         parser.error("--nights must be at least 2: night 1 is measured against the last night")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.reuse and not args.workdir:
         parser.error("--reuse needs the --workdir of an earlier run")
     if args.workdir:
