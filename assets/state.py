@@ -26,7 +26,7 @@ from assets.metadata import OWNERS, column_schema, guideline_entry, table_metada
 from assets.partitioned import DayFrames, Frames, arrow_for_day, for_day
 from assets.partitions import daily_asset, daily_partitions
 from labelops import consensus, ingest, labeling, state
-from labelops.columns import group_starts
+from labelops.columns import group_starts, plain
 from labelops.consensus import AnnotatorModel
 from labelops.guidelines import labels_under
 from labelops.layers import ROW, Layered
@@ -87,7 +87,8 @@ def item_index(
         output: pd.DataFrame | Layered = Layered(since, pd.DataFrame({ROW: []}), added, known.num_rows)
         rows, shown = known.num_rows + len(added), added
     else:
-        whole = state.fold_items(item_index[since] if since else pd.DataFrame(), sent, today)
+        previous = plain(known).to_pandas() if known is not None else pd.DataFrame()  # read once, either way
+        whole = state.fold_items(previous, sent, today)
         output, rows, shown = whole, len(whole), whole
     return Output(
         {day: output},
