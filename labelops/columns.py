@@ -89,10 +89,8 @@ def codes(*columns: pd.Series | pd.Index | np.ndarray) -> list[np.ndarray]:
     strings.
     """
     texts = [_text(column) for column in columns]
-    chunks = [
-        chunk for column in texts for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])
-    ]
-    values = pa.concat_arrays(chunks) if chunks else pa.array([], type=pa.large_string())
+    arrays = [array for column in texts for array in chunks(column)]
+    values = pa.concat_arrays(arrays) if arrays else pa.array([], type=pa.large_string())
     ranks = pc.rank(values, tiebreaker="dense").to_numpy().astype(np.int64) - 1  # nulls rank last, together
     return np.split(ranks, np.cumsum([len(column) for column in texts])[:-1])
 
@@ -167,6 +165,11 @@ def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     return column.cast(pa.large_string())
 
 
+def chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    """An Arrow column's arrays, whether it is one array or chunked."""
+    return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+
+
 def group_starts(values: pd.Series) -> np.ndarray:
     """Which rows start a run of equal values. In a column whose equal values are adjacent (a label state holds
     an item's rows together) these are the rows ``drop_duplicates`` keeps, found by comparing neighbours instead
@@ -217,19 +220,18 @@ def sorted_rows(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def spliced(frame: pd.DataFrame, drop: np.ndarray, rows: pd.DataFrame, key: str) -> pd.DataFrame | None:
     """``sorted_rows(pd.concat([frame[~drop], rows]), [key])``, for a ``frame`` sorted by ``key`` and ``rows`` whose
-    keys none of the kept rows hold: the rows are placed among the kept ones by binary search and each column is
-    copied once, where the concatenation and the sorted take copy a million-row state three times (fresh memory,
-    which a new process faults in page by page). None where a key is missing, the frame is not sorted or a
-    column's type differs between the two (the concatenation decides the type then)."""
+    keys none of the kept rows hold: the rows' places among the kept ones come from one Arrow sort of the keys, each
+    column is copied once, and the columns are not gathered into blocks again, where the concatenation and the
+    sorted take copy a million-row state three times (fresh memory, which a new process faults in page by page).
+    None where a key is missing, the frame is not sorted or a column's type differs between the two (the
+    concatenation decides the type then)."""
     rows = sorted_rows(rows, [key])
     if list(rows.columns) != list(frame.columns) or any(rows[c].dtype != frame[c].dtype for c in frame.columns):
         return None
     if frame[key].isna().any() or rows[key].isna().any() or not is_sorted(frame[key]):
         return None
     keep = np.flatnonzero(~drop)
-    kept_keys = frame[key].to_numpy(dtype=object)[keep]
-    at = np.searchsorted(kept_keys, rows[key].to_numpy(dtype=object), side="left")
-    new = at + np.arange(len(rows))  # each row's place in the result
+    new = _places(frame[key], ~drop, rows[key])  # each row's place in the result
     old = np.ones(len(keep) + len(rows), dtype=bool)
     old[new] = False
     old = np.flatnonzero(old)
@@ -246,7 +248,20 @@ def spliced(frame: pd.DataFrame, drop: np.ndarray, rows: pd.DataFrame, key: str)
             order[old], order[new] = keep, len(frame) + np.arange(len(rows))
             joined = pd.concat([column, rows[name]], ignore_index=True).array
             columns[name] = pd.Series(joined.take(order), dtype=column.dtype, copy=False)
-    return pd.DataFrame(columns)
+    # one block per column: gathering the numeric ones into 2-D blocks would copy the state once more
+    return pd.DataFrame(columns, copy=False)
+
+
+def _places(keys: pd.Series, kept: np.ndarray, added: pd.Series) -> np.ndarray:
+    """Where each of the sorted ``added`` keys goes among the sorted ``keys`` where ``kept``: ``searchsorted(side=
+    "left")`` plus the added keys before it, from one stable Arrow sort of both (a million keys as Python strings
+    cost twice as much to convert and compare)."""
+    kept_keys = _text(keys).filter(pa.array(kept))
+    both = pa.chunked_array([*chunks(kept_keys), *chunks(_text(added))], type=pa.large_string())
+    order = pc.sort_indices(both).to_numpy()  # stable: equal added keys keep their order
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order))
+    return place[len(kept_keys) :]
 
 
 def latest_rows(frame: pd.DataFrame, key: str) -> pd.DataFrame:

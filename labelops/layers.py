@@ -25,6 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labelops.columns import chunks
+
 ROW = "_base_row"  # a changed row's position in the base; null for a row appended after the base's
 BASE = b"labelops.layer.base"  # the partition a layer builds on
 BASE_SHA256 = b"labelops.layer.base_sha256"  # of the base file's bytes, as the layer was written
@@ -128,7 +130,7 @@ def layer_table(layered: Layered, base: pa.Schema) -> pa.Table | None:
                 else:
                     return None
             parts.append(column)
-        columns.append(pa.chunked_array([c for p in parts for c in _chunks(p)], field.type))
+        columns.append(pa.chunked_array([c for p in parts for c in chunks(p)], field.type))
     at = layered.marks[ROW].to_numpy(dtype=np.int64)
     position = np.concatenate([at, np.full(len(appended), -1, dtype=np.int64)])
     columns.append(pa.chunked_array([pa.array(position, type=pa.int64(), mask=position < 0)]))
@@ -137,10 +139,6 @@ def layer_table(layered: Layered, base: pa.Schema) -> pa.Table | None:
 
 def _text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
-
-
-def _chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
-    return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
 
 
 def resolve(base: pa.Table, layer: pa.Table, changed: list[str]) -> pa.Table:
