@@ -218,3 +218,31 @@ def test_items_changed_row_by_row_equal_those_changed_by_signature(before: list,
     hashed = snapshots.changed_by_signature(old, old_ids, new.iloc[flip].reset_index(drop=True), new_ids[flip], 10)
     assert list(in_place) == list(hashed)
     assert list(snapshots.changed_items(old, old_ids, new, new_ids, 10)) == list(in_place)
+
+
+def test_diff_with_curations_codes_equals_the_diff_that_ranks_the_ids_again() -> None:
+    """Curation hands its item codes to the diff, which uses them only when they code the parent it is given: the
+    changes are the same as with the ids ranked again, against that parent and against another one."""
+    from test_snapshots import CONFIG, EMPTY, inputs
+
+    consensus, items = inputs(40, seed=8)
+    annotated = pd.Series(sorted(consensus["item_id"].unique()))
+    first = snapshots.curate(consensus, items, EMPTY, EMPTY, pd.Series(dtype=object), CONFIG, annotated=annotated)
+    parent_items = first.items[["item_id", "split"]]
+    parent_labels = first.labels[snapshots.LABEL_KEY]
+    later, more = inputs(10, start=35, seed=9)  # five items relabelled, five new
+    consensus = pd.concat([consensus[~consensus["item_id"].isin(later["item_id"])], later], ignore_index=True)
+    consensus = consensus.sort_values("item_id", kind="stable").reset_index(drop=True)
+    items = pd.concat([items, more.iloc[5:]], ignore_index=True)
+    annotated = pd.Series(sorted(consensus["item_id"].unique()))
+    parent_splits = parent_items.set_index("item_id")["split"]
+    curated = snapshots.curate(consensus, items, EMPTY, EMPTY, parent_splits, CONFIG, annotated=annotated)
+    assert curated.codes is not None
+    ranked = snapshots.diff(parent_items, parent_labels, curated.items, curated.labels)
+    coded = snapshots.diff(parent_items, parent_labels, curated.items, curated.labels, item_codes=curated.codes)
+    assert coded == ranked and len(coded["added"]) == 5 and coded["label_changes"]
+    other = parent_items.iloc[3:].reset_index(drop=True)  # not the parent curation coded: its codes are not used
+    other_labels = parent_labels[parent_labels["item_id"].isin(other["item_id"])].reset_index(drop=True)
+    assert snapshots.diff(other, other_labels, curated.items, curated.labels, item_codes=curated.codes) == (
+        snapshots.diff(other, other_labels, curated.items, curated.labels)
+    )
