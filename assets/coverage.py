@@ -84,10 +84,11 @@ def coverage_report(
     consensus_labels = state.current_labels(
         for_day(label_state.select(keep=LABEL_COLUMNS), day, "label_state"), since=since
     )
-    item_catalog = for_day(item_index, day, "item_index")
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
+    # of the item index, the ids and the slice columns the spec takes from items
+    item_catalog = for_day(item_index.select(keep=coverage.item_columns(spec)), day, "item_index")
     labeled = coverage.slice_values(consensus_labels[LABEL_COLUMNS[:-1]], item_catalog, spec)
     # production grows with traffic: the day is counted per class and slice part by part, never held whole
     production_day = _production_day(production_predictions, day)

@@ -717,10 +717,12 @@ def last_labeled(items: pd.DataFrame) -> pd.DataFrame:
 def current_labels(items: pd.DataFrame, *, since: str | None = None) -> pd.DataFrame:
     """The state's consensus rows (items without a consensus have none), of the items last delivered on or
     after ``since``: the labeled data as it stands, each item once."""
-    rows = items[items["label"].notna()] if len(items) else items
-    if since is not None and len(rows):
-        rows = rows[(_last_day(rows["days"]) >= since).to_numpy()]
-    return rows.reset_index(drop=True)
+    if not len(items):
+        return items.reset_index(drop=True)
+    keep = items["label"].notna().to_numpy()
+    if since is not None:
+        keep = keep & (_last_day(items["days"]) >= since).to_numpy(dtype=bool, na_value=False)
+    return rows_where(items, keep).reset_index(drop=True)  # text columns filtered by Arrow, not row by row
 
 
 def _last_day(days: pd.Series) -> pd.Series:

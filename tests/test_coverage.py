@@ -158,3 +158,23 @@ def test_demo_night_and_rain_become_under_covered_on_the_drift_days(demo_nights)
     unseen = report[report["unseen_in_training"]].reset_index()
     assert "e_scooter" in set(unseen["label"])  # the new object type production started to predict
     assert (warehouse / "reports" / "coverage" / "2024-06-13" / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_group_sizes_equal_pandas_groupby(seed: int) -> None:
+    """The report counts labeled objects per cell from each column factorized once: the same counts, index and
+    types as pandas' groupby, with missing values (text as objects or as text, a dimension without any value)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 40))
+    frame = pd.DataFrame(
+        {
+            "label": pd.Series(rng.choice(["car", "bus", None, "truck"], n), dtype="str" if seed % 2 else object),
+            "lighting": pd.Series(rng.choice(["day", "night", None], n), dtype=object),
+            "weather": pd.Series(rng.choice(["rain", "clear"], n), dtype="str"),
+            "size": pd.Series([None] * n, dtype=object),
+        }
+    )
+    factorized: dict = {}
+    for keys in (["label", "lighting"], ["lighting"], ["label", "weather"], ["weather"], ["size"], ["label", "size"]):
+        expected = frame.groupby(keys, dropna=True).size()
+        pd.testing.assert_series_equal(coverage.group_sizes(frame, keys, factorized), expected, check_index_type=True)
