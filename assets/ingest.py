@@ -186,7 +186,10 @@ def label_exports(
     "every day, gold/YYYY-MM-DD/ from that day on. Any export format; classification and boxes.",
 )
 def gold_labels(context: AssetExecutionContext, storage: StorageResource):
-    results = {day: ingest.read_gold(storage.landing_store, day, policy=storage.read_policy()) for day in days(context)}
+    results = {
+        day: ingest.read_gold(storage.landing_store, day, policy=storage.read_policy(), cache=storage.warehouse_store)
+        for day in days(context)
+    }
     table = concat_days({day: r.table for day, r in results.items()})
     metadata = {
         "gold_items": int(table["item_id"].nunique()),

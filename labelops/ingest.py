@@ -7,6 +7,7 @@ error that names it, and the other files still load.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -38,7 +39,7 @@ from labelops.schema import (
     normalize_item_ids,
 )
 from labelops.storage import FileInfo, StorageUnavailableError, Store, readable
-from labelops.warehouse import JUDGMENTS, outbox
+from labelops.warehouse import JUDGMENTS, PARSED, outbox
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_EXPORT_BYTES = 1024 * 1024 * 1024
@@ -425,8 +426,13 @@ def read_exports(
     return Ingested(table=table_, ledger=ledger)
 
 
-def read_gold(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> Ingested:
-    """Gold labels in force on ``day``, in any export format."""
+def read_gold(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy(), cache: Store | None = None) -> Ingested:
+    """Gold labels in force on ``day``, in any export format.
+
+    Gold accumulates: a day's gold is every dated gold folder up to it, so night 60 reads 60 files, 59 of which
+    an earlier night parsed already. With a ``cache`` (the warehouse), each file's parsed rows are kept under its
+    content and the parser's code (:func:`parsed_gold`), and a file read again costs a small Parquet read instead
+    of a parse; a file whose bytes or parser changed is parsed again."""
     frames, rows = [], []
     listing = store.stat("gold")
     for key in landing.gold_keys(list(listing), day):
@@ -437,17 +443,58 @@ def read_gold(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> I
             continue
         try:
             policy.check_sizes(key, {key: listing[key]})
-            parsed = parse_file(key, store.read_bytes(key), require_annotator=False)
-            frame = conform(
-                parsed.objects.assign(source_format=parsed.format, source_file=key), GOLD_SCHEMA, extra="drop"
-            )
+            frame, fmt, skipped = parsed_gold(key, store.read_bytes(key), cache)
         except Exception as error:
             rows.append(_error_row(key, _as_export_error(key, error)))
             continue
         frames.append(frame)
-        rows.append(_ok_row(key, parsed.format, len(frame), parsed.skipped))
+        rows.append(_ok_row(key, fmt, len(frame), skipped))
     table_ = pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), GOLD_SCHEMA)
     return Ingested(table=table_, ledger=_ledger(rows))
+
+
+CACHED_FORMAT = b"labelops.parsed.format"
+CACHED_SKIPPED = b"labelops.parsed.skipped"
+
+
+def parsed_gold(key: str, data: bytes, cache: Store | None = None) -> tuple[pd.DataFrame, str, dict[str, int]]:
+    """One gold file's rows (conformed to ``GOLD_SCHEMA``), its format and the records it skipped; from ``cache``
+    when this file's bytes were parsed by this parser before (the rows then come back as Arrow stored them,
+    the table the parse gives). Errors are never cached: a bad file fails again, naming itself."""
+    entry = f"{PARSED}/gold/{_parse_digest(key, data)}.parquet" if cache is not None else None
+    if cache is not None and entry is not None and cache.exists(entry):
+        stored = pq.read_table(pa.BufferReader(cache.read_bytes(entry)))
+        meta = stored.schema.metadata or {}
+        return stored.to_pandas(), meta[CACHED_FORMAT].decode(), json.loads(meta[CACHED_SKIPPED])
+    parsed = parse_file(key, data, require_annotator=False)
+    table_ = conform_table(
+        parsed.objects.assign(source_format=parsed.format, source_file=key), GOLD_SCHEMA, extra="drop"
+    )
+    if cache is not None and entry is not None:
+        extra = {CACHED_FORMAT: parsed.format.encode(), CACHED_SKIPPED: json.dumps(dict(parsed.skipped)).encode()}
+        buffer = io.BytesIO()
+        pq.write_table(table_.replace_schema_metadata({**(table_.schema.metadata or {}), **extra}), buffer)
+        cache.write_bytes(entry, buffer.getvalue())
+    return table_.to_pandas(), parsed.format, dict(parsed.skipped)
+
+
+def _parse_digest(key: str, data: bytes) -> str:
+    """A file's cache name: its name (the format is read from it) and bytes, and the parser's code and libraries."""
+    digest = hashlib.sha256(_parser_fingerprint().encode())
+    digest.update(key.encode() + b"\0")
+    digest.update(data)
+    return digest.hexdigest()
+
+
+@cache
+def _parser_fingerprint() -> str:
+    """The parsing code as it stands (the format readers, this module, the schemas) and the libraries that
+    decide its types: any change to them parses every file again."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256(f"pandas {pd.__version__} pyarrow {pa.__version__}".encode())
+    for path in sorted([root / "ingest.py", root / "schema.py", *(root / "formats").glob("*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def read_items(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy()) -> Ingested:
