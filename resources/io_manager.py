@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
+from pydantic import PrivateAttr
 
 from labelops import layers, warehouse
 from labelops.layers import Layered
@@ -158,10 +159,22 @@ class DayTables(Mapping[str, pd.DataFrame]):
         return len(self._days)
 
 
+# Tables several later steps of a night read (the snapshot, coverage, the task outbox, the quality report): a run
+# keeps those it writes in memory for its later steps, instead of each decoding the million-row file again.
+SHARED_IN_RUN = frozenset({"label_state", "item_index"})
+
+
 class ParquetIOManager(ConfigurableIOManager):
-    """Pandas frames in, Parquet files out; the Arrow schema travels with the file."""
+    """Pandas frames in, Parquet files out; the Arrow schema travels with the file.
+
+    Dagster gives each run its own instance, shared by the run's steps when they run in one process (the nightly
+    job's in-process executor). The partitions of :data:`SHARED_IN_RUN` a run writes are kept by that instance as
+    the Arrow tables their files hold (a layer: the whole table, resolved at its first read), and the run's later
+    reads of them are served from memory: the same columns, types and values as the file gives. Another process
+    (a multiprocess executor's step, a sensor, a notebook) reads the files."""
 
     storage: ResourceDependency[StorageResource]
+    _written_in_run: dict[str, pa.Table | None] = PrivateAttr(default_factory=dict)
 
     @staticmethod
     def key(asset_path: Sequence[str], partition: str | None) -> str:
@@ -200,7 +213,10 @@ class ParquetIOManager(ConfigurableIOManager):
                 use_dictionary=dictionary_columns(table),
                 write_statistics=statistics_columns(table),
             )
-            self.storage.warehouse_store.write_bytes(self.key(context.asset_key.path, partition), buffer.getvalue())
+            key = self.key(context.asset_key.path, partition)
+            self.storage.warehouse_store.write_bytes(key, buffer.getvalue())
+            if name in SHARED_IN_RUN:  # a layer is kept as its whole table, once a read has resolved it
+                self._written_in_run[key] = None if isinstance(frame, Layered) else table  # as a read returns it
 
     def load_input(self, context: InputContext) -> pd.DataFrame | DayTables:
         path = context.asset_key.path
@@ -218,8 +234,26 @@ class ParquetIOManager(ConfigurableIOManager):
             lambda day, **columns: self._read(self.key(path, day), **columns),
             open_file=lambda day: self._open(self.key(path, day)),
             count=lambda day: table_rows(store, self.key(path, day)),
-            read_arrow=lambda day, **columns: arrow_table(store, self.key(path, day), **columns),
+            read_arrow=lambda day, **columns: self._arrow(self.key(path, day), **columns),
         )
+
+    def _arrow(
+        self,
+        key: str,
+        keep: Iterable[str] | None = None,
+        drop: Iterable[str] = frozenset(),
+        *,
+        dictionaries: bool = False,
+    ) -> pa.Table:
+        """:func:`arrow_table`, from memory for a shared table this run wrote (its text columns then plain, not
+        dictionaries: the types pandas gets either way)."""
+        if key not in self._written_in_run:
+            return arrow_table(self.storage.warehouse_store, key, keep, drop, dictionaries=dictionaries)
+        whole = self._written_in_run[key]
+        if whole is None:
+            whole = self._written_in_run[key] = arrow_table(self.storage.warehouse_store, key)
+        drop = set(drop)
+        return whole.select([n for n in whole.column_names if (keep is None or n in keep) and n not in drop])
 
     def _table(self, asset_path: Sequence[str], frame: pd.DataFrame | Layered) -> pa.Table:
         """What a partition stores: a layer over its base partition (labelops.layers) when the asset gives one and
@@ -256,7 +290,7 @@ class ParquetIOManager(ConfigurableIOManager):
         return pq.ParquetFile(pa.BufferReader(buffer.getvalue()))
 
     def _read(self, key: str, keep: tuple[str, ...] | None = None, drop: frozenset[str] = frozenset()) -> pd.DataFrame:
-        return read_table(self.storage.warehouse_store, key, keep, drop)
+        return self._arrow(key, keep, drop).to_pandas()
 
 
 def read_table(
