@@ -337,3 +337,23 @@ def test_an_item_index_day_that_only_adds_items_is_a_layer_of_them(io_manager: P
     assert state.added_items(layered, sent.iloc[:0], _catalog(["img-99"], DAYS[2], region="eu")) is None
     nothing = state.added_items(layered, sent.iloc[:0], _catalog([], DAYS[2]))
     assert nothing is not None and nothing.empty and list(nothing.columns) == list(stored.columns)
+
+
+@pytest.mark.parametrize("value", ["2024-06-02", "2024-06-09", "bbox"])
+def test_text_compared_through_its_dictionary_equals_text_compared_plain(value: str) -> None:
+    """The state finds a day's judgments among millions by comparing a dictionary-encoded column's few distinct
+    texts, chunk by chunk (a layered table's chunks each bring their own dictionary): the same rows as comparing
+    the texts, with missing values and a value one chunk lacks."""
+    rng = np.random.default_rng(11)
+    chunks = [
+        pa.array(rng.choice(np.array(["2024-06-01", "2024-06-02", None, "bbox"], dtype=object), 500), pa.string()),
+        pa.array(rng.choice(np.array(["2024-06-09", None], dtype=object), 300), pa.string()),
+        pa.array([], pa.string()),
+    ]
+    plain_table = pa.table({"export_date": pa.chunked_array(chunks)})
+    coded = pa.table({"export_date": pa.chunked_array([c.dictionary_encode() for c in chunks])})
+    expected = (plain_table.to_pandas()["export_date"] == value).to_numpy()
+    assert pa.types.is_dictionary(coded.column("export_date").type)
+    for table in (plain_table, coded):
+        assert list(state._equal(table, "export_date", value)) == list(expected)
+    assert state._equal(coded, "export_date", value).sum() > 0
