@@ -76,12 +76,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def footer(layered: Layered, base_bytes: bytes, base_depth: int, rows: int) -> dict[bytes, bytes]:
-    """The footer entries of a layer over its base (whose file is ``base_bytes``, at ``base_depth``) that makes
-    a table of ``rows`` rows."""
+def footer(layered: Layered, base_sha256: str, base_depth: int, rows: int) -> dict[bytes, bytes]:
+    """The footer entries of a layer over its base (whose file's SHA-256 is ``base_sha256``, at ``base_depth``)
+    that makes a table of ``rows`` rows."""
     return {
         BASE: layered.base.encode(),
-        BASE_SHA256: sha256(base_bytes).encode(),
+        BASE_SHA256: base_sha256.encode(),
         DEPTH: str(base_depth + 1).encode(),
         ROWS: str(rows).encode(),
         CHANGED: json.dumps(layered.changed).encode(),

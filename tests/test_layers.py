@@ -357,3 +357,27 @@ def test_text_compared_through_its_dictionary_equals_text_compared_plain(value: 
     for table in (plain_table, coded):
         assert list(state._equal(table, "export_date", value)) == list(expected)
     assert state._equal(coded, "export_date", value).sum() > 0
+
+
+def test_a_run_hashes_a_base_file_once_and_anew_when_its_bytes_change(
+    io_manager: ParquetIOManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer records its base file's digest when written, and every read checks the base against it; a run hashes
+    the base's bytes once for all of these (the file known by its key, size and footer), a new run again, and
+    the run again when the base was written anew, which is still refused."""
+    (first, _), (base, _), (table, changed) = _days_of_votes(4)[:3]
+    _write(io_manager, "votes", DAYS[1], base)
+    hashed: list[int] = []
+    original = layers.sha256
+    monkeypatch.setattr(layers, "sha256", lambda data: hashed.append(len(data)) or original(data))
+    _write(io_manager, "votes", DAYS[2], _layered(table, base, changed, DAYS[1]))
+    for _ in range(3):
+        pd.testing.assert_frame_equal(_read(io_manager, "votes", DAYS[2]), _as_stored(table))
+    assert len(hashed) == 1
+    another_run = ParquetIOManager(storage=io_manager.storage)
+    _read(another_run, "votes", DAYS[2])
+    assert len(hashed) == 2
+    _write(io_manager, "votes", DAYS[1], first)  # the base re-materialized with other rows, within the run
+    with pytest.raises(layers.StaleLayerError, match="re-materialized after it"):
+        _read(io_manager, "votes", DAYS[2])
+    assert len(hashed) == 3
