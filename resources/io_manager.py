@@ -188,10 +188,10 @@ class ParquetIOManager(ConfigurableIOManager):
     """Pandas frames in, Parquet files out; the Arrow schema travels with the file.
 
     Dagster gives each run its own instance, shared by the run's steps when they run in one process (the nightly
-    job's in-process executor). The partitions of :data:`SHARED_IN_RUN` a run writes are kept by that instance as
-    the Arrow tables their files hold (a layer: the whole table, resolved at its first read), and the run's later
-    reads of them are served from memory: the same columns, types and values as the file gives. Another process
-    (a multiprocess executor's step, a sensor, a notebook) reads the files."""
+    job's in-process executor). The latest partition of each :data:`SHARED_IN_RUN` asset a run writes is kept by
+    that instance as the Arrow table its file holds (a layer: the whole table, resolved at its first read), and the
+    run's later reads of it are served from memory: the same columns, types and values as the file gives. Another
+    process (a multiprocess executor's step, a sensor, a notebook) reads the files."""
 
     storage: ResourceDependency[StorageResource]
     _written_in_run: dict[str, pa.Table | None] = PrivateAttr(default_factory=dict)
@@ -236,7 +236,10 @@ class ParquetIOManager(ConfigurableIOManager):
             )
             key = self.key(context.asset_key.path, partition)
             self.storage.warehouse_store.write_bytes(key, buffer.getvalue())
-            if name in SHARED_IN_RUN:  # a layer is kept as its whole table, once a read has resolved it
+            if name in SHARED_IN_RUN:  # the asset's latest day written; a layer kept whole once a read resolves it
+                prefix = warehouse.table_prefix(context.asset_key.path) + "/"
+                for earlier in [k for k in self._written_in_run if k.startswith(prefix)]:
+                    del self._written_in_run[earlier]  # a run of many days holds one of them, not all
                 self._written_in_run[key] = None if isinstance(frame, Layered) else table  # as a read returns it
 
     def load_input(self, context: InputContext) -> pd.DataFrame | DayTables:

@@ -110,3 +110,14 @@ def test_another_run_reads_the_file_as_it_stands(tmp_path: Path) -> None:
     assert len(_tables(_manager(tmp_path), "label_state", DAYS[0])[DAYS[0]]) == 700
     # the run itself goes on reading the table it wrote, as its later steps would take its output
     assert len(_tables(first, "label_state", DAYS[0])[DAYS[0]]) == 500
+
+
+def test_a_run_of_many_days_keeps_the_latest_day_it_wrote(tmp_path: Path) -> None:
+    """A run writing several days of the state keeps the last of them; an earlier day is read from its file."""
+    manager = _manager(tmp_path)
+    for n, day in enumerate(DAYS):
+        _write(manager, "label_state", day, _state(100 + n, n))
+    assert list(manager._written_in_run) == [f"tables/label_state/{DAYS[-1]}.parquet"]
+    pd.testing.assert_frame_equal(
+        _tables(manager, "label_state", DAYS[0])[DAYS[0]], _file_reads(tmp_path, "label_state", DAYS[0])["whole"]
+    )
