@@ -461,16 +461,20 @@ def parsed_gold(key: str, data: bytes, cache: Store | None = None) -> tuple[pd.D
     """One gold file's rows (conformed to ``GOLD_SCHEMA``), its format and the records it skipped; from ``cache``
     when this file's bytes were parsed by this parser before (the rows then come back as Arrow stored them,
     the table the parse gives). Errors are never cached: a bad file fails again, naming itself."""
-    entry = f"{PARSED}/gold/{_parse_digest(key, data)}.parquet" if cache is not None else None
+    fingerprint = _parser_fingerprint() if cache is not None else None
+    entry = f"{PARSED}/gold/{_parse_digest(fingerprint, key, data)}.parquet" if fingerprint is not None else None
     if cache is not None and entry is not None and cache.exists(entry):
-        stored = pq.read_table(pa.BufferReader(cache.read_bytes(entry)))
-        meta = stored.schema.metadata or {}
-        return stored.to_pandas(), meta[CACHED_FORMAT].decode(), json.loads(meta[CACHED_SKIPPED])
+        try:
+            stored = pq.read_table(pa.BufferReader(cache.read_bytes(entry)))
+            meta = stored.schema.metadata or {}
+            return stored.to_pandas(), meta[CACHED_FORMAT].decode(), json.loads(meta[CACHED_SKIPPED])
+        except (OSError, KeyError, ValueError, pa.ArrowException):  # an entry that cannot be read: parsed again
+            pass
     parsed = parse_file(key, data, require_annotator=False)
     table_ = conform_table(
         parsed.objects.assign(source_format=parsed.format, source_file=key), GOLD_SCHEMA, extra="drop"
     )
-    if cache is not None and entry is not None:
+    if cache is not None and entry is not None:  # written whole or not at all (the store's writes are atomic)
         extra = {CACHED_FORMAT: parsed.format.encode(), CACHED_SKIPPED: json.dumps(dict(parsed.skipped)).encode()}
         buffer = io.BytesIO()
         pq.write_table(table_.replace_schema_metadata({**(table_.schema.metadata or {}), **extra}), buffer)
@@ -478,22 +482,26 @@ def parsed_gold(key: str, data: bytes, cache: Store | None = None) -> tuple[pd.D
     return table_.to_pandas(), parsed.format, dict(parsed.skipped)
 
 
-def _parse_digest(key: str, data: bytes) -> str:
-    """A file's cache name: its name (the format is read from it) and bytes, and the parser's code and libraries."""
-    digest = hashlib.sha256(_parser_fingerprint().encode())
+def _parse_digest(fingerprint: str, key: str, data: bytes) -> str:
+    """A file's cache name: the parser's fingerprint, the file's name (the format is read from it) and bytes."""
+    digest = hashlib.sha256(fingerprint.encode())
     digest.update(key.encode() + b"\0")
     digest.update(data)
     return digest.hexdigest()
 
 
 @cache
-def _parser_fingerprint() -> str:
+def _parser_fingerprint() -> str | None:
     """The parsing code as it stands (the format readers, this module, the schemas) and the libraries that
-    decide its types: any change to them parses every file again."""
+    decide its types: any change to them parses every file again. None where the code's sources cannot be read
+    (an installation without them): nothing is cached then, rather than kept across code it cannot tell apart."""
     root = Path(__file__).parent
     digest = hashlib.sha256(f"pandas {pd.__version__} pyarrow {pa.__version__}".encode())
-    for path in sorted([root / "ingest.py", root / "schema.py", *(root / "formats").glob("*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        for path in sorted([root / "ingest.py", root / "schema.py", *(root / "formats").glob("*.py")]):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    except OSError:
+        return None
     return digest.hexdigest()
 
 

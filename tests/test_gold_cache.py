@@ -56,3 +56,15 @@ def test_a_gold_file_delivered_again_with_other_bytes_is_parsed_again(real: Path
     pd.testing.assert_frame_equal(changed.table, ingest.read_gold(landing, "2024-06-02").table, check_exact=True)
     assert changed.table["label"].str.startswith("new_").any()
     assert len(warehouse.list(PARSED)) == 4  # the edited file under its new content, the copy under its name
+
+
+def test_a_damaged_cache_entry_is_parsed_again_not_an_error(real: Path, tmp_path: Path) -> None:
+    """A cache entry that cannot be read (truncated by hand, a disk fault) costs a parse, never the gold file."""
+    landing, warehouse = _landing(real, tmp_path / "landing"), LocalStore(tmp_path / "warehouse")
+    parsed = ingest.read_gold(landing, "2024-06-02", cache=warehouse)
+    for entry in warehouse.list(PARSED):
+        warehouse.write_bytes(entry, warehouse.read_bytes(entry)[:100])
+    again = ingest.read_gold(landing, "2024-06-02", cache=warehouse)
+    pd.testing.assert_frame_equal(again.table, parsed.table, check_exact=True)
+    pd.testing.assert_frame_equal(again.ledger, parsed.ledger)
+    assert (again.ledger["status"] == "ok").sum() == 2
