@@ -65,6 +65,18 @@ def test_box_alpha_equals_krippendorff_with_iou_distance(kscgr_matching: boxes.M
     assert boxes.box_alpha(matching) == pytest.approx(expected, abs=1e-9)
 
 
+def test_sampled_box_alpha_does_not_depend_on_the_parts_its_pairs_are_computed_in(
+    kscgr_matching: boxes.Matching, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # KSCGR has 122,854 matched values: above the exact limit, so the expected disagreement is sampled
+    assert 2 * len(kscgr_matching.same_label) > boxes.EXACT_EXPECTED_LIMIT
+    monkeypatch.setattr(boxes, "SAMPLE_CHUNK", boxes.EXPECTED_SAMPLE)
+    whole = boxes.box_alpha(kscgr_matching, seed=3)
+    for chunk in (4_099, 1 << 16):
+        monkeypatch.setattr(boxes, "SAMPLE_CHUNK", chunk)
+        assert boxes.box_alpha(kscgr_matching, seed=3) == whole
+
+
 def test_hungarian_matches_brute_force_and_conflicts_are_labelled() -> None:
     rng = np.random.default_rng(5)
     rows = []
