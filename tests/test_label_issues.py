@@ -12,7 +12,7 @@ import pytest
 from conftest import REAL
 from crowd_data import snow
 
-from labelops import label_issues
+from labelops import label_issues, review
 
 COCO = REAL / "faster_coco_eval/tests/dataset/cocoapi"
 CLASSES = ["0", "1"]
@@ -217,7 +217,7 @@ def test_the_worst_items_go_round_robin_over_issue_types() -> None:
 
 
 def test_the_worst_issues_enter_review_and_go_out_as_label_issue() -> None:
-    from labelops import labeling, review
+    from labelops import labeling
 
     issues = pd.DataFrame(
         {
@@ -253,6 +253,13 @@ def test_the_worst_issues_enter_review_and_go_out_as_label_issue() -> None:
         pd.DataFrame(columns=["item_id", "needs_relabel"]),
     )
     assert set(candidates["kind"]) == {"label_issue"} and candidates["reason"].str.startswith("label_issue: ").all()
+
+
+def test_the_queue_reads_label_lists_as_pandas_splits_them() -> None:
+    labels = pd.Series(["car vs truck", "car, bus", "x", None, np.nan, "a vs b, c", "", "bus vs"], dtype=object)
+    for column in (labels, labels.astype("str"), labels.iloc[:0], labels.set_axis(range(10, 18))):
+        expected = column.astype(str).str.replace(" vs ", ", ").str.split(", ").explode()
+        pd.testing.assert_series_equal(review._label_names(column), expected.astype(object))
 
 
 @pytest.mark.parametrize(
