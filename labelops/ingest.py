@@ -284,7 +284,7 @@ def mark_duplicates(frame: pd.DataFrame, known: JudgmentLedger | None = None) ->
     first_rows = np.flatnonzero(~pd.Series(hashes).duplicated().to_numpy())
     annotation_ids = frame["annotation_id"].to_numpy(dtype=object)
     delivered = annotation_ids[first_rows]  # the day's first delivery of each distinct content
-    out = frame.copy()
+    out = frame.copy(deep=False)  # two columns added, none changed: the others are shared, not copied
     out["content_id"] = hex_strings(hashes)
     origin = np.where(np.arange(len(frame)) == first_rows[codes], None, delivered[codes]) if len(frame) else []
     earlier = known.lookup(distinct) if known is not None and len(distinct) else None
