@@ -29,8 +29,6 @@ class SnapshotConfig(Config):
     stratify_by: list[str] = list(CURATION.stratify_by)
     split_ratios: list[float] = list(CURATION.split_ratios)
     seed: int = CURATION.seed
-    # Curate every item of the state, not only those changed since the parent's state (the result is the same).
-    whole: bool = False
 
 
 @asset(
@@ -63,6 +61,11 @@ def dataset_snapshot(
     agreement = annotator_agreement[state_day] if state_day and state_day in annotator_agreement else pd.DataFrame()
     store = storage.warehouse_store
     parent = snapshots.latest(store)
+    parent_splits = (
+        snapshots.read_table(store, parent, "items.parquet", ["item_id", "split"]).set_index("item_id")["split"]
+        if parent
+        else pd.Series(dtype=object)
+    )
     if len(config.split_ratios) != 3:
         raise ValueError(f"split_ratios: one ratio each for train, validation and test, got {config.split_ratios}")
     train, validation, test = config.split_ratios
@@ -72,33 +75,9 @@ def dataset_snapshot(
     inputs = snapshots.state_inputs(current)
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(state_day) if state_day else None
-    settings = {
-        "curation": config.model_dump(exclude={"whole"}),
-        "guideline_version": guideline.version if guideline else None,
-        "code_version": CODE_VERSION,
-    }
-    # the items changed since the parent's state are curated again, the parent's rows kept for the others
-    base = snapshots.delta_parent(store, parent, state_day, settings) if not config.whole else "asked for (whole)"
-    curated = snapshots.curate_delta(inputs, item_catalog, base, curation) if not isinstance(base, str) else base
-    if isinstance(curated, str):
-        how = f"whole: {curated}"
-        parent_splits = (
-            snapshots.read_table(store, parent, "items.parquet", ["item_id", "split"]).set_index("item_id")["split"]
-            if parent
-            else pd.Series(dtype=object)
-        )
-        curated = snapshots.curate(
-            inputs.consensus,
-            item_catalog,
-            inputs.review,
-            inputs.relabel,
-            parent_splits,
-            curation,
-            annotated=inputs.items,
-        )
-    else:
-        assert not isinstance(base, str) and curated.changes is not None
-        how = f"from {base.version}: {curated.changes.again:,} items changed since its state curated again"
+    curated = snapshots.curate(
+        inputs.consensus, item_catalog, inputs.review, inputs.relabel, parent_splits, curation, annotated=inputs.items
+    )
     days = (
         sorted(str(d) for d in curated.items["export_date"].dropna().unique()) if "export_date" in curated.items else []
     )
@@ -108,7 +87,6 @@ def dataset_snapshot(
         "code_version": CODE_VERSION,
         "source_partitions": days,
         "label_state_day": state_day,
-        "curated_from": snapshots.curated_from(store, state_day) if state_day else None,
         "qa": {
             "review_queue_items": len(inputs.review),
             "waiting_for_relabel_items": len(inputs.relabel),
@@ -116,7 +94,7 @@ def dataset_snapshot(
             if len(overall)
             else {},
         },
-        "curation": settings["curation"],
+        "curation": {**config.model_dump()},
     }
     if curated.stratification["skipped"]:
         context.log.warning(f"stratify_by columns the item catalog lacks, skipped: {curated.stratification['skipped']}")
@@ -143,7 +121,6 @@ def dataset_snapshot(
             "labels": manifest["rows"]["labels"],
             "split_sizes": MetadataValue.json(manifest["split_sizes"]),
             "excluded": MetadataValue.json(manifest["excluded"]),
-            "curation": how,
             "stratification": MetadataValue.json(curated.stratification),
             "diff": MetadataValue.md(markdown_table(pd.DataFrame([changes]), max_rows=1)),
             "manifest": link(storage, f"{snapshots.ROOT}/{version}/manifest.json"),

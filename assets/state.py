@@ -219,7 +219,7 @@ def label_state(
 ) -> Iterator[Output[DayFrames]]:
     day = context.partition_key
     since = _previous_day(context, day, earlier_states)
-    previous = state.with_refreshed(earlier_states[since], since) if since else state.empty_state()
+    previous = earlier_states[since] if since else state.empty_state()
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
     same_guideline = since is not None and guideline_set.in_force(since).version == version

@@ -27,21 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from labelops import boxes, warehouse
-from labelops.columns import (
-    codes,
-    day_text,
-    first_rows,
-    isin,
-    lookup,
-    rows_where,
-    run_positions,
-    sorted_rows,
-    spliced,
-)
+from labelops import boxes
+from labelops.columns import codes, first_rows, isin, lookup, run_positions
 from labelops.export import to_coco, to_yolo
 from labelops.quality import CONSENSUS_COLUMNS
-from labelops.state import REFRESHED
 from labelops.storage import Store
 
 ROOT = "snapshots"
@@ -80,20 +69,6 @@ class ItemCodes:
     parent_ids: pd.Index  # the parent's item ids they code: the diff uses the codes only for these
 
 
-@dataclass(frozen=True, eq=False)
-class Changes:
-    """A delta curation's account of what can differ from its parent: the rows of the items that may (curated
-    again, left out as duplicates now, moved to another split) on either side. The diff against that parent reads
-    these alone; every other item has the same rows in both versions."""
-
-    parent: str
-    again: int  # items curated again
-    parent_items: pd.DataFrame
-    parent_labels: pd.DataFrame
-    items: pd.DataFrame
-    labels: pd.DataFrame
-
-
 @dataclass
 class Curated:
     items: pd.DataFrame
@@ -101,8 +76,6 @@ class Curated:
     excluded: dict[str, int] = field(default_factory=dict)
     stratification: dict[str, list[str]] = field(default_factory=dict)
     codes: ItemCodes | None = None
-    left_out: pd.DataFrame = field(default_factory=lambda: empty_left_out())
-    changes: Changes | None = None
 
 
 @dataclass(frozen=True)
@@ -115,31 +88,20 @@ class StateInputs:
     review: pd.DataFrame  # item_id
     relabel: pd.DataFrame  # item_id, rule
     items: pd.Series
-    refreshed: pd.Series | None = None  # per item of ``items``, the day the state last computed its rows
 
 
-STATE_COLUMNS = [*CONSENSUS_COLUMNS, "status", REFRESHED]  # what curation reads of the label state
-NOT_LABELS = ["status", REFRESHED]  # state columns a version's labels do not hold
-# Every validated item a version leaves out, with its reason (item_id, reason, by item): beside the counts in the
-# manifest, it lets the next version start from this one (curate_delta). Not part of the content hash: it describes
-# what the data is not.
-LEFT_OUT = "excluded.parquet"
-
-
-def empty_left_out() -> pd.DataFrame:
-    return pd.DataFrame({"item_id": pd.Series(dtype="str"), "reason": pd.Series(dtype="str")})
+STATE_COLUMNS = [*CONSENSUS_COLUMNS, "status"]  # what curation reads of the label state
 
 
 def state_inputs(state: pd.DataFrame) -> StateInputs:
     """The current label state as curation's inputs: answered items are no longer waiting for anything."""
-    items = first_rows(state[["item_id", "status", *([REFRESHED] if REFRESHED in state else [])]], "item_id")
+    items = first_rows(state[["item_id", "status"]], "item_id")
     waiting = items[items["status"].isin(["relabel_requested", "needs_relabel"])]
     return StateInputs(
         consensus=state,  # curation skips the rows without a consensus (an item with no label has one, no kind)
         review=items.loc[items["status"] == "in_review", ["item_id"]].reset_index(drop=True),
         relabel=pd.DataFrame({"item_id": waiting["item_id"].to_numpy(), "rule": "needs_relabel"}),
         items=items["item_id"].reset_index(drop=True),
-        refreshed=items[REFRESHED].reset_index(drop=True) if REFRESHED in items else None,
     )
 
 
@@ -199,26 +161,15 @@ def curate(
     order = np.argsort(catalog_ids[keep], kind="stable")
     rows, labeled_ids = catalog_rows[keep][order], catalog_ids[keep][order]
     excluded: dict[str, int] = {}
-    left_out: list[tuple[np.ndarray, pd.Series, str]] = []  # codes, ids, reason
-
-    def leave_out(left: np.ndarray, ids: pd.Series, reason: str) -> None:
-        excluded[reason] = len(left)
-        left_out.append((left, ids, reason))
-
     if annotated is not None:
         distinct = np.flatnonzero(_member(annotated_ids, size))
         in_catalog = _member(catalog_ids, size)[distinct]
-        first_known = np.full(size, -1, dtype=np.int64)
-        first_known[annotated_ids[::-1]] = np.arange(len(annotated_ids))[::-1]
-        for left, reason in (
-            (distinct[~in_catalog], "not_in_catalog"),
-            (distinct[in_catalog & ~has_consensus[distinct]], "no_consensus"),
-        ):
-            leave_out(left, known.iloc[first_known[left]], reason)
+        excluded["not_in_catalog"] = int((~in_catalog).sum())
+        excluded["no_consensus"] = int((in_catalog & ~has_consensus[distinct]).sum())
 
     def drop(mask: np.ndarray, reason: str) -> None:
         nonlocal rows, labeled_ids
-        leave_out(labeled_ids[mask], items["item_id"].iloc[rows[mask]], reason)
+        excluded[reason] = int(mask.sum())
         rows, labeled_ids = rows[~mask], labeled_ids[~mask]
 
     is_scene = _is_scene(consensus)[label_rows]
@@ -237,7 +188,7 @@ def curate(
     chosen = _member(labeled_ids, size)[label_ids]
     label_rows, label_ids, is_scene = label_rows[chosen], label_ids[chosen], is_scene[chosen]
     order = _label_order(consensus, label_rows, label_ids)
-    labels = consensus.drop(columns=NOT_LABELS, errors="ignore").iloc[label_rows[order]].reset_index(drop=True)
+    labels = consensus.drop(columns="status", errors="ignore").iloc[label_rows[order]].reset_index(drop=True)
     label_ids, is_scene = label_ids[order], is_scene[order]
     first = np.flatnonzero(_first(parent_ids))
     parent = np.full(size, None, dtype=object)
@@ -254,19 +205,6 @@ def curate(
         excluded,
         {"by": used, "skipped": skipped},
         ItemCodes(labeled_ids, label_ids, parent_ids, parent_splits.index),
-        _left_out_table(left_out),
-    )
-
-
-def _left_out_table(parts: list[tuple[np.ndarray, pd.Series, str]]) -> pd.DataFrame:
-    """The left-out items with their reasons, by item (their codes sort as their ids)."""
-    if not parts:
-        return empty_left_out()
-    order = np.argsort(np.concatenate([left for left, _, _ in parts]), kind="stable")
-    ids = pd.concat([pd.Series(ids.array, dtype="str") for _, ids, _ in parts], ignore_index=True)
-    reasons = np.repeat([reason for _, _, reason in parts], [len(left) for left, _, _ in parts])
-    return pd.DataFrame(
-        {"item_id": ids.take(order).reset_index(drop=True), "reason": pd.Series(reasons[order], dtype="str")}
     )
 
 
@@ -320,167 +258,6 @@ def _label_order(labels: pd.DataFrame, rows: np.ndarray, ids: np.ndarray) -> np.
         ranked = sample.sort_values(LABEL_KEY, kind="stable").index.to_numpy()
         rank[multi[ranked]] = np.arange(len(multi))
     return np.lexsort((rank, ids))
-
-
-REASONS = ("not_in_catalog", "no_consensus", "low_confidence", "waiting_for_review", "waiting_for_relabel", "duplicate")
-# A night that changed more of the state's items than this share is curated whole: the delta would not pay.
-DELTA_SHARE = 0.25
-CURATED_FROM = ("label_state", "item_index")  # the tables a version is curated from, of its state day
-
-
-@dataclass(frozen=True, eq=False)
-class Parent:
-    """A published version as the start of a delta curation: its tables and the state day it was curated from."""
-
-    version: str
-    state_day: str
-    items: pd.DataFrame
-    labels: pd.DataFrame
-    left_out: pd.DataFrame
-
-
-def curated_from(store: Store, day: str) -> dict[str, str | None]:
-    """The SHA-256 of the label state and item index files of ``day`` (None where absent): a manifest records those
-    its version was curated from, and a later delta starts from it only while they are still those files (a backfill
-    that rewrote them rewrote the history the version stands for)."""
-    digests: dict[str, str | None] = {}
-    for name in CURATED_FROM:
-        key = warehouse.table_key([name], day)
-        digests[name] = hashlib.sha256(store.read_bytes(key)).hexdigest() if store.exists(key) else None
-    return digests
-
-
-def delta_parent(
-    store: Store, parent: str | None, state_day: str | None, settings: Mapping[str, object]
-) -> Parent | str:
-    """The latest version as the start of a delta curation of the state of ``state_day``, or why a whole curation
-    runs. ``settings`` are manifest entries that must be the parent's (the curation settings, guideline and code
-    versions): a version curated otherwise is no base for this one."""
-    if parent is None or state_day is None:
-        return "no parent version"
-    document = manifest(store, parent)
-    day = document.get("label_state_day")
-    if not isinstance(day, str) or day >= state_day:
-        return f"the parent {parent} was not curated from an earlier state"
-    for name, value in settings.items():
-        if document.get(name) != value:
-            return f"{name} is not the parent's"
-    recorded = document.get("curated_from")
-    if not recorded or None in recorded.values() or curated_from(store, day) != recorded:
-        return f"the label state or item index of {day} is not the one {parent} was curated from"
-    if not store.exists(f"{ROOT}/{parent}/{LEFT_OUT}"):
-        return f"the parent {parent} does not list the items it left out"
-    return Parent(
-        parent,
-        day,
-        read_table(store, parent, "items.parquet"),
-        read_table(store, parent, "labels.parquet"),
-        read_table(store, parent, LEFT_OUT),
-    )
-
-
-def curate_delta(inputs: StateInputs, catalog: pd.DataFrame, parent: Parent, config: CurationConfig) -> Curated | str:
-    """:func:`curate` of the whole state, from ``parent`` and the items that changed since the state it was curated
-    from; or why it cannot be (the caller then curates the whole state).
-
-    Which items pass and why the others are left out is decided item by item from the item's state rows and catalog
-    row. The items whose state rows were computed after the parent's state day (``refreshed``), whose catalog row
-    came after it (``export_date``) and those the parent left out as duplicates are curated again; every other item
-    keeps the parent's decision, and the parent's rows if it passed. The rules across items run over the merged
-    result as a whole curation runs them: of items sharing a content hash (or uri) the first by id stays, and
-    splits are assigned per group, groups from the parent keeping theirs. The result is the whole curation's, row
-    for row (tests/test_snapshot_delta.py)."""
-    if inputs.refreshed is None or "export_date" not in catalog:
-        return "the state does not record when its items changed"
-    labels_like = inputs.consensus.drop(columns=NOT_LABELS, errors="ignore")
-    if list(parent.items.columns) != [*catalog.columns, "split"] or list(parent.labels.columns) != list(
-        labels_like.columns
-    ):
-        return "the catalog or the state has other columns than the parent's tables"
-    if any(parent.items[c].dtype != catalog[c].dtype for c in catalog) or any(
-        parent.labels[c].dtype != labels_like[c].dtype for c in labels_like
-    ):
-        return "a column of the catalog or the state is typed otherwise than in the parent's tables"
-    since = parent.state_day
-    refreshed = inputs.refreshed
-    delivered = day_text(catalog["export_date"])
-    changed = pd.concat(
-        [
-            inputs.items[(refreshed.isna() | (refreshed > since)).to_numpy(dtype=bool)],
-            catalog.loc[(delivered.isna() | (delivered > since)).to_numpy(dtype=bool), "item_id"],
-            parent.left_out.loc[parent.left_out["reason"] == "duplicate", "item_id"],
-        ],
-        ignore_index=True,
-    ).astype("str")
-    changed = pd.Series(pd.unique(changed), dtype="str")
-    if len(changed) > DELTA_SHARE * max(1, len(inputs.items)):
-        return f"{len(changed):,} of {len(inputs.items):,} items changed since {since}"
-    state = rows_where(inputs.consensus, isin(inputs.consensus["item_id"], changed)).reset_index(drop=True)
-    again = state_inputs(state)
-    part = curate(
-        again.consensus,
-        rows_where(catalog, isin(catalog["item_id"], changed)).reset_index(drop=True),
-        again.review,
-        again.relabel,
-        pd.Series(dtype=object),
-        config,
-        annotated=again.items,
-    )
-    parent_in = isin(parent.items["item_id"], changed)
-    before = parent.items.loc[parent_in, ["item_id", "split"]].set_index("item_id")["split"]
-    fresh = part.items.assign(
-        split=pd.Series(lookup(part.items["item_id"], before), dtype=parent.items["split"].dtype)
-    )  # the parent's split of an item curated again, where the parent held it
-    items = _merged(parent.items, parent_in, fresh)
-    labels = _merged(parent.labels, isin(parent.labels["item_id"], changed), part.labels)
-    at = run_positions(items["item_id"], labels["item_id"]) if items is not None and labels is not None else None
-    if items is None or labels is None or at is None:
-        return "the parent's tables and the items curated again do not merge"
-    identity = items["content_hash" if "content_hash" in items else "uri"]
-    duplicate = identity.notna().to_numpy() & ~_first(codes(identity)[0])
-    duplicates = items.loc[duplicate, "item_id"]
-    items, labels = rows_where(items, ~duplicate).reset_index(drop=True), rows_where(labels, ~duplicate[at])
-    at = (np.cumsum(~duplicate) - 1)[at[~duplicate[at]]]
-    labels = labels.reset_index(drop=True)
-    parent_split = items["split"].to_numpy(dtype=object)
-    parent_split = np.where(pd.notna(parent_split), parent_split, None)
-    scenes = np.flatnonzero(_is_scene(labels))
-    scenes = scenes[_first(at[scenes])]  # an item's first scene label (in label order) is its stratum
-    scene = np.full(len(items), None, dtype=object)
-    scene[at[scenes]] = labels["label"].iloc[scenes].to_numpy(dtype=object)
-    labeled = items.drop(columns="split")
-    labeled["split"] = assign_splits(labeled, parent_split, scene, config)
-    kept_out = rows_where(parent.left_out, ~isin(parent.left_out["item_id"], changed))
-    left_out = sorted_rows(
-        pd.concat(
-            [kept_out, part.left_out, pd.DataFrame({"item_id": duplicates.array, "reason": "duplicate"})],
-            ignore_index=True,
-        ).astype("str"),
-        ["item_id"],
-    )
-    reasons = left_out["reason"].value_counts()
-    excluded = {reason: int(reasons.get(reason, 0)) for reason in REASONS}
-    moved = labeled["split"].to_numpy(dtype=object) != parent_split
-    scope = pd.concat(
-        [changed, duplicates, labeled.loc[moved & pd.notna(parent_split), "item_id"]], ignore_index=True
-    ).astype("str")
-    changes = Changes(
-        parent.version,
-        len(changed),
-        rows_where(parent.items, isin(parent.items["item_id"], scope), ["item_id", "split"]),
-        rows_where(parent.labels, isin(parent.labels["item_id"], scope), LABEL_KEY),
-        rows_where(labeled, isin(labeled["item_id"], scope), ["item_id", "split"]),
-        rows_where(labels, isin(labels["item_id"], scope), LABEL_KEY),
-    )
-    used, skipped = strata_columns(config.stratify_by, labeled)
-    return Curated(labeled, labels, excluded, {"by": used, "skipped": skipped}, None, left_out, changes)
-
-
-def _merged(frame: pd.DataFrame, drop: np.ndarray, rows: pd.DataFrame) -> pd.DataFrame | None:
-    """The rows of ``frame`` (sorted by item) not dropped, with ``rows`` (of other items) in their places by item."""
-    if not len(rows):
-        return rows_where(frame, ~drop).reset_index(drop=True)
-    return spliced(frame, drop, rows, "item_id")
 
 
 def strata_columns(stratify_by: Sequence[str], items: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -854,18 +631,20 @@ def publish(
                 f"snapshot {version} is being published by another run (content {owner[:12]}); "
                 "this run's content will be the next version when it runs again"
             )
+    # the diff reads of the parent its ids, splits and label keys only
+    parent_items = read_table(store, parent, "items.parquet", ["item_id", "split"]) if parent else None
+    parent_labels = read_table(store, parent, "labels.parquet", LABEL_KEY) if parent else None
     parent_guideline = manifest(store, parent).get("guideline_version") if parent else None
-    renamed = renames(parent_guideline) if renames is not None else None
-    delta = curated.changes
-    if parent is not None and delta is not None and delta.parent == parent:  # the rows that can differ, alone
-        changes = diff(delta.parent_items, delta.parent_labels, delta.items, delta.labels, renamed)
-    else:  # the diff reads of the parent its ids, splits and label keys only
-        parent_items = read_table(store, parent, "items.parquet", ["item_id", "split"]) if parent else None
-        parent_labels = read_table(store, parent, "labels.parquet", LABEL_KEY) if parent else None
-        changes = diff(parent_items, parent_labels, curated.items, curated.labels, renamed, curated.codes)
+    changes = diff(
+        parent_items,
+        parent_labels,
+        curated.items,
+        curated.labels,
+        renames(parent_guideline) if renames is not None else None,
+        curated.codes,
+    )
     for name, data in files.items():
         store.write_bytes(f"{ROOT}/{version}/{name}", data)
-    store.write_bytes(f"{ROOT}/{version}/{LEFT_OUT}", parquet_bytes(curated.left_out))
     store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(changes, indent=1).encode())
     split_counts = curated.items["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     document = {

@@ -75,9 +75,6 @@ VOTE_COLUMNS = [
 ]
 TOOL_ANNOTATION = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"  # a Label Studio annotation's own ids, in source_ref
 STATUSES = ("labeled", "answered", "relabel_requested", "needs_relabel", "in_review", "no_consensus")
-# The day the fold last computed an item's rows: those not computed again since a day D are its rows at D, which is
-# what lets a snapshot curate again only the items changed since its parent (labelops.snapshots.curate_delta).
-REFRESHED = "refreshed_on"
 
 
 @dataclass(frozen=True)
@@ -109,15 +106,7 @@ def empty_votes() -> pd.DataFrame:
 
 def empty_state() -> pd.DataFrame:
     """The item state before any day was folded in: no items."""
-    return pd.DataFrame(columns=[*quality.CONSENSUS_COLUMNS, "status", REFRESHED])
-
-
-def with_refreshed(previous: pd.DataFrame, day: str | None) -> pd.DataFrame:
-    """A state written before it recorded :data:`REFRESHED`: every row of the state of ``day`` was computed on that
-    day or before it, which is all a later snapshot needs to know of it."""
-    if REFRESHED in previous or not len(previous) or day is None:
-        return previous
-    return previous.assign(**{REFRESHED: day})
+    return pd.DataFrame(columns=[*quality.CONSENSUS_COLUMNS, "status"])
 
 
 def fold_items(previous: pd.DataFrame, sent: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
@@ -675,8 +664,7 @@ def fold_state(
     open request or one that lapsed (``requests``; the previous state's ``requested_batch``) and items the day
     put in review (``reviewed_today``); the rows of all others are the previous state's. Those items' rows are
     computed and spliced into the previous state (the whole state is then not rebuilt from a million items, and
-    is the same). A night that fits labels every item again, so it builds the whole state. The rows computed
-    record ``day`` in :data:`REFRESHED`; ``previous`` records it too (:func:`with_refreshed`)."""
+    is the same). A night that fits labels every item again, so it builds the whole state."""
     if len(previous) and not refit_due(model, day, config):
         gold_ids = _gold_scenes(gold)
         was_requested = previous.loc[previous["requested_batch"].notna().to_numpy(), "item_id"]
@@ -690,7 +678,6 @@ def fold_state(
         labels, fitted = consensus(theirs, before, touched, gold, config, day=day, model=model)
         if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
             rows = item_state(theirs, labels, requests, in_review, previous=before, touched=touched)
-            rows[REFRESHED] = day
             state = spliced(previous, mine, rows, "item_id")
             if state is not None:
                 return state, fitted
@@ -705,9 +692,7 @@ def fold_state(
             parts = [df for df in (others, rows) if len(df)] or [rows]
             return sorted_rows(pd.concat(parts, ignore_index=True), ["item_id"]), fitted
     labels, fitted = consensus(votes, previous, touched, gold, config, day=day, model=model)
-    whole = item_state(votes, labels, requests, in_review, previous=previous, touched=touched)
-    whole[REFRESHED] = day  # every item computed again
-    return whole, fitted
+    return item_state(votes, labels, requests, in_review, previous=previous, touched=touched), fitted
 
 
 def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Series | None) -> pd.DataFrame:
