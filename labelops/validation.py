@@ -392,9 +392,9 @@ def split_validated(frame: pd.DataFrame, failures: pd.DataFrame) -> tuple[pd.Dat
     is_bad[critical["row"].to_numpy(dtype=np.int64)] = True
 
     positions = pd.Series(np.arange(len(frame)))
-    validated = frame.loc[~is_bad, columns].copy()
+    validated = frame.loc[~is_bad, columns]  # a new frame: the mask takes its rows (a .copy() copied them again)
     validated["validation_warnings"] = positions[~is_bad].map(_joined(warning, "reason")).to_numpy(dtype=object)
-    quarantined = frame.loc[is_bad, columns].copy()
+    quarantined = frame.loc[is_bad, columns]
     quarantined["rule"] = positions[is_bad].map(_joined(critical, "rule")).to_numpy(dtype=object)
     quarantined["reason"] = positions[is_bad].map(_joined(critical, "reason")).to_numpy(dtype=object)
     return validated.reset_index(drop=True), quarantined.reset_index(drop=True)
