@@ -11,6 +11,8 @@ import pytest
 from crowd_data import kscgr
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from labelops import boxes
 
@@ -75,6 +77,78 @@ def test_sampled_box_alpha_does_not_depend_on_the_parts_its_pairs_are_computed_i
     for chunk in (4_099, 1 << 16):
         monkeypatch.setattr(boxes, "SAMPLE_CHUNK", chunk)
         assert boxes.box_alpha(kscgr_matching, seed=3) == whole
+
+
+def _fused_by_pandas(matching: boxes.Matching, weights: pd.Series | None, quorum: int) -> pd.DataFrame:
+    """Box fusion written plainly with pandas on the id and label texts: the reference for ``fuse_boxes``."""
+    data = matching.boxes
+    edges = matching.same_label[matching.same_label["iou"] >= 0.5]
+    graph = coo_matrix((np.ones(len(edges)), (edges["index_a"], edges["index_b"])), shape=(len(data), len(data)))
+    _, cluster = connected_components(graph, directed=False)
+    w = np.ones(len(data)) if weights is None else data["annotator_id"].map(weights).fillna(1.0).clip(lower=1e-6)
+    w = np.asarray(w, dtype=float)
+    x, y = data["x"].to_numpy(float), data["y"].to_numpy(float)
+    frame = pd.DataFrame(
+        {
+            "cluster": cluster,
+            "item_id": data["item_id"].to_numpy(),
+            "label": data["label"].to_numpy(),
+            "annotator_id": data["annotator_id"].to_numpy(),
+            "w_": w,
+            "x1": x * w,
+            "y1": y * w,
+            "x2": (x + data["w"].to_numpy(float)) * w,
+            "y2": (y + data["h"].to_numpy(float)) * w,
+        }
+    )
+    fused = frame.groupby("cluster", sort=True).agg(
+        item_id=("item_id", "first"),
+        label=("label", "first"),
+        weight=("w_", "sum"),
+        x1=("x1", "sum"),
+        y1=("y1", "sum"),
+        x2=("x2", "sum"),
+        y2=("y2", "sum"),
+        support=("annotator_id", "nunique"),
+        n_votes=("annotator_id", "size"),
+    )
+    for c in ("x1", "y1", "x2", "y2"):
+        fused[c] = fused[c] / fused["weight"]
+    fused["n_annotators"] = fused["item_id"].map(data.groupby("item_id")["annotator_id"].nunique())
+    fused = fused[fused["support"] >= quorum]
+    out = pd.DataFrame(
+        {
+            "item_id": fused["item_id"],
+            "label": fused["label"],
+            "x": fused["x1"],
+            "y": fused["y1"],
+            "w": fused["x2"] - fused["x1"],
+            "h": fused["y2"] - fused["y1"],
+            "support": fused["support"].astype(np.int64),
+            "confidence": fused["support"] / fused["n_annotators"],
+            "n_votes": fused["n_votes"].astype(np.int64),
+            "agreement": fused["support"] / fused["n_annotators"],
+            "method": "box_fusion",
+        }
+    )
+    return out.sort_values(["item_id", "label", "x", "y"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_box_fusion_by_codes_equals_plain_pandas_on_the_texts(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for item in range(150):
+        objects = np.column_stack([rng.uniform(0, 400, (3, 2)), rng.uniform(10, 80, (3, 2))]).round(1)
+        for annotator in rng.choice(list("abcdefg"), rng.integers(1, 6), replace=False):
+            for box in objects[: rng.integers(1, 4)]:
+                label = str(rng.choice(["car", "truck", "Bus", "émile"])) if rng.random() > 0.05 else None
+                rows.append((f"i{item:04d}", annotator, label, *(box + rng.normal(0, 3, 4).round(1))))
+    matching = boxes.match_boxes(pd.DataFrame(rows, columns=["item_id", "annotator_id", "label", "x", "y", "w", "h"]))
+    for weights in (None, pd.Series({"a": 2.0, "b": 0.5, "c": 0.0, "unknown": 3.0})):
+        for quorum in (1, 2, 3):
+            expected = _fused_by_pandas(matching, weights, quorum)
+            pd.testing.assert_frame_equal(boxes.fuse_boxes(matching, weights=weights, quorum=quorum), expected)
 
 
 def test_hungarian_matches_brute_force_and_conflicts_are_labelled() -> None:
