@@ -487,6 +487,8 @@ def fuse_boxes(
     on_item[: len(counted)] = counted
     n_annotators = np.where(known_item, on_item[np.where(known_item, item_of, len(ids))], np.nan)
     support = fused["support"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):  # no annotator on the item: as pandas divides, unwarned
+        share = support / n_annotators
     out = pd.DataFrame(
         {
             "item_id": np.where(known_item, ids[item_of] if len(ids) else np.nan, np.nan),
@@ -496,9 +498,9 @@ def fuse_boxes(
             "w": (fused["x2"] - fused["x1"]).to_numpy(),
             "h": (fused["y2"] - fused["y1"]).to_numpy(),
             "support": support.astype(np.int64),
-            "confidence": support / n_annotators,
+            "confidence": share,
             "n_votes": fused["n_votes"].to_numpy().astype(np.int64),
-            "agreement": support / n_annotators,
+            "agreement": share,
             "method": "box_fusion",
         }
     )
