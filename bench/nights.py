@@ -24,7 +24,6 @@ Results go to bench/results/nights.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -243,13 +242,12 @@ def fold_state(
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
-    """A table as the IO manager writes it (resources/io_manager.py)."""
+    """A table as the IO manager writes it (resources/io_manager.py): a night reads files like its own."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
-    return buffer.getvalue()
+    from resources.io_manager import parquet_bytes
+
+    return parquet_bytes(pa.Table.from_pandas(frame, preserve_index=False))
 
 
 def warehouse_sizes(warehouse: Path, day: str) -> dict:

@@ -226,16 +226,8 @@ class ParquetIOManager(ConfigurableIOManager):
                 table = table.replace_schema_metadata(
                     {**(table.schema.metadata or {}), FOOTER_GUIDELINE: str(version).encode()}
                 )
-            buffer = io.BytesIO()
-            pq.write_table(
-                table,
-                buffer,
-                compression="zstd",
-                use_dictionary=dictionary_columns(table),
-                write_statistics=statistics_columns(table),
-            )
             key = self.key(context.asset_key.path, partition)
-            self.storage.warehouse_store.write_bytes(key, buffer.getvalue())
+            self.storage.warehouse_store.write_bytes(key, parquet_bytes(table))
             if name in SHARED_IN_RUN:  # the asset's latest day written; a layer kept whole once a read resolves it
                 prefix = warehouse.table_prefix(context.asset_key.path) + "/"
                 for earlier in [k for k in self._written_in_run if k.startswith(prefix)]:
@@ -381,6 +373,20 @@ def read_arrow(
 
 
 DICTIONARY_SAMPLE = 20_000  # rows whose distinct values decide whether a column is dictionary-encoded
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table's file as the warehouse stores it: zstd, the few-valued columns dictionary-encoded, the item id's
+    bounds alone recorded. The benchmark's history is written by it too, so a night reads files like its own."""
+    buffer = io.BytesIO()
+    pq.write_table(
+        table,
+        buffer,
+        compression="zstd",
+        use_dictionary=dictionary_columns(table),
+        write_statistics=statistics_columns(table),
+    )
+    return buffer.getvalue()
 
 
 def dictionary_columns(table: pa.Table) -> list[str]:
