@@ -346,7 +346,9 @@ class JudgmentLedger:
         keys = sorted(
             k for k in self.store.list(JUDGMENTS) if k.endswith(".parquet") and k.rsplit("/", 1)[-1][:-8] < self.day
         )
-        wanted = pd.Index(np.unique(np.asarray(contents, dtype=np.uint64)))  # hashed once, probed by every day
+        # hashed once, probed by every day; pandas' unique, not numpy's: numpy 2.4's plain np.unique took 0.6-0.9 s
+        # for a day's million distinct keys (its sorting variants and pandas 0.02-0.05 s), and order is not needed
+        wanted = pd.Index(pd.unique(np.asarray(contents, dtype=np.uint64)))
 
         @cache
         def wanted_text() -> pa.Array:
