@@ -165,6 +165,25 @@ def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     return column.cast(pa.large_string())
 
 
+def distinct_texts(*columns: pd.Series | pd.Index | np.ndarray | pd.api.extensions.ExtensionArray) -> np.ndarray:
+    """The distinct values of the columns as text, sorted, without nulls: ``np.union1d`` (``np.unique`` of one
+    column) on string ids, as an object array. Arrow hashes and sorts the texts: numpy's set routines sort
+    Python strings (a box check's two 100,000-item sets: 0.6 s at a million annotations)."""
+    values = pa.chunked_array([_text(pd.Series(c)) for c in columns], type=pa.large_string())
+    found = pc.drop_null(pc.unique(values))
+    return found.take(pc.sort_indices(found)).to_numpy(zero_copy_only=False)
+
+
+def common_texts(
+    first: pd.Series | pd.Index | np.ndarray | pd.api.extensions.ExtensionArray,
+    second: pd.Series | pd.Index | np.ndarray | pd.api.extensions.ExtensionArray,
+) -> np.ndarray:
+    """The distinct texts both columns hold, sorted: ``np.intersect1d`` on string ids, as :func:`distinct_texts`."""
+    ours = distinct_texts(first)
+    theirs = pc.unique(_text(pd.Series(second)))
+    return ours[pc.is_in(pa.array(ours, type=pa.large_string()), value_set=theirs).to_numpy(zero_copy_only=False)]
+
+
 def chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     """An Arrow column's arrays, whether it is one array or chunked."""
     return column.chunks if isinstance(column, pa.ChunkedArray) else [column]

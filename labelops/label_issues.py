@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labelops.columns import isin
+from labelops.columns import common_texts, distinct_texts, isin
 from labelops.schema import PROBABILITY_PREFIX
 
 COLUMNS = [
@@ -215,10 +215,8 @@ def detection_inputs(
     filters them; the row numbers returned index these frames). ``boxed``: items annotators drew boxes on whose
     labels may hold none (every box lost in consensus), checked too when they have detections."""
     classes = list(classes)
-    labeled = boxes["item_id"].astype(str).unique()
-    if boxed is not None:
-        labeled = np.union1d(labeled, np.asarray(boxed, dtype=str))
-    items = np.intersect1d(labeled, detections["item_id"].astype(str).unique())
+    labeled = distinct_texts(boxes["item_id"], *([boxed] if boxed is not None else []))
+    items = common_texts(labeled, detections["item_id"])
     lab_xyxy = _xyxy(boxes)
     det_xyxy = _xyxy(detections)
     lab_class = pd.Categorical(boxes["label"], categories=classes).codes
@@ -264,12 +262,11 @@ def box_issues(
         return _empty(), {"box_items_checked": 0, "box_items_over_daily_limit": 0}
     boxes = boxes[boxes["label"].isin(list(classes))].reset_index(drop=True)
     detections = detections[detections["predicted_label"].isin(list(classes))].reset_index(drop=True)
-    labeled = np.union1d(boxes["item_id"].astype(str).unique(), boxed)
-    both = np.intersect1d(labeled, detections["item_id"].astype(str).unique())
+    both = common_texts(distinct_texts(boxes["item_id"], boxed), detections["item_id"])
     chosen = _sample(both, config.max_box_items)
     boxes = boxes[isin(boxes["item_id"].astype(str), chosen)].reset_index(drop=True)
     detections = detections[isin(detections["item_id"].astype(str), chosen)].reset_index(drop=True)
-    inputs = detection_inputs(boxes, detections, classes, np.intersect1d(boxed, chosen))
+    inputs = detection_inputs(boxes, detections, classes, common_texts(boxed, chosen))
     counts = {"box_items_checked": len(inputs.items), "box_items_over_daily_limit": len(both) - len(chosen)}
     if len(inputs.items) == 0:
         return _empty(), counts

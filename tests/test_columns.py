@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from labelops.columns import (
     codes,
+    common_texts,
     concatenated,
+    distinct_texts,
     day_text,
     extract,
     first_rows,
@@ -241,3 +243,19 @@ def test_spliced_rows_equal_the_sorted_concatenation(kept: list, new: list, drop
     assert spliced(frame, drop, rows.astype({"n": float}), "item_id") is None
     if len(set(kept)) > 1:
         assert spliced(frame.iloc[::-1].reset_index(drop=True), drop, rows, "item_id") is None
+
+
+texts = st.lists(st.sampled_from(["img-1", "img-10", "img-2", "Z", "ä", "é", "😀", "ab", "a", ""]), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts, texts)
+def test_distinct_and_common_texts_equal_numpys_set_routines(left: list, right: list) -> None:
+    """The sorted set routines give np.union1d's and np.intersect1d's values and order (code points, as Python
+    compares text), from object arrays, numpy text arrays and pandas text columns alike."""
+    a, b = np.array(left, dtype=object), np.array(right, dtype=str)
+    union = np.union1d(a, b)
+    assert distinct_texts(a, b).tolist() == union.tolist()
+    assert distinct_texts(pd.Series(left, dtype="str")).tolist() == np.unique(a).tolist()
+    assert common_texts(union, pd.Series(right, dtype=object)).tolist() == np.intersect1d(union, b).tolist()
+    assert common_texts(a, b).dtype == object
