@@ -146,8 +146,7 @@ def label_exports(
     results = {}
     store = storage.warehouse_store
     for day in days(context):  # in day order: a range's later days compare against its earlier ones
-        items = for_day(item_catalog, day, "item_catalog")
-        sizes = dict(zip(items["item_id"], zip(items["width"], items["height"], strict=True), strict=True))
+        sizes = ingest.ImageSizes(for_day(item_catalog, day, "item_catalog"))
         # pseudonyms before anything is written, logged or reported: every later table derives from this one
         results[day] = ingest.read_exports(
             storage.landing_store,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -376,6 +376,29 @@ class JudgmentLedger:
 def known_judgments(warehouse: Store, day: str) -> JudgmentLedger:
     """First deliveries of every day before ``day``, as recorded by :func:`record_judgments`."""
     return JudgmentLedger(warehouse, day)
+
+
+class ImageSizes(Mapping[str, tuple[float, float]]):
+    """A day's catalogued items' (width, height) by item id, for the exports that give boxes without their image's
+    size (YOLO, some Label Studio regions). Built at the first lookup: most exports carry their sizes, and a
+    million-annotation day's 200,000 items cost 0.23 s as a dict. The catalog's last row of an item wins."""
+
+    def __init__(self, items: pd.DataFrame) -> None:
+        self._items = items
+
+    @cached_property
+    def _sizes(self) -> dict[str, tuple[float, float]]:
+        items = self._items
+        return dict(zip(items["item_id"], zip(items["width"], items["height"], strict=True), strict=True))
+
+    def __getitem__(self, item_id: str) -> tuple[float, float]:
+        return self._sizes[item_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sizes)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
 
 
 def read_exports(

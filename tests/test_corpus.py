@@ -53,8 +53,7 @@ def label_counter(frame: pd.DataFrame) -> Counter:
 
 def read_day(corpus: Corpus, store: LocalStore) -> ingest.Ingested:
     items = ingest.read_items(store, corpus.day).table
-    sizes = dict(zip(items["item_id"], zip(items["width"], items["height"], strict=True), strict=True))
-    return ingest.read_exports(store, corpus.day, sizes)
+    return ingest.read_exports(store, corpus.day, ingest.ImageSizes(items))
 
 
 def assert_accounts(corpus: Corpus, read: ingest.Ingested) -> None:

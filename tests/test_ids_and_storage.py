@@ -47,3 +47,18 @@ def test_a_day_with_no_files_is_an_empty_partition(tmp_path: Path) -> None:
         result = read(store, DAY)
         assert result.table.empty and result.ledger.empty
     assert list(ingest.read_exports(store, DAY).table.columns) == ingest.ANNOTATION_SCHEMA.names
+
+
+def test_image_sizes_are_the_catalogs_last_rows_looked_up_when_first_needed(tmp_path: Path) -> None:
+    """The catalog's sizes by item id, as a dict of its rows would hold them (the last row of an item wins),
+    built only when an export asks: a day of CSV exports, which carry no geometry to scale, never builds it."""
+    import pandas as pd
+
+    items = pd.DataFrame({"item_id": ["a", "b", "a"], "width": [640.0, 800.0, 1280.0], "height": [480.0, 600.0, 720.0]})
+    sizes = ingest.ImageSizes(items)
+    store = LocalStore(tmp_path)
+    store.write_bytes(f"exports/{DAY}/v.csv", b"item_id,annotator_id,kind,label\na,ann1,classification,car\n")
+    assert ingest.read_exports(store, DAY, sizes).table["item_id"].tolist() == ["a"]
+    assert "_sizes" not in vars(sizes)
+    assert dict(sizes) == {"a": (1280.0, 720.0), "b": (800.0, 600.0)}
+    assert sizes["b"] == (800.0, 600.0) and "c" not in sizes and len(sizes) == 2

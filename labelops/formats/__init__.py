@@ -34,7 +34,7 @@ def parse_file(
 
     Gold files may omit the annotator column (``require_annotator=False``).
     """
-    sizes = dict(image_sizes or {})
+    sizes = image_sizes if image_sizes is not None else {}  # a lazy mapping stays lazy: most files never look
     if not data.strip():
         raise ExportError(source_file, "the file is empty")
     lower = source_file.lower()
@@ -69,14 +69,14 @@ def parse_folder(
             source_file, "a folder export must be YOLO with a class list (obj.names, classes.txt or data.yaml)"
         )
     try:
-        return yolo.parse(source_file, files, dict(image_sizes or {}))
+        return yolo.parse(source_file, files, image_sizes if image_sizes is not None else {})
     except ExportError:
         raise
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise ExportError(source_file, f"malformed YOLO export ({type(error).__name__}: {error})") from None
 
 
-def _parse_json(source_file: str, data: bytes, sizes: dict[str, tuple[float, float]]) -> Parsed:
+def _parse_json(source_file: str, data: bytes, sizes: Mapping[str, tuple[float, float]]) -> Parsed:
     with _cycle_collection_paused():
         typed = label_studio_arrow.parse(source_file, data, sizes) or label_studio_typed.parse(source_file, data, sizes)
         if typed is not None:  # else: read by the generic path below

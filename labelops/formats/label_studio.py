@@ -18,7 +18,7 @@ first: an error names the first bad result of the file, and the rule it breaks f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -56,7 +56,7 @@ def looks_like(document: Any) -> bool:
     )
 
 
-def parse(source_file: str, document: list[dict[str, Any]], image_sizes: dict[str, tuple[float, float]]) -> Parsed:
+def parse(source_file: str, document: list[dict[str, Any]], image_sizes: Mapping[str, tuple[float, float]]) -> Parsed:
     parsed = Parsed(format="label_studio", objects=objects_frame([]))
     tasks, superseded = _tasks(source_file, document)
     kept = _Annotations()
@@ -295,7 +295,7 @@ class _Results:
     :meth:`check` raises the first.
     """
 
-    def __init__(self, source_file: str, kept: _Annotations, image_sizes: dict[str, tuple[float, float]]) -> None:
+    def __init__(self, source_file: str, kept: _Annotations, image_sizes: Mapping[str, tuple[float, float]]) -> None:
         self.source_file = source_file
         self.kept = kept
         self.errors: list[tuple[tuple[int, int, int], BaseException]] = []
@@ -381,7 +381,7 @@ class _Results:
                 self._fail(n, 2, ExportError(self.source_file, f"{self._ref(n)}: 'choices' must be a list of strings"))
         return labels
 
-    def _geometry(self, image_sizes: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    def _geometry(self, image_sizes: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
         """Labels, pixel boxes and polygon points of every region, and the rotation of every rotated box."""
         regions, values, results = self.regions, self.values, self.results
         types = self.types[regions]

@@ -16,6 +16,7 @@ must read), gives ``None`` and is read by them, with the same rows or the same e
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -69,7 +70,7 @@ class _Unsupported(Exception):
     """The file holds something only the other readers read to the same output."""
 
 
-def parse(source_file: str, data: bytes, image_sizes: dict[str, tuple[float, float]]) -> Parsed | None:
+def parse(source_file: str, data: bytes, image_sizes: Mapping[str, tuple[float, float]]) -> Parsed | None:
     """The file read as a Label Studio export, or ``None`` when the other readers must read it."""
     del image_sizes  # a region without its image size is left to the other readers
     try:

@@ -16,6 +16,7 @@ as before this path existed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -112,7 +113,7 @@ class _Unsupported(Exception):
     """The file holds something only the generic parser reads to the frozen output."""
 
 
-def parse(source_file: str, data: bytes, image_sizes: dict[str, tuple[float, float]]) -> Parsed | None:
+def parse(source_file: str, data: bytes, image_sizes: Mapping[str, tuple[float, float]]) -> Parsed | None:
     """The file read as a Label Studio export, or ``None`` when the generic parser must read it."""
     try:
         tasks = _DECODER.decode(data)
@@ -153,7 +154,7 @@ def _item_id(source_file: str, data: _Data, task_id: Any) -> str:
     return f"ls-task-{task_id}"
 
 
-def _read(source_file: str, tasks: list[_Task], image_sizes: dict[str, tuple[float, float]]) -> Parsed | None:
+def _read(source_file: str, tasks: list[_Task], image_sizes: Mapping[str, tuple[float, float]]) -> Parsed | None:
     """``label_studio.parse``'s walk over the tasks, as one comprehension per field."""
     parsed = Parsed(format="label_studio", objects=objects_frame([]))
     task_ids: list[Any] = list(map(attrgetter("id"), tasks))
@@ -249,7 +250,7 @@ class _Columns:
         item_ids: list[str],
         versions: list[str | None],
         batches: list[str | None],
-        image_sizes: dict[str, tuple[float, float]],
+        image_sizes: Mapping[str, tuple[float, float]],
     ) -> None:
         self.source_file = source_file
         self._parsed = parsed

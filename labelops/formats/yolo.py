@@ -66,7 +66,7 @@ def looks_like(files: Mapping[str, bytes]) -> bool:
     return any(posixpath.basename(name).lower() in CLASS_LISTS for name in files)
 
 
-def parse(source_file: str, files: Mapping[str, bytes], image_sizes: dict[str, tuple[float, float]]) -> Parsed:
+def parse(source_file: str, files: Mapping[str, bytes], image_sizes: Mapping[str, tuple[float, float]]) -> Parsed:
     names = _class_names(source_file, files)
     label_files = sorted(
         name for name in files if name.lower().endswith(".txt") and posixpath.basename(name).lower() not in NOT_LABELS
