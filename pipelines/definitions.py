@@ -17,7 +17,7 @@ from assets.state import state_assets
 from assets.validate import validate_annotations
 from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule, state_sensor
 from resources import build_resources
-from resources.memory import choose_arrow_pool
+from resources.memory import choose_arrow_pool, freeze_loaded
 from resources.settings import Settings
 
 choose_arrow_pool()  # before any table is read: every process that loads the code location allocates through it
@@ -68,3 +68,4 @@ defs = Definitions(
     sensors=[drift_sensor, guideline_sensor, landing_sensor, state_sensor],
     resources=build_resources(Settings.from_env()),
 )
+freeze_loaded()  # last: the code location, loaded, is left out of the collector's passes
