@@ -345,9 +345,9 @@ def _assign_groups(codes: _Codes, overlap, rows, starts, sizes, min_iou, matched
         scores = np.where(codes.label[a] != codes.label[b], scores, 0.0)
     n = codes.n_annotators
     problem = pd.factorize((group * n + codes.annotator[a]) * n + codes.annotator[b])[0]
-    n_a = pd.Series(a).groupby(problem).transform("nunique").to_numpy()
-    n_b = pd.Series(b).groupby(problem).transform("nunique").to_numpy()
-    single = (n_a == 1) & (n_b == 1)
+    # a problem holds each (a, b) pair of its group once, so one with a single pair is one box against one box
+    # (counted, where two groupby-nunique transforms took 0.6 s at a million annotations)
+    single = np.bincount(problem, minlength=1)[problem] == 1
     ok = single & (scores > min_iou)
     index_a, index_b, iou_ = [a[ok]], [b[ok]], [scores[ok]]
     several = np.flatnonzero(~single)
