@@ -78,7 +78,6 @@ def _import_great_expectations() -> None:
     gc.disable()
     try:
         import great_expectations  # noqa: F401
-        from great_expectations.checkpoint.actions import UpdateDataDocsAction  # noqa: F401
         from great_expectations.execution_engine import pandas_execution_engine  # noqa: F401
     finally:
         if enabled:
@@ -98,9 +97,9 @@ def run_suites(
     """
     _import_great_expectations()
     import great_expectations as gx
-    from great_expectations.checkpoint.actions import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
     from great_expectations.execution_engine import pandas_execution_engine
 
     context = gx.get_context(mode="ephemeral")
@@ -120,7 +119,7 @@ def run_suites(
             .add_dataframe_asset(asset_name)
             .add_batch_definition_whole_dataframe("partition")
         )
-        runs = []
+        runs, pages = [], []
         # GX fingerprints a pandas batch under HASH_THRESHOLD (1 GB) by hashing every value, and a larger one not
         # at all: the fingerprint is a batch marker in the results, which nothing here reads, and the hash cost 2.1 s
         # of validation's 5.9 s at a million rows. Every batch is validated as GX validates a large one.
@@ -135,14 +134,18 @@ def run_suites(
                     gx.Checkpoint(
                         name=f"{asset_name}_{suite.name}_checkpoint",
                         validation_definitions=[definition],
-                        actions=[UpdateDataDocsAction(name="data_docs", site_names=["labelops"])],
                         result_format=RESULT_FORMAT,
                     )
                 )
                 result = checkpoint.run(batch_parameters={"dataframe": suite_batch(frame, document)}, run_id=run_id)
                 runs.extend(result.run_results.values())
+                for identifier, run in result.run_results.items():
+                    pages += [identifier, ExpectationSuiteIdentifier(name=run.suite_name)]
         finally:
             pandas_execution_engine.HASH_THRESHOLD = threshold
+        # the pages UpdateDataDocsAction renders after each checkpoint, rendered once for all of them: each build
+        # compiles GX's page templates again (0.4 s of a million-row validation's 2.2 s)
+        context.build_data_docs(site_names=["labelops"], resource_identifiers=pages, build_index=True)
         docs = {p.relative_to(docs_dir).as_posix(): p.read_bytes() for p in Path(docs_dir).rglob("*") if p.is_file()}
 
     rows, failures = [], []

@@ -166,6 +166,11 @@ def test_warnings_travel_with_validated_rows(validated) -> None:
         "needs_relabel",
     }
     assert outcome.docs["index.html"].startswith(b"<!DOCTYPE html>") or b"<html" in outcome.docs["index.html"][:500]
+    # Data Docs hold each suite's page and its validation's, and the index links both validations
+    for suite in set(outcome.expectations["suite"]):
+        assert f"expectations/{suite}.html" in outcome.docs
+        page = [k for k in outcome.docs if k.startswith(f"validations/{suite}/") and k.endswith(".html")]
+        assert len(page) == 1 and page[0].encode() in outcome.docs["index.html"]
 
 
 def test_polygon_facts_match_shapely_on_real_coco(real: Path) -> None:
