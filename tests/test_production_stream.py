@@ -251,3 +251,18 @@ def test_text_past_the_probed_rows_still_makes_the_column_text(tmp_path: Path, m
         "dark" in set(table["brightness"])
         and pq.read_schema(tmp_path / "out.parquet").field("brightness").type == "string"
     )
+
+
+def test_a_line_longer_than_the_probes_block_is_learnt_by_the_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe parses small blocks; a file whose first line outgrows them is left to the pass that reads it,
+    with the same table as an in-memory read, the day written again once its new column is learnt."""
+    monkeypatch.setattr(ingest, "PROBE_BLOCK_BYTES", 4096)
+    store = _landing(tmp_path / "landing")
+    path = tmp_path / "landing" / "production" / DAY / "d.csv"
+    pd.DataFrame({"item_id": ["q1", "q2"], "note": ["x" * 10_000, "short"]}).to_csv(path, index=False)
+    whole = ingest.read_predictions(store, DAY)
+    result, table = _written(store, tmp_path, 300)
+    pd.testing.assert_frame_equal(table, pa.Table.from_pandas(whole.table, preserve_index=False).to_pandas())
+    assert result.rows == 2602 and result.passes == 2 and table["note"].str.len().max() == 10_000

@@ -116,9 +116,12 @@ HEAD_BYTES = 1 << 20
 BLOCK_BYTES = 16 << 20
 
 
-def read_batches(source_file: str, source: str | bytes, rows: int) -> Iterator[pd.DataFrame]:
+def read_batches(
+    source_file: str, source: str | bytes, rows: int, *, block_bytes: int = BLOCK_BYTES
+) -> Iterator[pd.DataFrame]:
     """:func:`read_frame` in parts of about ``rows`` rows (at least one part, maybe empty), from a local path
-    or bytes: a file of any size is read in bounded memory. The index still holds the file's line numbers."""
+    or bytes: a file of any size is read in bounded memory. The index still holds the file's line numbers.
+    Delimited text is parsed in blocks of ``block_bytes``, which must hold the longest line."""
     if source_file.lower().endswith(".parquet"):
         try:
             file = pq.ParquetFile(source if isinstance(source, str) else pa.BufferReader(source))
@@ -145,7 +148,7 @@ def read_batches(source_file: str, source: str | bytes, rows: int) -> Iterator[p
     try:
         reader = pacsv.open_csv(
             source if isinstance(source, str) else pa.BufferReader(source),
-            **_csv_options(names, sep, has_header, BLOCK_BYTES),
+            **_csv_options(names, sep, has_header, block_bytes),
         )
         pending = reader.schema.empty_table()
         yielded = False
