@@ -661,8 +661,8 @@ def _predictions_frame(key: str, frame: pd.DataFrame, text: frozenset[str] = fro
         numbers = None if column in text else _numbers(frame[column])
         if numbers is not None:
             frame[column] = numbers
-        else:
-            frame[column] = frame[column].astype("string").astype(object).where(frame[column].notna(), None)
+        else:  # text, kept in Arrow: the table is written from it without a Python string per value
+            frame[column] = frame[column].astype("str")
     frame["item_id"] = normalize_item_ids(frame["item_id"])
     return frame
 
