@@ -144,8 +144,13 @@ def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     if frame.empty:
         return pd.Series(dtype=object, index=frame.index)
     ids = extract(frame["source_ref"], TOOL_ANNOTATION, "task=")
-    keys = frame["source_format"].astype(str) + "|" + frame["item_id"].astype(str) + "|" + ids
-    return keys.astype(object).where(ids.notna(), None)
+    keys = pd.Series(np.full(len(frame), None, dtype=object), index=frame.index)
+    tool = ids.notna().to_numpy()
+    if tool.any():  # keyed rows only: a day of vendor CSVs has none, and joining its million texts cost 0.13 s
+        part = rows_where(frame, tool, ["source_format", "item_id"])
+        joined = part["source_format"].astype(str) + "|" + part["item_id"].astype(str) + "|" + ids[tool].to_numpy()
+        keys.iloc[np.flatnonzero(tool)] = joined.to_numpy(dtype=object)
+    return keys
 
 
 def votes_of(validated: pd.DataFrame) -> pd.DataFrame:

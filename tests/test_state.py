@@ -398,3 +398,26 @@ def test_with_items_equals_a_right_merge(seed: int) -> None:
     expected = labels.merge(per_item, on="item_id", how="right").reset_index(drop=True)
     got = state.with_items(labels, per_item, positions(labels["item_id"], per_item["item_id"]))
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+@pytest.mark.parametrize("rows", [slice(None), slice(1, 3), slice(0, 1)])
+def test_annotation_keys_equal_the_joined_texts_where_the_tool_gives_ids(rows: slice) -> None:
+    """A Label Studio annotation's key is its format, item and tool ids; rows without tool ids (CSV lines, an
+    annotation id of None, a missing ref) have none. The keys are joined for the keyed rows alone."""
+    frame = pd.DataFrame(
+        {
+            "source_ref": [
+                "task=1/annotation=2/result=r1",
+                "line=3",
+                "task=5/annotation=None/r",
+                None,
+                "task=7/annotation=9/",
+            ],
+            "source_format": ["label_studio", "csv", "label_studio", "csv", "label_studio"],
+            "item_id": ["a", "b", "c", "d", "é"],
+        },
+        index=[10, 11, 12, 13, 14],
+    ).iloc[rows]
+    ids = frame["source_ref"].str.extract(r"^(task=[^/]+/annotation=(?!None/)[^/]+)/", expand=False)
+    expected = (frame["source_format"] + "|" + frame["item_id"] + "|" + ids).astype(object).where(ids.notna(), None)
+    pd.testing.assert_series_equal(state.annotation_keys(frame), expected, check_names=False)
