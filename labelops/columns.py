@@ -118,11 +118,20 @@ def run_positions(keys: pd.Series, runs: pd.Series) -> np.ndarray | None:
 def joined(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
     """Per key (the sorted index), its distinct values in sorted order joined by ``sep``: what a groupby with
     ``sep.join(sorted(set(s)))`` gives, without a Python call per group (Arrow lists each group's values)."""
-    pairs = pd.DataFrame({"key": keys.array, "value": values.astype(str).array}).drop_duplicates()
-    table = pa.Table.from_pandas(pairs.sort_values(["key", "value"], kind="stable"), preserve_index=False)
-    lists = table.group_by("key", use_threads=False).aggregate([("value", "list")])  # keeps the sorted order
-    text = pc.binary_join(lists["value_list"].cast(pa.list_(pa.string())), sep).to_numpy(zero_copy_only=False)
-    return pd.Series(text, index=lists["key"].to_numpy(zero_copy_only=False), dtype="str").sort_index()
+    table = pa.table({"key": _text(keys), "value": _text(values.astype(str))})
+    table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending"), ("value", "ascending")]))
+    if table.num_rows > 1:  # sorted, a repeated pair follows its twin: kept once
+        key, value = table.column("key"), table.column("value")
+        repeat = pc.and_(
+            pc.equal(key.slice(1), key.slice(0, len(key) - 1)), pc.equal(value.slice(1), value.slice(0, len(value) - 1))
+        )
+        table = table.filter(pa.chunked_array([pa.array([True]), *pc.invert(repeat).chunks], type=pa.bool_()))
+    lists = table.group_by("key", use_threads=False).aggregate([("value", "list")])  # in the sorted order
+    return pd.Series(
+        text(pc.binary_join(lists["value_list"], pa.scalar(sep, pa.large_string()))),
+        index=pd.Index(text(lists["key"])),
+        dtype="str",
+    )
 
 
 def concatenated(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
