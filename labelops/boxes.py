@@ -304,23 +304,28 @@ def _assign(
     matched: np.ndarray,
     cross_label_only: bool = False,
 ) -> pd.DataFrame:
-    """Hungarian matching per group and annotator pair, over boxes the pair has not matched yet.
+    """Hungarian matching per group and annotator pair, over boxes (``rows``: indexes, ascending) the pair has
+    not matched yet.
 
     Every (group, annotator a < annotator b) problem is independent of the others, so all of
     them are built at once as candidate pairs; a 1 x 1 problem (the common case) is decided by
-    its IoU alone and only larger ones go to the assignment solver.
+    its IoU alone and only larger ones go to the assignment solver. A group's boxes are ordered by
+    annotator, so its candidates are the pairs of positions i < j whose annotators differ: half of
+    the group's square, with "a < b" already the order of the pair.
     """
     if len(rows) == 0:
         return pd.DataFrame({"index_a": np.zeros(0, np.int64), "index_b": np.zeros(0, np.int64), "iou": np.zeros(0)})
     group = codes.item[rows] * (int(codes.label.max()) + 1) + codes.label[rows] if by_label else codes.item[rows]
-    order = np.lexsort((rows, group))
+    order = np.argsort(group * codes.n_annotators + codes.annotator[rows], kind="stable")  # rows come ascending
     rows, group = rows[order], group[order]
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     sizes = np.diff(np.r_[starts, len(rows)]).astype(np.int64)
-    chunk = np.cumsum(sizes**2) // PAIR_CHUNK  # whole groups, about PAIR_CHUNK candidate pairs at a time
+    # whole groups, about PAIR_CHUNK candidate pairs at a time
+    chunk = np.repeat(np.cumsum(sizes * (sizes - 1) // 2) // PAIR_CHUNK, sizes)
+    bounds = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1], True])
     parts = [
-        _assign_groups(codes, overlap, rows, starts[chunk == c], sizes[chunk == c], min_iou, matched, cross_label_only)
-        for c in np.unique(chunk)
+        _assign_groups(codes, overlap, rows[start:end], group[start:end], min_iou, matched, cross_label_only)
+        for start, end in itertools.pairwise(bounds)
     ]
     return pd.concat(parts, ignore_index=True)
 
@@ -330,11 +335,15 @@ def _contains(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == queries
 
 
-def _assign_groups(codes: _Codes, overlap, rows, starts, sizes, min_iou, matched, cross_label_only) -> pd.DataFrame:
-    pairs = sizes**2
-    group = np.repeat(np.arange(len(starts)), pairs)
-    offset = np.arange(int(pairs.sum())) - np.repeat(np.cumsum(pairs) - pairs, pairs)
-    a, b = rows[starts[group] + offset // sizes[group]], rows[starts[group] + offset % sizes[group]]
+def _assign_groups(codes: _Codes, overlap, rows, group, min_iou, matched, cross_label_only) -> pd.DataFrame:
+    """``rows`` (box indexes) in whole groups, ordered by group, annotator and index; ``group`` each one's."""
+    # position p pairs with every later position of its group: p + 1 up to the group's end
+    new = np.r_[True, group[1:] != group[:-1]]
+    end = np.flatnonzero(np.r_[new[1:], True])
+    later = np.repeat(end, np.diff(np.r_[-1, end])) - np.arange(len(rows))
+    first = np.repeat(np.arange(len(rows)), later)
+    second = first + 1 + np.arange(len(first)) - np.repeat(np.cumsum(later) - later, later)
+    a, b, group = rows[first], rows[second], (np.cumsum(new) - 1)[first]  # the group's place in the part
     keep = codes.annotator[a] < codes.annotator[b]
     if len(matched):
         keep &= ~_contains(matched, a * codes.n_annotators + codes.annotator[b])

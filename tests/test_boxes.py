@@ -306,3 +306,53 @@ def test_label_scopes_and_pair_box_counts_on_codes(kscgr_matching: boxes.Matchin
             pd.testing.assert_frame_equal(scoped.matches, same)
             pairs = scoped.pair_boxes
             assert scoped.paired_boxes() == int((pairs["n_a"] + pairs["n_b"]).sum())
+
+
+XYWH = ["x", "y", "w", "h"]
+
+
+def _matches_pair_by_pair(frame: pd.DataFrame, *, min_iou: float = 0.0, conflict_iou: float = 0.5) -> list[tuple]:
+    """Box matching as its definition reads, one item and annotator pair at a time: the assignment of each
+    label's boxes, then of what the pair left across labels (label conflicts)."""
+    found = []
+    for _, item in frame.groupby("item_id", sort=False):
+        for a, b in itertools.combinations(sorted(item["annotator_id"].unique()), 2):
+            left, right = item[item["annotator_id"] == a], item[item["annotator_id"] == b]
+            used: set[int] = set()
+            for label in sorted(set(left["label"]) & set(right["label"])):
+                la, lb = left[left["label"] == label], right[right["label"] == label]
+                scores = boxes.iou(la[XYWH].to_numpy(float)[:, None], lb[XYWH].to_numpy(float)[None, :])
+                for i, j in zip(*linear_sum_assignment(scores, maximize=True), strict=True):
+                    if scores[i, j] > min_iou:
+                        found.append((la.index[i], lb.index[j], scores[i, j]))
+                        used |= {la.index[i], lb.index[j]}
+            la, lb = left[~left.index.isin(used)], right[~right.index.isin(used)]
+            scores = boxes.iou(la[XYWH].to_numpy(float)[:, None], lb[XYWH].to_numpy(float)[None, :])
+            scores[la["label"].to_numpy()[:, None] == lb["label"].to_numpy()[None, :]] = 0.0
+            for i, j in zip(*linear_sum_assignment(scores, maximize=True), strict=True):
+                if scores[i, j] > conflict_iou - 1e-12:
+                    found.append((la.index[i], lb.index[j], scores[i, j]))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matching_equals_the_assignment_pair_by_pair(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items with several annotators drawing several boxes of several labels, matched in parts of a few
+    candidate pairs (and in one), equal the assignment done one item and annotator pair at a time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for item in range(60):
+        objects = np.column_stack([rng.uniform(0, 300, (5, 2)), rng.uniform(20, 90, (5, 2))])
+        for annotator in rng.choice(["w3", "w1", "gold", "w20", "ä"], int(rng.integers(1, 6)), replace=False):
+            drawn = rng.choice(5, int(rng.integers(0, 5)), replace=False)
+            labels = rng.choice(["car", "bus", "truck"], len(drawn))
+            for box, label in zip(objects[drawn] + rng.normal(0, 8, (len(drawn), 4)), labels, strict=True):
+                rows.append((f"img-{item}", annotator, label, *box))
+    frame = pd.DataFrame(rows, columns=["item_id", "annotator_id", "label", *XYWH]).sample(frac=1, random_state=seed)
+    frame = frame.reset_index(drop=True)
+    expected = _matches_pair_by_pair(frame)
+    for chunk in (boxes.PAIR_CHUNK, 7):
+        monkeypatch.setattr(boxes, "PAIR_CHUNK", chunk)
+        matches = boxes.match_boxes(frame).matches
+        assert sorted(zip(matches["index_a"], matches["index_b"], matches["iou"], strict=True)) == expected
+        assert list(matches["index_a"]) == sorted(matches["index_a"])
