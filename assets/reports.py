@@ -70,17 +70,16 @@ def quality_report(
     label_issues: Frames,
 ) -> MaterializeResult:
     guideline_set = guidelines.load()
-    latest = snapshots.latest(storage.warehouse_store)
+    store = storage.warehouse_store
+    latest = snapshots.latest(store)
     snapshot_items = (
-        snapshots.read_table(storage.warehouse_store, latest, "items.parquet", columns=["item_id"])["item_id"]
-        if latest
-        else None
+        snapshots.read_table(store, latest, "items.parquet", columns=["item_id"])["item_id"] if latest else None
     )
-    ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
+    ledger = labeling.read_ledger(store, "relabel")
     links = {}
     for day in days(context):
         guideline = guideline_set.in_force(day)
-        spec = guidelines.coverage_spec(guideline)
+        heatmap = warehouse.coverage_heatmap(day)
         html = render_quality_report(
             day,
             guideline=guideline.version,
@@ -94,7 +93,7 @@ def quality_report(
             scores=for_day(annotator_scores, day, "annotator_scores"),
             consensus=for_day(consensus_labels, day, "consensus_labels"),
             coverage=for_day(coverage_report, day, "coverage_report"),
-            coverage_dimensions=list(spec.required) or list(spec.dimensions),
+            coverage_heatmap=store.read_bytes(heatmap) if store.exists(heatmap) else None,
             drift=for_day(production_drift, day, "production_drift"),
             relabel=relabel_batch.get(day),
             min_confidence=config.min_confidence,
@@ -105,6 +104,6 @@ def quality_report(
             label_issues=label_issues.get(day),
             progress=lambda section, day=day: context.log.info(f"{day}: report section {section}"),
         )
-        storage.warehouse_store.write_bytes(warehouse.quality_report(day), html.encode())
+        store.write_bytes(warehouse.quality_report(day), html.encode())
         links[day] = link(storage, warehouse.quality_report(day))
     return MaterializeResult(metadata={f"report/{d}" if len(links) > 1 else "report": v for d, v in links.items()})

@@ -101,7 +101,7 @@ def quality_report(
     scores: pd.DataFrame,
     consensus: pd.DataFrame,
     coverage: pd.DataFrame,
-    coverage_dimensions: list[str],
+    coverage_heatmap: bytes | None,
     drift: pd.DataFrame,
     relabel: pd.DataFrame | None,
     min_confidence: float,
@@ -181,7 +181,8 @@ def quality_report(
     progress("coverage")
     report.section("Coverage")
     if len(coverage):
-        report.image(plots.coverage_heatmap(coverage, coverage_dimensions), "coverage heatmap")
+        if coverage_heatmap is not None:  # drawn by coverage_report beside its table
+            report.image(coverage_heatmap, "coverage heatmap")
         gaps = coverage[(coverage["label"] != "*") & ((coverage["gap"] > 0) | coverage["unseen_in_training"])]
         report.table(gaps, max_rows=25)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from labelops import coverage
+from labelops import warehouse as paths
 from labelops.guidelines import load_guidelines
 from labelops.storage import LocalStore
 
@@ -157,7 +159,10 @@ def test_demo_night_and_rain_become_under_covered_on_the_drift_days(demo_nights)
     assert ratios["2024-06-13"]["night"] > 2 and ratios["2024-06-13"]["rain"] > 1.8
     unseen = report[report["unseen_in_training"]].reset_index()
     assert "e_scooter" in set(unseen["label"])  # the new object type production started to predict
-    assert (warehouse / "reports" / "coverage" / "2024-06-13" / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    heatmap = (warehouse / "reports" / "coverage" / "2024-06-13" / "heatmap.png").read_bytes()
+    assert heatmap[:4] == b"\x89PNG"
+    # the quality report shows the heatmap coverage_report drew, not one of its own
+    assert base64.b64encode(heatmap).decode() in (warehouse / paths.quality_report("2024-06-13")).read_text()
 
 
 @pytest.mark.parametrize("seed", range(40))
