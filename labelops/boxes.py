@@ -10,6 +10,7 @@ common case) the pairing is direct and needs no assignment problem at all.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, cast
@@ -142,11 +143,37 @@ class Matching:
     def only_label(self, label: str) -> Matching:
         """The matching ``match_boxes`` gives for this label's boxes alone: its same-label matches
         (groups are per item and label, so they do not depend on other labels) and no conflicts."""
-        code = self.codes.label_code(label)
-        boxes = self.boxes[self.codes.label[self.boxes["index"].to_numpy()] == code]
+        return self.only_labels([label])[0]
+
+    def only_labels(self, labels: Sequence[str]) -> list[Matching]:
+        """:meth:`only_label` for each label. The boxes and the same-label matches are ordered by label once
+        (stably) and each label's are a slice of them: a row filter over the Arrow-backed text columns per label
+        cost 0.4 s for six labels of 500,000 boxes."""
+        box_code = self.codes.label[self.boxes["index"].to_numpy()]
         a, b = self.matches["index_a"].to_numpy(np.int64), self.matches["index_b"].to_numpy(np.int64)
-        same = self.matches[(self.codes.label[a] == code) & (self.codes.label[b] == code)]
-        return Matching(same.reset_index(drop=True), boxes, self.overlap, self.codes)
+        match_code = np.where(self.codes.label[a] == self.codes.label[b], self.codes.label[a], -1)  # -1: conflicts
+        box_order, match_order = np.argsort(box_code, kind="stable"), np.argsort(match_code, kind="stable")
+        boxes, matches = self.boxes.take(box_order), self.matches.take(match_order)
+        box_code, match_code = box_code[box_order], match_code[match_order]
+        scopes = []
+        for label in labels:
+            code = self.codes.label_code(label)
+            if code < 0:  # no box has the label
+                scopes.append(
+                    Matching(matches.iloc[:0].reset_index(drop=True), boxes.iloc[:0], self.overlap, self.codes)
+                )
+                continue
+            kept = slice(*np.searchsorted(match_code, [code, code + 1]))
+            held = slice(*np.searchsorted(box_code, [code, code + 1]))
+            scopes.append(
+                Matching(matches.iloc[kept].reset_index(drop=True), boxes.iloc[held], self.overlap, self.codes)
+            )
+        return scopes
+
+    def n_items(self) -> int:
+        """How many items the boxes are on (counted on the codes)."""
+        item = self.codes.item[self.boxes["index"].to_numpy()]
+        return int(np.count_nonzero(np.bincount(item[item >= 0]))) if len(item) else 0
 
 
 def _pair_boxes(codes: _Codes, rows: np.ndarray) -> pd.DataFrame:

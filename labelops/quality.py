@@ -69,17 +69,14 @@ def agreement_table(
         if len(frame):  # polygons are matched on polygon IoU, in scopes of their own
             matching = boxes.match_boxes(frame, polygons=polygons)
             rows.append((scope, matching))
-            rows.extend((f"label={label}", matching.only_label(label)) for label in sorted(frame["label"].unique()))
+            labels = sorted(frame["label"].unique())
+            rows.extend(zip([f"label={label}" for label in labels], matching.only_labels(labels), strict=True))
     if rows:
         for scope, scoped in rows:
-            in_scope = scoped.boxes
-            metrics = boxes.box_metrics(scoped, seed=seed)
-            for metric, value in metrics.items():
+            n_items, n_boxes = scoped.n_items(), len(scoped.boxes)
+            for metric, value in boxes.box_metrics(scoped, seed=seed).items():
                 frames.append(
-                    pd.DataFrame(
-                        [(scope, metric, value, np.nan, np.nan, in_scope["item_id"].nunique(), len(in_scope))],
-                        columns=AGREEMENT_COLUMNS,
-                    )
+                    pd.DataFrame([(scope, metric, value, np.nan, np.nan, n_items, n_boxes)], columns=AGREEMENT_COLUMNS)
                 )
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=AGREEMENT_COLUMNS)

@@ -291,21 +291,32 @@ def test_paired_equals_isin_of_the_matched_indexes(kscgr_matching: boxes.Matchin
         np.testing.assert_array_equal(matching.paired, expected)
 
 
+def _assert_label_scopes_filter_the_strings(matching: boxes.Matching) -> None:
+    """Each label's scope (one at a time, and all at once) equals filtering the strings; its counts equal
+    summing pair_boxes and counting distinct item ids."""
+    labels = [*matching.boxes["label"].unique(), "no such label"]
+    for label, scoped, alone in zip(
+        labels, matching.only_labels(labels), map(matching.only_label, labels), strict=True
+    ):
+        pd.testing.assert_frame_equal(scoped.boxes, matching.boxes[matching.boxes["label"] == label])
+        m = matching.matches
+        same = m[(m["label_a"] == label) & (m["label_b"] == label)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(scoped.matches, same)
+        pd.testing.assert_frame_equal(alone.matches, same)
+        pairs = scoped.pair_boxes
+        assert scoped.paired_boxes() == int((pairs["n_a"] + pairs["n_b"]).sum())
+        assert scoped.n_items() == scoped.boxes["item_id"].nunique()
+
+
 def test_label_scopes_and_pair_box_counts_on_codes(kscgr_matching: boxes.Matching) -> None:
-    """only_label and paired_boxes work on integer codes; they equal filtering the strings and summing
+    """only_label(s) and paired_boxes work on integer codes; they equal filtering the strings and summing
     pair_boxes (KSCGR, one item with a single annotator, and no boxes at all)."""
     lone = pd.DataFrame([("z", "a", "car", 1.0, 1.0, 5.0, 5.0)], columns=["item_id", "annotator_id", "label", *"xywh"])
     for matching in (kscgr_matching, boxes.match_boxes(pd.concat([kscgr(), lone])), boxes.match_boxes(lone.iloc[:0])):
         pairs = matching.pair_boxes
         assert matching.paired_boxes() == int((pairs["n_a"] + pairs["n_b"]).sum())
-        for label in [*matching.boxes["label"].unique(), "no such label"]:
-            scoped = matching.only_label(label)
-            pd.testing.assert_frame_equal(scoped.boxes, matching.boxes[matching.boxes["label"] == label])
-            m = matching.matches
-            same = m[(m["label_a"] == label) & (m["label_b"] == label)].reset_index(drop=True)
-            pd.testing.assert_frame_equal(scoped.matches, same)
-            pairs = scoped.pair_boxes
-            assert scoped.paired_boxes() == int((pairs["n_a"] + pairs["n_b"]).sum())
+        assert matching.n_items() == matching.boxes["item_id"].nunique()
+        _assert_label_scopes_filter_the_strings(matching)
 
 
 XYWH = ["x", "y", "w", "h"]
@@ -353,6 +364,8 @@ def test_matching_equals_the_assignment_pair_by_pair(seed: int, monkeypatch: pyt
     expected = _matches_pair_by_pair(frame)
     for chunk in (boxes.PAIR_CHUNK, 7):
         monkeypatch.setattr(boxes, "PAIR_CHUNK", chunk)
-        matches = boxes.match_boxes(frame).matches
+        matching = boxes.match_boxes(frame)
+        matches = matching.matches
         assert sorted(zip(matches["index_a"], matches["index_b"], matches["iou"], strict=True)) == expected
         assert list(matches["index_a"]) == sorted(matches["index_a"])
+    _assert_label_scopes_filter_the_strings(matching)  # with label conflicts among the matches
