@@ -33,6 +33,7 @@ from labelops.schema import (
     GOLD_SCHEMA,
     ITEM_CORE_SCHEMA,
     PREDICTION_CORE_SCHEMA,
+    answer_batches,
     arrow_type_of,
     conform,
     conform_table,
@@ -228,12 +229,17 @@ def content_ids(frame: pd.DataFrame) -> pd.api.extensions.ExtensionArray:
 
 
 def content_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """Identity by content: a 64-bit hash of (annotator, item, kind, label, geometry).
+    """Identity by content: a 64-bit hash of (annotator, item, kind, label, geometry), and for an answer to
+    one of our relabel tasks, of its batch too.
 
     Coordinates are compared to a hundredth of a pixel, so the same judgment converted
     twice from percentages (Label Studio) or re-exported by a tool hashes the same, while
     a box moved by a pixel is a new judgment. Attributes, file names and refs are not part
-    of the identity: the same export under two names is the same set of judgments.
+    of the identity: the same export under two names is the same set of judgments. The
+    relabel batch is: a labeler who answers a later request as they answered an earlier one
+    (or a honeypot of the same item) gives a new answer, which must supersede, not a copy
+    (the item would wait for its answer until the request lapsed). The hashes of rows that
+    answer no batch are those of the judgment alone, as they always were.
     """
     if frame.empty:
         return np.empty(0, dtype=np.uint64)
@@ -253,7 +259,16 @@ def content_hashes(frame: pd.DataFrame) -> np.ndarray:
             "points": _hashable(pd.Series(pc.fill_null(pc.binary_join(as_text, ","), ""))),
         }
     )
-    return pd.util.hash_pandas_object(keyed, index=False, categorize=False).to_numpy()
+    hashes = pd.util.hash_pandas_object(keyed, index=False, categorize=False).to_numpy()
+    if "attributes" not in frame:
+        return hashes
+    batch = answer_batches(frame["attributes"])
+    answers = np.flatnonzero(batch.notna().to_numpy())
+    if len(answers):
+        with_batch = pd.DataFrame({"judgment": hashes[answers], "batch": batch.iloc[answers].to_numpy(dtype=object)})
+        hashes = hashes.copy()  # pandas' result is read-only
+        hashes[answers] = pd.util.hash_pandas_object(with_batch, index=False).to_numpy()
+    return hashes
 
 
 def _hashable(column: pd.Series, missing: str | None = None) -> pd.Categorical:

@@ -10,6 +10,12 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+from labelops.columns import extract
+
+# An answer to one of our relabel tasks names its batch in its attributes (the task's data.batch_id, kept by the
+# Label Studio reader; honeypots carry none: their answers are ordinary judgments).
+ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'
+
 ANNOTATION_SCHEMA = pa.schema(
     [
         pa.field("annotation_id", pa.string(), nullable=False),
@@ -31,8 +37,9 @@ ANNOTATION_SCHEMA = pa.schema(
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_ref", pa.string(), nullable=False),
         pa.field("export_date", pa.date32()),
-        # Identity by content: a hash of (annotator, item, kind, label, geometry), and for a judgment
-        # delivered before (in this file, another file of the day, or an earlier day) the id of its first copy.
+        # Identity by content: a hash of (annotator, item, kind, label, geometry; for an answer to a relabel task,
+        # its batch), and for a judgment delivered before (in this file, another file of the day, or an earlier
+        # day) the id of its first copy.
         pa.field("content_id", pa.string()),
         pa.field("duplicate_of", pa.string()),
     ]
@@ -136,3 +143,8 @@ def arrow_type_of(column: pd.Series) -> pa.DataType:
     if pd.api.types.is_numeric_dtype(column):
         return pa.float64()
     return pa.string()
+
+
+def answer_batches(attributes: pd.Series) -> pd.Series:
+    """The relabel batch each row answers (text), missing for every other row."""
+    return extract(attributes, ANSWER_BATCH, '"batch_id":"relabel-')

@@ -50,8 +50,8 @@ from labelops.consensus import AnnotatorModel
 from labelops.guidelines import GuidelineSet
 from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
+from labelops.schema import answer_batches
 
-ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'  # attributes of an answer to one of our relabel tasks
 VOTE_COLUMNS = [
     "item_id",
     "annotation_id",
@@ -157,7 +157,7 @@ def votes_of(validated: pd.DataFrame) -> pd.DataFrame:
     """The day's validated annotations as votes: answers to our relabel batches name their batch."""
     if validated.empty:
         return empty_votes()
-    answer = extract(validated["attributes"], ANSWER_BATCH, '"batch_id":"relabel-')
+    answer = answer_batches(validated["attributes"])
     votes = validated.assign(
         answer_to=answer.astype(object).where(answer.notna(), None),
         superseded_by=None,

@@ -141,6 +141,62 @@ def test_an_answer_supersedes_the_kinds_it_covers_and_one_reviewer_decides() -> 
     }
 
 
+def test_the_same_answer_to_a_later_request_is_a_new_answer_and_a_redelivered_one_a_copy(tmp_path: Path) -> None:
+    """A reviewer who answers a second request for an item as they answered the first (or as they answered it
+    as a honeypot) gives a new answer: it supersedes, and the item's latest request is answered. The first
+    answer delivered again (a project exported whole each day) stays a copy."""
+    store = LocalStore(tmp_path)
+    ordinary = [
+        box("a", "u1", "car", 10, DAYS[0]),
+        box("a", "u2", "car", 11, DAYS[0]),
+        box("g", "u1", "car", 10, DAYS[0]),
+    ]
+    first_answer = box("a", "reviewer", "bus", 300, DAYS[1], batch=f"relabel-{DAYS[0]}")
+    honeypot = box("g", "reviewer", "bus", 300, DAYS[1])  # a honeypot's answer names no batch
+    days = [
+        ordinary,
+        [first_answer, honeypot],
+        [  # the same answers again: to the new requests, and the first delivered once more
+            {**first_answer, "export_date": date.fromisoformat(DAYS[2]), "annotation_id": "a-again"},
+            box("a", "reviewer", "bus", 300, DAYS[2], batch=f"relabel-{DAYS[1]}"),
+            box("g", "reviewer", "bus", 300, DAYS[2], batch=f"relabel-{DAYS[1]}"),
+        ],
+    ]
+    votes, marked = state.empty_votes(), pd.DataFrame()
+    for day, rows in zip(DAYS, days, strict=True):
+        frame = pd.DataFrame(rows).assign(points=None)
+        marked = ingest.mark_duplicates(frame, ingest.known_judgments(store, day))
+        ingest.record_judgments(store, day, marked)
+        fresh = marked[marked["duplicate_of"].isna()].drop(columns=["points", "duplicate_of"])
+        votes = state.fold_votes(votes, fresh, marked[marked["duplicate_of"].notna()])
+    assert marked["duplicate_of"].tolist() == [first_answer["annotation_id"], None, None]
+    assert marked["content_id"].nunique() == 3
+    judgments = pd.DataFrame(days[1]).assign(points=None)  # rows that answer no batch keep the judgment's id
+    without = ingest.content_ids(judgments.drop(columns="attributes"))
+    assert ingest.content_ids(judgments)[1] == without[1] and ingest.content_ids(judgments)[0] != without[0]
+    live = state.current(votes)
+    assert live.groupby("item_id")["answer_to"].agg(list).to_dict() == {
+        "a": [f"relabel-{DAYS[1]}"],
+        "g": [f"relabel-{DAYS[1]}"],
+    }
+    labels, _ = state.consensus(
+        votes,
+        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+        pd.Series(["a", "g"]),
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+        day=DAYS[2],
+    )
+    requested = pd.DataFrame(
+        {"item_id": ["a", "a", "g"], "batch_id": [f"relabel-{DAYS[0]}", *[f"relabel-{DAYS[1]}"] * 2]}
+    ).assign(sent_on=lambda f: f["batch_id"].str.removeprefix("relabel-"))
+    items = state.item_state(votes, labels, requested, pd.Series(dtype=object))
+    assert items.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
+        "a": "answered",
+        "g": "answered",
+    }
+
+
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory):
     """Two nights: ordinary labels of four items, a relabel request for two, their answers the next day."""
