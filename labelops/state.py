@@ -368,7 +368,8 @@ def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> 
 
 def _superseded(votes: pd.DataFrame) -> pd.Series:
     """For each judgment, the answer batch that supersedes it (None for most): only items with an answer can
-    have one, so only their judgments are looked at."""
+    have one, so only their judgments are looked at. An answered item keeps its answer's labels of the kinds
+    the answer covers until a later answer, whatever ordinary rounds deliver after it."""
     out = pd.Series(None, index=votes.index, dtype=object)
     answered_items = votes.loc[votes["answer_to"].notna(), "item_id"]
     if answered_items.empty:
@@ -383,14 +384,17 @@ def _superseded(votes: pd.DataFrame) -> pd.Series:
     day = rows["export_date"].astype(str).to_numpy()
     cutoff = answer_day.fillna("").astype(str).to_numpy()
     answer = is_answer.to_numpy()
-    superseded = answered & ((~answer & (day <= cutoff)) | (answer & (day < cutoff)))
+    # an answer is final for its kinds: ordinary judgments of them, earlier or later, no longer count; an earlier
+    # answer gives way to the latest
+    superseded = answered & (~answer | (day < cutoff))
     out.loc[rows.index] = key.map(latest["answer_to"]).astype(object).where(superseded, None)
     return out
 
 
 def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.DataFrame | None) -> pd.DataFrame:
     """Mark ``replaced_on`` the earlier judgments of a tool annotation delivered again today whose content
-    today's version no longer holds (the version is today's new judgments plus the copies of unchanged ones)."""
+    today's version no longer holds (the version is today's new judgments plus the copies of unchanged ones),
+    and clear it from those today's version holds again (an edit undone in the tool)."""
     versions = [today.loc[today["annotation_key"].notna(), ["annotation_key", "content_id", "export_date"]]]
     if copies is not None and len(copies):
         copied = copies[copies["duplicate_of"].notna()]
@@ -410,13 +414,11 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
     day = str(version["export_date"].max())
     kept = version["annotation_key"] + "\x1f" + version["content_id"].astype(str)
     pair = combined["annotation_key"].astype(str) + "\x1f" + combined["content_id"].astype(str)
-    replaced = (
-        isin(combined["annotation_key"], version["annotation_key"])
-        & ~isin(pair, kept)
-        & (combined["export_date"].astype(str) < day).to_numpy()
-        & combined["replaced_on"].isna().to_numpy()
-    )
-    combined["replaced_on"] = combined["replaced_on"].astype(object).where(~replaced, day)
+    delivered, in_version = isin(combined["annotation_key"], version["annotation_key"]), isin(pair, kept)
+    replaced_on = combined["replaced_on"].isna().to_numpy()
+    replaced = delivered & ~in_version & (combined["export_date"].astype(str) < day).to_numpy() & replaced_on
+    restored = delivered & in_version & ~replaced_on  # an edit reverted: the earlier version counts again
+    combined["replaced_on"] = combined["replaced_on"].astype(object).where(~replaced, day).where(~restored, None)
     return combined
 
 
@@ -487,13 +489,13 @@ def consensus(
 ) -> tuple[pd.DataFrame, AnnotatorModel | None]:
     """Current consensus rows of every item, and the annotator model they were labeled with.
 
-    Boxes are fused again for the items the day touched (ordinary rounds with the box quorum, answered items with
-    ``answer_quorum``); the others keep their boxes from ``previous_items`` (the previous state). Scene labels:
+    Boxes are fused again for the items the day touched (ordinary rounds with the box quorum, the kinds an answer
+    covers with ``answer_quorum``); the others keep their boxes from ``previous_items`` (the previous state). Scene labels:
     when a fit is due (:func:`refit_due`, or the day's judgments use a class the kept ``model`` never saw),
     Dawid-Skene over every current vote, which becomes the model (stamped ``day``); otherwise the kept model
     labels the touched and gold items (one E-step each) and the other items keep their labels. Majority vote,
-    local to an item, labels the touched items alone (every item on a switch from Dawid-Skene). Answered items
-    take their answers' majority."""
+    local to an item, labels the touched items alone (every item on a switch from Dawid-Skene). The kinds an
+    answer covers take its majority."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
     every_scene, box = _equal(votes, "kind", "classification"), _equal(votes, "kind", "bbox")
     on_touched = _among(votes, "item_id", touched_ids)
@@ -509,10 +511,12 @@ def consensus(
     counted = live & (scene | (box & on_touched))  # boxes only of the touched items
     kept_model = None if fit else model
     answers = counted & _present(votes, "answer_to")
-    if answers.any():
-        answered = counted & _among(votes, "item_id", _rows(votes, answers, ["item_id"])["item_id"].unique())
-    else:
-        answered = answers
+    answered = np.zeros_like(answers)
+    for kind in (every_scene, box):  # the kinds an item's answer covers; its other kinds keep the ordinary quorum
+        if (answers & kind).any():
+            answered |= (
+                counted & kind & _among(votes, "item_id", _rows(votes, answers & kind, ["item_id"])["item_id"].unique())
+            )
     tables, learned = [], kept_model
     for rows, quorum, method in (
         (counted & ~answered, config.box_quorum, config.method),

@@ -141,6 +141,67 @@ def test_an_answer_supersedes_the_kinds_it_covers_and_one_reviewer_decides() -> 
     }
 
 
+def scene_vote(item: str, who: str, label: str, day: str, batch: str | None = None) -> dict:
+    return {
+        **box(item, who, label, np.nan, day, batch),
+        "kind": "classification",
+        "y": np.nan,
+        "w": np.nan,
+        "h": np.nan,
+    }
+
+
+def test_an_answer_stays_final_for_its_kinds_and_leaves_the_others_to_the_ordinary_quorum() -> None:
+    """Ordinary judgments delivered after an answer do not reopen the kinds it covers (the state keeps the
+    answer's labels only); the kinds it does not cover keep the box quorum of 2."""
+    answer = f"relabel-{DAYS[0]}"
+    days = [
+        [
+            scene_vote("s", "a1", "urban", DAYS[0]),
+            scene_vote("s", "a2", "urban", DAYS[0]),
+            box("s", "a1", "car", 10, DAYS[0]),
+            box("s", "a2", "car", 11, DAYS[0]),
+            scene_vote("q", "a1", "urban", DAYS[0]),
+            scene_vote("q", "a2", "urban", DAYS[0]),
+            box("q", "a1", "car", 100, DAYS[0]),  # one annotator's box: under the quorum
+        ],
+        [
+            scene_vote("s", "reviewer", "highway", DAYS[1], answer),
+            box("s", "reviewer", "truck", 300, DAYS[1], answer),
+            scene_vote("q", "reviewer", "urban", DAYS[1], answer),  # a scene answer only
+        ],
+        [  # an ordinary round after the answer
+            scene_vote("s", "a3", "residential", DAYS[2]),
+            scene_vote("s", "a4", "residential", DAYS[2]),
+            scene_vote("s", "a5", "residential", DAYS[2]),
+            box("s", "a3", "bus", 500, DAYS[2]),
+        ],
+    ]
+    votes = state.empty_votes()
+    for rows in days:
+        votes = state.fold_votes(votes, validated(rows))
+    live = state.current(votes)
+    assert live[live["item_id"] == "s"][["annotator_id", "label"]].values.tolist() == [
+        ["reviewer", "highway"],
+        ["reviewer", "truck"],
+    ]
+    later = votes[votes["export_date"] == DAYS[2]]
+    assert (later["superseded_by"] == answer).all()  # kept as lineage
+    labels, _ = state.consensus(
+        votes,
+        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+        pd.Series(["s", "q"]),
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+        day=DAYS[2],
+    )
+    assert sorted(map(tuple, labels[["item_id", "kind", "label"]].values.tolist())) == [
+        ("q", "classification", "urban"),  # no box: a1's car alone does not reach the quorum of 2
+        ("s", "bbox", "truck"),
+        ("s", "classification", "highway"),
+    ]
+
+
 def test_the_same_answer_to_a_later_request_is_a_new_answer_and_a_redelivered_one_a_copy(tmp_path: Path) -> None:
     """A reviewer who answers a second request for an item as they answered the first (or as they answered it
     as a honeypot) gives a new answer: it supersedes, and the item's latest request is answered. The first

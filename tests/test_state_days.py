@@ -202,7 +202,8 @@ def ls_task(task: int, item: str, annotations: list[tuple[int, int, str, list[tu
 
 def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(tmp_path: Path) -> None:
     """Teams export the whole Label Studio project every day: unchanged annotations come again (copies), and an
-    annotation edited since replaces its earlier version instead of voting a second time."""
+    annotation edited since replaces its earlier version instead of voting a second time; an edit undone
+    brings the earlier version back."""
     store = LocalStore(tmp_path / "landing")
     store.write_bytes(
         f"items/{DAYS[0]}/items.csv",
@@ -242,6 +243,25 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
     assert live.groupby("annotator_id").size().to_dict() == {"1": 5, "2": 3}  # 3 on img-0 and 2 on img-1; 3
     quarantined = pd.read_parquet(tmp_path / "warehouse" / "tables" / "quarantined_annotations" / f"{DAYS[1]}.parquet")
     assert quarantined["duplicate_of"].notna().sum() == 5  # the unchanged judgments, delivered again
+    # the edit undone the next day: the first version counts again, the edited one no longer
+    reverted = [
+        first[0] | {"annotations": [a | {"updated_at": f"{DAYS[2]}T08:00:00Z"} for a in first[0]["annotations"]]}
+    ]
+    store.write_bytes(f"exports/{DAYS[2]}/project-3.json", json.dumps(reverted + edited[1:]).encode())
+    night(resources, instance, DAYS[2])
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[2]}.parquet")
+    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    mine = live[(live["item_id"] == "img-0") & (live["annotator_id"] == "1")].sort_values(["kind", "label"])
+    assert mine[["kind", "label", "export_date"]].astype(str).values.tolist() == [
+        ["bbox", "bus", DAYS[0]],
+        ["bbox", "car", DAYS[0]],
+        ["classification", "urban", DAYS[0]],
+    ]
+    assert votes.loc[votes["replaced_on"].notna(), ["label", "replaced_on"]].values.tolist() == [["truck", DAYS[2]]]
+    assert len(votes) == 9 and live.groupby("annotator_id").size().to_dict() == {"1": 5, "2": 3}
+    state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[2]}.parquet")
+    boxes = state[(state["item_id"] == "img-0") & (state["kind"] == "bbox")]
+    assert sorted(boxes["label"]) == ["bus", "car"] and boxes["support"].eq(2).all()  # both annotators again
 
 
 def test_the_state_sensor_leaves_half_written_days_to_their_own_runs() -> None:
