@@ -48,6 +48,14 @@ BAD_FILES = {
         lambda good: b"item_id,annotator_id,label,x,y,w,h\na,u1,car,1,2,3,4\nb,u1,car,1,2,three,4\n",
         r"wrong_types.csv: line 3: column 'w' holds 'three', not a number",
     ),
+    "no_annotator.csv": (
+        lambda good: b"item_id,annotator_id,label\nimg-1,w1,car\nimg-1,,car\nimg-3,w2,urban\n",
+        r"no_annotator.csv: line 3: empty annotator_id",
+    ),
+    "no_item.csv": (
+        lambda good: b"item_id,annotator_id,label\nimg-1,w1,car\n  ,w1,car\n",
+        r"no_item.csv: line 3: empty item_id",
+    ),
     "mystery.bin": (lambda good: b"\x89PNG\r\n\x1a\n....", r"mystery.bin: unknown export format"),
     "empty.json": (lambda good: b"", r"empty.json: the file is empty"),
     "blank.csv": (lambda good: b"  \n\n", r"blank.csv: the file is empty"),

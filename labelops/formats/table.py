@@ -216,9 +216,10 @@ def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> P
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ExportError(source_file, f"missing column(s) {missing}; columns are {list(frame.columns)[:12]}")
-    empty_ids = frame["item_id"].isna() | (frame["item_id"].astype(str).str.strip() == "")
-    if empty_ids.any():
-        raise ExportError(source_file, f"line {frame.index[empty_ids][0]}: empty item_id")
+    for column in ("item_id", "annotator_id") if require_annotator else ("item_id",):
+        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if empty.any():
+            raise ExportError(source_file, f"line {frame.index[empty][0]}: empty {column}")
 
     has_box = all(c in frame.columns for c in BOX)
     numbers: dict[str, np.ndarray] = {}
