@@ -56,6 +56,14 @@ BAD_FILES = {
         lambda good: b"item_id,annotator_id,label\nimg-1,w1,car\n  ,w1,car\n",
         r"no_item.csv: line 3: empty item_id",
     ),
+    "label_studio_export.csv": (  # the header of Label Studio's own CSV export, one box region as JSON text
+        lambda good: (
+            b"annotation_id,annotator,created_at,id,image,label,lead_time,updated_at\n"
+            b'501,carol@x.com,2024-06-04T09:00:00Z,101,/data/upload/2/img-1.jpg,"[{""x"": 5, ""y"": 10, '
+            b'""width"": 10, ""height"": 20, ""rectanglelabels"": [""car""]}]",3.2,2024-06-04T09:00:00Z\n'
+        ),
+        r"label_studio_export.csv: a Label Studio CSV/TSV export, .* export the project as JSON",
+    ),
     "mystery.bin": (lambda good: b"\x89PNG\r\n\x1a\n....", r"mystery.bin: unknown export format"),
     "empty.json": (lambda good: b"", r"empty.json: the file is empty"),
     "blank.csv": (lambda good: b"  \n\n", r"blank.csv: the file is empty"),
@@ -180,3 +188,10 @@ def test_oversized_file_is_refused_before_reading(real: Path, tmp_path: Path) ->
     store.write_bytes(f"exports/{DAY}/big.json", (real / GOOD_LS).read_bytes())
     result = ingest.read_exports(store, DAY, policy=ingest.ReadPolicy(max_file_bytes=100))
     assert result.ledger["error"].iloc[0].startswith(f"exports/{DAY}/big.json: file is ")
+
+
+def test_a_real_label_studio_csv_export_is_refused_with_what_to_do(real: Path) -> None:
+    """The label-studio-converter's own CSV export fixture (tab-separated, as Label Studio writes it)."""
+    path = real / "label-studio-converter/tests/data/test_export_csv/csv_test2_result.csv"
+    with pytest.raises(ExportError, match=r"a Label Studio CSV/TSV export, .* export the project as JSON"):
+        parse_file("exports/2024-06-05/project-4.csv", path.read_bytes())

@@ -210,8 +210,20 @@ def numeric_column(source_file: str, frame: pd.DataFrame, column: str) -> np.nda
         ) from None
 
 
+# Columns only Label Studio's CSV/TSV export writes beside the annotation id (the time spent on the annotation).
+LABEL_STUDIO_TABLE = {"annotation_id", "lead_time"}
+
+
 def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> Parsed:
     frame = rename_aliases(source_file, read_frame(source_file, data))
+    if LABEL_STUDIO_TABLE <= set(frame.columns):
+        # read as a table, its regions would become labels made of JSON text, all quarantined: a blocking check
+        # would then hold back the whole day
+        raise ExportError(
+            source_file,
+            "a Label Studio CSV/TSV export, which flattens each region into JSON text without the image sizes; "
+            "export the project as JSON (Export -> JSON) instead",
+        )
     required = ["item_id", "label"] + (["annotator_id"] if require_annotator else [])
     missing = [c for c in required if c not in frame.columns]
     if missing:
