@@ -38,6 +38,7 @@ from labelops.schema import (
     conform,
     conform_table,
     normalize_item_ids,
+    tool_annotations,
 )
 from labelops.storage import FileInfo, StorageUnavailableError, Store, readable
 from labelops.warehouse import JUDGMENTS, PARSED, outbox
@@ -457,6 +458,7 @@ def read_exports(
         frames.append(frame)
         rows.append(_ok_row(unit.name, parsed.format, len(frame), parsed.skipped))
     table_ = pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), ANNOTATION_SCHEMA)
+    table_, rows = _latest_versions(table_, rows)
     exports = Ingested(table=table_, ledger=_ledger(rows))
     if protect is not None:
         exports = protect(exports)
@@ -464,6 +466,42 @@ def read_exports(
     copies = table_.loc[table_["duplicate_of"].notna(), "source_file"].value_counts()
     ledger = exports.ledger.assign(duplicates=exports.ledger["source_file"].map(copies).fillna(0).astype("int64"))
     return Ingested(table=table_, ledger=ledger)
+
+
+def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+    """Of a Label Studio annotation delivered in several files of the day (the project exported at 10:00 and
+    again at 18:00, edited in between), only the latest version (``annotated_at``, the annotation's
+    ``updated_at``) is read; the older ones are counted as skipped in their files' ledger rows, as within one
+    export. Otherwise both versions would vote: an edit across days replaces its earlier version in the label
+    state, but two versions of one day are both new. The same version in two files stays a copy."""
+    tool_files = {r["source_file"] for r in rows if r["status"] == "ok" and r["format"] == "label_studio"}
+    if len(tool_files) < 2:
+        return table, rows
+    ids = tool_annotations(table["source_ref"])
+    keyed = np.flatnonzero(ids.notna().to_numpy())
+    part = pd.DataFrame(
+        {
+            "key": (table["item_id"].iloc[keyed].astype(str) + "|" + ids.iloc[keyed].astype(str)).to_numpy(),
+            "file": table["source_file"].iloc[keyed].to_numpy(dtype=object),
+            "time": table["annotated_at"].iloc[keyed].to_numpy(),
+        }
+    )
+    versions = part.groupby(["key", "file"], sort=False)["time"].max().reset_index()
+    latest = versions.groupby("key")["time"].transform("max")
+    older = versions[(versions["time"] < latest) | (versions["time"].isna() & latest.notna())]
+    if older.empty:
+        return table, rows
+    dropped = part.merge(older[["key", "file"]].assign(drop=True), on=["key", "file"], how="left")["drop"]
+    drop = np.zeros(len(table), dtype=bool)
+    drop[keyed[dropped.eq(True).to_numpy()]] = True
+    counts = table["source_file"][drop].value_counts()
+    for row in rows:
+        n = int(counts.get(row["source_file"], 0))
+        if n:
+            skipped = json.loads(row["skipped"])
+            skipped["superseded annotation version"] = skipped.get("superseded annotation version", 0) + n
+            row.update(rows=row["rows"] - n, skipped=json.dumps(skipped, sort_keys=True))
+    return table[~drop].reset_index(drop=True), rows
 
 
 def read_gold(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy(), cache: Store | None = None) -> Ingested:

@@ -15,6 +15,8 @@ from labelops.columns import extract
 # An answer to one of our relabel tasks names its batch in its attributes (the task's data.batch_id, kept by the
 # Label Studio reader; honeypots carry none: their answers are ordinary judgments).
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'
+# A Label Studio annotation's own ids (task and annotation), which its readers put first in ``source_ref``.
+TOOL_ANNOTATION = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"
 
 ANNOTATION_SCHEMA = pa.schema(
     [
@@ -148,3 +150,9 @@ def arrow_type_of(column: pd.Series) -> pa.DataType:
 def answer_batches(attributes: pd.Series) -> pd.Series:
     """The relabel batch each row answers (text), missing for every other row."""
     return extract(attributes, ANSWER_BATCH, '"batch_id":"relabel-')
+
+
+def tool_annotations(source_ref: pd.Series) -> pd.Series:
+    """The Label Studio annotation (``task=…/annotation=…``) each row belongs to (text), missing for rows of
+    other tools, which give their annotations no ids that last across exports."""
+    return extract(source_ref, TOOL_ANNOTATION, "task=")

@@ -31,7 +31,6 @@ from pandas.api.extensions import take
 from labelops import quality
 from labelops.columns import (
     day_text,
-    extract,
     first_rows,
     group_starts,
     isin,
@@ -50,7 +49,7 @@ from labelops.consensus import AnnotatorModel
 from labelops.guidelines import GuidelineSet
 from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
-from labelops.schema import answer_batches
+from labelops.schema import answer_batches, tool_annotations
 
 VOTE_COLUMNS = [
     "item_id",
@@ -73,7 +72,6 @@ VOTE_COLUMNS = [
     "remapped_from",
     "needs_relabel",
 ]
-TOOL_ANNOTATION = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"  # a Label Studio annotation's own ids, in source_ref
 STATUSES = ("labeled", "answered", "relabel_requested", "needs_relabel", "in_review", "no_consensus")
 
 
@@ -143,7 +141,7 @@ def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     (Label Studio's task and annotation ids, kept in ``source_ref``); None elsewhere."""
     if frame.empty:
         return pd.Series(dtype=object, index=frame.index)
-    ids = extract(frame["source_ref"], TOOL_ANNOTATION, "task=")
+    ids = tool_annotations(frame["source_ref"])
     keys = pd.Series(np.full(len(frame), None, dtype=object), index=frame.index)
     tool = ids.notna().to_numpy()
     if tool.any():  # keyed rows only: a day of vendor CSVs has none, and joining its million texts cost 0.13 s

@@ -272,3 +272,26 @@ def test_the_state_sensor_leaves_half_written_days_to_their_own_runs() -> None:
     assert first_stale_day(running) is None  # DAYS[1]'s run has not written label_state yet
     rerun = {index: {DAYS[0]: 7, DAYS[1]: 5}, votes: {DAYS[0]: 8, DAYS[1]: 6}, labels: {DAYS[0]: 9, DAYS[1]: 4}}
     assert first_stale_day(rerun) == (DAYS[1], 9)
+
+
+def test_two_exports_of_one_project_on_one_day_count_the_latest_version(tmp_path: Path) -> None:
+    """The project exported at 10:00 and again at 18:00, an annotation edited in between: its 18:00 version is
+    read, the 10:00 one counted as skipped; the unchanged annotation is a copy, as always."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    unchanged = (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)])
+    morning = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)]), unchanged])]
+    evening = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T17:00:00Z", [("car", 10.0), ("truck", 50.0)]), unchanged])]
+    store.write_bytes(f"exports/{DAYS[0]}/project-3-1000.json", json.dumps(morning).encode())
+    store.write_bytes(f"exports/{DAYS[0]}/project-3-1800.json", json.dumps(evening).encode())
+    night(demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral(), DAYS[0])
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[0]}.parquet")
+    mine = votes[votes["annotator_id"] == "1"].sort_values(["kind", "label"])
+    assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
+    assert len(votes) == 6 and votes["replaced_on"].isna().all()  # 3 + 3: nothing votes twice
+    ledger = pd.read_csv(tmp_path / "warehouse" / "ledgers" / "label_exports" / f"{DAYS[0]}.csv").set_index(
+        "source_file"
+    )
+    morning_row = ledger.loc[f"exports/{DAYS[0]}/project-3-1000.json"]
+    assert morning_row["rows"] == 3 and json.loads(morning_row["skipped"]) == {"superseded annotation version": 3}
+    assert ledger.loc[f"exports/{DAYS[0]}/project-3-1800.json", ["rows", "duplicates"]].tolist() == [6, 3]
