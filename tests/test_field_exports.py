@@ -191,6 +191,32 @@ def test_label_studio_latest_version_wins_wherever_it_stands(tmp_path: Path) -> 
         assert json.loads(result.ledger["skipped"].iloc[0])["superseded annotation version"] == 2
 
 
+def test_an_annotation_submitted_empty_is_counted_by_every_reader(tmp_path: Path) -> None:
+    """ "Nothing to label" in Label Studio: an annotation with no result is no judgment, but it is an input record,
+    so the ledger counts it, whichever of the three readers takes the file."""
+    from labelops.formats import label_studio, label_studio_arrow, label_studio_typed
+
+    document = [
+        ls_task(1, "img-1", [ls_annotation(11, 1, "2024-06-12T09:00:00Z", "urban", [("car", 5.0)])]),
+        ls_task(2, "img-2", [ls_annotation(21, 1, "2024-06-12T09:00:00Z", None, []), {"id": 22, "completed_by": 2}]),
+    ]
+    data = json.dumps(document).encode()
+    readers = {
+        "general": lambda: label_studio.parse("p.json", json.loads(data), {}),
+        "arrow": lambda: label_studio_arrow.parse("p.json", data, {}),
+        "typed": lambda: label_studio_typed.parse("p.json", data, {}),
+    }
+    skipped = {}
+    for name, read in readers.items():
+        parsed = read()
+        assert parsed is not None and len(parsed.objects) == 2, name
+        skipped[name] = dict(parsed.skipped)
+    assert skipped["general"]["empty annotation"] == 2 and skipped["general"] == skipped["arrow"] == skipped["typed"]
+    landing = LocalStore(tmp_path)
+    landing.write_bytes(f"exports/{DAY}/p.json", data)
+    assert json.loads(ingest.read_exports(landing, DAY).ledger["skipped"].iloc[0]) == skipped["general"]
+
+
 def coco(annotations: list[dict[str, Any]]) -> bytes:
     return json.dumps(
         {

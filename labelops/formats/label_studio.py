@@ -190,6 +190,8 @@ class _Annotations:
             if not isinstance(results, list):
                 ref = f"task={task_id}/annotation={annotation.get('id')}"
                 raise ExportError(source_file, f"{ref}: 'result' is not a list")
+            if not results:  # submitted with nothing drawn or chosen: no judgment, but counted
+                parsed.skip("empty annotation", 1)
             self.annotations.append(annotation)
             self.results.append(results)
             self.task.append(place)

@@ -169,6 +169,9 @@ def _read(source_file: str, table: pa.Table) -> Parsed:
         parsed.skip("cancelled annotation", int(np.maximum(lengths[cancelled], 1).sum()))
         keep = pa.array(~cancelled)
         annotations, results, task_of = annotations.filter(keep), results.filter(keep), task_of[~cancelled]
+        lengths = lengths[~cancelled]
+    if (lengths == 0).any():  # submitted with nothing drawn or chosen: no judgment, but counted
+        parsed.skip("empty annotation", int((lengths == 0).sum()))
     return _Results(parsed, annotations, results, task_of, task_ids, item_ids, data, batch).parsed()
 
 

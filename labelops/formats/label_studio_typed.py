@@ -194,6 +194,9 @@ def _read(source_file: str, tasks: list[_Task], image_sizes: Mapping[str, tuple[
         task_of = task_of[~np.asarray(flags, dtype=bool)]
     else:
         kept = listed
+    empty = sum(not a.result for a in kept)
+    if empty:  # submitted with nothing drawn or chosen: no judgment, but counted
+        parsed.skip("empty annotation", empty)
     return _Columns(source_file, parsed, kept, task_of, task_ids, item_ids, versions, batches, image_sizes).parsed()
 
 
