@@ -43,6 +43,19 @@ def crowd_votes(frame: pd.DataFrame, day: str) -> pd.DataFrame:
     return out
 
 
+def consensus_of(votes: pd.DataFrame, items: pd.Series, day: str) -> pd.DataFrame:
+    """The state's consensus of ``items`` on ``day``: no previous state, no gold, the default settings."""
+    labels, _ = state.consensus(
+        votes,
+        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+        items,
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+        day=day,
+    )
+    return labels
+
+
 def test_rounds_on_different_days_pool_into_one_dawid_skene_fit() -> None:
     frame, _ = snow("rte")
     day_of = pd.util.hash_pandas_object(frame[["item_id", "annotator_id"]], index=False).to_numpy() % 3  # seeded rule
@@ -51,14 +64,7 @@ def test_rounds_on_different_days_pool_into_one_dawid_skene_fit() -> None:
         votes = state.fold_votes(votes, crowd_votes(frame[day_of == n], day))
     assert len(votes) == len(frame) == 8000 and votes["superseded_by"].isna().all()
     assert sorted(votes.groupby("export_date").size()) == sorted(np.bincount(day_of).tolist())
-    pooled, _ = state.consensus(
-        votes,
-        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
-        votes["item_id"],
-        pd.DataFrame(columns=["item_id", "kind", "label"]),
-        state.StateConfig(),
-        day=DAYS[2],
-    )
+    pooled = consensus_of(votes, votes["item_id"], DAYS[2])
     one_day = ds.dawid_skene(Votes.from_frame(frame)).table(Votes.from_frame(frame)).set_index("item_id")
     pooled = pooled.set_index("item_id").loc[one_day.index]
     assert (pooled["label"] == one_day["label"]).all()
@@ -123,14 +129,7 @@ def test_an_answer_supersedes_the_kinds_it_covers_and_one_reviewer_decides() -> 
     assert sorted(live.loc[live["item_id"] == "a", "label"]) == ["bus", "urban"]  # boxes replaced, scene kept
     assert set(votes.loc[votes["superseded_by"].notna(), "annotation_id"]) == set(first["annotation_id"][:4])
     assert (votes["superseded_by"].dropna() == f"relabel-{DAYS[0]}").all()
-    labels, _ = state.consensus(
-        votes,
-        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
-        answer["item_id"],
-        pd.DataFrame(columns=["item_id", "kind", "label"]),
-        state.StateConfig(),
-        day=DAYS[1],
-    )
+    labels = consensus_of(votes, answer["item_id"], DAYS[1])
     boxes_of_a = labels[(labels["item_id"] == "a") & (labels["kind"] == "bbox")]
     assert boxes_of_a[["label", "x", "support"]].values.tolist() == [["bus", 300.0, 1.0]]  # no quorum of two
     requested = pd.DataFrame({"item_id": ["a", "b"], "batch_id": f"relabel-{DAYS[0]}", "sent_on": DAYS[0]})
@@ -187,14 +186,7 @@ def test_an_answer_stays_final_for_its_kinds_and_leaves_the_others_to_the_ordina
     ]
     later = votes[votes["export_date"] == DAYS[2]]
     assert (later["superseded_by"] == answer).all()  # kept as lineage
-    labels, _ = state.consensus(
-        votes,
-        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
-        pd.Series(["s", "q"]),
-        pd.DataFrame(columns=["item_id", "kind", "label"]),
-        state.StateConfig(),
-        day=DAYS[2],
-    )
+    labels = consensus_of(votes, pd.Series(["s", "q"]), DAYS[2])
     assert sorted(map(tuple, labels[["item_id", "kind", "label"]].values.tolist())) == [
         ("q", "classification", "urban"),  # no box: a1's car alone does not reach the quorum of 2
         ("s", "bbox", "truck"),
@@ -240,14 +232,7 @@ def test_the_same_answer_to_a_later_request_is_a_new_answer_and_a_redelivered_on
         "a": [f"relabel-{DAYS[1]}"],
         "g": [f"relabel-{DAYS[1]}"],
     }
-    labels, _ = state.consensus(
-        votes,
-        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
-        pd.Series(["a", "g"]),
-        pd.DataFrame(columns=["item_id", "kind", "label"]),
-        state.StateConfig(),
-        day=DAYS[2],
-    )
+    labels = consensus_of(votes, pd.Series(["a", "g"]), DAYS[2])
     requested = pd.DataFrame(
         {"item_id": ["a", "a", "g"], "batch_id": [f"relabel-{DAYS[0]}", *[f"relabel-{DAYS[1]}"] * 2]}
     ).assign(sent_on=lambda f: f["batch_id"].str.removeprefix("relabel-"))
