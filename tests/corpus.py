@@ -7,10 +7,11 @@ cancelled annotations, Label Studio annotations updated later, CVAT polylines, L
 and records what every export holds:
 
 - ``rows``: the labels the export must yield (one canonical annotation row each);
-- ``predictions``, ``cancelled``, ``superseded``, ``other``: records that are not labels and must be counted
+- ``predictions``, ``cancelled``, ``superseded``, ``other``, ``empty``: records that are not labels and must be counted
   as skipped in the file ledger. The unit is the one docs/formats-and-validation.md documents: one per model
   prediction, one per cancelled annotation, one per superseded copy of an annotation (an annotation id present twice: the copy
-  with the earlier ``updated_at`` is superseded), one per result type or shape that is not a label. Cancelled
+  with the earlier ``updated_at`` is superseded), one per result type or shape that is not a label, one per
+  Label Studio annotation submitted with no result. Cancelled
   annotations and superseded copies carry at most one result, so a count per annotation and a count per
   result agree.
 - ``judgments``: one row per expected label, with its item, annotator, kind and label.
@@ -82,10 +83,11 @@ class FileTruth:
     cancelled: int = 0
     superseded: int = 0
     other: int = 0
+    empty: int = 0  # Label Studio annotations submitted with no result (an annotator with nothing of these kinds)
 
     @property
     def skipped(self) -> int:
-        return self.predictions + self.cancelled + self.superseded + self.other
+        return self.predictions + self.cancelled + self.superseded + self.other + self.empty
 
     @property
     def records(self) -> int:
@@ -394,6 +396,7 @@ def label_studio(
                     }
                 )
                 truth.other += 1
+            truth.empty += int(not results)
             created = _stamp(spec.day, rng)
             annotations.append(
                 {
