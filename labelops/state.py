@@ -413,9 +413,9 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
     kept = version["annotation_key"] + "\x1f" + version["content_id"].astype(str)
     pair = combined["annotation_key"].astype(str) + "\x1f" + combined["content_id"].astype(str)
     delivered, in_version = isin(combined["annotation_key"], version["annotation_key"]), isin(pair, kept)
-    replaced_on = combined["replaced_on"].isna().to_numpy()
-    replaced = delivered & ~in_version & (combined["export_date"].astype(str) < day).to_numpy() & replaced_on
-    restored = delivered & in_version & ~replaced_on  # an edit reverted: the earlier version counts again
+    unmarked = combined["replaced_on"].isna().to_numpy()
+    replaced = delivered & ~in_version & (combined["export_date"].astype(str) < day).to_numpy() & unmarked
+    restored = delivered & in_version & ~unmarked  # an edit reverted: the earlier version counts again
     combined["replaced_on"] = combined["replaced_on"].astype(object).where(~replaced, day).where(~restored, None)
     return combined
 
