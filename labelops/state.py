@@ -8,7 +8,8 @@ at D-1 folded with day D's validated annotations, in two tables:
   belongs to (``answer_to``: the relabel batch it answers, else an ordinary round) and, when a later answer
   replaced it, ``superseded_by``. Ordinary rounds pool: judgments of one item delivered on different days
   are one vote set. An answer to a relabel or review request supersedes the item's earlier judgments of
-  the kinds it covers (a scene-label answer replaces scene labels, an answer with boxes replaces boxes).
+  what it covers: the objects always (an answer without boxes says the item has none), the scene label when
+  the answer gives one.
 - ``items``: one row per current consensus label of every item (its scene label, its fused boxes), with
   the item's status and lineage (rounds, days, files, judgments that decide it).
 
@@ -364,26 +365,37 @@ def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> 
     return out
 
 
+def _covers(kind: pd.Series) -> pd.Series:
+    """The part of an item's labels a judgment of ``kind`` belongs to: its scene label, or its objects."""
+    return kind.astype(str).eq("classification").map({True: "scene", False: "objects"})
+
+
 def _superseded(votes: pd.DataFrame) -> pd.Series:
     """For each judgment, the answer batch that supersedes it (None for most): only items with an answer can
-    have one, so only their judgments are looked at. An answered item keeps its answer's labels of the kinds
-    the answer covers until a later answer, whatever ordinary rounds deliver after it."""
+    have one, so only their judgments are looked at. An answer always covers the item's objects (a reviewer who
+    deleted every box answered "no objects"); it covers the scene label when it gives one (an image always has a
+    scene, so an answer without one left it as it was). An answered item keeps its answer's labels of what the
+    answer covers until a later answer, whatever ordinary rounds deliver after it."""
     out = pd.Series(None, index=votes.index, dtype=object)
     answered_items = votes.loc[votes["answer_to"].notna(), "item_id"]
     if answered_items.empty:
         return out
     rows = votes[isin(votes["item_id"], answered_items)]
-    key = rows["item_id"].astype(str) + "\x1f" + rows["kind"].astype(str)
+    item, part = rows["item_id"].astype(str) + "\x1f", _covers(rows["kind"])
+    key = item + part
     is_answer = rows["answer_to"].notna()
-    answers = rows[is_answer].assign(key=key[is_answer]).sort_values(["export_date", "answer_to"], kind="stable")
+    given = rows.loc[is_answer, ["export_date", "answer_to"]]
+    answers = pd.concat(
+        [given.assign(key=key[is_answer]), given.assign(key=item[is_answer] + "objects")]  # every answer: objects
+    ).sort_values(["export_date", "answer_to"], kind="stable")
     latest = answers.groupby("key").last()
     answer_day = key.map(latest["export_date"]).astype(object)
     answered = answer_day.notna().to_numpy()
     day = rows["export_date"].astype(str).to_numpy()
     cutoff = answer_day.fillna("").astype(str).to_numpy()
     answer = is_answer.to_numpy()
-    # an answer is final for its kinds: ordinary judgments of them, earlier or later, no longer count; an earlier
-    # answer gives way to the latest
+    # an answer is final for what it covers: ordinary judgments of it, earlier or later, no longer count; an
+    # earlier answer gives way to the latest
     superseded = answered & (~answer | (day < cutoff))
     out.loc[rows.index] = key.map(latest["answer_to"]).astype(object).where(superseded, None)
     return out
@@ -487,13 +499,14 @@ def consensus(
 ) -> tuple[pd.DataFrame, AnnotatorModel | None]:
     """Current consensus rows of every item, and the annotator model they were labeled with.
 
-    Boxes are fused again for the items the day touched (ordinary rounds with the box quorum, the kinds an answer
-    covers with ``answer_quorum``); the others keep their boxes from ``previous_items`` (the previous state). Scene labels:
+    Boxes are fused again for the items the day touched (ordinary rounds with the box quorum, an answered
+    item's with ``answer_quorum`` from its answer alone: none when the answer drew none); the others keep their
+    boxes from ``previous_items`` (the previous state). Scene labels:
     when a fit is due (:func:`refit_due`, or the day's judgments use a class the kept ``model`` never saw),
     Dawid-Skene over every current vote, which becomes the model (stamped ``day``); otherwise the kept model
     labels the touched and gold items (one E-step each) and the other items keep their labels. Majority vote,
-    local to an item, labels the touched items alone (every item on a switch from Dawid-Skene). The kinds an
-    answer covers take its majority."""
+    local to an item, labels the touched items alone (every item on a switch from Dawid-Skene). A scene label an
+    answer gives takes its majority."""
     touched_ids = pd.Series(pd.unique(touched), dtype=object)
     every_scene, box = _equal(votes, "kind", "classification"), _equal(votes, "kind", "bbox")
     on_touched = _among(votes, "item_id", touched_ids)
@@ -510,10 +523,12 @@ def consensus(
     kept_model = None if fit else model
     answers = counted & _present(votes, "answer_to")
     answered = np.zeros_like(answers)
-    for kind in (every_scene, box):  # the kinds an item's answer covers; its other kinds keep the ordinary quorum
-        if (answers & kind).any():
+    # what an item's answer covers (its objects always, its scene label when the answer gives one; _superseded)
+    # takes the answer quorum; a scene label the answer left keeps the ordinary method
+    for kind, answering in ((every_scene, answers & every_scene), (box, answers)):
+        if answering.any():
             answered |= (
-                counted & kind & _among(votes, "item_id", _rows(votes, answers & kind, ["item_id"])["item_id"].unique())
+                counted & kind & _among(votes, "item_id", _rows(votes, answering, ["item_id"])["item_id"].unique())
             )
     tables, learned = [], kept_model
     for rows, quorum, method in (

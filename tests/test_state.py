@@ -150,9 +150,10 @@ def scene_vote(item: str, who: str, label: str, day: str, batch: str | None = No
     }
 
 
-def test_an_answer_stays_final_for_its_kinds_and_leaves_the_others_to_the_ordinary_quorum() -> None:
-    """Ordinary judgments delivered after an answer do not reopen the kinds it covers (the state keeps the
-    answer's labels only); the kinds it does not cover keep the box quorum of 2."""
+def test_an_answer_stays_final_and_an_answer_without_boxes_says_the_item_has_none() -> None:
+    """Ordinary judgments delivered after an answer do not reopen what it covers (the state keeps the answer's
+    labels only). An answer always covers the objects: a reviewer who deleted the boxes answered "no objects",
+    so boxes that had reached the quorum go too. A scene label the answer does not give stays the crowd's."""
     answer = f"relabel-{DAYS[0]}"
     days = [
         [
@@ -162,18 +163,26 @@ def test_an_answer_stays_final_for_its_kinds_and_leaves_the_others_to_the_ordina
             box("s", "a2", "car", 11, DAYS[0]),
             scene_vote("q", "a1", "urban", DAYS[0]),
             scene_vote("q", "a2", "urban", DAYS[0]),
-            box("q", "a1", "car", 100, DAYS[0]),  # one annotator's box: under the quorum
+            box("q", "a1", "car", 100, DAYS[0]),  # two annotators agree: the box reaches the quorum of 2
+            box("q", "a2", "car", 101, DAYS[0]),
+            scene_vote("n", "a1", "highway", DAYS[0]),
+            scene_vote("n", "a2", "highway", DAYS[0]),
+            box("n", "a1", "truck", 50, DAYS[0]),
+            box("n", "a2", "truck", 51, DAYS[0]),
         ],
         [
             scene_vote("s", "reviewer", "highway", DAYS[1], answer),
             box("s", "reviewer", "truck", 300, DAYS[1], answer),
-            scene_vote("q", "reviewer", "urban", DAYS[1], answer),  # a scene answer only
+            scene_vote("q", "reviewer", "urban", DAYS[1], answer),  # the boxes deleted, the scene confirmed
+            box("n", "reviewer", "bus", 70, DAYS[1], answer),  # a box answer only: the scene stays the crowd's
         ],
         [  # an ordinary round after the answer
             scene_vote("s", "a3", "residential", DAYS[2]),
             scene_vote("s", "a4", "residential", DAYS[2]),
             scene_vote("s", "a5", "residential", DAYS[2]),
             box("s", "a3", "bus", 500, DAYS[2]),
+            box("q", "a3", "car", 100, DAYS[2]),
+            box("q", "a4", "car", 100, DAYS[2]),
         ],
     ]
     votes = state.empty_votes()
@@ -184,13 +193,22 @@ def test_an_answer_stays_final_for_its_kinds_and_leaves_the_others_to_the_ordina
         ["reviewer", "highway"],
         ["reviewer", "truck"],
     ]
+    assert live[live["item_id"] == "q"][["annotator_id", "label"]].values.tolist() == [["reviewer", "urban"]]
+    assert sorted(map(tuple, live.loc[live["item_id"] == "n", ["annotator_id", "label"]].values.tolist())) == [
+        ("a1", "highway"),
+        ("a2", "highway"),
+        ("reviewer", "bus"),
+    ]
     later = votes[votes["export_date"] == DAYS[2]]
     assert (later["superseded_by"] == answer).all()  # kept as lineage
-    labels = consensus_of(votes, pd.Series(["s", "q"]), DAYS[2])
-    assert sorted(map(tuple, labels[["item_id", "kind", "label"]].values.tolist())) == [
-        ("q", "classification", "urban"),  # no box: a1's car alone does not reach the quorum of 2
-        ("s", "bbox", "truck"),
-        ("s", "classification", "highway"),
+    labels = consensus_of(votes, pd.Series(["s", "q", "n"]), DAYS[2])
+    support = labels["support"].fillna(0)  # scene labels have none
+    assert sorted(map(tuple, labels[["item_id", "kind", "label"]].assign(support=support).values.tolist())) == [
+        ("n", "bbox", "bus", 1.0),
+        ("n", "classification", "highway", 0.0),
+        ("q", "classification", "urban", 0.0),  # no box: the answer drew none, the crowd's later two do not count
+        ("s", "bbox", "truck", 1.0),
+        ("s", "classification", "highway", 0.0),
     ]
 
 
