@@ -14,7 +14,7 @@ from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config,
 from assets.metadata import table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from assets.partitions import daily_asset
-from labelops import labeling, outbox, state, warehouse
+from labelops import labeling, outbox, snapshots, state, warehouse
 from labelops.columns import first_rows, isin
 from labelops.guidelines import Guideline, predictions_under
 from labelops.label_studio_config import labeling_config
@@ -41,6 +41,9 @@ class RelabelConfig(Config):
     budget: int = 200
     drift_ratio: float = 1.5
     expire_days: int = state.StateConfig().request_expire_days  # an unanswered request lapses after this
+    # A scene label pooled over days below this (the snapshot's own threshold, under which it leaves the item out)
+    # goes back for review even when no day's review queue listed it.
+    min_confidence: float = snapshots.CurationConfig().min_confidence
     # Share of each batch given to gold items (honeypots) to score the answers against; taken from the budget.
     honeypot_share: float = 0.05
     # Media URI of a production item that neither a catalog nor its production log row (`uri`) gives one,
@@ -117,7 +120,9 @@ def _send(
     description="Items to send back to labelers, under a budget, each with its reason: production items from "
     "drifted slices (stratified across them, least confident first), with classes training never saw, or "
     "predicted as a critical class in a slice below its coverage minimum, review-queue items (those cleanlab "
-    "put there as `label_issue`, with their score), and items whose "
+    "put there as `label_issue`, with their score), the label state's review backlog (items an earlier day's "
+    "queue put in review, unanswered since, and items whose scene label pooled over days is below "
+    "`min_confidence`, which the snapshot leaves out), and items whose "
     "class a guideline change split or redefined, plus honeypot gold items (`honeypot_share` of the batch, "
     "from the budget). Items without a media URI are left out. Written to outbox/relabel/<day>/: a Label "
     "Studio import (model predictions as pre-annotations in the classes of the guideline in force), its "
@@ -150,9 +155,11 @@ def relabel_batch(
     )
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
-    latest = first_rows(_latest(label_state, ["item_id", "days", "status", "needs_relabel"]), "item_id")
+    rows = _latest(label_state, ["item_id", "kind", "confidence", "n_votes", "days", "status", "needs_relabel"])
+    latest = first_rows(rows, "item_id")
     returned = state.last_labeled(latest)
     needs_relabel = latest.loc[latest["status"] == "needs_relabel", ["item_id", "needs_relabel"]]
+    backlog = labeling.review_backlog(rows, review_queue["item_id"], min_confidence=config.min_confidence)
     spec = guidelines.coverage_spec(guideline)
     slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
@@ -166,6 +173,7 @@ def relabel_batch(
         coverage_report,
         review_queue,
         needs_relabel,
+        backlog,
         drift_ratio=config.drift_ratio,
     )
     media = outbox.media(
@@ -189,6 +197,7 @@ def relabel_batch(
             **links,
             **_pre_annotation_metadata(pre),
             "candidates": len(candidates),
+            "review_backlog": len(backlog),
             "skipped_open": len(open_items),
             "guideline_version": guideline.version,
             "item_budget": budget,

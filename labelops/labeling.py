@@ -57,6 +57,7 @@ def relabel_candidates(
     coverage: pd.DataFrame,
     review: pd.DataFrame,
     needs_relabel: pd.DataFrame,
+    backlog: pd.DataFrame | None = None,
     *,
     drift_ratio: float = 1.5,
 ) -> pd.DataFrame:
@@ -65,8 +66,9 @@ def relabel_candidates(
     Production items from drifted slices (slice values whose production share grew by ``drift_ratio``
     over their training share, in a drifted column), with unseen predicted classes, or predicted as a
     critical class in a slice below its coverage minimum come least confident first; review-queue items come
-    from the day's quality stage, and ``needs_relabel`` items (item_id, needs_relabel: the guideline change
-    that split or redefined one of their labels) from the label state.
+    from the day's quality stage, the ``backlog`` of review (:func:`review_backlog`) and ``needs_relabel`` items
+    (item_id, needs_relabel: the guideline change that split or redefined one of their labels) from the label
+    state.
     """
     rows = []
     traffic = production[~isin(production["item_id"], review["item_id"])] if len(production) else production
@@ -146,6 +148,18 @@ def relabel_candidates(
                 }
             )
         )
+    if backlog is not None and len(backlog):
+        rows.append(
+            pd.DataFrame(
+                {
+                    "item_id": backlog["item_id"],
+                    "reason": "review_queue:" + backlog["reason"].astype(str),
+                    "kind": "review_queue",
+                    "stratum": "review_backlog",
+                    "uncertainty": backlog["uncertainty"].astype(float),
+                }
+            )
+        )
     if len(needs_relabel):
         rows.append(
             pd.DataFrame(
@@ -164,6 +178,43 @@ def relabel_candidates(
     candidates = pd.concat(rows, ignore_index=True)
     candidates["priority"] = candidates["kind"].map(PRIORITY) + candidates["uncertainty"].clip(0, 1) * 0.999
     return candidates
+
+
+def review_backlog(latest: pd.DataFrame, queued: pd.Series, *, min_confidence: float) -> pd.DataFrame:
+    """Items the label state holds back for a decision that the day's review queue does not list, as review
+    candidates (item_id, reason, uncertainty).
+
+    - ``in_review`` items an earlier day's queue put there and no answer came for: a batch reads its own day's
+      queue, and a day without a batch (no drift) sent its queue nowhere.
+    - ``labeled`` items whose scene label, pooled over days, has two or more votes and a confidence below
+      ``min_confidence``: a day's queue sees that day's judgments alone (one vote on each of two days never
+      reaches it), while the snapshot leaves the pooled label out as ``low_confidence``.
+
+    ``latest`` holds the latest state's item_id, kind, status, confidence and n_votes."""
+    rows = latest[~isin(latest["item_id"], queued)]
+    scene = rows["kind"].astype(object).eq("classification").to_numpy()
+    confidence = pd.to_numeric(rows["confidence"], errors="coerce").to_numpy(dtype=float)
+    votes = pd.to_numeric(rows["n_votes"], errors="coerce").fillna(0).to_numpy()
+    status = rows["status"].astype(object)
+    waiting = status.eq("in_review").to_numpy()
+    low = scene & status.eq("labeled").to_numpy() & (votes >= 2) & (confidence < min_confidence)
+    scene_confidence = pd.Series(confidence[scene], index=rows["item_id"].to_numpy()[scene])
+    waiting_ids = pd.Series(pd.unique(rows["item_id"].to_numpy()[waiting]), dtype=object)
+    waiting_confidence = scene_confidence.groupby(level=0).first().reindex(waiting_ids).to_numpy()
+    low_ids, low_confidence = rows["item_id"].to_numpy()[low], confidence[low]
+    rounded = pd.Series(low_confidence).round(3).astype(str)
+    return pd.DataFrame(
+        {
+            "item_id": np.concatenate([waiting_ids.to_numpy(dtype=object), low_ids.astype(object)]),
+            "reason": np.concatenate(
+                [
+                    np.full(len(waiting_ids), "in review since an earlier day", dtype=object),
+                    ("low consensus confidence over days (" + rounded + ")").to_numpy(dtype=object),
+                ]
+            ),
+            "uncertainty": np.concatenate([1 - np.nan_to_num(waiting_confidence, nan=0.5), 1 - low_confidence]),
+        }
+    )
 
 
 def unseen_classes(coverage: pd.DataFrame) -> set[str]:

@@ -14,7 +14,7 @@ from crowd_data import snow
 from dagster import DagsterInstance, materialize
 
 from labelops import consensus as ds
-from labelops import ingest, snapshots, state
+from labelops import ingest, labeling, snapshots, state
 from labelops.agreement import Votes
 from labelops.columns import positions
 from labelops.storage import LocalStore
@@ -541,3 +541,60 @@ def test_annotation_keys_equal_the_joined_texts_where_the_tool_gives_ids(rows: s
     ids = frame["source_ref"].str.extract(r"^(task=[^/]+/annotation=(?!None/)[^/]+)/", expand=False)
     expected = (frame["source_format"] + "|" + frame["item_id"] + "|" + ids).astype(object).where(ids.notna(), None)
     pd.testing.assert_series_equal(state.annotation_keys(frame), expected, check_names=False)
+
+
+def test_items_held_back_for_review_on_no_batch_day_or_across_days_go_back_with_a_later_batch() -> None:
+    """The relabel batch reads its own day's review queue; the label state's backlog brings the rest: an item an
+    earlier day's queue put in review, and a scene label split across days (one vote each day, so no day's queue
+    saw a disagreement) that the snapshot leaves out as ``low_confidence``."""
+    days = [
+        [scene_vote("split", "a1", "urban", DAYS[0]), scene_vote("sure", "a1", "urban", DAYS[0])],
+        [
+            scene_vote("split", "a2", "highway", DAYS[1]),
+            scene_vote("sure", "a2", "urban", DAYS[1]),
+            scene_vote("alone", "a1", "urban", DAYS[1]),
+            scene_vote("waiting", "a1", "urban", DAYS[1]),
+            scene_vote("waiting", "a2", "urban", DAYS[1]),
+            scene_vote("today", "a1", "urban", DAYS[1]),
+            scene_vote("today", "a2", "highway", DAYS[1]),
+        ],
+    ]
+    votes = state.empty_votes()
+    for rows in days:
+        votes = state.fold_votes(votes, validated(rows))
+    labels, _ = state.consensus(
+        votes,
+        pd.DataFrame(columns=state.quality.CONSENSUS_COLUMNS),
+        votes["item_id"],
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(method="majority_vote"),
+        day=DAYS[1],
+    )
+    items = state.item_state(votes, labels, pd.DataFrame(columns=["item_id", "batch_id"]), pd.Series(["waiting"]))
+    in_review = items.loc[items["status"] == "in_review", ["item_id"]]
+    catalog = pd.DataFrame({"item_id": items["item_id"].unique(), "uri": items["item_id"].unique()})
+    curated = snapshots.curate(
+        items,
+        catalog,
+        in_review,
+        pd.DataFrame(columns=["item_id", "rule"]),
+        pd.Series(dtype=object),
+        snapshots.CurationConfig(),
+    )
+    excluded = {reason: n for reason, n in curated.excluded.items() if n}
+    assert excluded == {"low_confidence": 2, "waiting_for_review": 1}  # split and today; waiting
+    backlog = labeling.review_backlog(items, pd.Series(["today"]), min_confidence=0.7)  # today: in the day's queue
+    assert backlog[["item_id", "reason"]].values.tolist() == [
+        ["waiting", "in review since an earlier day"],
+        ["split", "low consensus confidence over days (0.5)"],
+    ]
+    assert backlog["uncertainty"].tolist() == [0.0, 0.5]
+    candidates = labeling.relabel_candidates(
+        pd.DataFrame(columns=["item_id"]),
+        pd.DataFrame(),
+        pd.DataFrame(),
+        pd.DataFrame(columns=["item_id", "reason", "priority"]),
+        pd.DataFrame(),
+        backlog,
+    )
+    assert sorted(labeling.select(candidates, 10, set())["item_id"]) == ["split", "waiting"]
