@@ -8,13 +8,22 @@ the other readers give ``None`` and are read as before.
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from test_label_studio_outputs import ERRORS, SIZED, Case, box, real_files, snapshot, task
 from test_label_studio_typed import FAST_CASES, bench_file
 
-from labelops.formats import label_studio_arrow, label_studio_typed
+from labelops import validation
+from labelops.formats import label_studio_arrow, label_studio_typed, parse_file
+from labelops.guidelines import load_guidelines
+from labelops.ingest import canonical_annotations
+from labelops.storage import LocalStore
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def document(name: str, tasks: list[Any]) -> Case:
@@ -24,6 +33,12 @@ def document(name: str, tasks: list[Any]) -> Case:
 def polygon(rid: str, label: str = "lane", points: Any = None) -> dict[str, Any]:
     points = [[1, 2], [3.5, 4], [0, 9.25]] if points is None else points
     return {**SIZED, "id": rid, "type": "polygonlabels", "value": {"points": points, "polygonlabels": [label]}}
+
+
+def open_polygon(rid: str, closed: bool = False) -> dict[str, Any]:
+    """A polygon with Label Studio's ``closed`` flag (false: the labeler never closed it)."""
+    region = polygon(rid)
+    return {**region, "value": {**region["value"], "closed": closed}}
 
 
 def scene(rid: str, *labels: Any, from_name: str = "scene") -> dict[str, Any]:
@@ -115,6 +130,16 @@ ARROW_CASES: dict[str, Case] = {
             }
         ],
     ),
+    "polygons-closed": document(  # Label Studio's own flag on a closed polygon: read here, left out of attributes
+        "closed",
+        [
+            {
+                "id": 1,
+                "data": {"image": "/q/1.jpg"},
+                "annotations": [annotation(1, [open_polygon("a", closed=True), polygon("b")])],
+            }
+        ],
+    ),
     "no-rows": document("none", [{"id": 1, "data": {"image": "/n/1.jpg"}, "annotations": [annotation(1, [])]}]),
     **{
         name: case
@@ -170,6 +195,7 @@ LEFT: dict[str, bytes] = {
     "a label that is a number": one_task([box("a", label=5)]),
     "a point with three numbers": one_task([polygon("p", points=[[1, 2, 3]])]),
     "a polygon without points": one_task([polygon("p", points=[])]),
+    "an open polygon": one_task([box("r"), open_polygon("p")]),
     "a chosen label that is a number": one_task([scene("s", "day", 3)]),
     "a region without a value": one_task([{**box("a"), "value": None}]),
     "annotation versions": json.dumps([task(1, [box("a")]), task(1, [box("b")])]).encode(),
@@ -189,3 +215,18 @@ LEFT: dict[str, bytes] = {
 @pytest.mark.parametrize("name", sorted(LEFT))
 def test_what_the_arrow_path_leaves_to_the_other_readers(name: str) -> None:
     assert label_studio_arrow.parse(f"{name}.json", LEFT[name], {}) is None
+
+
+def test_an_open_polygon_keeps_its_flag_in_every_reader_and_validation_quarantines_it() -> None:
+    """Label Studio writes ``closed: false`` on a polygon its labeler never closed; the ``polygon_closed`` rule
+    reads the flag from the row's attributes. The fast readers leave such a file to the generic parser."""
+    data = LEFT["an open polygon"]
+    assert label_studio_typed.parse("open.json", data, {}) is None
+    table = canonical_annotations(parse_file("open.json", data, {}), "exports/2024-06-01/open.json", date(2024, 6, 1))
+    attributes = dict(zip(table["kind"], table["attributes"], strict=True))
+    assert json.loads(attributes["polygon"]) == {"closed": False, "from_name": "objects", "origin": "manual"}
+    assert "closed" not in json.loads(attributes["bbox"])
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    now = datetime(2024, 6, 2, tzinfo=UTC)
+    frame = validation.validation_frame(table, pd.DataFrame(), guidelines, "2024-06-01", now)
+    assert frame.loc[frame["kind"] == "polygon", "polygon_closed"].tolist() == [False]  # quarantined by the rule

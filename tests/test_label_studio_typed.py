@@ -130,6 +130,21 @@ LEFT: dict[str, bytes] = {
     "not a list of tasks": b'{"images": []}',
     "empty": b"[]",
     "no annotations key": b'[{"data": {}}]',
+    "an open polygon": json.dumps(
+        [
+            task(
+                1,
+                [
+                    {
+                        **SIZED,
+                        "id": "p",
+                        "type": "polygonlabels",
+                        "value": {"points": [[1, 2], [3, 4], [0, 9]], "closed": False, "polygonlabels": ["lane"]},
+                    }
+                ],
+            )
+        ]
+    ).encode(),
     **{name: json.dumps(doc).encode() for name, doc in ERRORS.items()},
 }
 

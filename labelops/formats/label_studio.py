@@ -334,6 +334,7 @@ class _Results:
         read[self.regions] = read[self.choices] = True
         self.read = np.flatnonzero(read)  # the results that become rows: regions and scene choices
         self.labels = self._choice_labels()
+        self.opened: set[int] = set()  # the polygons left open (_geometry)
         self.geometry = self._geometry(image_sizes)
         self.attributes = self._attributes()
 
@@ -429,6 +430,9 @@ class _Results:
                 points[m], xywh[m] = _polygon(values[regions[m]].get("points", _MISSING), scale[m, 0], scale[m, 1])
             except (KeyError, TypeError, ValueError, OverflowError) as error:
                 self._conversion_error(regions[m], "polygonlabels", 2, error)
+        # a polygon the labeler left open (Label Studio writes ``closed: false``) keeps the flag, which validation
+        # quarantines it by (``polygon_closed``)
+        self.opened = {n for n in regions[~box].tolist() if values[n].get("closed") is False}
         return region_geometry(labels, xywh, points, width, height, self.boxes, rotation)
 
     def _conversion_error(self, n: int, rtype: str, rank: int, error: BaseException) -> None:
@@ -458,18 +462,21 @@ class _Results:
         described = set(self.extra)  # annotations whose regions may carry attribute results
         odd = {n for n, k in zip(listed, owner.tolist(), strict=True) if k in described} if described else set()
         odd &= set(self.regions.tolist())
-        if not odd and set(map(type, from_name)) | set(map(type, origin)) <= _PLAIN:
+        opened = self.opened
+        if not odd and not opened and set(map(type, from_name)) | set(map(type, origin)) <= _PLAIN:
             written = {key: _attributes_json(*key) for key in set(keys)}
             return _objects([written[key] for key in keys])
         written = {}
         out = np.empty(len(listed), dtype=object)
         for m, (n, key) in enumerate(zip(listed, keys, strict=True)):
-            if n not in odd and type(key[0]) in _PLAIN and type(key[1]) in _PLAIN:
+            if n not in odd and n not in opened and type(key[0]) in _PLAIN and type(key[1]) in _PLAIN:
                 if key not in written:
                     written[key] = _attributes_json(*key)
                 out[m] = written[key]
                 continue
             extra = self.extra[int(self.owner[n])].get(self.results[n].get("id")) if n in odd else None
+            if n in opened:
+                extra = {**(extra or {}), "closed": False}
             try:
                 out[m] = _attributes_json(*key, extra)
             except TypeError as error:  # keys of several types (a number among names) cannot be sorted

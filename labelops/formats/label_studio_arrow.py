@@ -44,6 +44,7 @@ _VALUE = pa.struct(
     [
         *[(key, pa.float64()) for key in ("x", "y", "width", "height", "rotation")],
         ("points", pa.list_(pa.list_(pa.float64()))),
+        ("closed", pa.bool_()),
         ("rectanglelabels", _LABELS),
         ("polygonlabels", _LABELS),
         ("choices", _LABELS),
@@ -292,7 +293,9 @@ class _Results:
         rotation = _filled(pc.struct_field(boxes, "rotation"), 0.0)
         points: list[Any] = [None] * len(self.regions)
         if not box.all():
-            self._polygons(values.filter(pa.array(~box)), np.flatnonzero(~box), scale, xywh, points)
+            polygons = values.filter(pa.array(~box))
+            _require(pc.any(pc.invert(pc.struct_field(polygons, "closed"))).as_py() is not True, "an open polygon")
+            self._polygons(polygons, np.flatnonzero(~box), scale, xywh, points)
         return region_geometry(names, xywh, points, width, height, self.regions[box], rotation)
 
     @staticmethod

@@ -53,6 +53,7 @@ class _Value(msgspec.Struct, gc=False):
     height: Any = UNSET
     rotation: Any = None
     points: Any = UNSET
+    closed: Any = None
     rectanglelabels: Any = None
     polygonlabels: Any = None
     choices: Any = None
@@ -405,6 +406,8 @@ class _Columns:
             raw = values[regions[m]].points
             if raw is UNSET:
                 raise _Unsupported("a polygon without points")
+            if values[regions[m]].closed is False:
+                raise _Unsupported("an open polygon")
             points[m], xywh[m] = _polygon(raw, scale[m, 0], scale[m, 1])
         return region_geometry(names, xywh, points, width, height, self.regions[box], rotation)
 
