@@ -120,6 +120,13 @@ ARROW_CASES: dict[str, Case] = {
             for n in (1, 2)
         ],
     ),
+    "choices-empty": document(  # a scene result with nothing chosen: no row, counted as skipped
+        "choices-empty",
+        [
+            {"id": n, "data": {"image": f"/e/{n}.jpg"}, "annotations": [annotation(n, [scene("s"), scene("t", "a")])]}
+            for n in (1, 2)
+        ],
+    ),
     "polygons-only": document(
         "polygons",
         [
@@ -230,3 +237,10 @@ def test_an_open_polygon_keeps_its_flag_in_every_reader_and_validation_quarantin
     now = datetime(2024, 6, 2, tzinfo=UTC)
     frame = validation.validation_frame(table, pd.DataFrame(), guidelines, "2024-06-01", now)
     assert frame.loc[frame["kind"] == "polygon", "polygon_closed"].tolist() == [False]  # quarantined by the rule
+
+
+def test_nothing_chosen_is_counted_alike_by_every_reader() -> None:
+    source, data, _ = ARROW_CASES["choices-empty"]
+    for reader in (label_studio_arrow.parse, label_studio_typed.parse):
+        parsed = reader(source, data, {})
+        assert parsed is not None and parsed.skipped == {"empty choices": 2} and len(parsed.objects) == 2

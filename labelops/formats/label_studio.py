@@ -334,6 +334,9 @@ class _Results:
         read[self.regions] = read[self.choices] = True
         self.read = np.flatnonzero(read)  # the results that become rows: regions and scene choices
         self.labels = self._choice_labels()
+        # a choices result with nothing chosen gives no row: counted, so every result is accounted for
+        if (empty := sum(not labels for labels in self.labels)) > 0:
+            self.skipped["empty choices"] += empty
         self.opened: set[int] = set()  # the polygons left open (_geometry)
         self.geometry = self._geometry(image_sizes)
         self.attributes = self._attributes()

@@ -250,6 +250,8 @@ class _Results:
         self.choice_counts = pc.list_value_length(choices).to_numpy()
         self.geometry = self._geometry()
         skipped: dict[str, int] = {}
+        if (empty := int((self.choice_counts == 0).sum())) > 0:  # nothing chosen: no row
+            skipped["empty choices"] = empty
         if not read.all():  # relations, free text, result types not read: counted by reason, in document order
             for t in self.types.filter(pa.array(~read)).to_pylist():
                 reason = f"{t} result" if t in VALUELESS_TYPES else f"unsupported result type {t}"

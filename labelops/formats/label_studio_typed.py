@@ -319,6 +319,8 @@ class _Columns:
         read[self.regions] = read[self.choices] = True
         self.read = np.flatnonzero(read)
         self.labels = self._choice_labels()
+        if (empty := sum(not labels for labels in self.labels)) > 0:  # nothing chosen: no row
+            skipped["empty choices"] = empty
         self.geometry = self._geometry()
         self.attributes = self._attributes()
         for reason, count in skipped.items():
