@@ -244,3 +244,24 @@ def test_nothing_chosen_is_counted_alike_by_every_reader() -> None:
     for reader in (label_studio_arrow.parse, label_studio_typed.parse):
         parsed = reader(source, data, {})
         assert parsed is not None and parsed.skipped == {"empty choices": 2} and len(parsed.objects) == 2
+
+
+def test_a_polygon_with_no_points_is_a_row_validation_quarantines_not_a_failed_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Label Studio can export a polygon whose points were all deleted: the file's other labels are read, the
+    polygon becomes a row that ``polygon_min_points`` quarantines, and every reader gives the same rows."""
+    data = LEFT["a polygon without points"]
+    assert label_studio_arrow.parse("empty.json", data, {}) is None  # left to the other readers
+    typed = label_studio_typed.parse("empty.json", data, {})
+    assert typed is not None
+    read = snapshot(("empty.json", data, {}))
+    fast_paths_off(monkeypatch)
+    assert read == snapshot(("empty.json", data, {}))
+    table = canonical_annotations(parse_file("empty.json", data, {}), "exports/2024-06-01/empty.json", date(2024, 6, 1))
+    assert table["kind"].tolist() == ["polygon"]
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    frame = validation.validation_frame(
+        table, pd.DataFrame(), guidelines, "2024-06-01", datetime(2024, 6, 2, tzinfo=UTC)
+    )
+    assert frame["polygon_min_points"].tolist() == [False]

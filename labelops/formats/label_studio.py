@@ -283,6 +283,8 @@ def _polygon(raw_points: Any, sx: float, sy: float) -> tuple[list[float], tuple[
     if raw_points is _MISSING:
         raise KeyError("points")
     raw = np.asarray(raw_points, dtype=float)
+    if raw.size == 0 and isinstance(raw_points, list):  # a polygon with no points: a row validation quarantines
+        raw = raw.reshape(0, 2)
     if raw.ndim != 2 or raw.shape[1] != 2:
         raise ValueError("points must be [[x, y], ...]")
     points = (raw * [sx, sy]).ravel()
