@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from labelops.errors import ExportError
-from labelops.formats.common import Parsed, item_ids_from_paths, objects_frame, to_json
+from labelops.formats.common import Parsed, check_one_file_per_item, item_ids_from_paths, objects_frame, to_json
 
 
 def looks_like(document: Any) -> bool:
@@ -43,9 +43,13 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
     default_annotator = str(info.get("contributor") or "unknown")
 
     stems = pd.Series(item_ids_from_paths(source_file, images["file_name"]), index=images.index)
+    references = images["file_name"].astype(object)
     if "item_id" in images:  # our own snapshots name files by a safe stem and keep the id beside it
         declared = images["item_id"].astype(object)
-        stems = declared.where(declared.notna() & (declared.astype(str).str.strip() != ""), stems).astype(str)
+        given = declared.notna() & (declared.astype(str).str.strip() != "")
+        stems = declared.where(given, stems).astype(str)
+        references = references.where(~given, None)
+    check_one_file_per_item(source_file, references.to_numpy(), stems.to_numpy(dtype=object))
     images = images.assign(item_id=stems.to_numpy(dtype=object)).set_index("id")
     category_names = categories.set_index("id")["name"].astype(str)
 

@@ -106,6 +106,42 @@ def item_ids_from_paths(source_file: str, paths: pd.Series) -> np.ndarray:
     return stems.to_numpy(dtype=object)
 
 
+def _media_file(reference: str) -> str:
+    """The file a media reference names, as comparable text: a URL's host and path (a Label Studio local file's
+    ``?d=`` path), without the query a presigned URL adds; a relative path with ``/`` separators."""
+    ref = reference.strip().replace("\\", "/")
+    parts = urlsplit(ref)
+    local = parse_qs(parts.query).get("d")
+    return local[0] if local else f"{parts.netloc}{parts.path}".removeprefix("./")
+
+
+def check_one_file_per_item(source_file: str, references: Any, item_ids: Any) -> None:
+    """Fail the export when two different media files of it give one item id.
+
+    Item ids come from file names, so ``train/0001.jpg`` and ``val/0001.jpg`` (YOLO splits, frames of two
+    video sequences, two cameras' folders) would become one item and pool two images' labels, silently. Within
+    one export different references to one file are the same image; across exports the same name is the same
+    item by design (two vendors labeling one image). ``references`` are the media references the ids were
+    derived from (None where the export gave the id itself)."""
+    pairs = pd.DataFrame({"item_id": item_ids, "reference": references}, dtype=object).dropna()
+    # an id is a function of its reference: as many distinct ids as references, and no two references share one
+    if pd.unique(pairs["item_id"]).size == pd.unique(pairs["reference"]).size:
+        return
+    pairs = pairs.drop_duplicates()
+    shared = pairs[pairs["item_id"].duplicated(keep=False)]  # ids of two or more references: few, checked one by one
+    files = shared.assign(file=[_media_file(str(r)) for r in shared["reference"]]).drop_duplicates(["item_id", "file"])
+    clash = files[files["item_id"].duplicated(keep=False)]
+    if clash.empty:
+        return
+    first = clash[clash["item_id"] == clash["item_id"].iloc[0]]["reference"].tolist()
+    raise ExportError(
+        source_file,
+        f"{clash['item_id'].nunique()} item id(s) name two or more media files, e.g. {clash['item_id'].iloc[0]!r} "
+        f"from {first[0]!r} and {first[1]!r}: item ids come from file names, so their labels would merge two images "
+        "into one item; give the files distinct names or, in Label Studio, each task a data.item_id",
+    )
+
+
 def to_json(value: dict[str, Any]) -> str:
     """Attributes as canonical JSON (sorted keys), so equal attributes compare equal."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

@@ -15,7 +15,14 @@ from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
 from labelops.errors import ExportError
-from labelops.formats.common import Parsed, item_id_from_reference, objects_frame, polygon_bounds, to_json
+from labelops.formats.common import (
+    Parsed,
+    check_one_file_per_item,
+    item_id_from_reference,
+    objects_frame,
+    polygon_bounds,
+    to_json,
+)
 
 SHAPES = {"box": "bbox", "polygon": "polygon", "tag": "classification"}
 UNSUPPORTED_SHAPES = ("polyline", "points", "ellipse", "mask", "cuboid", "skeleton")
@@ -43,11 +50,12 @@ def parse(source_file: str, root: Element) -> Parsed:
     annotators, updated = _task_people(root)
     parsed = Parsed(format="cvat", objects=objects_frame([]))
     records: list[dict[str, Any]] = []
+    media: dict[str, str] = {}  # each image's name and item id
     for image in root.iter("image"):
         name = image.get("name")
         if not name:
             raise ExportError(source_file, f"image id={image.get('id')} has no name")
-        item_id = item_id_from_reference(source_file, name)
+        item_id = media[name] = item_id_from_reference(source_file, name)
         task = image.get("task_id", "")
         annotator = annotators.get(task, annotators.get("", "unknown"))
         width = _number(source_file, image, "width", required=False)
@@ -92,6 +100,7 @@ def parse(source_file: str, root: Element) -> Parsed:
                 record.update(x=x, y=y, w=w, h=h, points=points.tolist())
             record["attributes"] = to_json(attributes)
             records.append(record)
+    check_one_file_per_item(source_file, list(media), list(media.values()))
     parsed.objects = objects_frame(records)
     return parsed
 

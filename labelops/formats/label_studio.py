@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 
 from labelops.errors import ExportError
-from labelops.formats.common import Parsed, item_id_from_reference, objects_frame, polygon_bounds, to_json
+from labelops.formats.common import (
+    Parsed,
+    check_one_file_per_item,
+    item_id_from_reference,
+    objects_frame,
+    polygon_bounds,
+    to_json,
+)
 
 MEDIA_KEYS = ("image", "img", "url", "uri", "video", "audio", "ocr", "pdf")
 REGION_TYPES = {"rectanglelabels": "bbox", "polygonlabels": "polygon"}
@@ -69,6 +76,7 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: Mapping
     kept.columns()
     results = _Results(source_file, kept, image_sizes)
     results.check(failure)
+    check_one_file_per_item(source_file, kept.task_media, kept.task_item_id)
     for reason, count in results.skipped.items():
         parsed.skip(reason, count)
     parsed.objects = objects_frame(results.frame())
@@ -153,6 +161,7 @@ class _Annotations:
         self.task_item_id: list[str] = []
         self.task_version: list[str | None] = []
         self.task_batch: list[str | None] = []
+        self.task_media: list[str | None] = []  # the media reference of a task whose item id comes from it
 
     def read(
         self,
@@ -177,6 +186,7 @@ class _Annotations:
         place = len(self.task_id)
         self.task_id.append(task_id)
         self.task_item_id.append(item_id)
+        self.task_media.append(_media_reference(task["data"]))
         self.task_version.append(None if version is None else str(version))
         self.task_batch.append(None if batch is None else str(batch))
         for a_index, annotation in enumerate(annotations):
@@ -210,6 +220,13 @@ class _Annotations:
         self.ref = _objects(
             [f"task={task_id[t]}/annotation={a.get('id')}" for t, a in zip(self.task, annotations, strict=True)]
         )
+
+
+def _media_reference(data: dict[str, Any]) -> str | None:
+    """The media reference a task's item id comes from: none when the task names its item (``data.item_id``)."""
+    if str(data.get("item_id") or "").strip():
+        return None
+    return next((v for v in map(data.get, MEDIA_KEYS) if isinstance(v, str) and v), None)
 
 
 def _item_id(source_file: str, task: dict[str, Any], task_id: Any) -> str:

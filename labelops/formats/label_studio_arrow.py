@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from labelops.formats.common import Parsed, objects_frame
+from labelops.formats.common import Parsed, check_one_file_per_item, objects_frame
 from labelops.formats.label_studio import (
     MEDIA_KEYS,
     REGION_ATTRIBUTE_TYPES,
@@ -154,7 +154,10 @@ def _read(source_file: str, table: pa.Table) -> Parsed:
     _require(task_ids.null_count == 0 and data.null_count == 0, "a task without an id or data")
     _require(listed.is_valid()[0].as_py(), "a first task without annotations")  # what looks_like() takes
     parsed.skip("prediction", int(pc.sum(pc.list_value_length(tasks["predictions"])).as_py() or 0))
-    item_ids = _item_ids(source_file, data, task_ids)
+    item_ids, references = _item_ids(source_file, data, task_ids)
+    check_one_file_per_item(
+        source_file, references.to_numpy(zero_copy_only=False), item_ids.to_numpy(zero_copy_only=False)
+    )
     honeypot = _filled(pc.struct_field(tasks["meta"], "honeypot"), False)
     batch = pc.if_else(pa.array(honeypot), pa.nulls(len(tasks), pa.string()), pc.struct_field(data, "batch_id"))
     annotations = pc.list_flatten(listed)
@@ -176,10 +179,13 @@ def _read(source_file: str, table: pa.Table) -> Parsed:
     return _Results(parsed, annotations, results, task_of, task_ids, item_ids, data, batch).parsed()
 
 
-def _item_ids(source_file: str, data: pa.StructArray, task_ids: pa.Array) -> pa.Array:
-    """``label_studio._item_id`` of every task: a plain name or path in Arrow, anything else by that function."""
+def _item_ids(source_file: str, data: pa.StructArray, task_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``label_studio._item_id`` of every task (a plain name or path in Arrow, anything else by that function),
+    and ``label_studio._media_reference``."""
     given = pc.struct_field(data, "item_id")
     media = pc.coalesce(*[pc.if_else(pc.equal(m, ""), None, m) for m in (pc.struct_field(data, k) for k in MEDIA_KEYS)])
+    named_item = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(given), ""), False)
+    references = pc.if_else(named_item, pa.nulls(len(data), pa.string()), media)
     named = pc.fill_null(pc.match_substring_regex(given, _PLAIN_NAME), False)
     plain = pc.and_(
         pc.fill_null(pc.match_substring_regex(media, _PLAIN_NAME), False),
@@ -193,7 +199,7 @@ def _item_ids(source_file: str, data: pa.StructArray, task_ids: pa.Array) -> pa.
     ids = pc.if_else(named, given, pc.if_else(from_media, stem, None))
     other = np.flatnonzero(~_filled(pc.or_(named, from_media), False))
     if len(other) == 0:
-        return ids
+        return ids, references
     rows = data.take(pa.array(other)).to_pylist()
     values = [
         _item_id(source_file, {"data": row}, t)
@@ -201,7 +207,7 @@ def _item_ids(source_file: str, data: pa.StructArray, task_ids: pa.Array) -> pa.
     ]
     found = ids.to_numpy(zero_copy_only=False).astype(object)
     found[other] = values
-    return pa.array(found, type=pa.string())
+    return pa.array(found, type=pa.string()), references
 
 
 class _Results:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec import UNSET, UnsetType
 
-from labelops.formats.common import Parsed, item_id_from_reference, objects_frame
+from labelops.formats.common import Parsed, check_one_file_per_item, item_id_from_reference, objects_frame
 from labelops.formats.label_studio import (
     MEDIA_KEYS,
     REGION_ATTRIBUTE_TYPES,
@@ -155,6 +155,16 @@ def _item_id(source_file: str, data: _Data, task_id: Any) -> str:
     return f"ls-task-{task_id}"
 
 
+def _media_references(data: list[_Data]) -> list[str | None]:
+    """``label_studio._media_reference`` of every task."""
+    return [
+        None
+        if str(d.item_id or "").strip()
+        else next((v for v in (getattr(d, k) for k in MEDIA_KEYS) if isinstance(v, str) and v), None)
+        for d in data
+    ]
+
+
 def _read(source_file: str, tasks: list[_Task], image_sizes: Mapping[str, tuple[float, float]]) -> Parsed | None:
     """``label_studio.parse``'s walk over the tasks, as one comprehension per field."""
     parsed = Parsed(format="label_studio", objects=objects_frame([]))
@@ -163,6 +173,7 @@ def _read(source_file: str, tasks: list[_Task], image_sizes: Mapping[str, tuple[
         task_ids = [t if i is UNSET else i for t, i in enumerate(task_ids)]
     data = list(map(attrgetter("data"), tasks))
     item_ids = [_item_id(source_file, d, t) for d, t in zip(data, task_ids, strict=True)]
+    check_one_file_per_item(source_file, _media_references(data), item_ids)
     versions = _names(list(map(attrgetter("guideline_version"), data)))
     batches = list(map(attrgetter("batch_id"), data))
     metas = list(map(attrgetter("meta"), tasks))

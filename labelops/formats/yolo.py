@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from labelops.errors import ExportError
-from labelops.formats.common import Parsed, item_id_from_reference, objects_frame, to_json
+from labelops.formats.common import Parsed, check_one_file_per_item, item_id_from_reference, objects_frame, to_json
 from labelops.storage import PathEscapeError, safe_key
 
 CLASS_LISTS = ("obj.names", "classes.txt", "data.yaml", "data.yml", "dataset.yaml")
@@ -105,6 +105,7 @@ def parse(source_file: str, files: Mapping[str, bytes], image_sizes: Mapping[str
         )
 
     per_file = {f: item_id_from_reference(source_file, f) for f in lines["file"].unique()}
+    check_one_file_per_item(source_file, list(per_file), list(per_file.values()))
     unknown = sorted({i for i in per_file.values() if i not in image_sizes})
     if unknown:
         raise ExportError(
