@@ -50,7 +50,9 @@ def parse(source_file: str, root: Element) -> Parsed:
     annotators, updated = _task_people(root)
     parsed = Parsed(format="cvat", objects=objects_frame([]))
     records: list[dict[str, Any]] = []
-    media: dict[str, str] = {}  # each image's name and item id
+    # each image's name and item id; one name in two tasks of a project export is one image, labeled in each
+    # annotator's task (how CVAT projects share images between annotators)
+    media: dict[str, str] = {}
     for image in root.iter("image"):
         name = image.get("name")
         if not name:
