@@ -158,15 +158,15 @@ def review(
     min_agreement: float,
     label_issues: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    box_frame = _boxes(countable(annotations))
-    matching = boxes.match_boxes(box_frame)
+    annotations = countable(annotations)
+    matching = boxes.match_boxes(_boxes(annotations))
     severity = {name: c.severity for name, c in guideline.classes.items()}
     critical = {name for name, c in guideline.classes.items() if c.critical}
     classification = consensus_table[consensus_table["kind"] == "classification"]
     return review_queue(
         classification,
         matching.conflicts,
-        unmatched_boxes(matching, critical),
+        unmatched_boxes(matching, critical, annotations[["item_id", "annotator_id"]]),
         severity,
         critical,
         min_confidence=min_confidence,

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labelops.columns import concatenated, joined
+from labelops.columns import concatenated, isin, joined
 
 CRITICAL_FLOOR = 10.0
 
@@ -139,13 +139,18 @@ def _label_names(labels: pd.Series) -> pd.Series:
     return pd.Series(np.where(pd.isna(values), np.nan, values), index=labels.index[parents], dtype=object)
 
 
-def unmatched_boxes(matching, critical: set[str]) -> pd.DataFrame:
+def unmatched_boxes(matching, critical: set[str], judged: pd.DataFrame) -> pd.DataFrame:
     """Boxes of critical classes that no other annotator on the item matched.
 
-    A lone box of a minor class is settled by the consensus quorum; a pedestrian that only
-    one of three annotators saw is worth a human look.
-    """
+    A lone box of a minor class is settled by the consensus quorum; a pedestrian that only one of three
+    annotators saw is worth a human look. The others count whether they drew boxes or only judged the scene:
+    one who drew nothing missed the pedestrian just the same, and the quorum would drop it unseen. ``judged``
+    holds item_id and annotator_id of the day's judgments of every kind."""
     boxes = matching.boxes
-    multi = boxes.groupby("item_id")["annotator_id"].transform("nunique") >= 2
-    lonely = boxes[multi & ~matching.paired & boxes["label"].isin(critical)]
-    return lonely[["item_id", "annotator_id", "label"]].reset_index(drop=True)
+    lonely = boxes[~matching.paired & boxes["label"].isin(critical)]
+    if lonely.empty:
+        return lonely[["item_id", "annotator_id", "label"]].reset_index(drop=True)
+    on_items = judged[isin(judged["item_id"], lonely["item_id"])]
+    annotators = on_items.groupby("item_id")["annotator_id"].nunique()
+    seen_by_others = lonely["item_id"].map(annotators).fillna(0).to_numpy() >= 2
+    return lonely.loc[seen_by_others, ["item_id", "annotator_id", "label"]].reset_index(drop=True)

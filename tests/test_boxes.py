@@ -369,3 +369,27 @@ def test_matching_equals_the_assignment_pair_by_pair(seed: int, monkeypatch: pyt
         assert sorted(zip(matches["index_a"], matches["index_b"], matches["iou"], strict=True)) == expected
         assert list(matches["index_a"]) == sorted(matches["index_a"])
     _assert_label_scopes_filter_the_strings(matching)  # with label conflicts among the matches
+
+
+def test_a_critical_box_no_other_annotator_drew_goes_to_review_whoever_else_judged_the_item() -> None:
+    """The box quorum drops a pedestrian one annotator drew; the review queue must show it, also when the
+    item's other annotator judged only its scene (their missing box is the disagreement)."""
+    from labelops.review import unmatched_boxes
+
+    rows = [
+        ("scene-only", "a", "bbox", "pedestrian", 10, 10, 20, 40),
+        ("scene-only", "a", "classification", "urban", None, None, None, None),
+        ("scene-only", "b", "classification", "urban", None, None, None, None),
+        ("two-boxers", "a", "bbox", "pedestrian", 10, 10, 20, 40),
+        ("two-boxers", "b", "bbox", "car", 300, 300, 50, 30),
+        ("alone", "a", "bbox", "pedestrian", 10, 10, 20, 40),  # one annotator: nothing to compare with
+        ("agreed", "a", "bbox", "pedestrian", 10, 10, 20, 40),
+        ("agreed", "b", "bbox", "pedestrian", 11, 10, 20, 40),
+        ("minor", "a", "bbox", "car", 10, 10, 20, 40),  # not critical: the quorum settles it
+        ("minor", "b", "classification", "urban", None, None, None, None),
+    ]
+    judged = pd.DataFrame(rows, columns=["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h"])
+    matching = boxes.match_boxes(judged[judged["kind"] == "bbox"].drop(columns="kind"))
+    lonely = unmatched_boxes(matching, {"pedestrian"}, judged[["item_id", "annotator_id"]])
+    assert sorted(lonely["item_id"]) == ["scene-only", "two-boxers"]
+    assert unmatched_boxes(boxes.match_boxes(judged.iloc[:0].drop(columns="kind")), {"pedestrian"}, judged).empty
