@@ -52,7 +52,7 @@ def parse_file(
             return table.parse(source_file, data, require_annotator=require_annotator)
     except ExportError:
         raise
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as error:
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError, RecursionError) as error:
         raise ExportError(source_file, f"malformed export ({type(error).__name__}: {error})") from None
     raise ExportError(
         source_file,
@@ -72,7 +72,7 @@ def parse_folder(
         return yolo.parse(source_file, files, image_sizes if image_sizes is not None else {})
     except ExportError:
         raise
-    except (KeyError, IndexError, TypeError, ValueError) as error:
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as error:
         raise ExportError(source_file, f"malformed YOLO export ({type(error).__name__}: {error})") from None
 
 

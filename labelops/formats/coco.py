@@ -73,13 +73,13 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
         else pd.Series(np.zeros(len(annotations), int))
     )
     # Any polygon segmentation stays a polygon, however few its points: validation quarantines a
-    # degenerate one with its reason instead of it silently becoming a plain box.
+    # degenerate one with its reason instead of it silently becoming a plain box. Some tools write one
+    # polygon flat ([x1, y1, x2, y2, ...]) rather than as a list of parts: it is that one part.
+    segmentation = segmentation.map(_as_parts)
     is_polygon = segmentation.map(lambda s: isinstance(s, list) and len(s) > 0 and isinstance(s[0], list))
-    annotator = (
-        annotations["annotator_id"].astype(str)
-        if "annotator_id" in annotations
-        else pd.Series([default_annotator] * len(annotations))
-    )
+    annotator = _annotators(document["annotations"], default_annotator) if "annotator_id" in annotations else None
+    if annotator is None:
+        annotator = pd.Series([default_annotator] * len(annotations))
 
     area = (
         pd.to_numeric(annotations["area"], errors="coerce")
@@ -111,6 +111,21 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
         }
     )
     return Parsed(format="coco", objects=objects_frame(objects))
+
+
+def _as_parts(segmentation: Any) -> Any:
+    """A flat polygon (numbers, no parts) as the one part it is; any other segmentation as it is."""
+    if isinstance(segmentation, list) and segmentation and not isinstance(segmentation[0], list | dict):
+        return [segmentation]
+    return segmentation
+
+
+def _annotators(annotations: list[dict[str, Any]], default: str) -> pd.Series:
+    """Each annotation's ``annotator_id`` as written (7 stays ``7``: a frame would make the column float where
+    some annotation lacks one), ``default`` (``info.contributor``) where it is missing or blank."""
+    given = pd.Series([a.get("annotator_id") for a in annotations], dtype=object)
+    text = given.astype(str).str.strip()
+    return text.where(given.notna() & (text != ""), default)
 
 
 def _frame(source_file: str, document: dict[str, Any], key: str, required: tuple[str, ...]) -> pd.DataFrame:
@@ -154,10 +169,10 @@ def _attributes(segmentation: pd.Series, is_polygon: pd.Series, iscrowd: pd.Seri
     Built column-wise; only multi-part polygons and RLE masks (a few per cent of
     COCO) need a JSON object of their own.
     """
+    if segmentation.empty:  # images without objects (every frame a negative)
+        return np.empty(0, dtype=object)
     plain = pd.DataFrame({"area": area.to_numpy(), "iscrowd": iscrowd.to_numpy()})
     out = np.asarray(plain.to_json(orient="records", lines=True, double_precision=15).splitlines(), dtype=object)
-    if not len(out):
-        return out
     parts = segmentation.map(lambda s: len(s) if isinstance(s, list) else 0).to_numpy()
     rle = segmentation.map(lambda s: isinstance(s, dict)).to_numpy()
     for index in np.flatnonzero((is_polygon.to_numpy() & (parts > 1)) | rle):

@@ -77,7 +77,7 @@ def item_id_from_reference(source_file: str, reference: str, *, url: bool = Fals
         segments = re.split(r"[/?&=\\]", ref)
         if ".." in segments:
             raise ExportError(source_file, f"media reference {ref!r} points outside its root")
-        parts = urlsplit(ref)
+        parts = urlsplit(ref.replace("\\", "/"))  # a Windows path, C:\data\0001.jpg, as the other formats read it
         path = parse_qs(parts.query).get("d", [parts.path])[0]  # Label Studio local files: ?d=<path>
     else:
         try:

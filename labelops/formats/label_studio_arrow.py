@@ -291,14 +291,21 @@ class _Results:
         sizes = [pc.struct_field(results, key) for key in ("original_width", "original_height")]
         _require(all(s.null_count == 0 for s in sizes), "a region without its image size")
         width, height = (s.to_numpy() for s in sizes)
+        # Arrow reads an integer beyond a float's range as infinity, which the other readers refuse (and a
+        # written 1e400 as the infinity they read): such a file is theirs
+        _require(np.isfinite(width).all() and np.isfinite(height).all(), "a number beyond a float")
         scale = np.stack([width / 100.0, height / 100.0, width / 100.0, height / 100.0], axis=1)
         xywh = np.full((len(self.regions), 4), np.nan)
         boxes = values.filter(pa.array(box))
         numbers = [pc.struct_field(boxes, key) for key in ("x", "y", "width", "height")]
         _require(all(n.null_count == 0 for n in numbers), "a box without its place")
+        place, rotation = (
+            np.stack([n.to_numpy() for n in numbers], axis=1),
+            _filled(pc.struct_field(boxes, "rotation"), 0.0),
+        )
+        _require(np.isfinite(place).all() and np.isfinite(rotation).all(), "a number beyond a float")
         with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN, silently, as Python's floats give them
-            xywh[box] = np.stack([n.to_numpy() for n in numbers], axis=1) * scale[box]
-        rotation = _filled(pc.struct_field(boxes, "rotation"), 0.0)
+            xywh[box] = place * scale[box]
         points: list[Any] = [None] * len(self.regions)
         if not box.all():
             polygons = values.filter(pa.array(~box))
@@ -319,6 +326,7 @@ class _Results:
         _require(pairs.null_count == 0 and pc.all(pc.equal(pc.list_value_length(pairs), 2)).as_py(), "bad points")
         flat = pc.list_flatten(pairs)
         _require(flat.null_count == 0, "a point that is not a number")
+        _require(np.isfinite(flat.to_numpy()).all(), "a number beyond a float")  # the others read it as written
         owner = np.repeat(np.arange(len(counts)), counts)
         xy = flat.to_numpy().reshape(-1, 2) * np.stack([scale[at, 0][owner], scale[at, 1][owner]], axis=1)
         starts = np.cumsum(counts) - counts

@@ -96,7 +96,8 @@ def parse(source_file: str, files: Mapping[str, bytes], image_sizes: Mapping[str
     except ValueError:
         first = lines.iloc[int(np.flatnonzero(~tokens.str[0].str.fullmatch(r"\d+"))[0])]
         raise ExportError(source_file, f"{first['file']} line {first['line']}: class id is not an integer") from None
-    out_of_range = (class_ids < 0) | (class_ids >= len(names))
+    named = np.asarray([n is not None for n in names] + [False], dtype=bool)  # the last: any id past the list
+    out_of_range = (class_ids < 0) | ~named[np.clip(class_ids, 0, len(names))]
     if out_of_range.any():
         first = lines[out_of_range].iloc[0]
         raise ExportError(
@@ -164,21 +165,28 @@ def _text(source_file: str, name: str, data: bytes) -> str:
         raise ExportError(source_file, f"{name} is not UTF-8 text") from None
 
 
-def _class_names(source_file: str, files: Mapping[str, bytes]) -> list[str]:
-    by_base = {posixpath.basename(name).lower(): name for name in sorted(files, key=len)}
+def _class_names(source_file: str, files: Mapping[str, bytes]) -> list[str | None]:
+    """The class list, by class id (None where a ``names`` mapping skips an id). Of several lists of one name,
+    the one nearest the export's root (a backup copy deeper down does not win)."""
+    nearest_last = sorted(files, key=lambda name: (name.count("/"), len(name)), reverse=True)
+    by_base = {posixpath.basename(name).lower(): name for name in nearest_last}
     for candidate in CLASS_LISTS:
         if candidate not in by_base:
             continue
         name = by_base[candidate]
         text = _text(source_file, name, files[name])
         if candidate.endswith((".yaml", ".yml")):
-            try:
-                config = yaml.safe_load(text)
+            try:  # every scalar as text: a class named yes, no or null stays that name
+                config = yaml.load(text, Loader=yaml.BaseLoader)  # BaseLoader builds only str, list and dict
             except yaml.YAMLError as error:
                 raise ExportError(source_file, f"{name} is not valid YAML ({error})") from None
             names = config.get("names") if isinstance(config, dict) else None
-            if isinstance(names, dict):
-                names = [names[k] for k in sorted(names)]
+            if isinstance(names, dict):  # {id: name}, by id, whatever order the file lists them in
+                ids = {str(k).strip(): v for k, v in names.items()}
+                if not all(k.isdigit() for k in ids):
+                    raise ExportError(source_file, f"{name}: 'names' maps {sorted(ids)[:3]}…, not class ids")
+                by_id = {int(k): v for k, v in ids.items()}
+                return [str(by_id[i]) if i in by_id else None for i in range(max(by_id, default=-1) + 1)]
             if not isinstance(names, list):
                 raise ExportError(source_file, f"{name} has no 'names' list")
             return [str(n) for n in names]
