@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from labelops.reporting import json_safe
 from labelops.storage import Store
 
 RESULT_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": 5}
@@ -169,8 +170,8 @@ def run_suites(
                     "success": bool(item.success),
                     "unexpected_count": int(detail.get("unexpected_count") or 0),
                     "unexpected_percent": _finite(detail.get("unexpected_percent")),
-                    "observed": _clean(detail.get("observed_value")),
-                    "examples": _clean((detail.get("partial_unexpected_list") or [])[:EXAMPLES]),
+                    "observed": json_safe(detail.get("observed_value")),
+                    "examples": json_safe((detail.get("partial_unexpected_list") or [])[:EXAMPLES]),
                     "error": item.exception_info.get("exception_message") if raised else None,
                 }
             )
@@ -209,8 +210,3 @@ def _finite(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe values for Dagster metadata: no NaN, no numpy scalars."""
-    return json.loads(json.dumps(value, default=str), parse_constant=lambda _: None)

@@ -7,8 +7,17 @@ label such as ``<script>`` stays text.
 from __future__ import annotations
 
 import html
+import json
+from typing import Any
 
 import pandas as pd
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON any reader takes: a number that could not be computed (NaN, an infinity) is null,
+    not the bare ``NaN`` Python's json writes and JavaScript and strict parsers refuse; numpy scalars and other
+    objects as their text."""
+    return json.loads(json.dumps(value, default=str), parse_constant=lambda _: None)
 
 
 def escape_markdown(value: object) -> str:

@@ -31,6 +31,7 @@ from labelops import boxes
 from labelops.columns import codes, first_rows, isin, lookup, run_positions
 from labelops.export import to_coco, to_yolo
 from labelops.quality import CONSENSUS_COLUMNS
+from labelops.reporting import json_safe
 from labelops.storage import Store
 
 ROOT = "snapshots"
@@ -645,7 +646,7 @@ def publish(
     )
     for name, data in files.items():
         store.write_bytes(f"{ROOT}/{version}/{name}", data)
-    store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(changes, indent=1).encode())
+    store.write_bytes(f"{ROOT}/{version}/diff.json", json.dumps(json_safe(changes), indent=1, allow_nan=False).encode())
     split_counts = curated.items["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     document = {
         "version": version,
@@ -661,7 +662,8 @@ def publish(
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
     if not store.create(
-        f"{ROOT}/{version}/manifest.json", json.dumps(document, indent=1, sort_keys=True, default=str).encode()
+        f"{ROOT}/{version}/manifest.json",
+        json.dumps(json_safe(document), indent=1, sort_keys=True, allow_nan=False).encode(),
     ):
         return version, manifest(store, version), False  # a twin with the same content published it first
     store.write_bytes(LATEST, version.encode())

@@ -719,7 +719,8 @@ def fold_state(
 
 def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Series | None) -> pd.DataFrame:
     """Per relabel batch, the loop so far: items sent (honeypots counted apart: they are no requests), answered
-    (by this batch's answer or a later one), still waiting, and answered items the latest snapshot holds."""
+    (by this batch's answer or a later one), still waiting (requested, or sent and never judged yet), and
+    answered items the latest snapshot holds."""
     columns = ["batch_id", "sent_on", "sent", "honeypots", "answered", "waiting", "answered_in_snapshot"]
     if sent.empty:
         return pd.DataFrame(columns=columns)
@@ -731,7 +732,9 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
     honeypot = sent["reason"].astype(object).eq(HONEYPOT).to_numpy()
     answered_batch = sent["item_id"].map(first["answered_batch"]).astype(object)
     answered = (answered_batch.notna() & (answered_batch.fillna("") >= sent["batch_id"])).to_numpy() & ~honeypot
-    waiting = sent["item_id"].map(first["status"]).eq("relabel_requested").to_numpy() & ~honeypot
+    status = sent["item_id"].map(first["status"]).astype(object)
+    # a production item sent for labeling has no state row until its answer brings its first judgments
+    waiting = (status.eq("relabel_requested") | status.isna()).to_numpy() & ~answered & ~honeypot
     shown = isin(sent["item_id"], snapshot_items) if snapshot_items is not None else np.zeros(len(sent), bool)
     table = pd.DataFrame(
         {

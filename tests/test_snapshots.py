@@ -403,3 +403,17 @@ def test_diff_lists_box_changes() -> None:
         ("a", "removed", "truck", None),
     ]
     assert [c["iou"] for c in changes] == [None, 0.25, 1.0, None]
+
+
+def test_a_metric_that_could_not_be_computed_is_null_in_a_strict_json_manifest(tmp_path: Path) -> None:
+    """A day of relabel answers alone has no overall agreement (NaN): the manifest must stay JSON that strict
+    parsers (JavaScript's, a catalog's) read, with null where the metric is missing."""
+    consensus, items = inputs(20)
+    curated = curate(consensus, items)
+    version, _, _ = snapshots.publish(LocalStore(tmp_path), curated, {"qa": {"box_alpha": float("nan"), "n": 3}})
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"bare {constant} in the manifest")
+
+    text = LocalStore(tmp_path).read_bytes(f"snapshots/{version}/manifest.json").decode()
+    assert json.loads(text, parse_constant=refuse)["qa"] == {"box_alpha": None, "n": 3}

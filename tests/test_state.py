@@ -598,3 +598,28 @@ def test_items_held_back_for_review_on_no_batch_day_or_across_days_go_back_with_
         backlog,
     )
     assert sorted(labeling.select(candidates, 10, set())["item_id"]) == ["split", "waiting"]
+
+
+def test_the_loop_counts_a_sent_production_item_without_judgments_as_waiting() -> None:
+    """A production item sent for labeling has no state row until its answer arrives: the quality report's loop
+    section counts it as waiting, not as nothing."""
+    batch = f"relabel-{DAYS[0]}"
+    sent = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "prod-1", "gold-1", "c"],
+            "batch_id": batch,
+            "sent_on": DAYS[0],
+            "reason": ["review_queue:x", "review_queue:x", "drifted_slice:x", "honeypot", "coverage_gap:x"],
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "gold-1"],
+            "status": ["answered", "relabel_requested", "labeled", "labeled"],
+            "answered_batch": [batch, None, None, None],
+        }
+    )
+    loop = state.loop_by_batch(sent, items, pd.Series(["a"]))
+    assert loop[["sent", "honeypots", "answered", "waiting", "answered_in_snapshot"]].values.tolist() == [
+        [4, 1, 1, 2, 1]
+    ]
