@@ -129,3 +129,33 @@ def test_a_yolo_class_id_a_names_map_skips_fails_the_file() -> None:
     data = yolo({"data.yaml": "names:\n  0: car\n  2: bus\n", "labels/0001.txt": "1 .5 .5 .1 .1\n"})
     with pytest.raises(ExportError, match="class 1 is not in the class list"):
         parse_file("gap.zip", data, SIZES)
+
+
+def test_a_query_d_names_the_file_only_for_label_studio_local_files() -> None:
+    """``/data/local-files/?d=<path>`` is how Label Studio serves local files; on any other URL a ``d`` parameter
+    is part of the query, not the file."""
+    local = "http://ls:8080/data/local-files/?d=cam1/0001.jpg"
+    other = "gs://fleet/cam1/0007.jpg?d=x/0002.jpg"
+    assert parse_file("ls.json", label_studio(local, other), {}).objects["item_id"].tolist() == ["0001", "0007"]
+
+
+def test_repeated_slashes_name_one_file() -> None:
+    data = json.dumps(
+        {
+            "images": [{"id": n, "file_name": name} for n, name in ((1, "a//0001.jpg"), (2, "a/0001.jpg"))],
+            "categories": [{"id": 1, "name": "car"}],
+            "annotations": [{"id": n, "image_id": n, "category_id": 1, "bbox": [1, 2, 4, 4]} for n in (1, 2)],
+        }
+    ).encode()
+    assert parse_file("slashes.json", data, SIZES).objects["item_id"].tolist() == ["0001", "0001"]
+
+
+def test_a_rotation_written_as_an_infinity_is_null_in_attributes() -> None:
+    """Attributes stay JSON every reader takes: Python's json writes ``Infinity``, which strict parsers refuse."""
+    data = label_studio("/a/0001.jpg").replace(b'"x": 10', b'"x": 10, "rotation": 1e400')
+    attributes = parse_file("turned.json", data, {}).objects["attributes"].iloc[0]
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    assert json.loads(attributes, parse_constant=refuse)["rotation"] is None

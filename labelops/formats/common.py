@@ -7,12 +7,13 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import numpy as np
 import pandas as pd
 
 from labelops.errors import ExportError
+from labelops.reporting import json_safe
 from labelops.storage import PathEscapeError, safe_key
 
 # Columns a parser may fill; the ingest step adds ids and provenance.
@@ -78,7 +79,7 @@ def item_id_from_reference(source_file: str, reference: str, *, url: bool = Fals
         if ".." in segments:
             raise ExportError(source_file, f"media reference {ref!r} points outside its root")
         parts = urlsplit(ref.replace("\\", "/"))  # a Windows path, C:\data\0001.jpg, as the other formats read it
-        path = parse_qs(parts.query).get("d", [parts.path])[0]  # Label Studio local files: ?d=<path>
+        path = _url_path(parts)
     else:
         try:
             path = safe_key(ref)
@@ -106,13 +107,24 @@ def item_ids_from_paths(source_file: str, paths: pd.Series) -> np.ndarray:
     return stems.to_numpy(dtype=object)
 
 
+def _url_path(parts: SplitResult) -> str:
+    """The path a media URL names. Label Studio serves local files as ``/data/local-files/?d=<path>``; any other
+    URL's query (a presigned signature, a cache buster, a ``d`` of its own) is not part of the file."""
+    if parts.path.rstrip("/").endswith("/local-files"):
+        local = parse_qs(parts.query).get("d")
+        if local:
+            return local[0]
+    return parts.path
+
+
 def _media_file(reference: str) -> str:
     """The file a media reference names, as comparable text: a URL's host and path (a Label Studio local file's
-    ``?d=`` path), without the query a presigned URL adds; a relative path with ``/`` separators."""
-    ref = reference.strip().replace("\\", "/")
-    parts = urlsplit(ref)
-    local = parse_qs(parts.query).get("d")
-    return local[0] if local else f"{parts.netloc}{parts.path}".removeprefix("./")
+    ``?d=`` path, whichever host serves it), without the query a presigned URL adds; a relative path with ``/``
+    separators, repeated ones as one."""
+    parts = urlsplit(reference.strip().replace("\\", "/"))
+    path = _url_path(parts)
+    named = path if path != parts.path else f"{parts.netloc}{path}"
+    return re.sub("/{2,}", "/", named).removeprefix("./")
 
 
 def check_one_file_per_item(source_file: str, references: Any, item_ids: Any) -> None:
@@ -143,8 +155,12 @@ def check_one_file_per_item(source_file: str, references: Any, item_ids: Any) ->
 
 
 def to_json(value: dict[str, Any]) -> str:
-    """Attributes as canonical JSON (sorted keys), so equal attributes compare equal."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    """Attributes as canonical JSON (sorted keys), so equal attributes compare equal; a number no JSON reader
+    takes (NaN, an infinity, written so in an export) is null."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def polygon_bounds(points: np.ndarray) -> tuple[float, float, float, float]:
