@@ -77,9 +77,11 @@ def parse(source_file: str, document: dict[str, Any]) -> Parsed:
     # polygon flat ([x1, y1, x2, y2, ...]) rather than as a list of parts: it is that one part.
     segmentation = segmentation.map(_as_parts)
     is_polygon = segmentation.map(lambda s: isinstance(s, list) and len(s) > 0 and isinstance(s[0], list))
-    annotator = _annotators(document["annotations"], default_annotator) if "annotator_id" in annotations else None
-    if annotator is None:
-        annotator = pd.Series([default_annotator] * len(annotations))
+    annotator = (
+        _annotators(annotations["annotator_id"], default_annotator)
+        if "annotator_id" in annotations
+        else pd.Series([default_annotator] * len(annotations))
+    )
 
     area = (
         pd.to_numeric(annotations["area"], errors="coerce")
@@ -120,12 +122,16 @@ def _as_parts(segmentation: Any) -> Any:
     return segmentation
 
 
-def _annotators(annotations: list[dict[str, Any]], default: str) -> pd.Series:
-    """Each annotation's ``annotator_id`` as written (7 stays ``7``: a frame would make the column float where
-    some annotation lacks one), ``default`` (``info.contributor``) where it is missing or blank."""
-    given = pd.Series([a.get("annotator_id") for a in annotations], dtype=object)
-    text = given.astype(str).str.strip()
-    return text.where(given.notna() & (text != ""), default)
+def _annotators(given: pd.Series, default: str) -> pd.Series:
+    """Each annotation's ``annotator_id`` as written, ``default`` (``info.contributor``) where it is missing or
+    blank. Where some annotation lacks one, the frame made the column float: its whole numbers are ids (7, not
+    7.0)."""
+    if pd.api.types.is_float_dtype(given):
+        whole = given.dropna()
+        if (whole == whole.round()).all():
+            given = given.astype("Int64")
+    text = given.astype(object).astype(str).str.strip()
+    return text.where(given.notna().to_numpy() & (text != "").to_numpy(), default)
 
 
 def _frame(source_file: str, document: dict[str, Any], key: str, required: tuple[str, ...]) -> pd.DataFrame:
