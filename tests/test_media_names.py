@@ -48,7 +48,7 @@ def label_studio(*data: dict[str, Any]) -> bytes:
         "to_name": "image",
         "original_width": 100,
         "original_height": 100,
-        "value": {"x": 1, "y": 1, "width": 10, "height": 10, "rectanglelabels": ["car"]},
+        "value": {"x": 10, "y": 1, "width": 10, "height": 10, "rectanglelabels": ["car"]},
     }
     tasks = [
         {"id": n, "data": d, "annotations": [{"id": n, "completed_by": 7, "result": [box]}]}

@@ -10,6 +10,7 @@ import zipfile
 from typing import Any
 
 import pytest
+from test_media_names import label_studio as tasks
 
 from labelops.errors import ExportError
 from labelops.formats import label_studio_arrow, label_studio_typed, parse_file
@@ -18,20 +19,9 @@ BIG = b"1" + b"0" * 400  # an integer literal no float holds
 SIZES = {"0001": (100.0, 100.0)}
 
 
-def label_studio(*images: str, who: Any = 7) -> bytes:
-    box = {
-        "id": "a",
-        "type": "rectanglelabels",
-        "from_name": "label",
-        "original_width": 100,
-        "original_height": 100,
-        "value": {"x": 10, "y": 1, "width": 10, "height": 10, "rectanglelabels": ["car"]},
-    }
-    tasks = [
-        {"id": n, "data": {"image": image}, "annotations": [{"id": n, "completed_by": who, "result": [box]}]}
-        for n, image in enumerate(images, 1)
-    ]
-    return json.dumps(tasks).encode()
+def label_studio(*images: str) -> bytes:
+    """One task per image, each with one annotator's car box at x = 10 % of a 100-pixel image."""
+    return tasks(*({"image": image} for image in images))
 
 
 def coco(annotations: list[dict[str, Any]], file_name: str = "0001.jpg", **info: Any) -> bytes:
