@@ -17,6 +17,7 @@ from labelops.guidelines import Guideline
 
 IMAGE = "image"  # the object tag's name: every result's to_name
 MEDIA_FIELD = "image"  # the task data field holding the media URI (the Image tag's value is $image)
+SCENE_REQUIRED = "Pick the scene: every image has one, and an answer without it would leave the item waiting."
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ def labeling_config(guideline: Guideline) -> bytes:
     ET.SubElement(view, "Image", {"name": IMAGE, "value": f"${MEDIA_FIELD}", "zoom": "true"})
     for control in controls(guideline):
         attributes = {"name": control.name, "toName": IMAGE}
-        if control.tag == "Choices":
-            attributes.update(choice="single", showInline="true")
+        if control.tag == "Choices":  # every image has a scene: Label Studio refuses a submission without one
+            attributes.update(choice="single", showInline="true", required="true", requiredMessage=SCENE_REQUIRED)
         element = ET.SubElement(view, control.tag, attributes)
         child = "Choice" if control.tag == "Choices" else "Label"
         for label in control.labels:

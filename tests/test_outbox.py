@@ -48,6 +48,9 @@ def test_labeling_config_lists_exactly_the_classes_of_each_version(
         "scene": ("choices", "image", SCENES),
     }
     assert len(boxes) == {"v1": 6, "v2": 8}[version]
+    # the scene is required: Label Studio refuses a submission without one, so no answer leaves an item waiting
+    assert [(c.get("required"), bool(c.get("requiredMessage"))) for c in root.iter("Choices")] == [("true", True)]
+    assert {c.get("required") for c in root.iter() if c.tag in ("RectangleLabels", "PolygonLabels")} == {None}
 
 
 def test_class_names_are_escaped_not_spliced() -> None:
