@@ -6,6 +6,8 @@ What it contains, and why:
   agreement, gold scoring and consensus have something real to find;
 - boxes with jitter, crosswalk polygons and a scene classification, exported the way
   real teams deliver them: Label Studio JSON, CVAT XML, COCO JSON, a crowd CSV and a YOLO zip;
+- crowd stragglers: each day's crowd file also judges some of the day before's items, so votes of one item
+  arrive on two days and the label state has rounds to pool;
 - 8 % gold items, a few malformed files, two re-delivered exports (counted once), and production
   logs whose inputs drift in the
   last three days (more night and rain traffic, darker images, a new object type);
@@ -85,7 +87,11 @@ CROWD_ACCURACY = (0.9, 0.85, 0.88, 0.8, 0.92, 0.4, 0.86, 0.83)  # w06 is a spamm
 # plausible confusion), boxes every annotator drew shifted (by this share of their width and height, towards the
 # image's centre), true boxes every annotator left out (among boxes no other true box touches: ObjectLab scores a
 # detection only where no label box overlaps it).
-PLANTED_STREAM, SCENE_STREAM = 101, 102
+PLANTED_STREAM, SCENE_STREAM, LATE_STREAM = 101, 102, 103
+# Crowd stragglers: each day's crowd file also holds judgments of the day before's items, submitted after
+# midnight by a worker who had not judged them yet (one each, on this many items outside gold and the planted
+# errors), so the label state pools an item's votes across two deliveries.
+LATE_PER_DAY = 20
 PLANTED_PER_DAY = 12
 CARELESS = "ann04"
 SCENE_CONFUSION = ("highway", "urban")
@@ -145,6 +151,7 @@ def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
     counts = {"items": 0, "objects": 0, "production": 0, "gold": 0, "files": 0}
     gold_rows: list[dict] = []
     truths, planted = [], []
+    previous: tuple[pd.DataFrame, pd.DataFrame] | None = None  # the day before's crowd judgments, and its items' truth
     for index, day in enumerate(days()):
         drift = index >= N_DAYS - DRIFT_DAYS
         items = _items(rng, day, drift)
@@ -163,7 +170,9 @@ def seed_landing(store: Store, *, seed: int = SEED) -> Seeded:
             np.random.default_rng([seed, index, PLANTED_STREAM]), sized, work, crowd, gold_items
         )
         planted.append(errors.assign(day=day))
-        _write_exports(store, day, items, work, crowd, counts)
+        late = _late_crowd(np.random.default_rng([seed, index, LATE_STREAM]), day, previous) if previous else None
+        previous = crowd, truth[~truth["item_id"].isin(gold_items) & ~truth["item_id"].isin(errors["item_id"])]
+        _write_exports(store, day, items, work, pd.concat([crowd, late], ignore_index=True), counts)
         gold_truth = truth[truth["item_id"].isin(gold_items)]
         if day >= V2_DAY:
             gold_truth = gold_truth.assign(label=gold_truth["label"].replace(V2_RENAMES))
@@ -528,6 +537,29 @@ def _crowd(rng: np.random.Generator, truth: pd.DataFrame, day: str) -> pd.DataFr
                 }
             )
     return pd.DataFrame(rows).rename(columns={"WorkerId": "worker_id", "SubmitTime": "submitted_at"})
+
+
+def _late_crowd(rng: np.random.Generator, day: str, previous: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame:
+    """One more crowd judgment each of :data:`LATE_PER_DAY` of the day before's scenes (``previous``: that day's
+    crowd judgments and the truth of its items outside gold and the planted errors), by a worker who had not
+    judged the item, submitted after midnight: they arrive in ``day``'s file."""
+    crowd, truth = previous
+    scenes = truth[truth["kind"] == "classification"]
+    scenes = scenes.iloc[np.sort(rng.choice(len(scenes), min(LATE_PER_DAY, len(scenes)), replace=False))]
+    rows = []
+    for item_id, label in zip(scenes["item_id"], scenes["label"], strict=True):
+        judged = set(crowd.loc[crowd["INPUT:item_id"] == item_id, "worker_id"])
+        worker = int(rng.choice([k for k, name in enumerate(CROWD) if name not in judged]))
+        answer = label if rng.random() < CROWD_ACCURACY[worker] else str(rng.choice(SCENES))
+        rows.append(
+            {
+                "worker_id": CROWD[worker],
+                "INPUT:item_id": item_id,
+                "OUTPUT:label": answer,
+                "submitted_at": f"{day}T00:40:00Z",
+            }
+        )
+    return pd.DataFrame(rows, columns=crowd.columns)
 
 
 def _gold_rows(truth: pd.DataFrame) -> list[dict]:

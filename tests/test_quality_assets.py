@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from conftest import DEMO_NIGHTS, REPO
 
+from labelops.demo import LATE_PER_DAY
 from labelops.storage import LocalStore
 
 DAY = "2024-06-13"
@@ -103,8 +104,9 @@ def test_label_issues_on_the_demo_equal_the_domain_call(demo_nights) -> None:
         check_dtype=False,
     )
     assert len(got) and set(got["method"]) == {"confident_learning", "crowdlab", "objectlab"}
-    assert found.counts["scene_items_checked"] == found.counts["scene_items"] > 100
-    assert found.counts["scene_items_without_model_output"] == 0 and found.counts["box_items_checked"] > 100
+    # the crowd's stragglers judge the day before's items, which the day's production log does not hold: counted
+    assert found.counts["scene_items_checked"] == found.counts["scene_items"] - LATE_PER_DAY > 100
+    assert found.counts["scene_items_without_model_output"] == LATE_PER_DAY and found.counts["box_items_checked"] > 100
     print(f"{DAY}: {found.counts}; issues by type {got['issue'].value_counts().to_dict()}")
 
 
