@@ -468,6 +468,18 @@ def waiting_for_relabel(votes: Table) -> pd.DataFrame:
     return rows.drop_duplicates("item_id").sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
+def _unreadable_answers(votes: Table) -> pd.Series:
+    """Items whose counted answer holds a judgment marked ``needs_relabel``: the answer is the item's labels of
+    what it covers, and one of them has no class under the guideline in force."""
+    marked = (
+        _present(votes, "answer_to")
+        & _present(votes, "needs_relabel")
+        & ~_present(votes, "superseded_by")
+        & ~_present(votes, "replaced_on")
+    )
+    return pd.Series(pd.unique(_rows(votes, marked, ["item_id"])["item_id"]), dtype=object)
+
+
 def refit_due(model: AnnotatorModel | None, day: str, config: StateConfig) -> bool:
     """Whether the night labels every item's scene again: for Dawid-Skene, a fit over every current vote when
     there is no fit to keep (the first day, a new guideline version, whose classes a fit under the old one does
@@ -574,7 +586,9 @@ def lineage(votes: pd.DataFrame) -> pd.DataFrame:
     per_item["rounds"] += 1  # the ordinary round, plus one per answered batch
     per_item["days"] = joined(votes["item_id"], votes["export_date"], ",")  # dates: sorted is delivery order
     per_item["current_judgments"] = live.groupby("item_id").size().reindex(per_item.index).fillna(0).astype("int64")
-    answers = live[live["answer_to"].notna()].groupby("item_id")["answer_to"].max()
+    # an answer in a class since split counts for nothing, but it did arrive: its request is closed
+    standing = votes["answer_to"].notna() & votes["superseded_by"].isna() & votes["replaced_on"].isna()
+    answers = votes[standing].groupby("item_id")["answer_to"].max()
     per_item["answered_batch"] = answers.reindex(per_item.index).astype(object)
     return per_item[LINEAGE]
 
@@ -603,7 +617,8 @@ def item_state(
     ``answered`` when its current votes hold an answer to its latest request (or to any, without one),
     and ``relabel_requested`` while a later request is open. ``in_review`` items wait for a reviewer and
     ``needs_relabel`` items (a guideline change split or redefined the class of one of their judgments, named in
-    the ``needs_relabel`` column) for a relabel; an answer ends both.
+    the ``needs_relabel`` column) for a relabel; an answer ends both, unless one of its own judgments is marked
+    ``needs_relabel``: then it closes its request and the item needs a relabel.
     """
     if previous is not None and touched is not None and len(previous):
         # an item's lineage changes only with its judgments: carried for the others, computed for the touched
@@ -619,14 +634,18 @@ def item_state(
     per_item["requested_batch"] = lookup(ids, last_request) if last_request is not None else none
     owner = positions(labels["item_id"], ids)  # each consensus row's item (-1: an item without votes)
     has_label = np.bincount(owner[owner >= 0], minlength=len(per_item)) > 0
-    answered = (
+    arrived = (
         per_item["answered_batch"].notna()
         & (per_item["requested_batch"].isna() | (per_item["answered_batch"] >= per_item["requested_batch"]))
     ).to_numpy()
-    requested_open = per_item["requested_batch"].notna().to_numpy() & ~answered
-    reviewing = isin(ids, in_review) & ~answered
+    requested_open = per_item["requested_batch"].notna().to_numpy() & ~arrived
+    reviewing = isin(ids, in_review) & ~arrived
     marked = waiting_for_relabel(votes).set_index("item_id")["needs_relabel"]
     per_item["needs_relabel"] = lookup(ids, marked) if len(marked) else none
+    # an answer the guideline in force cannot read whole (it used a class since split or redefined: answered
+    # under the task's older labeling config, or before the change) closes its request but answers nothing
+    # for good: the item waits for a relabel, and relabel_batch sends it again
+    answered = arrived & ~isin(ids, _unreadable_answers(votes))
     relabel = per_item["needs_relabel"].notna().to_numpy() & ~answered
     per_item["status"] = np.select(
         [requested_open, answered, relabel, reviewing, ~has_label],

@@ -212,6 +212,41 @@ def test_an_answer_stays_final_and_an_answer_without_boxes_says_the_item_has_non
     ]
 
 
+def test_an_answer_in_a_class_since_split_leaves_the_item_waiting_for_a_relabel() -> None:
+    """A task sent under v1 and answered after v2 split the class it offered (``cyclist``): validation marks the
+    answer's box ``needs_relabel``. The answer still closes the request and supersedes the crowd's boxes, but it
+    does not answer the item: the item waits for a relabel (left out of the snapshot, counted, and a candidate
+    for the next batch) instead of being `answered` with its cyclist gone."""
+    batch, split = f"relabel-{DAYS[0]}", "v2: split of 'cyclist'"
+    crowd = [
+        scene_vote("c", "a1", "urban", DAYS[0]),
+        scene_vote("c", "a2", "urban", DAYS[0]),
+        *(box("c", who, "cyclist", 10, DAYS[0]) for who in ("a3", "a4", "a5")),  # fresh votes under v2
+        scene_vote("k", "a1", "urban", DAYS[0]),
+        scene_vote("k", "a2", "urban", DAYS[0]),
+        scene_vote("b", "a1", "urban", DAYS[0]),
+        box("b", "a1", "car", 200, DAYS[0]),
+    ]
+    answers = [
+        scene_vote("c", "reviewer", "residential", DAYS[1], batch),
+        {**box("c", "reviewer", "cyclist", 12, DAYS[1], batch), "needs_relabel": split},  # answered under v1
+        scene_vote("k", "reviewer", "highway", DAYS[1], batch),  # a readable answer, for contrast
+        {**box("b", "reviewer", "cyclist", 30, DAYS[1], batch), "needs_relabel": split},  # nothing else answered
+    ]
+    votes = state.empty_votes()
+    for rows in (crowd, answers):
+        votes = state.fold_votes(votes, validated(rows).assign(guideline_version="v2"))
+    labels = consensus_of(votes, pd.Series(["b", "c", "k"]), DAYS[1])
+    requested = pd.DataFrame({"item_id": ["b", "c", "k"], "batch_id": batch, "sent_on": DAYS[0]})
+    items = state.item_state(votes, labels, requested, pd.Series(dtype=object)).drop_duplicates("item_id")
+    items = items.set_index("item_id")
+    assert items["status"].to_dict() == {"b": "needs_relabel", "c": "needs_relabel", "k": "answered"}
+    assert (items.loc[["b", "c"], "needs_relabel"] == split).all()
+    assert (items["answered_batch"] == batch).all()  # each answer arrived: no request stays open
+    inputs = snapshots.state_inputs(items.reset_index())
+    assert list(inputs.relabel["item_id"]) == ["b", "c"] and inputs.review.empty  # waiting_for_relabel
+
+
 def test_the_same_answer_to_a_later_request_is_a_new_answer_and_a_redelivered_one_a_copy(tmp_path: Path) -> None:
     """A reviewer who answers a second request for an item as they answered the first (or as they answered it
     as a honeypot) gives a new answer: it supersedes, and the item's latest request is answered. The first
