@@ -38,6 +38,7 @@ class ConsensusConfig(Config):
     box_cluster_iou: float = CONSENSUS.cluster_iou
     min_gold_accuracy: float = THRESHOLDS.min_gold_accuracy
     min_estimated_accuracy: float = THRESHOLDS.min_estimated_accuracy
+    min_answers_for_estimate: int = THRESHOLDS.min_answers_for_estimate
     min_gold_box_recall: float = THRESHOLDS.min_gold_box_recall
 
 
@@ -131,6 +132,7 @@ def consensus_and_scores(
     thresholds = Thresholds(
         min_gold_accuracy=config.min_gold_accuracy,
         min_estimated_accuracy=config.min_estimated_accuracy,
+        min_answers_for_estimate=config.min_answers_for_estimate,
         min_gold_box_recall=config.min_gold_box_recall,
     )
     guideline_set = guidelines.load()

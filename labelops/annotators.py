@@ -21,6 +21,7 @@ class Thresholds:
     min_gold_accuracy: float = 0.8
     min_gold_items: int = 5
     min_estimated_accuracy: float = 0.7
+    min_answers_for_estimate: int = 10  # a day's fit learns little of someone with a handful of scene answers
     min_gold_box_recall: float = 0.7
     min_gold_box_precision: float = 0.7
     max_top_label_share: float = 0.95  # near-constant answers
@@ -96,8 +97,9 @@ def annotator_scores(
         "gold accuracy " + scores["gold_accuracy"].round(3).astype(str) + f" < {t.min_gold_accuracy}",
         "",
     )
+    answered = n_answers.reindex(scores.index).fillna(0)
     reasons["estimated"] = np.where(
-        scores["estimated_accuracy"] < t.min_estimated_accuracy,
+        (answered >= t.min_answers_for_estimate) & (scores["estimated_accuracy"] < t.min_estimated_accuracy),
         "estimated accuracy " + scores["estimated_accuracy"].round(3).astype(str) + f" < {t.min_estimated_accuracy}",
         "",
     )
@@ -112,7 +114,7 @@ def annotator_scores(
         "",
     )
     share = top_share.reindex(scores.index)
-    constant = (n_answers.reindex(scores.index).fillna(0) >= t.min_answers_for_share) & (share > t.max_top_label_share)
+    constant = (answered >= t.min_answers_for_share) & (share > t.max_top_label_share)
     reasons["constant"] = np.where(constant, "near-constant answers (top label " + share.round(3).astype(str) + ")", "")
     flag_reason = (
         reasons.apply(lambda r: "; ".join(v for v in r if v), axis=1) if len(reasons) else pd.Series(dtype=object)

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labelops.agreement import Votes
+from labelops.annotators import Thresholds
 from labelops.consensus import dawid_skene, estimated_accuracy, majority_vote
+from labelops.quality import consensus_and_scores
 
 DATA = {"rte": lambda: snow("rte"), "temp": lambda: snow("temp"), "bluebirds": bluebirds}
 # Published with the data (SOURCES.md), computed with crowd-kit 1.4.2: majority vote, Dawid-Skene.
@@ -96,3 +98,23 @@ def test_permuting_annotator_ids_does_not_change_consensus(rows, random) -> None
     )
     a, b = Votes.from_frame(frame), Votes.from_frame(renamed)
     np.testing.assert_allclose(dawid_skene(a).posteriors, dawid_skene(b).posteriors, atol=1e-9)
+
+
+def test_a_handful_of_answers_is_too_little_to_flag_by_estimated_accuracy() -> None:
+    """On a day of 40 RTE items, a newcomer's three answers, each matching a unanimous item, get an estimated
+    accuracy of 0.45 from the day's fit (it sums P(c|c) over classes the newcomer never answered): below the
+    0.7 flag, so it needs ``min_answers_for_estimate`` scene answers. Busy annotators are still judged by it."""
+    frame, _ = snow("rte")
+    day = frame[frame["item_id"].isin(frame["item_id"].drop_duplicates().iloc[:40])]
+    per_item = day.groupby("item_id")["label"]
+    unanimous = per_item.first()[per_item.nunique() == 1].iloc[:3]
+    newcomer = pd.DataFrame({"item_id": unanimous.index, "annotator_id": "newcomer", "label": unanimous.to_numpy()})
+    judged = pd.concat([day, newcomer], ignore_index=True)
+    annotations = judged.assign(kind="classification", x=np.nan, y=np.nan, w=np.nan, h=np.nan, points=None)
+    _, scores = consensus_and_scores(annotations, pd.DataFrame(columns=["item_id", "kind", "label"]))
+    newcomer_scores = scores.set_index("annotator_id").loc["newcomer"]
+    assert newcomer_scores["agreement_with_consensus"] == 1.0 and newcomer_scores["estimated_accuracy"] < 0.7
+    assert not newcomer_scores["flagged"]
+    busy = scores[scores["n_annotations"] >= Thresholds().min_answers_for_estimate]
+    low = busy["estimated_accuracy"] < Thresholds().min_estimated_accuracy
+    assert low.sum() == 5 and busy.loc[low, "flag_reason"].str.contains("estimated accuracy").all()
