@@ -157,6 +157,7 @@ def relabel_batch(
     catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
     rows = _latest(label_state, ["item_id", "kind", "confidence", "n_votes", "days", "status", "needs_relabel"])
     latest = first_rows(rows, "item_id")
+    review_queue = labeling.held_for_review(review_queue, latest)
     returned = state.last_labeled(latest)
     needs_relabel = latest.loc[latest["status"] == "needs_relabel", ["item_id", "needs_relabel"]]
     backlog = labeling.review_backlog(rows, review_queue["item_id"], min_confidence=config.min_confidence)

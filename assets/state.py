@@ -10,6 +10,7 @@ latest earlier day is read; the others cost a listing.
 
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -26,7 +27,7 @@ from assets.metadata import OWNERS, column_schema, guideline_entry, table_metada
 from assets.partitioned import DayFrames, Frames, arrow_for_day, for_day
 from assets.partitions import daily_asset, daily_partitions
 from labelops import consensus, ingest, labeling, state
-from labelops.columns import group_starts, plain
+from labelops.columns import group_starts, isin, plain
 from labelops.consensus import AnnotatorModel
 from labelops.guidelines import labels_under
 from labelops.layers import ROW, Layered
@@ -48,6 +49,10 @@ class LabelStateConfig(Config):
     cluster_iou: float = DEFAULTS.cluster_iou
     answer_quorum: int = DEFAULTS.answer_quorum
     request_expire_days: int = DEFAULTS.request_expire_days
+    # review_queue's min_confidence and min_agreement (set them alike): an item the day's queue lists for its scene
+    # consensus alone stays in review only if its consensus pooled over days is below them too
+    review_min_confidence: float = DEFAULTS.review_min_confidence
+    review_min_agreement: float = DEFAULTS.review_min_agreement
 
 
 def _previous_day(context: AssetExecutionContext, day: str, frames: Frames) -> str | None:
@@ -234,18 +239,23 @@ def label_state(
         config.answer_quorum,
         config.request_expire_days,
         config.refit_days,
+        config.review_min_confidence,
+        config.review_min_agreement,
     )
     # under a new guideline every item is read again (label_votes carried its votes); otherwise the day's items
     touched = state.touched_items(votes, day if since is None or same_guideline else None)
     # a fit under an earlier guideline knows its classes, not the new ones: the first day of a version fits again
     kept = earlier_models[since] if since is not None and same_guideline and since in earlier_models else None
     model = AnnotatorModel.from_frame(kept) if kept is not None else None
-    # items in review wait for a decision, carried from day to day until an answer arrives
-    reviewed_today = for_day(review_queue, day, "review_queue")["item_id"]
+    # items in review wait for a decision, carried from day to day until an answer arrives; an item the day's queue
+    # listed for the day's scene consensus alone waits only if the pooled consensus is unsure too
+    queue = for_day(review_queue, day, "review_queue")
+    reviewed_today = queue["item_id"]
+    scene_only = queue["scene_only"].to_numpy(dtype=bool) if "scene_only" in queue else np.zeros(len(queue), bool)
     in_review = pd.concat(
         [
             previous.loc[previous["status"] == "in_review", "item_id"] if len(previous) else pd.Series(dtype=object),
-            reviewed_today,
+            reviewed_today[~scene_only],
         ]
     )
     # A day's batch goes out after its nightly run: requests count from the next day, so a rerun gives the same state.
@@ -262,6 +272,7 @@ def label_state(
         requests=requests,
         in_review=in_review,
         reviewed_today=reviewed_today,
+        unsure_today=reviewed_today[scene_only],
     )
     per_item = group_starts(table["item_id"])  # the state holds an item's status and lineage on each of its rows
     statuses = table.loc[per_item, "status"].value_counts().to_dict()
@@ -276,6 +287,15 @@ def label_state(
             "items": int(per_item.sum()),
             **guideline_entry({day: version}),
             "touched_today": int(touched.nunique()),
+            # the day's queue items listed for the day's scene consensus alone, and those the pooled one kept in review
+            "review_scene_only": MetadataValue.json(
+                {
+                    "listed": int(scene_only.sum()),
+                    "held": int(
+                        isin(reviewed_today[scene_only], table.loc[table["status"] == "in_review", "item_id"]).sum()
+                    ),
+                }
+            ),
             "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
             "answered": MetadataValue.md(
                 markdown_table(

@@ -180,6 +180,16 @@ def relabel_candidates(
     return candidates
 
 
+def held_for_review(queue: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
+    """The day's review queue without the items it listed for the day's scene consensus alone (``scene_only``) that
+    the label state (``latest``: item_id, status) did not hold in review, their consensus pooled over days being
+    sure: nobody is asked to review a label the state already trusts."""
+    if "scene_only" not in queue or queue.empty:
+        return queue
+    held = isin(queue["item_id"], latest.loc[latest["status"].astype(object).eq("in_review"), "item_id"])
+    return queue[~queue["scene_only"].to_numpy(dtype=bool) | held].reset_index(drop=True)
+
+
 def review_backlog(latest: pd.DataFrame, queued: pd.Series, *, min_confidence: float) -> pd.DataFrame:
     """Items the label state holds back for a decision that the day's review queue does not list, as review
     candidates (item_id, reason, uncertainty).

@@ -103,16 +103,20 @@ def review_queue(
                 }
             )
         )
+    n_scene = len(rows[0]) + len(rows[1])  # the rows of the scene rules, first: what the day's fit made of its votes
     queue = (
         pd.concat([r for r in rows if len(r)], ignore_index=True)
         if any(len(r) for r in rows)
         else pd.DataFrame(columns=["item_id", "reason", "labels", "uncertainty"])
     )
+    queue["scene"] = np.arange(len(queue)) < n_scene
     exploded = _label_names(queue["labels"])
     item_weight = exploded.map(weight).fillna(1.0).groupby(level=0).max()
     queue["critical"] = exploded.isin(critical).groupby(level=0).any() if len(queue) else pd.Series(dtype=bool)
     queue["priority"] = (item_weight.reindex(queue.index).fillna(1.0) * queue["uncertainty"].astype(float)).round(6)
-    per_item = queue.groupby("item_id", sort=False).agg(priority=("priority", "sum"), critical=("critical", "any"))
+    per_item = queue.groupby("item_id", sort=False).agg(
+        priority=("priority", "sum"), critical=("critical", "any"), scene_only=("scene", "all")
+    )
     queue = pd.DataFrame(
         {
             "item_id": per_item.index,
@@ -120,6 +124,9 @@ def review_queue(
             "priority": per_item["priority"].to_numpy(),
             "critical": per_item["critical"].to_numpy(),
             "labels": concatenated(queue["item_id"], queue["labels"], ", ").reindex(per_item.index).to_numpy(),
+            # listed only for the day's scene consensus: label_state holds it in review only if the pooled
+            # consensus is unsure too (a small day's fit can rate a unanimous item low)
+            "scene_only": per_item["scene_only"].to_numpy(dtype=bool),
         }
     )
     return queue.sort_values(

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api.extensions import take
 
-from labelops import quality
+from labelops import quality, review
 from labelops.columns import (
     day_text,
     first_rows,
@@ -84,6 +84,9 @@ class StateConfig:
     answer_quorum: int = 1  # one reviewer's answer is authoritative
     request_expire_days: int = 14  # an unanswered relabel request lapses, and the item may be sent again
     refit_days: int = 7  # Dawid-Skene is fit over every current vote again when its fit is this many days old
+    # the review queue's scene rules, applied to the pooled consensus of the items a day listed for them alone
+    review_min_confidence: float = review.MIN_CONFIDENCE
+    review_min_agreement: float = review.MIN_AGREEMENT
 
 
 def open_requests(ledger: pd.DataFrame, day: str, expire_days: int) -> pd.DataFrame:
@@ -698,8 +701,12 @@ def fold_state(
     requests: pd.DataFrame,
     in_review: pd.Series,
     reviewed_today: pd.Series,
+    unsure_today: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, AnnotatorModel | None]:
     """The item state at the end of ``day`` (:func:`consensus`, then :func:`item_state`), and its annotator model.
+
+    ``in_review`` are the items held in review; ``unsure_today`` those the day's review queue listed for the day's
+    scene consensus alone, held too where :func:`unsure_scenes` finds the pooled consensus unsure.
 
     Between fits only some items can change: those the day touched, the gold items (labeled again), items with an
     open request or one that lapsed (``requests``; the previous state's ``requested_batch``) and items the day
@@ -718,7 +725,8 @@ def fold_state(
         theirs = _subset(votes, _among(votes, "item_id", affected))
         labels, fitted = consensus(theirs, before, touched, gold, config, day=day, model=model)
         if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
-            rows = item_state(theirs, labels, requests, in_review, previous=before, touched=touched)
+            held = _held(in_review, labels, unsure_today, config)
+            rows = item_state(theirs, labels, requests, held, previous=before, touched=touched)
             state = spliced(previous, mine, rows, "item_id")
             if state is not None:
                 return state, fitted
@@ -733,7 +741,30 @@ def fold_state(
             parts = [df for df in (others, rows) if len(df)] or [rows]
             return sorted_rows(pd.concat(parts, ignore_index=True), ["item_id"]), fitted
     labels, fitted = consensus(votes, previous, touched, gold, config, day=day, model=model)
-    return item_state(votes, labels, requests, in_review, previous=previous, touched=touched), fitted
+    held = _held(in_review, labels, unsure_today, config)
+    return item_state(votes, labels, requests, held, previous=previous, touched=touched), fitted
+
+
+def _held(in_review: pd.Series, labels: pd.DataFrame, unsure_today: pd.Series | None, config: StateConfig) -> pd.Series:
+    if unsure_today is None or unsure_today.empty:
+        return in_review
+    return pd.concat([in_review.astype(object), unsure_scenes(labels, unsure_today, config)], ignore_index=True)
+
+
+def unsure_scenes(labels: pd.DataFrame, items: pd.Series, config: StateConfig) -> pd.Series:
+    """Of ``items``, those whose scene label pooled over every day is unsure as the review queue means it: two or
+    more votes, and a confidence below ``review_min_confidence`` or an agreement below ``review_min_agreement``.
+
+    The review queue judges a day's consensus, fit on that day's votes alone, and a small day's fit can be
+    degenerate: an annotator who gave one class all day tells it nothing, so a unanimous item falls back to the
+    day's class prior (0.67 for two matching votes, in a day otherwise of one reviewer's answers). The pooled
+    consensus, fit on every day, decides whether such an item waits for a reviewer."""
+    scene = labels[labels["kind"].astype(object).eq("classification").to_numpy() & isin(labels["item_id"], items)]
+    votes = pd.to_numeric(scene["n_votes"], errors="coerce").fillna(0).to_numpy()
+    confidence = pd.to_numeric(scene["confidence"], errors="coerce").to_numpy(dtype=float)
+    agreement = pd.to_numeric(scene["agreement"], errors="coerce").to_numpy(dtype=float)
+    unsure = (votes >= 2) & ((confidence < config.review_min_confidence) | (agreement < config.review_min_agreement))
+    return pd.Series(pd.unique(scene["item_id"].to_numpy(dtype=object)[unsure]), dtype=object)
 
 
 def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Series | None) -> pd.DataFrame:

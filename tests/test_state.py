@@ -14,12 +14,14 @@ from crowd_data import snow
 from dagster import DagsterInstance, materialize
 
 from labelops import consensus as ds
-from labelops import ingest, labeling, snapshots, state
+from labelops import ingest, labeling, quality, snapshots, state
 from labelops.agreement import Votes
 from labelops.columns import positions
+from labelops.guidelines import load_guidelines
 from labelops.storage import LocalStore
 
 DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def crowd_votes(frame: pd.DataFrame, day: str) -> pd.DataFrame:
@@ -633,6 +635,56 @@ def test_items_held_back_for_review_on_no_batch_day_or_across_days_go_back_with_
         backlog,
     )
     assert sorted(labeling.select(candidates, 10, set())["item_id"]) == ["split", "waiting"]
+
+
+def test_a_small_days_unsure_scene_waits_for_review_only_if_the_pooled_consensus_is_unsure() -> None:
+    """A day of two annotators who each gave one class all day (a project re-exported) and a reviewer's nine
+    answers: the day's Dawid-Skene fit learns nothing from the two, so twelve items both called `urban` fall back
+    to the day's prior (`residential`, 0.667, agreement 0) and the review queue lists them for it alone. Pooled
+    with the three votes each had the day before, they are `urban` at full confidence: labeled, not in review,
+    and a batch does not send them for review. An item the pooled votes still split waits."""
+    items = [f"A{n:02d}" for n in range(12)]
+    day1 = [scene_vote(i, who, "urban", DAYS[0]) for i in items for who in ("a3", "a4", "a5")]
+    day1 += [
+        scene_vote(f"{label[0].upper()}{n}", who, label, DAYS[0])
+        for label in ("highway", "residential")
+        for n in range(4)
+        for who in ("a3", "a4", "a5")
+    ]
+    day1 += [scene_vote("split", "a3", "urban", DAYS[0])]
+    day2 = [scene_vote(i, who, "urban", DAYS[1]) for i in items for who in ("a1", "a2")]
+    day2 += [scene_vote("split", "a6", "highway", DAYS[1]), scene_vote("split", "a7", "residential", DAYS[1])]
+    day2 += [scene_vote(f"R{n}", "rev", "residential", DAYS[1]) for n in range(6)]
+    day2 += [scene_vote(f"C{n}", "rev", "urban", DAYS[1]) for n in range(3)]
+    today = validated(day2).assign(points=None, needs_relabel=None)
+    table, _ = quality.consensus_and_scores(today, pd.DataFrame(columns=["item_id", "kind", "label"]))
+    guideline = load_guidelines(LocalStore(REPO / "config")).by_version["v1"]
+    queue = quality.review(today, table, guideline, min_confidence=0.7, min_agreement=0.6)
+    day_view = table.set_index("item_id").loc[items]
+    assert (day_view["label"] == "residential").all() and (day_view["confidence"] < 0.7).all()
+    assert set(items) <= set(queue.loc[queue["scene_only"], "item_id"]) and "split" in set(queue["item_id"])
+
+    votes = state.empty_votes()
+    for rows in (day1, day2):
+        votes = state.fold_votes(votes, validated(rows))
+    folded, _ = state.fold_state(
+        votes,
+        state.empty_state(),
+        votes["item_id"].drop_duplicates(),
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+        day=DAYS[1],
+        model=None,
+        requests=pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]),
+        in_review=pd.Series(dtype=object),
+        reviewed_today=queue["item_id"],
+        unsure_today=queue.loc[queue["scene_only"], "item_id"],
+    )
+    latest = folded.drop_duplicates("item_id").set_index("item_id")
+    assert (latest.loc[items, "label"] == "urban").all() and (latest.loc[items, "confidence"] > 0.99).all()
+    assert (latest.loc[items, "status"] == "labeled").all() and latest.loc["split", "status"] == "in_review"
+    sent = labeling.held_for_review(queue, latest.reset_index())
+    assert not set(items) & set(sent["item_id"]) and "split" in set(sent["item_id"])
 
 
 def test_the_loop_counts_a_sent_production_item_without_judgments_as_waiting() -> None:
