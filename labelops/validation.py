@@ -10,7 +10,7 @@ then a join of the suites' unexpected rows back onto the table.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -373,7 +373,15 @@ def validation_frame(
     """Everything the suites need: the canonical row, the remap columns and the rule facts."""
     frame = fill_image_sizes(annotations, items)
     frame = apply_guidelines(frame, guidelines, day)
-    return rule_columns(frame, guidelines, now)
+    return rule_columns(frame, guidelines, min(now, latest_stamp(day)))
+
+
+def latest_stamp(day: str) -> datetime:
+    """The latest time a judgment delivered in ``day``'s folder can have been made: the end of the next day (UTC),
+    for a vendor whose own day runs up to 14 hours behind. A later stamp is a clock or a folder gone wrong, and
+    would choose a guideline version not yet in force; against the run's clock alone, a backfill of an old day
+    would let it pass."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=2)
 
 
 def split_validated(frame: pd.DataFrame, failures: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -226,3 +226,20 @@ def test_a_suite_on_the_columns_it_names_says_what_it_says_on_the_whole_frame(co
     pd.testing.assert_frame_equal(narrowed.expectations, whole.expectations.iloc[:-1])
     pd.testing.assert_frame_equal(narrowed.failures, whole.failures)
     assert not narrowed.failures.empty
+
+
+def test_a_stamp_after_its_delivery_day_fails_in_a_backfill_too() -> None:
+    """A judgment in 2024-06-13's folder stamped 2024-06-15 10:00 was not made by the time it was delivered: a
+    backfill run years later fails it as the night itself would have (the run's clock alone would let it pass, and
+    the stamp would choose a guideline not yet in force). One stamped late on the next day (UTC) passes: a
+    vendor whose own day is up to 14 hours behind delivers into the folder of its date."""
+    rows = [
+        row(1, annotation_id="behind", annotated_at=pd.Timestamp("2024-06-14T23:30:00Z")),
+        row(2, annotation_id="after", annotated_at=pd.Timestamp("2024-06-15T10:00:00Z")),
+    ]
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    years_later = datetime(2026, 12, 1, tzinfo=UTC)
+    frame = validation.validation_frame(
+        conform(pd.DataFrame(rows), ANNOTATION_SCHEMA), pd.DataFrame(), guidelines, DAY, years_later
+    )
+    assert frame.set_index("annotation_id")["not_in_future"].astype(bool).to_dict() == {"behind": True, "after": False}
