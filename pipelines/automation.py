@@ -1,5 +1,5 @@
-"""Schedules and sensors: the nightly refresh, drift -> relabel, guideline changes -> backfill, new files -> the day's run,
-a re-materialized state day -> the later days folded again."""
+"""Schedules and sensors: the nightly refresh, drift -> relabel, items a guideline change left ambiguous -> relabel,
+guideline changes -> backfill, new files -> the day's run, a re-materialized state day -> the later days folded again."""
 
 import hashlib
 import itertools
@@ -94,6 +94,48 @@ def drift_sensor(context: SensorEvaluationContext):
             skip_reason=SkipReason(f"no drift in {len(records)} new production_drift materialization(s)"), cursor=cursor
         )
     return SensorResult(run_requests=requests, cursor=cursor)
+
+
+@sensor(
+    target=AssetSelection.assets(*RELABEL_SELECTION),
+    minimum_interval_seconds=300,
+    description="When the newest label_state day holds items waiting for a relabel that no open batch holds (status "
+    "`needs_relabel`: a guideline change split, redefined or removed one of their classes), request that day's "
+    "relabel_batch (and quality report) once, run key relabel_batch-<day> as drift_sensor's. A day whose batch is "
+    "already materialized or requested is left alone. Without it, those items wait for a drifted day.",
+)
+def needs_relabel_sensor(context: SensorEvaluationContext):
+    after = int(context.cursor or 0)
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("label_state"), after_storage_id=after), limit=500, ascending=True
+    ).records
+    if not records:
+        return SkipReason("no new label_state materializations")
+    cursor = str(records[-1].storage_id)
+    waiting: dict[str, int] = {}
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is not None and materialization.partition:
+            by_status = materialization.metadata.get("by_status")
+            counts = by_status.value if by_status is not None else None
+            count = counts.get("needs_relabel") if isinstance(counts, dict) else None
+            waiting[materialization.partition] = count if isinstance(count, int) else 0
+    day = max(waiting, default=None)
+    if day is None or not waiting[day]:
+        return SensorResult(skip_reason=SkipReason(f"no item of label_state {day} waits for a relabel"), cursor=cursor)
+    run_key = f"relabel_batch-{day}"
+    sent = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("relabel_batch"), asset_partitions=[day]), limit=1
+    ).records
+    if sent or context.instance.get_runs_count(RunsFilter(tags={"dagster/run_key": run_key})):
+        return SensorResult(skip_reason=SkipReason(f"{run_key} is already sent or requested"), cursor=cursor)
+    request = RunRequest(
+        run_key=run_key,
+        partition_key=day,
+        asset_selection=RELABEL_SELECTION,
+        tags={"labelops/trigger": "needs_relabel"},
+    )
+    return SensorResult(run_requests=[request], cursor=cursor)
 
 
 @sensor(

@@ -15,7 +15,14 @@ from assets.quality import quality_assets
 from assets.reports import quality_report
 from assets.state import state_assets
 from assets.validate import validate_annotations
-from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule, state_sensor
+from pipelines.automation import (
+    drift_sensor,
+    guideline_sensor,
+    landing_sensor,
+    needs_relabel_sensor,
+    nightly_schedule,
+    state_sensor,
+)
 from resources import build_resources
 from resources.memory import choose_arrow_pool, freeze_loaded
 from resources.settings import Settings
@@ -65,7 +72,7 @@ defs = Definitions(
     executor=in_process_executor,
     jobs=[ingest_job, nightly_job],
     schedules=[nightly_schedule],
-    sensors=[drift_sensor, guideline_sensor, landing_sensor, state_sensor],
+    sensors=[drift_sensor, needs_relabel_sensor, guideline_sensor, landing_sensor, state_sensor],
     resources=build_resources(Settings.from_env()),
 )
 freeze_loaded()  # last: the code location, loaded, is left out of the collector's passes

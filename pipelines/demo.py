@@ -1,7 +1,8 @@
 """`make demo`: seed the demo landing zone, then run every demo night as the daemon would.
 
-A night is the nightly job, the drift sensor's tick (a relabel batch when the day drifted) and, the next day, a
-simulated reviewer's answers to that batch as a Label Studio export: the loop closes inside the demo.
+A night is the nightly job, the relabel sensors' ticks (a relabel batch when the day drifted, or when its label state
+holds items a guideline change left ambiguous) and, the next day, a simulated reviewer's answers to that batch as a
+Label Studio export: the loop closes inside the demo.
 
 Runs go into the persistent instance in DAGSTER_HOME, so `make ui` shows them afterwards.
 """
@@ -18,11 +19,11 @@ from typing import Any
 os.environ.setdefault("LABELOPS_SETTLE_SECONDS", "0")
 
 import pandas as pd
-from dagster import DagsterInstance, build_sensor_context, materialize
+from dagster import DagsterInstance, SensorDefinition, build_sensor_context, materialize
 
 from labelops import warehouse
 from labelops.demo import answer_tasks, days, seed_landing
-from pipelines.automation import drift_sensor
+from pipelines.automation import drift_sensor, needs_relabel_sensor
 from pipelines.definitions import ASSETS, defs
 
 # Step-level debug logs stay in the instance (and the UI); the terminal gets a line per day.
@@ -33,6 +34,9 @@ NIGHTLY = {**QUIET, "ops": {"dataset_snapshot": {"config": {"stratify_by": ["lab
 # ones, so relabel batches can send production items (docs/labeling.md).
 PRODUCTION_FRAMES = "s3://fleet-camera/production/{day}/{item_id}.jpg"
 RELABEL = {**QUIET, "ops": {"relabel_batch": {"config": {"production_uri_template": PRODUCTION_FRAMES}}}}
+# The sensors that send relabel batches, ticked in this order after each night (drift first: a day it sent a batch
+# for is left alone by the other).
+RELABEL_SENSORS = (drift_sensor, needs_relabel_sensor)
 
 
 def main() -> int:
@@ -54,11 +58,12 @@ def main() -> int:
 def run_nights(
     nights: list[str], instance: DagsterInstance, resources: dict[str, Any], truth: pd.DataFrame
 ) -> list[str]:
-    """Each night as the daemon would run it: the nightly job, the drift sensor's tick (a relabel batch for a
-    drifted day), and the simulated reviewer's answers to that batch, delivered as a Label Studio export the
-    next day. Returns the days whose run failed."""
+    """Each night as the daemon would run it: the nightly job, the relabel sensors' ticks (a relabel batch for a
+    drifted day, or for a day whose state holds items waiting for a relabel), and the simulated reviewer's answers
+    to that batch, delivered as a Label Studio export the next day. Returns the days whose run failed."""
     selection = list(defs.resolve_job_def("nightly_job").asset_layer.executable_asset_keys)
-    failed, cursor = [], None
+    failed: list[str] = []
+    cursors: dict[str, str | None] = {}
     for day in nights:
         result = materialize(
             ASSETS,
@@ -77,21 +82,28 @@ def run_nights(
         )
         if not result.success:
             failed.append(day)
-        cursor = _drift_tick(instance, resources, cursor, nights, truth)
+        for sensor in RELABEL_SENSORS:
+            cursors[sensor.name] = _relabel_tick(sensor, instance, resources, cursors.get(sensor.name), nights, truth)
     return failed
 
 
-def _drift_tick(
-    instance: DagsterInstance, resources: dict[str, Any], cursor: str | None, nights: list[str], truth: pd.DataFrame
+def _relabel_tick(
+    sensor: SensorDefinition,
+    instance: DagsterInstance,
+    resources: dict[str, Any],
+    cursor: str | None,
+    nights: list[str],
+    truth: pd.DataFrame,
 ) -> str | None:
-    """What the daemon's drift sensor would do after the run: request relabel_batch for a drifted day; then the
+    """What the daemon's relabel sensor would do after the run: request relabel_batch for a drifted day (drift_sensor)
+    or for a day whose state holds items a guideline change left ambiguous (needs_relabel_sensor); then the
     reviewer answers the batch the next day."""
     context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
-    result = drift_sensor.evaluate_tick(context)
+    result = sensor.evaluate_tick(context)
     for request in result.run_requests or []:
         day = request.partition_key
         if day is None:
-            raise RuntimeError(f"the drift sensor requested a run without a day ({request.run_key})")
+            raise RuntimeError(f"{sensor.name} requested a run without a day ({request.run_key})")
         run = materialize(
             ASSETS,
             selection=request.asset_selection,
@@ -103,8 +115,8 @@ def _drift_tick(
         )
         batch = run.asset_materializations_for_node("relabel_batch")[0].metadata
         print(
-            f"  drift on {day}: relabel_batch sent {batch['dagster/row_count'].value} items "
-            f"{batch['by_kind'].value} ({request.run_key})"
+            f"  {request.tags['labelops/trigger']} on {day}: relabel_batch sent {batch['dagster/row_count'].value} "
+            f"items {batch['by_kind'].value} ({request.run_key})"
         )
         _deliver_answers(resources, day, nights, truth)
     return result.cursor or cursor

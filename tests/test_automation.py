@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    build_schedule_context,
+    build_sensor_context,
+    materialize,
+)
 from label_studio_checks import invalid_results
 
 from labelops.storage import LocalStore
-from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, nightly_schedule
+from pipelines.automation import drift_sensor, guideline_sensor, landing_sensor, needs_relabel_sensor, nightly_schedule
 from pipelines.demo import PRODUCTION_FRAMES
 from resources import build_resources
 from resources.settings import Settings
@@ -105,6 +112,37 @@ def test_quiet_day_gives_a_skip_reason(demo_runs) -> None:
     result = drift_sensor.evaluate_tick(build_sensor_context(instance=replay, definitions=defs))
     assert not result.run_requests
     assert result.skip_message == "no drift in 2 new production_drift materialization(s)"
+
+
+def test_needs_relabel_sensor_sends_a_batch_for_items_a_guideline_change_left_waiting(demo_runs) -> None:
+    """Guideline v2 splits `cyclist` from 2024-06-12, and a vendor still delivers v1 cyclists: the state of 06-13
+    holds items waiting for a relabel. The sensor requests that day's batch once (drift_sensor's run key), leaves a
+    day alone once its batch is materialized, and skips a day with nothing waiting. The demo nights' real
+    label_state materializations are replayed into an instance of their own, so no other test's batch is seen."""
+    defs, _, instance, _ = demo_runs
+    records = instance.fetch_materializations(AssetKey("label_state"), limit=100, ascending=True).records
+    by_day = {r.partition_key: r.asset_materialization for r in records}
+    waiting = {day: m.metadata["by_status"].value["needs_relabel"] for day, m in by_day.items() if m is not None}
+    assert waiting["2024-06-10"] == 0 and waiting["2024-06-13"] > 0
+
+    quiet = DagsterInstance.ephemeral()
+    quiet.report_runless_asset_event(by_day["2024-06-10"])
+    result = needs_relabel_sensor.evaluate_tick(build_sensor_context(instance=quiet, definitions=defs))
+    assert not result.run_requests and result.skip_message == "no item of label_state 2024-06-10 waits for a relabel"
+
+    replay = DagsterInstance.ephemeral()
+    for day in sorted(by_day):
+        replay.report_runless_asset_event(by_day[day])
+    result = needs_relabel_sensor.evaluate_tick(build_sensor_context(instance=replay, definitions=defs))
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("2024-06-13", "relabel_batch-2024-06-13")]
+    assert result.run_requests[0].asset_selection == [AssetKey("relabel_batch"), AssetKey("quality_report")]
+    again = needs_relabel_sensor.evaluate_tick(
+        build_sensor_context(instance=replay, definitions=defs, cursor=result.cursor)
+    )
+    assert not again.run_requests and again.skip_message == "no new label_state materializations"
+    replay.report_runless_asset_event(AssetMaterialization("relabel_batch", partition="2024-06-13"))
+    sent = needs_relabel_sensor.evaluate_tick(build_sensor_context(instance=replay, definitions=defs))
+    assert not sent.run_requests and sent.skip_message == "relabel_batch-2024-06-13 is already sent or requested"
 
 
 def test_labeling_tasks_put_under_covered_slices_first(demo_runs) -> None:
