@@ -78,9 +78,6 @@ ANNOTATORS = (
     Annotator("ann05", "cvat", 0.95, 3.0, 0.04, truck_as_car=0.55),  # biased: trucks become cars
     Annotator("ann06", "coco", 0.95, 2.5, 0.03),
 )
-# Label Studio's user ids of the annotators who work there: exports embed the user (with the e-mail), and
-# labelops knows a Label Studio user by this id.
-LABEL_STUDIO_USERS = {a.name: n + 1 for n, a in enumerate(a for a in ANNOTATORS if a.tool == "label_studio")}
 CROWD = tuple(f"w{n:02d}" for n in range(1, 9))
 CROWD_ACCURACY = (0.9, 0.85, 0.88, 0.8, 0.92, 0.4, 0.86, 0.83)  # w06 is a spammer
 
@@ -327,6 +324,7 @@ def _write_exports(
 
 def _label_studio(work: dict[str, pd.DataFrame], items: pd.DataFrame, stamp: str) -> bytes:
     tasks = []
+    user_ids = {name: n + 1 for n, name in enumerate(sorted(work))}
     all_items = sorted(set().union(*(set(w["item_id"]) for w in work.values())))
     for t_id, item_id in enumerate(all_items, start=1):
         width, height = float(items.at[item_id, "width"]), float(items.at[item_id, "height"])
@@ -338,8 +336,8 @@ def _label_studio(work: dict[str, pd.DataFrame], items: pd.DataFrame, stamp: str
             results = _label_studio_results(objects, width, height)
             annotations.append(
                 {
-                    "id": t_id * 10 + LABEL_STUDIO_USERS[name],
-                    "completed_by": {"id": LABEL_STUDIO_USERS[name], "email": email(name)},
+                    "id": t_id * 10 + user_ids[name],
+                    "completed_by": {"id": user_ids[name], "email": email(name)},
                     "result": results,
                     "was_cancelled": False,
                     "ground_truth": False,

@@ -66,7 +66,7 @@ class CaseSpec:
     cancelled: bool = True  # Label Studio annotations skipped by their annotator
     updated: str = "none"  # Label Studio: an annotation present twice; where the later copy stands (UPDATE_ORDERS)
     other_records: bool = True  # CVAT polylines and points, Label Studio free-text areas: not labels
-    ls_users: str = "email"  # Label Studio completed_by: "id" (a number) or "email" (the embedded user, with e-mail)
+    ls_users: str = "email"  # Label Studio completed_by: "id" (a number) or "email" (the embedded user)
     yolo_packaging: str = "zip"  # or "folder"
     yolo_class_list: str = "obj.names"  # or "classes.txt"
     seed: int = 0
@@ -356,12 +356,11 @@ def _ls_result(rng: np.random.Generator, item: _Item, obj: _Object) -> list[dict
 
 
 def _ls_user(spec: CaseSpec, number: int) -> tuple[object, str]:
-    """``completed_by`` as the export writes it, and the annotator id labelops must read from it: the user's id
-    either way."""
+    """``completed_by`` as the export writes it, and the annotator id labelops must read from it."""
+    email = f"labeler{number}@vendor-a.example"
     if spec.ls_users == "id":
         return number, str(number)
-    email = f"labeler{number}@vendor-a.example"
-    return {"id": number, "email": email, "first_name": f"Labeler{number}", "last_name": ""}, str(number)
+    return {"id": number, "email": email, "first_name": f"Labeler{number}", "last_name": ""}, email
 
 
 def label_studio(

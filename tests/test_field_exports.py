@@ -170,31 +170,6 @@ def test_the_same_export_twice_counts_once_within_a_day_and_across_days(tmp_path
     pd.testing.assert_frame_equal(again.table, first.table)
 
 
-def test_a_label_studio_user_is_one_annotator_whether_the_export_gives_the_id_or_the_user(tmp_path: Path) -> None:
-    """The plain download writes ``completed_by`` as the user's id, other exports embed the user with the e-mail:
-    the same annotations exported both ways on one day, and again on the next, are one judgment each, by one
-    annotator each (by e-mail they were two people, and each judgment counted twice)."""
-    landing, warehouse = LocalStore(tmp_path / "landing"), LocalStore(tmp_path / "warehouse")
-    embedded = json.loads(detection_project())
-    for task in embedded:
-        for annotation in task["annotations"]:
-            who = annotation["completed_by"]
-            annotation["completed_by"] = {"id": who, "email": f"labeler{who}@vendor.example", "first_name": ""}
-    landing.write_bytes(f"exports/{DAY}/project_api.json", detection_project())
-    landing.write_bytes(f"exports/{DAY}/project_ui.json", json.dumps(embedded).encode())
-    landing.write_bytes(f"exports/{NEXT}/project_ui.json", json.dumps(embedded).encode())
-
-    first = ingest.read_exports(landing, DAY, known=ingest.known_judgments(warehouse, DAY))
-    ingest.record_judgments(warehouse, DAY, first.table)
-    assert first.ledger["duplicates"].tolist() == [0, 7]
-    validated, quarantined = validate(first.table)
-    assert (len(validated), len(quarantined)) == (7, 7) and rules(quarantined) == {"duplicate": 7}
-    assert validated.groupby("annotator_id").size().to_dict() == {"1": 4, "2": 3}
-    second = ingest.read_exports(landing, NEXT, known=ingest.known_judgments(warehouse, NEXT))
-    assert second.ledger["duplicates"].tolist() == [7]
-    assert len(validate(second.table, NEXT)[0]) == 0
-
-
 def test_a_moved_box_is_a_new_judgment(tmp_path: Path) -> None:
     landing = LocalStore(tmp_path)
     landing.write_bytes(f"exports/{DAY}/a.json", detection_project())

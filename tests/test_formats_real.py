@@ -134,10 +134,12 @@ def test_label_studio_predictions_are_not_labels_and_choices_are(real: Path) -> 
     assert parsed.skipped == {"prediction": 2}
     origins = [json.loads(a)["origin"] for a in parsed.objects["attributes"]]
     assert sorted(origins) == ["manual", "prediction", "prediction-changed"]
-    assert set(parsed.objects["annotator_id"]) == {"1"}  # the embedded user's id, as a plain download names them
+    assert set(parsed.objects["annotator_id"]) == {"hakan@heartex.com"}  # the embedded user's e-mail
 
     history = parse(real, f"{LS}/test_export_csv/csv_test_history.json").objects
-    assert history[["kind", "label", "annotator_id"]].values.tolist() == [["classification", "Positive", "14"]]
+    assert history[["kind", "label", "annotator_id"]].values.tolist() == [
+        ["classification", "Positive", "sergei@heartex.e2e"]
+    ]
 
 
 def test_label_studio_region_attributes_fold_into_region(real: Path) -> None:

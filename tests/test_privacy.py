@@ -25,7 +25,7 @@ from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
 
 from labelops import ingest, privacy
-from labelops.demo import ANNOTATORS, LABEL_STUDIO_USERS, Annotator, email
+from labelops.demo import ANNOTATORS, email
 from labelops.storage import LocalStore
 from pipelines.definitions import NIGHTLY_ASSETS
 from resources import build_resources
@@ -38,12 +38,6 @@ PSEUDONYM = re.compile(r"^ann-[0-9a-f]{16}$")
 # vendor B's people, named by e-mail in every shape the exports deliver
 MARIA, JAN, LI, OLGA = (f"{n}@vendor-b.example" for n in ("maria.rossi", "jan.kowalski", "li.wei", "olga.ivanova"))
 EMAILS = [email(a.name) for a in ANNOTATORS] + [MARIA, JAN, LI, OLGA]
-JAN_ID = "41"  # Jan's Label Studio user id: the export embeds the user, and a Label Studio user is known by id
-
-
-def known_as(annotator: Annotator) -> str:
-    """The annotator id labelops reads for a demo annotator: the Label Studio user id, else the e-mail."""
-    return str(LABEL_STUDIO_USERS.get(annotator.name, email(annotator.name)))
 
 
 # ---------------------------------------------------------------------------------------------- unit
@@ -92,7 +86,7 @@ def test_protect_exports_by_mode(tmp_path: Path) -> None:
     landing = LocalStore(tmp_path)
     write_vendor_b(landing, DAY)
     delivered = ingest.read_exports(landing, DAY)
-    assert set(delivered.table["annotator_id"]) == {MARIA, JAN_ID, LI}  # a Label Studio user by id
+    assert set(delivered.table["annotator_id"]) == {MARIA, JAN, LI}
     assert privacy.protect_exports(delivered, privacy.AS_DELIVERED, "") is delivered
     with pytest.raises(ValueError, match="unknown annotator id mode 'hash'"):
         privacy.protect_exports(delivered, "hash", KEY)
@@ -196,7 +190,7 @@ def write_vendor_b(store: LocalStore, day: str) -> None:
             "data": {"image": image[n]},
             "annotations": [
                 annotation(9000 + 10 * n, MARIA, "highway"),
-                annotation(9001 + 10 * n, {"id": int(JAN_ID), "email": JAN}, "urban"),
+                annotation(9001 + 10 * n, {"id": 41, "email": JAN}, "urban"),
             ],
         }
         for n in range(3)
@@ -303,11 +297,11 @@ def test_pseudonyms_flow_downstream_and_stay_stable(pseudonymized: tuple[Path, D
     warehouse, _, _ = pseudonymized
     day, next_day = table(warehouse, "label_exports", DAY), table(warehouse, "label_exports", NEXT_DAY)
     assert day["annotator_id"].str.match(PSEUDONYM.pattern).all()
-    for person in (MARIA, JAN_ID, LI, *map(known_as, ANNOTATORS)):
+    for person in (MARIA, JAN, LI, *(email(a.name) for a in ANNOTATORS)):
         assert privacy.pseudonym(person, KEY) in set(day["annotator_id"]), person
     assert privacy.pseudonym("w01", KEY) in set(day["annotator_id"])  # crowd worker ids too
     same_people = set(day["annotator_id"]) & set(next_day["annotator_id"])
-    assert {privacy.pseudonym(p, KEY) for p in (MARIA, JAN_ID, LI, known_as(ANNOTATORS[0]))} <= same_people
+    assert {privacy.pseudonym(p, KEY) for p in (MARIA, JAN, LI, email(ANNOTATORS[0].name))} <= same_people
     scores = table(warehouse, "annotator_scores", DAY)
     assert scores["annotator_id"].str.match(PSEUDONYM.pattern).all()
     assert privacy.pseudonym(email("ann04"), KEY) in set(scores.loc[scores["flagged"], "annotator_id"])  # still flagged

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import DEMO_NIGHTS, REPO
 
-from labelops.demo import LABEL_STUDIO_USERS, LATE_PER_DAY
+from labelops.demo import LATE_PER_DAY
 from labelops.storage import LocalStore
 
 DAY = "2024-06-13"
@@ -60,9 +60,11 @@ def test_scores_flag_the_careless_annotator_and_the_spammer(outputs) -> None:
     scores = outputs["annotator_scores"].set_index("annotator_id")
     assert scores.loc["w06", "flagged"] and "estimated accuracy" in scores.loc["w06", "flag_reason"]
     assert scores.loc["ann04@labelops.example", "flagged"]
-    careful = str(LABEL_STUDIO_USERS["ann01"])  # a Label Studio user, known by id
-    assert not scores.loc[careful, "flagged"]
-    assert scores.loc[careful, "estimated_accuracy"] > scores.loc["ann04@labelops.example", "estimated_accuracy"]
+    assert not scores.loc["ann01@labelops.example", "flagged"]
+    assert (
+        scores.loc["ann01@labelops.example", "estimated_accuracy"]
+        > scores.loc["ann04@labelops.example", "estimated_accuracy"]
+    )
 
 
 def test_review_queue_puts_critical_classes_first(outputs) -> None:

@@ -241,12 +241,8 @@ def _item_id(source_file: str, task: dict[str, Any], task_id: Any) -> str:
 
 
 def _annotator(who: Any) -> str:
-    """The annotator of ``completed_by``: a user is known by their Label Studio id, whether the export gives the
-    number (the plain download) or embeds the user object (with the e-mail), so one person is one annotator in
-    every export of a project and the same annotation exported both ways is one judgment; a user object without
-    an id by its e-mail."""
-    if isinstance(who, dict):
-        who = who.get("id") if who.get("id") is not None else (who.get("email") or None)
+    if isinstance(who, dict):  # newer exports embed the user; the email is what teams recognize
+        who = who.get("email") or who.get("id")
     return "unknown" if who is None else str(who)
 
 

@@ -59,7 +59,7 @@ _RESULT = pa.struct(
     ]
 )
 _DATA = pa.struct([(key, pa.string()) for key in ("item_id", "guideline_version", "batch_id", *MEDIA_KEYS)])
-# ``completed_by`` other than a name: a user id, or (newer exports) the user, known by id or else e-mail.
+# ``completed_by`` other than a name: a user id, or (newer exports) the user, known by email or else id.
 _WHO: dict[type, pa.DataType] = {int: pa.int64(), dict: pa.struct([("email", pa.string()), ("id", pa.int64())])}
 # A name used as it is: printable ASCII without surrounding spaces (``str.strip`` leaves it alone).
 _PLAIN_NAME = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
@@ -425,9 +425,10 @@ class _Results:
 def _annotators(who: pa.Array) -> pa.Array:
     """``label_studio._annotator`` of every annotation's ``completed_by``."""
     if pa.types.is_struct(who.type):
-        email, user = pc.struct_field(who, "email"), pc.struct_field(who, "id")
-        named = pc.if_else(pc.fill_null(pc.not_equal(email, ""), False), email, pa.scalar(None, pa.string()))
-        who = pc.if_else(pc.is_valid(user), pc.cast(user, pa.string()), named)
+        email = pc.struct_field(who, "email")
+        who = pc.if_else(
+            pc.fill_null(pc.not_equal(email, ""), False), email, pc.cast(pc.struct_field(who, "id"), pa.string())
+        )
     return pc.fill_null(pc.cast(who, pa.string()), "unknown")
 
 
