@@ -126,7 +126,8 @@ def _send(
     "class a guideline change split or redefined, plus honeypot gold items (`honeypot_share` of the batch, "
     "from the budget). Items without a media URI are left out. Written to outbox/relabel/<day>/: a Label "
     "Studio import (model predictions as pre-annotations in the classes of the guideline in force), its "
-    "labeling config, a CSV manifest and the item rows of the sent production items.",
+    "labeling config, a CSV manifest and the item rows of the sent production items. A day's batch, once its "
+    "ledger entry is written, is what labelers have: a rerun reports it again and rewrites nothing.",
 )
 def relabel_batch(
     context: AssetExecutionContext,
@@ -143,6 +144,18 @@ def relabel_batch(
 ) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"relabel-{day}"
+    sent = labeling.sent_batch(storage.warehouse_store, "relabel", day, batch_id)
+    if sent is not None:
+        ledger = warehouse.outbox_ledger("relabel", day)
+        context.log.info(f"{batch_id} was sent already ({ledger}): reported again, nothing rewritten")
+        return Output(
+            {day: sent},
+            metadata={
+                **table_metadata(sent),
+                "already_sent": MetadataValue.path(f"{storage.warehouse}/{ledger}"),
+                "by_kind": MetadataValue.json(sent["kind"].value_counts().to_dict()),
+            },
+        )
     production_drift = for_day(production_drift, day, "production_drift")
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)

@@ -38,6 +38,19 @@ def read_ledger(store: Store, area: str, *, before: str | None = None) -> pd.Dat
     return ledger.reindex(columns=LEDGER_COLUMNS)
 
 
+MANIFEST_TEXT = ["item_id", "reason", "kind", "batch_id"]  # read as text: an item id of digits stays an id
+
+
+def sent_batch(store: Store, area: str, day: str, batch_id: str) -> pd.DataFrame | None:
+    """The batch ``day`` already sent (its manifest), once its ledger entry exists; None before. What was sent is
+    what labelers have: a rerun of the day reports it again instead of choosing anew, which would rewrite the
+    day's ledger and so forget the requests it holds (answered items left out, still-open ones dropped)."""
+    if not store.exists(warehouse.outbox_ledger(area, day)):
+        return None
+    manifest = store.read_bytes(f"{warehouse.outbox(area, day)}/{batch_id}.csv")
+    return pd.read_csv(io.BytesIO(manifest), dtype=dict.fromkeys(MANIFEST_TEXT, str))
+
+
 def still_open(ledger: pd.DataFrame, labeled_since: pd.DataFrame, today: str, expire_days: int | None) -> set[str]:
     """Items sent earlier whose labels have not come back (and, with ``expire_days``, not expired)."""
     if ledger.empty:

@@ -65,23 +65,32 @@ def test_the_answers_reach_the_state_and_the_snapshot_without_the_old_boxes(demo
     assert (got == scenes.replace(V2_RENAMES)).mean() >= 0.93
 
 
-def test_a_rerun_of_the_answered_batch_sends_none_of_its_items(demo_loop: DemoLoop, tmp_path: Path) -> None:
-    """Launched by hand, in an instance that never saw the first run: the ledger, not the launcher, decides."""
+def test_a_rerun_of_the_answered_batch_sends_nothing_and_keeps_what_was_sent(
+    demo_loop: DemoLoop, tmp_path: Path
+) -> None:
+    """Launched by hand, in an instance that never saw the first run: the ledger, not the launcher, decides. The
+    batch was sent and answered, so the rerun reports it again and rewrites nothing; choosing anew would send other
+    items under the same batch id and rewrite the day's ledger, forgetting the requests it records."""
     from pipelines.definitions import defs
     from pipelines.demo import RELABEL
 
-    root, first = demo_loop.copy(tmp_path / "loop"), demo_loop.sent
-    assert materialize(
+    root = demo_loop.copy(tmp_path / "loop")
+    outbox = root / "warehouse" / "outbox" / "relabel"
+    before = {path: path.read_bytes() for path in outbox.rglob("*") if path.is_file()}
+    result = materialize(
         list(defs.assets),
         selection=["relabel_batch"],
         partition_key=BATCH_DAY,
         resources=demo_resources(root),
         instance=DagsterInstance.ephemeral(),
         run_config=RELABEL,
-    ).success
-    again = pd.read_csv(root / "warehouse" / "outbox" / "relabel" / "ledger" / f"{BATCH_DAY}.csv")
-    answered = set(first.loc[first["reason"] != "honeypot", "item_id"])
-    assert len(again) and not answered & set(again["item_id"])
+    )
+    assert result.success
+    assert {path: path.read_bytes() for path in outbox.rglob("*") if path.is_file()} == before
+    metadata = result.asset_materializations_for_node("relabel_batch")[0].metadata
+    assert "already_sent" in metadata and metadata["dagster/row_count"].value == len(demo_loop.sent) == 200
+    reported = pd.read_parquet(root / "warehouse" / "tables" / "relabel_batch" / f"{BATCH_DAY}.parquet")
+    assert reported["item_id"].tolist() == demo_loop.sent["item_id"].tolist()
 
 
 def test_the_quality_report_shows_the_loop(demo_loop: DemoLoop) -> None:

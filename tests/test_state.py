@@ -442,6 +442,33 @@ def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> No
     assert sorted(labeling.select(candidates, 10, answered)["item_id"]) == ["img-1", "img-2"]
 
 
+def test_a_batch_is_sent_once_its_ledger_entry_is_written_and_read_back_as_sent(tmp_path: Path) -> None:
+    """The manifest alone (a run that died before its ledger entry) is no sent batch; with the entry, the batch reads
+    back as it was sent, an item id of digits as text."""
+    store = LocalStore(tmp_path)
+    prefix, batch = "outbox/relabel/2024-06-12", "relabel-2024-06-12"
+    store.write_bytes(
+        f"{prefix}/{batch}.csv",
+        b"item_id,reason,kind,priority,batch_id,rank,honeypot\n0001,review_queue:x,review_queue,2.5,"
+        + batch.encode()
+        + b",1,False\n",
+    )
+    assert labeling.sent_batch(store, "relabel", "2024-06-12", batch) is None
+    store.write_bytes("outbox/relabel/ledger/2024-06-12.csv", b"item_id,batch_id,sent_on,reason\n0001,x,2024-06-12,r\n")
+    sent = labeling.sent_batch(store, "relabel", "2024-06-12", batch)
+    assert sent is not None and sent.to_dict("records") == [
+        {
+            "item_id": "0001",
+            "reason": "review_queue:x",
+            "kind": "review_queue",
+            "priority": 2.5,
+            "batch_id": batch,
+            "rank": 1,
+            "honeypot": False,
+        }
+    ]
+
+
 def test_an_unanswered_request_lapses_and_the_item_may_go_again() -> None:
     ledger = pd.DataFrame(
         {
