@@ -287,11 +287,12 @@ def label_state(
             "items": int(per_item.sum()),
             **guideline_entry({day: version}),
             "touched_today": int(touched.nunique()),
-            # the day's queue items listed for the day's scene consensus alone, and those the pooled one kept in review
+            # the day's queue items listed for the day's scene consensus alone, and those in review after the day
+            # (the pooled consensus unsure too, or held already for another reason)
             "review_scene_only": MetadataValue.json(
                 {
                     "listed": int(scene_only.sum()),
-                    "held": int(
+                    "in_review": int(
                         isin(reviewed_today[scene_only], table.loc[table["status"] == "in_review", "item_id"]).sum()
                     ),
                 }
