@@ -463,11 +463,31 @@ def current(votes: pd.DataFrame) -> pd.DataFrame:
     return votes[counts(votes)]
 
 
-def waiting_for_relabel(votes: Table) -> pd.DataFrame:
+def waiting_for_relabel(votes: Table, quorum: int = 2) -> pd.DataFrame:
     """Items with a judgment a guideline change left ambiguous (and no answer superseding it), with the change:
-    they wait for a relabel, which ``relabel_batch`` sends."""
+    they wait for a relabel, which ``relabel_batch`` sends.
+
+    Unless ``quorum`` other annotators judged that part of the item (its scene, or its objects) in judgments that
+    count: the consensus of that part then stands without the ambiguous one, as it does when a lone annotator's
+    box misses the box quorum. A vendor still delivering the old names beside two annotators who use the new
+    ones, or an item judged again after the change, needs no relabel; an item whose split-class object only the
+    marked annotators drew does."""
     marked = _present(votes, "needs_relabel") & ~_present(votes, "superseded_by") & ~_present(votes, "replaced_on")
-    rows = _rows(votes, marked, ["item_id", "needs_relabel"])
+    rows = _rows(votes, marked, ["item_id", "annotator_id", "kind", "needs_relabel"])
+    if len(rows):
+        # the counted judgments of those items by annotators with no ambiguous judgment of the item
+        judged = counts(votes) & _among(votes, "item_id", pd.unique(rows["item_id"]))
+        others = _rows(votes, judged, ["item_id", "annotator_id", "kind"])
+        item = others["item_id"].astype(str) + "\x1f"
+        marked_by = rows["item_id"].astype(str) + "\x1f" + rows["annotator_id"].astype(str)
+        other = ~isin(item + others["annotator_id"].astype(str), marked_by)
+        judges = pd.DataFrame(
+            {"part": (item + _covers(others["kind"]))[other], "who": others["annotator_id"][other]}
+        ).drop_duplicates()
+        judged_by = judges.groupby("part").size()
+        part = rows["item_id"].astype(str) + "\x1f" + _covers(rows["kind"])
+        rows = rows[(part.map(judged_by).fillna(0) < quorum).to_numpy()]
+    rows = rows[["item_id", "needs_relabel"]]
     return rows.drop_duplicates("item_id").sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
@@ -613,6 +633,7 @@ def item_state(
     in_review: pd.Series,
     previous: pd.DataFrame | None = None,
     touched: pd.Series | None = None,
+    quorum: int = 2,
 ) -> pd.DataFrame:
     """Consensus rows with their item's status and lineage; items with votes but no consensus get one row.
 
@@ -620,7 +641,8 @@ def item_state(
     ``answered`` when its current votes hold an answer to its latest request (or to any, without one),
     and ``relabel_requested`` while a later request is open. ``in_review`` items wait for a reviewer and
     ``needs_relabel`` items (a guideline change split or redefined the class of one of their judgments, named in
-    the ``needs_relabel`` column) for a relabel; an answer ends both, unless one of its own judgments is marked
+    the ``needs_relabel`` column, and fewer than ``quorum`` other annotators judged that part of the item:
+    :func:`waiting_for_relabel`) for a relabel; an answer ends both, unless one of its own judgments is marked
     ``needs_relabel``: then it closes its request and the item needs a relabel.
     """
     if previous is not None and touched is not None and len(previous):
@@ -643,7 +665,7 @@ def item_state(
     ).to_numpy()
     requested_open = per_item["requested_batch"].notna().to_numpy() & ~arrived
     reviewing = isin(ids, in_review) & ~arrived
-    marked = waiting_for_relabel(votes).set_index("item_id")["needs_relabel"]
+    marked = waiting_for_relabel(votes, quorum).set_index("item_id")["needs_relabel"]
     per_item["needs_relabel"] = lookup(ids, marked) if len(marked) else none
     # an answer the guideline in force cannot read whole (it used a class since split or redefined: answered
     # under the task's older labeling config, or before the change) closes its request but answers nothing
@@ -726,7 +748,9 @@ def fold_state(
         labels, fitted = consensus(theirs, before, touched, gold, config, day=day, model=model)
         if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
             held = _held(in_review, labels, unsure_today, config)
-            rows = item_state(theirs, labels, requests, held, previous=before, touched=touched)
+            rows = item_state(
+                theirs, labels, requests, held, previous=before, touched=touched, quorum=config.box_quorum
+            )
             state = spliced(previous, mine, rows, "item_id")
             if state is not None:
                 return state, fitted
@@ -742,7 +766,8 @@ def fold_state(
             return sorted_rows(pd.concat(parts, ignore_index=True), ["item_id"]), fitted
     labels, fitted = consensus(votes, previous, touched, gold, config, day=day, model=model)
     held = _held(in_review, labels, unsure_today, config)
-    return item_state(votes, labels, requests, held, previous=previous, touched=touched), fitted
+    table = item_state(votes, labels, requests, held, previous=previous, touched=touched, quorum=config.box_quorum)
+    return table, fitted
 
 
 def _held(in_review: pd.Series, labels: pd.DataFrame, unsure_today: pd.Series | None, config: StateConfig) -> pd.Series:

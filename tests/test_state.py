@@ -249,6 +249,35 @@ def test_an_answer_in_a_class_since_split_leaves_the_item_waiting_for_a_relabel(
     assert list(inputs.relabel["item_id"]) == ["b", "c"] and inputs.review.empty  # waiting_for_relabel
 
 
+def test_an_ambiguous_judgment_holds_its_item_only_if_too_few_others_judged_that_part() -> None:
+    """A vendor still delivering v1's `cyclist` (split by v2) beside two annotators using v2: the two decide the
+    objects without it, as the box quorum would without a lone box, so the item needs no relabel. An item whose
+    cyclist two of three annotators drew, or whose others judged only its scene, waits; and a scene the change
+    left ambiguous waits unless two others judged the scene."""
+    split = "v2: split of 'cyclist'"
+    rows = [
+        {**box("vendor", "old", "cyclist", 10, DAYS[0]), "needs_relabel": split},
+        box("vendor", "a1", "scooter_rider", 10, DAYS[0]),
+        box("vendor", "a2", "scooter_rider", 11, DAYS[1]),  # delivered a day later: pooled all the same
+        {**box("drawn", "old", "cyclist", 10, DAYS[0]), "needs_relabel": split},
+        {**box("drawn", "a1", "cyclist", 10, DAYS[0]), "needs_relabel": split},
+        box("drawn", "a2", "car", 200, DAYS[0]),
+        {**box("scenes", "old", "cyclist", 10, DAYS[0]), "needs_relabel": split},
+        scene_vote("scenes", "a1", "urban", DAYS[0]),
+        scene_vote("scenes", "a2", "urban", DAYS[0]),
+        {**scene_vote("scene", "old", "urban", DAYS[0]), "needs_relabel": "v2: redefinition of 'urban'"},
+        scene_vote("scene", "a1", "residential", DAYS[0]),
+        scene_vote("scene", "a2", "residential", DAYS[0]),
+        box("scene", "a1", "car", 10, DAYS[0]),
+    ]
+    votes = state.fold_votes(state.empty_votes(), validated(rows).assign(guideline_version="v2"))
+    assert state.waiting_for_relabel(votes)[["item_id", "needs_relabel"]].values.tolist() == [
+        ["drawn", split],
+        ["scenes", split],
+    ]
+    assert list(state.waiting_for_relabel(votes, quorum=3)["item_id"]) == ["drawn", "scene", "scenes", "vendor"]
+
+
 def test_the_same_answer_to_a_later_request_is_a_new_answer_and_a_redelivered_one_a_copy(tmp_path: Path) -> None:
     """A reviewer who answers a second request for an item as they answered the first (or as they answered it
     as a honeypot) gives a new answer: it supersedes, and the item's latest request is answered. The first
