@@ -144,8 +144,9 @@ def relabel_batch(
 ) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"relabel-{day}"
-    sent = labeling.sent_batch(storage.warehouse_store, "relabel", day, batch_id)
-    if sent is not None:
+    already = labeling.sent_batch(storage.warehouse_store, "relabel", day, batch_id)
+    if already is not None:
+        sent, version = already
         ledger = warehouse.outbox_ledger("relabel", day)
         context.log.info(f"{batch_id} was sent already ({ledger}): reported again, nothing rewritten")
         return Output(
@@ -153,6 +154,7 @@ def relabel_batch(
             metadata={
                 **table_metadata(sent),
                 "already_sent": MetadataValue.path(f"{storage.warehouse}/{ledger}"),
+                "guideline_version": version,
                 "by_kind": MetadataValue.json(sent["kind"].value_counts().to_dict()),
             },
         )
@@ -171,14 +173,13 @@ def relabel_batch(
     rows = _latest(label_state, ["item_id", "kind", "confidence", "n_votes", "days", "status", "needs_relabel"])
     latest = first_rows(rows, "item_id")
     review_queue = labeling.held_for_review(review_queue, latest)
-    returned = state.last_labeled(latest)
     needs_relabel = latest.loc[latest["status"] == "needs_relabel", ["item_id", "needs_relabel"]]
     backlog = labeling.review_backlog(rows, review_queue["item_id"], min_confidence=config.min_confidence)
     spec = guidelines.coverage_spec(guideline)
     slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")
-    open_items = labeling.still_open(
-        ledger[ledger["batch_id"] != batch_id], returned, day, expire_days=config.expire_days
+    open_items = labeling.open_requests(
+        ledger[ledger["batch_id"] != batch_id], latest, day, expire_days=config.expire_days
     )
     open_items |= _answered(label_state)  # answered items are never sent again
     candidates = labeling.relabel_candidates(

@@ -11,8 +11,9 @@ import io
 import numpy as np
 import pandas as pd
 
-from labelops import warehouse
+from labelops import state, warehouse
 from labelops.columns import isin
+from labelops.outbox import HONEYPOT
 from labelops.storage import Store
 
 LEDGER_COLUMNS = ["item_id", "batch_id", "sent_on", "reason"]
@@ -41,14 +42,22 @@ def read_ledger(store: Store, area: str, *, before: str | None = None) -> pd.Dat
 MANIFEST_TEXT = ["item_id", "reason", "kind", "batch_id"]  # read as text: an item id of digits stays an id
 
 
-def sent_batch(store: Store, area: str, day: str, batch_id: str) -> pd.DataFrame | None:
-    """The batch ``day`` already sent (its manifest), once its ledger entry exists; None before. What was sent is
-    what labelers have: a rerun of the day reports it again instead of choosing anew, which would rewrite the
-    day's ledger and so forget the requests it holds (answered items left out, still-open ones dropped)."""
+def sent_batch(store: Store, area: str, day: str, batch_id: str) -> tuple[pd.DataFrame, str] | None:
+    """The batch ``day`` already sent (its manifest) and the guideline version it was sent under (its labeling
+    config's), once its ledger entry exists; None before. What was sent is what labelers have: a rerun of the day
+    reports it again instead of choosing anew, which would rewrite the day's ledger and so forget the requests it
+    holds (answered items left out, still-open ones dropped)."""
     if not store.exists(warehouse.outbox_ledger(area, day)):
         return None
-    manifest = store.read_bytes(f"{warehouse.outbox(area, day)}/{batch_id}.csv")
-    return pd.read_csv(io.BytesIO(manifest), dtype=dict.fromkeys(MANIFEST_TEXT, str))
+    prefix = warehouse.outbox(area, day)
+    manifest = pd.read_csv(
+        io.BytesIO(store.read_bytes(f"{prefix}/{batch_id}.csv")), dtype=dict.fromkeys(MANIFEST_TEXT, str)
+    )
+    configs = [
+        key.rsplit("/", 1)[-1] for key in store.list(prefix) if key.rsplit("/", 1)[-1].startswith("labeling_config.")
+    ]
+    version = configs[0].removeprefix("labeling_config.").removesuffix(".xml") if configs else "unknown"
+    return manifest, version
 
 
 def still_open(ledger: pd.DataFrame, labeled_since: pd.DataFrame, today: str, expire_days: int | None) -> set[str]:
@@ -62,6 +71,25 @@ def still_open(ledger: pd.DataFrame, labeled_since: pd.DataFrame, today: str, ex
     back = pd.to_datetime(sent["item_id"].map(returned).astype("string"))
     still = back.isna() | (back <= sent["sent_on"])
     return set(sent.loc[still.to_numpy(), "item_id"])
+
+
+def open_requests(ledger: pd.DataFrame, latest: pd.DataFrame, today: str, expire_days: int | None) -> set[str]:
+    """Items relabel batches sent (``ledger``) that still wait for their answer, the request not lapsed: those the
+    label state (``latest``: item_id, status, days) shows ``relabel_requested``, or has no row for yet (a
+    production item whose answer has not come). Unlike :func:`still_open`, an ordinary judgment delivered after
+    the request is not its answer: the state knows what answers a request. A honeypot asks for no answer: it is
+    open until any judgment of it comes back (:func:`still_open`)."""
+    if ledger.empty:
+        return set()
+    honeypot = ledger["reason"].astype(object).eq(HONEYPOT).to_numpy()
+    opened = still_open(ledger[honeypot], state.last_labeled(latest), today, expire_days)
+    sent = ledger[~honeypot]
+    if expire_days is not None:
+        sent_on = pd.to_datetime(sent["sent_on"].astype("string"))
+        sent = sent[(sent_on > pd.Timestamp(today) - pd.Timedelta(days=expire_days)).to_numpy()]
+    waiting = latest["status"].astype(object).eq("relabel_requested").to_numpy()
+    open_ids = isin(sent["item_id"], latest["item_id"][waiting]) | ~isin(sent["item_id"], latest["item_id"])
+    return opened | set(sent.loc[open_ids, "item_id"])
 
 
 def relabel_candidates(

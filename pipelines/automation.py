@@ -99,7 +99,7 @@ def drift_sensor(context: SensorEvaluationContext):
 @sensor(
     target=AssetSelection.assets(*RELABEL_SELECTION),
     minimum_interval_seconds=300,
-    description="When the newest label_state day holds items waiting for a relabel that no open batch holds (status "
+    description="When the newest label_state day, materialized since the last tick, holds items waiting for a relabel that no open batch holds (status "
     "`needs_relabel`: a guideline change split, redefined or removed one of their classes), request that day's "
     "relabel_batch (and quality report) once, run key relabel_batch-<day> as drift_sensor's. A day whose batch is "
     "already materialized or requested is left alone. Without it, those items wait for a drifted day.",
@@ -120,8 +120,19 @@ def needs_relabel_sensor(context: SensorEvaluationContext):
             counts = by_status.value if by_status is not None else None
             count = counts.get("needs_relabel") if isinstance(counts, dict) else None
             waiting[materialization.partition] = count if isinstance(count, int) else 0
-    day = max(waiting, default=None)
-    if day is None or not waiting[day]:
+    # the newest day of the state, whatever the new records are: a rerun of an older day (a late file) is no
+    # reason to send that day's batch now
+    day = max(
+        context.instance.get_latest_storage_id_by_partition(
+            AssetKey("label_state"), DagsterEventType.ASSET_MATERIALIZATION
+        ),
+        default=None,
+    )
+    if day not in waiting:
+        return SensorResult(
+            skip_reason=SkipReason(f"the newest label_state day, {day}, was not materialized again"), cursor=cursor
+        )
+    if not waiting[day]:
         return SensorResult(skip_reason=SkipReason(f"no item of label_state {day} waits for a relabel"), cursor=cursor)
     run_key = f"relabel_batch-{day}"
     sent = context.instance.fetch_materializations(

@@ -117,7 +117,7 @@ def test_quiet_day_gives_a_skip_reason(demo_runs) -> None:
 def test_needs_relabel_sensor_sends_a_batch_for_items_a_guideline_change_left_waiting(demo_runs) -> None:
     """Guideline v2 splits `cyclist` from 2024-06-12, and a vendor still delivers v1 cyclists: the state of 06-13
     holds items waiting for a relabel. The sensor requests that day's batch once (drift_sensor's run key), leaves a
-    day alone once its batch is materialized, and skips a day with nothing waiting. The demo nights' real
+    day alone once its batch is materialized, skips a day with nothing waiting and an older day materialized again. The demo nights' real
     label_state materializations are replayed into an instance of their own, so no other test's batch is seen."""
     defs, _, instance, _ = demo_runs
     records = instance.fetch_materializations(AssetKey("label_state"), limit=100, ascending=True).records
@@ -140,6 +140,12 @@ def test_needs_relabel_sensor_sends_a_batch_for_items_a_guideline_change_left_wa
         build_sensor_context(instance=replay, definitions=defs, cursor=result.cursor)
     )
     assert not again.run_requests and again.skip_message == "no new label_state materializations"
+    replay.report_runless_asset_event(by_day["2024-06-11"])  # an older day again (a late file): no batch for it
+    older = needs_relabel_sensor.evaluate_tick(
+        build_sensor_context(instance=replay, definitions=defs, cursor=result.cursor)
+    )
+    assert not older.run_requests
+    assert older.skip_message == "the newest label_state day, 2024-06-13, was not materialized again"
     replay.report_runless_asset_event(AssetMaterialization("relabel_batch", partition="2024-06-13"))
     sent = needs_relabel_sensor.evaluate_tick(build_sensor_context(instance=replay, definitions=defs))
     assert not sent.run_requests and sent.skip_message == "relabel_batch-2024-06-13 is already sent or requested"

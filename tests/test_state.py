@@ -473,7 +473,7 @@ def test_a_rerun_of_the_batch_day_sends_no_answered_item(loop: LocalStore) -> No
 
 def test_a_batch_is_sent_once_its_ledger_entry_is_written_and_read_back_as_sent(tmp_path: Path) -> None:
     """The manifest alone (a run that died before its ledger entry) is no sent batch; with the entry, the batch reads
-    back as it was sent, an item id of digits as text."""
+    back as it was sent, an item id of digits as text, with the guideline version its labeling config names."""
     store = LocalStore(tmp_path)
     prefix, batch = "outbox/relabel/2024-06-12", "relabel-2024-06-12"
     store.write_bytes(
@@ -484,8 +484,10 @@ def test_a_batch_is_sent_once_its_ledger_entry_is_written_and_read_back_as_sent(
     )
     assert labeling.sent_batch(store, "relabel", "2024-06-12", batch) is None
     store.write_bytes("outbox/relabel/ledger/2024-06-12.csv", b"item_id,batch_id,sent_on,reason\n0001,x,2024-06-12,r\n")
+    store.write_bytes(f"{prefix}/labeling_config.v2.xml", b"<View/>")
     sent = labeling.sent_batch(store, "relabel", "2024-06-12", batch)
-    assert sent is not None and sent.to_dict("records") == [
+    assert sent is not None and sent[1] == "v2"  # the guideline it was sent under
+    assert sent[0].to_dict("records") == [
         {
             "item_id": "0001",
             "reason": "review_queue:x",
@@ -496,6 +498,31 @@ def test_a_batch_is_sent_once_its_ledger_entry_is_written_and_read_back_as_sent(
             "honeypot": False,
         }
     ]
+
+
+def test_a_request_stays_open_until_the_state_says_it_was_answered() -> None:
+    """An ordinary judgment delivered after a request does not answer it: the item is still `relabel_requested`,
+    and a later batch must not send it again (the delivery-date rule did, paying twice for one item). An answered
+    item, one a guideline change sends back (`needs_relabel`) and a lapsed request are not open; a production
+    item with no state yet is; a honeypot is open until any judgment of it comes back."""
+    sent = pd.DataFrame(
+        {
+            "item_id": ["judged", "answered", "resent", "lapsed", "prod-1", "gold-1", "gold-2"],
+            "batch_id": "relabel-2024-06-10",
+            "sent_on": ["2024-06-10"] * 3 + ["2024-05-01"] + ["2024-06-10"] * 3,
+            "reason": ["review_queue"] * 5 + ["honeypot"] * 2,
+        }
+    )
+    latest = pd.DataFrame(
+        {
+            "item_id": ["judged", "answered", "resent", "lapsed", "gold-1", "gold-2"],
+            "status": ["relabel_requested", "answered", "needs_relabel", "labeled", "labeled", "labeled"],
+            "days": ["2024-06-09,2024-06-11", "2024-06-11", "2024-06-11", "2024-06-11", "2024-06-09", "2024-06-11"],
+        }
+    )
+    assert labeling.open_requests(sent, latest, "2024-06-12", expire_days=14) == {"judged", "prod-1", "gold-1"}
+    # by delivery date alone, the ordinary judgment of 06-11 looked like the answer
+    assert "judged" not in labeling.still_open(sent, state.last_labeled(latest), "2024-06-12", expire_days=14)
 
 
 def test_an_unanswered_request_lapses_and_the_item_may_go_again() -> None:
