@@ -6,7 +6,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from dagster import (
@@ -16,6 +16,7 @@ from dagster import (
     DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
+    EventLogRecord,
     RunRequest,
     RunsFilter,
     ScheduleEvaluationContext,
@@ -66,10 +67,7 @@ def nightly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     "day's quality report again, to show the batch), once.",
 )
 def drift_sensor(context: SensorEvaluationContext):
-    after = int(context.cursor or 0)
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("production_drift"), after_storage_id=after), limit=500, ascending=True
-    ).records
+    records = _new_materializations(context, "production_drift")
     if not records:
         return SkipReason("no new production_drift materializations")
     requests = []
@@ -79,15 +77,7 @@ def drift_sensor(context: SensorEvaluationContext):
             continue
         drifted = materialization.metadata.get("dataset_drift")
         if drifted is not None and drifted.value and materialization.partition:
-            day = materialization.partition
-            requests.append(
-                RunRequest(
-                    run_key=f"relabel_batch-{day}",
-                    partition_key=day,
-                    asset_selection=RELABEL_SELECTION,
-                    tags={"labelops/trigger": "drift"},
-                )
-            )
+            requests.append(_relabel_request(materialization.partition, "drift"))
     cursor = str(records[-1].storage_id)
     if not requests:
         return SensorResult(
@@ -99,16 +89,14 @@ def drift_sensor(context: SensorEvaluationContext):
 @sensor(
     target=AssetSelection.assets(*RELABEL_SELECTION),
     minimum_interval_seconds=300,
-    description="When the newest label_state day, materialized since the last tick, holds items waiting for a relabel that no open batch holds (status "
-    "`needs_relabel`: a guideline change split, redefined or removed one of their classes), request that day's "
-    "relabel_batch (and quality report) once, run key relabel_batch-<day> as drift_sensor's. A day whose batch is "
-    "already materialized or requested is left alone. Without it, those items wait for a drifted day.",
+    description="When the newest label_state day, materialized since the last tick, holds items waiting for a "
+    "relabel that no open batch holds (status `needs_relabel`: a guideline change split, redefined or removed one "
+    "of their classes), request that day's relabel_batch (and quality report) once, run key relabel_batch-<day> "
+    "as drift_sensor's. A day whose batch is already materialized or requested is left alone. Without it, those "
+    "items wait for a drifted day.",
 )
 def needs_relabel_sensor(context: SensorEvaluationContext):
-    after = int(context.cursor or 0)
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("label_state"), after_storage_id=after), limit=500, ascending=True
-    ).records
+    records = _new_materializations(context, "label_state")
     if not records:
         return SkipReason("no new label_state materializations")
     cursor = str(records[-1].storage_id)
@@ -128,7 +116,7 @@ def needs_relabel_sensor(context: SensorEvaluationContext):
         ),
         default=None,
     )
-    if day not in waiting:
+    if day is None or day not in waiting:
         return SensorResult(
             skip_reason=SkipReason(f"the newest label_state day, {day}, was not materialized again"), cursor=cursor
         )
@@ -140,13 +128,25 @@ def needs_relabel_sensor(context: SensorEvaluationContext):
     ).records
     if sent or context.instance.get_runs_count(RunsFilter(tags={"dagster/run_key": run_key})):
         return SensorResult(skip_reason=SkipReason(f"{run_key} is already sent or requested"), cursor=cursor)
-    request = RunRequest(
-        run_key=run_key,
+    return SensorResult(run_requests=[_relabel_request(day, "needs_relabel")], cursor=cursor)
+
+
+def _new_materializations(context: SensorEvaluationContext, asset: str) -> Sequence[EventLogRecord]:
+    """The asset's materializations since the cursor (an event storage id), oldest first."""
+    after = int(context.cursor or 0)
+    return context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), after_storage_id=after), limit=500, ascending=True
+    ).records
+
+
+def _relabel_request(day: str, trigger: str) -> RunRequest:
+    """A day's relabel batch, one run key for every sensor that asks for it: the batch goes out once."""
+    return RunRequest(
+        run_key=f"relabel_batch-{day}",
         partition_key=day,
         asset_selection=RELABEL_SELECTION,
-        tags={"labelops/trigger": "needs_relabel"},
+        tags={"labelops/trigger": trigger},
     )
-    return SensorResult(run_requests=[request], cursor=cursor)
 
 
 @sensor(
