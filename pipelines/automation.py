@@ -70,19 +70,26 @@ def drift_sensor(context: SensorEvaluationContext):
     records = _new_materializations(context, "production_drift")
     if not records:
         return SkipReason("no new production_drift materializations")
-    requests = []
+    requests, sent = [], []
     for record in records:
         materialization = record.asset_materialization
         if materialization is None:
             continue
         drifted = materialization.metadata.get("dataset_drift")
-        if drifted is not None and drifted.value and materialization.partition:
-            requests.append(_relabel_request(materialization.partition, "drift"))
+        day = materialization.partition
+        if drifted is not None and drifted.value and day:
+            if _batch_sent_or_requested(context, day):
+                sent.append(day)
+            else:
+                requests.append(_relabel_request(day, "drift"))
     cursor = str(records[-1].storage_id)
     if not requests:
-        return SensorResult(
-            skip_reason=SkipReason(f"no drift in {len(records)} new production_drift materialization(s)"), cursor=cursor
+        reason = (
+            f"drift on {', '.join(sent)}, whose relabel batch is already sent or requested"
+            if sent
+            else f"no drift in {len(records)} new production_drift materialization(s)"
         )
+        return SensorResult(skip_reason=SkipReason(reason), cursor=cursor)
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
@@ -122,12 +129,8 @@ def needs_relabel_sensor(context: SensorEvaluationContext):
         )
     if not waiting[day]:
         return SensorResult(skip_reason=SkipReason(f"no item of label_state {day} waits for a relabel"), cursor=cursor)
-    run_key = f"relabel_batch-{day}"
-    sent = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("relabel_batch"), asset_partitions=[day]), limit=1
-    ).records
-    if sent or context.instance.get_runs_count(RunsFilter(tags={"dagster/run_key": run_key})):
-        return SensorResult(skip_reason=SkipReason(f"{run_key} is already sent or requested"), cursor=cursor)
+    if _batch_sent_or_requested(context, day):
+        return SensorResult(skip_reason=SkipReason(f"relabel_batch-{day} is already sent or requested"), cursor=cursor)
     return SensorResult(run_requests=[_relabel_request(day, "needs_relabel")], cursor=cursor)
 
 
@@ -139,8 +142,20 @@ def _new_materializations(context: SensorEvaluationContext, asset: str) -> Seque
     ).records
 
 
+def _batch_sent_or_requested(context: SensorEvaluationContext, day: str) -> bool:
+    """Whether the day's relabel batch is materialized, or a run of it requested by either relabel sensor: Dagster
+    skips a repeated run key only for the sensor that used it, and the daemon ticks the sensors one after the other,
+    so each checks the other's runs (a batch sent by hand, or by `make demo`, carries no run key)."""
+    sent = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("relabel_batch"), asset_partitions=[day]), limit=1
+    ).records
+    return bool(sent) or bool(
+        context.instance.get_runs_count(RunsFilter(tags={"dagster/run_key": f"relabel_batch-{day}"}))
+    )
+
+
 def _relabel_request(day: str, trigger: str) -> RunRequest:
-    """A day's relabel batch, one run key for every sensor that asks for it: the batch goes out once."""
+    """A day's relabel batch, under the run key both relabel sensors use."""
     return RunRequest(
         run_key=f"relabel_batch-{day}",
         partition_key=day,

@@ -151,6 +151,24 @@ def test_needs_relabel_sensor_sends_a_batch_for_items_a_guideline_change_left_wa
     assert not sent.run_requests and sent.skip_message == "relabel_batch-2024-06-13 is already sent or requested"
 
 
+def test_a_drifted_day_whose_batch_went_out_is_not_requested_again(demo_runs) -> None:
+    """Dagster skips a repeated run key only for the sensor that used it: drift_sensor leaves a day alone whose
+    batch is materialized (sent by hand, by `make demo`, by needs_relabel_sensor) or requested by the other sensor,
+    so the two never launch the same day's batch twice. The demo's drifted day, replayed with and without it."""
+    defs, _, instance, _ = demo_runs
+    records = instance.fetch_materializations(AssetKey("production_drift"), limit=100, ascending=True).records
+    drifted = next(r.asset_materialization for r in records if r.partition_key == "2024-06-13")
+    assert drifted is not None and drifted.metadata["dataset_drift"].value
+    replay = DagsterInstance.ephemeral()
+    replay.report_runless_asset_event(drifted)
+    first = drift_sensor.evaluate_tick(build_sensor_context(instance=replay, definitions=defs))
+    assert [r.run_key for r in first.run_requests] == ["relabel_batch-2024-06-13"]
+    replay.report_runless_asset_event(AssetMaterialization("relabel_batch", partition="2024-06-13"))
+    again = drift_sensor.evaluate_tick(build_sensor_context(instance=replay, definitions=defs))  # no cursor
+    assert not again.run_requests
+    assert again.skip_message == "drift on 2024-06-13, whose relabel batch is already sent or requested"
+
+
 def test_labeling_tasks_put_under_covered_slices_first(demo_runs) -> None:
     _, _, _, warehouse = demo_runs
     batch = pd.read_csv(warehouse / "outbox" / "tasks" / "2024-06-13" / "tasks-2024-06-13.csv")
