@@ -119,7 +119,8 @@ def item_index(
     },
     description="Every judgment that counts for an item, across days: the previous day's vote sets, read under the "
     "day's guideline (renamed and merged classes take their new name, `remapped_from` keeps the original; split "
-    "and redefined ones are marked `needs_relabel` and no longer count), plus the day's validated annotations "
+    "redefined and removed ones are marked `needs_relabel` and no longer count; only a removed class's objects hold no "
+    "item for a relabel), plus the day's validated annotations "
     "(a judgment already in the state is not added again). Ordinary rounds pool; "
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier boxes "
     "(an answer without boxes says it has none) and, when it gives one, its scene label (`superseded_by`); they "

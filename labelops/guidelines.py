@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -74,7 +75,7 @@ class Remap:
 
     ``mapping`` renames labels whose meaning survived unambiguously (rename, merge);
     ``relabel`` lists labels that a human must look at again (split, redefine,
-    remove), with the change that invalidated them.
+    remove), with the change that invalidated them (:func:`removals` tells a removal apart).
     """
 
     from_version: str
@@ -158,7 +159,7 @@ class GuidelineSet:
                     if change.op in REMAPPING:
                         labels[original] = change.targets[0]
                     elif change.op in INVALIDATING:
-                        relabel.setdefault(original, f"{guideline.version}: {change.op} of {current!r}")
+                        relabel.setdefault(original, _reason(guideline.version, change.op, current))
         mapping = {o: c for o, c in labels.items() if o != c and o not in relabel}
         return Remap(from_version, to_version, mapping, relabel)
 
@@ -183,6 +184,22 @@ class GuidelineSet:
         for ancestor in self.lineage(version)[:-1]:
             mapping.update(self.remap(ancestor.version, version).mapping)
         return mapping
+
+
+def _reason(version: str, op: str, label: str) -> str:
+    """What a ``relabel`` entry (and a judgment's ``needs_relabel``) says: the version and the change."""
+    return f"{version}{_op_words(op)}{label!r}"
+
+
+def _op_words(op: str) -> str:
+    return f": {op} of "
+
+
+def removals(reasons: pd.Series) -> np.ndarray:
+    """Which ``needs_relabel`` reasons are a removal. A removed class left the taxonomy: its objects stop
+    counting and nothing about the item is in doubt, so they hold no item for a relabel; a removed scene class
+    still leaves its item without a scene label, which only a labeler can give."""
+    return reasons.astype(str).str.contains(_op_words("remove"), regex=False).to_numpy()
 
 
 def _check_changes(guideline: Guideline, parent: Guideline) -> None:

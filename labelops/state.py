@@ -47,7 +47,7 @@ from labelops.columns import (
     value_type,
 )
 from labelops.consensus import AnnotatorModel
-from labelops.guidelines import GuidelineSet
+from labelops.guidelines import GuidelineSet, removals
 from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
 from labelops.schema import answer_batches, tool_annotations
@@ -474,6 +474,7 @@ def waiting_for_relabel(votes: Table, quorum: int = 2) -> pd.DataFrame:
     marked annotators drew does."""
     marked = _present(votes, "needs_relabel") & ~_present(votes, "superseded_by") & ~_present(votes, "replaced_on")
     rows = _rows(votes, marked, ["item_id", "annotator_id", "kind", "needs_relabel"])
+    rows = rows[_in_doubt(rows)]
     if len(rows):
         # the counted judgments of those items by annotators with no ambiguous judgment of the item
         judged = counts(votes) & _among(votes, "item_id", pd.unique(rows["item_id"]))
@@ -500,7 +501,15 @@ def _unreadable_answers(votes: Table) -> pd.Series:
         & ~_present(votes, "superseded_by")
         & ~_present(votes, "replaced_on")
     )
-    return pd.Series(pd.unique(_rows(votes, marked, ["item_id"])["item_id"]), dtype=object)
+    rows = _rows(votes, marked, ["item_id", "kind", "needs_relabel"])
+    return pd.Series(pd.unique(rows.loc[_in_doubt(rows), "item_id"]), dtype=object)
+
+
+def _in_doubt(marked: pd.DataFrame) -> np.ndarray:
+    """Which judgments marked ``needs_relabel`` leave their item in doubt: all but the objects of a removed
+    class, which only stop counting (:func:`labelops.guidelines.removals`)."""
+    objects = (marked["kind"].astype(str) != "classification").to_numpy()
+    return ~(removals(marked["needs_relabel"]) & objects)
 
 
 def refit_due(model: AnnotatorModel | None, day: str, config: StateConfig) -> bool:

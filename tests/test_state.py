@@ -17,7 +17,7 @@ from labelops import consensus as ds
 from labelops import ingest, labeling, quality, snapshots, state
 from labelops.agreement import Votes
 from labelops.columns import positions
-from labelops.guidelines import load_guidelines
+from labelops.guidelines import load_guidelines, removals
 from labelops.storage import LocalStore
 
 DAYS = ["2024-06-10", "2024-06-11", "2024-06-12"]
@@ -247,6 +247,36 @@ def test_an_answer_in_a_class_since_split_leaves_the_item_waiting_for_a_relabel(
     assert (items["answered_batch"] == batch).all()  # each answer arrived: no request stays open
     inputs = snapshots.state_inputs(items.reset_index())
     assert list(inputs.relabel["item_id"]) == ["b", "c"] and inputs.review.empty  # waiting_for_relabel
+
+
+def test_objects_of_a_removed_class_stop_counting_without_holding_their_item() -> None:
+    """A later version removes `e_scooter`: nothing about an item with a parked e-scooter is in doubt, so its
+    e-scooter boxes leave its labels and the item stays in the dataset (a split would hold it). A removed scene
+    class still leaves its item without a scene label: that item waits. An answer drawn with the old config's
+    e-scooter is still an answer."""
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    assert not removals(pd.Series(guidelines.remap("v1", "v2").relabel)).any()  # a split is no removal
+    removed, scene_removed = "v3: remove of 'e_scooter'", "v3: remove of 'residential'"
+    batch = f"relabel-{DAYS[0]}"
+    rows = [
+        *(scene_vote("parked", who, "urban", DAYS[0]) for who in ("a1", "a2")),
+        *({**box("parked", who, "e_scooter", 10, DAYS[0]), "needs_relabel": removed} for who in ("a1", "a2")),
+        *(box("parked", who, "car", 200, DAYS[0]) for who in ("a1", "a2")),
+        *({**scene_vote("street", who, "residential", DAYS[0]), "needs_relabel": scene_removed} for who in ("a1",)),
+        scene_vote("answered", "reviewer", "urban", DAYS[1], batch),
+        {**box("answered", "reviewer", "e_scooter", 30, DAYS[1], batch), "needs_relabel": removed},
+    ]
+    votes = state.fold_votes(state.empty_votes(), validated(rows).assign(guideline_version="v3"))
+    assert state.waiting_for_relabel(votes)[["item_id", "needs_relabel"]].values.tolist() == [["street", scene_removed]]
+    labels = consensus_of(votes, pd.Series(["answered", "parked", "street"]), DAYS[1])
+    assert "e_scooter" not in set(labels["label"])
+    requested = pd.DataFrame({"item_id": ["answered"], "batch_id": batch, "sent_on": DAYS[0]})
+    items = state.item_state(votes, labels, requested, pd.Series(dtype=object)).drop_duplicates("item_id")
+    assert items.set_index("item_id")["status"].to_dict() == {
+        "answered": "answered",
+        "parked": "labeled",
+        "street": "needs_relabel",
+    }
 
 
 def test_an_ambiguous_judgment_holds_its_item_only_if_too_few_others_judged_that_part() -> None:
