@@ -63,6 +63,7 @@ class Guideline:
     changes: tuple[Change, ...]
     min_box_size: tuple[float, float]
     source: str
+    models: tuple[str, ...] = ()  # production model versions whose classes are this version's
 
     def min_size(self, label: str) -> tuple[float, float]:
         cls = self.classes.get(label)
@@ -93,6 +94,14 @@ class GuidelineSet:
         self.by_version = {g.version: g for g in guidelines}
         self.ordered = sorted(guidelines, key=lambda g: (g.effective_from, g.version))
         self._check_lineage()
+        self.model_versions: dict[str, str] = {}
+        for guideline in self.ordered:
+            for model in guideline.models:
+                if model in self.model_versions:
+                    raise GuidelineError(
+                        guideline.source, f"model {model!r} is listed by version {self.model_versions[model]!r} too"
+                    )
+                self.model_versions[model] = guideline.version
 
     def _check_lineage(self) -> None:
         for guideline in self.ordered:
@@ -178,6 +187,27 @@ class GuidelineSet:
         renames = self.renames_into(version)
         return labels.replace(renames) if renames and len(labels) else labels
 
+    def predicted_in_doubt(self, predictions: pd.DataFrame, version: str) -> np.ndarray:
+        """Which predictions (``model_version``, ``predicted_label`` read under ``version``) name a class that a
+        change since the model's version split or redefined: a v1 model's `cyclist` may be a v2 `scooter_rider`,
+        so it cannot stand as a v2 `cyclist`. A model is of the version whose ``models`` list it; one no version
+        lists is taken to predate every change of ``version``'s lineage."""
+        doubt = np.zeros(len(predictions), dtype=bool)
+        if not len(predictions):
+            return doubt
+        first = self.lineage(version)[0].version
+        models = predictions.get("model_version", pd.Series("", index=predictions.index)).astype(object)
+        models = models.fillna("").to_numpy()
+        ancestors = {g.version for g in self.lineage(version)}
+        for model in pd.unique(models):
+            made = self.model_versions.get(model, first)
+            if made not in ancestors:
+                continue  # a newer (or unrelated) version's model: read by its own classes
+            relabel = list(self.remap(made, version).relabel)
+            rows = models == model
+            doubt[rows] = predictions.loc[rows, "predicted_label"].isin(relabel).to_numpy()
+        return doubt
+
     def renames_into(self, version: str) -> dict[str, str]:
         """Every older label that ``version`` reads under another name (rename and merge, composed)."""
         mapping: dict[str, str] = {}
@@ -257,7 +287,10 @@ def parse_guideline(source: str, text: str) -> Guideline:
     parent = document.get("parent")
     if parent is not None and not isinstance(parent, str):
         raise GuidelineError(source, "parent must be a version name")
-    return Guideline(version, effective_from, parent, classes, changes, default_min, source)
+    models = document.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise GuidelineError(source, "models must list model versions (the production log's model_version)")
+    return Guideline(version, effective_from, parent, classes, changes, default_min, source, tuple(models))
 
 
 def _required(source: str, document: dict[str, Any], key: str, kind: type) -> Any:

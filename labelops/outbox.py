@@ -195,11 +195,17 @@ class PreAnnotations:
 
 
 def pre_annotations(
-    predictions: pd.DataFrame, media_table: pd.DataFrame, guideline: Guideline, renames: dict[str, str]
+    predictions: pd.DataFrame,
+    media_table: pd.DataFrame,
+    guideline: Guideline,
+    renames: dict[str, str],
+    in_doubt: np.ndarray | None = None,
 ) -> PreAnnotations:
     """Predictions under the config's own controls and the current class names only: labels renamed or
-    merged since are mapped into ``guideline``; a class it lacks, a box class predicted without a box (or
-    on an image of unknown size) and a box for a class drawn otherwise are dropped and counted by reason."""
+    merged since are mapped into ``guideline``; a class it lacks, a class split or redefined since the model's
+    version (``in_doubt``, per prediction: :meth:`GuidelineSet.predicted_in_doubt`; a labeler anchors on a
+    pre-annotation, so a wrong one costs more than a missing one), a box class predicted without a box (or on
+    an image of unknown size) and a box for a class drawn otherwise are dropped and counted by reason."""
     columns = [
         "item_id",
         "id",
@@ -221,10 +227,12 @@ def pre_annotations(
     box_labels = list(by_geometry[BOX].labels) if BOX in by_geometry else []
     scene_labels = list(by_geometry[SCENE].labels) if SCENE in by_geometry else []
     p = predictions.reindex(columns=["item_id", "model_version", "predicted_label", "confidence", "x", "y", "w", "h"])
+    p["in_doubt"] = np.zeros(len(p), dtype=bool) if in_doubt is None else in_doubt
     p = p.merge(media_table[["item_id", "width", "height"]], on="item_id", how="left")
     label = p["predicted_label"].astype(str)
     current = label.replace(renames)
-    known = current.isin(list(guideline.classes)).to_numpy()
+    doubt = p["in_doubt"].to_numpy(dtype=bool)
+    known = current.isin(list(guideline.classes)).to_numpy() & ~doubt
     geometry = p[["x", "y", "w", "h"]].apply(pd.to_numeric, errors="coerce")
     has_box = (geometry.notna().all(axis=1) & (geometry["w"] > 0) & (geometry["h"] > 0)).to_numpy()
     sized = ((p["width"] > 0) & (p["height"] > 0)).to_numpy()
@@ -241,8 +249,9 @@ def pre_annotations(
     second_scene = as_scene & (ranked > 1).to_numpy()  # a single-choice control takes one scene per image
     as_scene &= ~second_scene
     reason = np.select(
-        [~known, second_scene, has_box & ~box_class, ~has_box & ~scene_class, ~sized, ~inside],
+        [doubt, ~known, second_scene, has_box & ~box_class, ~has_box & ~scene_class, ~sized, ~inside],
         [
+            "class split or redefined since the model's version",
             f"class not in {guideline.version}",
             "second scene choice",
             "box for a class without boxes",
@@ -360,5 +369,7 @@ def task_file(
 ) -> tuple[bytes, PreAnnotations]:
     """The batch's Label Studio import file under ``guideline``, and what became of the model's predictions."""
     sent = predictions[isin(predictions["item_id"], batch["item_id"])] if len(predictions) else predictions
-    pre = pre_annotations(sent, media_table, guideline, guidelines.renames_into(guideline.version))
+    renames = guidelines.renames_into(guideline.version)
+    in_doubt = guidelines.predicted_in_doubt(sent, guideline.version)
+    pre = pre_annotations(sent, media_table, guideline, renames, in_doubt)
     return label_studio_tasks(batch, media_table, pre, batch_id=batch_id, guideline_version=guideline.version), pre

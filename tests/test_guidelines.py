@@ -133,3 +133,14 @@ def test_yaml_tags_are_refused_and_files_are_named(tmp_path: Path) -> None:
     ]:
         with pytest.raises(GuidelineError, match=message):
             parse_guideline("bad.yaml", text)
+
+
+def test_a_model_belongs_to_one_version_and_models_list_names() -> None:
+    b = version("b", "a", "2024-02-01", ["car", "truck", "van", "person", "bike"], "").replace(
+        "classes:", "models: [det-2]\nclasses:"
+    )
+    assert guideline_set(BASE, b).model_versions == {"det-2": "b"}
+    with pytest.raises(GuidelineError, match=r"g1\.yaml.*model 'det-2' is listed by version 'a' too"):
+        guideline_set(BASE.replace("classes:", "models: [det-2]\nclasses:"), b)
+    with pytest.raises(GuidelineError, match=r"g0\.yaml.*models must list model versions"):
+        guideline_set(BASE.replace("classes:", "models: det-2\nclasses:"))

@@ -5,6 +5,7 @@ export of answers to the project's own relabel tasks read back by the project's 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,35 @@ def test_pre_annotations_use_only_the_configs_controls_and_current_classes(guide
     old = outbox.pre_annotations(predictions(), media_table(), v1, guidelines.renames_into("v1"))
     assert old.remapped == 0 and old.dropped["class not in v1"] == 1 and len(old.results) == 4
     assert "traffic_light" in set(old.results["label"]) and "e_scooter" not in set(old.results["label"])
+
+
+def test_pre_annotations_drop_a_class_split_since_the_models_version(guidelines: GuidelineSet) -> None:
+    """v2 split `cyclist`: the v1 detector's `cyclist` may be a v2 `scooter_rider`, so it is no v2 pre-annotation.
+    A model v2 lists keeps its cyclists; a model no version lists counts as predating the change."""
+    v1, v2 = guidelines.by_version["v1"], guidelines.by_version["v2"]
+    assert guidelines.model_versions["detector-1.4.0"] == "v1"  # config/guidelines/v1.yaml lists it
+    with_new_model = GuidelineSet([v1, replace(v2, models=("detector-2.0.0",))])
+    cyclists = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b", "b"],
+            "model_version": ["detector-1.4.0", "detector-1.4.0", "detector-2.0.0", "unlisted"],
+            "predicted_label": ["cyclist", "car", "cyclist", "cyclist"],
+            "confidence": 0.9,
+            "x": [10.0, 300.0, 10.0, 500.0],
+            "y": 10.0,
+            "w": 40.0,
+            "h": 80.0,
+        }
+    )
+    in_doubt = with_new_model.predicted_in_doubt(cyclists, "v2")
+    assert in_doubt.tolist() == [True, False, False, True]
+    pre = outbox.pre_annotations(cyclists, media_table(), v2, {}, in_doubt)
+    assert pre.results[["item_id", "label"]].values.tolist() == [["a", "car"], ["b", "cyclist"]]
+    assert pre.dropped == {"class split or redefined since the model's version": 2}
+    batch = pd.DataFrame({"item_id": ["a", "b"], "reason": "review_queue"})
+    _, sent = outbox.task_file(batch, media_table(), cyclists, with_new_model, v2, batch_id="relabel-x")
+    pd.testing.assert_frame_equal(sent.results, pre.results)
+    assert not with_new_model.predicted_in_doubt(cyclists, "v1").any()  # under v1 a cyclist is a v1 cyclist
 
 
 def test_a_task_batch_needs_the_production_rows_of_its_task_items_only(guidelines: GuidelineSet) -> None:
