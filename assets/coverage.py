@@ -199,7 +199,10 @@ def risk_report(
         check_name="critical_recall",
         passed=failing.empty,
         severity=_severity(spec.blocking),
-        metadata={"failing_classes": MetadataValue.md(markdown_table(failing, max_rows=20))},
+        metadata={
+            "failing_classes": MetadataValue.md(markdown_table(failing, max_rows=20)),
+            "objects_scored": len(pairs),
+        },
     )
 
 

@@ -427,9 +427,12 @@ def risk_report(pairs: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec) ->
 
 
 def failing_critical_recall(report: pd.DataFrame, spec: CoverageSpec) -> pd.DataFrame:
-    """Critical classes whose overall recall lower bound is below the threshold (or never seen)."""
+    """Critical classes whose overall recall lower bound is below the threshold (or never seen, on a day that
+    scored objects: a day without labeled objects, say one of scene labels only, says nothing of recall)."""
     overall = report[report["scope"] == "overall"].set_index("label")
     rows = []
+    if not (overall["support"] > 0).any():
+        return pd.DataFrame(rows, columns=["label", "support", "recall_ci_low", "threshold"])
     for label in sorted(spec.critical):
         threshold = spec.recall.get(label, spec.default_recall)
         low = float(overall.loc[label, "recall_ci_low"]) if label in overall.index else 0.0

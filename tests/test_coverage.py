@@ -102,6 +102,16 @@ def test_accurate_model_that_misses_a_critical_class_fails() -> None:
     assert overall.loc["pedestrian", "cost_per_object"] == 25  # the spec's cost of missing a pedestrian
 
 
+def test_a_day_without_labeled_objects_fails_no_class() -> None:
+    """A day of scene labels only: nothing was scored, so no critical class failed (nor passed: metadata
+    `objects_scored` is 0); a day that scored objects still fails a critical class it never saw."""
+    assert coverage.failing_critical_recall(scored([], []), spec()).empty
+    assert list(coverage.failing_critical_recall(scored(["car"], ["car"]), spec())["label"]) == [
+        "cyclist",
+        "pedestrian",
+    ]
+
+
 def test_less_accurate_model_with_errors_on_minor_classes_passes() -> None:
     true = ["car"] * 600 + ["truck"] * 200 + ["pedestrian"] * 120 + ["cyclist"] * 80
     predicted = ["car"] * 450 + ["truck"] * 150 + ["car"] * 120 + ["bus"] * 80 + ["pedestrian"] * 120 + ["cyclist"] * 80
