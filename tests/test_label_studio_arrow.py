@@ -265,3 +265,22 @@ def test_a_polygon_with_no_points_is_a_row_validation_quarantines_not_a_failed_f
         table, pd.DataFrame(), guidelines, "2024-06-01", datetime(2024, 6, 2, tzinfo=UTC)
     )
     assert frame["polygon_min_points"].tolist() == [False]
+
+
+def test_a_user_id_written_as_a_float_is_that_user_in_every_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export passed through a tool that reads numbers as floats writes ``"completed_by": 7.0`` (and an
+    embedded user's ``"id": 7.0``): the same user 7 as the plain export's ``7``, not a second annotator "7.0"."""
+    data = json.dumps(
+        [
+            task(1, [box("a")]),
+            {**task(2, [box("b")]), "annotations": [annotation(5, [box("b")], who=7.0)]},
+            {**task(3, [box("c")]), "annotations": [annotation(6, [box("c")], who={"id": 7.0})]},
+        ]
+    ).encode()
+    readers = [parse_file("floats.json", data, {}).objects]
+    fast_paths_off(monkeypatch)
+    readers.append(parse_file("floats.json", data, {}).objects)
+    for objects in readers:
+        assert objects["annotator_id"].tolist() == ["7", "7", "7"]
+    only_floats = json.dumps([{**task(1, [box("a")]), "annotations": [annotation(1, [box("a")], who=7.0)]}])
+    assert parse_file("floats.json", only_floats.encode(), {}).objects["annotator_id"].tolist() == ["7"]

@@ -243,6 +243,8 @@ def _item_id(source_file: str, task: dict[str, Any], task_id: Any) -> str:
 def _annotator(who: Any) -> str:
     if isinstance(who, dict):  # newer exports embed the user; the email is what teams recognize
         who = who.get("email") or who.get("id")
+    if isinstance(who, float) and who.is_integer():
+        who = int(who)  # a user id through a tool that reads numbers as floats: user 7, not "7.0"
     return "unknown" if who is None else str(who)
 
 
