@@ -85,8 +85,8 @@ def annotator_scores(
     )
     scores["agreement_with_consensus"] = agreement
     scores["estimated_accuracy"] = estimated
+    scores["scene_answers"] = answers.groupby("annotator_id").size().reindex(scores.index).fillna(0).astype(np.int64)
     top_share = answers.groupby("annotator_id")["label"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
-    n_answers = answers.groupby("annotator_id").size()
     scores["gold_n"] = scores["gold_n"].fillna(0).astype(np.int64)
     scores["gold_box_n"] = scores["gold_box_n"].fillna(0).astype(np.int64)
 
@@ -97,7 +97,7 @@ def annotator_scores(
         "gold accuracy " + scores["gold_accuracy"].round(3).astype(str) + f" < {t.min_gold_accuracy}",
         "",
     )
-    answered = n_answers.reindex(scores.index).fillna(0)
+    answered = scores["scene_answers"]
     reasons["estimated"] = np.where(
         (answered >= t.min_answers_for_estimate) & (scores["estimated_accuracy"] < t.min_estimated_accuracy),
         "estimated accuracy " + scores["estimated_accuracy"].round(3).astype(str) + f" < {t.min_estimated_accuracy}",
@@ -127,6 +127,7 @@ def annotator_scores(
         "gold_accuracy",
         "agreement_with_consensus",
         "estimated_accuracy",
+        "scene_answers",
         "gold_box_n",
         "gold_box_precision",
         "gold_box_recall",

@@ -114,7 +114,7 @@ def test_a_handful_of_answers_is_too_little_to_flag_by_estimated_accuracy() -> N
     _, scores = consensus_and_scores(annotations, pd.DataFrame(columns=["item_id", "kind", "label"]))
     newcomer_scores = scores.set_index("annotator_id").loc["newcomer"]
     assert newcomer_scores["agreement_with_consensus"] == 1.0 and newcomer_scores["estimated_accuracy"] < 0.7
-    assert not newcomer_scores["flagged"]
-    busy = scores[scores["n_annotations"] >= Thresholds().min_answers_for_estimate]
+    assert not newcomer_scores["flagged"] and newcomer_scores["scene_answers"] == 3
+    busy = scores[scores["scene_answers"] >= Thresholds().min_answers_for_estimate]
     low = busy["estimated_accuracy"] < Thresholds().min_estimated_accuracy
     assert low.sum() == 5 and busy.loc[low, "flag_reason"].str.contains("estimated accuracy").all()
