@@ -161,12 +161,20 @@ def curate(
     # of duplicate items, the first by id stays
     order = np.argsort(catalog_ids[keep], kind="stable")
     rows, labeled_ids = catalog_rows[keep][order], catalog_ids[keep][order]
+    # an item the state holds (in review, waiting for a relabel) is counted as held, whatever its consensus
+    # (none, or one below min_confidence) says: the status is why it is out, and what ends its exclusion
+    held = {"waiting_for_review": _member(review_ids, size), "waiting_for_relabel": _member(relabel_ids, size)}
+    held["waiting_for_relabel"] &= ~held["waiting_for_review"]
     excluded: dict[str, int] = {}
+    unlabeled_held = np.zeros(size, dtype=bool)
     if annotated is not None:
-        distinct = np.flatnonzero(_member(annotated_ids, size))
+        distinct = np.flatnonzero(_member(annotated_ids, size))  # the codes of the annotated items
         in_catalog = _member(catalog_ids, size)[distinct]
         excluded["not_in_catalog"] = int((~in_catalog).sum())
-        excluded["no_consensus"] = int((in_catalog & ~has_consensus[distinct]).sum())
+        bare = distinct[in_catalog & ~has_consensus[distinct]]
+        unlabeled_held[bare] = held["waiting_for_review"][bare] | held["waiting_for_relabel"][bare]
+        excluded["no_consensus"] = int((~unlabeled_held[bare]).sum())
+    excluded |= {"low_confidence": 0, **dict.fromkeys(held, 0)}  # the manifest's order of reasons
 
     def drop(mask: np.ndarray, reason: str) -> None:
         nonlocal rows, labeled_ids
@@ -179,9 +187,10 @@ def curate(
     confidence = np.full(size, np.nan)
     values = consensus["confidence"].iloc[label_rows[last]].to_numpy(dtype=object)
     confidence[label_ids[last]] = pd.Series(values, dtype=float).to_numpy()
+    for reason, members in held.items():
+        drop(members[labeled_ids], reason)
+        excluded[reason] += int((unlabeled_held & members).sum())
     drop(confidence[labeled_ids] < config.min_confidence, "low_confidence")
-    drop(_member(review_ids, size)[labeled_ids], "waiting_for_review")
-    drop(_member(relabel_ids, size)[labeled_ids], "waiting_for_relabel")
     identity = items["content_hash" if "content_hash" in items else "uri"].iloc[rows]
     drop(identity.notna().to_numpy() & ~_first(codes(identity)[0]), "duplicate")
 

@@ -140,6 +140,39 @@ def test_duplicates_review_and_relabel_items_are_left_out_and_counted() -> None:
     )
 
 
+def test_an_item_the_state_holds_is_counted_as_held_whatever_its_consensus() -> None:
+    """The state's status is why an item is out and what ends its exclusion: an item waiting for a relabel is
+    `waiting_for_relabel` with a low-confidence scene label or with no consensus at all (its only scene label
+    was of a class since removed), and one in review is `waiting_for_review`; low confidence and no consensus
+    count only the items nothing holds."""
+    consensus, items = inputs(30)
+    scene = consensus["kind"] == "classification"
+    consensus.loc[scene & consensus["item_id"].isin(["img-0004", "img-0005", "img-0007"]), "confidence"] = 0.5
+    consensus = consensus[~consensus["item_id"].isin(["img-0006", "img-0008"])]  # no consensus
+    review = pd.DataFrame({"item_id": ["img-0005", "img-0008"], "reason": ["split", "split"]})
+    quarantined = pd.DataFrame(
+        {"item_id": ["img-0004", "img-0006"], "rule": "needs_relabel", "reason": "needs_relabel: …"}
+    )
+    curated = snapshots.curate(consensus, items, review, quarantined, pd.Series(dtype=object), CONFIG, items["item_id"])
+    assert curated.excluded == {
+        "not_in_catalog": 0,
+        "no_consensus": 0,
+        "low_confidence": 1,  # img-0007
+        "waiting_for_review": 2,  # img-0005 (low confidence), img-0008 (no consensus)
+        "waiting_for_relabel": 2,  # img-0004 (low confidence), img-0006 (no consensus)
+        "duplicate": 0,
+    }
+    assert list(curated.excluded) == [  # the manifest's order
+        "not_in_catalog",
+        "no_consensus",
+        "low_confidence",
+        "waiting_for_review",
+        "waiting_for_relabel",
+        "duplicate",
+    ]
+    assert len(curated.items) == 25
+
+
 def test_diff_lists_exactly_the_changed_labels(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     consensus, items = inputs(80)
