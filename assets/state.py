@@ -141,7 +141,7 @@ def label_votes(
     today = for_day(validated_annotations, day, "validated_annotations")
     copies = for_day(
         quarantined_annotations.select(
-            keep=["item_id", "source_ref", "source_format", "content_id", "duplicate_of", "export_date"]
+            keep=["item_id", "annotator_id", "source_ref", "source_format", "content_id", "duplicate_of", "export_date"]
         ),
         day,
         "quarantined_annotations",

@@ -473,7 +473,8 @@ def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFram
     again at 18:00, edited in between), only the latest version (``annotated_at``, the annotation's
     ``updated_at``) is read; the older ones are counted as skipped in their files' ledger rows, as within one
     export. Otherwise both versions would vote: an edit across days replaces its earlier version in the label
-    state, but two versions of one day are both new. The same version in two files stays a copy."""
+    state, but two versions of one day are both new. The same version in two files stays a copy. An annotation
+    is its ids and its annotator (``state.annotation_keys``): two instances number their annotations alike."""
     tool_files = {r["source_file"] for r in rows if r["status"] == "ok" and r["format"] == "label_studio"}
     if len(tool_files) < 2:
         return table, rows
@@ -481,7 +482,13 @@ def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFram
     keyed = np.flatnonzero(ids.notna().to_numpy())
     part = pd.DataFrame(
         {
-            "key": (table["item_id"].iloc[keyed].astype(str) + "|" + ids.iloc[keyed].astype(str)).to_numpy(),
+            "key": (
+                table["item_id"].iloc[keyed].astype(str)
+                + "|"
+                + table["annotator_id"].iloc[keyed].astype(str)
+                + "|"
+                + ids.iloc[keyed].astype(str)
+            ).to_numpy(),
             "file": table["source_file"].iloc[keyed].to_numpy(dtype=object),
             "time": table["annotated_at"].iloc[keyed].to_numpy(),
         }

@@ -142,15 +142,25 @@ def added_items(known: pa.Table, sent: pd.DataFrame, catalog: pd.DataFrame) -> p
 
 def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     """The tool-side annotation a row belongs to, where the tool gives annotations stable ids across exports
-    (Label Studio's task and annotation ids, kept in ``source_ref``); None elsewhere."""
+    (Label Studio's task and annotation ids, kept in ``source_ref``), with its annotator: an edit keeps its
+    annotator, and another Label Studio instance (a vendor's) numbers its tasks and annotations from 1 too, so
+    the ids alone would make one team's judgments edits of the other's. None elsewhere."""
     if frame.empty:
         return pd.Series(dtype=object, index=frame.index)
     ids = tool_annotations(frame["source_ref"])
     keys = pd.Series(np.full(len(frame), None, dtype=object), index=frame.index)
     tool = ids.notna().to_numpy()
     if tool.any():  # keyed rows only: a day of vendor CSVs has none, and joining its million texts cost 0.13 s
-        part = rows_where(frame, tool, ["source_format", "item_id"])
-        joined = part["source_format"].astype(str) + "|" + part["item_id"].astype(str) + "|" + ids[tool].to_numpy()
+        part = rows_where(frame, tool, ["source_format", "item_id", "annotator_id"])
+        joined = (
+            part["source_format"].astype(str)
+            + "|"
+            + part["item_id"].astype(str)
+            + "|"
+            + part["annotator_id"].astype(str)
+            + "|"
+            + ids[tool].to_numpy()
+        )
         keys.iloc[np.flatnonzero(tool)] = joined.to_numpy(dtype=object)
     return keys
 

@@ -672,7 +672,7 @@ def test_with_items_equals_a_right_merge(seed: int) -> None:
 
 @pytest.mark.parametrize("rows", [slice(None), slice(1, 3), slice(0, 1)])
 def test_annotation_keys_equal_the_joined_texts_where_the_tool_gives_ids(rows: slice) -> None:
-    """A Label Studio annotation's key is its format, item and tool ids; rows without tool ids (CSV lines, an
+    """A Label Studio annotation's key is its format, item, annotator and tool ids; rows without tool ids (CSV lines, an
     annotation id of None, a missing ref) have none. The keys are joined for the keyed rows alone."""
     frame = pd.DataFrame(
         {
@@ -685,11 +685,13 @@ def test_annotation_keys_equal_the_joined_texts_where_the_tool_gives_ids(rows: s
             ],
             "source_format": ["label_studio", "csv", "label_studio", "csv", "label_studio"],
             "item_id": ["a", "b", "c", "d", "é"],
+            "annotator_id": ["u1", "u2", "u3", "u4", "u5"],
         },
         index=[10, 11, 12, 13, 14],
     ).iloc[rows]
     ids = frame["source_ref"].str.extract(r"^(task=[^/]+/annotation=(?!None/)[^/]+)/", expand=False)
-    expected = (frame["source_format"] + "|" + frame["item_id"] + "|" + ids).astype(object).where(ids.notna(), None)
+    joined = frame["source_format"] + "|" + frame["item_id"] + "|" + frame["annotator_id"] + "|" + ids
+    expected = joined.astype(object).where(ids.notna(), None)
     pd.testing.assert_series_equal(state.annotation_keys(frame), expected, check_names=False)
 
 

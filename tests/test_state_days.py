@@ -295,3 +295,29 @@ def test_two_exports_of_one_project_on_one_day_count_the_latest_version(tmp_path
     morning_row = ledger.loc[f"exports/{DAYS[0]}/project-3-1000.json"]
     assert morning_row["rows"] == 3 and json.loads(morning_row["skipped"]) == {"superseded annotation version": 3}
     assert ledger.loc[f"exports/{DAYS[0]}/project-3-1800.json", ["rows", "duplicates"]].tolist() == [6, 3]
+
+
+def test_another_instances_annotations_with_the_same_ids_are_no_edits_of_ours(tmp_path: Path) -> None:
+    """A vendor's Label Studio imports our task file and numbers tasks and annotations from 1 as ours does: its
+    annotation 101 of task 1, by its own labeler, is a judgment of its own, on the day ours arrives (not a later
+    version that hides ours) and on a later day (not an edit that replaces ours)."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    ours = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)])])]
+    vendor = ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T11:00:00Z", [("car", 10.3), ("bus", 50.2)])])
+    vendor["annotations"][0]["completed_by"] = {"id": 1, "email": "labeler@vendor.example"}
+    store.write_bytes(f"exports/{DAYS[0]}/project-3.json", json.dumps(ours).encode())
+    store.write_bytes(f"exports/{DAYS[0]}/vendor-project-1.json", json.dumps([vendor]).encode())
+    later = vendor | {"annotations": [vendor["annotations"][0] | {"updated_at": f"{DAYS[1]}T08:00:00Z"}]}
+    later["annotations"][0]["result"][0]["value"]["x"] = 10.4  # the vendor's labeler moved a box
+    store.write_bytes(f"exports/{DAYS[1]}/vendor-project-1.json", json.dumps([later]).encode())
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[1]}.parquet")
+    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    assert live.groupby("annotator_id").size().to_dict() == {"1": 3, "labeler@vendor.example": 3}
+    assert votes.loc[votes["replaced_on"].notna(), "annotator_id"].tolist() == ["labeler@vendor.example"]
+    state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[1]}.parquet")
+    boxes = state[state["kind"] == "bbox"]
+    assert sorted(boxes["label"]) == ["bus", "car"] and boxes["support"].eq(2).all()
