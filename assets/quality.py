@@ -200,7 +200,7 @@ def review_queue(
     label_issues: Frames,
 ) -> Output[DayFrames]:
     guideline_set = guidelines.load()
-    annotations = validated_annotations.select(keep=quality.QUALITY_INPUTS)
+    annotations = validated_annotations.select(keep=quality.REVIEW_INPUTS)
     queues = {
         day: quality.review(
             for_day(annotations, day, "validated_annotations"),

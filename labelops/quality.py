@@ -30,6 +30,8 @@ METHODS = ("dawid_skene", "majority_vote")
 # the columns of the annotations the quality stage reads (agreement, consensus and scores, review, label issues): the
 # day's table has 24, and reading them all took four times as long and held 2.8 times the memory on the 1M bench
 QUALITY_INPUTS = ("item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "points", "needs_relabel")
+# the review queue also asks which file a judgment came from: who was asked to draw boxes (review.unmatched_boxes)
+REVIEW_INPUTS = (*QUALITY_INPUTS, "source_file")
 
 
 def countable(annotations: pd.DataFrame) -> pd.DataFrame:
@@ -166,7 +168,7 @@ def review(
     return review_queue(
         classification,
         matching.conflicts,
-        unmatched_boxes(matching, critical, annotations[["item_id", "annotator_id"]]),
+        unmatched_boxes(matching, critical, annotations[["item_id", "annotator_id", "kind", "source_file"]]),
         severity,
         critical,
         min_confidence=min_confidence,

@@ -150,13 +150,17 @@ def unmatched_boxes(matching, critical: set[str], judged: pd.DataFrame) -> pd.Da
     """Boxes of critical classes that no other annotator on the item matched.
 
     A lone box of a minor class is settled by the consensus quorum; a pedestrian that only one of three
-    annotators saw is worth a human look. The others count whether they drew boxes or only judged the scene:
-    one who drew nothing missed the pedestrian just the same, and the quorum would drop it unseen. ``judged``
-    holds item_id and annotator_id of the day's judgments of every kind."""
+    annotators saw is worth a human look. The others count whether they drew boxes or only judged the scene in
+    a task that asked for boxes: one who drew nothing missed the pedestrian just the same, and the quorum would
+    drop it unseen. A task asks for boxes when its file holds any: an annotator of a scene-only export (a crowd
+    CSV, a classification project) was never asked, and missed nothing. ``judged`` holds item_id, annotator_id,
+    kind and source_file of the day's judgments of every kind."""
     boxes = matching.boxes
     lonely = boxes[~matching.paired & boxes["label"].isin(critical)]
     if lonely.empty:
         return lonely[["item_id", "annotator_id", "label"]].reset_index(drop=True)
+    object_files = pd.unique(judged.loc[judged["kind"].astype(str) != "classification", "source_file"])
+    judged = judged[isin(judged["source_file"], pd.Series(object_files, dtype=object))]
     on_items = judged[isin(judged["item_id"], lonely["item_id"])]
     annotators = on_items.groupby("item_id")["annotator_id"].nunique()
     seen_by_others = lonely["item_id"].map(annotators).fillna(0).to_numpy() >= 2

@@ -373,7 +373,8 @@ def test_matching_equals_the_assignment_pair_by_pair(seed: int, monkeypatch: pyt
 
 def test_a_critical_box_no_other_annotator_drew_goes_to_review_whoever_else_judged_the_item() -> None:
     """The box quorum drops a pedestrian one annotator drew; the review queue must show it, also when the
-    item's other annotator judged only its scene (their missing box is the disagreement)."""
+    item's other annotator judged only its scene in a task that asked for boxes (their missing box is the
+    disagreement). An annotator of a scene-only export was never asked to draw and missed nothing."""
     from labelops.review import unmatched_boxes
 
     rows = [
@@ -387,9 +388,14 @@ def test_a_critical_box_no_other_annotator_drew_goes_to_review_whoever_else_judg
         ("agreed", "b", "bbox", "pedestrian", 11, 10, 20, 40),
         ("minor", "a", "bbox", "car", 10, 10, 20, 40),  # not critical: the quorum settles it
         ("minor", "b", "classification", "urban", None, None, None, None),
+        ("crowd", "a", "bbox", "pedestrian", 10, 10, 20, 40),
+        ("crowd", "c", "classification", "urban", None, None, None, None),  # from scenes.csv: no boxes asked
     ]
     judged = pd.DataFrame(rows, columns=["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h"])
-    matching = boxes.match_boxes(judged[judged["kind"] == "bbox"].drop(columns="kind"))
-    lonely = unmatched_boxes(matching, {"pedestrian"}, judged[["item_id", "annotator_id"]])
+    judged["source_file"] = np.where(judged["annotator_id"] == "c", "exports/d/scenes.csv", "exports/d/project.json")
+    matching = boxes.match_boxes(judged[judged["kind"] == "bbox"].drop(columns=["kind", "source_file"]))
+    columns = ["item_id", "annotator_id", "kind", "source_file"]
+    lonely = unmatched_boxes(matching, {"pedestrian"}, judged[columns])
     assert sorted(lonely["item_id"]) == ["scene-only", "two-boxers"]
-    assert unmatched_boxes(boxes.match_boxes(judged.iloc[:0].drop(columns="kind")), {"pedestrian"}, judged).empty
+    nothing = boxes.match_boxes(judged.iloc[:0].drop(columns=["kind", "source_file"]))
+    assert unmatched_boxes(nothing, {"pedestrian"}, judged[columns]).empty
