@@ -90,7 +90,7 @@ def production_drift(
     # the day is read in parts of storage.batch_rows rows: production grows with traffic, not with labels
     current_rows = production_predictions.rows(day) if day in production_predictions else 0
     parts = (
-        predictions_under(part, guideline_set, guideline)
+        predictions_under(part, guideline_set, guideline, keep_removed=True)
         for part in (production_predictions.batches(day, storage.batch_rows) if current_rows else ())
     )
     store = storage.warehouse_store
@@ -104,7 +104,7 @@ def production_drift(
     )
     per_day = bounds.rows // max(len(reference_days), 1)
     kept = sum(drift.kept_share(production_sample, production_predictions, d, per_day) for d in reference_days)
-    reference = predictions_under(reference, guideline_set, guideline)  # a renamed class is no drift
+    reference = predictions_under(reference, guideline_set, guideline, keep_removed=True)  # a renamed class is no drift
     settings = drift.DriftConfig(config.p_value, config.distance, config.dataset_share, dict(config.methods))
     measured = drift.day_drift(reference, parts, current_rows, settings)
     table = measured.table

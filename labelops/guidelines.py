@@ -190,7 +190,7 @@ class GuidelineSet:
     def predicted_in_doubt(self, predictions: pd.DataFrame, version: str) -> np.ndarray:
         """Which predictions (``model_version``, ``predicted_label`` read under ``version``) name a class that a
         change since the model's version split or redefined: a v1 model's `cyclist` may be a v2 `scooter_rider`,
-        so it cannot stand as a v2 `cyclist`. A model is of the version whose ``models`` list it; one no version
+        so it cannot stand as a v2 `cyclist` (a removed class is no class of ``version`` at all). A model is of the version whose ``models`` list it; one no version
         lists is taken to predate every change of ``version``'s lineage."""
         doubt = np.zeros(len(predictions), dtype=bool)
         if not len(predictions):
@@ -203,10 +203,22 @@ class GuidelineSet:
             made = self.model_versions.get(model, first)
             if made not in ancestors:
                 continue  # a newer (or unrelated) version's model: read by its own classes
-            relabel = list(self.remap(made, version).relabel)
+            reasons = pd.Series(self.remap(made, version).relabel, dtype=object)
+            relabel = list(reasons.index[~removals(reasons)]) if len(reasons) else []  # a removed class: not a class
             rows = models == model
             doubt[rows] = predictions.loc[rows, "predicted_label"].isin(relabel).to_numpy()
         return doubt
+
+    def removed_by(self, version: str) -> set[str]:
+        """The classes a ``remove`` change of ``version``'s lineage retired (and ``version`` does not have)."""
+        removed = {
+            name
+            for g in self.lineage(version)
+            for change in g.changes
+            if change.op == "remove"
+            for name in change.sources
+        }
+        return removed - set(self.by_version[version].classes)
 
     def renames_into(self, version: str) -> dict[str, str]:
         """Every older label that ``version`` reads under another name (rename and merge, composed)."""
@@ -398,16 +410,26 @@ def load_guidelines(store: Store, prefix: str = "guidelines") -> GuidelineSet:
     return GuidelineSet(guidelines)
 
 
-def predictions_under(predictions: pd.DataFrame, guidelines: GuidelineSet, version: str) -> pd.DataFrame:
+def predictions_under(
+    predictions: pd.DataFrame, guidelines: GuidelineSet, version: str, *, keep_removed: bool = False
+) -> pd.DataFrame:
     """A production model's predictions with their classes read under ``version``: a model keeps the names it
     was trained with, so a class a guideline renamed or merged since would otherwise count as one that
-    training never saw."""
-    return labels_under(predictions, guidelines, version, column="predicted_label")
+    training never saw. Predictions of a class it removed are left out (no coverage gap, no relabel reason,
+    no false alarm in the risk report) unless ``keep_removed``: drift compares the whole traffic, whatever the
+    class of a frame."""
+    return labels_under(predictions, guidelines, version, column="predicted_label", keep_removed=keep_removed)
 
 
-def labels_under(frame: pd.DataFrame, guidelines: GuidelineSet, version: str, *, column: str = "label") -> pd.DataFrame:
+def labels_under(
+    frame: pd.DataFrame, guidelines: GuidelineSet, version: str, *, column: str = "label", keep_removed: bool = False
+) -> pd.DataFrame:
     """A table of labels named under any earlier version (gold files, predictions) read under ``version``, so a
-    renamed or merged class compares equal to the judgments validation carried to it."""
+    renamed or merged class compares equal to the judgments validation carried to it. Rows of a class a change
+    of ``version``'s lineage removed are left out: nobody labels it any more, so nothing compares with them."""
     if column not in frame or frame.empty:
         return frame
+    removed = guidelines.removed_by(version)
+    if removed and not keep_removed:
+        frame = frame[~frame[column].isin(list(removed)).to_numpy()]
     return frame.assign(**{column: guidelines.read_under(frame[column], version)})

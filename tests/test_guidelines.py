@@ -5,9 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from textwrap import dedent
 
+import pandas as pd
 import pytest
 
-from labelops.guidelines import GuidelineError, GuidelineSet, load_guidelines, parse_guideline
+from labelops.guidelines import (
+    GuidelineError,
+    GuidelineSet,
+    labels_under,
+    load_guidelines,
+    parse_guideline,
+    predictions_under,
+)
 from labelops.storage import LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,3 +152,35 @@ def test_a_model_belongs_to_one_version_and_models_list_names() -> None:
         guideline_set(BASE.replace("classes:", "models: [det-2]\nclasses:"), b)
     with pytest.raises(GuidelineError, match=r"g0\.yaml.*models must list model versions"):
         guideline_set(BASE.replace("classes:", "models: det-2\nclasses:"))
+
+
+def test_rows_of_a_removed_class_are_left_out_where_labels_are_compared() -> None:
+    """v `c` removes `scooter`: gold and predictions of it compare with nothing any more (no coverage gap, no
+    relabel reason, no risk row); drift keeps every row of the traffic."""
+    b = version(
+        "b", "a", "2024-02-01", ["car", "truck", "van", "person", "bike", "scooter"], "  - {op: add, class: scooter}"
+    ).replace("classes:", "models: [m]\nclasses:")  # model m knows scooters
+    c = version(
+        "c",
+        "b",
+        "2024-03-01",
+        ["auto", "truck", "van", "person", "bike"],
+        """
+      - {op: rename, from: car, to: auto}
+      - {op: remove, class: scooter}
+    """,
+    )
+    guidelines = guideline_set(BASE, b, c)
+    assert guidelines.removed_by("c") == {"scooter"} and guidelines.removed_by("b") == set()
+    predictions = pd.DataFrame({"predicted_label": ["car", "scooter", "bike"], "model_version": "m"})
+    assert predictions_under(predictions, guidelines, "c")["predicted_label"].tolist() == ["auto", "bike"]
+    kept = predictions_under(predictions, guidelines, "c", keep_removed=True)["predicted_label"].tolist()
+    assert kept == ["auto", "scooter", "bike"]
+    assert labels_under(predictions.rename(columns={"predicted_label": "label"}), guidelines, "b")[
+        "label"
+    ].tolist() == [
+        "car",
+        "scooter",
+        "bike",
+    ]
+    assert not guidelines.predicted_in_doubt(predictions, "c").any()  # a removed class is not in doubt: it is gone
