@@ -331,7 +331,9 @@ def label_studio_tasks(
     results = pre.results.assign(result=[_result(r) for r in pre.results.to_dict("records")])  # budget-sized
     grouped = results.groupby("item_id", sort=False)
     by_item = grouped["result"].agg(list)
-    score, version = grouped["score"].mean(), grouped["model_version"].first()
+    # one prediction per task (Label Studio pre-fills the form from one): named by every model in it, so a box of
+    # one detector is never shown as another's
+    score, version = grouped["score"].mean(), grouped["model_version"].agg(lambda v: "+".join(sorted(set(v))))
     honeypot = batch["honeypot"].eq(True) if "honeypot" in batch else pd.Series(False, index=batch.index)
     tasks = []
     for item_id, reason, is_honeypot in zip(

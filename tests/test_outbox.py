@@ -161,8 +161,13 @@ def test_pre_annotations_drop_a_class_split_since_the_models_version(guidelines:
     assert pre.results[["item_id", "label"]].values.tolist() == [["a", "car"], ["b", "cyclist"]]
     assert pre.dropped == {"class split or redefined since the model's version": 2}
     batch = pd.DataFrame({"item_id": ["a", "b"], "reason": "review_queue"})
-    _, sent = outbox.task_file(batch, media_table(), cyclists, with_new_model, v2, batch_id="relabel-x")
+    tasks, sent = outbox.task_file(batch, media_table(), cyclists, with_new_model, v2, batch_id="relabel-x")
     pd.testing.assert_frame_equal(sent.results, pre.results)
+    # a task's one prediction is named by the models it holds: b's cyclist is detector-2.0.0's, not another's
+    scene = cyclists.iloc[:1].assign(predicted_label="urban", model_version="scene-classifier-2.3.0", x=np.nan)
+    tasks, _ = outbox.task_file(batch, media_table(), pd.concat([cyclists, scene]), with_new_model, v2, batch_id="x")
+    named = [t["predictions"][0]["model_version"] for t in json.loads(tasks)]
+    assert named == ["detector-1.4.0+scene-classifier-2.3.0", "detector-2.0.0"]
     assert not with_new_model.predicted_in_doubt(cyclists, "v1").any()  # under v1 a cyclist is a v1 cyclist
 
 
