@@ -102,7 +102,9 @@ def dataset_snapshot(
         store,
         curated,
         metadata,
-        renames=(lambda parent: guideline_set.renames_between(parent, guideline.version)) if guideline else None,
+        guideline_changes=(lambda parent: guideline_set.remap_between(parent, guideline.version))
+        if guideline
+        else None,
     )
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
     report = warehouse.snapshot_report(version)

@@ -84,6 +84,12 @@ class Remap:
     mapping: dict[str, str] = field(default_factory=dict)
     relabel: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def removed(self) -> set[str]:
+        """The labels of ``from_version`` whose class a change removed."""
+        reasons = pd.Series(self.relabel, dtype=object)
+        return set(reasons.index[removals(reasons)]) if len(reasons) else set()
+
 
 class GuidelineSet:
     """All guideline versions, ordered by the day they take effect."""
@@ -172,14 +178,14 @@ class GuidelineSet:
         mapping = {o: c for o, c in labels.items() if o != c and o not in relabel}
         return Remap(from_version, to_version, mapping, relabel)
 
-    def renames_between(self, from_version: str | None, to_version: str) -> dict[str, str]:
-        """The renames and merges that carry labels of ``from_version`` to ``to_version``; none when the first is
+    def remap_between(self, from_version: str | None, to_version: str) -> Remap | None:
+        """What the changes from ``from_version`` to ``to_version`` did to its labels; None when the first is
         unknown or no ancestor of the second (nothing was carried)."""
         if from_version not in self.by_version or to_version not in self.by_version:
-            return {}
+            return None
         if from_version not in {g.version for g in self.lineage(to_version)}:
-            return {}
-        return self.remap(from_version, to_version).mapping
+            return None
+        return self.remap(from_version, to_version)
 
     def read_under(self, labels: pd.Series, version: str) -> pd.Series:
         """Labels named under any earlier version (a model's predicted classes, older consensus) read under

@@ -12,6 +12,7 @@ import pytest
 from labelops import snapshots
 from labelops.export import to_coco, to_yolo
 from labelops.formats import parse_file
+from labelops.guidelines import Remap
 from labelops.storage import LocalStore, open_store
 
 CONFIG = snapshots.CurationConfig()
@@ -265,8 +266,8 @@ def test_demo_snapshots_through_dagster(demo_landing: LocalStore, tmp_path: Path
 
 
 def test_the_diff_lists_remapped_labels_apart_from_changes(tmp_path: Path) -> None:
-    """A guideline merge between two versions: every renamed scene label and box is listed as remapped, and only
-    the real change (one scene label) as a change."""
+    """A guideline merge between two versions: every renamed scene label and box is listed as remapped, every box
+    of a class the change removed as retired, and only the real change (one scene label) as a change."""
     store = LocalStore(tmp_path)
     consensus, items = inputs(40)
     snapshots.publish(store, curate(consensus, items), {"guideline_version": "v2"})
@@ -275,14 +276,18 @@ def test_the_diff_lists_remapped_labels_apart_from_changes(tmp_path: Path) -> No
     changed = after.index[(after["kind"] == "classification") & (after["label"] == "highway")][0]
     after.loc[changed, "label"] = "built_up"  # a real change, not a remap
     given = []
+    changes = Remap("v2", "v3", merges, {"pedestrian": "v3: remove of 'pedestrian'"})
+    after = after[after["label"] != "pedestrian"]  # v3 removed the class: its boxes are gone
     version, manifest, _ = snapshots.publish(
-        store, curate(after, items), {"guideline_version": "v3"}, renames=lambda parent: given.append(parent) or merges
+        store, curate(after, items), {"guideline_version": "v3"}, guideline_changes=lambda p: given.append(p) or changes
     )
     diff = json.loads(store.read_bytes(f"snapshots/{version}/diff.json"))
     assert given == ["v2"]
     scenes, boxes = consensus[consensus["kind"] == "classification"], consensus[consensus["kind"] == "bbox"]
     assert len(diff["remapped_labels"]) == (scenes["label"] == "urban").sum()
     assert len(diff["remapped_objects"]) == (boxes["label"] == "car").sum()
+    assert len(diff["retired_objects"]) == (boxes["label"] == "pedestrian").sum() > 0
+    assert {c["label"] for c in diff["retired_objects"]} == {"pedestrian"}
     assert [(c["old"], c["new"]) for c in diff["label_changes"]] == [("highway", "built_up")]
     assert diff["object_changes"] == [] and manifest["diff_summary"]["remapped_objects"] == len(
         diff["remapped_objects"]
