@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api.extensions import take
 
-from labelops import quality, review
+from labelops import boxes, quality, review
 from labelops.columns import (
     day_text,
     first_rows,
@@ -766,7 +766,7 @@ def fold_state(
         theirs = _subset(votes, _among(votes, "item_id", affected))
         labels, fitted = consensus(theirs, before, touched, gold, config, day=day, model=model)
         if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
-            held = _held(in_review, labels, unsure_today, config)
+            held = _held(in_review, labels, unsure_today, config, theirs, touched)
             rows = item_state(
                 theirs, labels, requests, held, previous=before, touched=touched, quorum=config.box_quorum
             )
@@ -784,15 +784,39 @@ def fold_state(
             parts = [df for df in (others, rows) if len(df)] or [rows]
             return sorted_rows(pd.concat(parts, ignore_index=True), ["item_id"]), fitted
     labels, fitted = consensus(votes, previous, touched, gold, config, day=day, model=model)
-    held = _held(in_review, labels, unsure_today, config)
+    held = _held(in_review, labels, unsure_today, config, votes, touched)
     table = item_state(votes, labels, requests, held, previous=previous, touched=touched, quorum=config.box_quorum)
     return table, fitted
 
 
-def _held(in_review: pd.Series, labels: pd.DataFrame, unsure_today: pd.Series | None, config: StateConfig) -> pd.Series:
-    if unsure_today is None or unsure_today.empty:
-        return in_review
-    return pd.concat([in_review.astype(object), unsure_scenes(labels, unsure_today, config)], ignore_index=True)
+def _held(
+    in_review: pd.Series,
+    labels: pd.DataFrame,
+    unsure_today: pd.Series | None,
+    config: StateConfig,
+    votes: Table,
+    touched: pd.Series,
+) -> pd.Series:
+    parts = [in_review.astype(object), box_conflicts(votes, touched)]
+    if unsure_today is not None and len(unsure_today):
+        parts.append(unsure_scenes(labels, unsure_today, config))
+    return pd.concat(parts, ignore_index=True)
+
+
+def box_conflicts(votes: Table, items: pd.Series) -> pd.Series:
+    """Of ``items``, those whose counted boxes, pooled over the days they were delivered on, hold a box label
+    conflict as the review queue means it (two annotators' boxes on one object, IoU >= 0.5, different labels).
+    A day's queue sees each day alone: a `truck` drawn one day and a `bus` on the same object the next would
+    leave the object to the box quorum, which each label alone misses, and the object would vanish unreviewed.
+    Items judged on one day only were the day's queue's to find."""
+    mine = counts(votes) & _equal(votes, "kind", "bbox") & _among(votes, "item_id", pd.unique(items))
+    rows = _rows(votes, mine, ["item_id", "annotator_id", "label", "x", "y", "w", "h", "export_date"])
+    days = rows.groupby("item_id", sort=False)["export_date"].nunique()
+    rows = rows[isin(rows["item_id"], days.index[(days > 1).to_numpy()])]
+    if rows.empty:
+        return pd.Series(dtype=object)
+    conflicts = boxes.match_boxes(rows.drop(columns="export_date").reset_index(drop=True)).conflicts
+    return pd.Series(pd.unique(conflicts["item_id"].to_numpy(dtype=object)), dtype=object)
 
 
 def unsure_scenes(labels: pd.DataFrame, items: pd.Series, config: StateConfig) -> pd.Series:

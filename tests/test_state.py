@@ -249,6 +249,38 @@ def test_an_answer_in_a_class_since_split_leaves_the_item_waiting_for_a_relabel(
     assert list(inputs.relabel["item_id"]) == ["b", "c"] and inputs.review.empty  # waiting_for_relabel
 
 
+def test_a_box_label_conflict_across_days_holds_its_item_in_review() -> None:
+    """A truck drawn one day and a bus on the same object the next: each label alone misses the box quorum, so
+    the object would vanish; no day's queue saw both. The pooled votes show the conflict and the item waits for
+    a reviewer, as a conflict within one day does. Boxes that agree across days hold nothing."""
+    rows = [
+        box("mixed", "a1", "truck", 10, DAYS[0]),
+        box("mixed", "a2", "bus", 11, DAYS[1]),
+        box("agreed", "a1", "car", 10, DAYS[0]),
+        box("agreed", "a2", "car", 11, DAYS[1]),
+    ]
+    votes = state.empty_votes()
+    for day in DAYS[:2]:
+        votes = state.fold_votes(votes, validated([r for r in rows if str(r["export_date"]) == day]))
+    assert state.box_conflicts(votes, pd.Series(["mixed", "agreed"])).tolist() == ["mixed"]
+    table, _ = state.fold_state(
+        votes,
+        state.empty_state(),
+        pd.Series(["agreed", "mixed"]),
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+        day=DAYS[1],
+        model=None,
+        requests=pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]),
+        in_review=pd.Series(dtype=object),
+        reviewed_today=pd.Series(dtype=object),
+    )
+    assert table.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
+        "agreed": "labeled",
+        "mixed": "in_review",
+    }
+
+
 def test_objects_of_a_removed_class_stop_counting_without_holding_their_item() -> None:
     """A later version removes `e_scooter`: nothing about an item with a parked e-scooter is in doubt, so its
     e-scooter boxes leave its labels and the item stays in the dataset (a split would hold it). A removed scene
