@@ -27,6 +27,7 @@ from dagster import (
     sensor,
 )
 
+from assets.partitions import daily_partitions
 from labelops import landing
 from pipelines import guideline_backfill
 from resources.storage import StorageResource
@@ -219,6 +220,11 @@ def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
                 by_day.setdefault(parts[1], []).append(f"{key}:{info.size}:{info.modified}")
                 if storage.settle_seconds > 0 and info.modified >= settled_before:
                     arriving.add(parts[1])
+    # a day is a partition once it is over (UTC) and within the configured days: files delivered today run
+    # tonight, when the day's partition exists (the cursor does not record them until then)
+    early = sorted(day for day in by_day if not daily_partitions.has_partition_key(day))
+    if early:
+        arriving.update(early)
     requests = []
     for day, files in sorted(by_day.items()):
         fingerprint = _fingerprint(files)
@@ -229,7 +235,12 @@ def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
                 )
             )
             seen[day] = fingerprint
-    waiting = f"; still arriving: {', '.join(sorted(arriving))}" if arriving else ""
+    still = sorted(arriving - set(early))
+    waiting = (f"; still arriving: {', '.join(still)}" if still else "") + (
+        f"; not a partition yet (a day runs once it is over, UTC) or outside the configured days: {', '.join(early)}"
+        if early
+        else ""
+    )
     if not requests:
         return SensorResult(
             skip_reason=SkipReason(f"no new or changed landing files{waiting}"), cursor=json.dumps(seen, sort_keys=True)

@@ -209,6 +209,12 @@ class ParquetIOManager(ConfigurableIOManager):
         name = context.asset_key.to_user_string()
         if context.has_asset_partitions:
             days = sorted(context.asset_partition_keys)
+            if not days and isinstance(obj, Mapping):  # a run tagged with a day the partitions do not hold
+                raise ValueError(
+                    f"{name}: {', '.join(sorted(obj))} is not a day of the daily partitions, which run from "
+                    "LABELOPS_START_DATE to the day before LABELOPS_END_DATE (unset: to yesterday): a day's "
+                    "partition exists once the day is over (UTC)"
+                )
             if not isinstance(obj, Mapping) or sorted(obj) != days:
                 got = f"days {sorted(obj)}" if isinstance(obj, Mapping) else type(obj).__name__
                 raise TypeError(f"{name}: expected {{day: DataFrame}} for days {days}, got {got}")

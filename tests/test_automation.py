@@ -250,6 +250,12 @@ def test_landing_sensor_runs_new_and_changed_days_once_settled(tmp_path: Path) -
     later = tick(waiting.cursor)
     assert [r.partition_key for r in later.run_requests] == ["2024-06-01", "2024-06-02"]
     assert not tick(later.cursor).run_requests
+    # delivered today: the day's partition exists once the day is over, so it waits (not in the cursor) for then
+    today = datetime.now(UTC).date().isoformat()
+    landing.write_bytes(f"exports/{today}/c.csv", b"item_id,annotator_id,label\nw,u,car\n")
+    early = tick(later.cursor)
+    assert not early.run_requests and "not a partition yet (a day runs once it is over, UTC)" in early.skip_message
+    assert today in early.skip_message and today not in json.loads(early.cursor)
 
 
 def test_items_still_out_are_not_sent_again() -> None:

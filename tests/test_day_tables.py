@@ -149,3 +149,20 @@ def test_the_io_manager_records_the_bounds_of_the_item_id_alone(tmp_path: Path) 
         meta = pq.ParquetFile(tmp_path / "w" / "tables" / name / f"{DAY}.parquet").metadata.row_group(0)
         bounded = {meta.column(i).path_in_schema for i in range(meta.num_columns) if meta.column(i).is_stats_set}
         assert bounded == ({"item_id"} if name == "with_ids" else set())
+
+
+def test_a_run_tagged_with_a_day_that_is_no_partition_names_the_day_and_why(tmp_path: Path) -> None:
+    """`dagster job execute --tags '{"dagster/partition": "<today>"}'` runs a day whose partition does not exist
+    yet (a day is a partition once it is over): the first write says so, not a type error."""
+    from dagster import AssetKey, build_output_context
+
+    from assets.partitions import daily_partitions
+    from resources.io_manager import ParquetIOManager
+    from resources.storage import StorageResource
+
+    manager = ParquetIOManager(storage=StorageResource(landing=str(tmp_path / "l"), warehouse=str(tmp_path / "w")))
+    context = build_output_context(
+        asset_key=AssetKey("gold_labels"), partition_key="2999-01-01", asset_partitions_def=daily_partitions
+    )
+    with pytest.raises(ValueError, match=r"gold_labels: 2999-01-01 is not a day of the daily partitions.*is over"):
+        manager.handle_output(context, {"2999-01-01": pd.DataFrame({"n": [1]})})
