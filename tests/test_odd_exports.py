@@ -78,6 +78,12 @@ def test_coco_annotator_ids_are_kept_as_written_and_the_contributor_fills_the_ga
     assert parse_file("mixed.json", data, SIZES).objects["annotator_id"].tolist() == ["7", "vendorX", "vendorX"]
 
 
+def test_a_coco_box_that_is_not_numbers_names_its_annotation() -> None:
+    data = coco([annotation(1), annotation(2, bbox=["12.5", 2, 3, 4]), annotation(3, bbox=[1, "two", 3, 4])])
+    with pytest.raises(ExportError, match=r"^bad\.json: annotation 3: a 'bbox' holds a value that is not a number$"):
+        parse_file("bad.json", data, SIZES)
+
+
 def test_a_flat_coco_polygon_is_a_polygon_not_a_box() -> None:
     data = coco([annotation(1, segmentation=[1, 2, 5, 2, 5, 6]), annotation(2, segmentation=[])])
     objects = parse_file("flat.json", data, SIZES).objects

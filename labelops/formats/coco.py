@@ -158,7 +158,19 @@ def _boxes(source_file: str, annotations: pd.DataFrame) -> np.ndarray:
     try:
         return np.asarray(annotations["bbox"].tolist(), dtype=float)
     except (TypeError, ValueError):
-        raise ExportError(source_file, "a 'bbox' holds a value that is not a number") from None
+        # found again, entry by entry, only to name it: the file fails either way
+        bad = annotations["bbox"].map(lambda b: not all(_is_number(v) for v in b))
+        where = f"annotation {annotations.loc[bad, 'id'].iloc[0]}: " if bad.any() else ""
+        raise ExportError(source_file, f"{where}a 'bbox' holds a value that is not a number") from None
+
+
+def _is_number(value: Any) -> bool:
+    """What numpy reads as a float."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _first_parts(segmentation: pd.Series, is_polygon: pd.Series) -> np.ndarray:
