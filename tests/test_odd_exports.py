@@ -79,7 +79,7 @@ def test_coco_annotator_ids_are_kept_as_written_and_the_contributor_fills_the_ga
 
 
 def test_a_coco_box_that_is_not_numbers_names_its_annotation() -> None:
-    data = coco([annotation(1), annotation(2, bbox=["12.5", 2, 3, 4]), annotation(3, bbox=[1, "two", 3, 4])])
+    data = coco([annotation(1), annotation(2, bbox=["12.5", None, 3, 4]), annotation(3, bbox=[1, "two", 3, 4])])
     with pytest.raises(ExportError, match=r"^bad\.json: annotation 3: a 'bbox' holds a value that is not a number$"):
         parse_file("bad.json", data, SIZES)
 

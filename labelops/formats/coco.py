@@ -165,7 +165,9 @@ def _boxes(source_file: str, annotations: pd.DataFrame) -> np.ndarray:
 
 
 def _is_number(value: Any) -> bool:
-    """What numpy reads as a float."""
+    """What numpy reads as a float (None as NaN)."""
+    if value is None:
+        return True
     try:
         float(value)
     except (TypeError, ValueError):
