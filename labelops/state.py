@@ -373,7 +373,8 @@ def carry_votes(votes: pd.DataFrame, guidelines: GuidelineSet, version: str) -> 
         first = part["remapped_from"].isna() & mapped
         rows.loc[part.index[first.to_numpy()], "remapped_from"] = made_under + ":" + part.loc[first, "label"]
         rows.loc[part.index[mapped.to_numpy()], "label"] = part.loc[mapped, "label"].map(remap.mapping)
-        rows.loc[part.index[(~relabel).to_numpy()], "guideline_version"] = version
+        # a judgment marked now or before keeps the version it was made under: it is read under none
+        rows.loc[part.index[(~relabel & waiting).to_numpy()], "guideline_version"] = version
     out.loc[older, rows.columns] = rows
     return out
 

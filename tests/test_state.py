@@ -249,6 +249,22 @@ def test_an_answer_in_a_class_since_split_leaves_the_item_waiting_for_a_relabel(
     assert list(inputs.relabel["item_id"]) == ["b", "c"] and inputs.review.empty  # waiting_for_relabel
 
 
+def test_carrying_votes_to_a_version_twice_changes_nothing_the_first_time_did_not() -> None:
+    """A judgment a change marked keeps the version it was made under, whenever it was marked (the same day or a
+    later carry): it is read under no version, so the column says which one it belongs to."""
+    guidelines = load_guidelines(LocalStore(REPO / "config"))
+    rows = [box("i", "a1", "cyclist", 10, DAYS[0]), box("i", "a1", "traffic_light", 200, DAYS[0])]
+    unmarked = pd.Series([None, None], dtype=object)
+    made = validated(rows).assign(guideline_version="v1", needs_relabel=unmarked, remapped_from=unmarked)
+    votes = state.fold_votes(state.empty_votes(), made)
+    once = state.carry_votes(votes, guidelines, "v2")
+    assert once[["label", "guideline_version", "needs_relabel"]].values.tolist() == [
+        ["cyclist", "v1", "v2: split of 'cyclist'"],
+        ["traffic_signal", "v2", None],
+    ]
+    pd.testing.assert_frame_equal(state.carry_votes(once, guidelines, "v2"), once)
+
+
 def test_a_box_label_conflict_across_days_holds_its_item_in_review() -> None:
     """A truck drawn one day and a bus on the same object the next: each label alone misses the box quorum, so
     the object would vanish; no day's queue saw both. The pooled votes show the conflict and the item waits for
