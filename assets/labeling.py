@@ -181,7 +181,8 @@ def relabel_batch(
     open_items = labeling.open_requests(
         ledger[ledger["batch_id"] != batch_id], latest, day, expire_days=config.expire_days
     )
-    open_items |= _answered(label_state)  # answered items are never sent again
+    answered = _answered(label_state)
+    held_out = open_items | answered  # answered items are never sent again
     candidates = labeling.relabel_candidates(
         production_predictions,
         production_drift,
@@ -197,10 +198,10 @@ def relabel_batch(
     has_media = isin(candidates["item_id"], media["item_id"])
     no_media = candidates[~has_media].drop_duplicates("item_id")
     budget = outbox.item_budget(config.budget, config.honeypot_share)
-    chosen = labeling.select(candidates[has_media], budget, open_items).assign(batch_id=batch_id)
+    chosen = labeling.select(candidates[has_media], budget, held_out).assign(batch_id=batch_id)
     chosen = chosen[["item_id", "reason", "kind", "priority", "batch_id", "rank"]]
     batch, media, honeypots = outbox.with_honeypots(
-        chosen, media, gold, catalog, share=config.honeypot_share, exclude=open_items, batch_id=batch_id, day=day
+        chosen, media, gold, catalog, share=config.honeypot_share, exclude=held_out, batch_id=batch_id, day=day
     )
     tasks, pre = outbox.task_file(batch, media, production_predictions, guideline_set, guideline, batch_id=batch_id)
     items = outbox.catalog_rows(media[isin(media["item_id"], batch["item_id"])], production_predictions, slices)
@@ -213,7 +214,8 @@ def relabel_batch(
             **_pre_annotation_metadata(pre),
             "candidates": len(candidates),
             "review_backlog": len(backlog),
-            "skipped_open": len(open_items),
+            "skipped_open": len(open_items),  # still out in an earlier batch
+            "skipped_answered": len(answered),  # answered: never sent again
             "guideline_version": guideline.version,
             "item_budget": budget,
             "honeypots": honeypots["sent"],
