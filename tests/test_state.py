@@ -96,6 +96,26 @@ def box(item: str, who: str, label: str, x: float, day: str, batch: str | None =
     }
 
 
+def first_state(
+    votes: pd.DataFrame, touched: pd.Series, reviewed_today: pd.Series, unsure_today: pd.Series | None = None
+) -> pd.DataFrame:
+    """The state at the end of DAYS[1] folded from nothing: no gold, no request, nothing in review before."""
+    table, _ = state.fold_state(
+        votes,
+        state.empty_state(),
+        touched,
+        pd.DataFrame(columns=["item_id", "kind", "label"]),
+        state.StateConfig(),
+        day=DAYS[1],
+        model=None,
+        requests=pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]),
+        in_review=pd.Series(dtype=object),
+        reviewed_today=reviewed_today,
+        unsure_today=unsure_today,
+    )
+    return table
+
+
 def validated(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     return frame.assign(content_id=ingest.content_ids(frame.assign(points=None)))
@@ -279,18 +299,7 @@ def test_a_box_label_conflict_across_days_holds_its_item_in_review() -> None:
     for day in DAYS[:2]:
         votes = state.fold_votes(votes, validated([r for r in rows if str(r["export_date"]) == day]))
     assert state.box_conflicts(votes, pd.Series(["mixed", "agreed"])).tolist() == ["mixed"]
-    table, _ = state.fold_state(
-        votes,
-        state.empty_state(),
-        pd.Series(["agreed", "mixed"]),
-        pd.DataFrame(columns=["item_id", "kind", "label"]),
-        state.StateConfig(),
-        day=DAYS[1],
-        model=None,
-        requests=pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]),
-        in_review=pd.Series(dtype=object),
-        reviewed_today=pd.Series(dtype=object),
-    )
+    table = first_state(votes, pd.Series(["agreed", "mixed"]), pd.Series(dtype=object))
     assert table.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
         "agreed": "labeled",
         "mixed": "in_review",
@@ -830,18 +839,8 @@ def test_a_small_days_unsure_scene_waits_for_review_only_if_the_pooled_consensus
     votes = state.empty_votes()
     for rows in (day1, day2):
         votes = state.fold_votes(votes, validated(rows))
-    folded, _ = state.fold_state(
-        votes,
-        state.empty_state(),
-        votes["item_id"].drop_duplicates(),
-        pd.DataFrame(columns=["item_id", "kind", "label"]),
-        state.StateConfig(),
-        day=DAYS[1],
-        model=None,
-        requests=pd.DataFrame(columns=["item_id", "batch_id", "sent_on"]),
-        in_review=pd.Series(dtype=object),
-        reviewed_today=queue["item_id"],
-        unsure_today=queue.loc[queue["scene_only"], "item_id"],
+    folded = first_state(
+        votes, votes["item_id"].drop_duplicates(), queue["item_id"], queue.loc[queue["scene_only"], "item_id"]
     )
     latest = folded.drop_duplicates("item_id").set_index("item_id")
     assert (latest.loc[items, "label"] == "urban").all() and (latest.loc[items, "confidence"] > 0.99).all()
