@@ -13,6 +13,7 @@ from conftest import REPO, demo_resources
 from dagster import DagsterInstance, RunRequest, build_sensor_context, materialize
 
 from labelops import snapshots
+from labelops.formats import parse_file
 from labelops.storage import LocalStore
 from resources.io_manager import read_table
 
@@ -321,3 +322,19 @@ def test_another_instances_annotations_with_the_same_ids_are_no_edits_of_ours(tm
     state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[1]}.parquet")
     boxes = state[state["kind"] == "bbox"]
     assert sorted(boxes["label"]) == ["bus", "car"] and boxes["support"].eq(2).all()
+
+
+def test_two_instances_exports_concatenated_into_one_file_keep_both() -> None:
+    """Ours and the vendor's export of the same task file, joined into one (`jq -s add`): task 1's annotation
+    101 twice, by two annotators, is two annotations; only one annotator's two versions compete."""
+    ours = ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0)])])
+    vendor = ls_task(1, "img-0", [(101, 2, f"{DAYS[0]}T11:00:00Z", [("car", 10.3)])])
+    edited = ls_task(1, "img-0", [(101, 2, f"{DAYS[0]}T12:00:00Z", [("bus", 10.3)])])
+    parsed = parse_file("merged.json", json.dumps([ours, vendor, edited]).encode(), {})
+    assert sorted(map(tuple, parsed.objects[["annotator_id", "label"]].values.tolist())) == [
+        ("1", "car"),
+        ("1", "urban"),
+        ("2", "bus"),
+        ("2", "urban"),
+    ]
+    assert parsed.skipped == {"superseded annotation version": 2}

@@ -88,8 +88,10 @@ def _tasks(
 ) -> tuple[list[tuple[dict[str, Any], Any, list[dict[str, Any]]]], set[tuple[int, int]]]:
     """Every task's id and annotations, and the positions of superseded annotation versions.
 
-    A version is superseded by a later ``updated_at`` of the same (task id, annotation id); ties go to the
-    last one. Most exports hold each annotation once: only ids seen twice have their times read.
+    A version is superseded by a later ``updated_at`` of the same (task id, annotation id, annotator); ties go
+    to the last one. The annotator is part of it because two instances' exports concatenated into one file (ours
+    and a vendor's, which imported the same tasks) number tasks and annotations alike. Most exports hold each
+    annotation once: only ids seen twice have their times read.
     """
     tasks = []
     malformed: ExportError | None = None
@@ -103,18 +105,18 @@ def _tasks(
         except ExportError as error:
             malformed = error
             break
-    keys = [(task_id, a["id"]) for _, task_id, listed in tasks for a in listed if a.get("id") is not None]
+    keys = [_version_key(task_id, a) for _, task_id, listed in tasks for a in listed if a.get("id") is not None]
     repeated = len(set(keys)) < len(keys)  # an id that cannot be a key (a list) fails here, before a later task
     if malformed is not None:
         raise malformed
     superseded: set[tuple[int, int]] = set()
     if not repeated:
         return tasks, superseded
-    versions: dict[tuple[Any, Any], list[tuple[int, int]]] = {}
+    versions: dict[tuple[Any, Any, str], list[tuple[int, int]]] = {}
     for t_index, (_, task_id, in_task) in enumerate(tasks):
         for a_index, annotation in enumerate(in_task):
             if annotation.get("id") is not None:
-                versions.setdefault((task_id, annotation["id"]), []).append((t_index, a_index))
+                versions.setdefault(_version_key(task_id, annotation), []).append((t_index, a_index))
     for positions in versions.values():
         stamps = [_stamp(_annotated_at(tasks[t][2][a])) for t, a in positions]
         latest = 0
@@ -123,6 +125,11 @@ def _tasks(
                 latest = n
         superseded.update(position for n, position in enumerate(positions) if n != latest)
     return tasks, superseded
+
+
+def _version_key(task_id: Any, annotation: dict[str, Any]) -> tuple[Any, Any, str]:
+    """The annotation whose versions compete: its task, its id and its annotator (``state.annotation_keys``)."""
+    return task_id, annotation["id"], _annotator(annotation.get("completed_by"))
 
 
 def _annotations(source_file: str, task: dict[str, Any], task_id: Any) -> list[dict[str, Any]]:
