@@ -15,7 +15,9 @@ import pandas as pd
 import pyarrow as pa
 from dagster import AssetExecutionContext, BackfillPolicy
 
+from assets.partitions import daily_partitions
 from resources.io_manager import DayTables
+from resources.settings import not_partitions
 
 SINGLE_RUN = BackfillPolicy.single_run()
 
@@ -24,7 +26,13 @@ DayFrames = dict[str, pd.DataFrame]
 
 
 def days(context: AssetExecutionContext) -> list[str]:
-    return sorted(context.partition_keys)
+    """The run's days. A run tagged with a day the partitions do not hold (today's, before it is over) stops
+    here, before an asset reads or writes anything of it."""
+    keys = sorted(context.partition_keys)
+    missing = [day for day in keys if not daily_partitions.has_partition_key(day)]
+    if missing:
+        raise ValueError(not_partitions(missing))
+    return keys
 
 
 def for_day(frames: Mapping[str, pd.DataFrame], day: str, asset: str) -> pd.DataFrame:

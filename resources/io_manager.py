@@ -30,6 +30,7 @@ from pydantic import PrivateAttr
 from labelops import layers, warehouse
 from labelops.layers import Layered
 from labelops.storage import Store, readable
+from resources.settings import not_partitions
 from resources.storage import StorageResource
 
 # An output's `guideline_version` metadata entry (the guideline it was computed under) is also written into its
@@ -210,11 +211,7 @@ class ParquetIOManager(ConfigurableIOManager):
         if context.has_asset_partitions:
             days = sorted(context.asset_partition_keys)
             if not days and isinstance(obj, Mapping):  # a run tagged with a day the partitions do not hold
-                raise ValueError(
-                    f"{name}: {', '.join(sorted(obj))} is not a day of the daily partitions, which run from "
-                    "LABELOPS_START_DATE to the day before LABELOPS_END_DATE (unset: to yesterday): a day's "
-                    "partition exists once the day is over (UTC)"
-                )
+                raise ValueError(f"{name}: {not_partitions(sorted(obj))}")
             if not isinstance(obj, Mapping) or sorted(obj) != days:
                 got = f"days {sorted(obj)}" if isinstance(obj, Mapping) else type(obj).__name__
                 raise TypeError(f"{name}: expected {{day: DataFrame}} for days {days}, got {got}")

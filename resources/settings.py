@@ -20,6 +20,14 @@ ANNOTATOR_IDS = "LABELOPS_ANNOTATOR_IDS"
 ANNOTATOR_KEY = "LABELOPS_ANNOTATOR_KEY"
 
 
+def not_partitions(days: list[str]) -> str:
+    """Why a run tagged with ``days`` (today, say) cannot run them."""
+    return (
+        f"{', '.join(days)} is not a day of the daily partitions, which run from LABELOPS_START_DATE to the day "
+        "before LABELOPS_END_DATE (unset: to yesterday): a day's partition exists once the day is over (UTC)"
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     landing: str

@@ -166,3 +166,33 @@ def test_a_run_tagged_with_a_day_that_is_no_partition_names_the_day_and_why(tmp_
     )
     with pytest.raises(ValueError, match=r"gold_labels: 2999-01-01 is not a day of the daily partitions.*is over"):
         manager.handle_output(context, {"2999-01-01": pd.DataFrame({"n": [1]})})
+
+
+def test_a_run_tagged_with_today_stops_before_it_writes(tmp_path: Path) -> None:
+    """`dagster job execute --tags '{"dagster/partition": "<today>"}'`: production ingest streams its day into
+    the warehouse as it reads, so the day is checked before anything is read: nothing is written, and the
+    failure says why."""
+    from datetime import UTC, datetime
+
+    from conftest import demo_resources
+    from dagster import DagsterInstance, materialize
+
+    from labelops.storage import LocalStore
+    from pipelines.definitions import defs
+
+    today = datetime.now(UTC).date().isoformat()
+    LocalStore(tmp_path / "landing").write_bytes(
+        f"production/{today}/p.csv",
+        b"item_id,ts,model_version,predicted_label,confidence\na,2024-06-01T00:00:00Z,m,car,0.9\n",
+    )
+    result = materialize(
+        [defs.get_assets_def("production_predictions")],
+        resources=demo_resources(tmp_path, Path(__file__).resolve().parents[1] / "config"),
+        tags={"dagster/partition": today},
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error
+    assert f"{today} is not a day of the daily partitions" in failure.cause.message
+    assert not list((tmp_path / "warehouse").rglob("*.parquet"))
