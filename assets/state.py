@@ -274,9 +274,11 @@ def label_state(
         in_review=in_review,
         reviewed_today=reviewed_today,
         unsure_today=reviewed_today[scene_only],
+        critical=frozenset(name for name, c in guideline_set.by_version[version].classes.items() if c.critical),
     )
     per_item = group_starts(table["item_id"])  # the state holds an item's status and lineage on each of its rows
     statuses = table.loc[per_item, "status"].value_counts().to_dict()
+    reviewing = table.loc[per_item & (table["status"] == "in_review").to_numpy(), "item_id"]
     refit = fitted is not None and fitted.fitted_on == day
     yield Output(
         {day: table},
@@ -297,6 +299,10 @@ def label_state(
                         isin(reviewed_today[scene_only], table.loc[table["status"] == "in_review", "item_id"]).sum()
                     ),
                 }
+            ),
+            # put in review tonight by the state itself: neither held before nor listed by the day's queue
+            "box_disagreements_across_days": int(
+                (~isin(reviewing, pd.concat([in_review, reviewed_today]).astype(object))).sum()
             ),
             "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
             "answered": MetadataValue.md(

@@ -744,11 +744,14 @@ def fold_state(
     in_review: pd.Series,
     reviewed_today: pd.Series,
     unsure_today: pd.Series | None = None,
+    critical: frozenset[str] = frozenset(),
 ) -> tuple[pd.DataFrame, AnnotatorModel | None]:
     """The item state at the end of ``day`` (:func:`consensus`, then :func:`item_state`), and its annotator model.
 
     ``in_review`` are the items held in review; ``unsure_today`` those the day's review queue listed for the day's
-    scene consensus alone, held too where :func:`unsure_scenes` finds the pooled consensus unsure.
+    scene consensus alone, held too where :func:`unsure_scenes` finds the pooled consensus unsure; the touched
+    items whose pooled boxes disagree (:func:`box_disagreements`, ``critical`` the guideline's critical classes)
+    are held too.
 
     Between fits only some items can change: those the day touched, the gold items (labeled again), items with an
     open request or one that lapsed (``requests``; the previous state's ``requested_batch``) and items the day
@@ -767,7 +770,7 @@ def fold_state(
         theirs = _subset(votes, _among(votes, "item_id", affected))
         labels, fitted = consensus(theirs, before, touched, gold, config, day=day, model=model)
         if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
-            held = _held(in_review, labels, unsure_today, config, theirs, touched)
+            held = _held(in_review, labels, unsure_today, config, theirs, touched, critical)
             rows = item_state(
                 theirs, labels, requests, held, previous=before, touched=touched, quorum=config.box_quorum
             )
@@ -785,7 +788,7 @@ def fold_state(
             parts = [df for df in (others, rows) if len(df)] or [rows]
             return sorted_rows(pd.concat(parts, ignore_index=True), ["item_id"]), fitted
     labels, fitted = consensus(votes, previous, touched, gold, config, day=day, model=model)
-    held = _held(in_review, labels, unsure_today, config, votes, touched)
+    held = _held(in_review, labels, unsure_today, config, votes, touched, critical)
     table = item_state(votes, labels, requests, held, previous=previous, touched=touched, quorum=config.box_quorum)
     return table, fitted
 
@@ -797,27 +800,36 @@ def _held(
     config: StateConfig,
     votes: Table,
     touched: pd.Series,
+    critical: frozenset[str],
 ) -> pd.Series:
-    parts = [in_review.astype(object), box_conflicts(votes, touched)]
+    parts = [in_review.astype(object), box_disagreements(votes, touched, critical)]
     if unsure_today is not None and len(unsure_today):
         parts.append(unsure_scenes(labels, unsure_today, config))
     return pd.concat(parts, ignore_index=True)
 
 
-def box_conflicts(votes: Table, items: pd.Series) -> pd.Series:
-    """Of ``items``, those whose counted boxes, pooled over the days they were delivered on, hold a box label
-    conflict as the review queue means it (two annotators' boxes on one object, IoU >= 0.5, different labels).
-    A day's queue sees each day alone: a `truck` drawn one day and a `bus` on the same object the next would
-    leave the object to the box quorum, which each label alone misses, and the object would vanish unreviewed.
-    Items judged on one day only were the day's queue's to find."""
-    mine = counts(votes) & _equal(votes, "kind", "bbox") & _among(votes, "item_id", pd.unique(items))
-    rows = _rows(votes, mine, ["item_id", "annotator_id", "label", "x", "y", "w", "h", "export_date"])
+def box_disagreements(votes: Table, items: pd.Series, critical: frozenset[str] = frozenset()) -> pd.Series:
+    """Of ``items``, those whose counted judgments, pooled over the days they were delivered on, hold a box
+    disagreement the review queue lists: a box label conflict (two annotators' boxes on one object, IoU >= 0.5,
+    different labels), or a box of a ``critical`` class no other annotator drew although others judged the item
+    in a task that asked for boxes (:func:`labelops.review.unmatched_boxes`). A day's queue sees each day alone:
+    a `truck` drawn one day and a `bus` on it the next, or a pedestrian drawn one day and missed by the next
+    day's annotator, would leave the object to the box quorum, and it would vanish unreviewed. Items judged on
+    one day only were the day's queue's to find."""
+    mine = counts(votes) & _among(votes, "item_id", pd.unique(items))
+    columns = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "export_date", "source_file"]
+    rows = _rows(votes, mine, columns)
     days = rows.groupby("item_id", sort=False)["export_date"].nunique()
-    rows = rows[isin(rows["item_id"], days.index[(days > 1).to_numpy()])]
-    if rows.empty:
+    rows = rows[isin(rows["item_id"], days.index[(days > 1).to_numpy()])].reset_index(drop=True)
+    drawn = rows[(rows["kind"].astype(str) == "bbox").to_numpy()]
+    if drawn.empty:
         return pd.Series(dtype=object)
-    conflicts = boxes.match_boxes(rows.drop(columns="export_date").reset_index(drop=True)).conflicts
-    return pd.Series(pd.unique(conflicts["item_id"].to_numpy(dtype=object)), dtype=object)
+    matching = boxes.match_boxes(drawn[["item_id", "annotator_id", "label", "x", "y", "w", "h"]].reset_index(drop=True))
+    missed = review.unmatched_boxes(matching, set(critical), rows[["item_id", "annotator_id", "kind", "source_file"]])
+    found = np.concatenate(
+        [matching.conflicts["item_id"].to_numpy(dtype=object), missed["item_id"].to_numpy(dtype=object)]
+    )
+    return pd.Series(pd.unique(found), dtype=object)
 
 
 def unsure_scenes(labels: pd.DataFrame, items: pd.Series, config: StateConfig) -> pd.Series:

@@ -97,7 +97,11 @@ def box(item: str, who: str, label: str, x: float, day: str, batch: str | None =
 
 
 def first_state(
-    votes: pd.DataFrame, touched: pd.Series, reviewed_today: pd.Series, unsure_today: pd.Series | None = None
+    votes: pd.DataFrame,
+    touched: pd.Series,
+    reviewed_today: pd.Series,
+    unsure_today: pd.Series | None = None,
+    critical: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """The state at the end of DAYS[1] folded from nothing: no gold, no request, nothing in review before."""
     table, _ = state.fold_state(
@@ -112,6 +116,7 @@ def first_state(
         in_review=pd.Series(dtype=object),
         reviewed_today=reviewed_today,
         unsure_today=unsure_today,
+        critical=critical,
     )
     return table
 
@@ -285,23 +290,32 @@ def test_carrying_votes_to_a_version_twice_changes_nothing_the_first_time_did_no
     pd.testing.assert_frame_equal(state.carry_votes(once, guidelines, "v2"), once)
 
 
-def test_a_box_label_conflict_across_days_holds_its_item_in_review() -> None:
-    """A truck drawn one day and a bus on the same object the next: each label alone misses the box quorum, so
-    the object would vanish; no day's queue saw both. The pooled votes show the conflict and the item waits for
-    a reviewer, as a conflict within one day does. Boxes that agree across days hold nothing."""
+def test_a_box_disagreement_across_days_holds_its_item_in_review() -> None:
+    """A truck drawn one day and a bus on the same object the next, or a pedestrian drawn one day that the next
+    day's annotator (in a file that asked for boxes) did not draw: the box quorum would drop the object, and no
+    day's queue saw both days. The pooled votes show it and the item waits for a reviewer, as within one day.
+    Boxes that agree across days hold nothing, nor does a pedestrian whose later judge only labeled scenes."""
+    crowd = {"source_file": f"exports/{DAYS[1]}/scenes.csv"}
     rows = [
         box("mixed", "a1", "truck", 10, DAYS[0]),
         box("mixed", "a2", "bus", 11, DAYS[1]),
         box("agreed", "a1", "car", 10, DAYS[0]),
         box("agreed", "a2", "car", 11, DAYS[1]),
+        box("missed", "a1", "pedestrian", 10, DAYS[0]),
+        box("missed", "a2", "car", 300, DAYS[1]),
+        box("asked_not", "a1", "pedestrian", 10, DAYS[0]),
+        {**scene_vote("asked_not", "w1", "urban", DAYS[1]), **crowd},
     ]
     votes = state.empty_votes()
     for day in DAYS[:2]:
         votes = state.fold_votes(votes, validated([r for r in rows if str(r["export_date"]) == day]))
-    assert state.box_conflicts(votes, pd.Series(["mixed", "agreed"])).tolist() == ["mixed"]
-    table = first_state(votes, pd.Series(["agreed", "mixed"]), pd.Series(dtype=object))
+    items = pd.Series(["agreed", "asked_not", "missed", "mixed"])
+    assert state.box_disagreements(votes, items).tolist() == ["mixed"]  # without critical classes
+    table = first_state(votes, items, pd.Series(dtype=object), critical=frozenset({"pedestrian"}))
     assert table.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
         "agreed": "labeled",
+        "asked_not": "labeled",
+        "missed": "in_review",
         "mixed": "in_review",
     }
 

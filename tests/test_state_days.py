@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, demo_resources
-from dagster import DagsterInstance, RunRequest, build_sensor_context, materialize
+from dagster import AssetKey, DagsterInstance, RunRequest, build_sensor_context, materialize
 
 from labelops import snapshots
 from labelops.formats import parse_file
@@ -338,3 +338,29 @@ def test_two_instances_exports_concatenated_into_one_file_keep_both() -> None:
         ("2", "urban"),
     ]
     assert parsed.skipped == {"superseded annotation version": 2}
+
+
+def test_a_box_label_conflict_across_two_nights_is_held_in_review_and_counted(tmp_path: Path) -> None:
+    """Monday's annotator draws a truck, Tuesday's a bus on the same object: no day's review queue saw both, the
+    label state holds the item in review, says so in its metadata, and the snapshot counts it as waiting."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    monday = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("truck", 10.0)])])]
+    tuesday = [ls_task(1, "img-0", [(102, 2, f"{DAYS[1]}T09:00:00Z", [("bus", 10.2)])])]
+    store.write_bytes(f"exports/{DAYS[0]}/project-3.json", json.dumps(monday).encode())
+    store.write_bytes(f"exports/{DAYS[1]}/project-3-tuesday.json", json.dumps(tuesday).encode())
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    queue = pd.read_parquet(tmp_path / "warehouse" / "tables" / "review_queue" / f"{DAYS[1]}.parquet")
+    assert queue.empty  # Tuesday's queue saw one annotator's bus
+    state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[1]}.parquet")
+    assert state["status"].unique().tolist() == ["in_review"]
+    event = instance.get_latest_materialization_event(AssetKey("label_state"))
+    assert event is not None and event.asset_materialization is not None
+    assert event.asset_materialization.partition == DAYS[1]
+    assert event.asset_materialization.metadata["box_disagreements_across_days"].value == 1
+    manifest = snapshots.manifest(
+        LocalStore(tmp_path / "warehouse"), snapshots.latest(LocalStore(tmp_path / "warehouse"))
+    )
+    assert manifest["excluded"]["waiting_for_review"] == 1
