@@ -157,11 +157,28 @@ def annotation_keys(frame: pd.DataFrame) -> pd.Series:
             + "|"
             + part["item_id"].astype(str)
             + "|"
-            + part["annotator_id"].astype(str)
-            + "|"
             + ids[tool].to_numpy()
+            + "|"
+            + part["annotator_id"].astype(str)
         )
         keys.iloc[np.flatnonzero(tool)] = joined.to_numpy(dtype=object)
+    return keys
+
+
+# A key stored before keys named the annotator ends with the tool ids (``.../annotation=<id>``).
+_KEY_WITHOUT_ANNOTATOR = r"/annotation=[^/|]*$"
+
+
+def with_annotators(votes: pd.DataFrame) -> pd.Series:
+    """The votes' ``annotation_key`` as :func:`annotation_keys` writes it now: a key stored before it named the
+    annotator gets the vote's annotator, so an edit delivered today of an annotation delivered before replaces
+    it (the vote table's history is never rewritten; its keys are read this way)."""
+    keys = votes["annotation_key"]
+    old = keys.notna() & keys.astype(str).str.contains(_KEY_WITHOUT_ANNOTATOR, regex=True)
+    if not old.any():
+        return keys
+    keys = keys.astype(object).copy()
+    keys[old] = keys[old].astype(str) + "|" + votes.loc[old, "annotator_id"].astype(str)
     return keys
 
 
@@ -204,6 +221,7 @@ def fold_votes(
     new = sorted_rows(new.drop_duplicates("content_id"), ["item_id", "export_date", "annotation_id"])
     # earlier judgments keep their rows and order; the day's are appended: the fold reads the history once
     combined = pd.concat([df for df in (previous, new) if len(df)] or [empty_votes()], ignore_index=True)
+    combined["annotation_key"] = with_annotators(combined)
     combined = _replace_edited(combined, today, copies)
     combined["superseded_by"] = _superseded(combined)
     return combined
@@ -213,6 +231,7 @@ def fold_votes(
 # that find the day's repeats, edited annotations and superseded judgments, and those the table's summary counts.
 FOLD_INPUTS = [
     "item_id",
+    "annotator_id",
     "content_id",
     "kind",
     "export_date",

@@ -741,6 +741,20 @@ def test_with_items_equals_a_right_merge(seed: int) -> None:
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
+def test_an_edit_of_an_annotation_stored_under_a_key_without_its_annotator_replaces_it() -> None:
+    """Votes stored before keys named the annotator keep their old keys (the vote table is never rewritten): an
+    edit delivered now of such an annotation still replaces it, and another annotator's annotation with the same
+    tool ids still does not."""
+    tool = {"source_format": "label_studio", "source_ref": "task=1/annotation=101/result=b0"}
+    first = [{**box("a", "u1", "car", 10, DAYS[0]), **tool}, {**box("a", "u2", "car", 11, DAYS[0]), **tool}]
+    votes = state.fold_votes(state.empty_votes(), validated(first))
+    votes["annotation_key"] = "label_studio|a|task=1/annotation=101"  # as stored before
+    edited = validated([{**box("a", "u1", "truck", 10, DAYS[1]), **tool}])
+    later = state.fold_votes(votes, edited)
+    replaced = later.loc[later["replaced_on"].notna(), ["annotator_id", "label"]].values.tolist()
+    assert replaced == [["u1", "car"]]  # u2's annotation 101 is another instance's, not an earlier version
+
+
 @pytest.mark.parametrize("rows", [slice(None), slice(1, 3), slice(0, 1)])
 def test_annotation_keys_equal_the_joined_texts_where_the_tool_gives_ids(rows: slice) -> None:
     """A Label Studio annotation's key is its format, item, annotator and tool ids; rows without tool ids (CSV lines, an
@@ -761,7 +775,7 @@ def test_annotation_keys_equal_the_joined_texts_where_the_tool_gives_ids(rows: s
         index=[10, 11, 12, 13, 14],
     ).iloc[rows]
     ids = frame["source_ref"].str.extract(r"^(task=[^/]+/annotation=(?!None/)[^/]+)/", expand=False)
-    joined = frame["source_format"] + "|" + frame["item_id"] + "|" + frame["annotator_id"] + "|" + ids
+    joined = frame["source_format"] + "|" + frame["item_id"] + "|" + ids + "|" + frame["annotator_id"]
     expected = joined.astype(object).where(ids.notna(), None)
     pd.testing.assert_series_equal(state.annotation_keys(frame), expected, check_names=False)
 
