@@ -837,14 +837,17 @@ def box_disagreements(votes: Table, items: pd.Series, critical: frozenset[str] =
     one day only were the day's queue's to find."""
     mine = counts(votes) & _among(votes, "item_id", pd.unique(items))
     columns = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "export_date", "source_file"]
-    rows = _rows(votes, mine, columns)
-    days = rows.groupby("item_id", sort=False)["export_date"].nunique()
-    rows = rows[isin(rows["item_id"], days.index[(days > 1).to_numpy()])].reset_index(drop=True)
+    judged = _rows(votes, mine, columns)
+    days = judged.groupby("item_id", sort=False)["export_date"].nunique()
+    rows = judged[isin(judged["item_id"], days.index[(days > 1).to_numpy()])].reset_index(drop=True)
     drawn = rows[(rows["kind"].astype(str) == "bbox").to_numpy()]
     if drawn.empty:
         return pd.Series(dtype=object)
     matching = boxes.match_boxes(drawn[["item_id", "annotator_id", "label", "x", "y", "w", "h"]].reset_index(drop=True))
-    missed = review.unmatched_boxes(matching, set(critical), rows[["item_id", "annotator_id", "kind", "source_file"]])
+    # which files asked for boxes is read from every item's judgments, not the multi-day items' alone: a file
+    # that drew its boxes on other items asked for them on this one too
+    who = judged[["item_id", "annotator_id", "kind", "source_file"]]
+    missed = review.unmatched_boxes(matching, set(critical), who)
     found = np.concatenate(
         [matching.conflicts["item_id"].to_numpy(dtype=object), missed["item_id"].to_numpy(dtype=object)]
     )

@@ -303,19 +303,24 @@ def test_a_box_disagreement_across_days_holds_its_item_in_review() -> None:
         box("agreed", "a2", "car", 11, DAYS[1]),
         box("missed", "a1", "pedestrian", 10, DAYS[0]),
         box("missed", "a2", "car", 300, DAYS[1]),
+        box("missed_scene", "a1", "pedestrian", 10, DAYS[0]),
+        scene_vote("missed_scene", "a2", "urban", DAYS[1]),  # in f.json, which drew boxes on other items
+        box("elsewhere", "a2", "car", 10, DAYS[1]),
         box("asked_not", "a1", "pedestrian", 10, DAYS[0]),
         {**scene_vote("asked_not", "w1", "urban", DAYS[1]), **crowd},
     ]
     votes = state.empty_votes()
     for day in DAYS[:2]:
         votes = state.fold_votes(votes, validated([r for r in rows if str(r["export_date"]) == day]))
-    items = pd.Series(["agreed", "asked_not", "missed", "mixed"])
+    items = pd.Series(["agreed", "asked_not", "elsewhere", "missed", "missed_scene", "mixed"])
     assert state.box_disagreements(votes, items).tolist() == ["mixed"]  # without critical classes
     table = first_state(votes, items, pd.Series(dtype=object), critical=frozenset({"pedestrian"}))
     assert table.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
         "agreed": "labeled",
         "asked_not": "labeled",
+        "elsewhere": "no_consensus",
         "missed": "in_review",
+        "missed_scene": "in_review",
         "mixed": "in_review",
     }
 
