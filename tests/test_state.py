@@ -295,7 +295,7 @@ def test_a_box_disagreement_across_days_holds_its_item_in_review() -> None:
     day's annotator (in a file that asked for boxes) did not draw: the box quorum would drop the object, and no
     day's queue saw both days. The pooled votes show it and the item waits for a reviewer, as within one day.
     Boxes that agree across days hold nothing, nor does a pedestrian whose later judge only labeled scenes."""
-    crowd = {"source_file": f"exports/{DAYS[1]}/scenes.csv"}
+    crowd, other = {"source_file": f"exports/{DAYS[1]}/scenes.csv"}, {"source_file": f"exports/{DAYS[1]}/g.json"}
     rows = [
         box("mixed", "a1", "truck", 10, DAYS[0]),
         box("mixed", "a2", "bus", 11, DAYS[1]),
@@ -304,8 +304,8 @@ def test_a_box_disagreement_across_days_holds_its_item_in_review() -> None:
         box("missed", "a1", "pedestrian", 10, DAYS[0]),
         box("missed", "a2", "car", 300, DAYS[1]),
         box("missed_scene", "a1", "pedestrian", 10, DAYS[0]),
-        scene_vote("missed_scene", "a2", "urban", DAYS[1]),  # in f.json, which drew boxes on other items
-        box("elsewhere", "a2", "car", 10, DAYS[1]),
+        {**scene_vote("missed_scene", "a2", "urban", DAYS[1]), **other},  # g.json drew boxes on other items
+        {**box("elsewhere", "a2", "car", 10, DAYS[1]), **other},
         box("asked_not", "a1", "pedestrian", 10, DAYS[0]),
         {**scene_vote("asked_not", "w1", "urban", DAYS[1]), **crowd},
     ]
