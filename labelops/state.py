@@ -789,7 +789,7 @@ def fold_state(
         theirs = _subset(votes, _among(votes, "item_id", affected))
         labels, fitted = consensus(theirs, before, touched, gold, config, day=day, model=model)
         if fitted is model:  # no class the kept fit never saw: it labeled the affected items alone
-            held = _held(in_review, labels, unsure_today, config, theirs, touched, critical)
+            held = _held(in_review, labels, unsure_today, config, theirs, touched, critical, day)
             rows = item_state(
                 theirs, labels, requests, held, previous=before, touched=touched, quorum=config.box_quorum
             )
@@ -807,7 +807,7 @@ def fold_state(
             parts = [df for df in (others, rows) if len(df)] or [rows]
             return sorted_rows(pd.concat(parts, ignore_index=True), ["item_id"]), fitted
     labels, fitted = consensus(votes, previous, touched, gold, config, day=day, model=model)
-    held = _held(in_review, labels, unsure_today, config, votes, touched, critical)
+    held = _held(in_review, labels, unsure_today, config, votes, touched, critical, day)
     table = item_state(votes, labels, requests, held, previous=previous, touched=touched, quorum=config.box_quorum)
     return table, fitted
 
@@ -820,26 +820,35 @@ def _held(
     votes: Table,
     touched: pd.Series,
     critical: frozenset[str],
+    day: str,
 ) -> pd.Series:
-    parts = [in_review.astype(object), box_disagreements(votes, touched, critical)]
+    parts = [in_review.astype(object), box_disagreements(votes, touched, critical, day)]
     if unsure_today is not None and len(unsure_today):
         parts.append(unsure_scenes(labels, unsure_today, config))
     return pd.concat(parts, ignore_index=True)
 
 
-def box_disagreements(votes: Table, items: pd.Series, critical: frozenset[str] = frozenset()) -> pd.Series:
+def box_disagreements(
+    votes: Table, items: pd.Series, critical: frozenset[str] = frozenset(), day: str | None = None
+) -> pd.Series:
     """Of ``items``, those whose counted judgments, pooled over the days they were delivered on, hold a box
     disagreement the review queue lists: a box label conflict (two annotators' boxes on one object, IoU >= 0.5,
     different labels), or a box of a ``critical`` class no other annotator drew although others judged the item
     in a task that asked for boxes (:func:`labelops.review.unmatched_boxes`). A day's queue sees each day alone:
     a `truck` drawn one day and a `bus` on it the next, or a pedestrian drawn one day and missed by the next
     day's annotator, would leave the object to the box quorum, and it would vanish unreviewed. Items judged on
-    one day only were the day's queue's to find."""
+    one day only were the day's queue's to find. With ``day``, only items judged that day: the first night of a
+    guideline version reads every item again, and would otherwise send every old disagreement to review."""
     mine = counts(votes) & _among(votes, "item_id", pd.unique(items))
     columns = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "export_date", "source_file"]
     judged = _rows(votes, mine, columns)
     days = judged.groupby("item_id", sort=False)["export_date"].nunique()
-    rows = judged[isin(judged["item_id"], days.index[(days > 1).to_numpy()])].reset_index(drop=True)
+    multi_day = days.index[(days > 1).to_numpy()]
+    if day is not None:
+        multi_day = multi_day[
+            isin(pd.Series(multi_day), judged.loc[judged["export_date"].astype(str) == day, "item_id"])
+        ]
+    rows = judged[isin(judged["item_id"], multi_day)].reset_index(drop=True)
     drawn = rows[(rows["kind"].astype(str) == "bbox").to_numpy()]
     if drawn.empty:
         return pd.Series(dtype=object)

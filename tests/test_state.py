@@ -314,6 +314,9 @@ def test_a_box_disagreement_across_days_holds_its_item_in_review() -> None:
         votes = state.fold_votes(votes, validated([r for r in rows if str(r["export_date"]) == day]))
     items = pd.Series(["agreed", "asked_not", "elsewhere", "missed", "missed_scene", "mixed"])
     assert state.box_disagreements(votes, items).tolist() == ["mixed"]  # without critical classes
+    # a night that reads every item again (a new guideline) looks only at the items judged that night
+    assert state.box_disagreements(votes, items, day=DAYS[1]).tolist() == ["mixed"]
+    assert state.box_disagreements(votes, items, day=DAYS[2]).tolist() == []
     table = first_state(votes, items, pd.Series(dtype=object), critical=frozenset({"pedestrian"}))
     assert table.drop_duplicates("item_id").set_index("item_id")["status"].to_dict() == {
         "agreed": "labeled",
