@@ -199,8 +199,10 @@ def label_votes(
             "reviewer), its status (labeled, in_review, needs_relabel, relabel_requested with the batch, answered, "
             "no_consensus) and lineage (rounds, days, files, judgments). Scene labels: a Dawid-Skene fit over "
             "every current vote when annotator_model is due (weekly by default, and on a new guideline version); "
-            "between fits the kept model labels the touched items and the others keep their labels. "
-            "dataset_snapshot reads it.",
+            "between fits the kept model labels the touched items and the others keep their labels. An item is "
+            "in_review from the day's review queue, or when its boxes pooled over days disagree in a way no day's "
+            "queue saw (a label conflict, a critical box another day's annotator missed: metadata "
+            "box_disagreements_across_days). dataset_snapshot reads it.",
         ),
         "annotator_model": AssetOut(
             kinds=KINDS,

@@ -483,8 +483,8 @@ STATE_INPUTS = [*VOTE_INPUTS, *(c for c in LINEAGE_INPUTS if c not in VOTE_INPUT
 
 
 def counts(votes: Table) -> np.ndarray:
-    """Which judgments count: neither superseded by an answer, nor replaced by an edited version, nor waiting
-    for a relabel because a guideline change split or redefined their class."""
+    """Which judgments count: neither superseded by an answer, nor replaced by an edited version, nor marked
+    ``needs_relabel`` because a guideline change split, redefined or removed their class."""
     return ~_present(votes, "superseded_by") & ~_present(votes, "replaced_on") & ~_present(votes, "needs_relabel")
 
 

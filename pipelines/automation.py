@@ -205,8 +205,9 @@ def guideline_sensor(context: SensorEvaluationContext, guidelines: GuidelinesRes
     job_name="nightly_job",
     minimum_interval_seconds=120,
     description="When a day's landing files (exports, items, production logs) are new or change, run that day's "
-    "nightly job — ingest and everything downstream — without waiting for the night. A day whose files are "
-    "still arriving (modified within the settle time) waits for a later tick.",
+    "nightly job — ingest and everything downstream — without waiting for the nightly schedule. A day whose files "
+    "are still arriving (modified within the settle time) waits for a later tick, and so does a day that is not a "
+    "partition yet: today's files run once the day is over (UTC).",
 )
 def landing_sensor(context: SensorEvaluationContext, storage: StorageResource):
     seen = json.loads(context.cursor) if context.cursor else {}

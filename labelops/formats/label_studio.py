@@ -4,7 +4,8 @@ One task holds several annotations; each annotation is one annotator's work
 (``completed_by``). Region coordinates are percentages of the original image,
 converted to pixels here. Cancelled (skipped) annotations and model predictions
 are not labels: they are counted in ``skipped``. When an export holds an annotation
-twice (the same task and annotation id, as concatenated or re-exported snapshots do),
+twice (the same task and annotation id by the same annotator, as concatenated or
+re-exported snapshots do),
 the version with the latest ``updated_at`` is read, wherever it stands in the file,
 and the older versions are counted as superseded.
 
