@@ -217,7 +217,8 @@ def fold_state(
     current votes with the last day's gold, as a night that fits does (the model is fit on the last day, so the
     measured night keeps it, as six nights of seven do); items put in review on any day keep waiting,
     since no answer ever comes back here. No relabel batch is sent in the nightly
-    job, so no request is open.
+    job, so no request is open. Not pooled: the review the state adds for box disagreements across days
+    (``state.box_disagreements``), which a night finds among that night's items; the measured night does.
     """
     from labelops import consensus, labeling, state
 

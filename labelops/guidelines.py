@@ -210,20 +210,18 @@ class GuidelineSet:
             if made not in ancestors:
                 continue  # a newer (or unrelated) version's model: read by its own classes
             reasons = pd.Series(self.remap(made, version).relabel, dtype=object)
-            relabel = list(reasons.index[~removals(reasons)]) if len(reasons) else []  # a removed class: not a class
+            doubtful = pd.Series(reasons.index[~removals(reasons)] if len(reasons) else [], dtype=object)
+            # under the model's names, and under the names ``version`` reads them by (split, then renamed)
+            relabel = list({*doubtful, *self.read_under(doubtful, version)})
             rows = models == model
             doubt[rows] = predictions.loc[rows, "predicted_label"].isin(relabel).to_numpy()
         return doubt
 
     def removed_by(self, version: str) -> set[str]:
-        """The classes a ``remove`` change of ``version``'s lineage retired (and ``version`` does not have)."""
-        removed = {
-            name
-            for g in self.lineage(version)
-            for change in g.changes
-            if change.op == "remove"
-            for name in change.sources
-        }
+        """The labels of any ancestor whose class a ``remove`` change of ``version``'s lineage retired, under the
+        ancestor's names (a class renamed and then removed is gone under its first name too), and that
+        ``version`` does not have."""
+        removed = {name for g in self.lineage(version)[:-1] for name in self.remap(g.version, version).removed}
         return removed - set(self.by_version[version].classes)
 
     def renames_into(self, version: str) -> dict[str, str]:

@@ -184,3 +184,25 @@ def test_rows_of_a_removed_class_are_left_out_where_labels_are_compared() -> Non
         "bike",
     ]
     assert not guidelines.predicted_in_doubt(predictions, "c").any()  # a removed class is not in doubt: it is gone
+
+
+def test_removed_and_doubtful_classes_are_found_across_chains_of_changes() -> None:
+    """A class renamed and then removed is gone under its first name too; a class split and then renamed is in
+    doubt under its new name too (predictions arrive already read under the version in force)."""
+    classes = ["car", "truck", "van", "person"]
+    renamed = version("b", "a", "2024-02-01", [*classes, "cycle"], "  - {op: rename, from: bike, to: cycle}")
+    removed = version("c", "b", "2024-03-01", classes, "  - {op: remove, class: cycle}")
+    chain = guideline_set(BASE.replace("classes:", "models: [m]\nclasses:"), renamed, removed)
+    assert chain.removed_by("c") == {"bike", "cycle"}
+    old_model = pd.DataFrame({"predicted_label": ["bike", "car"], "model_version": "m"})
+    assert predictions_under(old_model, chain, "c")["predicted_label"].tolist() == ["car"]
+    split = version(
+        "b", "a", "2024-02-01", [*classes, "bike", "scooter"], "  - {op: split, from: bike, into: [bike, scooter]}"
+    )
+    then_renamed = version(
+        "c", "b", "2024-03-01", [*classes, "bicycle", "scooter"], "  - {op: rename, from: bike, to: bicycle}"
+    )
+    chain = guideline_set(BASE.replace("classes:", "models: [m]\nclasses:"), split, then_renamed)
+    read = predictions_under(old_model, chain, "c")
+    assert read["predicted_label"].tolist() == ["bicycle", "car"]
+    assert chain.predicted_in_doubt(read, "c").tolist() == [True, False]
