@@ -469,13 +469,14 @@ def read_exports(
 
 
 def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
-    """Of a Label Studio annotation delivered in several files of the day (the project exported at 10:00 and
-    again at 18:00, edited in between), only the latest version (``annotated_at``, the annotation's
-    ``updated_at``) is read; the older ones are counted as skipped in their files' ledger rows, as within one
-    export. Otherwise both versions would vote: an edit across days replaces its earlier version in the label
-    state, but two versions of one day are both new. The same version in two files stays a copy. An annotation
-    is its ids and its annotator (``state.annotation_keys``): two instances number their annotations alike."""
-    tool_files = {r["source_file"] for r in rows if r["status"] == "ok" and r["format"] == "label_studio"}
+    """Of a tool annotation delivered in several files of the day (the project exported at 10:00 and again at
+    18:00, edited in between), only the latest version (``annotated_at``: a Label Studio annotation's
+    ``updated_at``, a CVAT task's ``updated``) is read; the older ones are counted as skipped in their files'
+    ledger rows, as within one export. Otherwise both versions would vote: an edit across days replaces its
+    earlier version in the label state, but two versions of one day are both new. The same version in two files
+    stays a copy. An annotation is its ids and its annotator (``state.annotation_keys``; a CVAT task's image):
+    two instances number their annotations alike."""
+    tool_files = {r["source_file"] for r in rows if r["status"] == "ok" and r["format"] in ("label_studio", "cvat")}
     if len(tool_files) < 2:
         return table, rows
     ids = tool_annotations(table["source_ref"])

@@ -15,8 +15,11 @@ from labelops.columns import extract
 # An answer to one of our relabel tasks names its batch in its attributes (the task's data.batch_id, kept by the
 # Label Studio reader; honeypots carry none: their answers are ordinary judgments).
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'
-# A Label Studio annotation's own ids (task and annotation), which its readers put first in ``source_ref``.
-TOOL_ANNOTATION = r"^(task=[^/]+/annotation=(?!None/)[^/]+)/"
+# What a tool's export says an annotation is, kept in ``source_ref`` by its reader: a Label Studio annotation's own
+# ids (task and annotation, first), and a CVAT task's image (task and frame, after the subset): CVAT gives its shapes
+# no ids that last, and a task export holds every shape of an image as it stands, so the image is the unit an edit
+# replaces. A single-task export names no task on its images (``task=``).
+TOOL_ANNOTATION = r"^(?:subset=[^/]*/)?(task=[^/]+/annotation=(?!None/)[^/]+|task=[^/]*/image=[^/]+)/"
 
 ANNOTATION_SCHEMA = pa.schema(
     [
@@ -153,6 +156,7 @@ def answer_batches(attributes: pd.Series) -> pd.Series:
 
 
 def tool_annotations(source_ref: pd.Series) -> pd.Series:
-    """The Label Studio annotation (``task=…/annotation=…``) each row belongs to (text), missing for rows of
-    other tools, which give their annotations no ids that last across exports."""
+    """The tool annotation each row belongs to (text): a Label Studio annotation (``task=…/annotation=…``) or a
+    CVAT task's image (``task=…/image=…``); missing for rows of other formats (COCO, YOLO, VOC, tables), which
+    give their annotations no ids that last across exports."""
     return extract(source_ref, TOOL_ANNOTATION, "task=")

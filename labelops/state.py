@@ -141,10 +141,11 @@ def added_items(known: pa.Table, sent: pd.DataFrame, catalog: pd.DataFrame) -> p
 
 
 def annotation_keys(frame: pd.DataFrame) -> pd.Series:
-    """The tool-side annotation a row belongs to, where the tool gives annotations stable ids across exports
-    (Label Studio's task and annotation ids, kept in ``source_ref``), with its annotator: an edit keeps its
-    annotator, and another Label Studio instance (a vendor's) numbers its tasks and annotations from 1 too, so
-    the ids alone would make one team's judgments edits of the other's. None elsewhere."""
+    """The tool-side annotation a row belongs to, where the tool's exports name it the same way every time
+    (:func:`labelops.schema.tool_annotations`: Label Studio's task and annotation ids, a CVAT task's image), with
+    its annotator: an edit keeps its annotator, and another instance of the tool (a vendor's) numbers its tasks
+    and annotations from 1 too, so the ids alone would make one team's judgments edits of the other's. None
+    elsewhere."""
     if frame.empty:
         return pd.Series(dtype=object, index=frame.index)
     ids = tool_annotations(frame["source_ref"])

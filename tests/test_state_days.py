@@ -298,6 +298,92 @@ def test_two_exports_of_one_project_on_one_day_count_the_latest_version(tmp_path
     assert ledger.loc[f"exports/{DAYS[0]}/project-3-1800.json", ["rows", "duplicates"]].tolist() == [6, 3]
 
 
+def cvat_task(task: int, assignee: str, updated: str, images: list[tuple[str, list[tuple[str, float]], str]]) -> bytes:
+    """A CVAT for images 1.1 task export as CVAT writes it: the task's id, last update and assignee in its meta, and
+    every image of the task with its shapes as they stand (boxes (label, xtl), then the scene tag)."""
+    shapes = [
+        f'<image id="{frame}" name="{name}.jpg" width="1000" height="500">'
+        + "".join(
+            f'<box label="{label}" source="manual" occluded="0" xtl="{x}" ytl="100" xbr="{x + 80}" ybr="140" '
+            'z_order="0"></box>'
+            for label, x in boxes
+        )
+        + f'<tag label="{scene}" source="manual"></tag></image>'
+        for frame, (name, boxes, scene) in enumerate(images)
+    ]
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task>'
+        f"<id>{task}</id><name>drive {task}</name><size>{len(images)}</size><mode>annotation</mode>"
+        f"<updated>{updated}</updated><owner><username>lead</username></owner>"
+        f"<assignee><username>{assignee}</username></assignee></task></meta>{''.join(shapes)}</annotations>"
+    ).encode()
+
+
+def test_a_cvat_task_exported_again_after_an_edit_counts_the_edit_once(tmp_path: Path) -> None:
+    """Teams export a CVAT task again every day it is worked on, and the export holds every image as it stands: the
+    unchanged shapes come again (copies), and an image whose shapes an annotator edited replaces that annotator's
+    earlier shapes of it in the task (a box relabelled no longer votes as its old label too); an edit undone brings
+    the earlier shapes back. The second annotator's task is left alone."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(
+        f"items/{DAYS[0]}/items.csv",
+        b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\nimg-1,s3://b/img-1.jpg,1000,500\n",
+    )
+    first = [("img-0", [("car", 100.0), ("bus", 300.0)], "urban"), ("img-1", [("car", 50.0)], "highway")]
+    edited = [("img-0", [("car", 100.0), ("truck", 300.0)], "urban"), first[1]]
+    other = [("img-0", [("car", 101.0), ("bus", 301.0)], "urban"), ("img-1", [("car", 51.0)], "highway")]
+    store.write_bytes(f"exports/{DAYS[0]}/task_7.xml", cvat_task(7, "alice", f"{DAYS[0]} 09:00:00+00:00", first))
+    store.write_bytes(f"exports/{DAYS[0]}/task_8.xml", cvat_task(8, "bob", f"{DAYS[0]} 09:30:00+00:00", other))
+    store.write_bytes(f"exports/{DAYS[1]}/task_7.xml", cvat_task(7, "alice", f"{DAYS[1]} 08:00:00+00:00", edited))
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[1]}.parquet")
+    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    mine = live[(live["item_id"] == "img-0") & (live["annotator_id"] == "alice")].sort_values(["kind", "label"])
+    assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
+    assert votes.loc[votes["replaced_on"].notna(), ["annotator_id", "label"]].values.tolist() == [["alice", "bus"]]
+    assert live.groupby("annotator_id").size().to_dict() == {"alice": 5, "bob": 5}
+    quarantined = pd.read_parquet(tmp_path / "warehouse" / "tables" / "quarantined_annotations" / f"{DAYS[1]}.parquet")
+    assert quarantined["duplicate_of"].notna().sum() == 4  # img-0's car and scene, img-1's car and scene
+    # the edit undone the next day: alice's first shapes of img-0 count again, the truck no longer
+    store.write_bytes(f"exports/{DAYS[2]}/task_7.xml", cvat_task(7, "alice", f"{DAYS[2]} 08:00:00+00:00", first))
+    night(resources, instance, DAYS[2])
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[2]}.parquet")
+    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    assert votes.loc[votes["replaced_on"].notna(), ["label", "replaced_on"]].values.tolist() == [["truck", DAYS[2]]]
+    assert live.groupby("annotator_id").size().to_dict() == {"alice": 5, "bob": 5}
+    state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[2]}.parquet")
+    boxes = state[(state["item_id"] == "img-0") & (state["kind"] == "bbox")]
+    assert sorted(boxes["label"]) == ["bus", "car"] and boxes["support"].eq(2).all()  # both annotators again
+
+
+def test_two_exports_of_one_cvat_task_on_one_day_count_the_latest(tmp_path: Path) -> None:
+    """The task exported at 10:00 and again at 18:00 (its `updated` later), an image edited in between: the 18:00
+    export is the task as it stands, so its shapes are read and the 10:00 ones counted as skipped, the unchanged
+    image's too (CVAT dates the task, not its images)."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(
+        f"items/{DAYS[0]}/items.csv",
+        b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\nimg-1,s3://b/img-1.jpg,1000,500\n",
+    )
+    morning = [("img-0", [("car", 100.0), ("bus", 300.0)], "urban"), ("img-1", [("car", 50.0)], "highway")]
+    evening = [("img-0", [("car", 100.0), ("truck", 300.0)], "urban"), morning[1]]
+    store.write_bytes(f"exports/{DAYS[0]}/task_7-1000.xml", cvat_task(7, "alice", f"{DAYS[0]} 10:00:00+00:00", morning))
+    store.write_bytes(f"exports/{DAYS[0]}/task_7-1800.xml", cvat_task(7, "alice", f"{DAYS[0]} 18:00:00+00:00", evening))
+    night(demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral(), DAYS[0])
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[0]}.parquet")
+    mine = votes[votes["item_id"] == "img-0"].sort_values(["kind", "label"])
+    assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
+    assert len(votes) == 5 and votes["replaced_on"].isna().all()  # 3 + 2: nothing votes twice
+    ledger = pd.read_csv(tmp_path / "warehouse" / "ledgers" / "label_exports" / f"{DAYS[0]}.csv").set_index(
+        "source_file"
+    )
+    morning_row = ledger.loc[f"exports/{DAYS[0]}/task_7-1000.xml"]
+    assert morning_row["rows"] == 0 and json.loads(morning_row["skipped"]) == {"superseded annotation version": 5}
+    assert ledger.loc[f"exports/{DAYS[0]}/task_7-1800.xml", ["rows", "duplicates"]].tolist() == [5, 0]
+
+
 def test_another_instances_annotations_with_the_same_ids_are_no_edits_of_ours(tmp_path: Path) -> None:
     """A vendor's Label Studio imports our task file and numbers tasks and annotations from 1 as ours does: its
     annotation 101 of task 1, by its own labeler, is a judgment of its own, on the day ours arrives (not a later
