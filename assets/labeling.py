@@ -69,6 +69,19 @@ def _latest(frames: Frames, columns: list[str]) -> pd.DataFrame:
     )
 
 
+def _held_before(label_state: Frames, day: str) -> pd.Series | None:
+    """The items in review in the state before ``day`` (none before its first day), when the latest state is the
+    day's own: an item in review in it and not in this one was put there that night. None for a batch of an
+    earlier day (its queue is not the latest state's night's)."""
+    days = sorted(label_state)
+    if not days or days[-1] != day:
+        return None
+    if len(days) < 2:
+        return pd.Series(dtype=object)
+    earlier = label_state.select(keep=["item_id", "status"])[days[-2]]
+    return earlier.loc[earlier["status"].astype(object).eq("in_review").to_numpy(), "item_id"]
+
+
 def _answered(label_state: Frames) -> set[str]:
     """Items whose relabel answer is in the latest label state: sent once, answered, never sent again (also
     when an earlier day's batch is rerun after the answers came back)."""
@@ -115,13 +128,14 @@ def _send(
 @daily_asset(
     GROUP,
     kinds=KINDS,
-    code_version="3",
+    code_version="4",
     ins=OUTBOX_INS,
     description="Items to send back to labelers, under a budget, each with its reason: production items from "
     "drifted slices (stratified across them, least confident first), with classes training never saw, or "
     "predicted as a critical class in a slice below its coverage minimum, review-queue items (those cleanlab "
     "put there as `label_issue`, with their score), the label state's review backlog (items an earlier day's "
-    "queue put in review, unanswered since, and items whose scene label pooled over days is below "
+    "queue put in review, unanswered since, items the state put in review that night for a box disagreement "
+    "across days, and items whose scene label pooled over days is below "
     "`min_confidence`, which the snapshot leaves out), and items whose "
     "class a guideline change split or redefined, plus honeypot gold items (`honeypot_share` of the batch, "
     "from the budget). Items without a media URI are left out. Written to outbox/relabel/<day>/: a Label "
@@ -174,7 +188,9 @@ def relabel_batch(
     latest = first_rows(rows, "item_id")
     review_queue = labeling.held_for_review(review_queue, latest)
     needs_relabel = latest.loc[latest["status"] == "needs_relabel", ["item_id", "needs_relabel"]]
-    backlog = labeling.review_backlog(rows, review_queue["item_id"], min_confidence=config.min_confidence)
+    backlog = labeling.review_backlog(
+        rows, review_queue["item_id"], min_confidence=config.min_confidence, held_before=_held_before(label_state, day)
+    )
     spec = guidelines.coverage_spec(guideline)
     slices = [name for name, dimension in spec.dimensions.items() if dimension.source == "item"]
     ledger = labeling.read_ledger(storage.warehouse_store, "relabel")

@@ -302,9 +302,17 @@ def label_state(
                     ),
                 }
             ),
-            # put in review tonight by the state itself: neither held before nor listed by the day's queue
+            # put in review tonight by the state itself: neither held before, nor listed by the day's queue, nor
+            # listed for the day's scene alone with a pooled scene label unsure too
             "box_disagreements_across_days": int(
-                (~isin(reviewing, pd.concat([in_review, reviewed_today]).astype(object))).sum()
+                (
+                    ~isin(
+                        reviewing,
+                        pd.concat([in_review, state.unsure_scenes(table, reviewed_today[scene_only], settings)]).astype(
+                            object
+                        ),
+                    )
+                ).sum()
             ),
             "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
             "answered": MetadataValue.md(

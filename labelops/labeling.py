@@ -231,17 +231,28 @@ def held_for_review(queue: pd.DataFrame, latest: pd.DataFrame) -> pd.DataFrame:
     return queue[~queue["scene_only"].to_numpy(dtype=bool) | held].reset_index(drop=True)
 
 
-def review_backlog(latest: pd.DataFrame, queued: pd.Series, *, min_confidence: float) -> pd.DataFrame:
+STATE_HELD = "box disagreement across days (held by the label state)"
+
+
+def review_backlog(
+    latest: pd.DataFrame, queued: pd.Series, *, min_confidence: float, held_before: pd.Series | None = None
+) -> pd.DataFrame:
     """Items the label state holds back for a decision that the day's review queue does not list, as review
     candidates (item_id, reason, uncertainty).
 
     - ``in_review`` items an earlier day's queue put there and no answer came for: a batch reads its own day's
       queue, and a day without a batch (no drift) sent its queue nowhere.
+    - ``in_review`` items the label state put there itself the night of ``latest``, not held the night before
+      (``held_before``: the items in review in the state before it) nor listed by the day's queue: a box
+      disagreement across days (a label conflict, a critical box another day's annotator missed), which no day's
+      queue saw. The state holds an item for nothing else, and those are what the queue ranks first: they come
+      first among review items (uncertainty 1).
     - ``labeled`` items whose scene label, pooled over days, has two or more votes and a confidence below
       ``min_confidence``: a day's queue sees that day's judgments alone (one vote on each of two days never
       reaches it), while the snapshot leaves the pooled label out as ``low_confidence``.
 
-    ``latest`` holds the latest state's item_id, kind, status, confidence and n_votes."""
+    ``latest`` holds the latest state's item_id, kind, status, confidence and n_votes. Without ``held_before``
+    every item in review counts as held since an earlier day."""
     rows = latest[~isin(latest["item_id"], queued)]
     scene = rows["kind"].astype(object).eq("classification").to_numpy()
     confidence = pd.to_numeric(rows["confidence"], errors="coerce").to_numpy(dtype=float)
@@ -254,16 +265,19 @@ def review_backlog(latest: pd.DataFrame, queued: pd.Series, *, min_confidence: f
     waiting_confidence = scene_confidence.groupby(level=0).first().reindex(waiting_ids).to_numpy()
     low_ids, low_confidence = rows["item_id"].to_numpy()[low], confidence[low]
     rounded = pd.Series(low_confidence).round(3).astype(str)
+    found = ~isin(waiting_ids, held_before) if held_before is not None else np.zeros(len(waiting_ids), dtype=bool)
     return pd.DataFrame(
         {
             "item_id": np.concatenate([waiting_ids.to_numpy(dtype=object), low_ids.astype(object)]),
             "reason": np.concatenate(
                 [
-                    np.full(len(waiting_ids), "in review since an earlier day", dtype=object),
+                    np.where(found, STATE_HELD, "in review since an earlier day").astype(object),
                     ("low consensus confidence over days (" + rounded + ")").to_numpy(dtype=object),
                 ]
             ),
-            "uncertainty": np.concatenate([1 - np.nan_to_num(waiting_confidence, nan=0.5), 1 - low_confidence]),
+            "uncertainty": np.concatenate(
+                [np.where(found, 1.0, 1 - np.nan_to_num(waiting_confidence, nan=0.5)), 1 - low_confidence]
+            ),
         }
     )
 

@@ -834,6 +834,13 @@ def test_items_held_back_for_review_on_no_batch_day_or_across_days_go_back_with_
         ["split", "low consensus confidence over days (0.5)"],
     ]
     assert backlog["uncertainty"].tolist() == [0.0, 0.5]
+    # held the night before: in review since then; not held before and listed by no queue: the state found it
+    since = labeling.review_backlog(items, pd.Series(["today"]), min_confidence=0.7, held_before=pd.Series(["waiting"]))
+    assert since.equals(backlog)
+    found = labeling.review_backlog(
+        items, pd.Series(["today"]), min_confidence=0.7, held_before=pd.Series(dtype=object)
+    )
+    assert found[["reason", "uncertainty"]].values.tolist()[0] == [labeling.STATE_HELD, 1.0]
     candidates = labeling.relabel_candidates(
         pd.DataFrame(columns=["item_id"]),
         pd.DataFrame(),

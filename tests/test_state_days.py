@@ -450,3 +450,52 @@ def test_a_box_label_conflict_across_two_nights_is_held_in_review_and_counted(tm
         LocalStore(tmp_path / "warehouse"), snapshots.latest(LocalStore(tmp_path / "warehouse"))
     )
     assert manifest["excluded"]["waiting_for_review"] == 1
+    # a relabel batch of the night says why: the state found the conflict that night (no day's queue listed it)
+    from pipelines.definitions import defs
+
+    assert materialize(
+        list(defs.assets), selection=["relabel_batch"], partition_key=DAYS[1], resources=resources, instance=instance
+    ).success
+    batch = pd.read_parquet(tmp_path / "warehouse" / "tables" / "relabel_batch" / f"{DAYS[1]}.parquet")
+    assert batch[["item_id", "reason", "priority"]].values.tolist() == [
+        ["img-0", "review_queue:box disagreement across days (held by the label state)", 4.999]
+    ]
+
+
+def test_a_box_conflict_across_days_is_counted_when_the_days_queue_listed_the_item_for_its_scene(
+    tmp_path: Path,
+) -> None:
+    """Tuesday's two annotators split on the scene (the day's queue lists the item for its scene alone) and draw a
+    bus where Monday's two drew a truck: pooled over days the scene is sure (three urban of four), so the state
+    holds the item for the box conflict alone, which its metadata counts, and a relabel batch says so."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    monday = [
+        ls_task(
+            1,
+            "img-0",
+            [(101, 1, f"{DAYS[0]}T09:00:00Z", [("truck", 10.0)]), (102, 4, f"{DAYS[0]}T09:10:00Z", [("truck", 10.1)])],
+        )
+    ]
+    tuesday = [
+        ls_task(
+            1,
+            "img-0",
+            [(103, 2, f"{DAYS[1]}T09:00:00Z", [("bus", 10.2)]), (104, 3, f"{DAYS[1]}T09:10:00Z", [("bus", 10.1)])],
+        )
+    ]
+    tuesday[0]["annotations"][1]["result"][-1]["value"]["choices"] = ["highway"]
+    store.write_bytes(f"exports/{DAYS[0]}/project-3.json", json.dumps(monday).encode())
+    store.write_bytes(f"exports/{DAYS[1]}/project-3-tuesday.json", json.dumps(tuesday).encode())
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    queue = pd.read_parquet(tmp_path / "warehouse" / "tables" / "review_queue" / f"{DAYS[1]}.parquet")
+    assert queue["item_id"].tolist() == ["img-0"] and queue["scene_only"].tolist() == [True]
+    state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[1]}.parquet")
+    assert state["status"].unique().tolist() == ["in_review"]
+    event = instance.get_latest_materialization_event(AssetKey("label_state"))
+    assert event is not None and event.asset_materialization is not None
+    metadata = event.asset_materialization.metadata
+    assert metadata["review_scene_only"].value == {"listed": 1, "in_review": 1}
+    assert metadata["box_disagreements_across_days"].value == 1
