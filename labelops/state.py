@@ -872,7 +872,8 @@ def unsure_scenes(labels: pd.DataFrame, items: pd.Series, config: StateConfig) -
     degenerate: an annotator who gave one class all day tells it nothing, so a unanimous item falls back to the
     day's class prior (0.67 for two matching votes, in a day otherwise of one reviewer's answers). The pooled
     consensus, fit on every day, decides whether such an item waits for a reviewer."""
-    scene = labels[labels["kind"].astype(object).eq("classification").to_numpy() & isin(labels["item_id"], items)]
+    mine = rows_where(labels, isin(labels["item_id"], items))  # a few items of a state's million rows, first
+    scene = mine[mine["kind"].astype(object).eq("classification").to_numpy()]
     votes = pd.to_numeric(scene["n_votes"], errors="coerce").fillna(0).to_numpy()
     confidence = pd.to_numeric(scene["confidence"], errors="coerce").to_numpy(dtype=float)
     agreement = pd.to_numeric(scene["agreement"], errors="coerce").to_numpy(dtype=float)
