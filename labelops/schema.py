@@ -16,10 +16,11 @@ from labelops.columns import extract
 # Label Studio reader; honeypots carry none: their answers are ordinary judgments).
 ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'
 # What a tool's export says an annotation is, kept in ``source_ref`` by its reader: a Label Studio annotation's own
-# ids (task and annotation, first), and a CVAT task's image (task and frame, after the subset): CVAT gives its shapes
-# no ids that last, and a task export holds every shape of an image as it stands, so the image is the unit an edit
-# replaces. A single-task export names no task on its images (``task=``).
-TOOL_ANNOTATION = r"^(?:subset=[^/]*/)?(task=[^/]+/annotation=(?!None/)[^/]+|task=[^/]*/image=[^/]+)/"
+# ids (task and annotation, first), and a CVAT task (after the subset), whose images the key tells apart by their
+# item: CVAT gives its shapes no ids that last, and a task export holds every shape of an image as it stands, so a
+# task's image is the unit an edit replaces. Not the image's id: a project export numbers images across its tasks,
+# and deleting a task renumbers the others'. A task that names no id is ``task=``.
+TOOL_ANNOTATION = r"^(?:subset=[^/]*/)?(task=[^/]+/annotation=(?!None/)[^/]+|task=[^/]*(?=/image=))/"
 
 ANNOTATION_SCHEMA = pa.schema(
     [
@@ -157,6 +158,6 @@ def answer_batches(attributes: pd.Series) -> pd.Series:
 
 def tool_annotations(source_ref: pd.Series) -> pd.Series:
     """The tool annotation each row belongs to (text): a Label Studio annotation (``task=…/annotation=…``) or a
-    CVAT task's image (``task=…/image=…``); missing for rows of other formats (COCO, YOLO, VOC, tables), which
+    CVAT task (``task=…``, its images told apart by their item in the key); missing for rows of other formats (COCO, YOLO, VOC, tables), which
     give their annotations no ids that last across exports."""
     return extract(source_ref, TOOL_ANNOTATION, "task=")

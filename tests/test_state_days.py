@@ -358,6 +358,72 @@ def test_a_cvat_task_exported_again_after_an_edit_counts_the_edit_once(tmp_path:
     assert sorted(boxes["label"]) == ["bus", "car"] and boxes["support"].eq(2).all()  # both annotators again
 
 
+def cvat_project(tasks: list[tuple[int, str, str, list[tuple[str, list[tuple[str, float]], str]]]]) -> bytes:
+    """A CVAT for images 1.1 project export as CVAT writes it: each task (id, assignee, updated, images) in the meta,
+    and every image with its task's id and subset, numbered across the project's tasks in task order."""
+    meta = "".join(
+        f"<task><id>{task}</id><name>drive {task}</name><updated>{updated}</updated><subset>Train</subset>"
+        f"<owner><username>lead</username></owner><assignee><username>{assignee}</username></assignee></task>"
+        for task, assignee, updated, _ in tasks
+    )
+    images, frame = [], 0
+    for task, _, _, shapes in tasks:
+        for name, boxes, scene in shapes:
+            images.append(
+                f'<image id="{frame}" name="{name}.jpg" subset="Train" task_id="{task}" width="1000" height="500">'
+                + "".join(
+                    f'<box label="{label}" source="manual" occluded="0" xtl="{x}" ytl="100" xbr="{x + 80}" '
+                    'ybr="140" z_order="0"></box>'
+                    for label, x in boxes
+                )
+                + f'<tag label="{scene}" source="manual"></tag></image>'
+            )
+            frame += 1
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><project><id>3</id>'
+        f"<tasks>{meta}</tasks></project></meta>{''.join(images)}</annotations>"
+    ).encode()
+
+
+def test_a_cvat_edit_replaces_across_task_and_project_exports_and_renumbered_images(tmp_path: Path) -> None:
+    """Task 8 is exported alone on Monday and within its project on Tuesday, after an edit: the two exports name its
+    image alike (a single-task export's images take the meta's task id), so the edit replaces. On Wednesday task 7 is
+    deleted from the project, which renumbers task 8's images (a project export numbers them across its tasks), and
+    another edit still replaces: an image is told apart by its name, not its number."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(
+        f"items/{DAYS[0]}/items.csv",
+        b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\nimg-1,s3://b/img-1.jpg,1000,500\n",
+    )
+    seven = (7, "alice", f"{DAYS[0]} 09:00:00+00:00", [("img-0", [("car", 100.0)], "urban")])
+    store.write_bytes(
+        f"exports/{DAYS[0]}/task_8.xml",
+        cvat_task(8, "bob", f"{DAYS[0]} 09:00:00+00:00", [("img-1", [("bus", 300.0)], "highway")]),
+    )
+    store.write_bytes(
+        f"exports/{DAYS[1]}/project_3.xml",
+        cvat_project([seven, (8, "bob", f"{DAYS[1]} 09:00:00+00:00", [("img-1", [("truck", 300.0)], "highway")])]),
+    )
+    store.write_bytes(
+        f"exports/{DAYS[2]}/project_3.xml",
+        cvat_project([(8, "bob", f"{DAYS[2]} 09:00:00+00:00", [("img-1", [("truck", 310.0)], "highway")])]),
+    )
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS:
+        night(resources, instance, day)
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[2]}.parquet")
+    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    bob = live[live["annotator_id"] == "bob"].sort_values("kind")
+    assert bob[["kind", "label"]].values.tolist() == [["bbox", "truck"], ["classification", "highway"]]
+    assert bob["x"].iloc[0] == 310.0
+    replaced = votes[votes["replaced_on"].notna()].sort_values("replaced_on")
+    assert replaced[["label", "x", "replaced_on"]].values.tolist() == [
+        ["bus", 300.0, DAYS[1]],
+        ["truck", 300.0, DAYS[2]],
+    ]
+    assert live.groupby("annotator_id").size().to_dict() == {"alice": 2, "bob": 2}
+
+
 def test_two_exports_of_one_cvat_task_on_one_day_count_the_latest(tmp_path: Path) -> None:
     """The task exported at 10:00 and again at 18:00 (its `updated` later), an image edited in between: the 18:00
     export is the task as it stands, so its shapes are read and the 10:00 ones counted as skipped, the unchanged

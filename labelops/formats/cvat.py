@@ -48,6 +48,10 @@ def parse(source_file: str, root: Element) -> Parsed:
     if root.find("track") is not None:
         raise ExportError(source_file, "CVAT for video export (tracks) is not supported; export 'CVAT for images 1.1'")
     annotators, updated = _task_people(root)
+    # a single-task export names no task on its images: its meta's task id names them, so a task exported alone
+    # and within its project names its images alike (an edit delivered either way replaces the other)
+    tasks = root.findall("./meta/task")
+    single = (tasks[0].findtext("id") or "").strip() if len(tasks) == 1 else ""
     parsed = Parsed(format="cvat", objects=objects_frame([]))
     records: list[dict[str, Any]] = []
     # each image's name and item id; one name in two tasks of a project export is one image, labeled in each
@@ -58,7 +62,7 @@ def parse(source_file: str, root: Element) -> Parsed:
         if not name:
             raise ExportError(source_file, f"image id={image.get('id')} has no name")
         item_id = media[name] = item_id_from_reference(source_file, name)
-        task = image.get("task_id", "")
+        task = image.get("task_id") or single
         annotator = annotators.get(task, annotators.get("", "unknown"))
         width = _number(source_file, image, "width", required=False)
         height = _number(source_file, image, "height", required=False)
