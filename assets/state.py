@@ -124,8 +124,8 @@ def item_index(
     "(a judgment already in the state is not added again). Ordinary rounds pool; "
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier boxes "
     "(an answer without boxes says it has none) and, when it gives one, its scene label (`superseded_by`); they "
-    "stay as lineage. A Label Studio annotation "
-    "delivered again after an edit (a cumulative project export) replaces its earlier version (`replaced_on`). "
+    "stay as lineage. A Label Studio annotation, or a CVAT task's image, "
+    "delivered again after an edit (a cumulative export) replaces its earlier version (`replaced_on`). "
     "A day is stored as a layer over the day before (the judgments it added, the marks it changed; whole after 7 "
     "layers): read it through the IO manager, e.g. `defs.load_asset_value`, not with a bare Parquet reader.",
 )

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelops import landing
-from labelops.columns import text
+from labelops.columns import isin, text
 from labelops.errors import ExportError
 from labelops.formats import is_ignored, parse_file, parse_folder, table, yolo
 from labelops.formats.common import Parsed
@@ -475,11 +476,14 @@ def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFram
     ledger rows, as within one export. Otherwise both versions would vote: an edit across days replaces its
     earlier version in the label state, but two versions of one day are both new. The same version in two files
     stays a copy. An annotation is its ids and its annotator (``state.annotation_keys``; a CVAT task's image):
-    two instances number their annotations alike."""
-    tool_files = {r["source_file"] for r in rows if r["status"] == "ok" and r["format"] in ("label_studio", "cvat")}
-    if len(tool_files) < 2:
+    two instances number their annotations alike. Only a tool with two files or more that day is looked at: the
+    keys cost seconds per million rows, and a file holds one version of each annotation already."""
+    read = [r for r in rows if r["status"] == "ok" and r["format"] in ("label_studio", "cvat")]
+    files = Counter(r["format"] for r in read)
+    tool_files = sorted(r["source_file"] for r in read if files[r["format"]] > 1)
+    if not tool_files:
         return table, rows
-    ids = tool_annotations(table["source_ref"])
+    ids = tool_annotations(table["source_ref"].where(isin(table["source_file"], pd.Series(tool_files))))
     keyed = np.flatnonzero(ids.notna().to_numpy())
     part = pd.DataFrame(
         {

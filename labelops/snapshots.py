@@ -633,6 +633,10 @@ def publish(
         changes = _diff_parent(store, parent, parent_manifest, curated, guideline_changes)
         files: dict[str, bytes] = {name: done.result() for name, done in zip(DATA_FILES, encoding, strict=True)}
     digest = content_hash(files)
+    if latest(store) != parent:  # another run published meanwhile: that version is the parent, as it is for a claim
+        parent = latest(store)
+        parent_manifest = manifest(store, parent) if parent else None
+        changes = _diff_parent(store, parent, parent_manifest, curated, guideline_changes)
     if parent_manifest is not None and parent_manifest["content_hash"] == digest and version is None:
         return str(parent), parent_manifest, False
     published = versions(store)

@@ -253,6 +253,31 @@ def test_an_identical_twin_publication_is_a_no_op(tmp_path: Path) -> None:
     assert snapshots.publish(store, curated, {})[0] == "v0001"  # same content: the claim is its own
 
 
+def test_a_twin_published_while_this_run_encodes_is_the_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run encodes its files while reading and diffing the parent: a twin that publishes the same content meanwhile
+    makes that content the latest, so this run publishes nothing, and never a second version of it."""
+    from test_snapshots import CONFIG, EMPTY, inputs
+
+    store = LocalStore(tmp_path)
+    first = snapshots.curate(*inputs(100, seed=1), EMPTY, EMPTY, pd.Series(dtype=object), CONFIG)
+    assert snapshots.publish(store, first, {})[:3:2] == ("v0001", True)
+    second = snapshots.curate(*inputs(100, seed=2), EMPTY, EMPTY, pd.Series(dtype=object), CONFIG)
+    encode, twins = snapshots.parquet_bytes, []
+
+    def encode_while_a_twin_publishes(frame: pd.DataFrame) -> bytes:
+        if not twins:
+            twins.append(None)
+            monkeypatch.setattr(snapshots, "parquet_bytes", encode)
+            twins[0] = snapshots.publish(store, second, {})
+        return encode(frame)
+
+    monkeypatch.setattr(snapshots, "parquet_bytes", encode_while_a_twin_publishes)
+    version, document, created = snapshots.publish(store, second, {})
+    assert twins[0][0] == "v0002" and twins[0][2]
+    assert (version, created, document["parent_version"]) == ("v0002", False, "v0001")
+    assert snapshots.versions(store) == ["v0001", "v0002"]
+
+
 @pytest.mark.parametrize("case", ["no_files", "only_malformed", "production_without_rows"])
 def test_degenerate_days_have_a_clear_outcome(tmp_path: Path, case: str) -> None:
     landing = LocalStore(tmp_path / "landing")
