@@ -281,6 +281,9 @@ def label_state(
     per_item = group_starts(table["item_id"])  # the state holds an item's status and lineage on each of its rows
     statuses = table.loc[per_item, "status"].value_counts().to_dict()
     reviewing = table.loc[per_item & (table["status"] == "in_review").to_numpy(), "item_id"]
+    # in review for a reason other than a box disagreement the state found: held before, listed by the day's queue,
+    # or listed for the day's scene alone with a pooled scene label unsure too
+    explained = pd.concat([in_review, state.unsure_scenes(table, reviewed_today[scene_only], settings)]).astype(object)
     refit = fitted is not None and fitted.fitted_on == day
     yield Output(
         {day: table},
@@ -302,18 +305,8 @@ def label_state(
                     ),
                 }
             ),
-            # put in review tonight by the state itself: neither held before, nor listed by the day's queue, nor
-            # listed for the day's scene alone with a pooled scene label unsure too
-            "box_disagreements_across_days": int(
-                (
-                    ~isin(
-                        reviewing,
-                        pd.concat([in_review, state.unsure_scenes(table, reviewed_today[scene_only], settings)]).astype(
-                            object
-                        ),
-                    )
-                ).sum()
-            ),
+            # put in review tonight by the state itself, for a box disagreement across days
+            "box_disagreements_across_days": int((~isin(reviewing, explained)).sum()),
             "by_status": MetadataValue.json({s: int(statuses.get(s, 0)) for s in state.STATUSES}),
             "answered": MetadataValue.md(
                 markdown_table(

@@ -158,6 +158,6 @@ def answer_batches(attributes: pd.Series) -> pd.Series:
 
 def tool_annotations(source_ref: pd.Series) -> pd.Series:
     """The tool annotation each row belongs to (text): a Label Studio annotation (``task=…/annotation=…``) or a
-    CVAT task (``task=…``, its images told apart by their item in the key); missing for rows of other formats (COCO, YOLO, tables), which
-    give their annotations no ids that last across exports."""
+    CVAT task (``task=…``, its images told apart by their item in the key); missing for rows of other formats
+    (COCO, YOLO, tables), which give their annotations no ids that last across exports."""
     return extract(source_ref, TOOL_ANNOTATION, "task=")
