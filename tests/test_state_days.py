@@ -164,6 +164,13 @@ def test_a_re_materialized_day_refolds_the_later_days_in_order(tmp_path: Path) -
     assert state.drop_duplicates("item_id")["judgments"].eq(9).all()  # + the late vote
 
 
+def day_votes(tmp_path: Path, day: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The vote table of ``day`` in the test's warehouse, and its judgments that count (neither superseded by an
+    answer nor replaced by an edit)."""
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{day}.parquet")
+    return votes, votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+
+
 def ls_task(task: int, item: str, annotations: list[tuple[int, int, str, list[tuple[str, float]]]]) -> dict:
     """A Label Studio task; each annotation is (id, user, updated_at, [(box label, x %), ...]) plus a scene."""
     return {
@@ -236,8 +243,7 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
     resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS[:2]:
         night(resources, instance, day)
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[1]}.parquet")
-    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    votes, live = day_votes(tmp_path, DAYS[1])
     mine = live[(live["item_id"] == "img-0") & (live["annotator_id"] == "1")].sort_values(["kind", "label"])
     assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
     assert votes.loc[votes["replaced_on"].notna(), "label"].tolist() == ["bus"]  # annotator 1's old version
@@ -250,8 +256,7 @@ def test_a_cumulative_re_export_with_an_edited_annotation_counts_the_edit_once(t
     ]
     store.write_bytes(f"exports/{DAYS[2]}/project-3.json", json.dumps(reverted + edited[1:]).encode())
     night(resources, instance, DAYS[2])
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[2]}.parquet")
-    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    votes, live = day_votes(tmp_path, DAYS[2])
     mine = live[(live["item_id"] == "img-0") & (live["annotator_id"] == "1")].sort_values(["kind", "label"])
     assert mine[["kind", "label", "export_date"]].astype(str).values.tolist() == [
         ["bbox", "bus", DAYS[0]],
@@ -275,24 +280,34 @@ def test_the_state_sensor_leaves_half_written_days_to_their_own_runs() -> None:
     assert first_stale_day(rerun) == (DAYS[1], 9)
 
 
+def one_night(tmp_path: Path, items: list[str], exports: dict[str, bytes]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The nightly job for the first day on a landing zone of ``items`` and the day's ``exports`` (file name to
+    bytes): the vote table, and the file ledger by file."""
+    store = LocalStore(tmp_path / "landing")
+    catalog = "item_id,uri,width,height\n" + "".join(f"{item},s3://b/{item}.jpg,1000,500\n" for item in items)
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", catalog.encode())
+    for name, data in exports.items():
+        store.write_bytes(f"exports/{DAYS[0]}/{name}", data)
+    night(demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral(), DAYS[0])
+    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[0]}.parquet")
+    ledger = pd.read_csv(tmp_path / "warehouse" / "ledgers" / "label_exports" / f"{DAYS[0]}.csv")
+    return votes, ledger.set_index("source_file")
+
+
 def test_two_exports_of_one_project_on_one_day_count_the_latest_version(tmp_path: Path) -> None:
     """The project exported at 10:00 and again at 18:00, an annotation edited in between: its 18:00 version is
     read, the 10:00 one counted as skipped; the unchanged annotation is a copy, as always."""
-    store = LocalStore(tmp_path / "landing")
-    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
     unchanged = (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)])
     morning = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)]), unchanged])]
     evening = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T17:00:00Z", [("car", 10.0), ("truck", 50.0)]), unchanged])]
-    store.write_bytes(f"exports/{DAYS[0]}/project-3-1000.json", json.dumps(morning).encode())
-    store.write_bytes(f"exports/{DAYS[0]}/project-3-1800.json", json.dumps(evening).encode())
-    night(demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral(), DAYS[0])
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[0]}.parquet")
+    votes, ledger = one_night(
+        tmp_path,
+        ["img-0"],
+        {"project-3-1000.json": json.dumps(morning).encode(), "project-3-1800.json": json.dumps(evening).encode()},
+    )
     mine = votes[votes["annotator_id"] == "1"].sort_values(["kind", "label"])
     assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
     assert len(votes) == 6 and votes["replaced_on"].isna().all()  # 3 + 3: nothing votes twice
-    ledger = pd.read_csv(tmp_path / "warehouse" / "ledgers" / "label_exports" / f"{DAYS[0]}.csv").set_index(
-        "source_file"
-    )
     morning_row = ledger.loc[f"exports/{DAYS[0]}/project-3-1000.json"]
     assert morning_row["rows"] == 3 and json.loads(morning_row["skipped"]) == {"superseded annotation version": 3}
     assert ledger.loc[f"exports/{DAYS[0]}/project-3-1800.json", ["rows", "duplicates"]].tolist() == [6, 3]
@@ -338,8 +353,7 @@ def test_a_cvat_task_exported_again_after_an_edit_counts_the_edit_once(tmp_path:
     resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS[:2]:
         night(resources, instance, day)
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[1]}.parquet")
-    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    votes, live = day_votes(tmp_path, DAYS[1])
     mine = live[(live["item_id"] == "img-0") & (live["annotator_id"] == "alice")].sort_values(["kind", "label"])
     assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
     assert votes.loc[votes["replaced_on"].notna(), ["annotator_id", "label"]].values.tolist() == [["alice", "bus"]]
@@ -349,8 +363,7 @@ def test_a_cvat_task_exported_again_after_an_edit_counts_the_edit_once(tmp_path:
     # the edit undone the next day: alice's first shapes of img-0 count again, the truck no longer
     store.write_bytes(f"exports/{DAYS[2]}/task_7.xml", cvat_task(7, "alice", f"{DAYS[2]} 08:00:00+00:00", first))
     night(resources, instance, DAYS[2])
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[2]}.parquet")
-    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    votes, live = day_votes(tmp_path, DAYS[2])
     assert votes.loc[votes["replaced_on"].notna(), ["label", "replaced_on"]].values.tolist() == [["truck", DAYS[2]]]
     assert live.groupby("annotator_id").size().to_dict() == {"alice": 5, "bob": 5}
     state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[2]}.parquet")
@@ -411,8 +424,7 @@ def test_a_cvat_edit_replaces_across_task_and_project_exports_and_renumbered_ima
     resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS:
         night(resources, instance, day)
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[2]}.parquet")
-    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    votes, live = day_votes(tmp_path, DAYS[2])
     bob = live[live["annotator_id"] == "bob"].sort_values("kind")
     assert bob[["kind", "label"]].values.tolist() == [["bbox", "truck"], ["classification", "highway"]]
     assert bob["x"].iloc[0] == 310.0
@@ -428,23 +440,19 @@ def test_two_exports_of_one_cvat_task_on_one_day_count_the_latest(tmp_path: Path
     """The task exported at 10:00 and again at 18:00 (its `updated` later), an image edited in between: the 18:00
     export is the task as it stands, so its shapes are read and the 10:00 ones counted as skipped, the unchanged
     image's too (CVAT dates the task, not its images)."""
-    store = LocalStore(tmp_path / "landing")
-    store.write_bytes(
-        f"items/{DAYS[0]}/items.csv",
-        b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\nimg-1,s3://b/img-1.jpg,1000,500\n",
-    )
     morning = [("img-0", [("car", 100.0), ("bus", 300.0)], "urban"), ("img-1", [("car", 50.0)], "highway")]
     evening = [("img-0", [("car", 100.0), ("truck", 300.0)], "urban"), morning[1]]
-    store.write_bytes(f"exports/{DAYS[0]}/task_7-1000.xml", cvat_task(7, "alice", f"{DAYS[0]} 10:00:00+00:00", morning))
-    store.write_bytes(f"exports/{DAYS[0]}/task_7-1800.xml", cvat_task(7, "alice", f"{DAYS[0]} 18:00:00+00:00", evening))
-    night(demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral(), DAYS[0])
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[0]}.parquet")
+    votes, ledger = one_night(
+        tmp_path,
+        ["img-0", "img-1"],
+        {
+            "task_7-1000.xml": cvat_task(7, "alice", f"{DAYS[0]} 10:00:00+00:00", morning),
+            "task_7-1800.xml": cvat_task(7, "alice", f"{DAYS[0]} 18:00:00+00:00", evening),
+        },
+    )
     mine = votes[votes["item_id"] == "img-0"].sort_values(["kind", "label"])
     assert mine[["kind", "label"]].values.tolist() == [["bbox", "car"], ["bbox", "truck"], ["classification", "urban"]]
     assert len(votes) == 5 and votes["replaced_on"].isna().all()  # 3 + 2: nothing votes twice
-    ledger = pd.read_csv(tmp_path / "warehouse" / "ledgers" / "label_exports" / f"{DAYS[0]}.csv").set_index(
-        "source_file"
-    )
     morning_row = ledger.loc[f"exports/{DAYS[0]}/task_7-1000.xml"]
     assert morning_row["rows"] == 0 and json.loads(morning_row["skipped"]) == {"superseded annotation version": 5}
     assert ledger.loc[f"exports/{DAYS[0]}/task_7-1800.xml", ["rows", "duplicates"]].tolist() == [5, 0]
@@ -467,8 +475,7 @@ def test_another_instances_annotations_with_the_same_ids_are_no_edits_of_ours(tm
     resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
     for day in DAYS[:2]:
         night(resources, instance, day)
-    votes = read_table(LocalStore(tmp_path / "warehouse"), f"tables/label_votes/{DAYS[1]}.parquet")
-    live = votes[votes["superseded_by"].isna() & votes["replaced_on"].isna()]
+    votes, live = day_votes(tmp_path, DAYS[1])
     assert live.groupby("annotator_id").size().to_dict() == {"1": 3, "labeler@vendor.example": 3}
     assert votes.loc[votes["replaced_on"].notna(), "annotator_id"].tolist() == ["labeler@vendor.example"]
     state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[1]}.parquet")
