@@ -6,6 +6,7 @@ item index — with the spec's minimums and with the day's production traffic. `
 labeled items against gold boxes where they exist and consensus boxes elsewhere.
 """
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -81,15 +82,14 @@ def coverage_report(
 ):
     day = context.partition_key
     since = (pd.Timestamp(day) - pd.Timedelta(days=LOOKBACK_DAYS - 1)).date().isoformat()
-    consensus_labels = state.current_labels(
-        for_day(label_state.select(keep=LABEL_COLUMNS), day, "label_state"), since=since
-    )
+    labels = for_day(label_state.select(keep=LABEL_COLUMNS), day, "label_state")
     guideline_set = guidelines.load()
     current = guideline_set.in_force(day)
     spec = guidelines.coverage_spec(current)
     # of the item index, the ids and the slice columns the spec takes from items
     item_catalog = for_day(item_index.select(keep=coverage.item_columns(spec)), day, "item_index")
-    labeled = coverage.slice_values(consensus_labels[LABEL_COLUMNS[:-1]], item_catalog, spec)
+    current_rows = np.flatnonzero(state.current_rows(labels, since=since))
+    labeled = coverage.labeled_cells(labels, item_catalog, spec, current_rows)
     # production grows with traffic: the day is counted per class and slice part by part, never held whole
     production_day = _production_day(production_predictions, day)
     predictions = production_day.select(keep=["item_id", "predicted_label", "x", "y", "w", "h", *spec.dimensions])
@@ -119,8 +119,8 @@ def coverage_report(
                 markdown_table(unseen[["label", "dimension", "value", "production_count"]], max_rows=20)
             ),
             "heatmap": link(storage, heatmap_key),
-            "labeled_objects": len(labeled),
-            "production_predictions": int(production[coverage.PRODUCTION_ROWS].sum()),
+            "labeled_objects": len(current_rows),
+            "production_predictions": int(production[coverage.ROWS].sum()),
             **guideline_entry({day: current.version}),
         },
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,7 +168,69 @@ def slice_values(objects: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec)
     return out
 
 
-PRODUCTION_ROWS = "rows"
+ROWS = "rows"  # a cell's count of rows: objects labeled, or predictions
+
+
+def labeled_cells(
+    objects: pd.DataFrame, items: pd.DataFrame, spec: CoverageSpec, rows: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The objects at ``rows`` (every row by default) counted per class and slice values: :func:`slice_values` of
+    them grouped by ``label`` and every dimension, missing values kept, as :func:`production_cells` counts
+    production, and the same input to :func:`coverage_report`.
+
+    A label state's million objects are not copied to be sliced: their ids are looked up in ``items`` once (an
+    item's last row there), each key column is coded once (an item column over the item table's rows), and the
+    rows are counted per combination of codes."""
+    at = np.arange(len(objects)) if rows is None else np.asarray(rows, dtype=np.int64)
+    coded = {"label": _coded(objects["label"].array, at)}
+    found: np.ndarray | None = None
+    for name, dimension in spec.dimensions.items():
+        if dimension.source == "derived":
+            bins = np.full(len(at), -1, dtype=np.int64)
+            if {"w", "h"} <= set(objects.columns):
+                size = np.sqrt(objects["w"].to_numpy(dtype=float)[at] * objects["h"].to_numpy(dtype=float)[at])
+                for position, (low, high) in enumerate(dimension.bins.values()):  # a later bin wins, as there
+                    bins[(size >= low) & ((size < high) if high is not None else True)] = position
+            coded[name] = (bins, np.asarray(list(dimension.bins), dtype=object))
+        elif name in objects.columns:
+            coded[name] = _coded(objects[name].array, at)
+        elif name in items.columns:
+            if found is None:  # each object's item row (-1: not in ``items``)
+                last = len(items) - 1 - positions(objects["item_id"], items["item_id"].iloc[::-1])
+                found = np.where(last < len(items), last, -1)[at]
+            coded[name] = _coded(items[name].array, found)
+        else:
+            coded[name] = (np.full(len(at), -1, dtype=np.int64), np.array([], dtype=object))
+    keys = ["label", *spec.dimensions]
+    shape = [len(coded[key][1]) + 1 for key in keys]  # a key's codes shifted by one: 0 is missing
+    if float(np.prod(shape, dtype=float)) < 2**62:  # one integer per cell (pandas' groupby on six columns: 0.3 s)
+        combined = np.zeros(len(at), dtype=np.int64)
+        for key, size in zip(keys, shape, strict=True):
+            combined = combined * size + coded[key][0] + 1
+        present, counts = np.unique(combined, return_counts=True)
+        levels = np.unravel_index(present, shape)
+    else:  # more combinations than 64 bits number
+        sizes = pd.DataFrame({key: coded[key][0] + 1 for key in keys}).groupby(keys).size()
+        levels, counts = tuple(sizes.index.to_frame(index=False)[key].to_numpy() for key in keys), sizes.to_numpy()
+    cells = {
+        key: np.concatenate([np.array([None], dtype=object), coded[key][1]])[level]
+        for key, level in zip(keys, levels, strict=True)
+    }
+    return pd.DataFrame({**cells, ROWS: np.asarray(counts, dtype=np.int64)})
+
+
+def _coded(values: pd.api.extensions.ExtensionArray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The codes of ``values`` at ``at`` (-1 where the value is missing or ``at`` is -1) and the values they
+    code, as objects typed as ``values.take(at, allow_fill=True)`` types them (an integer column with a position
+    -1 reads as floats)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    picked = np.where(at >= 0, codes[at.clip(0)], -1) if len(codes) else np.full(len(at), -1, dtype=np.int64)
+    # factorize numbers values in order of appearance: a code's first row is where the running maximum grows
+    before = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]])) if len(codes) else codes
+    firsts = np.flatnonzero(codes > before)
+    fill = [-1] if (at < 0).any() else []
+    taken = values.take(np.concatenate([firsts, fill]).astype(np.int64), allow_fill=True)
+    return picked.astype(np.int64), np.asarray(taken.to_numpy(dtype=object))[: len(uniques)]
 
 
 def production_cells(parts: Iterable[pd.DataFrame], spec: CoverageSpec) -> pd.DataFrame:
@@ -179,39 +240,11 @@ def production_cells(parts: Iterable[pd.DataFrame], spec: CoverageSpec) -> pd.Da
     counted = []
     for part in parts:
         sliced = slice_values(part, pd.DataFrame({"item_id": []}), spec)
-        counted.append(sliced.groupby(keys, dropna=False).size().rename(PRODUCTION_ROWS))
+        counted.append(sliced.groupby(keys, dropna=False).size().rename(ROWS))
     if not counted:
-        return pd.DataFrame(columns=[*keys, PRODUCTION_ROWS])
+        return pd.DataFrame(columns=[*keys, ROWS])
     cells = pd.concat(counted).groupby(level=list(range(len(keys))), dropna=False).sum()
     return cells.reset_index()
-
-
-def group_sizes(frame: pd.DataFrame, keys: list[str], factorized: dict[str, tuple[np.ndarray, Any]]) -> pd.Series:
-    """``frame.groupby(keys, dropna=True).size()`` from each key column's ``pd.factorize(sort=True)``, kept in
-    ``factorized`` across calls: a report groups a million labeled objects ten ways, and each column is then
-    factorized once, not in every grouping."""
-    for key in keys:
-        if key not in factorized:
-            factorized[key] = pd.factorize(frame[key], sort=True)
-    shape = [len(factorized[key][1]) for key in keys]
-    combined = np.zeros(len(frame), dtype=np.int64)
-    valid = np.ones(len(frame), dtype=bool)
-    for key, size in zip(keys, shape, strict=True):
-        codes = factorized[key][0]
-        combined = combined * size + codes
-        valid &= codes >= 0
-    counts = np.bincount(combined[valid], minlength=int(np.prod(shape)))
-    present = np.flatnonzero(counts)
-    if not len(present):  # no group (a dimension without values): pandas' empty result, typed as it types it
-        return frame.groupby(keys, dropna=True).size()
-    at = np.unravel_index(present, shape)
-    # each level's type inferred from its values, as groupby infers it (text held as objects becomes text)
-    levels = [
-        pd.Index(np.asarray(factorized[key][1][positions], dtype=object))
-        for key, positions in zip(keys, at, strict=True)
-    ]
-    index = levels[0].rename(keys[0]) if len(keys) == 1 else pd.MultiIndex.from_arrays(levels, names=keys)
-    return pd.Series(counts[present].astype(np.int64), index=index)
 
 
 def coverage_report(
@@ -220,22 +253,20 @@ def coverage_report(
     """Class × slice-value cells (and each dimension alone, class '*'), worst under-representation first.
 
     ``labeled`` and ``production`` are outputs of :func:`slice_values`, with ``label`` the labeled
-    class and the predicted class respectively; with ``counted``, ``production`` is :func:`production_cells`
-    (rows per cell) instead of one row per prediction.
+    class and the predicted class respectively; with ``counted``, they are :func:`labeled_cells` and
+    :func:`production_cells` (rows per cell) instead of one row per object and prediction.
     """
+    if not counted:
+        no_items = pd.DataFrame({"item_id": []})
+        labeled, production = labeled_cells(labeled, no_items, spec), labeled_cells(production, no_items, spec)
     rows = []
-    n_labeled = len(labeled)
-    n_production = int(production[PRODUCTION_ROWS].sum()) if counted else len(production)
-    factorized: dict[str, tuple[np.ndarray, Any]] = {}
+    n_labeled, n_production = int(labeled[ROWS].sum()), int(production[ROWS].sum())
     for dimension in spec.dimensions:
         for by_class in (True, False):
             keys = ["label", dimension] if by_class else [dimension]
-            left = group_sizes(labeled, keys, factorized).rename("labeled_count")
-            grouped = production.groupby(keys, dropna=True) if dimension in production else None
-            right = (
-                (grouped[PRODUCTION_ROWS].sum() if counted else grouped.size()).rename("production_count")
-                if grouped is not None
-                else pd.Series(dtype=float, name="production_count")
+            left, right = (
+                cells.groupby(keys, dropna=True)[ROWS].sum().rename(name)
+                for cells, name in ((labeled, "labeled_count"), (production, "production_count"))
             )
             cells = pd.concat([left, right], axis=1).fillna(0).reset_index()
             if not by_class:

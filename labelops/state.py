@@ -925,10 +925,15 @@ def current_labels(items: pd.DataFrame, *, since: str | None = None) -> pd.DataF
     after ``since``: the labeled data as it stands, each item once."""
     if not len(items):
         return items.reset_index(drop=True)
+    return rows_where(items, current_rows(items, since=since)).reset_index(drop=True)  # text filtered by Arrow
+
+
+def current_rows(items: pd.DataFrame, *, since: str | None = None) -> np.ndarray:
+    """Which rows of a state :func:`current_labels` keeps, for a reader that counts them rather than copies them."""
     keep = items["label"].notna().to_numpy()
-    if since is not None:
+    if since is not None and len(items):
         keep = keep & (_last_day(items["days"]) >= since).to_numpy(dtype=bool, na_value=False)
-    return rows_where(items, keep).reset_index(drop=True)  # text columns filtered by Arrow, not row by row
+    return keep
 
 
 def _last_day(days: pd.Series) -> pd.Series:

@@ -175,21 +175,64 @@ def test_demo_night_and_rain_become_under_covered_on_the_drift_days(demo_nights)
     assert base64.b64encode(heatmap).decode() in (warehouse / paths.quality_report("2024-06-13")).read_text()
 
 
+def _cell_counts(frame: pd.DataFrame, keys: list[str], rows: str | None = None) -> list[tuple]:
+    """Rows per combination of ``keys`` as texts ("\\x00" where missing), sorted: how the report reads a cell."""
+    texts = frame[keys].astype(object).where(frame[keys].notna(), None).map(lambda v: None if v is None else str(v))
+    counts = frame[rows] if rows else pd.Series(1, index=frame.index)
+    grouped = counts.groupby([texts[k].fillna("\x00") for k in keys]).sum()
+    return sorted((*key, int(n)) if isinstance(key, tuple) else (key, int(n)) for key, n in grouped.items())
+
+
 @pytest.mark.parametrize("seed", range(40))
-def test_group_sizes_equal_pandas_groupby(seed: int) -> None:
-    """The report counts labeled objects per cell from each column factorized once: the same counts, index and
-    types as pandas' groupby, with missing values (text as objects or as text, a dimension without any value)."""
+def test_labeled_cells_count_what_slice_values_gives(seed: int) -> None:
+    """The report counts a state's objects per cell without slicing a copy of them: the same cells and counts as
+    pandas' groupby over slice_values of the same rows, with objects of items the table lacks or holds twice (its
+    last row wins), missing values, an integer column (floats once an item is missing, as a take reads it), a
+    dimension no table has, boxes without a size, and a subset of the rows."""
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(0, 40))
-    frame = pd.DataFrame(
+    s = spec()
+    n_items, n = int(rng.integers(1, 30)), int(rng.integers(0, 60))
+    items = pd.DataFrame(
         {
-            "label": pd.Series(rng.choice(["car", "bus", None, "truck"], n), dtype="str" if seed % 2 else object),
-            "lighting": pd.Series(rng.choice(["day", "night", None], n), dtype=object),
-            "weather": pd.Series(rng.choice(["rain", "clear"], n), dtype="str"),
-            "size": pd.Series([None] * n, dtype=object),
+            "item_id": [f"i{k}" for k in rng.integers(0, n_items + 3, n_items)],  # some ids twice
+            "lighting": pd.Series(rng.choice(["day", "night", None], n_items), dtype=object),
+            "weather": pd.Series(rng.choice(["rain", "clear", None], n_items), dtype="str"),
+            "device": rng.integers(0, 3, n_items),
         }
     )
-    factorized: dict = {}
-    for keys in (["label", "lighting"], ["lighting"], ["label", "weather"], ["weather"], ["size"], ["label", "size"]):
-        expected = frame.groupby(keys, dropna=True).size()
-        pd.testing.assert_series_equal(coverage.group_sizes(frame, keys, factorized), expected, check_index_type=True)
+    objects = pd.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in rng.integers(0, n_items + 6, n)],  # some not in the table
+            "label": pd.Series(rng.choice(["car", "bus", None], n), dtype="str" if seed % 2 else object),
+            "x": 0.0,
+            "y": 0.0,
+            "w": np.where(rng.random(n) < 0.1, np.nan, rng.uniform(1, 200, n)),
+            "h": rng.uniform(1, 200, n),
+        }
+    )
+    rows = np.flatnonzero(rng.random(n) < 0.8)
+    keys = ["label", *s.dimensions]
+    cells = coverage.labeled_cells(objects, items, s, rows)
+    sliced = coverage.slice_values(objects.iloc[rows], items, s)
+    assert _cell_counts(cells, keys, coverage.ROWS) == _cell_counts(sliced, keys)
+    report = coverage.coverage_report(cells, coverage.labeled_cells(objects.iloc[:0], items, s), s, counted=True)
+    for dimension in s.dimensions:
+        present = sliced.dropna(subset=["label", dimension])
+        expected = _cell_counts(present, ["label", dimension])
+        got = report[(report["dimension"] == dimension) & (report["label"] != coverage.ALL)]
+        assert _cell_counts(got.loc[got.index.repeat(got["labeled_count"])], ["label", "value"]) == expected
+    assert (report["training_share"] * max(len(rows), 1)).round(6).isin(report["labeled_count"]).all()
+
+
+def test_labeled_cells_with_more_combinations_than_64_bits() -> None:
+    """Seven slice columns of 700 values each make more combinations than an integer numbers: the cells are
+    grouped by pandas then, with the same counts."""
+    s = spec("dimensions:\n" + "".join(f"  d{k}: {{source: item}}\n" for k in range(7)))
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame(
+        {"item_id": [f"i{k}" for k in range(700)], **{f"d{k}": rng.permutation(700) for k in range(7)}}
+    )
+    objects = pd.DataFrame({"item_id": rng.choice(items["item_id"], 2000), "label": rng.choice(["car", "bus"], 2000)})
+    keys = ["label", *s.dimensions]
+    cells = coverage.labeled_cells(objects, items, s)
+    assert _cell_counts(cells, keys, coverage.ROWS) == _cell_counts(coverage.slice_values(objects, items, s), keys)

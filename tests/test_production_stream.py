@@ -150,15 +150,13 @@ def test_coverage_from_counted_parts_equals_the_row_report() -> None:
             **{d: rng.choice(["a", "b", None], n) for d in ("lighting", "weather", "device", "region")},
         }
     )
-    labeled = coverage.slice_values(
-        production.sample(300, random_state=1)[["item_id", "label", "x", "y", "w", "h"]],
-        production[["item_id", "lighting", "weather", "device", "region"]],
-        s,
-    )
+    sample = production.sample(300, random_state=1)[["item_id", "label", "x", "y", "w", "h"]]
+    items = production[["item_id", "lighting", "weather", "device", "region"]]
+    labeled = coverage.slice_values(sample, items, s)
     rows = coverage.coverage_report(labeled, coverage.slice_values(production, pd.DataFrame({"item_id": []}), s), s)
     cells = coverage.production_cells(_parts(production, 450), s)
-    assert cells[coverage.PRODUCTION_ROWS].sum() == n
-    counted = coverage.coverage_report(labeled, cells, s, counted=True)
+    assert cells[coverage.ROWS].sum() == n
+    counted = coverage.coverage_report(coverage.labeled_cells(sample, items, s), cells, s, counted=True)
     pd.testing.assert_frame_equal(counted, rows)
 
 
