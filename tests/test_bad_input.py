@@ -64,6 +64,13 @@ BAD_FILES = {
         ),
         r"label_studio_export.csv: a Label Studio CSV/TSV export, .* export the project as JSON",
     ),
+    "label_studio_our_tasks.csv": (  # the same export of a project importing our task files: data.item_id too
+        lambda good: (
+            b"annotation_id,annotator,created_at,id,image,item_id,lead_time,scene,updated_at\n"
+            b"501,7,2024-06-04T09:00:00Z,101,s3://media/img-1.jpg,img-1,3.2,urban,2024-06-04T09:00:00Z\n"
+        ),
+        r"label_studio_our_tasks.csv: a Label Studio CSV/TSV export, .* export the project as JSON",
+    ),
     "mystery.bin": (lambda good: b"\x89PNG\r\n\x1a\n....", r"mystery.bin: unknown export format"),
     "empty.json": (lambda good: b"", r"empty.json: the file is empty"),
     "blank.csv": (lambda good: b"  \n\n", r"blank.csv: the file is empty"),

@@ -215,8 +215,10 @@ LABEL_STUDIO_TABLE = {"annotation_id", "lead_time"}
 
 
 def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> Parsed:
-    frame = rename_aliases(source_file, read_frame(source_file, data))
-    if LABEL_STUDIO_TABLE <= set(frame.columns):
+    frame = read_frame(source_file, data)
+    # told apart before the aliases: a project importing our task files exports `id` and `item_id`, which would
+    # otherwise be refused as two item id columns
+    if LABEL_STUDIO_TABLE <= {_canonical(str(c)) for c in frame.columns}:
         # read as a table, its regions would become labels made of JSON text, all quarantined: a blocking check
         # would then hold back the whole day
         raise ExportError(
@@ -224,6 +226,7 @@ def parse(source_file: str, data: bytes, *, require_annotator: bool = True) -> P
             "a Label Studio CSV/TSV export, which flattens each region into JSON text without the image sizes; "
             "export the project as JSON (Export -> JSON) instead",
         )
+    frame = rename_aliases(source_file, frame)
     required = ["item_id", "label"] + (["annotator_id"] if require_annotator else [])
     missing = [c for c in required if c not in frame.columns]
     if missing:
