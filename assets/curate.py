@@ -61,11 +61,9 @@ def dataset_snapshot(
     agreement = annotator_agreement[state_day] if state_day and state_day in annotator_agreement else pd.DataFrame()
     store = storage.warehouse_store
     parent = snapshots.latest(store)
-    parent_splits = (
-        snapshots.read_table(store, parent, "items.parquet", ["item_id", "split"]).set_index("item_id")["split"]
-        if parent
-        else pd.Series(dtype=object)
-    )
+    # the parent's splits, which its groups keep; read once, for the diff too
+    parent_items = snapshots.read_table(store, parent, "items.parquet", ["item_id", "split"]) if parent else None
+    parent_splits = parent_items.set_index("item_id")["split"] if parent_items is not None else pd.Series(dtype=object)
     if len(config.split_ratios) != 3:
         raise ValueError(f"split_ratios: one ratio each for train, validation and test, got {config.split_ratios}")
     train, validation, test = config.split_ratios
@@ -105,6 +103,7 @@ def dataset_snapshot(
         guideline_changes=(lambda parent: guideline_set.remap_between(parent, guideline.version))
         if guideline
         else None,
+        parent_items=(parent, parent_items) if parent is not None and parent_items is not None else None,
     )
     context.log.info(f"snapshot {version} {'published' if created else 'unchanged (same content as the latest)'}")
     report = warehouse.snapshot_report(version)

@@ -615,12 +615,15 @@ def publish(
     *,
     version: str | None = None,
     guideline_changes: Callable[[str | None], Remap | None] | None = None,
+    parent_items: tuple[str, pd.DataFrame] | None = None,
 ) -> tuple[str, dict, bool]:
     """Write a snapshot (data first, manifest last, then ``latest``); returns (version, manifest, created).
 
     Content equal to the latest snapshot's publishes nothing. An explicit ``version`` that is
     already published raises :class:`SnapshotExistsError`. ``guideline_changes`` gives, for the parent's
     guideline version, what the changes that lead to this one did (the diff lists what they remapped and retired).
+    ``parent_items`` are a version and its items' ``item_id`` and ``split``, as curation read them for its splits:
+    the diff reads them again only if another version is the parent by then.
     """
     parent = latest(store)
     parent_manifest = manifest(store, parent) if parent else None
@@ -630,13 +633,13 @@ def publish(
     # night.
     with ThreadPoolExecutor(max_workers=2) as pool:
         encoding = [pool.submit(parquet_bytes, frame) for frame in (curated.items, curated.labels)]
-        changes = _diff_parent(store, parent, parent_manifest, curated, guideline_changes)
+        changes = _diff_parent(store, parent, parent_manifest, curated, guideline_changes, parent_items)
         files: dict[str, bytes] = {name: done.result() for name, done in zip(DATA_FILES, encoding, strict=True)}
     digest = content_hash(files)
     if latest(store) != parent:  # another run published meanwhile: that version is the parent, as it is for a claim
         parent = latest(store)
         parent_manifest = manifest(store, parent) if parent else None
-        changes = _diff_parent(store, parent, parent_manifest, curated, guideline_changes)
+        changes = _diff_parent(store, parent, parent_manifest, curated, guideline_changes, parent_items)
     if parent_manifest is not None and parent_manifest["content_hash"] == digest and version is None:
         return str(parent), parent_manifest, False
     published = versions(store)
@@ -686,10 +689,14 @@ def _diff_parent(
     parent_manifest: dict | None,
     curated: Curated,
     guideline_changes: Callable[[str | None], Remap | None] | None,
+    known_items: tuple[str, pd.DataFrame] | None = None,
 ) -> dict:
     """:func:`diff` of the curated tables against the parent version, of which it reads the ids, splits and label
-    keys only."""
-    parent_items = read_table(store, parent, "items.parquet", ["item_id", "split"]) if parent else None
+    keys only (the ids and splits not at all when ``known_items`` are the parent's)."""
+    if parent is not None and known_items is not None and known_items[0] == parent:
+        parent_items: pd.DataFrame | None = known_items[1]
+    else:
+        parent_items = read_table(store, parent, "items.parquet", ["item_id", "split"]) if parent else None
     parent_labels = read_table(store, parent, "labels.parquet", LABEL_KEY) if parent else None
     parent_guideline = parent_manifest.get("guideline_version") if parent_manifest else None
     return diff(

@@ -920,16 +920,10 @@ def last_labeled(items: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"item_id": first["item_id"].array, "export_date": _last_day(first["days"]).array})
 
 
-def current_labels(items: pd.DataFrame, *, since: str | None = None) -> pd.DataFrame:
-    """The state's consensus rows (items without a consensus have none), of the items last delivered on or
-    after ``since``: the labeled data as it stands, each item once."""
-    if not len(items):
-        return items.reset_index(drop=True)
-    return rows_where(items, current_rows(items, since=since)).reset_index(drop=True)  # text filtered by Arrow
-
-
 def current_rows(items: pd.DataFrame, *, since: str | None = None) -> np.ndarray:
-    """Which rows of a state :func:`current_labels` keeps, for a reader that counts them rather than copies them."""
+    """Which rows of a state are the labeled data as it stands: the consensus rows (an item without a consensus
+    has none) of the items last delivered on or after ``since``, each item once. A mask: coverage counts these
+    rows rather than copying them."""
     keep = items["label"].notna().to_numpy()
     if since is not None and len(items):
         keep = keep & (_last_day(items["days"]) >= since).to_numpy(dtype=bool, na_value=False)

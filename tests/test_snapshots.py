@@ -192,6 +192,27 @@ def test_diff_lists_exactly_the_changed_labels(tmp_path: Path) -> None:
     assert document["parent_version"] == "v0001" and snapshots.read_table(store, "v0001", "labels.parquet") is not None
 
 
+def test_the_parent_items_curation_read_are_the_diffs_only_while_that_version_is_the_parent(tmp_path: Path) -> None:
+    """The snapshot asset reads its parent's ids and splits once, for curation and the diff; items of a version that
+    is no longer the latest are not used: the diff is against the latest, as if nothing had been passed."""
+    consensus, items = inputs(60)
+    later, more = inputs(70, seed=1)
+    diffs = []
+    for given in (None, "v0001", "v0002"):
+        store = LocalStore(tmp_path / str(given))
+        snapshots.publish(store, curate(consensus, items), {})
+        snapshots.publish(store, curate(later, more), {})  # v0002: ten items more, other labels
+        known = {v: snapshots.read_table(store, v, "items.parquet", ["item_id", "split"]) for v in ("v0001", "v0002")}
+        parent = known["v0002"].set_index("item_id")["split"]
+        curated = curate(consensus, items, parent=parent)
+        passed = (given, known[given]) if given else None
+        version, document, created = snapshots.publish(store, curated, {}, parent_items=passed)
+        assert (version, document["parent_version"], created) == ("v0003", "v0002", True)
+        diffs.append(store.read_bytes(f"snapshots/{version}/diff.json"))
+    assert diffs[0] == diffs[1] == diffs[2]
+    assert len(json.loads(diffs[0])["removed"]) == 10
+
+
 def test_coco_and_yolo_exports_round_trip_through_the_parsers() -> None:
     consensus, items = inputs(40)
     curated = curate(consensus, items)
