@@ -220,13 +220,21 @@ def curate(
 
 
 def _first(ids: np.ndarray) -> np.ndarray:
-    """Whether each row is the first of its code: ``~duplicated(keep="first")`` on integer codes, by a stable
-    sort (numpy's assignment through repeated indices keeps no defined one)."""
-    order = np.argsort(ids, kind="stable")
-    starts = np.ones(len(ids), dtype=bool)
-    starts[1:] = ids[order[1:]] != ids[order[:-1]]
-    first = np.zeros(len(ids), dtype=bool)
-    first[order[starts]] = True
+    """Whether each row is the first of its code: ``~duplicated(keep="first")`` on integer codes, without a sort
+    (night 60's curation spent 0.64 s in the stable sorts of its twelve calls). Codes in order (ascending, as a
+    version's items, or descending, as a catalog read from its end) start a run of equal codes at their first row;
+    otherwise pandas numbers the codes in order of appearance (a hash), and a code's first row is where that
+    number exceeds every number before it."""
+    n = len(ids)
+    if n < 2:
+        return np.ones(n, dtype=bool)
+    if (ids[1:] >= ids[:-1]).all() or (ids[1:] <= ids[:-1]).all():
+        first = np.ones(n, dtype=bool)
+        first[1:] = ids[1:] != ids[:-1]
+        return first
+    numbers, _ = pd.factorize(ids)
+    first = np.ones(n, dtype=bool)
+    first[1:] = numbers[1:] > np.maximum.accumulate(numbers)[:-1]
     return first
 
 

@@ -246,3 +246,15 @@ def test_diff_with_curations_codes_equals_the_diff_that_ranks_the_ids_again() ->
     assert snapshots.diff(other, other_labels, curated.items, curated.labels, item_codes=curated.codes) == (
         snapshots.diff(other, other_labels, curated.items, curated.labels)
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(-3, 40), max_size=60),
+    shape=st.sampled_from(["as drawn", "ascending", "descending"]),
+)
+def test_first_of_each_code_equals_pandas_in_any_order(values: list[int], shape: str) -> None:
+    """The first row of each code, whether the codes come in order (either way, a run of equal codes each) or not,
+    and with a negative code (a missing group's)."""
+    ids = np.asarray(sorted(values, reverse=shape == "descending") if shape != "as drawn" else values, dtype=np.int64)
+    assert list(snapshots._first(ids)) == list(~pd.Series(ids, dtype="int64").duplicated(keep="first"))
