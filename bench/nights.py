@@ -400,7 +400,7 @@ def show(m: dict) -> None:
     extra = last["total_s"] - first["total_s"]
     print(
         f"{'asset':<30}{'night 1 s':>10}{f'night {n} s':>11}{'+ s':>8}{'x':>7}{'of extra':>9}"
-        f"{'compute':>9}{'IO mgr':>8}{'rows 1':>11}{f'rows {n}':>11}{'peak MB':>9}"
+        f"{'compute':>9}{'IO mgr':>8}{'sys s':>7}{'faults':>9}{'rows 1':>11}{f'rows {n}':>11}{'peak MB':>9}"
     )
     for asset in sorted(
         stepsn, key=lambda a: stepsn[a]["wall_s"] - steps1.get(a, {"wall_s": 0})["wall_s"], reverse=True
@@ -411,10 +411,17 @@ def show(m: dict) -> None:
         share = grow / extra if extra else 0.0
         print(
             f"{asset:<30}{a['wall_s']:>10.2f}{b['wall_s']:>11.2f}{grow:>+8.2f}{ratio:>7.2f}{share:>9.0%}"
-            f"{b['compute_s']:>9.2f}{b['io_manager_s']:>8.2f}{a['rows']:>11,}{b['rows']:>11,}{b['peak_rss_mb']:>9,.0f}"
+            f"{b['compute_s']:>9.2f}{b['io_manager_s']:>8.2f}{b.get('system_s', 0.0):>7.2f}{b.get('page_faults', 0):>9,}"
+            f"{a['rows']:>11,}{b['rows']:>11,}{b['peak_rss_mb']:>9,.0f}"
         )
     print(f"{'total':<30}{first['total_s']:>10.1f}{last['total_s']:>11.1f}{extra:>+8.1f}{m['ratio']:>7.2f}")
     print(f"peak RSS: night 1 {first['peak_rss_mb']:,.0f} MB, night {n} {last['peak_rss_mb']:,.0f} MB")
+    if "system_s" in first and "system_s" in last:  # the columns above: night n's steps
+        print(
+            f"system time (mostly first touches of memory): night 1 {first['system_s']:.1f} s "
+            f"({first['page_faults']:,} minor page faults), night {n} {last['system_s']:.1f} s "
+            f"({last['page_faults']:,})"
+        )
     history = m["history"]
     if "note" in history:  # a history recorded by hand rather than by this script
         print(f"history: {history['note']}")
