@@ -198,6 +198,16 @@ def chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
 
 
+def first_appearances(numbers: np.ndarray) -> np.ndarray:
+    """Whether each row holds a number no row before it holds, for numbers given in order of first appearance
+    (``pd.factorize``'s codes; -1, a missing value, never counts): a number is new where it exceeds every number
+    before it. ``~duplicated(keep="first")`` without a hash or a sort."""
+    if not len(numbers):
+        return np.zeros(0, dtype=bool)
+    before = np.maximum.accumulate(np.concatenate([np.array([-1], dtype=numbers.dtype), numbers[:-1]]))
+    return numbers > before
+
+
 def group_starts(values: pd.Series) -> np.ndarray:
     """Which rows start a run of equal values. In a column whose equal values are adjacent (a label state holds
     an item's rows together) these are the rows ``drop_duplicates`` keeps, found by comparing neighbours instead

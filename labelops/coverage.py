@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from labelops.boxes import match_boxes
-from labelops.columns import isin, positions
+from labelops.columns import first_appearances, isin, positions
 from labelops.guidelines import Guideline
 from labelops.storage import Store
 
@@ -225,9 +225,7 @@ def _coded(values: pd.api.extensions.ExtensionArray, at: np.ndarray) -> tuple[np
     -1 reads as floats)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     picked = np.where(at >= 0, codes[at.clip(0)], -1) if len(codes) else np.full(len(at), -1, dtype=np.int64)
-    # factorize numbers values in order of appearance: a code's first row is where the running maximum grows
-    before = np.maximum.accumulate(np.concatenate([[-1], codes[:-1]])) if len(codes) else codes
-    firsts = np.flatnonzero(codes > before)
+    firsts = np.flatnonzero(first_appearances(codes))  # a unique value's first row, in the uniques' order
     fill = [-1] if (at < 0).any() else []
     taken = values.take(np.concatenate([firsts, fill]).astype(np.int64), allow_fill=True)
     return picked.astype(np.int64), np.asarray(taken.to_numpy(dtype=object))[: len(uniques)]
@@ -265,8 +263,8 @@ def coverage_report(
         for by_class in (True, False):
             keys = ["label", dimension] if by_class else [dimension]
             left, right = (
-                cells.groupby(keys, dropna=True)[ROWS].sum().rename(name)
-                for cells, name in ((labeled, "labeled_count"), (production, "production_count"))
+                side.groupby(keys, dropna=True)[ROWS].sum().rename(name)
+                for side, name in ((labeled, "labeled_count"), (production, "production_count"))
             )
             cells = pd.concat([left, right], axis=1).fillna(0).reset_index()
             if not by_class:
