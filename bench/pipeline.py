@@ -356,6 +356,7 @@ def run_pipeline(
         io = sum(e - s for s, e in inside)
         compute_start = step.get("inputs_done", step["start"])
         compute_end = max(step["outputs"]) if step["outputs"] else step["end"]
+        system, faults = sampler.spent(step["start"], step["end"])
         compute = max(
             0.0,
             (compute_end - compute_start) - sum(e - s for s, e in inside if s >= compute_start and e <= compute_end),
@@ -369,8 +370,8 @@ def run_pipeline(
                 "dagster_s": max(0.0, wall - compute - io),
                 "rows": rows.get(key, 0),
                 "peak_rss_mb": sampler.peak(step["start"], step["end"]) / 2**20,
-                "system_s": sampler.spent(step["start"], step["end"])[0],
-                "page_faults": sampler.spent(step["start"], step["end"])[1],
+                "system_s": system,
+                "page_faults": faults,
             }
         )
     system, faults = sampler.spent(sampler.usage[0][0], sampler.usage[-1][0]) if sampler.usage else (0.0, 0)
