@@ -138,7 +138,10 @@ def item_catalog(context: AssetExecutionContext, storage: StorageResource):
     "XML, YOLO folders or zips, CSV/TSV/Parquet long tables — normalized to the canonical annotation table "
     "with stable annotation ids. YOLO boxes take image sizes from the day's item catalog. A judgment "
     "(annotator, item, kind, label, geometry) delivered before — in the same file, another file of the day or "
-    "an earlier day — keeps its row with `duplicate_of` set; validation quarantines it as `duplicate`.",
+    "an earlier day — keeps its row with `duplicate_of` set; validation quarantines it as `duplicate`. A tool "
+    "annotation delivered with no judgment (cancelled or emptied in Label Studio, a CVAT image left without "
+    "shapes) is no row: it is kept beside the table (ledgers/emptied/) and retracts its earlier version in "
+    "label_votes.",
 )
 def label_exports(
     context: AssetExecutionContext, storage: StorageResource, annotator_ids: AnnotatorIdsResource, item_catalog: Frames
@@ -157,6 +160,7 @@ def label_exports(
             protect=annotator_ids.protect,
         )
         ingest.record_judgments(store, day, results[day].table)
+        ingest.record_emptied(store, day, results[day].emptied)
     table = concat_days({day: r.table for day, r in results.items()})
     skipped: dict[str, int] = {}
     for entry in pd.concat([r.ledger["skipped"] for r in results.values()]):
@@ -171,6 +175,9 @@ def label_exports(
         "duplicate_rows": int(table["duplicate_of"].notna().sum()),
         "annotator_ids": annotator_ids.mode,
         "skipped_records": MetadataValue.json(skipped),
+        # Label Studio annotations cancelled or submitted empty, CVAT task images without a shape: each retracts
+        # its earlier version in label_votes
+        "emptied_annotations": sum(len(r.emptied) for r in results.values()),
     }
     preview = ["item_id", "annotator_id", "kind", "label", "x", "y", "w", "h", "source_format"]
     yield from _report(context, storage, "label_exports", results, metadata, preview_columns=preview)

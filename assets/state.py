@@ -125,12 +125,14 @@ def item_index(
     "an answer to a relabel request (`answer_to`, from the task's batch) supersedes the item's earlier boxes "
     "(an answer without boxes says it has none) and, when it gives one, its scene label (`superseded_by`); they "
     "stay as lineage. A Label Studio annotation, or a CVAT task's image, "
-    "delivered again after an edit (a cumulative export) replaces its earlier version (`replaced_on`). "
+    "delivered again after an edit (a cumulative export) replaces its earlier version (`replaced_on`), "
+    "and one delivered cancelled or emptied (label_exports' emptied annotations) withdraws it. "
     "A day is stored as a layer over the day before (the judgments it added, the marks it changed; whole after 7 "
     "layers): read it through the IO manager, e.g. `defs.load_asset_value`, not with a bare Parquet reader.",
 )
 def label_votes(
     context: AssetExecutionContext,
+    storage: StorageResource,
     guidelines: GuidelinesResource,
     label_votes: Frames,
     validated_annotations: Frames,
@@ -146,6 +148,7 @@ def label_votes(
         day,
         "quarantined_annotations",
     )
+    emptied = ingest.read_emptied(storage.warehouse_store, day)  # written by label_exports beside its table
     guideline_set = guidelines.load()
     version = guideline_set.in_force(day).version
     previous_version = guideline_set.in_force(since).version if since else None
@@ -153,14 +156,20 @@ def label_votes(
         # a night adds 2 % to the table: it is written as a layer over the previous day, and the fold reads of
         # the earlier votes only the columns that decide what the day changes
         previous = label_votes.select(keep=state.FOLD_INPUTS).arrow(since)
-        marks, added = state.fold_day(previous, today, copies)
+        marks, added = state.fold_day(previous, today, copies, emptied)
         output: pd.DataFrame | Layered = Layered(since, marks, added, previous.num_rows)
         counts = state.vote_summary(previous, day, marks, added)
         rows = previous.num_rows + len(added)
     else:  # the first day, or every vote read again under a new guideline version: the table is written whole
         previous = label_votes[since] if since else state.empty_votes()
         votes = state.fold_votes(
-            previous, today, copies, guidelines=guideline_set, version=version, previous_version=previous_version
+            previous,
+            today,
+            copies,
+            emptied,
+            guidelines=guideline_set,
+            version=version,
+            previous_version=previous_version,
         )
         output, added = votes, votes.iloc[len(previous) :]
         counts = state.vote_summary(votes, day)
@@ -175,6 +184,7 @@ def label_votes(
             "dagster/row_count": rows,
             **guideline_entry({day: version}),
             **counts,
+            "emptied_annotations_read": len(emptied),
         },
     )
 

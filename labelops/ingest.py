@@ -42,7 +42,7 @@ from labelops.schema import (
     tool_annotations,
 )
 from labelops.storage import FileInfo, StorageUnavailableError, Store, readable
-from labelops.warehouse import JUDGMENTS, PARSED, outbox
+from labelops.warehouse import EMPTIED, JUDGMENTS, PARSED, outbox
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_EXPORT_BYTES = 1024 * 1024 * 1024
@@ -93,6 +93,9 @@ class Ingested:
 
     table: pd.DataFrame
     ledger: pd.DataFrame
+    # exports only: the tool annotations delivered without a judgment (``canonical_emptied``), which retract
+    # their earlier versions in the label state
+    emptied: pd.DataFrame = field(default_factory=lambda: no_emptied())
 
 
 def _ledger(rows: list[dict]) -> pd.DataFrame:
@@ -214,6 +217,33 @@ def canonical_annotations(parsed: Parsed, source_file: str, export_date: date) -
     frame["label"] = label.where(label.notna() & (label.astype(str).str.strip() != ""), None)  # "" is no label
     frame["annotation_id"] = annotation_ids(frame["source_file"], frame["source_ref"])
     return conform(frame, ANNOTATION_SCHEMA)
+
+
+def canonical_emptied(parsed: Parsed, source_file: str, export_date: date) -> pd.DataFrame:
+    """A file's ``Parsed.emptied`` with its provenance, its times as the canonical table's."""
+    frame = parsed.emptied.copy()
+    frame["annotated_at"] = _timestamps(source_file, frame["annotated_at"], frame["source_ref"])
+    return frame.assign(source_format=parsed.format, source_file=source_file, export_date=export_date.isoformat())
+
+
+def no_emptied() -> pd.DataFrame:
+    """``canonical_emptied`` of no file."""
+    return canonical_emptied(Parsed(format="", objects=pd.DataFrame()), "", date.min).iloc[:0]
+
+
+def record_emptied(warehouse: Store, day: str, emptied: pd.DataFrame) -> None:
+    """Keep the day's emptied annotations for ``label_votes``, which reads them after validation."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(emptied, preserve_index=False), buffer, compression="zstd")
+    warehouse.write_bytes(f"{EMPTIED}/{day}.parquet", buffer.getvalue())
+
+
+def read_emptied(warehouse: Store, day: str) -> pd.DataFrame:
+    """The day's emptied annotations as :func:`record_emptied` kept them (none when the day wrote none)."""
+    key = f"{EMPTIED}/{day}.parquet"
+    if not warehouse.exists(key):
+        return no_emptied()
+    return pq.read_table(pa.BufferReader(warehouse.read_bytes(key))).to_pandas()
 
 
 def _timestamps(source_file: str, values: pd.Series, refs: pd.Series) -> pd.Series:
@@ -438,6 +468,7 @@ def read_exports(
     units = landing.export_units(keys, day, folder_markers=yolo.CLASS_LISTS)
     export_date = date.fromisoformat(day)
     frames: list[pd.DataFrame] = []
+    emptied: list[pd.DataFrame] = []
     rows: list[dict] = []
     for unit in units:
         files = {k: listing[k] for k in unit.keys}
@@ -453,23 +484,28 @@ def read_exports(
             else:
                 parsed = parse_file(unit.name, store.read_bytes(unit.name), image_sizes)
             frame = canonical_annotations(parsed, unit.name, export_date)
+            empty = canonical_emptied(parsed, unit.name, export_date)
         except Exception as error:
             rows.append(_error_row(unit.name, _as_export_error(unit.name, error)))
             continue
         frames.append(frame)
+        emptied.append(empty)
         rows.append(_ok_row(unit.name, parsed.format, len(frame), parsed.skipped))
     table_ = pd.concat(frames, ignore_index=True) if frames else conform(pd.DataFrame(), ANNOTATION_SCHEMA)
-    table_, rows = _latest_versions(table_, rows)
-    exports = Ingested(table=table_, ledger=_ledger(rows))
+    nothing = pd.concat([e for e in emptied if len(e)] or [no_emptied()], ignore_index=True)
+    table_, rows, nothing = _latest_versions(table_, rows, nothing)
+    exports = Ingested(table=table_, ledger=_ledger(rows), emptied=nothing)
     if protect is not None:
         exports = protect(exports)
     table_ = mark_duplicates(exports.table, known)
     copies = table_.loc[table_["duplicate_of"].notna(), "source_file"].value_counts()
     ledger = exports.ledger.assign(duplicates=exports.ledger["source_file"].map(copies).fillna(0).astype("int64"))
-    return Ingested(table=table_, ledger=ledger)
+    return Ingested(table=table_, ledger=ledger, emptied=exports.emptied)
 
 
-def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+def _latest_versions(
+    table: pd.DataFrame, rows: list[dict], emptied: pd.DataFrame
+) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
     """Of a tool annotation delivered in several files of the day (the project exported at 10:00 and again at
     18:00, edited in between), only the latest version (``annotated_at``: a Label Studio annotation's
     ``updated_at``, a CVAT task's ``updated``) is read; the older ones are counted as skipped in their files'
@@ -477,35 +513,32 @@ def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFram
     earlier version in the label state, but two versions of one day are both new. The same version in two files
     stays a copy. An annotation is its ids and its annotator (``state.annotation_keys``; a CVAT task's image):
     two instances number their annotations alike. Only a tool with two files or more that day is looked at: the
-    keys cost seconds per million rows, and a file holds one version of each annotation already."""
+    keys cost seconds per million rows, and a file holds one version of each annotation already. An annotation
+    a file delivers ``emptied`` is a version too: the later of it and a version with judgments is read."""
     read = [r for r in rows if r["status"] == "ok" and r["format"] in ("label_studio", "cvat")]
     files = Counter(r["format"] for r in read)
     tool_files = sorted(r["source_file"] for r in read if files[r["format"]] > 1)
     if not tool_files:
-        return table, rows
+        return table, rows, emptied
     ids = tool_annotations(table["source_ref"].where(isin(table["source_file"], pd.Series(tool_files))))
     keyed = np.flatnonzero(ids.notna().to_numpy())
-    part = pd.DataFrame(
-        {
-            "key": (
-                table["item_id"].iloc[keyed].astype(str)
-                + "|"
-                + table["annotator_id"].iloc[keyed].astype(str)
-                + "|"
-                + ids.iloc[keyed].astype(str)
-            ).to_numpy(),
-            "file": table["source_file"].iloc[keyed].to_numpy(dtype=object),
-            "time": table["annotated_at"].iloc[keyed].to_numpy(),
-        }
-    )
+    blank = tool_annotations(emptied["source_ref"].where(isin(emptied["source_file"], pd.Series(tool_files))))
+    blank_keyed = np.flatnonzero(blank.notna().to_numpy())
+    part = _versions(table, ids, keyed)
+    if len(blank_keyed):
+        part = pd.concat([part, _versions(emptied, blank, blank_keyed)], ignore_index=True)
     versions = part.groupby(["key", "file"], sort=False)["time"].max().reset_index()
     latest = versions.groupby("key")["time"].transform("max")
     older = versions[(versions["time"] < latest) | (versions["time"].isna() & latest.notna())]
     if older.empty:
-        return table, rows
+        return table, rows, emptied
     dropped = part.merge(older[["key", "file"]].assign(drop=True), on=["key", "file"], how="left")["drop"]
+    dropped = dropped.eq(True).to_numpy()
     drop = np.zeros(len(table), dtype=bool)
-    drop[keyed[dropped.eq(True).to_numpy()]] = True
+    drop[keyed[dropped[: len(keyed)]]] = True
+    drop_blank = np.zeros(len(emptied), dtype=bool)
+    drop_blank[blank_keyed[dropped[len(keyed) :]]] = True
+    emptied = emptied[~drop_blank].reset_index(drop=True)
     counts = table["source_file"][drop].value_counts()
     for row in rows:
         n = int(counts.get(row["source_file"], 0))
@@ -513,7 +546,24 @@ def _latest_versions(table: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFram
             skipped = json.loads(row["skipped"])
             skipped["superseded annotation version"] = skipped.get("superseded annotation version", 0) + n
             row.update(rows=row["rows"] - n, skipped=json.dumps(skipped, sort_keys=True))
-    return table[~drop].reset_index(drop=True), rows
+    return table[~drop].reset_index(drop=True), rows, emptied
+
+
+def _versions(frame: pd.DataFrame, ids: pd.Series, keyed: np.ndarray) -> pd.DataFrame:
+    """The annotation (item, annotator, tool ids), file and time of ``frame``'s rows at ``keyed``."""
+    return pd.DataFrame(
+        {
+            "key": (
+                frame["item_id"].iloc[keyed].astype(str)
+                + "|"
+                + frame["annotator_id"].iloc[keyed].astype(str)
+                + "|"
+                + ids.iloc[keyed].astype(str)
+            ).to_numpy(),
+            "file": frame["source_file"].iloc[keyed].to_numpy(dtype=object),
+            "time": frame["annotated_at"].iloc[keyed].to_numpy(),
+        }
+    )
 
 
 def read_gold(store: Store, day: str, *, policy: ReadPolicy = ReadPolicy(), cache: Store | None = None) -> Ingested:

@@ -81,4 +81,5 @@ def protect_exports(exports: Ingested, mode: str, key: str | bytes) -> Ingested:
         attributes=pseudonymize_emails(exports.table["attributes"], key),
     )
     ledger = exports.ledger.assign(error=pseudonymize_emails(exports.ledger["error"], key))
-    return replace(exports, table=table, ledger=ledger)
+    emptied = exports.emptied.assign(annotator_id=pseudonyms(exports.emptied["annotator_id"], key))
+    return replace(exports, table=table, ledger=ledger, emptied=emptied)

@@ -201,6 +201,7 @@ def fold_votes(
     previous: pd.DataFrame,
     validated: pd.DataFrame,
     copies: pd.DataFrame | None = None,
+    emptied: pd.DataFrame | None = None,
     *,
     guidelines: GuidelineSet | None = None,
     version: str | None = None,
@@ -213,6 +214,8 @@ def fold_votes(
     delivering a copy leaves the state as it was. ``copies`` are the day's quarantined duplicates: with the
     day's votes they make the latest version of each tool annotation delivered again (a project re-exported
     after an annotator edited an annotation), whose earlier judgments not in that version are replaced.
+    ``emptied`` are the day's tool annotations delivered without a judgment (``labelops.ingest.read_emptied``):
+    versions that hold nothing, so their earlier judgments are replaced (an answer to a relabel request excepted).
     """
     today = votes_of(validated)
     previous = previous.reindex(columns=VOTE_COLUMNS)
@@ -223,7 +226,7 @@ def fold_votes(
     # earlier judgments keep their rows and order; the day's are appended: the fold reads the history once
     combined = pd.concat([df for df in (previous, new) if len(df)] or [empty_votes()], ignore_index=True)
     combined["annotation_key"] = with_annotators(combined)
-    combined = _replace_edited(combined, today, copies)
+    combined = _replace_edited(combined, today, copies, emptied)
     combined["superseded_by"] = _superseded(combined)
     return combined
 
@@ -247,7 +250,10 @@ MARKS = ["superseded_by", "replaced_on"]  # all such a fold changes in earlier j
 
 
 def fold_day(
-    previous: pa.Table, validated: pd.DataFrame, copies: pd.DataFrame | None = None
+    previous: pa.Table,
+    validated: pd.DataFrame,
+    copies: pd.DataFrame | None = None,
+    emptied: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The day's fold under the guideline ``previous`` was read under, as what it changes (a layer of the vote
     table, labelops.layers): the earlier judgments it marks (superseded by an answer, replaced by an edited
@@ -257,10 +263,10 @@ def fold_day(
     to them: repeats (the content id hashes the item), edited versions (keyed by item) and supersession (per
     item) never reach across items. So ``previous`` needs only ``FOLD_INPUTS``, not the judgments themselves,
     and stays Arrow: only the day's items' rows of its millions become pandas."""
-    items = [validated["item_id"]] + ([copies["item_id"]] if copies is not None and len(copies) else [])
+    items = [validated["item_id"]] + [f["item_id"] for f in (copies, emptied) if f is not None and len(f)]
     at = np.flatnonzero(_among(previous, "item_id", pd.concat(items, ignore_index=True).astype(str).unique()))
     earlier = plain(previous.take(at)).to_pandas().reindex(columns=VOTE_COLUMNS)
-    combined = fold_votes(earlier, validated, copies)
+    combined = fold_votes(earlier, validated, copies, emptied)
     changed = _changed(earlier, combined)
     marks = combined.iloc[changed][MARKS].reset_index(drop=True).assign(**{ROW: at[changed]})
     return marks, combined.iloc[len(earlier) :].reset_index(drop=True)
@@ -435,11 +441,25 @@ def _superseded(votes: pd.DataFrame) -> pd.Series:
     return out
 
 
-def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.DataFrame | None) -> pd.DataFrame:
+def _replace_edited(
+    combined: pd.DataFrame, today: pd.DataFrame, copies: pd.DataFrame | None, emptied: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Mark ``replaced_on`` the earlier judgments of a tool annotation delivered again today whose content
-    today's version no longer holds (the version is today's new judgments plus the copies of unchanged ones),
-    and clear it from those today's version holds again (an edit undone in the tool)."""
+    today's version no longer holds (the version is today's new judgments plus the copies of unchanged ones;
+    an emptied annotation's holds none), and clear it from those today's version holds again (an edit undone in
+    the tool). An answer to a relabel request is not withdrawn by an emptied version: it stays final (an answer
+    says what an item holds, and one submitted empty says nothing a later round should undo)."""
     versions = [today.loc[today["annotation_key"].notna(), ["annotation_key", "content_id", "export_date"]]]
+    if emptied is not None and len(emptied):
+        versions.append(
+            pd.DataFrame(
+                {
+                    "annotation_key": annotation_keys(emptied).to_numpy(dtype=object),
+                    "content_id": None,
+                    "export_date": emptied["export_date"].astype(str).to_numpy(dtype=object),
+                }
+            )
+        )
     if copies is not None and len(copies):
         copied = copies[copies["duplicate_of"].notna()]
         versions.append(
@@ -456,11 +476,15 @@ def _replace_edited(combined: pd.DataFrame, today: pd.DataFrame, copies: pd.Data
     if version.empty:
         return combined
     day = str(version["export_date"].max())
-    kept = version["annotation_key"] + "\x1f" + version["content_id"].astype(str)
+    held = version[version["content_id"].notna()]
+    kept = held["annotation_key"] + "\x1f" + held["content_id"].astype(str)
     pair = combined["annotation_key"].astype(str) + "\x1f" + combined["content_id"].astype(str)
     delivered, in_version = isin(combined["annotation_key"], version["annotation_key"]), isin(pair, kept)
     unmarked = combined["replaced_on"].isna().to_numpy()
     replaced = delivered & ~in_version & (combined["export_date"].astype(str) < day).to_numpy() & unmarked
+    if len(held) < len(version):  # emptied: an answer stays
+        withdrawn = ~isin(combined["annotation_key"], held["annotation_key"])
+        replaced &= ~(withdrawn & combined["answer_to"].notna().to_numpy())
     restored = delivered & in_version & ~unmarked  # an edit reverted: the earlier version counts again
     combined["replaced_on"] = combined["replaced_on"].astype(object).where(~replaced, day).where(~restored, None)
     return combined

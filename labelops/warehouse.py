@@ -12,6 +12,7 @@ from collections.abc import Sequence
 TABLES = "tables"
 UNPARTITIONED = "all"  # the file of an unpartitioned table
 JUDGMENTS = "ledgers/judgments"  # each day's first deliveries, by content (labelops.ingest.JudgmentLedger)
+EMPTIED = "ledgers/emptied"  # each day's tool annotations delivered without a judgment (labelops.ingest)
 PARSED = "cache/parsed"  # landing files already parsed, by content and parser (labelops.ingest.read_gold)
 
 

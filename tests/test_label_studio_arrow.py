@@ -284,3 +284,44 @@ def test_a_user_id_written_as_a_float_is_that_user_in_every_reader(monkeypatch: 
         assert objects["annotator_id"].tolist() == ["7", "7", "7"]
     only_floats = json.dumps([{**task(1, [box("a")]), "annotations": [annotation(1, [box("a")], who=7.0)]}])
     assert parse_file("floats.json", only_floats.encode(), {}).objects["annotator_id"].tolist() == ["7"]
+
+
+WITHDRAWN = [
+    {
+        "id": 1,
+        "data": {"image": "/d/a.jpg"},
+        "annotations": [
+            annotation(11, []),
+            annotation(12, [box("r")], who=8, was_cancelled=True, updated_at="", created_at="2024-06-01T09:00Z"),
+            annotation(13, [box("s")]),
+        ],
+    },
+    {"id": 2, "data": {"image": "/d/b.jpg"}, "annotations": [annotation(21, [], who=9, was_cancelled=True)]},
+]
+
+
+def emptied_of(case: Case) -> list[list[Any]]:
+    name, data, sizes = case
+    return parse_file(name, data, dict(sizes)).emptied.values.tolist()
+
+
+@pytest.mark.parametrize("name", ["withdrawn", *sorted(REAL)])
+def test_every_reader_names_the_annotations_delivered_without_a_judgment_alike(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled and empty annotations (``Parsed.emptied``, which withdraw an earlier version in the label state)
+    come out of each reader the same, in document order."""
+    case = document("withdrawn", WITHDRAWN) if name == "withdrawn" else REAL[name]()
+    source, data, sizes = case
+    readers = [label_studio_arrow.parse(source, data, dict(sizes)), label_studio_typed.parse(source, data, dict(sizes))]
+    found = [p.emptied.values.tolist() for p in readers if p is not None]
+    fast_paths_off(monkeypatch)
+    generic = emptied_of(case)
+    assert all(f == generic for f in found)
+    if name == "withdrawn":
+        assert len(found) == 2  # the Arrow path and the typed one read it
+        assert generic == [
+            ["a", "7", "task=1/annotation=11/empty", "2024-06-02T10:00:00Z"],
+            ["a", "8", "task=1/annotation=12/cancelled", "2024-06-01T09:00Z"],
+            ["b", "9", "task=2/annotation=21/cancelled", "2024-06-02T10:00:00Z"],
+        ]

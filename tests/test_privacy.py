@@ -104,6 +104,8 @@ def test_protect_exports_by_mode(tmp_path: Path) -> None:
         landing, DAY, protect=lambda e: privacy.protect_exports(e, privacy.PSEUDONYMIZE, KEY)
     )
     assert list(ingested.table["annotator_id"]) == list(protected.table["annotator_id"])
+    assert delivered.emptied["annotator_id"].tolist() == [MARIA]
+    assert ingested.emptied["annotator_id"].tolist() == [privacy.pseudonym(MARIA, KEY)]
     assert not set(ingested.table["content_id"]) & set(delivered.table["content_id"])
 
 
@@ -195,6 +197,8 @@ def write_vendor_b(store: LocalStore, day: str) -> None:
         }
         for n in range(3)
     ]
+    # a cancelled annotation names its labeler too (kept beside the table: it withdraws an earlier version)
+    tasks[0]["annotations"].append(annotation(9100, MARIA, "urban") | {"was_cancelled": True})
     store.write_bytes(f"exports/{day}/label_studio_vendor-b.json", json.dumps(tasks).encode())
     rows = "".join(f"{LI},img-{stamp}-{n:04d},urban,{MARIA}\n" for n in range(3))
     review = "annotator,item_id,label,reviewer\n" + rows

@@ -323,7 +323,8 @@ def cvat_task(task: int, assignee: str, updated: str, images: list[tuple[str, li
             'z_order="0"></box>'
             for label, x in boxes
         )
-        + f'<tag label="{scene}" source="manual"></tag></image>'
+        + (f'<tag label="{scene}" source="manual"></tag>' if scene else "")  # "": no scene tag
+        + "</image>"
         for frame, (name, boxes, scene) in enumerate(images)
     ]
     return (
@@ -456,6 +457,106 @@ def test_two_exports_of_one_cvat_task_on_one_day_count_the_latest(tmp_path: Path
     morning_row = ledger.loc[f"exports/{DAYS[0]}/task_7-1000.xml"]
     assert morning_row["rows"] == 0 and json.loads(morning_row["skipped"]) == {"superseded annotation version": 5}
     assert ledger.loc[f"exports/{DAYS[0]}/task_7-1800.xml", ["rows", "duplicates"]].tolist() == [5, 0]
+
+
+def withdrawn(annotation: dict, how: str, stamp: str) -> dict:
+    """A Label Studio annotation as a later export gives it once its labeler cancelled (skipped) it or deleted
+    everything it held."""
+    return annotation | {"updated_at": stamp, "result": []} | ({"was_cancelled": True} if how == "cancelled" else {})
+
+
+@pytest.mark.parametrize("how", ["empty", "cancelled"])
+def test_an_annotation_emptied_or_cancelled_later_withdraws_its_earlier_version(tmp_path: Path, how: str) -> None:
+    """A cumulative export gives an annotation whose labeler deleted every region (or skipped the task after
+    submitting) with no result: its earlier judgments stop counting, the other annotator's stay; filled in again,
+    its judgments count again (copies of the first version)."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    first = [
+        ls_task(
+            1,
+            "img-0",
+            [
+                (101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)]),
+                (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2), ("bus", 50.1)]),
+            ],
+        )
+    ]
+    later = [first[0] | {"annotations": [withdrawn(first[0]["annotations"][0], how, f"{DAYS[1]}T08:00:00Z")]}]
+    later[0]["annotations"].append(first[0]["annotations"][1])
+    again = [first[0] | {"annotations": [a | {"updated_at": f"{DAYS[2]}T08:00:00Z"} for a in first[0]["annotations"]]}]
+    for day, tasks in zip(DAYS, (first, later, again), strict=True):
+        store.write_bytes(f"exports/{day}/project-3.json", json.dumps(tasks).encode())
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    emptied = pd.read_parquet(tmp_path / "warehouse" / "ledgers" / "emptied" / f"{DAYS[1]}.parquet")
+    assert emptied["source_ref"].tolist() == [f"task=1/annotation=101/{how}"]
+    votes, live = day_votes(tmp_path, DAYS[1])
+    assert votes.loc[votes["replaced_on"].notna(), "annotator_id"].tolist() == ["1", "1", "1"]
+    assert (votes["replaced_on"].dropna() == DAYS[1]).all()
+    assert live.groupby("annotator_id").size().to_dict() == {"2": 3}
+    state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[1]}.parquet")
+    assert state["current_judgments"].eq(3).all() and state["judgments"].eq(6).all()  # the withdrawal stays lineage
+    night(resources, instance, DAYS[2])
+    votes, live = day_votes(tmp_path, DAYS[2])
+    assert len(votes) == 6 and votes["replaced_on"].isna().all()  # the first version counts again
+    assert live.groupby("annotator_id").size().to_dict() == {"1": 3, "2": 3}
+
+
+def test_a_cvat_image_left_without_shapes_withdraws_its_earlier_shapes(tmp_path: Path) -> None:
+    """A CVAT task export lists every image of the task: one whose shapes its annotator deleted comes with none,
+    and its earlier shapes stop counting; the task's other image is unchanged (copies)."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(
+        f"items/{DAYS[0]}/items.csv",
+        b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\nimg-1,s3://b/img-1.jpg,1000,500\n",
+    )
+    first = [("img-0", [("car", 100.0), ("bus", 300.0)], "urban"), ("img-1", [("car", 50.0)], "highway")]
+    cleared = [("img-0", [], ""), first[1]]
+    store.write_bytes(f"exports/{DAYS[0]}/task_7.xml", cvat_task(7, "alice", f"{DAYS[0]} 09:00:00+00:00", first))
+    store.write_bytes(f"exports/{DAYS[1]}/task_7.xml", cvat_task(7, "alice", f"{DAYS[1]} 08:00:00+00:00", cleared))
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes, live = day_votes(tmp_path, DAYS[1])
+    assert sorted(votes.loc[votes["replaced_on"].notna(), "label"]) == ["bus", "car", "urban"]
+    assert set(votes.loc[votes["replaced_on"].notna(), "item_id"]) == {"img-0"}
+    assert live["item_id"].tolist() == ["img-1", "img-1"]
+
+
+def test_an_annotation_cancelled_after_its_first_export_that_day_keeps_nothing(tmp_path: Path) -> None:
+    """The project exported at 10:00 and at 18:00, an annotation cancelled in between: the 18:00 version (none) is
+    the annotation as it stands, so the 10:00 judgments are skipped as an older version, and nothing votes."""
+    kept = (102, 2, f"{DAYS[0]}T09:30:00Z", [("car", 10.2)])
+    morning = [ls_task(1, "img-0", [(101, 1, f"{DAYS[0]}T09:00:00Z", [("car", 10.0), ("bus", 50.0)]), kept])]
+    evening = [morning[0] | {"annotations": list(morning[0]["annotations"])}]
+    evening[0]["annotations"][0] = withdrawn(evening[0]["annotations"][0], "cancelled", f"{DAYS[0]}T17:00:00Z")
+    votes, ledger = one_night(
+        tmp_path,
+        ["img-0"],
+        {"project-3-1000.json": json.dumps(morning).encode(), "project-3-1800.json": json.dumps(evening).encode()},
+    )
+    assert votes["annotator_id"].tolist() == ["2", "2"] and votes["replaced_on"].isna().all()
+    morning_row = ledger.loc[f"exports/{DAYS[0]}/project-3-1000.json"]
+    assert json.loads(morning_row["skipped"]) == {"superseded annotation version": 3}
+
+
+def test_an_answer_emptied_later_stays_the_answer(tmp_path: Path) -> None:
+    """An answer to a relabel request is final for what it covers: a later export that gives it empty does not
+    bring the item's superseded labels back (it says nothing a later round should undo)."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    answer = ls_task(9, "img-0", [(901, 5, f"{DAYS[0]}T09:00:00Z", [("truck", 30.0)])])
+    answer["data"]["batch_id"] = "relabel-2024-06-09"
+    store.write_bytes(f"exports/{DAYS[0]}/answers.json", json.dumps([answer]).encode())
+    emptied = answer | {"annotations": [withdrawn(answer["annotations"][0], "empty", f"{DAYS[1]}T08:00:00Z")]}
+    store.write_bytes(f"exports/{DAYS[1]}/answers.json", json.dumps([emptied]).encode())
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes, live = day_votes(tmp_path, DAYS[1])
+    assert votes["replaced_on"].isna().all() and live["answer_to"].notna().all() and len(live) == 2
 
 
 def test_another_instances_annotations_with_the_same_ids_are_no_edits_of_ours(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ OBJECT_COLUMNS = (
     "guideline_version",
     "source_ref",
 )
+# A tool annotation delivered with nothing the readers take as a judgment (labelops.state retracts its earlier
+# version with it): what names it, and why it is empty.
+EMPTIED_COLUMNS = ("item_id", "annotator_id", "source_ref", "annotated_at")
 
 
 @dataclass
@@ -41,12 +44,15 @@ class Parsed:
     """Objects read from one export, and what was deliberately not read, by reason.
 
     ``skipped`` makes every input record accountable: a cancelled Label Studio
-    annotation or a CVAT polyline is counted, never silently lost.
+    annotation or a CVAT polyline is counted, never silently lost. ``emptied`` names the tool annotations
+    (a Label Studio annotation cancelled or submitted empty, a CVAT task's image without a shape read) that the
+    file delivers with no judgment: a cumulative export says so when an annotator withdrew their earlier work.
     """
 
     format: str
     objects: pd.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)
+    emptied: pd.DataFrame = field(default_factory=lambda: emptied_frame([], [], [], []))
 
     def skip(self, reason: str, count: int = 1) -> None:
         if count:
@@ -60,6 +66,14 @@ def objects_frame(records: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = None
     return frame[list(OBJECT_COLUMNS)].reset_index(drop=True)
+
+
+def emptied_frame(item_ids: Any, annotators: Any, refs: Any, annotated_at: Any) -> pd.DataFrame:
+    """``Parsed.emptied`` from its columns, as text (a timestamp as the export wrote it)."""
+    columns = (item_ids, annotators, refs, annotated_at)
+    return pd.DataFrame(
+        {name: pd.Series(list(values), dtype=object) for name, values in zip(EMPTIED_COLUMNS, columns, strict=True)}
+    )
 
 
 def item_id_from_reference(source_file: str, reference: str, *, url: bool = False) -> str:

@@ -18,6 +18,7 @@ from labelops.errors import ExportError
 from labelops.formats.common import (
     Parsed,
     check_one_file_per_item,
+    emptied_frame,
     item_id_from_reference,
     objects_frame,
     polygon_bounds,
@@ -57,6 +58,7 @@ def parse(source_file: str, root: Element) -> Parsed:
     # each image's name and item id; one name in two tasks of a project export is one image, labeled in each
     # annotator's task (how CVAT projects share images between annotators)
     media: dict[str, str] = {}
+    emptied: list[tuple[str, str, str, str | None]] = []
     for image in root.iter("image"):
         name = image.get("name")
         if not name:
@@ -66,6 +68,7 @@ def parse(source_file: str, root: Element) -> Parsed:
         annotator = annotators.get(task, annotators.get("", "unknown"))
         width = _number(source_file, image, "width", required=False)
         height = _number(source_file, image, "height", required=False)
+        read = len(records)
         for s_index, shape in enumerate(image):
             kind = SHAPES.get(shape.tag)
             if kind is None:
@@ -106,8 +109,14 @@ def parse(source_file: str, root: Element) -> Parsed:
                 record.update(x=x, y=y, w=w, h=h, points=points.tolist())
             record["attributes"] = to_json(attributes)
             records.append(record)
+        if len(records) == read:  # a task export lists each of its images: this one holds no shape (any more)
+            subset = f"subset={image.get('subset')}/" if image.get("subset") else ""
+            when = updated.get(task, updated.get(""))
+            emptied.append((item_id, annotator, f"{subset}task={task}/image={image.get('id')}/empty", when))
     check_one_file_per_item(source_file, list(media), list(media.values()))
     parsed.objects = objects_frame(records)
+    if emptied:
+        parsed.emptied = emptied_frame(*zip(*emptied, strict=True))
     return parsed
 
 

@@ -32,6 +32,7 @@ from labelops.errors import ExportError
 from labelops.formats.common import (
     Parsed,
     check_one_file_per_item,
+    emptied_frame,
     item_id_from_reference,
     objects_frame,
     polygon_bounds,
@@ -81,6 +82,8 @@ def parse(source_file: str, document: list[dict[str, Any]], image_sizes: Mapping
     for reason, count in results.skipped.items():
         parsed.skip(reason, count)
     parsed.objects = objects_frame(results.frame())
+    if kept.emptied:
+        parsed.emptied = emptied_frame(*zip(*kept.emptied, strict=True))
     return parsed
 
 
@@ -170,6 +173,7 @@ class _Annotations:
         self.task_version: list[str | None] = []
         self.task_batch: list[str | None] = []
         self.task_media: list[str | None] = []  # the media reference of a task whose item id comes from it
+        self.emptied: list[tuple[str, str, str, Any]] = []  # item, annotator, ref, time
 
     def read(
         self,
@@ -204,15 +208,29 @@ class _Annotations:
                 continue
             if annotation.get("was_cancelled"):
                 parsed.skip("cancelled annotation", max(len(results), 1))
+                self.empty(item_id, task_id, annotation, "cancelled")
                 continue
             if not isinstance(results, list):
                 ref = f"task={task_id}/annotation={annotation.get('id')}"
                 raise ExportError(source_file, f"{ref}: 'result' is not a list")
             if not results:  # submitted with nothing drawn or chosen: no judgment, but counted
                 parsed.skip("empty annotation", 1)
+                self.empty(item_id, task_id, annotation, "empty")
             self.annotations.append(annotation)
             self.results.append(results)
             self.task.append(place)
+
+    def empty(self, item_id: str, task_id: Any, annotation: dict[str, Any], why: str) -> None:
+        """Note an annotation delivered without a judgment (``Parsed.emptied``)."""
+        who = annotation.get("completed_by")
+        self.emptied.append(
+            (
+                item_id,
+                who if type(who) is str else _annotator(who),
+                f"task={task_id}/annotation={annotation.get('id')}/{why}",
+                annotation.get("updated_at") or annotation.get("created_at"),
+            )
+        )
 
     def columns(self) -> None:
         """The fields of every kept annotation, its task's included, as object arrays (one entry each)."""

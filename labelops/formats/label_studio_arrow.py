@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from labelops.formats.common import Parsed, check_one_file_per_item, objects_frame
+from labelops.formats.common import Parsed, check_one_file_per_item, emptied_frame, objects_frame
 from labelops.formats.label_studio import (
     MEDIA_KEYS,
     REGION_ATTRIBUTE_TYPES,
@@ -169,14 +169,53 @@ def _read(source_file: str, table: pa.Table) -> Parsed:
     results = pc.struct_field(annotations, "result")
     lengths = _filled(pc.list_value_length(results), 0)
     cancelled = _filled(pc.struct_field(annotations, "was_cancelled"), False)
+    empty = (lengths == 0) & ~cancelled
+    if cancelled.any() or empty.any():
+        parsed.emptied = _emptied(annotations, task_of, cancelled, empty, task_ids, item_ids)
     if cancelled.any():
         parsed.skip("cancelled annotation", int(np.maximum(lengths[cancelled], 1).sum()))
         keep = pa.array(~cancelled)
         annotations, results, task_of = annotations.filter(keep), results.filter(keep), task_of[~cancelled]
         lengths = lengths[~cancelled]
-    if (lengths == 0).any():  # submitted with nothing drawn or chosen: no judgment, but counted
-        parsed.skip("empty annotation", int((lengths == 0).sum()))
+    if empty.any():  # submitted with nothing drawn or chosen: no judgment, but counted
+        parsed.skip("empty annotation", int(empty.sum()))
     return _Results(parsed, annotations, results, task_of, task_ids, item_ids, data, batch).parsed()
+
+
+def _emptied(
+    annotations: pa.StructArray,
+    task_of: np.ndarray,
+    cancelled: np.ndarray,
+    empty: np.ndarray,
+    task_ids: pa.Array,
+    item_ids: pa.Array,
+) -> pd.DataFrame:
+    """``label_studio._Annotations.empty`` of the cancelled and empty annotations, in order."""
+    at = np.flatnonzero(cancelled | empty)
+    chosen = annotations.take(pa.array(at, type=pa.int64()))
+    task = pa.array(task_of[at], type=pa.int64())
+    ref = pc.binary_join_element_wise(
+        "task=",
+        pc.cast(task_ids.take(task), pa.string()),
+        "/annotation=",
+        pc.cast(pc.struct_field(chosen, "id"), pa.string()),
+        pa.array(np.where(cancelled[at], "/cancelled", "/empty"), type=pa.string()),
+        "",
+    )
+    return emptied_frame(
+        item_ids.take(task).to_pylist(),
+        _annotators(pc.struct_field(chosen, "completed_by")).to_pylist(),
+        ref.to_pylist(),
+        _annotated_at(chosen).to_pylist(),
+    )
+
+
+def _annotated_at(annotations: pa.StructArray) -> pa.Array:
+    """An annotation's ``updated_at``, else its ``created_at``."""
+    updated = pc.struct_field(annotations, "updated_at")
+    return pc.if_else(
+        pc.fill_null(pc.not_equal(updated, ""), False), updated, pc.struct_field(annotations, "created_at")
+    )
 
 
 def _item_ids(source_file: str, data: pa.StructArray, task_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -401,10 +440,7 @@ class _Results:
             ref_parts.append(pc.if_else(pa.array(choice), pc.binary_join_element_wise("/choice=", label, ""), ""))
         ref = pc.binary_join_element_wise(*ref_parts, "")
         who = _annotators(pc.struct_field(self.annotations, "completed_by"))
-        updated = pc.struct_field(self.annotations, "updated_at")
-        annotated_at = pc.if_else(
-            pc.fill_null(pc.not_equal(updated, ""), False), updated, pc.struct_field(self.annotations, "created_at")
-        )
+        annotated_at = _annotated_at(self.annotations)
         texts, which = self._attributes(source)
         kinds = pa.array(["classification", REGION_TYPES["rectanglelabels"], REGION_TYPES["polygonlabels"]])
         columns: dict[str, Any] = {

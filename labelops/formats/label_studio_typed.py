@@ -28,7 +28,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec import UNSET, UnsetType
 
-from labelops.formats.common import Parsed, check_one_file_per_item, item_id_from_reference, objects_frame
+from labelops.formats.common import (
+    Parsed,
+    check_one_file_per_item,
+    emptied_frame,
+    item_id_from_reference,
+    objects_frame,
+)
 from labelops.formats.label_studio import (
     MEDIA_KEYS,
     REGION_ATTRIBUTE_TYPES,
@@ -198,18 +204,39 @@ def _read(source_file: str, tasks: list[_Task], image_sizes: Mapping[str, tuple[
     _check_single_versions(task_ids, listed, counts)
     task_of = np.repeat(np.arange(len(counts)), counts)
     cancelled = list(map(attrgetter("was_cancelled"), listed))
+    flags = np.zeros(len(listed), dtype=bool)
     if set(map(type, cancelled)) - {type(None), bool} or True in cancelled:
-        flags = [bool(c) for c in cancelled]
-        skipped = sum(max(len(a.result or []), 1) for a, c in zip(listed, flags, strict=True) if c)
+        flags = np.fromiter(map(bool, cancelled), dtype=bool, count=len(listed))
+        skipped = sum(max(len(a.result or []), 1) for a, c in zip(listed, flags.tolist(), strict=True) if c)
         parsed.skip("cancelled annotation", skipped)
-        kept = [a for a, c in zip(listed, flags, strict=True) if not c]
-        task_of = task_of[~np.asarray(flags, dtype=bool)]
+    empty = np.fromiter((not a.result for a in listed), dtype=bool, count=len(listed)) & ~flags
+    if empty.any():  # submitted with nothing drawn or chosen: no judgment, but counted
+        parsed.skip("empty annotation", int(empty.sum()))
+    if flags.any() or empty.any():
+        parsed.emptied = _emptied(listed, task_of, flags, empty, task_ids, item_ids)
+        kept = [a for a, c in zip(listed, flags.tolist(), strict=True) if not c]
+        task_of = task_of[~flags]
     else:
         kept = listed
-    empty = sum(not a.result for a in kept)
-    if empty:  # submitted with nothing drawn or chosen: no judgment, but counted
-        parsed.skip("empty annotation", empty)
     return _Columns(source_file, parsed, kept, task_of, task_ids, item_ids, versions, batches, image_sizes).parsed()
+
+
+def _emptied(
+    annotations: list[_Annotation],
+    task_of: np.ndarray,
+    cancelled: np.ndarray,
+    empty: np.ndarray,
+    task_ids: list[Any],
+    item_ids: list[str],
+) -> pd.DataFrame:
+    """``label_studio._Annotations.empty`` of the cancelled and empty annotations (a few of a file), in order."""
+    found = []
+    for n in np.flatnonzero(cancelled | empty).tolist():
+        a, task = annotations[n], int(task_of[n])
+        who = a.completed_by if type(a.completed_by) is str else _annotator(a.completed_by)
+        ref = f"task={task_ids[task]}/annotation={a.id}/{'cancelled' if cancelled[n] else 'empty'}"
+        found.append((item_ids[task], who, ref, a.updated_at or a.created_at))
+    return emptied_frame(*zip(*found, strict=True))
 
 
 def _names(values: list[Any]) -> list[str | None]:
