@@ -292,8 +292,9 @@ def labeling_tasks(
     wanted = spec_dimensions if config.dimensions is None else config.dimensions
     dimensions = [d for d in wanted if d in day_catalog.columns]
     ledger = labeling.read_ledger(storage.warehouse_store, "tasks")
+    earlier = ledger[ledger["batch_id"] != batch_id]
     open_items = labeling.still_open(
-        ledger[ledger["batch_id"] != batch_id], state.last_labeled(labeled_items), day, expire_days=config.expire_days
+        earlier, state.last_labeled(labeled_items, among=earlier["item_id"]), day, expire_days=config.expire_days
     )
     candidates = labeling.task_candidates(
         day_catalog, labeled_items["item_id"], coverage_report, production_predictions, dimensions, critical

@@ -82,7 +82,8 @@ def open_requests(ledger: pd.DataFrame, latest: pd.DataFrame, today: str, expire
     if ledger.empty:
         return set()
     honeypot = ledger["reason"].astype(object).eq(HONEYPOT).to_numpy()
-    opened = still_open(ledger[honeypot], state.last_labeled(latest), today, expire_days)
+    honeypots = ledger[honeypot]
+    opened = still_open(honeypots, state.last_labeled(latest, among=honeypots["item_id"]), today, expire_days)
     sent = ledger[~honeypot]
     if expire_days is not None:
         sent_on = pd.to_datetime(sent["sent_on"].astype("string"))

@@ -938,8 +938,11 @@ def loop_by_batch(sent: pd.DataFrame, items: pd.DataFrame, snapshot_items: pd.Se
     return table.groupby(["batch_id", "sent_on"], as_index=False).sum()[columns]
 
 
-def last_labeled(items: pd.DataFrame) -> pd.DataFrame:
-    """Each item of a state with the last day a judgment of it was delivered (``days`` ends with it)."""
+def last_labeled(items: pd.DataFrame, among: pd.Series | None = None) -> pd.DataFrame:
+    """Each item of a state with the last day a judgment of it was delivered (``days`` ends with it); only the items
+    ``among`` (an outbox ledger's, where the state has a million)."""
+    if among is not None:
+        items = rows_where(items, isin(items["item_id"], among), ["item_id", "days"])
     first = first_rows(items, "item_id")
     return pd.DataFrame({"item_id": first["item_id"].array, "export_date": _last_day(first["days"]).array})
 
