@@ -220,9 +220,11 @@ def canonical_annotations(parsed: Parsed, source_file: str, export_date: date) -
 
 
 def canonical_emptied(parsed: Parsed, source_file: str, export_date: date) -> pd.DataFrame:
-    """A file's ``Parsed.emptied`` with its provenance, its times as the canonical table's."""
+    """A file's ``Parsed.emptied`` with its provenance, its times as the canonical table's. A time that is no
+    timestamp is missing (such a version loses to a dated one of the day), not an error: these annotations were
+    only counted as skipped before, and a file that read then still reads."""
     frame = parsed.emptied.copy()
-    frame["annotated_at"] = _timestamps(source_file, frame["annotated_at"], frame["source_ref"])
+    frame["annotated_at"] = pd.to_datetime(frame["annotated_at"], utc=True, errors="coerce", format="ISO8601")
     return frame.assign(source_format=parsed.format, source_file=source_file, export_date=export_date.isoformat())
 
 

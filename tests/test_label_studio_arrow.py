@@ -20,7 +20,7 @@ from test_label_studio_typed import FAST_CASES, bench_file
 from labelops import validation
 from labelops.formats import label_studio_arrow, label_studio_typed, parse_file
 from labelops.guidelines import load_guidelines
-from labelops.ingest import canonical_annotations
+from labelops.ingest import canonical_annotations, canonical_emptied
 from labelops.storage import LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -325,3 +325,20 @@ def test_every_reader_names_the_annotations_delivered_without_a_judgment_alike(
             ["a", "8", "task=1/annotation=12/cancelled", "2024-06-01T09:00Z"],
             ["b", "9", "task=2/annotation=21/cancelled", "2024-06-02T10:00:00Z"],
         ]
+
+
+def test_a_withdrawn_annotation_with_an_odd_time_still_reads_its_file() -> None:
+    """A cancelled annotation was only counted as skipped before it named a withdrawal: an ``updated_at`` that is no
+    timestamp leaves its time missing (it loses to a dated version of the day) instead of failing the file."""
+    data = json.dumps(
+        [
+            {
+                "id": 1,
+                "data": {"image": "/d/a.jpg"},
+                "annotations": [annotation(11, [], was_cancelled=True, updated_at="x")],
+            }
+        ]
+    ).encode()
+    emptied = canonical_emptied(parse_file("odd.json", data, {}), "exports/2024-06-02/odd.json", date(2024, 6, 2))
+    assert emptied["source_ref"].tolist() == ["task=1/annotation=11/cancelled"]
+    assert emptied["annotated_at"].isna().all() and emptied["export_date"].tolist() == ["2024-06-02"]
