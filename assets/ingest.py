@@ -140,7 +140,7 @@ def item_catalog(context: AssetExecutionContext, storage: StorageResource):
     "(annotator, item, kind, label, geometry) delivered before — in the same file, another file of the day or "
     "an earlier day — keeps its row with `duplicate_of` set; validation quarantines it as `duplicate`. A tool "
     "annotation delivered with no judgment (cancelled or emptied in Label Studio, a CVAT image left without "
-    "shapes) is no row: it is kept beside the table (ledgers/emptied/) and retracts its earlier version in "
+    "shapes) is no row: it is kept beside the table (ledgers/emptied/) and withdraws its earlier version in "
     "label_votes.",
 )
 def label_exports(
@@ -175,7 +175,7 @@ def label_exports(
         "duplicate_rows": int(table["duplicate_of"].notna().sum()),
         "annotator_ids": annotator_ids.mode,
         "skipped_records": MetadataValue.json(skipped),
-        # Label Studio annotations cancelled or submitted empty, CVAT task images without a shape: each retracts
+        # Label Studio annotations cancelled or submitted empty, CVAT task images without a shape: each withdraws
         # its earlier version in label_votes
         "emptied_annotations": sum(len(r.emptied) for r in results.values()),
     }

@@ -93,7 +93,7 @@ class Ingested:
 
     table: pd.DataFrame
     ledger: pd.DataFrame
-    # exports only: the tool annotations delivered without a judgment (``canonical_emptied``), which retract
+    # exports only: the tool annotations delivered without a judgment (``canonical_emptied``), which withdraw
     # their earlier versions in the label state
     emptied: pd.DataFrame = field(default_factory=lambda: no_emptied())
 

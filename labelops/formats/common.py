@@ -34,8 +34,8 @@ OBJECT_COLUMNS = (
     "guideline_version",
     "source_ref",
 )
-# A tool annotation delivered with nothing the readers take as a judgment (labelops.state retracts its earlier
-# version with it): what names it, and why it is empty.
+# A tool annotation delivered with nothing the readers take as a judgment (labelops.state withdraws its earlier
+# version with it): its item, annotator, reference (ending in why it is empty: /empty, /cancelled) and time.
 EMPTIED_COLUMNS = ("item_id", "annotator_id", "source_ref", "annotated_at")
 
 
