@@ -516,7 +516,9 @@ def _latest_versions(
     stays a copy. An annotation is its ids and its annotator (``state.annotation_keys``; a CVAT task's image):
     two instances number their annotations alike. Only a tool with two files or more that day is looked at: the
     keys cost seconds per million rows, and a file holds one version of each annotation already. An annotation
-    a file delivers ``emptied`` is a version too: the later of it and a version with judgments is read."""
+    a file delivers ``emptied`` is a version too: the later of it and a version with judgments is read, except
+    when that version answers a relabel request. An answer stays final when a later day's export gives it empty
+    (``state``), so an emptied version of the same day does not hide it either."""
     read = [r for r in rows if r["status"] == "ok" and r["format"] in ("label_studio", "cvat")]
     files = Counter(r["format"] for r in read)
     tool_files = sorted(r["source_file"] for r in read if files[r["format"]] > 1)
@@ -528,7 +530,13 @@ def _latest_versions(
     blank_keyed = np.flatnonzero(blank.notna().to_numpy())
     part = _versions(table, ids, keyed)
     if len(blank_keyed):
-        part = pd.concat([part, _versions(emptied, blank, blank_keyed)], ignore_index=True)
+        answers = part.loc[answer_batches(table["attributes"].iloc[keyed]).notna().to_numpy(), "key"]
+        blank_part = _versions(emptied, blank, blank_keyed)
+        of_answer = isin(blank_part["key"], answers)
+        ignored, blank_keyed = blank_keyed[of_answer], blank_keyed[~of_answer]
+        part = pd.concat([part, blank_part[~of_answer]], ignore_index=True)
+        emptied = emptied.drop(index=emptied.index[ignored]).reset_index(drop=True)
+        blank_keyed -= np.searchsorted(ignored, blank_keyed)  # their positions once the ignored rows are gone
     versions = part.groupby(["key", "file"], sort=False)["time"].max().reset_index()
     latest = versions.groupby("key")["time"].transform("max")
     older = versions[(versions["time"] < latest) | (versions["time"].isna() & latest.notna())]

@@ -559,6 +559,22 @@ def test_an_answer_emptied_later_stays_the_answer(tmp_path: Path) -> None:
     assert votes["replaced_on"].isna().all() and live["answer_to"].notna().all() and len(live) == 2
 
 
+def test_an_answer_emptied_in_a_later_export_of_its_day_stays_the_answer(tmp_path: Path) -> None:
+    """The same rule within a day: the project exported at 10:00 with the answer and at 18:00 with it emptied.
+    The emptied version is not read as the later one (it would hide the answer), and nothing is withdrawn."""
+    answer = ls_task(9, "img-0", [(901, 5, f"{DAYS[0]}T09:00:00Z", [("truck", 30.0)])])
+    answer["data"]["batch_id"] = "relabel-2024-06-09"
+    emptied = answer | {"annotations": [withdrawn(answer["annotations"][0], "empty", f"{DAYS[0]}T17:00:00Z")]}
+    votes, ledger = one_night(
+        tmp_path,
+        ["img-0"],
+        {"answers-1000.json": json.dumps([answer]).encode(), "answers-1800.json": json.dumps([emptied]).encode()},
+    )
+    assert len(votes) == 2 and votes["answer_to"].notna().all() and votes["replaced_on"].isna().all()
+    assert ledger.loc[f"exports/{DAYS[0]}/answers-1000.json", "rows"] == 2
+    assert pd.read_parquet(tmp_path / "warehouse" / "ledgers" / "emptied" / f"{DAYS[0]}.parquet").empty
+
+
 def test_another_instances_annotations_with_the_same_ids_are_no_edits_of_ours(tmp_path: Path) -> None:
     """A vendor's Label Studio imports our task file and numbers tasks and annotations from 1 as ours does: its
     annotation 101 of task 1, by its own labeler, is a judgment of its own, on the day ours arrives (not a later
