@@ -183,6 +183,10 @@ def _cell_counts(frame: pd.DataFrame, keys: list[str], rows: str | None = None) 
     return sorted((*key, int(n)) if isinstance(key, tuple) else (key, int(n)) for key, n in grouped.items())
 
 
+def _values(column: pd.Series) -> list[object]:
+    return column.astype(object).where(column.notna(), None).tolist()
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_labeled_cells_count_what_slice_values_gives(seed: int) -> None:
     """The report counts a state's objects per cell without slicing a copy of them: the same cells and counts as
@@ -214,6 +218,9 @@ def test_labeled_cells_count_what_slice_values_gives(seed: int) -> None:
     keys = ["label", *s.dimensions]
     cells = coverage.labeled_cells(objects, items, s, rows)
     sliced = coverage.slice_values(objects.iloc[rows], items, s)
+    merged = objects.iloc[rows].merge(items.drop_duplicates("item_id", keep="last"), on="item_id", how="left")
+    for name in ("lighting", "weather", "device"):  # the item columns as pandas' join gives them
+        assert [*_values(sliced[name])] == [*_values(merged[name])]
     assert _cell_counts(cells, keys, coverage.ROWS) == _cell_counts(sliced, keys)
     report = coverage.coverage_report(cells, coverage.labeled_cells(objects.iloc[:0], items, s), s, counted=True)
     for dimension in s.dimensions:
