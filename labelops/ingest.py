@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache, cached_property
@@ -41,7 +42,7 @@ from labelops.schema import (
     normalize_item_ids,
     tool_annotations,
 )
-from labelops.storage import FileInfo, StorageUnavailableError, Store, readable
+from labelops.storage import FileInfo, StorageUnavailableError, Store, parquet_file, readable
 from labelops.warehouse import EMPTIED, JUDGMENTS, PARSED, outbox
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -404,19 +405,21 @@ class JudgmentLedger:
             """The contents as hex ids, for days recorded before the keys were: made only if one is probed."""
             return pa.array(hex_strings(wanted.to_numpy()))
 
-        found = []
-        for key in keys:
+        def matches(key: str) -> pa.Table | None:
             # the 64-bit keys first, compared as integers; a day's copies of earlier judgments are few, so most
-            # days' other columns are never decoded
-            file = pq.ParquetFile(pa.BufferReader(self.store.read_bytes(key)))
+            # days' other columns are never read (on local disk, only the key column's bytes leave the file)
+            file = parquet_file(self.store, key)
             if "content_key" in file.schema_arrow.names:
                 day_keys = file.read(columns=["content_key"])["content_key"].to_numpy()
                 hit = pa.array(wanted.get_indexer(day_keys) >= 0)
             else:  # a day recorded before the keys were: its hex ids
                 ids = file.read(columns=["content_id"])["content_id"]
                 hit = pc.is_in(ids, value_set=wanted_text().cast(ids.type))
-            if pc.any(hit).as_py() or not found:  # one table at least, for the columns' types
-                found.append(file.read(columns=["content_id", "annotation_id"]).filter(hit))
+            return file.read(columns=["content_id", "annotation_id"]).filter(hit) if pc.any(hit).as_py() else None
+
+        # the days' files read and decoded two at a time (Arrow and the disk let go of the interpreter lock)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            found = [table for table in pool.map(matches, keys) if table is not None]
         if not found:
             return pd.DataFrame({"content_id": pd.Series(dtype=object), "annotation_id": pd.Series(dtype=object)})
         return pa.concat_tables(found).to_pandas()

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 
 class PathEscapeError(ValueError):
     """A key that would leave the store's root."""
@@ -302,6 +305,13 @@ def readable(store: Store, key: str) -> str | bytes:
     if isinstance(store, LocalStore):
         return str(store.path(key))
     return store.read_bytes(key)
+
+
+def parquet_file(store: Store, key: str) -> pq.ParquetFile:
+    """A Parquet file to read some columns of: on local disk only their bytes are read, an S3 object is fetched
+    whole first (:func:`readable`)."""
+    source = readable(store, key)
+    return pq.ParquetFile(source if isinstance(source, str) else pa.BufferReader(source))
 
 
 @contextmanager

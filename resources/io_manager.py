@@ -29,7 +29,7 @@ from pydantic import PrivateAttr
 
 from labelops import layers, warehouse
 from labelops.layers import Layered
-from labelops.storage import Store, readable
+from labelops.storage import Store, parquet_file
 from resources.settings import not_partitions
 from resources.storage import StorageResource
 
@@ -303,7 +303,7 @@ class ParquetIOManager(ConfigurableIOManager):
     def _open(self, key: str) -> pq.ParquetFile:
         """A partition's file to read in parts; a layer is resolved into its whole table first."""
         store = self.storage.warehouse_store
-        file = _parquet_file(readable(store, key))
+        file = parquet_file(store, key)
         if layers.base_of(file.schema_arrow) is None:
             return file
         buffer = io.BytesIO()
@@ -463,11 +463,6 @@ def _data_schema(schema: pa.Schema) -> pa.Schema:
     """A file's table columns: a layer's row positions are not one of them."""
     index = schema.get_field_index(layers.ROW)
     return schema if index < 0 else schema.remove(index)
-
-
-def _parquet_file(source: str | bytes) -> pq.ParquetFile:
-    """A local path is read in parts from disk; an object's bytes (S3) are read from memory."""
-    return pq.ParquetFile(source if isinstance(source, str) else pa.BufferReader(source))
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

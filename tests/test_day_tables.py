@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from resources.io_manager import DayTables, _parquet_file
+from resources.io_manager import DayTables
 
 DAY = "2024-06-03"
 
@@ -43,7 +43,9 @@ def _tables(frame: pd.DataFrame, path: Path, source: str) -> DayTables:
     if source == "given whole":  # no file to open: DayTables writes the table it reads
         return DayTables([DAY], read)
     return DayTables(
-        [DAY], read, open_file=lambda day: _parquet_file(path.read_bytes() if source == "bytes" else str(path))
+        [DAY],
+        read,
+        open_file=lambda day: pq.ParquetFile(pa.BufferReader(path.read_bytes()) if source == "bytes" else str(path)),
     )
 
 

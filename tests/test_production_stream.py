@@ -221,7 +221,7 @@ def test_text_in_a_later_file_makes_the_column_text_for_the_day(tmp_path: Path) 
 
 @pytest.mark.parametrize("as_bytes", [False, True])  # local disk, or an object's bytes (S3)
 def test_day_tables_read_a_day_in_parts(tmp_path: Path, as_bytes: bool) -> None:
-    from resources.io_manager import DayTables, _parquet_file
+    from resources.io_manager import DayTables
 
     frame = _day(1000, 3)
     path = tmp_path / f"{DAY}.parquet"
@@ -229,7 +229,7 @@ def test_day_tables_read_a_day_in_parts(tmp_path: Path, as_bytes: bool) -> None:
     tables = DayTables(
         [DAY],
         lambda day, **columns: pd.read_parquet(path),
-        open_file=lambda day: _parquet_file(path.read_bytes() if as_bytes else str(path)),
+        open_file=lambda day: pq.ParquetFile(pa.BufferReader(path.read_bytes()) if as_bytes else str(path)),
     ).select(drop=["lighting"])
     parts = list(tables.batches(DAY, 250))
     assert tables.rows(DAY) == 1000 and max(len(p) for p in parts) <= 250
