@@ -66,7 +66,7 @@ def positions(keys: pd.Series | pd.Index | np.ndarray, values: pd.Series | pd.In
     hashed by Arrow."""
     if not len(keys) or not len(values):
         return np.full(len(keys), -1, dtype=np.int64)
-    found = pc.index_in(_text(keys), value_set=_text(values))
+    found = pc.index_in(arrow_text(keys), value_set=arrow_text(values))
     return pc.fill_null(found, -1).to_numpy().astype(np.int64)
 
 
@@ -88,7 +88,7 @@ def codes(*columns: pd.Series | pd.Index | np.ndarray) -> list[np.ndarray]:
     (a table, the parent snapshot), which Arrow sorts several times faster than it hashes a million distinct
     strings.
     """
-    texts = [_text(column) for column in columns]
+    texts = [arrow_text(column) for column in columns]
     arrays = [array for column in texts for array in chunks(column)]
     values = pa.concat_arrays(arrays) if arrays else pa.array([], type=pa.large_string())
     ranks = pc.rank(values, tiebreaker="dense").to_numpy().astype(np.int64) - 1  # nulls rank last, together
@@ -102,14 +102,14 @@ def run_positions(keys: pd.Series, runs: pd.Series) -> np.ndarray | None:
     (a snapshot's 900,000 label rows cost a third of a second there)."""
     if not len(keys) or not len(runs):
         return None
-    key_text = _text(keys)
+    key_text = arrow_text(keys)
     if isinstance(key_text, pa.ChunkedArray):
         key_text = key_text.combine_chunks()
     ascending = len(key_text) < 2 or bool(pc.all(pc.less(key_text[:-1], key_text[1:])).as_py())
     starts = group_starts(runs)
     if key_text.null_count or not ascending or int(starts.sum()) != len(key_text):
         return None
-    firsts = _text(runs).filter(pa.array(starts))
+    firsts = arrow_text(runs).filter(pa.array(starts))
     if firsts.null_count or not bool(pc.all(pc.equal(firsts, key_text)).as_py()):
         return None
     return np.cumsum(starts) - 1
@@ -118,7 +118,7 @@ def run_positions(keys: pd.Series, runs: pd.Series) -> np.ndarray | None:
 def joined(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
     """Per key (the sorted index), its distinct values in sorted order joined by ``sep``: what a groupby with
     ``sep.join(sorted(set(s)))`` gives, without a Python call per group (Arrow lists each group's values)."""
-    table = pa.table({"key": _text(keys), "value": _text(values.astype(str))})
+    table = pa.table({"key": arrow_text(keys), "value": arrow_text(values.astype(str))})
     table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending"), ("value", "ascending")]))
     if table.num_rows > 1:  # sorted, a repeated pair follows its twin: kept once
         key, value = table.column("key"), table.column("value")
@@ -138,7 +138,7 @@ def concatenated(keys: pd.Series, values: pd.Series, sep: str) -> pd.Series:
     """Per key (the index, in order of first appearance), its values in row order joined by ``sep``: what
     ``groupby(sort=False)`` with ``sep.join`` gives, without a Python call per group (Arrow lists each group's
     values in row order when it runs on one thread)."""
-    table = pa.table({"key": _text(keys), "value": _text(values)})
+    table = pa.table({"key": arrow_text(keys), "value": arrow_text(values)})
     lists = table.group_by("key", use_threads=False).aggregate([("value", "list")])
     joined_values = pc.binary_join(lists["value_list"], pa.scalar(sep, pa.large_string()))
     return pd.Series(text(joined_values), index=lists["key"].to_numpy(zero_copy_only=False))
@@ -148,7 +148,7 @@ def extract(values: pd.Series, pattern: str, needle: str) -> pd.Series:
     """``values.astype(str).str.extract(pattern, expand=False)`` (the first group; NaN where nothing matches), as
     text, for a ``pattern`` that only matches text holding ``needle``: Arrow finds those few rows, and Python's
     regular expression runs on them alone (on every row it cost 3 s per million)."""
-    candidates = pc.fill_null(pc.match_substring(_text(values), needle), False).to_numpy(zero_copy_only=False)
+    candidates = pc.fill_null(pc.match_substring(arrow_text(values), needle), False).to_numpy(zero_copy_only=False)
     out = pd.Series(np.nan, index=values.index, dtype=TEXT)
     if candidates.any():
         out[candidates] = values[candidates].astype(str).str.extract(pattern, expand=False).to_numpy()
@@ -164,7 +164,7 @@ def day_text(values: pd.Series) -> pd.Series:
     return pd.Series(text(pc.cast(array, pa.string())), index=values.index, name=values.name)
 
 
-def _text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
+def arrow_text(values: pd.Series | pd.Index | np.ndarray) -> pa.Array:
     """Values as an Arrow string array: zero-copy for pandas 3 string columns, converted otherwise."""
     column = (
         pa.array(values, from_pandas=True) if not isinstance(values, np.ndarray) or values.dtype != object else None
@@ -178,7 +178,7 @@ def distinct_texts(*columns: pd.Series | pd.Index | np.ndarray | pd.api.extensio
     """The distinct values of the columns as text, sorted, without nulls: ``np.union1d`` (``np.unique`` of one
     column) on string ids, as an object array. Arrow hashes and sorts the texts: numpy's set routines sort
     Python strings (a box check's two 100,000-item sets: 0.6 s at a million annotations)."""
-    values = pa.chunked_array([_text(pd.Series(c)) for c in columns], type=pa.large_string())
+    values = pa.chunked_array([arrow_text(pd.Series(c)) for c in columns], type=pa.large_string())
     found = pc.drop_null(pc.unique(values))
     return found.take(pc.sort_indices(found)).to_numpy(zero_copy_only=False)
 
@@ -189,7 +189,7 @@ def common_texts(
 ) -> np.ndarray:
     """The distinct texts both columns hold, sorted: ``np.intersect1d`` on string ids, as :func:`distinct_texts`."""
     ours = distinct_texts(first)
-    theirs = pc.unique(_text(pd.Series(second)))
+    theirs = pc.unique(arrow_text(pd.Series(second)))
     return ours[pc.is_in(pa.array(ours, type=pa.large_string()), value_set=theirs).to_numpy(zero_copy_only=False)]
 
 
@@ -228,7 +228,7 @@ def group_starts(values: pd.Series) -> np.ndarray:
 
 def is_sorted(values: pd.Series) -> bool:
     """Whether a text column is in ascending order without missing values (neighbours compared by Arrow)."""
-    column = _text(values)
+    column = arrow_text(values)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if column.null_count:
@@ -294,8 +294,8 @@ def _places(keys: pd.Series, kept: np.ndarray, added: pd.Series) -> np.ndarray:
     """Where each of the sorted ``added`` keys goes among the sorted ``keys`` where ``kept``: ``searchsorted(side=
     "left")`` plus the added keys before it, from one stable Arrow sort of both (a million keys as Python strings
     cost twice as much to convert and compare)."""
-    kept_keys = _text(keys).filter(pa.array(kept))
-    both = pa.chunked_array([*chunks(kept_keys), *chunks(_text(added))], type=pa.large_string())
+    kept_keys = arrow_text(keys).filter(pa.array(kept))
+    both = pa.chunked_array([*chunks(kept_keys), *chunks(arrow_text(added))], type=pa.large_string())
     order = pc.sort_indices(both).to_numpy()  # stable: equal added keys keep their order
     place = np.empty(len(order), dtype=np.int64)
     place[order] = np.arange(len(order))

@@ -35,6 +35,7 @@ from labelops.schema import (
     GOLD_SCHEMA,
     ITEM_CORE_SCHEMA,
     PREDICTION_CORE_SCHEMA,
+    annotation_identity,
     answer_batches,
     arrow_type_of,
     conform,
@@ -516,8 +517,8 @@ def _latest_versions(
     ``updated_at``, a CVAT task's ``updated``) is read; the older ones are counted as skipped in their files'
     ledger rows, as within one export. Otherwise both versions would vote: an edit across days replaces its
     earlier version in the label state, but two versions of one day are both new. The same version in two files
-    stays a copy. An annotation is its ids and its annotator (``state.annotation_keys``; a CVAT task's image):
-    two instances number their annotations alike. Only a tool with two files or more that day is looked at: the
+    stays a copy. An annotation is :func:`annotation_identity` (as ``state.annotation_keys`` keys it; a CVAT
+    task's image): two instances number their annotations alike. Only a tool with two files or more that day is looked at: the
     keys cost seconds per million rows, and a file holds one version of each annotation already. An annotation
     a file delivers ``emptied`` is a version too: the later of it and a version with judgments is read, except
     when that version answers a relabel request. An answer stays final when a later day's export gives it empty
@@ -563,16 +564,12 @@ def _latest_versions(
 
 
 def _versions(frame: pd.DataFrame, ids: pd.Series, keyed: np.ndarray) -> pd.DataFrame:
-    """The annotation (item, annotator, tool ids), file and time of ``frame``'s rows at ``keyed``."""
+    """The annotation (:func:`annotation_identity`), file and time of ``frame``'s rows at ``keyed``."""
     return pd.DataFrame(
         {
-            "key": (
-                frame["item_id"].iloc[keyed].astype(str)
-                + "|"
-                + frame["annotator_id"].iloc[keyed].astype(str)
-                + "|"
-                + ids.iloc[keyed].astype(str)
-            ).to_numpy(),
+            "key": annotation_identity(
+                frame["item_id"].iloc[keyed], frame["annotator_id"].iloc[keyed], ids.iloc[keyed]
+            ),
             "file": frame["source_file"].iloc[keyed].to_numpy(dtype=object),
             "time": frame["annotated_at"].iloc[keyed].to_numpy(),
         }

@@ -7,10 +7,12 @@ not three assets later.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from labelops.columns import extract
+from labelops.columns import arrow_text, extract
 
 # An answer to one of our relabel tasks names its batch in its attributes (the task's data.batch_id, kept by the
 # Label Studio reader; honeypots carry none: their answers are ordinary judgments).
@@ -19,7 +21,9 @@ ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'
 # ids (task and annotation, first), and a CVAT task (after the subset), whose images the key tells apart by their
 # item: CVAT gives its shapes no ids that last, and a task export holds every shape of an image as it stands, so a
 # task's image is the unit an edit replaces. Not the image's id: a project export numbers images across its tasks,
-# and deleting a task renumbers the others'. A task that names no id is ``task=``.
+# and deleting a task renumbers the others'. A task that names no id is ``task=``. A CVAT task whose export gives
+# the time it was created is ``task=<id>@<created>``: that names the task on its instance (another instance's task
+# of the same id was created at another time), so its annotator is no part of what it is (below).
 TOOL_ANNOTATION = r"^(?:subset=[^/]*/)?(task=[^/]+/annotation=(?!None/)[^/]+|task=[^/]*(?=/image=))/"
 
 ANNOTATION_SCHEMA = pa.schema(
@@ -161,3 +165,18 @@ def tool_annotations(source_ref: pd.Series) -> pd.Series:
     CVAT task (``task=…``, its images told apart by their item in the key); missing for rows of other formats
     (COCO, YOLO, tables), which give their annotations no ids that last across exports."""
     return extract(source_ref, TOOL_ANNOTATION, "task=")
+
+
+def annotation_identity(item_ids: pd.Series, annotator_ids: pd.Series, ids: pd.Series) -> np.ndarray:
+    """What one tool annotation is, as text: its item, its :func:`tool_annotations` ids and its annotator. The
+    annotator tells apart two instances of a tool that number their tasks and annotations alike (ours and a
+    vendor's Label Studio). A CVAT task named with its creation time is told apart by it, and its annotator is
+    left out: CVAT records no author per shape, and exports a task reassigned to another labeler with the new
+    assignee as the annotator of every shape it holds, shapes that replace the earlier assignee's."""
+    items, annotators, tools = (arrow_text(c) for c in (item_ids, annotator_ids, ids))
+    annotators = pc.if_else(pc.match_substring(tools, "@"), "", annotators)
+    return np.asarray(
+        pc.binary_join_element_wise(items, tools, annotators, pa.scalar("|", pa.large_string())).to_numpy(
+            zero_copy_only=False
+        )
+    )

@@ -50,7 +50,7 @@ from labelops.consensus import AnnotatorModel
 from labelops.guidelines import GuidelineSet, removals
 from labelops.layers import ROW
 from labelops.outbox import HONEYPOT
-from labelops.schema import answer_batches, tool_annotations
+from labelops.schema import annotation_identity, answer_batches, tool_annotations
 
 VOTE_COLUMNS = [
     "item_id",
@@ -143,9 +143,9 @@ def added_items(known: pa.Table, sent: pd.DataFrame, catalog: pd.DataFrame) -> p
 def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     """The tool-side annotation a row belongs to, where the tool's exports name it the same way every time
     (:func:`labelops.schema.tool_annotations`: Label Studio's task and annotation ids, a CVAT task's image), with
-    its annotator: an edit keeps its annotator, and another instance of the tool (a vendor's) numbers its tasks
-    and annotations from 1 too, so the ids alone would make one team's judgments edits of the other's. None
-    elsewhere."""
+    its annotator (:func:`labelops.schema.annotation_identity`): an edit keeps its annotator, and another instance
+    of the tool (a vendor's) numbers its tasks and annotations from 1 too, so the ids alone would make one team's
+    judgments edits of the other's. None elsewhere."""
     if frame.empty:
         return pd.Series(dtype=object, index=frame.index)
     ids = tool_annotations(frame["source_ref"])
@@ -153,16 +153,8 @@ def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     tool = ids.notna().to_numpy()
     if tool.any():  # keyed rows only: a day of vendor CSVs has none, and joining its million texts cost 0.13 s
         part = rows_where(frame, tool, ["source_format", "item_id", "annotator_id"])
-        joined = (
-            part["source_format"].astype(str)
-            + "|"
-            + part["item_id"].astype(str)
-            + "|"
-            + ids[tool].to_numpy()
-            + "|"
-            + part["annotator_id"].astype(str)
-        )
-        keys.iloc[np.flatnonzero(tool)] = joined.to_numpy(dtype=object)
+        identity = annotation_identity(part["item_id"], part["annotator_id"], ids[tool])
+        keys.iloc[np.flatnonzero(tool)] = part["source_format"].astype(str).to_numpy(dtype=object) + "|" + identity
     return keys
 
 

@@ -313,9 +313,17 @@ def test_two_exports_of_one_project_on_one_day_count_the_latest_version(tmp_path
     assert ledger.loc[f"exports/{DAYS[0]}/project-3-1800.json", ["rows", "duplicates"]].tolist() == [6, 3]
 
 
-def cvat_task(task: int, assignee: str, updated: str, images: list[tuple[str, list[tuple[str, float]], str]]) -> bytes:
-    """A CVAT for images 1.1 task export as CVAT writes it: the task's id, last update and assignee in its meta, and
-    every image of the task with its shapes as they stand (boxes (label, xtl), then the scene tag)."""
+def cvat_task(
+    task: int,
+    assignee: str,
+    updated: str,
+    images: list[tuple[str, list[tuple[str, float]], str]],
+    *,
+    created: str | None = None,
+) -> bytes:
+    """A CVAT for images 1.1 task export as CVAT writes it: the task's id, last update and assignee in its meta (and
+    its creation time, which CVAT writes and some hand-made exports lack), and every image of the task with its
+    shapes as they stand (boxes (label, xtl), then the scene tag)."""
     shapes = [
         f'<image id="{frame}" name="{name}.jpg" width="1000" height="500">'
         + "".join(
@@ -330,7 +338,8 @@ def cvat_task(task: int, assignee: str, updated: str, images: list[tuple[str, li
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task>'
         f"<id>{task}</id><name>drive {task}</name><size>{len(images)}</size><mode>annotation</mode>"
-        f"<updated>{updated}</updated><owner><username>lead</username></owner>"
+        + (f"<created>{created}</created>" if created else "")
+        + f"<updated>{updated}</updated><owner><username>lead</username></owner>"
         f"<assignee><username>{assignee}</username></assignee></task></meta>{''.join(shapes)}</annotations>"
     ).encode()
 
@@ -370,6 +379,91 @@ def test_a_cvat_task_exported_again_after_an_edit_counts_the_edit_once(tmp_path:
     state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[2]}.parquet")
     boxes = state[(state["item_id"] == "img-0") & (state["kind"] == "bbox")]
     assert sorted(boxes["label"]) == ["bus", "car"] and boxes["support"].eq(2).all()  # both annotators again
+
+
+def test_a_cvat_task_reassigned_counts_its_shapes_once(tmp_path: Path) -> None:
+    """CVAT records no author per shape: a task handed from alice to carol is exported with carol as the annotator
+    of every shape it holds, alice's unchanged ones too. Named with its creation time, the task is one annotation
+    whoever holds it, so carol's export replaces alice's shapes (one set of boxes, not two reaching the quorum);
+    bob's task, created at another time, is left alone."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(
+        f"items/{DAYS[0]}/items.csv",
+        b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\nimg-1,s3://b/img-1.jpg,1000,500\n",
+    )
+    first = [("img-0", [("car", 100.0), ("bus", 300.0)], "urban"), ("img-1", [("car", 50.0)], "highway")]
+    carols = [("img-0", [("car", 100.0), ("truck", 300.0)], "urban"), first[1]]
+    other = [("img-0", [("car", 101.0), ("bus", 301.0)], "urban")]
+    born = {7: "2024-05-01 08:00:00.123456+00:00", 8: "2024-05-01 08:05:00.654321+00:00"}
+    store.write_bytes(
+        f"exports/{DAYS[0]}/task_7.xml", cvat_task(7, "alice", f"{DAYS[0]} 09:00:00+00:00", first, created=born[7])
+    )
+    store.write_bytes(
+        f"exports/{DAYS[0]}/task_8.xml", cvat_task(8, "bob", f"{DAYS[0]} 09:30:00+00:00", other, created=born[8])
+    )
+    store.write_bytes(
+        f"exports/{DAYS[1]}/task_7.xml", cvat_task(7, "carol", f"{DAYS[1]} 08:00:00+00:00", carols, created=born[7])
+    )
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes, live = day_votes(tmp_path, DAYS[1])
+    assert set(votes.loc[votes["replaced_on"].notna(), "annotator_id"]) == {"alice"}
+    assert votes["replaced_on"].notna().sum() == 5  # all of alice's shapes, the unchanged ones too
+    assert live.groupby("annotator_id").size().to_dict() == {"bob": 3, "carol": 5}
+    state = pd.read_parquet(tmp_path / "warehouse" / "tables" / "label_state" / f"{DAYS[1]}.parquet")
+    boxes = state[(state["item_id"] == "img-1") & (state["kind"] == "bbox")]
+    assert boxes.empty  # img-1's car is one labeler's box, below the box quorum of two (alice's and carol's before)
+
+
+def test_a_cvat_task_reassigned_within_a_day_reads_the_latest_export(tmp_path: Path) -> None:
+    """The same hand-over between two exports of one day: the evening's export (carol's) is the task as it stands,
+    alice's morning shapes are an older version of it."""
+    images = [("img-0", [("car", 100.0)], "urban")]
+    created = "2024-05-01 08:00:00.123456+00:00"
+    votes, ledger = one_night(
+        tmp_path,
+        ["img-0"],
+        {
+            "task_7-1000.xml": cvat_task(7, "alice", f"{DAYS[0]} 10:00:00+00:00", images, created=created),
+            "task_7-1800.xml": cvat_task(7, "carol", f"{DAYS[0]} 18:00:00+00:00", images, created=created),
+        },
+    )
+    assert votes["annotator_id"].tolist() == ["carol", "carol"]
+    assert json.loads(ledger.loc[f"exports/{DAYS[0]}/task_7-1000.xml", "skipped"]) == {
+        "superseded annotation version": 2
+    }
+
+
+def test_two_cvat_instances_tasks_of_one_id_are_two_annotations(tmp_path: Path) -> None:
+    """A vendor's CVAT numbers its tasks from 1 as ours does: its task 7, created at another time, is another
+    task, whose labeler's shapes count beside ours on the same day and after an edit on the next."""
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    ours = cvat_task(
+        7,
+        "alice",
+        f"{DAYS[0]} 09:00:00+00:00",
+        [("img-0", [("car", 100.0)], "urban")],
+        created="2024-05-01 08:00:00+00:00",
+    )
+    vendor = [("img-0", [("car", 102.0)], "urban")]
+    store.write_bytes(f"exports/{DAYS[0]}/task_7.xml", ours)
+    store.write_bytes(
+        f"exports/{DAYS[0]}/vendor_task_7.xml",
+        cvat_task(7, "dmitri", f"{DAYS[0]} 11:00:00+00:00", vendor, created="2024-05-20 14:00:00+00:00"),
+    )
+    edited = [("img-0", [("car", 104.0)], "urban")]
+    store.write_bytes(
+        f"exports/{DAYS[1]}/vendor_task_7.xml",
+        cvat_task(7, "dmitri", f"{DAYS[1]} 08:00:00+00:00", edited, created="2024-05-20 14:00:00+00:00"),
+    )
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes, live = day_votes(tmp_path, DAYS[1])
+    assert live.groupby("annotator_id").size().to_dict() == {"alice": 2, "dmitri": 2}
+    assert votes.loc[votes["replaced_on"].notna(), ["annotator_id", "x"]].values.tolist() == [["dmitri", 102.0]]
 
 
 def cvat_project(tasks: list[tuple[int, str, str, list[tuple[str, list[tuple[str, float]], str]]]]) -> bytes:

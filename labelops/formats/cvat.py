@@ -48,11 +48,18 @@ def parse(source_file: str, root: Element) -> Parsed:
         raise ExportError(source_file, f"CVAT XML version {version!r} is not supported (expected 1.1)")
     if root.find("track") is not None:
         raise ExportError(source_file, "CVAT for video export (tracks) is not supported; export 'CVAT for images 1.1'")
-    annotators, updated = _task_people(root)
+    annotators, updated, created = _task_people(root)
     # a single-task export names no task on its images: its meta's task id names them, so a task exported alone
     # and within its project names its images alike (an edit delivered either way replaces the other)
     tasks = root.findall("./meta/task")
     single = (tasks[0].findtext("id") or "").strip() if len(tasks) == 1 else ""
+
+    def named(task: str) -> str:
+        """The task as refs name it: with the time it was created, where the meta gives it (the task on its
+        instance, whoever is assigned to it: labelops.schema.annotation_identity)."""
+        when = created.get(task, created.get("")) if task else None
+        return f"{task}@{when}" if when else task
+
     parsed = Parsed(format="cvat", objects=objects_frame([]))
     records: list[dict[str, Any]] = []
     # each image's name and item id; one name in two tasks of a project export is one image, labeled in each
@@ -79,7 +86,7 @@ def parse(source_file: str, root: Element) -> Parsed:
                 )
                 continue
             subset = f"subset={image.get('subset')}/" if image.get("subset") else ""
-            ref = f"{subset}task={task}/image={image.get('id')}/{shape.tag}={s_index}"
+            ref = f"{subset}task={named(task)}/image={image.get('id')}/{shape.tag}={s_index}"
             attributes: dict[str, Any] = {}
             for attribute in shape.findall("attribute"):
                 name = attribute.get("name")
@@ -112,7 +119,7 @@ def parse(source_file: str, root: Element) -> Parsed:
         if len(records) == read:  # a task export lists each of its images: this one holds no shape (any more)
             subset = f"subset={image.get('subset')}/" if image.get("subset") else ""
             when = updated.get(task, updated.get(""))
-            emptied.append((item_id, annotator, f"{subset}task={task}/image={image.get('id')}/empty", when))
+            emptied.append((item_id, annotator, f"{subset}task={named(task)}/image={image.get('id')}/empty", when))
     check_one_file_per_item(source_file, list(media), list(media.values()))
     parsed.objects = objects_frame(records)
     if emptied:
@@ -120,13 +127,14 @@ def parse(source_file: str, root: Element) -> Parsed:
     return parsed
 
 
-def _task_people(root: Element) -> tuple[dict[str, str], dict[str, str]]:
-    """Annotator and last-update time per task id ('' for a single-task export)."""
+def _task_people(root: Element) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Annotator, last-update and creation time per task id ('' for a single-task export)."""
     people: dict[str, str] = {}
     updated: dict[str, str] = {}
+    created: dict[str, str] = {}
     meta = root.find("meta")
     if meta is None:
-        return people, updated
+        return people, updated, created
     tasks = meta.findall("./project/tasks/task") + meta.findall("./task")
     for task in tasks:
         task_id = (task.findtext("id") or "").strip()
@@ -136,13 +144,16 @@ def _task_people(root: Element) -> tuple[dict[str, str], dict[str, str]]:
         when = (task.findtext("updated") or "").strip()
         if when:
             updated[task_id] = when
+        # no "/" (it ends the task in a ref) nor "|" (it joins an annotation key's parts)
+        born = (task.findtext("created") or "").strip().replace("/", "-").replace("|", "-")
+        if born:
+            created[task_id] = born
     if len(tasks) == 1:
         task_id = (tasks[0].findtext("id") or "").strip()
-        if task_id in people:
-            people[""] = people[task_id]
-        if task_id in updated:
-            updated[""] = updated[task_id]
-    return people, updated
+        for table in (people, updated, created):
+            if task_id in table:
+                table[""] = table[task_id]
+    return people, updated, created
 
 
 def _number(source_file: str, element: Element, key: str, *, required: bool = True) -> float:
