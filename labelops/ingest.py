@@ -418,7 +418,9 @@ class JudgmentLedger:
                 hit = pc.is_in(ids, value_set=wanted_text().cast(ids.type))
             return file.read(columns=["content_id", "annotation_id"]).filter(hit) if pc.any(hit).as_py() else None
 
-        # the days' files read and decoded two at a time (Arrow and the disk let go of the interpreter lock)
+        # the days' files read and decoded two at a time (Arrow and the disk let go of the interpreter lock); the
+        # index's hash table is built before, not by two threads at once
+        wanted.get_indexer(wanted[:1])
         with ThreadPoolExecutor(max_workers=2) as pool:
             found = [table for table in pool.map(matches, keys) if table is not None]
         if not found:

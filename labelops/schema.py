@@ -24,6 +24,7 @@ ANSWER_BATCH = r'"batch_id":"(relabel-[^"]*)"'
 # and deleting a task renumbers the others'. A task that names no id is ``task=``. A CVAT task whose export gives
 # the time it was created is ``task=<id>@<created>``: that names the task on its instance (another instance's task
 # of the same id was created at another time), so its annotator is no part of what it is (below).
+INSTANCE_NAMED = r"^task=[^/@]*@[^/]*$"  # a CVAT task with its creation time (a Label Studio id holds "/annotation=")
 TOOL_ANNOTATION = r"^(?:subset=[^/]*/)?(task=[^/]+/annotation=(?!None/)[^/]+|task=[^/]*(?=/image=))/"
 
 ANNOTATION_SCHEMA = pa.schema(
@@ -174,7 +175,7 @@ def annotation_identity(item_ids: pd.Series, annotator_ids: pd.Series, ids: pd.S
     left out: CVAT records no author per shape, and exports a task reassigned to another labeler with the new
     assignee as the annotator of every shape it holds, shapes that replace the earlier assignee's."""
     items, annotators, tools = (arrow_text(c) for c in (item_ids, annotator_ids, ids))
-    annotators = pc.if_else(pc.match_substring(tools, "@"), "", annotators)
+    annotators = pc.if_else(pc.match_substring_regex(tools, INSTANCE_NAMED), "", annotators)
     return np.asarray(
         pc.binary_join_element_wise(items, tools, annotators, pa.scalar("|", pa.large_string())).to_numpy(
             zero_copy_only=False

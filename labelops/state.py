@@ -142,10 +142,10 @@ def added_items(known: pa.Table, sent: pd.DataFrame, catalog: pd.DataFrame) -> p
 
 def annotation_keys(frame: pd.DataFrame) -> pd.Series:
     """The tool-side annotation a row belongs to, where the tool's exports name it the same way every time
-    (:func:`labelops.schema.tool_annotations`: Label Studio's task and annotation ids, a CVAT task's image), with
-    its annotator (:func:`labelops.schema.annotation_identity`): an edit keeps its annotator, and another instance
-    of the tool (a vendor's) numbers its tasks and annotations from 1 too, so the ids alone would make one team's
-    judgments edits of the other's. None elsewhere."""
+    (:func:`labelops.schema.tool_annotations`: Label Studio's task and annotation ids, a CVAT task's image), as
+    :func:`labelops.schema.annotation_identity` tells instances apart: by the annotator (an edit keeps its
+    annotator, and a vendor's Label Studio numbers its tasks and annotations from 1 too, so the ids alone would
+    make one team's judgments edits of the other's), or by a CVAT task's creation time. None elsewhere."""
     if frame.empty:
         return pd.Series(dtype=object, index=frame.index)
     ids = tool_annotations(frame["source_ref"])

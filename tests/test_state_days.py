@@ -14,6 +14,7 @@ from dagster import AssetKey, DagsterInstance, RunRequest, build_sensor_context,
 
 from labelops import snapshots
 from labelops.formats import parse_file
+from labelops.schema import annotation_identity
 from labelops.storage import LocalStore
 from resources.io_manager import read_table
 
@@ -314,7 +315,7 @@ def test_two_exports_of_one_project_on_one_day_count_the_latest_version(tmp_path
 
 
 def cvat_task(
-    task: int,
+    task: int | str,
     assignee: str,
     updated: str,
     images: list[tuple[str, list[tuple[str, float]], str]],
@@ -433,6 +434,34 @@ def test_a_cvat_task_reassigned_within_a_day_reads_the_latest_export(tmp_path: P
     assert json.loads(ledger.loc[f"exports/{DAYS[0]}/task_7-1000.xml", "skipped"]) == {
         "superseded annotation version": 2
     }
+
+
+def test_only_a_cvat_task_with_its_creation_time_leaves_the_annotator_out() -> None:
+    """A Label Studio id may hold "@" (a converted file's string task ids): it keeps its annotator."""
+    ids = pd.Series(["task=7@2024-05-01 08:00:00+00:00", "task=scene@1/annotation=5", "task=7"])
+    keys = annotation_identity(pd.Series(["i", "i", "i"]), pd.Series(["alice", "bob", "carol"]), ids)
+    assert keys.tolist() == ["i|task=7@2024-05-01 08:00:00+00:00|", "i|task=scene@1/annotation=5|bob", "i|task=7|carol"]
+
+
+def test_a_cvat_task_id_holding_an_at_sign_does_not_pass_for_a_named_task(tmp_path: Path) -> None:
+    """A hand-made export with no creation time whose task id is our task's id and creation time joined by "@" is
+    another task (its id is escaped): it replaces none of our shapes."""
+    born = "2024-05-01 08:00:00+00:00"
+    store = LocalStore(tmp_path / "landing")
+    store.write_bytes(f"items/{DAYS[0]}/items.csv", b"item_id,uri,width,height\nimg-0,s3://b/img-0.jpg,1000,500\n")
+    ours = cvat_task(7, "alice", f"{DAYS[0]} 09:00:00+00:00", [("img-0", [("car", 100.0)], "urban")], created=born)
+    forged = cvat_task(f"7@{born}", "mallory", f"{DAYS[1]} 09:00:00+00:00", [("img-0", [("bus", 300.0)], "urban")])
+    store.write_bytes(f"exports/{DAYS[0]}/task_7.xml", ours)
+    store.write_bytes(f"exports/{DAYS[1]}/forged.xml", forged)
+    resources, instance = demo_resources(tmp_path, REPO / "config"), DagsterInstance.ephemeral()
+    for day in DAYS[:2]:
+        night(resources, instance, day)
+    votes, live = day_votes(tmp_path, DAYS[1])
+    assert votes["replaced_on"].isna().all() and live.groupby("annotator_id").size().to_dict() == {
+        "alice": 2,
+        "mallory": 2,
+    }
+    assert votes.loc[votes["annotator_id"] == "mallory", "annotation_key"].str.contains("task=7%40", regex=False).all()
 
 
 def test_two_cvat_instances_tasks_of_one_id_are_two_annotations(tmp_path: Path) -> None:

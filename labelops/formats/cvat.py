@@ -56,9 +56,10 @@ def parse(source_file: str, root: Element) -> Parsed:
 
     def named(task: str) -> str:
         """The task as refs name it: with the time it was created, where the meta gives it (the task on its
-        instance, whoever is assigned to it: labelops.schema.annotation_identity)."""
+        instance, whoever is assigned to it: labelops.schema.annotation_identity). Both are escaped: an id that
+        holds "@" must not pass for one named with its creation time."""
         when = created.get(task, created.get("")) if task else None
-        return f"{task}@{when}" if when else task
+        return f"{_escaped(task)}@{_escaped(when)}" if when else _escaped(task)
 
     parsed = Parsed(format="cvat", objects=objects_frame([]))
     records: list[dict[str, Any]] = []
@@ -144,8 +145,7 @@ def _task_people(root: Element) -> tuple[dict[str, str], dict[str, str], dict[st
         when = (task.findtext("updated") or "").strip()
         if when:
             updated[task_id] = when
-        # no "/" (it ends the task in a ref) nor "|" (it joins an annotation key's parts)
-        born = (task.findtext("created") or "").strip().replace("/", "-").replace("|", "-")
+        born = (task.findtext("created") or "").strip()
         if born:
             created[task_id] = born
     if len(tasks) == 1:
@@ -154,6 +154,14 @@ def _task_people(root: Element) -> tuple[dict[str, str], dict[str, str], dict[st
             if task_id in table:
                 table[""] = table[task_id]
     return people, updated, created
+
+
+# "/" ends the task in a ref, "@" starts its creation time, "|" joins an annotation key's parts (and "%" escapes)
+_ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "@": "%40", "|": "%7C"})
+
+
+def _escaped(text: str) -> str:
+    return text.translate(_ESCAPES)
 
 
 def _number(source_file: str, element: Element, key: str, *, required: bool = True) -> float:
