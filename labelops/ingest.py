@@ -520,11 +520,11 @@ def _latest_versions(
     ledger rows, as within one export. Otherwise both versions would vote: an edit across days replaces its
     earlier version in the label state, but two versions of one day are both new. The same version in two files
     stays a copy. An annotation is :func:`annotation_identity` (as ``state.annotation_keys`` keys it; a CVAT
-    task's image): two instances number their annotations alike. Only a tool with two files or more that day is looked at: the
-    keys cost seconds per million rows, and a file holds one version of each annotation already. An annotation
-    a file delivers ``emptied`` is a version too: the later of it and a version with judgments is read, except
-    when that version answers a relabel request. An answer stays final when a later day's export gives it empty
-    (``state``), so an emptied version of the same day does not hide it either."""
+    task's image): two instances number their annotations alike. Only a tool with two files or more that day is
+    looked at: the keys cost seconds per million rows, and a file holds one version of each annotation already.
+    An annotation a file delivers ``emptied`` is a version too: the later of it and a version with judgments is
+    read, except when that version answers a relabel request. An answer stays final when a later day's export
+    gives it empty (``state``), so an emptied version of the same day does not hide it either."""
     read = [r for r in rows if r["status"] == "ok" and r["format"] in ("label_studio", "cvat")]
     files = Counter(r["format"] for r in read)
     tool_files = sorted(r["source_file"] for r in read if files[r["format"]] > 1)
