@@ -166,23 +166,62 @@ class DayTables(Mapping[str, pd.DataFrame]):
 SHARED_IN_RUN = frozenset({"label_state", "item_index"})
 
 
-class FileDigests:
-    """The SHA-256 of files a run read, for its later checks of the same file. A layered table's read checks its base
-    file's bytes against the digest the layer recorded, and a night checks the vote table's base (167 MB, 0.16 s
-    to hash) twice, in `label_votes` and in `label_state`. A file is known again by its key, size and last 64 KiB
-    (its Parquet footer: row groups, column sizes, item id bounds, schema), so bytes written anew under the key
-    are hashed anew."""
+Stamp = tuple[str, int, bytes]
 
-    TAIL = 64 * 1024
+
+def stamp(key: str, data: bytes) -> Stamp:
+    """A file as a run knows it again: its key, size and last 64 KiB (its Parquet footer: row groups, column sizes,
+    item id bounds, schema), so bytes written anew under the key are a new file."""
+    return key, len(data), hashlib.sha256(data[-64 * 1024 :]).digest()
+
+
+class FileDigests:
+    """The SHA-256 of files a run read, for its later checks of the same file (known by :func:`stamp`). A layered
+    table's read checks its base file's bytes against the digest the layer recorded, and a night checks the vote
+    table's base (167 MB, 0.16 s to hash) twice, in `label_votes` and in `label_state`."""
 
     def __init__(self) -> None:
-        self._known: dict[tuple[str, int, bytes], str] = {}
+        self._known: dict[Stamp, str] = {}
 
     def of(self, key: str, data: bytes) -> str:
-        stamp = (key, len(data), hashlib.sha256(data[-self.TAIL :]).digest())
-        if stamp not in self._known:
-            self._known[stamp] = layers.sha256(data)
-        return self._known[stamp]
+        known = stamp(key, data)
+        if known not in self._known:
+            self._known[known] = layers.sha256(data)
+        return self._known[known]
+
+
+# A night decodes the vote table's base file twice: `label_votes` reads the columns that decide what the day changes,
+# then `label_state` reads the judgments, eight columns of them the same (night 60 of bench.nights: 6.6 M rows).
+SHARED_READS = frozenset({"label_votes"})
+
+
+class ColumnsRead:
+    """Columns a run decoded of a :data:`SHARED_READS` asset's file (one file per asset, known by :func:`stamp`),
+    kept until a later read of the same file takes them: that read decodes only the columns it lacks. The same
+    arrays, types and footer metadata as the file gives."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[tuple[Stamp, bool], pa.Table]] = {}
+
+    def columns(
+        self, key: str, data: bytes, names: list[str], dictionaries: bool, decode: Callable[[list[str]], pa.Table]
+    ) -> pa.Table:
+        """The ``names`` of the file ``data`` (under ``key``), read with ``dictionaries`` or not: the kept ones from
+        memory (then released), the others decoded by ``decode``; a read that found none keeps what it decoded."""
+        asset = posixpath.dirname(key)
+        known = (stamp(key, data), dictionaries)
+        earlier = self._kept.pop(asset, None)
+        kept = earlier[1] if earlier is not None and earlier[0] == known else None
+        missing = [n for n in names if kept is None or n not in kept.column_names]
+        decoded = decode(missing) if missing or kept is None else None
+        if kept is None:
+            assert decoded is not None
+            self._kept[asset] = (known, decoded)
+            return decoded
+        fields = {f.name: f for t in (kept, decoded) if t is not None for f in t.schema}
+        source = {n: (decoded if decoded is not None and n in missing else kept) for n in names}
+        schema = pa.schema([fields[n] for n in names], metadata=kept.schema.metadata)
+        return pa.Table.from_arrays([source[n].column(n) for n in names], schema=schema)
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -197,6 +236,7 @@ class ParquetIOManager(ConfigurableIOManager):
     storage: ResourceDependency[StorageResource]
     _written_in_run: dict[str, pa.Table | None] = PrivateAttr(default_factory=dict)
     _digests: FileDigests = PrivateAttr(default_factory=FileDigests)
+    _read_in_run: ColumnsRead = PrivateAttr(default_factory=ColumnsRead)
 
     @staticmethod
     def key(asset_path: Sequence[str], partition: str | None) -> str:
@@ -268,7 +308,8 @@ class ParquetIOManager(ConfigurableIOManager):
         dictionaries: the types pandas gets either way)."""
         store = self.storage.warehouse_store
         if key not in self._written_in_run:
-            return arrow_table(store, key, keep, drop, dictionaries=dictionaries, digests=self._digests)
+            shared = self._read_in_run if posixpath.basename(posixpath.dirname(key)) in SHARED_READS else None
+            return arrow_table(store, key, keep, drop, dictionaries=dictionaries, digests=self._digests, shared=shared)
         whole = self._written_in_run[key]
         if whole is None:
             whole = self._written_in_run[key] = arrow_table(store, key, digests=self._digests)
@@ -330,13 +371,15 @@ def arrow_table(
     *,
     dictionaries: bool = False,
     digests: FileDigests | None = None,
+    shared: ColumnsRead | None = None,
 ) -> pa.Table:
-    """:func:`read_table` before pandas (with ``dictionaries`` and ``digests``, as :func:`read_arrow` reads)."""
+    """:func:`read_table` before pandas (with ``dictionaries``, ``digests`` and ``shared``, as :func:`read_arrow`
+    reads)."""
     keep, drop = (set(keep) if keep is not None else None), set(drop)
     data = store.read_bytes(key)
     schema = _data_schema(pq.read_schema(pa.BufferReader(data)))
     names = [n for n in schema.names if (keep is None or n in keep) and n not in drop]
-    return read_arrow(store, key, names, data, dictionaries=dictionaries, digests=digests)
+    return read_arrow(store, key, names, data, dictionaries=dictionaries, digests=digests, shared=shared)
 
 
 def read_arrow(
@@ -347,16 +390,26 @@ def read_arrow(
     *,
     dictionaries: bool = False,
     digests: FileDigests | None = None,
+    shared: ColumnsRead | None = None,
 ) -> pa.Table:
     """The table a file holds: read whole, or a layer put over its base (read the same way, checked to be the
     base the layer was written over). With ``dictionaries``, the text columns a file stores dictionary-encoded
     stay dictionaries (each part of a layered table with its own); with ``digests``, a base file this run hashed
-    already is not hashed again."""
+    already is not hashed again; with ``shared``, a whole file's columns decoded by the run's previous read of it
+    are not decoded again."""
     data = data if data is not None else store.read_bytes(key)
     file = pq.ParquetFile(pa.BufferReader(data))
     found = layers.base_of(file.schema_arrow)
     if found is None:
-        return _read_columns(data, file, names, dictionaries)
+        if shared is None:
+            return _read_columns(data, file, names, dictionaries)
+        return shared.columns(
+            key,
+            data,
+            names if names is not None else file.schema_arrow.names,
+            dictionaries,
+            lambda missing: _read_columns(data, file, missing, dictionaries),
+        )
     base, digest, changed = found
     base_key = f"{posixpath.dirname(key)}/{base}.parquet"
     if not store.exists(base_key):
@@ -371,7 +424,9 @@ def read_arrow(
         )
     names = names if names is not None else _data_schema(file.schema_arrow).names
     layer = _read_columns(data, file, [*names, layers.ROW], dictionaries)
-    base_table = read_arrow(store, base_key, names, base_data, dictionaries=dictionaries, digests=digests)
+    base_table = read_arrow(
+        store, base_key, names, base_data, dictionaries=dictionaries, digests=digests, shared=shared
+    )
     return layers.resolve(base_table, layer, changed)
 
 

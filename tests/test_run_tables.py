@@ -1,6 +1,6 @@
-"""Tables a run writes and its later steps read again (the label state, the item index): the run's IO manager
-serves them from memory, and every read gives what a read of the file gives; other tables, and other runs, read
-the files."""
+"""Tables a run writes and its later steps read again (the label state, the item index), and files two of its steps
+decode (the vote table's base): the run's IO manager serves them from memory, and every read gives what a read of
+the file gives; other tables, and other runs, read the files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dagster import AssetKey, DailyPartitionsDefinition, build_input_context, bu
 
 from labelops import layers
 from labelops.layers import Layered
-from resources.io_manager import SHARED_IN_RUN, DayTables, ParquetIOManager
+from resources import io_manager
+from resources.io_manager import SHARED_IN_RUN, SHARED_READS, DayTables, ParquetIOManager
 from resources.storage import StorageResource
 
 DAYS = ["2024-06-01", "2024-06-02"]
@@ -121,3 +122,91 @@ def test_a_run_of_many_days_keeps_the_latest_day_it_wrote(tmp_path: Path) -> Non
     pd.testing.assert_frame_equal(
         _tables(manager, "label_state", DAYS[0])[DAYS[0]], _file_reads(tmp_path, "label_state", DAYS[0])["whole"]
     )
+
+
+def _votes(n: int, seed: int) -> pd.DataFrame:
+    """Rows shaped as the vote table's: ids, few-valued texts (stored dictionary-encoded), numbers, marks mostly
+    empty."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "item_id": pd.Series([f"img-{i // 5:05d}" for i in range(n)], dtype="str"),
+            "annotator_id": pd.Series(rng.choice([f"ann{a:02d}" for a in range(20)], n), dtype="str"),
+            "kind": pd.Series(rng.choice(["classification", "bbox"], n), dtype="str"),
+            "label": pd.Series(rng.choice(["car", "bus", "truck"], n), dtype="str"),
+            "x": rng.uniform(0, 100, n),
+            "export_date": pd.Series(rng.choice(DAYS, n), dtype=object),
+            "superseded_by": pd.Series([DAYS[1] if i % 31 == 0 else None for i in range(n)], dtype=object),
+        }
+    )
+
+
+def _decoding(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Records the columns each decode of a file reads."""
+    decoded: list[list[str]] = []
+    read = io_manager._read_columns
+
+    def recorded(data: bytes, file: Any, names: list[str] | None, dictionaries: bool = False) -> pa.Table:
+        decoded.append(list(names or []))
+        return read(data, file, names, dictionaries)
+
+    monkeypatch.setattr(io_manager, "_read_columns", recorded)
+    return decoded
+
+
+def test_a_file_two_steps_decode_is_decoded_once_per_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """label_votes decodes some columns of the vote table's base, label_state others, through the day's layer over
+    it: the second read decodes only the columns the first did not, and gets what a fresh read of the file gives
+    (values, types, dictionaries, footer metadata). The kept columns are released once taken."""
+    assert "label_votes" in SHARED_READS
+    writer = _manager(tmp_path)
+    base = _votes(4_000, 6)
+    _write(writer, "label_votes", DAYS[0], base)
+    marks = pd.DataFrame({layers.ROW: [3, 10], "superseded_by": [DAYS[1], DAYS[1]]})
+    _write(writer, "label_votes", DAYS[1], Layered(DAYS[0], marks, _votes(4_100, 7).iloc[4_000:], len(base)))
+    fold, state = ["item_id", "annotator_id", "kind", "superseded_by"], ["item_id", "kind", "label", "x"]
+    fresh = _manager(tmp_path)
+    expected = {
+        day: _tables(fresh, "label_votes", day).select(keep=k).arrow(day) for day, k in zip(DAYS, (fold, state))
+    }
+    decoded = _decoding(monkeypatch)
+    run = _manager(tmp_path)
+    first = _tables(run, "label_votes", DAYS[0]).select(keep=fold).arrow(DAYS[0])
+    assert decoded == [fold]
+    # the day's layer, then its base: of the base only label and x are decoded
+    second = _tables(run, "label_votes", DAYS[1]).select(keep=state).arrow(DAYS[1])
+    assert decoded[1:] == [[*state, layers.ROW], ["label", "x"]]
+    for got, day in ((first, DAYS[0]), (second, DAYS[1])):
+        assert got.equals(expected[day], check_metadata=True)
+        assert any(pa.types.is_dictionary(t) for t in got.schema.types)  # the few-valued texts stay dictionaries
+    assert not run._read_in_run._kept  # released: a third read decodes the file again
+    _tables(run, "label_votes", DAYS[0]).select(keep=["item_id"]).arrow(DAYS[0])
+    assert decoded[-1] == ["item_id"]
+
+
+def test_a_file_rewritten_since_the_first_read_is_decoded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Columns kept from a file are served only for the same bytes: a day re-materialized meanwhile (by this run or
+    another) is decoded afresh, and a read of other types (texts as plain strings) decodes too."""
+    _write(_manager(tmp_path), "label_votes", DAYS[0], _votes(1_000, 8))
+    decoded = _decoding(monkeypatch)
+    run = _manager(tmp_path)
+    tables = _tables(run, "label_votes", DAYS[0])
+    tables.select(keep=["item_id", "kind"]).arrow(DAYS[0])
+    rewritten = _votes(1_200, 9)
+    _write(_manager(tmp_path), "label_votes", DAYS[0], rewritten)
+    again = tables.select(keep=["item_id", "kind"]).arrow(DAYS[0])
+    assert decoded == [["item_id", "kind"], ["item_id", "kind"]] and again.num_rows == 1_200
+    plain = tables.select(keep=["kind"])[DAYS[0]]  # pandas: texts decoded as strings, not dictionaries
+    assert decoded[-1] == ["kind"]
+    pd.testing.assert_series_equal(plain["kind"], rewritten["kind"], check_dtype=False)
+
+
+def test_other_tables_are_decoded_at_every_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(_manager(tmp_path), "validated_annotations", DAYS[0], _votes(500, 10))
+    decoded = _decoding(monkeypatch)
+    tables = _tables(_manager(tmp_path), "validated_annotations", DAYS[0])
+    for _ in range(2):
+        tables.select(keep=["item_id", "kind"]).arrow(DAYS[0])
+    assert decoded == [["item_id", "kind"], ["item_id", "kind"]]
