@@ -254,17 +254,24 @@ def configure(landing: Path, warehouse: Path, start_date: str = START_DATE) -> N
     os.environ.update(settings(landing, warehouse, start_date))
 
 
-def run_cli(root: Path, day: str = DAY, reference_day: str = REFERENCE_DAY) -> tuple[float, float]:
+def run_cli(
+    landing: Path,
+    warehouse: Path,
+    home: Path,
+    day: str = DAY,
+    reference_day: str = REFERENCE_DAY,
+    start_date: str = START_DATE,
+) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of the nightly job through Dagster's CLI (`dagster job execute`), on a fresh
-    warehouse and instance: the way an engineer or a schedule runs it, process start, code location load and
-    Great Expectations' import included. The drift reference is ingested first, off the clock.
+    instance (``home``, created here) and the given warehouse: the way an engineer or a schedule runs it, process
+    start, code location load and Great Expectations' import included. The drift reference is ingested first, off
+    the clock.
 
     The peak is the run's own: `materialize` (the in-process run) keeps every step's output in memory for its
     result, so its process holds each asset's frames to the end; a run launched by the CLI, a schedule or the
     UI does not."""
-    home = root / "dagster-home-cli"
     home.mkdir()
-    env = {**os.environ, **settings(root / "landing", root / "warehouse-cli"), "DAGSTER_HOME": str(home)}
+    env = {**os.environ, **settings(landing, warehouse, start_date), "DAGSTER_HOME": str(home)}
     dagster = [str(Path(sys.executable).with_name("dagster"))]
     location = ["-m", "pipelines.definitions"]
     reference = ["asset", "materialize", *location, "--select", "production_predictions", "--partition", reference_day]
@@ -281,6 +288,11 @@ def run_cli(root: Path, day: str = DAY, reference_day: str = REFERENCE_DAY) -> t
     )
     seconds, peak_mb = json.loads(done.stdout)
     return seconds, peak_mb
+
+
+def _cli_paths(root: Path) -> tuple[Path, Path, Path]:
+    """A generated ROOT's landing zone, and where its CLI run keeps its warehouse and instance."""
+    return root / "landing", root / "warehouse-cli", root / "dagster-home-cli"
 
 
 def run_pipeline(
@@ -439,7 +451,7 @@ def measure(annotations: int) -> dict:
         )
         measured = json.loads(worker.stdout.strip().splitlines()[-1])
         measured["floor_s"] = floor(root / "landing", measured.pop("outputs"))
-        measured["cli_s"], measured["cli_peak_rss_mb"] = run_cli(root)
+        measured["cli_s"], measured["cli_peak_rss_mb"] = run_cli(*_cli_paths(root))
     measured["annotations"] = annotations
     return measured
 
@@ -471,7 +483,7 @@ def main() -> None:
     parser.add_argument("--cli", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cli:  # the CLI run alone, on a landing zone --generate wrote (ROOT/landing)
-        print(json.dumps(dict(zip(("cli_s", "cli_peak_rss_mb"), run_cli(Path(args.cli)), strict=True))))
+        print(json.dumps(dict(zip(("cli_s", "cli_peak_rss_mb"), run_cli(*_cli_paths(Path(args.cli))), strict=True))))
         return
     if args.generate:
         print(generate(Path(args.generate), args.annotations[0]), file=sys.stderr)
