@@ -17,8 +17,10 @@ state tests prove equal to one delivery per day; docs/benchmarks.md compares it 
 and written where the IO manager keeps it; then
 dataset_snapshot publishes the parent version night 60 diffs against. Each night is then measured in a
 fresh process by bench.pipeline's instrumented run, night 60 on a hard-linked copy of the history (so
-``--workdir DIR --reuse`` measures both nights again on a kept history after a code change, in minutes).
-Results go to bench/results/nights.json.
+``--workdir DIR --reuse`` measures both nights again on a kept history after a code change, in minutes), and
+once more end to end, as a schedule runs it: `dagster job execute -j nightly_job` in a process of its own on a
+fresh instance (process start, code location load, Great Expectations' import, the run's event log), on another
+fresh warehouse or copy of the history. Results go to bench/results/nights.json.
 """
 
 from __future__ import annotations
