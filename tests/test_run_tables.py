@@ -167,7 +167,8 @@ def test_a_file_two_steps_decode_is_decoded_once_per_column(tmp_path: Path, monk
     fold, state = ["item_id", "annotator_id", "kind", "superseded_by"], ["item_id", "kind", "label", "x"]
     fresh = _manager(tmp_path)
     expected = {
-        day: _tables(fresh, "label_votes", day).select(keep=k).arrow(day) for day, k in zip(DAYS, (fold, state))
+        day: _tables(fresh, "label_votes", day).select(keep=k).arrow(day)
+        for day, k in zip(DAYS, (fold, state), strict=True)
     }
     decoded = _decoding(monkeypatch)
     run = _manager(tmp_path)
