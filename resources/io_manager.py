@@ -211,16 +211,15 @@ class ColumnsRead:
         asset = posixpath.dirname(key)
         known = (stamp(key, data), dictionaries)
         earlier = self._kept.pop(asset, None)
-        kept = earlier[1] if earlier is not None and earlier[0] == known else None
-        missing = [n for n in names if kept is None or n not in kept.column_names]
-        decoded = decode(missing) if missing or kept is None else None
-        if kept is None:
-            assert decoded is not None
-            self._kept[asset] = (known, decoded)
-            return decoded
-        fields = {f.name: f for t in (kept, decoded) if t is not None for f in t.schema}
-        source = {n: (decoded if decoded is not None and n in missing else kept) for n in names}
-        schema = pa.schema([fields[n] for n in names], metadata=kept.schema.metadata)
+        if earlier is None or earlier[0] != known:
+            table = decode(names)
+            self._kept[asset] = (known, table)
+            return table
+        kept = earlier[1]
+        missing = [n for n in names if n not in kept.column_names]
+        decoded = decode(missing) if missing else kept
+        source = {n: decoded if n in missing else kept for n in names}
+        schema = pa.schema([source[n].field(n) for n in names], metadata=kept.schema.metadata)
         return pa.Table.from_arrays([source[n].column(n) for n in names], schema=schema)
 
 
