@@ -272,18 +272,19 @@ def spliced(frame: pd.DataFrame, drop: np.ndarray, rows: pd.DataFrame, key: str)
     new = _places(frame[key], ~drop, rows[key])  # each row's place in the result
     old = np.ones(len(keep) + len(rows), dtype=bool)
     old[new] = False
-    old = np.flatnonzero(old)
+    order = np.empty(len(old), dtype=np.int64)  # each result row's row in the frame, then in the rows
+    order[old], order[new] = keep, len(frame) + np.arange(len(rows))
+    # a numpy column takes the frame's values at once (a new row's place taking any, written over after): one
+    # pass over the column, where gathering the kept rows and then placing them made two and a temporary
+    inside = np.where(old, order, 0) if len(frame) else order
     columns = {}
     for name in frame.columns:
         column = frame[name]
         if isinstance(column.dtype, np.dtype):
-            values = np.empty(len(old) + len(new), dtype=column.dtype)
-            values[old] = column.to_numpy()[keep]
+            values = column.to_numpy().take(inside) if len(frame) else np.empty(len(order), dtype=column.dtype)
             values[new] = rows[name].to_numpy()
             columns[name] = pd.Series(values, dtype=column.dtype, copy=False)
         else:  # an extension array (Arrow-backed text): one take of the two sides joined
-            order = np.empty(len(old) + len(new), dtype=np.int64)
-            order[old], order[new] = keep, len(frame) + np.arange(len(rows))
             joined = pd.concat([column, rows[name]], ignore_index=True).array
             columns[name] = pd.Series(joined.take(order), dtype=column.dtype, copy=False)
     # one block per column: gathering the numeric ones into 2-D blocks would copy the state once more
