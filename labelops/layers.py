@@ -72,7 +72,7 @@ class Layered:
         return pd.concat([out, self.appended], ignore_index=True)
 
 
-def sha256(data: bytes) -> str:
+def sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 

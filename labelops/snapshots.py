@@ -33,7 +33,7 @@ from labelops.export import to_coco, to_yolo
 from labelops.guidelines import Remap
 from labelops.quality import CONSENSUS_COLUMNS
 from labelops.reporting import json_safe
-from labelops.storage import Store
+from labelops.storage import Store, mapped
 
 ROOT = "snapshots"
 LATEST = f"{ROOT}/latest"
@@ -382,7 +382,7 @@ def manifest(store: Store, version: str) -> dict:
 
 
 def read_table(store: Store, version: str, name: str, columns: list[str] | None = None) -> pd.DataFrame:
-    return pq.read_table(pa.BufferReader(store.read_bytes(f"{ROOT}/{version}/{name}")), columns=columns).to_pandas()
+    return pq.read_table(pa.BufferReader(mapped(store, f"{ROOT}/{version}/{name}")), columns=columns).to_pandas()
 
 
 def diff(

@@ -29,7 +29,7 @@ from pydantic import PrivateAttr
 
 from labelops import layers, warehouse
 from labelops.layers import Layered
-from labelops.storage import Store, parquet_file
+from labelops.storage import Data, Store, mapped, parquet_file
 from resources.settings import not_partitions
 from resources.storage import StorageResource
 
@@ -169,7 +169,7 @@ SHARED_IN_RUN = frozenset({"label_state", "item_index"})
 Stamp = tuple[str, int, bytes]
 
 
-def stamp(key: str, data: bytes) -> Stamp:
+def stamp(key: str, data: Data) -> Stamp:
     """A file as a run knows it again: its key, size and last 64 KiB (its Parquet footer: row groups, column sizes,
     item id bounds, schema), so bytes written anew under the key are a new file."""
     return key, len(data), hashlib.sha256(data[-64 * 1024 :]).digest()
@@ -183,7 +183,7 @@ class FileDigests:
     def __init__(self) -> None:
         self._known: dict[Stamp, str] = {}
 
-    def of(self, key: str, data: bytes) -> str:
+    def of(self, key: str, data: Data) -> str:
         known = stamp(key, data)
         if known not in self._known:
             self._known[known] = layers.sha256(data)
@@ -204,7 +204,7 @@ class ColumnsRead:
         self._kept: dict[str, tuple[tuple[Stamp, bool], pa.Table]] = {}
 
     def columns(
-        self, key: str, data: bytes, names: list[str], dictionaries: bool, decode: Callable[[list[str]], pa.Table]
+        self, key: str, data: Data, names: list[str], dictionaries: bool, decode: Callable[[list[str]], pa.Table]
     ) -> pa.Table:
         """The ``names`` of the file ``data`` (under ``key``), read with ``dictionaries`` or not: the kept ones from
         memory (then released), the others decoded by ``decode``; a read that found none keeps what it decoded."""
@@ -322,7 +322,7 @@ class ParquetIOManager(ConfigurableIOManager):
             return pa.Table.from_pandas(frame, preserve_index=False)
         store = self.storage.warehouse_store
         base_key = self.key(asset_path, frame.base)
-        base_bytes = store.read_bytes(base_key)
+        base_bytes = mapped(store, base_key)
         base = pq.ParquetFile(pa.BufferReader(base_bytes))
         base_rows = layers.rows(base.schema_arrow) or base.metadata.num_rows
         if base_rows != frame.base_rows:
@@ -375,7 +375,7 @@ def arrow_table(
     """:func:`read_table` before pandas (with ``dictionaries``, ``digests`` and ``shared``, as :func:`read_arrow`
     reads)."""
     keep, drop = (set(keep) if keep is not None else None), set(drop)
-    data = store.read_bytes(key)
+    data = mapped(store, key)
     schema = _data_schema(pq.read_schema(pa.BufferReader(data)))
     names = [n for n in schema.names if (keep is None or n in keep) and n not in drop]
     return read_arrow(store, key, names, data, dictionaries=dictionaries, digests=digests, shared=shared)
@@ -385,7 +385,7 @@ def read_arrow(
     store: Store,
     key: str,
     names: list[str] | None = None,
-    data: bytes | None = None,
+    data: Data | None = None,
     *,
     dictionaries: bool = False,
     digests: FileDigests | None = None,
@@ -396,7 +396,7 @@ def read_arrow(
     stay dictionaries (each part of a layered table with its own); with ``digests``, a base file this run hashed
     already is not hashed again; with ``shared``, a whole file's columns decoded by the run's previous read of it
     are not decoded again."""
-    data = data if data is not None else store.read_bytes(key)
+    data = data if data is not None else mapped(store, key)
     file = pq.ParquetFile(pa.BufferReader(data))
     found = layers.base_of(file.schema_arrow)
     if found is None:
@@ -415,7 +415,7 @@ def read_arrow(
         raise layers.StaleLayerError(
             f"{key}: a layer over {base_key}, which is gone; re-materialize this partition to write it whole"
         )
-    base_data = store.read_bytes(base_key)
+    base_data = mapped(store, base_key)
     if (digests.of(base_key, base_data) if digests is not None else layers.sha256(base_data)) != digest:
         raise layers.StaleLayerError(
             f"{key}: a layer over {base_key}, which was re-materialized after it; re-materialize this partition "
@@ -474,7 +474,7 @@ def statistics_columns(table: pa.Table) -> list[str] | bool:
     return [name for name in STATISTICS if name in table.column_names] or False
 
 
-def _read_columns(data: bytes, file: pq.ParquetFile, names: list[str] | None, dictionaries: bool = False) -> pa.Table:
+def _read_columns(data: Data, file: pq.ParquetFile, names: list[str] | None, dictionaries: bool = False) -> pa.Table:
     """``file.read(columns=names)`` (``file`` opened on ``data``), with the text columns the file stores
     dictionary-encoded throughout read as their dictionaries and indices, then expanded by Arrow: the same table,
     but Parquet's own expansion of a vote table's low-cardinality texts (kinds, labels, days, files) took 0.6-3 s

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from labelops import ingest
-from labelops.storage import LocalStore
+from labelops.storage import LocalStore, mapped
 
 DAY = "2024-06-01"
 LS = "label-studio-converter/tests/data/test_export_yolo/data.json"
@@ -39,6 +40,21 @@ def test_local_writes_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None
     assert store.read_bytes("t/a.parquet") == b"two"
     assert [p.name for p in (tmp_path / "t").iterdir()] == ["a.parquet"]
     assert store.list() == ["t/a.parquet"]
+
+
+def test_a_mapped_local_file_is_its_bytes_as_they_were_when_mapped(tmp_path: Path) -> None:
+    """A reader that only decodes or digests a file maps it instead of copying it into memory; a file replaced
+    meanwhile (writes rename) leaves the mapping as it was."""
+    store = LocalStore(tmp_path)
+    store.write_bytes("t/a.parquet", b"one" * 10_000)
+    data = mapped(store, "t/a.parquet")
+    assert isinstance(data, memoryview)
+    store.write_bytes("t/a.parquet", b"two")
+    assert bytes(data) == b"one" * 10_000 and len(data) == 30_000
+    assert hashlib.sha256(data).digest() == hashlib.sha256(b"one" * 10_000).digest()
+    assert bytes(mapped(store, "t/a.parquet")) == b"two"
+    store.write_bytes("t/empty", b"")
+    assert mapped(store, "t/empty") == b""
 
 
 def test_a_day_with_no_files_is_an_empty_partition(tmp_path: Path) -> None:
