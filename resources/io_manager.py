@@ -18,6 +18,7 @@ import io
 import posixpath
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -178,16 +179,30 @@ def stamp(key: str, data: Data) -> Stamp:
 class FileDigests:
     """The SHA-256 of files a run read, for its later checks of the same file (known by :func:`stamp`). A layered
     table's read checks its base file's bytes against the digest the layer recorded, and a night checks the vote
-    table's base (167 MB, 0.16 s to hash) twice, in `label_votes` and in `label_state`."""
+    table's base (167 MB, 0.14-0.16 s to hash) twice, in `label_votes` and in `label_state`.
+
+    A file whose digest a later step of the run will ask for (a :data:`SHARED_READS` table's file is the base of
+    the layer its asset writes next) is hashed in a thread from its read on: hashing holds no lock, so the digest is
+    computed on the second core while the step folds the day, not after it."""
 
     def __init__(self) -> None:
-        self._known: dict[Stamp, str] = {}
+        self._known: dict[Stamp, Future[str]] = {}
+        self._hashing: ThreadPoolExecutor | None = None
+
+    def prefetch(self, key: str, data: Data) -> None:
+        known = stamp(key, data)
+        if known not in self._known:
+            if self._hashing is None:
+                self._hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
+            self._known[known] = self._hashing.submit(layers.sha256, data)
 
     def of(self, key: str, data: Data) -> str:
         known = stamp(key, data)
         if known not in self._known:
-            self._known[known] = layers.sha256(data)
-        return self._known[known]
+            done: Future[str] = Future()
+            done.set_result(layers.sha256(data))
+            self._known[known] = done
+        return self._known[known].result()
 
 
 # A night decodes the vote table's base file twice: `label_votes` reads the columns that decide what the day changes,
@@ -402,6 +417,8 @@ def read_arrow(
     if found is None:
         if shared is None:
             return _read_columns(data, file, names, dictionaries)
+        if digests is not None:  # the base of the layer the asset writes next: its digest is wanted then
+            digests.prefetch(key, data)
         return shared.columns(
             key,
             data,

@@ -211,3 +211,31 @@ def test_other_tables_are_decoded_at_every_read(tmp_path: Path, monkeypatch: pyt
     for _ in range(2):
         tables.select(keep=["item_id", "kind"]).arrow(DAYS[0])
     assert decoded == [["item_id", "kind"], ["item_id", "kind"]]
+
+
+def test_the_base_a_run_folds_into_is_hashed_once_beside_the_fold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """label_votes reads the previous day's file, then writes the day as a layer over it (the layer records the
+    base file's SHA-256), then label_state reads the layer (checking that digest): the base is hashed once, from the
+    first read on, and the layer records the file's true digest."""
+    _write(_manager(tmp_path), "label_votes", DAYS[0], _votes(2_000, 11))
+    hashed: list[int] = []
+    digest = layers.sha256
+
+    def counted(data: bytes | memoryview) -> str:
+        hashed.append(len(data))
+        return digest(data)
+
+    monkeypatch.setattr(layers, "sha256", counted)
+    run = _manager(tmp_path)
+    previous = _tables(run, "label_votes", DAYS[0]).select(keep=["item_id", "kind"]).arrow(DAYS[0])
+    assert len(run._digests._known) == 1  # hashing from the read on, before the write asks
+    marks = pd.DataFrame({layers.ROW: [5], "superseded_by": [DAYS[1]]})
+    _write(run, "label_votes", DAYS[1], Layered(DAYS[0], marks, _votes(2_050, 12).iloc[2_000:], previous.num_rows))
+    both = _tables(run, "label_votes", DAYS[1]).select(keep=["item_id", "superseded_by"]).arrow(DAYS[1])
+    assert both.num_rows == 2_050 and len(hashed) == 1
+    base = (tmp_path / "warehouse" / "tables" / "label_votes" / f"{DAYS[0]}.parquet").read_bytes()
+    footer = io_manager.footer(run.storage.warehouse_store, f"tables/label_votes/{DAYS[1]}.parquet")
+    assert layers.base_of(footer.schema.to_arrow_schema()) is not None
+    assert footer.schema.to_arrow_schema().metadata[layers.BASE_SHA256].decode() == digest(base)
