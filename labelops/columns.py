@@ -276,7 +276,7 @@ def spliced(frame: pd.DataFrame, drop: np.ndarray, rows: pd.DataFrame, key: str)
     order[old], order[new] = keep, len(frame) + np.arange(len(rows))
     # a numpy column takes the frame's values at once (a new row's place taking any, written over after): one
     # pass over the column, where gathering the kept rows and then placing them made two and a temporary
-    inside = np.where(old, order, 0) if len(frame) else order
+    inside = np.where(old, order, 0)
     columns = {}
     for name in frame.columns:
         column = frame[name]

@@ -183,7 +183,8 @@ class FileDigests:
 
     A file whose digest a later step of the run will ask for (a :data:`SHARED_READS` table's file is the base of
     the layer its asset writes next) is hashed in a thread from its read on: hashing holds no lock, so the digest is
-    computed on the second core while the step folds the day, not after it."""
+    computed on the second core while the step folds the day, not after it (a night that writes the table whole, a
+    compaction, leaves that digest unused)."""
 
     def __init__(self) -> None:
         self._known: dict[Stamp, Future[str]] = {}
