@@ -151,13 +151,18 @@ def wasserstein(reference: pd.Series, current: pd.Series) -> float:
 
     W1 = ∫ |F⁻¹_ref(t) − F⁻¹_cur(t)| dt, summed over the merged quantile breakpoints.
     """
-    ref = np.sort(reference.dropna().to_numpy(float))
-    cur = np.sort(current.dropna().to_numpy(float))
+    return sorted_wasserstein(np.sort(reference.dropna().to_numpy(float)), np.sort(current.dropna().to_numpy(float)))
+
+
+def sorted_wasserstein(ref: np.ndarray, cur: np.ndarray) -> float:
+    """:func:`wasserstein` of two samples given sorted, without missing values."""
     n, m = len(ref), len(cur)
     if n == m:
         value = float(np.abs(ref - cur).mean())
     else:
-        breaks = np.sort(np.concatenate([np.arange(1, n + 1) / n, np.arange(1, m + 1) / m]))
+        # the two runs of breakpoints are sorted already: a stable sort (timsort) merges them in one pass, where
+        # quicksort sorted 2 million afresh (0.16 s against 0.015 s, a night's four columns)
+        breaks = np.sort(np.concatenate([np.arange(1, n + 1) / n, np.arange(1, m + 1) / m]), kind="stable")
         widths = np.diff(breaks, prepend=0.0)
         i = np.minimum(np.ceil(breaks * n - 1e-9).astype(np.int64) - 1, n - 1)
         j = np.minimum(np.ceil(breaks * m - 1e-9).astype(np.int64) - 1, m - 1)
@@ -180,18 +185,29 @@ def psi(reference: pd.Series, current: pd.Series, kind: str) -> float:
     if kind == "numeric":
         ref, cur = reference.dropna().to_numpy(float), current.dropna().to_numpy(float)
         edges = psi_edges(reference)
-        ref_share = np.histogram(ref, edges)[0] / max(len(ref), 1)
-        cur_share = np.histogram(cur, edges)[0] / max(len(cur), 1)
+        ref_share = bin_counts(ref, edges) / max(len(ref), 1)
+        cur_share = bin_counts(cur, edges) / max(len(cur), 1)
     else:
         _, _, ref_share, cur_share = _shares(reference, current)
     return psi_of_shares(ref_share, cur_share)
 
 
-def psi_edges(reference: pd.Series) -> np.ndarray:
-    """PSI's bins: the reference's deciles, open at both ends."""
-    edges = np.unique(np.quantile(reference.dropna().to_numpy(float), np.linspace(0, 1, 11)))
+def psi_edges(reference: pd.Series | np.ndarray) -> np.ndarray:
+    """PSI's bins: the reference's deciles, open at both ends (an array: its values, without missing ones)."""
+    values = reference if isinstance(reference, np.ndarray) else reference.dropna().to_numpy(float)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)))
     edges[0], edges[-1] = -np.inf, np.inf
     return edges
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.histogram(values, edges)[0]`` for bins open at both ends (:func:`psi_edges`), so every value has one:
+    each value's bin by a binary search among the edges, where np.histogram sorts the values first (a million
+    values: 0.02 s against 0.04 s)."""
+    if len(edges) < 2:  # a constant reference's one edge: no bin, as np.histogram has none
+        return np.zeros(0, dtype=np.int64)
+    at = np.searchsorted(edges, values, side="right") - 1  # edges[at] <= value < edges[at + 1]
+    return np.bincount(np.minimum(at, len(edges) - 2), minlength=len(edges) - 1)  # the last bin holds its right edge
 
 
 def psi_of_shares(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
@@ -212,6 +228,7 @@ class Tally:
     kind: str
     method: str
     edges: np.ndarray | None  # PSI bins (numeric columns)
+    ordered: np.ndarray | None = None  # a numeric column's reference values, sorted, without missing ones
     rows: int = 0
     counts: pd.Series | None = None
     histogram: np.ndarray | None = None
@@ -222,10 +239,12 @@ class Tally:
         """What to gather, decided from the reference and the current column's type (one part of it suffices)."""
         kind = column_kind(reference, current)
         method = method or config.methods.get(str(reference.name)) or choose_method(reference, kind)
-        edges = psi_edges(reference) if kind == "numeric" else None
+        # sorted once: the deciles, the reference's PSI counts and Wasserstein read it (a million rows a night)
+        ordered = np.sort(reference.dropna().to_numpy(float)) if kind == "numeric" else None
+        edges = psi_edges(ordered) if ordered is not None else None
         counts = pd.Series(dtype="float64") if kind == "categorical" or method in COUNTED else None
         histogram = np.zeros(len(edges) - 1) if edges is not None else None
-        return cls(kind, method, edges, counts=counts, histogram=histogram)
+        return cls(kind, method, edges, ordered, counts=counts, histogram=histogram)
 
     def add(self, values: pd.Series, sampled: np.ndarray | slice) -> None:
         """One part of the current column; ``sampled``: the positions (in the part) of the sampled rows."""
@@ -233,7 +252,7 @@ class Tally:
         if self.counts is not None:
             self.counts = self.counts.add(values.value_counts(dropna=True), fill_value=0)
         if self.histogram is not None and self.edges is not None:
-            self.histogram += np.histogram(values.dropna().to_numpy(float), self.edges)[0]
+            self.histogram += bin_counts(values.dropna().to_numpy(float), self.edges)
         if self.method in SAMPLED:
             self.sample.append(values.to_numpy()[sampled])
 
@@ -253,7 +272,11 @@ class Tally:
             assert ref_counts is not None and cur_counts is not None
             statistic, p_value = z_test_counts(ref_counts, cur_counts)
         elif method == "wasserstein":
-            statistic = wasserstein(reference, values)
+            statistic = (
+                sorted_wasserstein(self.ordered, np.sort(values.dropna().to_numpy(float)))
+                if self.ordered is not None
+                else wasserstein(reference, values)  # a method set for a column that is not numeric
+            )
         elif method == "jensenshannon":
             assert ref_counts is not None and cur_counts is not None
             statistic = jensen_shannon_counts(ref_counts, cur_counts)
@@ -263,9 +286,10 @@ class Tally:
         threshold = config.p_value if by_p else config.distance
         drifted = bool(p_value < threshold) if by_p else bool(statistic >= threshold)
         if kind == "numeric":
-            assert self.histogram is not None and self.edges is not None
-            ref = reference.dropna().to_numpy(float)
-            ref_share = np.histogram(ref, self.edges)[0] / max(len(ref), 1)
+            assert self.histogram is not None and self.edges is not None and self.ordered is not None
+            ref = self.ordered  # sorted: each edge's place gives the counts, as np.histogram finds them
+            places = np.append(ref.searchsorted(self.edges[:-1], "left"), ref.searchsorted(self.edges[-1], "right"))
+            ref_share = np.diff(places) / max(len(ref), 1)
             value = psi_of_shares(ref_share, self.histogram / max(self.rows, 1))
         else:
             assert ref_counts is not None and cur_counts is not None

@@ -85,6 +85,22 @@ def test_psi_by_hand() -> None:
     assert drift.column_drift(reference, current, drift.DriftConfig())["psi_band"] == "major"
 
 
+def test_psi_counts_are_numpys_histogram() -> None:
+    """PSI's bin counts (each value's bin by a binary search; the sorted reference's edges placed) are
+    np.histogram's, ties on an edge, values beyond the deciles and a pile-up in one bin included."""
+    reference = pd.Series(np.r_[RNG.normal(0, 1, 3000), np.repeat(0.25, 400), [np.nan]], name="x")
+    current = pd.Series(np.r_[RNG.normal(0.4, 1.2, 2000), np.repeat(0.25, 100), [np.inf, -np.inf, np.nan]], name="x")
+    edges = drift.psi_edges(reference)
+    ref, cur = reference.dropna().to_numpy(), current.dropna().to_numpy()
+    assert np.array_equal(drift.bin_counts(cur, edges), np.histogram(cur, edges)[0])
+    assert np.array_equal(drift.bin_counts(ref, edges), np.histogram(ref, edges)[0])
+    expected = drift.psi_of_shares(np.histogram(ref, edges)[0] / len(ref), np.histogram(cur, edges)[0] / len(cur))
+    assert drift.psi(reference, current, "numeric") == expected
+    assert drift.column_drift(reference, current, drift.DriftConfig())["psi"] == expected
+    one_edge = drift.psi_edges(pd.Series(np.full(50, 2.0)))  # a constant reference: its deciles are one edge
+    assert np.array_equal(drift.bin_counts(cur, one_edge), np.histogram(cur, one_edge)[0])
+
+
 def test_demo_drift_is_found_in_the_changed_columns_only(demo_landing: LocalStore) -> None:
     all_days = days()
     reference = pd.concat([ingest.read_predictions(demo_landing, d).table for d in all_days[:7]], ignore_index=True)
