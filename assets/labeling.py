@@ -9,13 +9,14 @@ item is not sent twice while open.
 """
 
 import pandas as pd
+import pyarrow as pa
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, Output
 
 from assets.metadata import table_metadata
 from assets.partitioned import DayFrames, Frames, for_day
 from assets.partitions import daily_asset
 from labelops import labeling, outbox, snapshots, state, warehouse
-from labelops.columns import first_rows, isin
+from labelops.columns import arrow_isin, first_rows, isin, plain
 from labelops.guidelines import Guideline, predictions_under
 from labelops.label_studio_config import labeling_config
 from labelops.reporting import markdown_table
@@ -67,6 +68,15 @@ def _latest(frames: Frames, columns: list[str]) -> pd.DataFrame:
         if len(frames)
         else (pd.DataFrame(columns=columns))
     )
+
+
+def _latest_items(frames: Frames, columns: list[str], items: pd.Series) -> pd.DataFrame:
+    """Of the latest day of a state asset (some columns), the rows of these items alone: an item index holds a
+    million rows, and a batch's honeypots need the gold items' few thousand."""
+    if not len(frames):
+        return pd.DataFrame(columns=columns)
+    table = frames.select(keep=columns).arrow(sorted(frames)[-1])
+    return plain(table.filter(pa.array(arrow_isin(table, "item_id", items)))).to_pandas().reindex(columns=columns)
 
 
 def _held_before(label_state: Frames, day: str) -> pd.Series | None:
@@ -271,12 +281,12 @@ def labeling_tasks(
 ) -> Output[DayFrames]:
     day = context.partition_key
     batch_id = f"tasks-{day}"
-    catalog = _latest(item_index, outbox.MEDIA_COLUMNS)
     day_catalog, coverage_report = (
         for_day(item_catalog, day, "item_catalog"),
         for_day(coverage_report, day, "coverage_report"),
     )
     gold = for_day(gold_labels.select(keep=["item_id"]), day, "gold_labels")
+    gold_catalog = _latest_items(item_index, outbox.MEDIA_COLUMNS, gold["item_id"])  # the honeypots' media
     labeled_items = _latest(label_state, ["item_id", "days"])  # every item with a label state, however old
     guideline_set = guidelines.load()
     guideline = guideline_set.in_force(day)
@@ -304,7 +314,7 @@ def labeling_tasks(
     budget = outbox.item_budget(config.budget, config.honeypot_share)
     chosen = labeling.select_tasks(candidates, has_media, open_items, budget, batch_id=batch_id, dimensions=dimensions)
     batch, media, honeypots = outbox.with_honeypots(
-        chosen, media, gold, catalog, share=config.honeypot_share, exclude=open_items, batch_id=batch_id, day=day
+        chosen, media, gold, gold_catalog, share=config.honeypot_share, exclude=open_items, batch_id=batch_id, day=day
     )
     batch["uri"] = batch["item_id"].map(media.set_index("item_id")["uri"])
     tasks, pre = outbox.task_file(batch, media, production_predictions, guideline_set, guideline, batch_id=batch_id)

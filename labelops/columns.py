@@ -61,6 +61,16 @@ def isin(values: pd.Series | pd.Index, candidates: pd.Series | pd.Index | Iterab
         )
 
 
+def arrow_isin(table: pa.Table, name: str, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+    """Which rows of an Arrow table's text column hold one of ``values`` (plain or dictionary-encoded): the few rows
+    wanted of a million are found before any of them becomes pandas."""
+    column = table.column(name)
+    if not table.num_rows or pa.types.is_null(column.type):
+        return np.zeros(table.num_rows, dtype=bool)
+    value_set = pa.array(np.asarray(values, dtype=object), type=pa.large_string()).cast(value_type(column))
+    return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False)
+
+
 def positions(keys: pd.Series | pd.Index | np.ndarray, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
     """For each key, the position of its first occurrence in ``values`` (-1 where absent), compared as text and
     hashed by Arrow."""

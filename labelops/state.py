@@ -31,6 +31,7 @@ from pandas.api.extensions import take
 
 from labelops import boxes, quality, review
 from labelops.columns import (
+    arrow_isin,
     day_text,
     first_rows,
     group_starts,
@@ -344,11 +345,7 @@ def _among(votes: Table, name: str, values: pd.Series | pd.Index | np.ndarray) -
     """Which rows of the text column hold one of ``values``."""
     if isinstance(votes, pd.DataFrame):
         return isin(votes[name], values)
-    column = votes.column(name)
-    if not votes.num_rows or pa.types.is_null(column.type):
-        return np.zeros(votes.num_rows, dtype=bool)
-    value_set = pa.array(np.asarray(values, dtype=object), type=pa.large_string()).cast(value_type(column))
-    return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False)
+    return arrow_isin(votes, name, values)
 
 
 def _subset(votes: Table, mask: np.ndarray) -> Table:
