@@ -15,6 +15,7 @@ from assets.quality import quality_assets
 from assets.reports import quality_report
 from assets.state import state_assets
 from assets.validate import validate_annotations
+from pipelines.allocator import KEPT
 from pipelines.automation import (
     drift_sensor,
     guideline_sensor,
@@ -27,7 +28,8 @@ from resources import build_resources
 from resources.memory import choose_arrow_pool, freeze_loaded
 from resources.settings import Settings
 
-choose_arrow_pool()  # before any table is read: every process that loads the code location allocates through it
+# before any table is read: every process that loads the code location allocates through it
+choose_arrow_pool(shared_heap=KEPT)
 
 ingest_job = define_asset_job(
     "ingest_job",

@@ -1,10 +1,11 @@
 """Which allocator Arrow uses in the code location's processes, and what the garbage collector looks at.
 
-Arrow's default (the mimalloc it bundles) hands freed memory back to the system eagerly, so a night that reads,
-drops and reads again tables of millions of rows pays for faulting the same memory in again and again. On the
-benchmark machine (a virtual machine, where a first touch of a page is dear) night 60's `label_state` spent
-6.5 s of system time and took 11.2 s with it; with Arrow's jemalloc, 3.2-4.2 s and 7.9-8.9 s, at a lower peak
-(2.8 GB against 3.0). docs/benchmarks.md has the runs.
+Where glibc keeps freed memory in one heap (pipelines.allocator, on by default), Arrow allocates through it too (the
+system pool), so a table Arrow decodes reuses the memory pandas and numpy freed, and the other way round. Otherwise
+Arrow takes its jemalloc: its default, the mimalloc it bundles, hands freed memory back to the system eagerly, so a
+night that reads, drops and reads again tables of millions of rows pays for faulting the same memory in again and
+again (night 60's `label_state` on the benchmark machine, a virtual machine where a first touch of a page is dear:
+6.5 s of system time with mimalloc, 3.2-4.2 s with jemalloc). docs/benchmarks.md has the runs.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import pyarrow as pa
 CHOICE = "ARROW_DEFAULT_MEMORY_POOL"  # Arrow's own setting: when it is set, it decides
 
 
-def choose_arrow_pool() -> str:
-    """Arrow's jemalloc as its default pool (the system allocator where this Arrow has no jemalloc), unless
-    ``ARROW_DEFAULT_MEMORY_POOL`` chose one; the pool in use."""
+def choose_arrow_pool(shared_heap: bool = False) -> str:
+    """Arrow's jemalloc as its default pool (the system allocator where this Arrow has no jemalloc, or where glibc
+    keeps freed memory in one heap, ``shared_heap``: pipelines.allocator), unless ``ARROW_DEFAULT_MEMORY_POOL`` chose
+    one; the pool in use."""
     if not os.environ.get(CHOICE):
+        if shared_heap:
+            pa.set_memory_pool(pa.system_memory_pool())
+            return pa.default_memory_pool().backend_name
         try:
             pa.set_memory_pool(pa.jemalloc_memory_pool())
         except NotImplementedError:  # an Arrow built without jemalloc (some platforms' wheels)
