@@ -16,11 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CHOSEN = {"jemalloc", "system"}  # system only where this Arrow was built without jemalloc
 
 
-def _pool(probe: str, **env: str) -> str:
-    """What ``probe`` prints last, run in a fresh interpreter with ``env`` and Arrow's own setting unset."""
+def _pool(probe: str, *args: str, **env: str) -> str:
+    """What ``probe`` prints last, run in a fresh interpreter (with ``args``) with ``env`` and Arrow's own setting
+    unset."""
     settings = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", probe],
+        [sys.executable, "-W", "ignore", "-c", probe, *args],
         cwd=ROOT,
         env={**settings, **env},
         capture_output=True,
@@ -69,19 +70,9 @@ def test_glibc_keeps_freed_memory_in_one_heap_shared_with_arrow(tmp_path: Path) 
     """Loading the code location first (as a run worker does) leaves one arena for every thread, Arrow's readers
     included, and Arrow allocating through it; ``LABELOPS_KEEP_FREED_MEMORY=0`` leaves glibc's defaults."""
     info = tmp_path / "malloc.xml"
-    settings = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
 
     def probe(**env: str) -> tuple[str, int]:
-        done = subprocess.run(
-            [sys.executable, "-W", "ignore", "-c", ARENAS, str(info)],
-            cwd=ROOT,
-            env={**settings, **env},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip().splitlines()[-1], info.read_text().count("<heap nr=")
+        return _pool(ARENAS, str(info), **env), info.read_text().count("<heap nr=")
 
     assert probe() == ("True system", 1)
     kept, arenas = probe(LABELOPS_KEEP_FREED_MEMORY="0")
